@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Create (idempotently, found by name) the OpenStack objects kuryr-rs needs on the local stack,
+# owned by project k8s unless noted:
+#   network kuryr-pods + subnet kuryr-pods (POD_CIDR), subnet pool kuryr-namespaces,
+#   network kuryr-services + subnet kuryr-services (SVC_CIDR, Neutron allocates only from
+#   the upper half; the apiserver's service range is the lower half), router kuryr-router
+#   with interfaces on both subnets, external network public (admin) as router gateway,
+#   security group kuryr-pods (all traffic from the pod and service subnets).
+# Writes $STACK_STATE/stack.env (ids) and $STACK_STATE/kuryr.conf.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/lib.sh"
+exec >> "$LOGDIR/objects.log" 2>&1
+echo "=== $(date -Is) objects.sh"
+N=http://127.0.0.1:9696/v2.0
+TOK=$(token_pw kuryr "$STACK_KURYR_PASSWORD" k8s)
+ATOK=$(admin_token)
+[ -n "$TOK" ] && [ -n "$ATOK" ] || { echo "objects: no keystone token"; exit 1; }
+
+api() {  # TOKEN METHOD PATH [JSON] -> body; fails on HTTP >= 400 with the body shown
+  local t=$1 m=$2 p=$3 out code
+  out=$(mktemp)
+  if [ $# -ge 4 ]; then
+    code=$(curl -s -m 60 -o "$out" -w '%{http_code}' -X "$m" -H "X-Auth-Token: $t" -H 'Content-Type: application/json' "$N$p" -d "$4")
+  else
+    code=$(curl -s -m 60 -o "$out" -w '%{http_code}' -X "$m" -H "X-Auth-Token: $t" "$N$p")
+  fi
+  if [ "$code" -ge 400 ]; then echo "neutron $m $p: HTTP $code: $(cat "$out")" >&2; rm -f "$out"; return 1; fi
+  cat "$out"; rm -f "$out"
+}
+# find_or_create TOKEN COLLECTION(plural) NAME JSON(create body) -> id
+find_or_create() {
+  local t=$1 coll=$2 name=$3 body=$4 single=${2%s} id
+  [ "$coll" = subnetpools ] && single=subnetpool
+  [ "$coll" = security-groups ] && single=security_group
+  local key=${coll//-/_}
+  id=$(api "$t" GET "/$coll?name=$name" | jq -r ".${key}[0].id // empty")
+  if [ -z "$id" ]; then
+    id=$(api "$t" POST "/$coll" "$body" | jq -r ".${single}.id")
+    echo "created $single $name $id"
+  fi
+  echo "$id" > "$STATE/.last_id"
+}
+last() { cat "$STATE/.last_id"; }
+
+find_or_create "$ATOK" networks public '{"network":{"name":"public","router:external":true,"provider:network_type":"flat","provider:physical_network":"public","shared":false}}'
+EXT_NET=$(last)
+find_or_create "$ATOK" subnets public-subnet "{\"subnet\":{\"name\":\"public-subnet\",\"network_id\":\"$EXT_NET\",\"ip_version\":4,\"cidr\":\"$EXT_CIDR\",\"enable_dhcp\":false}}"
+EXT_SUBNET=$(last)
+
+find_or_create "$TOK" networks kuryr-pods '{"network":{"name":"kuryr-pods","description":"kuryr-rs default pod network"}}'
+POD_NET=$(last)
+find_or_create "$TOK" subnets kuryr-pods "{\"subnet\":{\"name\":\"kuryr-pods\",\"network_id\":\"$POD_NET\",\"ip_version\":4,\"cidr\":\"$POD_CIDR\",\"gateway_ip\":\"$POD_GW\",\"enable_dhcp\":false}}"
+POD_SUBNET=$(last)
+find_or_create "$TOK" subnetpools kuryr-namespaces "{\"subnetpool\":{\"name\":\"kuryr-namespaces\",\"prefixes\":[\"$SUBNETPOOL_PREFIX\"],\"default_prefixlen\":24}}"
+SUBNETPOOL=$(last)
+find_or_create "$TOK" networks kuryr-services '{"network":{"name":"kuryr-services","description":"kuryr-rs service (Octavia VIP) network"}}'
+SVC_NET=$(last)
+find_or_create "$TOK" subnets kuryr-services "{\"subnet\":{\"name\":\"kuryr-services\",\"network_id\":\"$SVC_NET\",\"ip_version\":4,\"cidr\":\"$SVC_CIDR\",\"gateway_ip\":\"$SVC_GW\",\"enable_dhcp\":false,\"allocation_pools\":[{\"start\":\"$SVC_POOL_START\",\"end\":\"$SVC_POOL_END\"}]}}"
+SVC_SUBNET=$(last)
+find_or_create "$TOK" routers kuryr-router '{"router":{"name":"kuryr-router"}}'
+ROUTER=$(last)
+ifaces=$(api "$TOK" GET "/ports?device_id=$ROUTER" | jq -r '[.ports[].fixed_ips[].subnet_id] | join(" ")')
+for s in $POD_SUBNET $SVC_SUBNET; do
+  case " $ifaces " in *" $s "*) ;; *) api "$TOK" PUT "/routers/$ROUTER/add_router_interface" "{\"subnet_id\":\"$s\"}" >/dev/null; echo "router interface on $s";; esac
+done
+gw=$(api "$TOK" GET "/routers/$ROUTER" | jq -r '.router.external_gateway_info.network_id // empty')
+if [ -z "$gw" ]; then
+  api "$ATOK" PUT "/routers/$ROUTER" "{\"router\":{\"external_gateway_info\":{\"network_id\":\"$EXT_NET\"}}}" >/dev/null \
+    && echo "router gateway on public"
+fi
+find_or_create "$TOK" security-groups kuryr-pods '{"security_group":{"name":"kuryr-pods","description":"kuryr-rs default pod security group"}}'
+SG=$(last)
+rules=$(api "$TOK" GET "/security-group-rules?security_group_id=$SG&direction=ingress" | jq -r '[.security_group_rules[].remote_ip_prefix] | join(" ")')
+for c in $POD_CIDR $SVC_CIDR; do
+  case " $rules " in *" $c "*) ;; *)
+    api "$TOK" POST /security-group-rules "{\"security_group_rule\":{\"security_group_id\":\"$SG\",\"direction\":\"ingress\",\"ethertype\":\"IPv4\",\"remote_ip_prefix\":\"$c\"}}" >/dev/null
+    echo "sg rule ingress from $c";; esac
+done
+rm -f "$STATE/.last_id"
+. "$STATE/kuryr-appcred.env"
+
+cat > "$STATE/stack.env.tmp" <<ENV
+# Written by hack/stack/objects.sh: ids of the local stack's OpenStack objects.
+STACK_HOST=$HOST
+K8S_PROJECT_ID=$K8S_PROJECT_ID
+POD_NET_ID=$POD_NET
+POD_SUBNET_ID=$POD_SUBNET
+POD_CIDR=$POD_CIDR
+POD_GW=$POD_GW
+SUBNETPOOL_ID=$SUBNETPOOL
+SERVICE_NET_ID=$SVC_NET
+SERVICE_SUBNET_ID=$SVC_SUBNET
+SERVICE_CIDR=$SVC_CIDR
+K8S_SERVICE_CIDR=$K8S_SVC_CIDR
+ROUTER_ID=$ROUTER
+EXT_NET_ID=$EXT_NET
+EXT_SUBNET_ID=$EXT_SUBNET
+POD_SG_ID=$SG
+OVS_BRIDGE=br-int
+CLOUDS_YAML=$STATE/clouds.yaml
+KUBECONFIG=$STATE/kubeconfig
+STACK_STATE=$STATE
+K8S_BIN=$K8S_BIN
+OPENSTACK_CLI=$KVENV/bin/openstack
+ENV
+mv "$STATE/stack.env.tmp" "$STATE/stack.env"
+
+umask 077
+cat > "$STATE/kuryr.conf.tmp" <<CONF
+# kuryr.conf for the local stack (same sections and options as upstream kuryr-kubernetes).
+[DEFAULT]
+debug = false
+
+[kubernetes]
+api_root = https://127.0.0.1:6443
+ssl_ca_crt_file = $STATE/pki/ca.crt
+ssl_verify_server_crt = true
+pod_vif_driver = neutron-vif
+vif_pool_driver = noop
+pod_subnets_driver = default
+pod_security_groups_driver = default
+enabled_handlers = vif,kuryrport
+
+[neutron]
+auth_type = v3applicationcredential
+auth_url = http://127.0.0.1:5000/v3
+application_credential_id = $APPCRED_ID
+application_credential_secret = $APPCRED_SECRET
+region_name = RegionOne
+endpoint_type = public
+
+[neutron_defaults]
+project = $K8S_PROJECT_ID
+pod_subnet = $POD_SUBNET
+pod_security_groups = $SG
+service_subnet = $SVC_SUBNET
+ovs_bridge = br-int
+external_svc_net = $EXT_NET
+resource_tags = kuryr-rs-local
+
+[namespace_subnet]
+pod_router = $ROUTER
+pod_subnet_pool = $SUBNETPOOL
+
+[octavia_defaults]
+enforce_sg_rules = false
+lb_algorithm = SOURCE_IP_PORT
+
+[binding]
+default_driver = kuryr.lib.binding.drivers.veth
+
+[cni_daemon]
+vif_annotation_timeout = 60
+CONF
+mv "$STATE/kuryr.conf.tmp" "$STATE/kuryr.conf"
+echo "objects ok"
