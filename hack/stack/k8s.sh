@@ -8,6 +8,10 @@ CNI_BIN_DIR=/opt/cni/bin
 CNI_CONF_DIR=/etc/cni/net.d
 CONTAINERD_SOCK=/run/containerd/containerd.sock
 KUBELET_DIR=$STATE/kubelet
+# The node's InternalIP: kubelet refuses a loopback node IP, and the apiserver reaches kubelets
+# at their InternalIP. A /32 on a local veth end keeps it on this machine.
+NODE_IF=kst-node0
+NODE_IP=172.31.255.1
 
 # cert NAME CN ORG [SANs]: a client/server certificate signed by the stack CA.
 cert() {
@@ -58,7 +62,7 @@ pki_up() {
   cert admin kubernetes-admin system:masters
   cert controller-manager system:kube-controller-manager ""
   cert scheduler system:kube-scheduler ""
-  cert kubelet "system:node:$HOST" system:nodes "DNS:$HOST,DNS:localhost,IP:127.0.0.1"
+  cert kubelet "system:node:$HOST" system:nodes "DNS:$HOST,DNS:localhost,IP:127.0.0.1,IP:$NODE_IP"
   kubeconfig "$KCFG" admin
   kubeconfig "$STATE/controller-manager.kubeconfig" controller-manager
   kubeconfig "$STATE/scheduler.kubeconfig" scheduler
@@ -120,6 +124,12 @@ containerd_up() {
   mkdir -p "$STATE/containerd" "$CNI_BIN_DIR" "$CNI_CONF_DIR"
   # The reference plugins (loopback is needed by the CRI plugin; portmap, bandwidth, tuning
   # for chaining) next to where kuryr-cni is installed.
+  # Debian's podman ships a bridge conflist in the same directory; the CRI plugin would take it
+  # and the node would look network-ready (and wire pods onto a Linux bridge) before kuryr is there.
+  if [ -f "$CNI_CONF_DIR/87-podman-bridge.conflist" ]; then
+    log "removing podman's default $CNI_CONF_DIR/87-podman-bridge.conflist (the CRI plugin would use it)"
+    rm -f "$CNI_CONF_DIR/87-podman-bridge.conflist"
+  fi
   local p
   for p in /usr/lib/cni/*; do [ -e "$CNI_BIN_DIR/$(basename "$p")" ] || cp "$p" "$CNI_BIN_DIR/"; done
   cat > "$STATE/containerd/config.toml.tmp" <<EOF
@@ -159,13 +169,22 @@ EOF
   done
 }
 
+node_if_up() {
+  # No dummy module in this kernel: one end of a veth pair holds the address.
+  ip link show "$NODE_IF" >/dev/null 2>&1 || ip link add "$NODE_IF" type veth peer name "${NODE_IF}p"
+  ip link set "${NODE_IF}p" up
+  ip addr show dev "$NODE_IF" | grep -q "inet $NODE_IP/32" || ip addr add "$NODE_IP/32" dev "$NODE_IF"
+  ip link set "$NODE_IF" up
+}
+
 kubelet_up() {
+  node_if_up
   if ! running kubelet; then
     mkdir -p "$KUBELET_DIR" "$STATE/manifests"
     cat > "$STATE/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: $NODE_IP
 port: 10250
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -191,7 +210,7 @@ EOF
     log "starting kubelet $K8S_VERSION (node $HOST, containerd CRI)"
     start kubelet "$LOGDIR/kubelet.log" "$K8S_BIN/kubelet" --config="$STATE/kubelet.yaml" \
       --kubeconfig="$STATE/kubelet.kubeconfig" --root-dir="$KUBELET_DIR" --hostname-override="$HOST" \
-      --node-ip=127.0.0.1 --v=1
+      --node-ip="$NODE_IP" --v=1
   fi
   ready kubelet "$LOGDIR/kubelet.log" 90 curl -sf -m 2 http://127.0.0.1:10248/healthz
   ready kubelet "$LOGDIR/kubelet.log" 60 "$K8S_BIN/kubectl" --kubeconfig "$KCFG" get node "$HOST"
@@ -230,4 +249,5 @@ k8s_down() {
   done
   for m in /run/netns/cni-*; do [ -e "$m" ] && { umount -l "$m" 2>/dev/null; rm -f "$m"; }; done
   rm -rf /run/kuryr-stack
+  ip link del "$NODE_IF" 2>/dev/null || true
 }

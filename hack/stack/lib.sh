@@ -47,7 +47,7 @@ fail() {
 }
 
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
-pid_of() { [ -f "$PIDDIR/$1.pid" ] && cat "$PIDDIR/$1.pid" 2>/dev/null; }
+pid_of() { cat "$PIDDIR/$1.pid" 2>/dev/null || true; }
 running() { alive "$(pid_of "$1")"; }
 
 # start NAME LOGFILE CMD...: run CMD in the background (its own process group),
@@ -85,9 +85,9 @@ stop_pid() {
   if [ -n "$want" ] && ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$want"; then
     echo "[stack] pid $pid is not '$want' any more; leaving it alone"; return 0
   fi
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   for i in $(seq "$tenths"); do alive "$pid" || break; sleep 0.1; done
-  kill -KILL -- "-$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null
+  kill -KILL -- "-$pid" 2>/dev/null || true; kill -KILL "$pid" 2>/dev/null || true
   return 0
 }
 
