@@ -1,0 +1,143 @@
+//! Composable pod-wiring steps built from the primitives.
+//!
+//! The two halves are separate on purpose: [`plug_veth`] creates the host side (and drops
+//! the peer into some netns: the pod's, or a holding netns for pre-plugged ports);
+//! [`move_link`] relocates a pre-plugged end; [`configure_interface`] configures whatever
+//! interface is in the pod netns. Each step is idempotent where the kernel lets it be.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::error::Result;
+use crate::mac::MacAddr;
+use crate::netlink::{LinkInfo, RouteSpec, VethOptions};
+use crate::netns::Netns;
+use crate::{announce, ethtool, sysctl};
+
+/// A veth pair to plug: `host_ifname` stays in the host netns, `peer_ifname` lands in the
+/// target netns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethPlug {
+    /// Host end, e.g. `tap1234abcd-12`.
+    pub host_ifname: String,
+    /// Peer end name inside the target netns, e.g. `eth0`.
+    pub peer_ifname: String,
+    /// MTU of both ends.
+    pub mtu: Option<u32>,
+    /// MAC of the host end.
+    pub host_mac: Option<MacAddr>,
+    /// MAC of the peer end (usually the Neutron port's MAC).
+    pub peer_mac: Option<MacAddr>,
+}
+
+/// Creates the veth pair from `host` with its peer directly in `target`, then sets the host
+/// end up. If the host end already exists with the right kind, it is reused (idempotent).
+/// Returns the host end.
+pub fn plug_veth(host: &Netns, target: &Netns, plug: &VethPlug) -> Result<LinkInfo> {
+    host.with_netlink(async |nl| {
+        let opts = VethOptions { mtu: plug.mtu, mac: plug.host_mac, peer_mac: plug.peer_mac };
+        match nl.create_veth(&plug.host_ifname, &plug.peer_ifname, Some(target), &opts).await {
+            Ok(()) => {}
+            Err(e) if e.is_already_exists() => {
+                // Only reuse if it is the veth we would have created.
+                match nl.find_link(&plug.host_ifname).await? {
+                    Some(l) if l.kind.as_deref() == Some("veth") => {
+                        tracing::debug!(host_ifname = %plug.host_ifname, "veth already plugged, reusing");
+                    }
+                    _ => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        nl.set_up(&plug.host_ifname).await?;
+        nl.link(&plug.host_ifname).await
+    })
+}
+
+/// Moves `name` from `from` into `to`, renaming it to `new_name` on the way if given.
+pub fn move_link(from: &Netns, name: &str, to: &Netns, new_name: Option<&str>) -> Result<()> {
+    from.with_netlink(async |nl| nl.move_link_to_netns(name, to, new_name).await)
+}
+
+/// How long [`configure_interface`] waits for the link to be operationally up before
+/// sending announcements.
+pub const ANNOUNCE_WAIT: Duration = Duration::from_secs(2);
+
+/// Everything to configure on an interface that is already in its final netns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IfaceConfig {
+    /// Interface name inside the netns.
+    pub ifname: String,
+    /// MAC to set (link is brought down first if needed).
+    pub mac: Option<MacAddr>,
+    /// MTU to set.
+    pub mtu: Option<u32>,
+    /// Addresses with prefix length, e.g. `10.0.0.5/24`, `2001:db8::5/64`.
+    pub addresses: Vec<IpNet>,
+    /// Routes, added after the link is up.
+    pub routes: Vec<RouteSpec>,
+    /// Turn TX checksum offload off (needed behind some OVS / nested setups).
+    pub disable_tx_checksum: bool,
+    /// Send a gratuitous ARP / unsolicited NA per address once configured.
+    pub announce: bool,
+}
+
+/// Configures an interface inside `ns`, all on one netns thread and one netlink socket:
+/// enable IPv6 if needed, MAC, MTU, addresses, up, routes, tx-checksum, announcements.
+/// Existing addresses/routes are accepted, so re-running is safe. Returns the final link.
+pub fn configure_interface(ns: &Netns, cfg: &IfaceConfig) -> Result<LinkInfo> {
+    ns.with_netlink(async |nl| {
+        let ifname = cfg.ifname.as_str();
+        let link = nl.link(ifname).await?;
+        if cfg.addresses.iter().any(|a| a.addr().is_ipv6()) {
+            sysctl::write(&format!("net/ipv6/conf/{ifname}/disable_ipv6"), "0")?;
+        }
+        if let Some(mac) = cfg.mac {
+            if link.mac != Some(mac) {
+                if link.admin_up {
+                    nl.set_down(ifname).await?;
+                }
+                nl.set_mac(ifname, mac).await?;
+            }
+        }
+        if let Some(mtu) = cfg.mtu {
+            if link.mtu != Some(mtu) {
+                nl.set_mtu(ifname, mtu).await?;
+            }
+        }
+        for addr in &cfg.addresses {
+            ignore_exists(nl.add_address(ifname, *addr).await)?;
+        }
+        nl.set_up(ifname).await?;
+        for route in &cfg.routes {
+            ignore_exists(nl.add_route(route).await)?;
+        }
+        if cfg.disable_tx_checksum {
+            ethtool::set_tx_checksum(ifname, false)?;
+        }
+        if cfg.announce && !cfg.addresses.is_empty() {
+            // Best effort: announcements sent before the link is operationally up are lost,
+            // but a peer that never comes up must not fail the wiring.
+            if let Err(e) = nl.wait_oper_up(ifname, ANNOUNCE_WAIT).await {
+                tracing::debug!(error = %e, "announcing anyway");
+            }
+            for addr in &cfg.addresses {
+                let ip: IpAddr = addr.addr();
+                announce::announce(ifname, ip)?;
+            }
+        }
+        nl.link(ifname).await
+    })
+}
+
+fn ignore_exists(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.is_already_exists() => {
+            tracing::debug!(error = %e, "already present, keeping");
+            Ok(())
+        }
+        other => other,
+    }
+}
