@@ -114,3 +114,29 @@ fn second_up_is_fast_and_changes_nothing() {
     assert_eq!(before, after, "a second `up` restarted services");
     eprintln!("no-op up took {took:?}");
 }
+
+#[test]
+fn a_service_that_dies_fails_up_with_its_name_and_log() {
+    // The mechanism every service start in hack/stack goes through: start + ready. A process
+    // that exits before it is ready must fail fast with the service name and its last log lines.
+    let dir = std::env::temp_dir().join(kuryr_e2e::unique("kst-fail-"));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/stack/lib.sh");
+    let script = format!(
+        ". {lib}; PIDDIR={d}/pids; LOGDIR={d}; \
+         start bogus-svc {d}/bogus.log sh -c 'echo config error: port 1 taken; exit 3'; \
+         ready bogus-svc {d}/bogus.log 30 false",
+        lib = lib.display(),
+        d = dir.display()
+    );
+    let t = Instant::now();
+    let out = run(std::process::Command::new("bash").arg("-c").arg(&script).env("STACK_STATE", &dir));
+    let took = t.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!out.status.success(), "ready must fail");
+    assert!(stderr.contains("FAILED: bogus-svc: process") && stderr.contains("exited before it was ready"), "{stderr}");
+    assert!(stderr.contains("config error: port 1 taken"), "log tail missing: {stderr}");
+    // It noticed the death, it did not wait for the 30 s deadline.
+    assert!(took.as_secs() < 25, "took {took:?}");
+}
