@@ -226,6 +226,9 @@ k8s_up() {
 }
 
 k8s_down() {
+  # kuryr-rs itself when run as host services (hack/kuryr-services).
+  stop_pid kuryr-controller kuryr-controller
+  stop_pid kuryr-daemon kuryr-daemon
   stop_pid kubelet kubelet
   # Pods the kubelet left behind: kill their tasks so their network (CNI DEL) and mounts go.
   if ctr --address "$CONTAINERD_SOCK" version >/dev/null 2>&1; then

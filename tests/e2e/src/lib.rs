@@ -5,6 +5,8 @@
 //! has brought the stack up. A test that cannot reach the stack fails, it never skips.
 #![forbid(unsafe_code)]
 
+pub mod vm;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -75,4 +77,92 @@ pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     format!("{prefix}{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Where cargo put the workspace's binaries (`kuryr-controller`, `kuryr-daemon`, `kuryr-cni`).
+pub fn bin_dir() -> PathBuf {
+    // Test executables live in <target>/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+/// The path of one of the workspace's binaries; panics with a hint if it was not built.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} not built: run `cargo build --workspace` first", p.display());
+    p
+}
+
+/// A background process killed (SIGTERM, then SIGKILL) when dropped; its output goes to a log
+/// file that is printed if the test panics.
+pub struct Proc {
+    pub name: String,
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let log = std::env::temp_dir().join(format!("{}-{}.log", name, std::process::id()));
+        let f = std::fs::File::create(&log).expect("log file");
+        let f2 = f.try_clone().expect("log file");
+        let child = cmd
+            .stdout(f)
+            .stderr(f2)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { name: name.to_string(), child, log }
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let v: Vec<&str> = text.lines().collect();
+        v[v.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// SIGTERM and wait up to 10 s (the daemon removes its conflist on SIGTERM), then SIGKILL.
+    pub fn stop(&mut self) {
+        if !self.alive() {
+            return;
+        }
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..100 {
+            if !self.alive() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("---- last lines of {} ({}):\n{}", self.name, self.log.display(), self.log_tail(60));
+        }
+    }
+}
+
+/// Poll `f` every `every` until it returns `Some`, or panic with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: std::time::Duration, every: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if std::time::Instant::now() > end {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(every);
+    }
 }
