@@ -1,0 +1,542 @@
+//! The execute step: one owner runs the parsed [`Command`]s.
+//!
+//! * ADD waits (event-driven, bounded) for the pod's KuryrPort and its VIFs, records the
+//!   attachment *before* touching the kernel, plugs and configures every VIF, then waits
+//!   (same deadline) for Neutron to report the ports ACTIVE.
+//! * DEL, CHECK and GC use only the local attachment records (plus best-effort cleanup in
+//!   the netns): never the API server, the controller or OpenStack.
+//! * Requests for the same pod are serialized (per-pod lock around everything that reads or
+//!   changes its records and devices); different pods run in parallel. An ADD does not hold
+//!   the lock while it waits for the controller or Neutron, so a DEL never waits for that.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kuryr_cni_api::{validate_ifname, CniError, CniResult};
+use kuryr_core::vif::Binding;
+use kuryr_netplumb::Netns;
+
+use tracing::Instrument;
+
+use crate::api::routes::{AttachmentRequest, Command};
+use crate::attachments::{
+    now_unix_ms, AttachState, AttachedIface, Attachment, AttachmentStore, FORMAT,
+};
+use crate::binding::{
+    configure_pod, delete_link_in, l3, BindError, BindingDriver, Driver, HostEnv, PlugTarget,
+};
+use crate::check;
+use crate::error::DaemonError;
+use crate::events::{reasons, Recorder};
+use crate::health::Health;
+use crate::locks::KeyedLocks;
+use crate::metrics::Metrics;
+use crate::watch::{eval_active, eval_vifs, Cluster};
+
+/// Settings of the executor.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `[cni_daemon] vif_annotation_timeout`: the budget of one ADD's waits.
+    pub vif_timeout: Duration,
+}
+
+/// Runs CNI commands.
+#[derive(Debug)]
+pub struct Cni {
+    pub settings: Settings,
+    pub cluster: Arc<Cluster>,
+    pub env: HostEnv,
+    pub store: AttachmentStore,
+    pub locks: KeyedLocks,
+    pub events: Recorder,
+    pub metrics: Metrics,
+    pub health: Arc<Health>,
+}
+
+fn plug_err(step: &'static str, what: impl Into<String>) -> impl FnOnce(BindError) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Plug {
+        step,
+        what,
+        source: Box::new(source),
+    }
+}
+
+fn pod_key(namespace: &str, name: &str) -> String {
+    format!("pod:{namespace}/{name}")
+}
+
+/// Opens a netns path; `None` if it is gone.
+fn open_netns(path: &str) -> Option<Netns> {
+    if path.is_empty() {
+        return None;
+    }
+    match Netns::open(path) {
+        Ok(ns) => Some(ns),
+        Err(e) => {
+            tracing::debug!(netns = path, error = %e, "netns not available");
+            None
+        }
+    }
+}
+
+impl Cni {
+    /// Runs one command, with metrics and the health failure window.
+    pub async fn execute(&self, cmd: Command) -> Result<Option<CniResult>, DaemonError> {
+        let verb = cmd.verb();
+        let start = Instant::now();
+        let span = match &cmd {
+            Command::Add(r) | Command::Del(r) | Command::Check(r) => tracing::info_span!(
+                "cni",
+                verb,
+                pod = %r.pod.as_ref().map(|p| p.to_string()).unwrap_or_default(),
+                container = %r.container_id,
+                ifname = %r.ifname
+            ),
+            _ => tracing::info_span!("cni", verb),
+        };
+        let res = async {
+            match cmd {
+                Command::Add(r) => self.add(&r).await.map(Some),
+                Command::Del(r) => self.del(&r).await.map(|_| None),
+                Command::Check(r) => self.check(&r).await.map(|_| None),
+                Command::Gc { valid } => self.gc(&valid).await.map(|_| None),
+                Command::Status => self.status().map(|_| None),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let _e = span.enter();
+        let code = res.as_ref().err().map(|e| e.to_cni_error().code);
+        self.metrics.request(verb, code, start.elapsed());
+        if matches!(verb, "ADD" | "DEL" | "CHECK") {
+            self.health
+                .record(res.as_ref().err().is_some_and(DaemonError::is_daemon_fault));
+        }
+        match &res {
+            Ok(_) => tracing::info!(verb, took_ms = start.elapsed().as_millis() as u64, "done"),
+            Err(e) => {
+                tracing::warn!(verb, took_ms = start.elapsed().as_millis() as u64, error = %e, "failed")
+            }
+        }
+        res
+    }
+
+    fn update_gauge(&self) {
+        if let Ok(all) = self.store.list() {
+            self.metrics.set_attachments(all.len());
+        }
+    }
+
+    /// STATUS: ready to serve ADD, or code 50 with the reasons.
+    pub fn status(&self) -> Result<(), DaemonError> {
+        let reasons = self.health.not_ready_reasons();
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(DaemonError::NotReady(reasons.join("; ")))
+        }
+    }
+
+    async fn add(&self, req: &AttachmentRequest) -> Result<CniResult, DaemonError> {
+        let pod = req.pod.clone().ok_or(DaemonError::NotAPod)?;
+        // One budget for both waits, and never past the shim's own deadline.
+        let budget = self
+            .settings
+            .vif_timeout
+            .min(req.shim_timeout.saturating_sub(Duration::from_secs(1)))
+            .max(Duration::from_secs(1));
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut seen = false;
+
+        // 1. The controller's VIFs.
+        let t = Instant::now();
+        let waited = self
+            .cluster
+            .wait_for(deadline, |c| {
+                eval_vifs(
+                    c.kuryrport(&pod.namespace, &pod.name).as_deref(),
+                    c.pod(&pod.namespace, &pod.name).as_deref(),
+                    &pod,
+                    &req.ifname,
+                    &mut seen,
+                )
+            })
+            .await;
+        let vifs = match waited {
+            Ok(r) => r?,
+            Err(last) => {
+                let e = DaemonError::TimedOut {
+                    waited: budget,
+                    what: format!("KuryrPort {pod} to get its VIFs (is kuryr-controller running?)"),
+                    last,
+                };
+                self.events
+                    .warn(&pod, reasons::KURYRPORT_TIMEOUT, e.to_string());
+                return Err(e);
+            }
+        };
+        self.metrics.stage("wait_vif", t.elapsed());
+        for v in &vifs {
+            validate_ifname(&v.ifname).map_err(|e| DaemonError::BadVif {
+                kp: pod.to_string(),
+                why: format!("interface name {:?}: {}", v.ifname, e.msg),
+            })?;
+        }
+        let pod_uid = match &pod.uid {
+            Some(u) => u.clone(),
+            None => self
+                .cluster
+                .kuryrport(&pod.namespace, &pod.name)
+                .map(|kp| kp.spec.pod_uid.clone())
+                .unwrap_or_default(),
+        };
+
+        // 2. Record, then plug. A crash from here on leaves a record DEL can clean up with.
+        // Only this part holds the pod's lock: a DEL for the pod never waits for an ADD's
+        // waits, only for a plug in progress.
+        let guard = self.locks.lock(&req.lock_key()).await;
+        let netns = Netns::open(&req.netns).map_err(|e| {
+            DaemonError::BadRequest(CniError::invalid_env(
+                format!("cannot open CNI_NETNS {}", req.netns),
+                e.to_string(),
+            ))
+        })?;
+        let existing = self.store.load(&req.container_id, &req.ifname)?;
+        if let Some(old) = &existing {
+            // A retried ADD whose KuryrPort now holds other ports: drop the old ones first.
+            for oi in old
+                .interfaces
+                .iter()
+                .filter(|oi| !vifs.iter().any(|v| v.vif.port_id == oi.port_id))
+            {
+                tracing::info!(port = %oi.port_id, "unplugging a port the KuryrPort no longer holds");
+                let d = Driver::for_binding(&oi.vif.binding);
+                d.unplug(&self.env, oi, open_netns(&old.netns).as_ref(), true)
+                    .await
+                    .map_err(plug_err("unplug replaced port", oi.port_id.clone()))?;
+            }
+        }
+        let same_sandbox = existing.as_ref().is_some_and(|a| a.netns == req.netns);
+        let mut att = Attachment {
+            format: FORMAT,
+            container_id: req.container_id.clone(),
+            ifname: req.ifname.clone(),
+            netns: req.netns.clone(),
+            pod_namespace: pod.namespace.clone(),
+            pod_name: pod.name.clone(),
+            pod_uid: pod_uid.clone(),
+            created_unix_ms: existing
+                .as_ref()
+                .filter(|_| same_sandbox)
+                .map_or_else(now_unix_ms, |a| a.created_unix_ms),
+            state: AttachState::Plugging,
+            interfaces: vifs
+                .iter()
+                .map(|v| AttachedIface {
+                    ifname: v.ifname.clone(),
+                    default: v.default,
+                    port_id: v.vif.port_id.clone(),
+                    host_ifname: match v.vif.binding {
+                        Binding::Ovs { .. } | Binding::Hybrid { .. } => v.vif.host_ifname.clone(),
+                        _ => String::new(),
+                    },
+                    binding: v.vif.binding.kind().to_owned(),
+                    vif: v.vif.clone(),
+                    parent: None,
+                    mtu: self.env.mtu_for(&v.vif),
+                    tx_checksum_off: false,
+                })
+                .collect(),
+        };
+        self.store.save(&att)?;
+        self.update_gauge();
+
+        let t = Instant::now();
+        if let Err(e) = self
+            .plug_all(&mut att, &netns, &pod_uid, same_sandbox)
+            .await
+        {
+            self.events.warn(&pod, reasons::PLUG_FAILED, e.to_string());
+            return Err(e);
+        }
+        self.metrics.stage("plug", t.elapsed());
+        let t = Instant::now();
+        for iface in &att.interfaces {
+            let cfg = l3::iface_config(
+                &iface.vif,
+                &iface.ifname,
+                iface.default,
+                iface.mtu,
+                iface.tx_checksum_off,
+            )
+            .map_err(|why| DaemonError::BadVif {
+                kp: pod.to_string(),
+                why,
+            })?;
+            if let Err(e) = configure_pod(&netns, cfg).await.map_err(plug_err(
+                "configure",
+                format!("{} in {}", iface.ifname, req.netns),
+            )) {
+                self.events.warn(&pod, reasons::PLUG_FAILED, e.to_string());
+                return Err(e);
+            }
+        }
+        self.metrics.stage("l3", t.elapsed());
+        att.state = AttachState::Plugged;
+        self.store.save(&att)?;
+        drop(guard);
+
+        // 3. Neutron reports the ports ACTIVE (through the controller's status update).
+        let t = Instant::now();
+        let ids: Vec<String> = att.interfaces.iter().map(|i| i.port_id.clone()).collect();
+        let waited = self
+            .cluster
+            .wait_for(deadline, |c| {
+                eval_active(
+                    c.kuryrport(&pod.namespace, &pod.name).as_deref(),
+                    c.pod(&pod.namespace, &pod.name).as_deref(),
+                    &pod,
+                    &ids,
+                    &mut seen,
+                )
+            })
+            .await;
+        match waited {
+            Ok(r) => r?,
+            Err(last) => {
+                let e = DaemonError::TimedOut {
+                    waited: budget,
+                    what: format!("KuryrPort {pod} to have an active VIF (controller / Neutron)"),
+                    last,
+                };
+                self.events
+                    .warn(&pod, reasons::ACTIVE_TIMEOUT, e.to_string());
+                return Err(e);
+            }
+        }
+        self.metrics.stage("wait_active", t.elapsed());
+        if self.store.load(&req.container_id, &req.ifname)?.is_none() {
+            return Err(DaemonError::PodGone {
+                pod: pod.to_string(),
+                why: format!(
+                    "lost attachment {}/{} to a DEL while ADD waited for the VIF to become active",
+                    req.container_id, req.ifname
+                ),
+            });
+        }
+        Ok(l3::cni_result(&att))
+    }
+
+    /// Host-side plug of every interface; fills in what the drivers report.
+    async fn plug_all(
+        &self,
+        att: &mut Attachment,
+        netns: &Netns,
+        pod_uid: &str,
+        same_sandbox: bool,
+    ) -> Result<(), DaemonError> {
+        for i in 0..att.interfaces.len() {
+            let iface = att.interfaces[i].clone();
+            let what = format!(
+                "port {} ({} as {})",
+                iface.port_id, iface.binding, iface.ifname
+            );
+            let driver = Driver::for_binding(&iface.vif.binding);
+            if !same_sandbox {
+                // A previous sandbox of this pod may still hold the host device.
+                driver
+                    .remove_host_leftovers(&self.env, &iface.vif)
+                    .await
+                    .map_err(plug_err("remove leftovers", what.clone()))?;
+            }
+            let target = PlugTarget {
+                netns: netns.clone(),
+                ifname: iface.ifname.clone(),
+            };
+            let plugged = match driver
+                .plug_host(&self.env, &iface.vif, pod_uid, &target)
+                .await
+            {
+                Err(e)
+                    if e.is_already_exists()
+                        && matches!(iface.vif.binding, Binding::NestedVlan { .. }) =>
+                {
+                    // The VLAN id is still held on the parent by a netns that is not gone yet.
+                    self.free_vlan(att, &iface).await;
+                    driver
+                        .plug_host(&self.env, &iface.vif, pod_uid, &target)
+                        .await
+                }
+                r => r,
+            }
+            .map_err(plug_err("plug", what))?;
+            let slot = &mut att.interfaces[i];
+            slot.host_ifname = plugged.host_ifname;
+            slot.parent = plugged.parent;
+            slot.mtu = plugged.mtu;
+            slot.tx_checksum_off = plugged.tx_checksum_off;
+        }
+        Ok(())
+    }
+
+    /// Deletes the interfaces of other attachments that hold the same VLAN id on the same
+    /// parent (the records are the VLAN → netns index; no scan of every netns on the node).
+    async fn free_vlan(&self, att: &Attachment, iface: &AttachedIface) {
+        let Binding::NestedVlan { vlan_id } = iface.vif.binding else {
+            return;
+        };
+        let Ok(all) = self.store.list() else { return };
+        for other in all.iter().filter(|o| o.key() != att.key()) {
+            for oi in &other.interfaces {
+                let same_parent = oi.parent.is_none()
+                    || oi.parent == iface.parent
+                    || oi.parent == self.env.link_iface;
+                if oi.vif.binding == (Binding::NestedVlan { vlan_id }) && same_parent {
+                    if let Some(ns) = open_netns(&other.netns) {
+                        tracing::warn!(vlan_id, holder = %other.key(), "freeing a VLAN id still held by an old attachment");
+                        let _ = delete_link_in(&ns, &oi.ifname).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn del(&self, req: &AttachmentRequest) -> Result<(), DaemonError> {
+        // Serialize on the pod of the record when there is one (the DEL may lack CNI_ARGS).
+        let key = match self.store.load(&req.container_id, &req.ifname)? {
+            Some(a) => pod_key(&a.pod_namespace, &a.pod_name),
+            None => req.lock_key(),
+        };
+        let _guard = self.locks.lock(&key).await;
+        let Some(att) = self.store.load(&req.container_id, &req.ifname)? else {
+            // Never ADDed here, or already deleted: clean the named interface in this
+            // container's own netns, nothing else (a live sandbox of the same pod has its
+            // own netns and record).
+            if let Some(ns) = open_netns(&req.netns) {
+                if let Err(e) = delete_link_in(&ns, &req.ifname).await {
+                    tracing::debug!(error = %e, "best-effort cleanup in the netns failed");
+                }
+            }
+            tracing::info!(container = %req.container_id, ifname = %req.ifname, "DEL without attachment record: nothing to undo");
+            return Ok(());
+        };
+        self.unplug(&att).await?;
+        self.store.remove(&att.container_id, &att.ifname)?;
+        self.update_gauge();
+        Ok(())
+    }
+
+    /// Undoes an attachment. The host side of an interface is left alone when a newer
+    /// attachment (another sandbox of the same pod) re-plugged the same host device.
+    async fn unplug(&self, att: &Attachment) -> Result<(), DaemonError> {
+        let netns = open_netns(&att.netns);
+        let others = self.store.list()?;
+        let mut first_err = None;
+        for iface in &att.interfaces {
+            let superseded = !iface.host_ifname.is_empty()
+                && others.iter().any(|o| {
+                    o.key() != att.key()
+                        && o.created_unix_ms >= att.created_unix_ms
+                        && o.interfaces
+                            .iter()
+                            .any(|i| i.host_ifname == iface.host_ifname)
+                });
+            if superseded {
+                tracing::info!(host_ifname = %iface.host_ifname, "host device belongs to a newer sandbox of the pod; leaving it");
+            }
+            let driver = Driver::for_binding(&iface.vif.binding);
+            if let Err(e) = driver
+                .unplug(&self.env, iface, netns.as_ref(), !superseded)
+                .await
+            {
+                tracing::warn!(attachment = %att.key(), port = %iface.port_id, error = %e, "unplug failed");
+                first_err.get_or_insert(DaemonError::Plug {
+                    step: "unplug",
+                    what: format!("{} port {}", att.key(), iface.port_id),
+                    source: Box::new(e),
+                });
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    async fn check(&self, req: &AttachmentRequest) -> Result<(), DaemonError> {
+        let _guard = self.locks.lock(&req.lock_key()).await;
+        let what = format!("{}/{}", req.container_id, req.ifname);
+        let att = self
+            .store
+            .load(&req.container_id, &req.ifname)?
+            .ok_or(DaemonError::UnknownAttachment { what: what.clone() })?;
+        let mut diffs = Vec::new();
+        if att.state != AttachState::Plugged {
+            diffs.push("ADD did not complete".to_owned());
+        }
+        if att.netns != req.netns {
+            diffs.push(format!("netns is {}, ADD was for {}", req.netns, att.netns));
+        }
+        match Netns::open(&req.netns) {
+            Err(e) => diffs.push(format!("netns {} cannot be opened: {e}", req.netns)),
+            Ok(ns) => {
+                for iface in &att.interfaces {
+                    let (ns2, name) = (ns.clone(), iface.ifname.clone());
+                    let obs = crate::binding::blocking(move || {
+                        check::observe(&ns2, &name).map_err(BindError::from)
+                    })
+                    .await;
+                    match obs {
+                        Ok(obs) => diffs.extend(check::diff_pod(iface, &obs)),
+                        Err(e) => {
+                            diffs.push(format!("{}: cannot read the pod netns: {e}", iface.ifname))
+                        }
+                    }
+                }
+            }
+        }
+        for iface in &att.interfaces {
+            diffs.extend(
+                Driver::for_binding(&iface.vif.binding)
+                    .check_host(&self.env, iface)
+                    .await,
+            );
+        }
+        if diffs.is_empty() {
+            Ok(())
+        } else {
+            Err(DaemonError::CheckMismatch { what, diffs })
+        }
+    }
+
+    async fn gc(&self, valid: &[(String, String)]) -> Result<(), DaemonError> {
+        let mut first_err = None;
+        for att in self.store.list()? {
+            if valid
+                .iter()
+                .any(|(c, i)| *c == att.container_id && *i == att.ifname)
+            {
+                continue;
+            }
+            let _guard = self
+                .locks
+                .lock(&pod_key(&att.pod_namespace, &att.pod_name))
+                .await;
+            // It may have been deleted while we waited for the lock.
+            let Some(att) = self.store.load(&att.container_id, &att.ifname)? else {
+                continue;
+            };
+            tracing::info!(attachment = %att.key(), pod = %att.pod(), "GC: attachment not in the runtime's valid list");
+            let res = match self.unplug(&att).await {
+                Ok(()) => self
+                    .store
+                    .remove(&att.container_id, &att.ifname)
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = res {
+                first_err.get_or_insert(e);
+            }
+        }
+        self.update_gauge();
+        first_err.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,35 @@
+//! kuryr-daemon binary: flags, logging, run until SIGTERM/SIGINT.
+
+use anyhow::Context;
+use clap::Parser;
+use kuryr_daemon::args::Args;
+use kuryr_daemon::daemon::{kube_client, Daemon};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_env("KURYR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let opts = args
+        .options()
+        .with_context(|| format!("reading {}", args.config_file.display()))?;
+    let client = kube_client(args.kubeconfig.as_deref(), &opts.config.kubernetes)
+        .await
+        .context("Kubernetes client")?;
+    let daemon = Daemon::start(opts, client)
+        .await
+        .context("starting kuryr-daemon")?;
+    daemon
+        .run_until_signal()
+        .await
+        .context("waiting for a signal")?;
+    Ok(())
+}

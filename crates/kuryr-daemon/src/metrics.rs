@@ -1,0 +1,174 @@
+//! Prometheus metrics (`[prometheus_exporter] cni_exporter_port`, default 9655, `/metrics`).
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `kuryr_cni_requests_total` | `command`, `result` (`ok` or the CNI code) | requests served |
+//! | `kuryr_cni_request_duration_seconds` | `command`, `error` (`true`/`false`) | whole request (upstream's name) |
+//! | `kuryr_cni_stage_duration_seconds` | `stage` (`wait_vif`, `plug`, `l3`, `wait_active`) | ADD stages |
+//! | `kuryr_cni_attachments` | | attachments recorded on this node |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandResult {
+    command: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandError {
+    command: String,
+    error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Stage {
+    stage: String,
+}
+
+/// Buckets from 5 ms (a pre-plugged ADD) to 3 min (upstream's longest).
+const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0,
+];
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The daemon's metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    requests: Family<CommandResult, Counter>,
+    durations: Family<CommandError, Histogram, fn() -> Histogram>,
+    stages: Family<Stage, Histogram, fn() -> Histogram>,
+    attachments: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<CommandResult, Counter>::default();
+        let durations = Family::<CommandError, Histogram, fn() -> Histogram>::new_with_constructor(
+            histogram as fn() -> Histogram,
+        );
+        let stages = Family::<Stage, Histogram, fn() -> Histogram>::new_with_constructor(
+            histogram as fn() -> Histogram,
+        );
+        let attachments = Gauge::default();
+        registry.register(
+            "kuryr_cni_requests",
+            "CNI requests served, by command and result (ok or the CNI error code)",
+            requests.clone(),
+        );
+        registry.register(
+            "kuryr_cni_request_duration_seconds",
+            "Duration of CNI requests",
+            durations.clone(),
+        );
+        registry.register(
+            "kuryr_cni_stage_duration_seconds",
+            "Duration of ADD stages: wait_vif (controller), plug, l3, wait_active (Neutron)",
+            stages.clone(),
+        );
+        registry.register(
+            "kuryr_cni_attachments",
+            "Pod attachments recorded on this node",
+            attachments.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            requests,
+            durations,
+            stages,
+            attachments,
+        }
+    }
+
+    /// One finished request; `code` is `None` on success.
+    pub fn request(&self, command: &str, code: Option<u32>, took: Duration) {
+        let result = code.map_or_else(|| "ok".to_owned(), |c| c.to_string());
+        self.requests
+            .get_or_create(&CommandResult {
+                command: command.to_owned(),
+                result,
+            })
+            .inc();
+        self.durations
+            .get_or_create(&CommandError {
+                command: command.to_owned(),
+                error: code.is_some().to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn stage(&self, stage: &str, took: Duration) {
+        self.stages
+            .get_or_create(&Stage {
+                stage: stage.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn set_attachments(&self, n: usize) {
+        self.attachments.set(n as i64);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_requests_stages_and_attachments() {
+        let m = Metrics::new();
+        m.request("ADD", None, Duration::from_millis(30));
+        m.request("ADD", Some(11), Duration::from_secs(60));
+        m.stage("wait_active", Duration::from_millis(200));
+        m.set_attachments(3);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"kuryr_cni_requests_total{command="ADD",result="ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kuryr_cni_requests_total{command="ADD",result="11"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kuryr_cni_stage_duration_seconds_count{stage="wait_active"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"kuryr_cni_request_duration_seconds_bucket{le="0.05",command="ADD",error="false"} 1"#), "{text}");
+        assert!(text.contains("kuryr_cni_attachments 3"), "{text}");
+    }
+}

@@ -1,0 +1,988 @@
+//! kuryr-daemon in-process against the local stack (real API server, OVS br-int, Neutron/OVN).
+//!
+//! The test plays the controller: per pod it creates a Pod object (hostNetwork, bound to a
+//! made-up node name so that no kubelet runs it and kuryr-controller leaves it alone), a
+//! KuryrPort labelled with that node, a real Neutron port on the pod network bound to host
+//! `vm`, writes the typed VIF into the KuryrPort status and flips `active` once Neutron
+//! reports the port ACTIVE (if a kuryr-controller is running it may do either first; the
+//! assertions use whatever VIF the KuryrPort ends up with). The daemon watches that node
+//! name, so it only ever sees the test's objects. The CNI runtime part is played by direct
+//! calls on the daemon's socket with network namespaces the test creates.
+//!
+//! Everything is removed afterwards, also when an assertion fails: Kubernetes objects (the
+//! namespace), Neutron ports, OVS ports, network namespaces. No conflist is written into
+//! /etc/cni/net.d (a temporary directory is used).
+
+mod common;
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{cni, eventually, http, http_tcp, pod_args, request, unique};
+use futures_util::FutureExt;
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt};
+use kuryr_core::config::{Config, Role};
+use kuryr_core::crd::{KuryrPort, KuryrPortSpec};
+use kuryr_core::names::NODE_NAME_LABEL;
+use kuryr_core::vif::{host_ifname, Binding, Vif, VifIp, FORMAT};
+use kuryr_daemon::daemon::{kube_client, ConflistOptions};
+use kuryr_daemon::{Daemon, DaemonOptions};
+use kuryr_netplumb::Netns;
+use kuryr_openstack::neutron::{FixedIpRequest, PortCreate};
+use kuryr_openstack::{CloudConfig, Neutron, Session};
+use kuryr_ovsdb::Ovs;
+use serde_json::{json, Value};
+
+const STATE: &str = "/var/lib/kuryr-stack";
+
+fn stack_env() -> HashMap<String, String> {
+    let text = std::fs::read_to_string(Path::new(STATE).join("stack.env")).unwrap_or_else(|e| {
+        panic!("{STATE}/stack.env unreadable ({e}): is the stack up? run hack/stack/stack up")
+    });
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+#[derive(Default)]
+struct Leftovers {
+    ports: Vec<String>,
+    /// Pods created: a running kuryr-controller may have made ports for them (device_id = uid).
+    pod_uids: Vec<String>,
+    taps: Vec<String>,
+    netns: Vec<String>,
+}
+
+struct Stack {
+    env: HashMap<String, String>,
+    client: Client,
+    neutron: Neutron,
+    config: Config,
+    /// The made-up node this test's daemon serves.
+    node: String,
+    ns: String,
+    mtu: u32,
+    left: Mutex<Leftovers>,
+}
+
+impl Stack {
+    async fn new() -> Stack {
+        let env = stack_env();
+        let config =
+            Config::load(&Path::new(STATE).join("kuryr.conf"), Role::Daemon).expect("kuryr.conf");
+        let client = kube_client(
+            Some(&Path::new(STATE).join("kubeconfig")),
+            &config.kubernetes,
+        )
+        .await
+        .expect("kube client");
+        ensure_kuryrport_crd(&client).await;
+        let ns = unique("kd-test-");
+        let nsobj: Namespace = serde_json::from_value(
+            json!({"metadata": {"name": ns, "labels": {"kuryr-daemon-test": "true"}}}),
+        )
+        .expect("ns");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &nsobj)
+            .await
+            .expect("create namespace");
+        let cloud = CloudConfig::from_clouds_yaml(Path::new(STATE).join("clouds.yaml"), "kuryr")
+            .expect("clouds.yaml");
+        let neutron = Neutron::new(Session::from_cloud(&cloud).await.expect("keystone"));
+        let net = neutron
+            .get_network(&env["POD_NET_ID"])
+            .await
+            .expect("pod network");
+        Stack {
+            mtu: net.mtu.unwrap_or(1442),
+            env,
+            client,
+            neutron,
+            config,
+            node: unique("kd-node-"),
+            ns,
+            left: Mutex::default(),
+        }
+    }
+
+    fn netns(&self, prefix: &str) -> (String, PathBuf) {
+        let name = unique(prefix);
+        Netns::create_named(&name).expect("create netns");
+        self.left.lock().expect("lock").netns.push(name.clone());
+        let path = Path::new("/run/netns").join(&name);
+        (name, path)
+    }
+
+    async fn create_pod(&self, name: &str) -> String {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": {"nodeName": self.node, "hostNetwork": true, "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}))
+        .expect("pod");
+        let p = Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+        let uid = p.metadata.uid.expect("uid");
+        self.left.lock().expect("lock").pod_uids.push(uid.clone());
+        uid
+    }
+
+    async fn delete_pod(&self, name: &str) {
+        let dp = DeleteParams::default().grace_period(0);
+        Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .delete(name, &dp)
+            .await
+            .expect("delete pod");
+    }
+
+    fn kps(&self) -> Api<KuryrPort> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn create_kp(&self, name: &str, pod_uid: &str) {
+        let mut kp = KuryrPort::new(
+            name,
+            KuryrPortSpec {
+                pod_uid: pod_uid.into(),
+                pod_node_name: self.node.clone(),
+                pod_static: false,
+            },
+        );
+        kp.metadata.labels = Some([(NODE_NAME_LABEL.to_string(), self.node.clone())].into());
+        self.kps()
+            .create(&PostParams::default(), &kp)
+            .await
+            .expect("create KuryrPort");
+    }
+
+    /// The controller's status write (skipped if a running kuryr-controller was faster).
+    async fn write_vif(&self, name: &str, vif: &Vif) {
+        let kp = self.kps().get(name).await.expect("get KuryrPort");
+        if kp
+            .status
+            .as_ref()
+            .is_some_and(|s| s.default_vif().is_some())
+        {
+            eprintln!(
+                "KuryrPort {name} already has a VIF (a kuryr-controller is running); using it"
+            );
+            return;
+        }
+        let patch =
+            json!({"status": {"vifs": {"eth0": {"default": true, "vif": vif.to_status_value()}}}});
+        self.kps()
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patch status");
+    }
+
+    async fn current_vif(&self, name: &str) -> Vif {
+        let kp = self.kps().get(name).await.expect("get KuryrPort");
+        let (_, v) = kp
+            .status
+            .as_ref()
+            .and_then(|s| s.default_vif())
+            .expect("default VIF");
+        let v = v.expect("VIF parses");
+        self.left
+            .lock()
+            .expect("lock")
+            .taps
+            .push(v.host_ifname.clone());
+        v
+    }
+
+    async fn create_port(&self, name: &str) -> Vif {
+        let e = &self.env;
+        let p = self
+            .neutron
+            .create_port(&PortCreate {
+                network_id: e["POD_NET_ID"].clone(),
+                name: name.into(),
+                fixed_ips: Some(vec![FixedIpRequest::subnet(e["POD_SUBNET_ID"].clone())]),
+                device_owner: kuryr_core::names::DEVICE_OWNER.into(),
+                device_id: name.into(),
+                binding_host_id: e["STACK_HOST"].clone(),
+                security_groups: Some(vec![e["POD_SG_ID"].clone()]),
+                ..Default::default()
+            })
+            .await
+            .expect("create Neutron port");
+        self.left.lock().expect("lock").ports.push(p.id.clone());
+        self.left
+            .lock()
+            .expect("lock")
+            .taps
+            .push(host_ifname(&p.id));
+        Vif {
+            format: FORMAT.into(),
+            port_id: p.id.clone(),
+            network_id: p.network_id.clone(),
+            mac: p.mac_address.clone(),
+            mtu: self.mtu,
+            ips: vec![VifIp {
+                address: p.ip().expect("fixed ip").parse().expect("ip"),
+                subnet_cidr: e["POD_CIDR"].clone(),
+                subnet_id: Some(e["POD_SUBNET_ID"].clone()),
+                gateway: Some(e["POD_GW"].parse().expect("gw")),
+                routes: vec![],
+                dns: vec![],
+            }],
+            binding: Binding::Ovs {
+                bridge: "br-int".into(),
+            },
+            host_ifname: host_ifname(&p.id),
+            active: false,
+            port_filter: true,
+        }
+    }
+
+    /// Plays the controller's activation: once Neutron says ACTIVE, `vif.active = true`.
+    fn activate(self: &Arc<Self>, name: &str) -> tokio::task::JoinHandle<()> {
+        let (s, name) = (self.clone(), name.to_owned());
+        tokio::spawn(async move {
+            let end = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < end {
+                let Ok(kp) = s.kps().get(&name).await else {
+                    return;
+                };
+                if let Some((ifname, Ok(mut vif))) =
+                    kp.status.as_ref().and_then(|st| st.default_vif())
+                {
+                    if vif.active {
+                        return;
+                    }
+                    if s.neutron
+                        .get_port(&vif.port_id)
+                        .await
+                        .is_ok_and(|p| p.status == "ACTIVE")
+                    {
+                        vif.active = true;
+                        let patch = json!({"status": {"vifs": {ifname: {"default": true, "vif": vif.to_status_value()}}}});
+                        let _ = s
+                            .kps()
+                            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await;
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    }
+
+    async fn events_for(&self, pod: &str) -> Vec<Event> {
+        let lp = ListParams::default().fields(&format!("involvedObject.name={pod}"));
+        Api::<Event>::namespaced(self.client.clone(), &self.ns)
+            .list(&lp)
+            .await
+            .expect("list events")
+            .items
+    }
+
+    async fn cleanup(&self) {
+        let left = std::mem::take(&mut *self.left.lock().expect("lock"));
+        if let Ok(ovs) = Ovs::connect_default().await {
+            for t in &left.taps {
+                let _ = ovs.del_port("br-int", t).await;
+            }
+        }
+        for t in &left.taps {
+            let _ = Command::new("ip").args(["link", "del", t]).output();
+        }
+        for p in &left.ports {
+            let _ = self.neutron.delete_port(p).await;
+        }
+        // Pods on a node that does not exist only go away when force-deleted; KuryrPorts may
+        // carry a running controller's finalizer.
+        let pods = Api::<Pod>::namespaced(self.client.clone(), &self.ns);
+        if let Ok(list) = pods.list(&ListParams::default()).await {
+            for p in list.items {
+                let _ = pods
+                    .delete(
+                        p.metadata.name.as_deref().unwrap_or_default(),
+                        &DeleteParams::default().grace_period(0),
+                    )
+                    .await;
+            }
+        }
+        // Let a running controller release what it made, then make sure nothing blocks.
+        let _ = self
+            .kps()
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await;
+        let kps = self.kps();
+        let gone = tokio::time::timeout(Duration::from_secs(10), async {
+            while kps
+                .list(&ListParams::default())
+                .await
+                .is_ok_and(|l| !l.items.is_empty())
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        if gone.is_err() {
+            if let Ok(list) = kps.list(&ListParams::default()).await {
+                for kp in list.items {
+                    let name = kp.metadata.name.clone().unwrap_or_default();
+                    let _ = kps
+                        .patch(
+                            &name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+                        )
+                        .await;
+                }
+            }
+        }
+        for uid in &left.pod_uids {
+            if let Ok(ports) = self
+                .neutron
+                .list_ports(&kuryr_openstack::Query::new().eq("device_id", uid))
+                .await
+            {
+                for p in ports {
+                    let _ = self.neutron.delete_port(&p.id).await;
+                }
+            }
+        }
+        let _ = Api::<Namespace>::all(self.client.clone())
+            .delete(&self.ns, &DeleteParams::default())
+            .await;
+        for n in &left.netns {
+            let _ = Netns::delete_named(n);
+        }
+    }
+}
+
+async fn ensure_kuryrport_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = "kuryrports.openstack.org";
+    if crds.get_opt(name).await.expect("get CRD").is_none() {
+        match crds.create(&PostParams::default(), &KuryrPort::crd()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("create the KuryrPort CRD: {e}"),
+        }
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the KuryrPort CRD to be established",
+        || async {
+            let crd = crds.get(name).await.ok()?;
+            let established = crd
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        },
+    )
+    .await;
+}
+
+/// Runs `f` with a fresh namespace, then cleans up whether it passed or not.
+async fn with_stack<F, Fut>(f: F)
+where
+    F: FnOnce(Arc<Stack>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let s = Arc::new(Stack::new().await);
+    let r = AssertUnwindSafe(f(s.clone())).catch_unwind().await;
+    s.cleanup().await;
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
+async fn start_daemon(
+    s: &Stack,
+    dir: &Path,
+    vif_timeout: Duration,
+    conflist_dir: Option<&Path>,
+) -> Daemon {
+    let mut config = s.config.clone();
+    config.cni_daemon.vif_annotation_timeout = vif_timeout;
+    let opts = DaemonOptions {
+        config,
+        node_name: s.node.clone(),
+        socket_path: dir.join("kuryr-daemon.sock"),
+        attachments_dir: dir.join("attachments"),
+        del_queue_dir: dir.join("del-queue"),
+        conflist: conflist_dir.map(|d| ConflistOptions {
+            dir: d.to_path_buf(),
+            name: "10-kuryr.conflist".into(),
+            chain: vec!["portmap".into()],
+            timeout_seconds: 120.0,
+        }),
+        install_cni: None,
+        health_addr: "127.0.0.1:0".parse().expect("addr"),
+        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+        ovsdb_endpoint: kuryr_ovsdb::DEFAULT_ENDPOINT.into(),
+        probe_interval: Duration::from_secs(1),
+        failure_window: Duration::from_secs(300),
+    };
+    let d = Daemon::start(opts, s.client.clone())
+        .await
+        .expect("start kuryr-daemon");
+    let sock = d.socket_path().to_path_buf();
+    eventually(Duration::from_secs(30), "kuryr-daemon to be ready", || {
+        let sock = sock.clone();
+        async move { (http(&sock, "GET", "/v1/ready", None).await.0 == 200).then_some(()) }
+    })
+    .await;
+    d
+}
+
+fn ip(args: &[&str]) -> (bool, String) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn ping(from_ns: &str, to: &str) -> bool {
+    (0..3).any(|_| {
+        Command::new("ip")
+            .args([
+                "netns", "exec", from_ns, "ping", "-q", "-c", "2", "-i", "0.2", "-W", "2", to,
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+async fn ovs_iface_id(tap: &str) -> Option<(String, String)> {
+    let ovs = Ovs::connect_default().await.expect("OVSDB");
+    let i = ovs.find_interface(tap).await.expect("find interface")?;
+    Some((
+        i.external_ids.get("iface-id").cloned().unwrap_or_default(),
+        i.external_ids.get("vm-uuid").cloned().unwrap_or_default(),
+    ))
+}
+
+fn add(cid: &str, netns: &Path, ns: &str, pod: &str, uid: &str) -> Value {
+    request(
+        "ADD",
+        cid,
+        &netns.display().to_string(),
+        "eth0",
+        &pod_args(ns, pod, uid, cid),
+    )
+}
+
+fn verb(v: &str, cid: &str, netns: &Path, ns: &str, pod: &str, uid: &str) -> Value {
+    request(
+        v,
+        cid,
+        &netns.display().to_string(),
+        "eth0",
+        &pod_args(ns, pod, uid, cid),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn add_check_del_restart_and_stale_del_on_the_stack() {
+    with_stack(|s| async move {
+        let dir = tempfile::tempdir().expect("tmp");
+        let conf_dir = dir.path().join("net.d");
+        let d = start_daemon(&s, dir.path(), Duration::from_secs(60), Some(&conf_dir)).await;
+        let sock = d.socket_path().to_path_buf();
+
+        // The conflist appears once ready and names the socket the daemon listens on.
+        let conf_path = conf_dir.join("10-kuryr.conflist");
+        let conf: Value = eventually(Duration::from_secs(10), "the conflist", || {
+            let p = conf_path.clone();
+            async move {
+                std::fs::read(&p)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+            }
+        })
+        .await;
+        assert_eq!(conf["cniVersion"], "1.1.0");
+        assert_eq!(
+            conf["plugins"][0]["daemon_socket"],
+            sock.display().to_string()
+        );
+        assert_eq!(conf["plugins"][1]["type"], "portmap");
+
+        let (ns, gw) = (s.ns.clone(), s.env["POD_GW"].clone());
+        let prefix = s.env["POD_CIDR"]
+            .split('/')
+            .nth(1)
+            .expect("prefix")
+            .to_owned();
+        let (a, b) = ("kd-a", "kd-b");
+        let (uid_a, uid_b) = (s.create_pod(a).await, s.create_pod(b).await);
+        s.create_kp(a, &uid_a).await;
+        s.create_kp(b, &uid_b).await;
+        let (pa, pb) = (s.create_port(a).await, s.create_port(b).await);
+        s.write_vif(a, &pa).await;
+        s.write_vif(b, &pb).await;
+        let (act_a, act_b) = (s.activate(a), s.activate(b));
+        let (nsa, nsa_path) = s.netns("kd-a-");
+        let (nsb, nsb_path) = s.netns("kd-b-");
+        let (cid_a, cid_b) = (unique("kdcida"), unique("kdcidb"));
+
+        let t = Instant::now();
+        let (st, body) = cni(&sock, &add(&cid_a, &nsa_path, &ns, a, &uid_a)).await;
+        assert_eq!(st, 200, "ADD a: {body}");
+        eprintln!("ADD a took {:?} (plug + Neutron ACTIVE)", t.elapsed());
+        let (st, body_b) = cni(&sock, &add(&cid_b, &nsb_path, &ns, b, &uid_b)).await;
+        assert_eq!(st, 200, "ADD b: {body_b}");
+        let _ = (act_a.await, act_b.await);
+        let (va, vb) = (s.current_vif(a).await, s.current_vif(b).await);
+        assert!(va.active && vb.active);
+
+        // The result: tap on the host, eth0 in the sandbox, the IP, the default route.
+        let r = &body["result"];
+        assert_eq!(r["interfaces"][0]["name"], va.host_ifname.as_str(), "{r}");
+        assert!(r["interfaces"][0].get("sandbox").is_none(), "{r}");
+        assert_eq!(r["interfaces"][1]["name"], "eth0");
+        assert_eq!(r["interfaces"][1]["mac"], va.mac.as_str());
+        assert_eq!(
+            r["interfaces"][1]["sandbox"],
+            nsa_path.display().to_string()
+        );
+        let ip_a = va.ips[0].address.to_string();
+        let ip_b = vb.ips[0].address.to_string();
+        assert_eq!(r["ips"][0]["address"], format!("{ip_a}/{prefix}"));
+        assert_eq!(r["ips"][0]["interface"], 1);
+        assert_eq!(r["ips"][0]["gateway"], gw.as_str());
+        assert!(
+            r["routes"]
+                .as_array()
+                .expect("routes")
+                .iter()
+                .any(|x| x["dst"] == "0.0.0.0/0" && x["gw"] == gw.as_str()),
+            "{r}"
+        );
+
+        // What is really in the pod netns and in OVS.
+        let (_, addr) = ip(&["-n", &nsa, "addr", "show", "eth0"]);
+        assert!(
+            addr.contains(&va.mac)
+                && addr.contains(&format!("{ip_a}/{prefix}"))
+                && addr.contains(&format!("mtu {}", va.mtu)),
+            "{addr}"
+        );
+        let (_, routes) = ip(&["-n", &nsa, "route"]);
+        assert!(
+            routes.contains(&format!("default via {gw} dev eth0")),
+            "{routes}"
+        );
+        assert_eq!(
+            ovs_iface_id(&va.host_ifname).await,
+            Some((va.port_id.clone(), uid_a.clone()))
+        );
+        assert!(ping(&nsa, &ip_b), "ping {ip_a} -> {ip_b} failed");
+        assert!(ping(&nsb, &ip_a), "ping {ip_b} -> {ip_a} failed");
+
+        // CHECK: fine, then a removed address is reported.
+        let (st, body) = cni(&sock, &verb("CHECK", &cid_a, &nsa_path, &ns, a, &uid_a)).await;
+        assert_eq!(st, 200, "CHECK a: {body}");
+        assert!(
+            ip(&[
+                "-n",
+                &nsa,
+                "addr",
+                "del",
+                &format!("{ip_a}/{prefix}"),
+                "dev",
+                "eth0"
+            ])
+            .0
+        );
+        let (st, body) = cni(&sock, &verb("CHECK", &cid_a, &nsa_path, &ns, a, &uid_a)).await;
+        assert_eq!((st, body["code"].as_u64()), (409, Some(113)), "{body}");
+        assert!(
+            body["details"]
+                .as_str()
+                .expect("details")
+                .contains(&format!("address {ip_a}/{prefix} is missing")),
+            "{body}"
+        );
+
+        let (_, metrics) = http_tcp(d.metrics_addr(), "/metrics").await;
+        assert!(
+            metrics.contains(r#"kuryr_cni_requests_total{command="ADD",result="ok"} 2"#),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"kuryr_cni_stage_duration_seconds_count{stage="wait_active"} 2"#),
+            "{metrics}"
+        );
+        assert!(metrics.contains("kuryr_cni_attachments 2"), "{metrics}");
+        assert_eq!(http_tcp(d.health_addr(), "/ready").await.0, 200);
+        assert_eq!(http_tcp(d.health_addr(), "/alive").await.0, 200);
+
+        // Restart: the conflist goes with the old daemon; the new one works from the records.
+        d.shutdown().await;
+        assert!(!conf_path.exists(), "conflist left after shutdown");
+        let d = start_daemon(&s, dir.path(), Duration::from_secs(60), None).await;
+        let (st, body) = cni(&sock, &verb("CHECK", &cid_b, &nsb_path, &ns, b, &uid_b)).await;
+        assert_eq!(st, 200, "CHECK b after restart: {body}");
+        for i in 0..2 {
+            let (st, body) = cni(&sock, &verb("DEL", &cid_b, &nsb_path, &ns, b, &uid_b)).await;
+            assert_eq!(st, 200, "DEL b #{i}: {body}");
+        }
+        assert_eq!(
+            ovs_iface_id(&vb.host_ifname).await,
+            None,
+            "OVS port of b left"
+        );
+        assert!(!ip(&["link", "show", &vb.host_ifname]).0, "tap of b left");
+        assert!(
+            !ip(&["-n", &nsb, "link", "show", "eth0"]).0,
+            "eth0 of b left"
+        );
+        for i in 0..2 {
+            let (st, body) = cni(&sock, &verb("DEL", &cid_a, &nsa_path, &ns, a, &uid_a)).await;
+            assert_eq!(st, 200, "DEL a #{i}: {body}");
+        }
+        assert_eq!(ovs_iface_id(&va.host_ifname).await, None);
+
+        // The sandbox is re-created (new container, new netns): the old sandbox's DEL, arriving
+        // late, must not unplug the new one.
+        let (_nsx, nsx_path) = s.netns("kd-x-");
+        let (nsy, nsy_path) = s.netns("kd-y-");
+        let (cid_x, cid_y) = (unique("kdcidx"), unique("kdcidy"));
+        let (st, body) = cni(&sock, &add(&cid_x, &nsx_path, &ns, a, &uid_a)).await;
+        assert_eq!(st, 200, "ADD x: {body}");
+        let (st, body) = cni(&sock, &add(&cid_y, &nsy_path, &ns, a, &uid_a)).await;
+        assert_eq!(st, 200, "ADD y: {body}");
+        let (st, body) = cni(&sock, &verb("DEL", &cid_x, &nsx_path, &ns, a, &uid_a)).await;
+        assert_eq!(st, 200, "stale DEL x: {body}");
+        assert!(
+            ip(&["-n", &nsy, "link", "show", "eth0"]).0,
+            "the stale DEL removed the live pod's eth0"
+        );
+        assert_eq!(
+            ovs_iface_id(&va.host_ifname).await.map(|x| x.0),
+            Some(va.port_id.clone()),
+            "the stale DEL unplugged the live pod"
+        );
+        let (st, body) = cni(&sock, &verb("CHECK", &cid_y, &nsy_path, &ns, a, &uid_a)).await;
+        assert_eq!(st, 200, "CHECK y: {body}");
+
+        // DEL after the runtime already deleted the netns.
+        assert!(Netns::delete_named(&nsy).expect("delete netns"));
+        let (st, body) = cni(&sock, &verb("DEL", &cid_y, &nsy_path, &ns, a, &uid_a)).await;
+        assert_eq!(st, 200, "DEL with the netns gone: {body}");
+        assert_eq!(
+            ovs_iface_id(&va.host_ifname).await,
+            None,
+            "OVS port left after DEL with the netns gone"
+        );
+        assert!(!ip(&["link", "show", &va.host_ifname]).0);
+
+        // GC: the runtime lists the attachments it still has; the others go. Here w was
+        // superseded by z (same pod, newer sandbox), so GC drops w without unplugging z.
+        let (_nsw, nsw_path) = s.netns("kd-w-");
+        let (_nsz, nsz_path) = s.netns("kd-z-");
+        let (cid_w, cid_z) = (unique("kdcidw"), unique("kdcidz"));
+        let (st, body) = cni(&sock, &add(&cid_w, &nsw_path, &ns, a, &uid_a)).await;
+        assert_eq!(st, 200, "ADD w: {body}");
+        let (st, body) = cni(&sock, &add(&cid_z, &nsz_path, &ns, a, &uid_a)).await;
+        assert_eq!(st, 200, "ADD z: {body}");
+        let mut gc = request("GC", "", "", "", "");
+        gc["config"]["cni.dev/valid-attachments"] =
+            json!([{"containerID": cid_z, "ifname": "eth0"}]);
+        let (st, body) = cni(&sock, &gc).await;
+        assert_eq!(st, 200, "GC: {body}");
+        let keys: Vec<String> = d
+            .cni
+            .store
+            .list()
+            .expect("records")
+            .iter()
+            .map(|a| a.container_id.clone())
+            .collect();
+        assert_eq!(keys, std::slice::from_ref(&cid_z));
+        assert_eq!(
+            ovs_iface_id(&va.host_ifname).await.map(|x| x.0),
+            Some(va.port_id.clone()),
+            "GC unplugged the live sandbox"
+        );
+        let (st, body) = cni(&sock, &request("STATUS", "", "", "", "")).await;
+        assert_eq!(st, 200, "STATUS: {body}");
+
+        // A DEL the shim queued while the daemon was down runs at the next start.
+        d.shutdown().await;
+        let del_z: kuryr_cni_api::CniRequest =
+            serde_json::from_value(verb("DEL", &cid_z, &nsz_path, &ns, a, &uid_a)).expect("req");
+        let entry = kuryr_cni_api::DelQueueEntry::new(
+            del_z,
+            kuryr_daemon::attachments::now_unix_ms(),
+            "connect: ECONNREFUSED",
+        );
+        std::fs::write(
+            dir.path().join("del-queue").join(entry.file_name()),
+            entry.to_json().expect("json"),
+        )
+        .expect("queue");
+        let d = start_daemon(&s, dir.path(), Duration::from_secs(60), None).await;
+        assert_eq!(d.drained.executed, 1, "{:?}", d.drained);
+        assert_eq!(
+            ovs_iface_id(&va.host_ifname).await,
+            None,
+            "queued DEL did not unplug"
+        );
+        assert!(d.cni.store.list().expect("records").is_empty());
+        d.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn timeouts_return_code_11_and_leave_events_on_the_pod() {
+    with_stack(|s| async move {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = start_daemon(&s, dir.path(), Duration::from_secs(3), None).await;
+        let sock = d.socket_path().to_path_buf();
+        let ns = s.ns.clone();
+
+        // No KuryrPort ever appears.
+        let p1 = "kd-nokp";
+        let uid1 = s.create_pod(p1).await;
+        let (_n1, n1_path) = s.netns("kd-t1-");
+        let t = Instant::now();
+        let (st, body) = cni(&sock, &add("kdcidt1", &n1_path, &ns, p1, &uid1)).await;
+        assert_eq!((st, body["code"].as_u64()), (504, Some(11)), "{body}");
+        let msg = body["msg"].as_str().expect("msg");
+        assert!(msg.starts_with(&format!("timed out after 3s waiting for KuryrPort {ns}/{p1}")), "{msg}");
+        assert!(t.elapsed() >= Duration::from_secs(3) && t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+        let ev = eventually(Duration::from_secs(15), "the KuryrPort timeout event", || async {
+            s.events_for(p1).await.into_iter().find(|e| e.reason.as_deref() == Some("CNITimeoutKuryrPortRegistry"))
+        })
+        .await;
+        assert_eq!(ev.type_.as_deref(), Some("Warning"));
+        assert_eq!(ev.involved_object.uid.as_deref(), Some(uid1.as_str()));
+        assert!(ev.message.as_deref().unwrap_or_default().contains("timed out"), "{ev:?}");
+
+        // A VIF Neutron never reports ACTIVE (a port id Neutron does not know).
+        let p2 = "kd-inactive";
+        let uid2 = s.create_pod(p2).await;
+        s.create_kp(p2, &uid2).await;
+        let fake_id = format!("{:08x}-0000-4d00-8000-00000000kd11", std::process::id());
+        let vif = Vif {
+            format: FORMAT.into(),
+            port_id: fake_id.clone(),
+            network_id: s.env["POD_NET_ID"].clone(),
+            mac: "fa:16:3e:4b:11:11".into(),
+            mtu: s.mtu,
+            ips: vec![VifIp {
+                address: "10.244.254.251".parse().expect("ip"),
+                subnet_cidr: s.env["POD_CIDR"].clone(),
+                subnet_id: None,
+                gateway: Some(s.env["POD_GW"].parse().expect("gw")),
+                routes: vec![],
+                dns: vec![],
+            }],
+            binding: Binding::Ovs { bridge: "br-int".into() },
+            host_ifname: host_ifname(&fake_id),
+            active: false,
+            port_filter: false,
+        };
+        s.left.lock().expect("lock").taps.push(vif.host_ifname.clone());
+        s.write_vif(p2, &vif).await;
+        let (_n2, n2_path) = s.netns("kd-t2-");
+        let (st, body) = cni(&sock, &add("kdcidt2", &n2_path, &ns, p2, &uid2)).await;
+        assert_eq!((st, body["code"].as_u64()), (504, Some(11)), "{body}");
+        assert_eq!(
+            body["msg"].as_str().expect("msg"),
+            format!("timed out after 3s waiting for KuryrPort {ns}/{p2} to have an active VIF (controller / Neutron)")
+        );
+        assert!(body["details"].as_str().expect("details").contains("is not ACTIVE yet"), "{body}");
+        eventually(Duration::from_secs(15), "the active-VIF timeout event", || async {
+            s.events_for(p2).await.into_iter().find(|e| e.reason.as_deref() == Some("CNITimedOutWaitingForActiveVIFs"))
+        })
+        .await;
+        // It was plugged meanwhile; the runtime's DEL after the failed ADD cleans up.
+        assert!(ovs_iface_id(&vif.host_ifname).await.is_some());
+        let (st, body) = cni(&sock, &verb("DEL", "kdcidt2", &n2_path, &ns, p2, &uid2)).await;
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(ovs_iface_id(&vif.host_ifname).await, None);
+
+        // Timeouts are the controller's or Neutron's problem, not the daemon's: still alive.
+        assert_eq!(http_tcp(d.health_addr(), "/alive").await.0, 200);
+        d.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn pod_replaced_or_deleted_while_waiting_fails_fast_with_code_3() {
+    with_stack(|s| async move {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = start_daemon(&s, dir.path(), Duration::from_secs(30), None).await;
+        let sock = d.socket_path().to_path_buf();
+        let ns = s.ns.clone();
+        let p = "kd-gone";
+        let uid = s.create_pod(p).await;
+        let (_n, n_path) = s.netns("kd-g-");
+        // Let the pod watch see it.
+        eventually(
+            Duration::from_secs(10),
+            "the pod in the daemon's cache",
+            || async { d.cni.cluster.pod(&ns, p).map(|_| ()) },
+        )
+        .await;
+
+        // The CNI request is for an earlier pod of that name.
+        let t = Instant::now();
+        let (st, body) = cni(
+            &sock,
+            &add(
+                "kdcidg1",
+                &n_path,
+                &ns,
+                p,
+                "00000000-0000-0000-0000-000000000000",
+            ),
+        )
+        .await;
+        assert_eq!((st, body["code"].as_u64()), (410, Some(3)), "{body}");
+        assert!(
+            body["msg"].as_str().expect("msg").contains("was replaced"),
+            "{body}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+
+        // The pod is deleted while ADD waits for its KuryrPort.
+        let t = Instant::now();
+        let s2 = s.clone();
+        let deleter = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            s2.delete_pod(p).await;
+        });
+        let (st, body) = cni(&sock, &add("kdcidg2", &n_path, &ns, p, &uid)).await;
+        deleter.await.expect("deleter");
+        assert_eq!((st, body["code"].as_u64()), (410, Some(3)), "{body}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "did not fail fast: {:?}",
+            t.elapsed()
+        );
+        d.shutdown().await;
+    })
+    .await;
+}
+
+/// Kills the child on drop (a failed assertion must not leave a daemon running).
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real binary: installs kuryr-cni, writes the conflist once ready, serves STATUS, and
+/// on SIGTERM removes the conflist and the socket and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn binary_writes_the_conflist_when_ready_and_removes_it_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let shim = d.join("kuryr-cni-src");
+    std::fs::write(&shim, b"#!/bin/sh\nexit 0\n").expect("fake shim");
+    let sock = d.join("run/kd.sock");
+    let child = Child(
+        Command::new(env!("CARGO_BIN_EXE_kuryr-daemon"))
+            .arg("--config-file")
+            .arg(Path::new(STATE).join("kuryr.conf"))
+            .arg("--kubeconfig")
+            .arg(Path::new(STATE).join("kubeconfig"))
+            .args([
+                "--node-name",
+                &unique("kd-node-"),
+                "--chain",
+                "portmap",
+                "--health-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ])
+            .args(["--listen-address", "127.0.0.1"])
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--state-dir")
+            .arg(d.join("state"))
+            .arg("--cni-conf-dir")
+            .arg(d.join("net.d"))
+            .arg("--cni-bin-dir")
+            .arg(d.join("bin"))
+            .arg("--install-cni-from")
+            .arg(&shim)
+            .spawn()
+            .expect("spawn kuryr-daemon"),
+    );
+    let conf_path = d.join("net.d/10-kuryr.conflist");
+    let conf: Value = eventually(Duration::from_secs(30), "the conflist", || {
+        let p = conf_path.clone();
+        async move {
+            std::fs::read(&p)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+        }
+    })
+    .await;
+    assert_eq!(
+        conf["plugins"][0]["daemon_socket"],
+        sock.display().to_string()
+    );
+    assert_eq!(
+        conf["plugins"][0]["del_queue_dir"],
+        d.join("state/del-queue").display().to_string()
+    );
+    assert_eq!(conf["plugins"][1]["capabilities"]["portMappings"], true);
+    assert_eq!(
+        std::fs::read(d.join("bin/kuryr-cni")).expect("installed shim"),
+        b"#!/bin/sh\nexit 0\n"
+    );
+    let (st, body) = cni(&sock, &request("STATUS", "", "", "", "")).await;
+    assert_eq!(st, 200, "{body}");
+
+    let mut child = child;
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let end = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < end,
+            "kuryr-daemon did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(!conf_path.exists(), "conflist left after SIGTERM");
+    assert!(!sock.exists(), "socket left after SIGTERM");
+}
