@@ -1,0 +1,120 @@
+//! `kuryr-controller --config-file /etc/kuryr/kuryr.conf [--kubeconfig PATH] [--install-crds]
+//! [--leader-elect]`: parses arguments, sets up logging, runs until SIGTERM/SIGINT.
+
+use anyhow::Context as _;
+use clap::Parser;
+use kuryr_controller::lease::LeaseConfig;
+use kuryr_controller::Options;
+use kuryr_core::config::{Config, Role};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "kuryr-controller", version, about = "Kubernetes pods on OpenStack Neutron ports (kuryr-rs controller)")]
+struct Args {
+    /// kuryr.conf (upstream kuryr-kubernetes' option name and format).
+    #[arg(long = "config-file", default_value = "/etc/kuryr/kuryr.conf")]
+    config_file: PathBuf,
+    /// kubeconfig to use; default: in-cluster, else [kubernetes] api_root, else $KUBECONFIG.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Server-side apply the openstack.org/v1 CRDs at start-up.
+    #[arg(long)]
+    install_crds: bool,
+    /// Only the holder of the coordination.k8s.io Lease writes (active/passive HA).
+    #[arg(long)]
+    leader_elect: bool,
+    #[arg(long, default_value = "kube-system")]
+    leader_elect_namespace: String,
+    #[arg(long, default_value = "kuryr-controller")]
+    leader_elect_name: String,
+    /// Cluster name written into the description of the Neutron ports.
+    #[arg(long, env = "KURYR_CLUSTER_NAME", default_value = "kubernetes")]
+    cluster_name: String,
+    /// Health server address (default: all addresses, [health_server] port).
+    #[arg(long)]
+    health_addr: Option<SocketAddr>,
+    /// Metrics server address (default: all addresses, [prometheus_exporter] controller_exporter_port).
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
+    /// Poll interval of the batched port-status poll while ports wait to become ACTIVE.
+    #[arg(long, default_value_t = 250)]
+    activation_interval_ms: u64,
+    /// Seconds after which a port not yet ACTIVE gets a Warning Event.
+    #[arg(long, default_value_t = 60)]
+    activation_deadline_secs: u64,
+    /// Only handle pods and KuryrPorts of this namespace (canaries, shared test clusters).
+    #[arg(long)]
+    watch_namespace: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_client=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn terminate() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_json);
+    let config =
+        Config::load(&args.config_file, Role::Controller).with_context(|| format!("--config-file {}", args.config_file.display()))?;
+    let kube = kuryr_controller::settings::kube_config(args.kubeconfig.as_deref(), &config.kubernetes).await?;
+    let mut opts = Options::from_config(&config, kube, &args.cluster_name)?;
+    opts.install_crds = args.install_crds;
+    opts.namespace = args.watch_namespace.clone();
+    opts.settings.activation_interval = Duration::from_millis(args.activation_interval_ms.max(10));
+    opts.settings.activation_deadline = Duration::from_secs(args.activation_deadline_secs.max(1));
+    if let Some(a) = args.health_addr {
+        opts.health_addr = Some(a);
+    }
+    if let Some(a) = args.metrics_addr {
+        opts.metrics_addr = Some(a);
+    }
+    if args.leader_elect {
+        opts.leader_election = Some(LeaseConfig::new(&args.leader_elect_namespace, &args.leader_elect_name, &opts.instance));
+    } else if config.kubernetes.controller_ha {
+        tracing::warn!("[kubernetes] controller_ha = true but --leader-elect is not set: running without leader election");
+    }
+    let mut running = kuryr_controller::start(opts).await?;
+    tokio::select! {
+        _ = terminate() => {
+            tracing::info!("shutting down");
+            running.shutdown().await;
+            Ok(())
+        }
+        _ = running.stopped() => anyhow::bail!("the controllers stopped unexpectedly"),
+    }
+}

@@ -1,0 +1,273 @@
+//! KuryrPort reconciler (upstream `KuryrPortHandler`): owns the Neutron side.
+//!
+//! Apply (no default VIF yet): adopt the pod's port if a previous attempt left one (device_id =
+//! pod UID), else create it; tag it; build the typed VIF; merge-patch
+//! `status.vifs = {eth0: {default: true, vif}}` on the status subresource; hand the port to the
+//! activator. With an inactive VIF already written: (re)hand it to the activator.
+//!
+//! Cleanup (the KuryrPort is deleted; its finalizer): delete every port recorded in the status
+//! and any port stamped with the pod UID (a crash before the status write), 404 = done.
+//!
+//! Orphans: a KuryrPort whose pod is gone (force-deleted) or was re-created with another UID is
+//! deleted, which runs the cleanup above.
+
+use crate::activator::Pending;
+use crate::context::Context;
+use crate::error::Error;
+use crate::events::{pod_ref, reason};
+use crate::ports::{self, adoption_query, PodPortRequest};
+use crate::vif::{self, build_vif, VifDefaults};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use kuryr_core::crd::KuryrPort;
+use kuryr_core::names::KURYRPORT_FINALIZER;
+use kuryr_core::vif::Vif;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "kuryrport";
+/// The pod's default interface.
+pub const DEFAULT_IFNAME: &str = "eth0";
+
+/// Reconciles one KuryrPort. Idempotent; followers (no lease) do nothing.
+pub async fn reconcile(kp: Arc<KuryrPort>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciled(CONTROLLER);
+    if !ctx.leader.is_leader() {
+        return Ok(Action::await_change());
+    }
+    if !ctx.synced() {
+        return Ok(Action::requeue(std::time::Duration::from_millis(500)));
+    }
+    let ns = kp.namespace().ok_or_else(|| Error::Invalid(format!("kuryrport {} has no namespace", kp.name_any())))?;
+    let what = format!("{ns}/{}", kp.name_any());
+    let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), &ns);
+    let c = ctx.clone();
+    let fut = finalizer(&api, KURYRPORT_FINALIZER, kp, |event| async move {
+        match event {
+            FinalizerEvent::Apply(kp) => apply(kp, &c).await,
+            FinalizerEvent::Cleanup(kp) => cleanup(kp, &c).await,
+        }
+    });
+    let r = match tokio::time::timeout(ctx.settings.reconcile_timeout, fut).await {
+        Ok(r) => r.map_err(Error::from),
+        Err(_) => Err(Error::Timeout { what: format!("reconcile of kuryrport {what}"), after: ctx.settings.reconcile_timeout }),
+    };
+    if r.is_ok() {
+        ctx.backoff.succeeded(&format!("{CONTROLLER}/{what}"));
+    }
+    r
+}
+
+/// Requeue with per-object back-off; count the error.
+pub fn error_policy(kp: Arc<KuryrPort>, err: &Error, ctx: Arc<Context>) -> Action {
+    crate::run::error_action(CONTROLLER, &kp.namespace().unwrap_or_default(), &kp.name_any(), err, &ctx)
+}
+
+fn kp_ref(kp: &KuryrPort) -> ObjectReference {
+    kp.object_ref(&())
+}
+
+/// The pod a KuryrPort belongs to.
+enum Owner {
+    Live(Arc<Pod>),
+    Gone(&'static str),
+}
+
+async fn owner(kp: &KuryrPort, ns: &str, ctx: &Context) -> Result<Owner, Error> {
+    let name = kp.name_any();
+    let uid_ok = |p: &Pod| p.metadata.uid.as_deref() == Some(kp.spec.pod_uid.as_str());
+    if let Some(pod) = ctx.pods.get(&ObjectRef::new(&name).within(ns)) {
+        if uid_ok(&pod) {
+            return Ok(Owner::Live(pod));
+        }
+    }
+    // The cache says missing (or another UID): ask the API before deleting anything.
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    match api.get_opt(&name).await.map_err(|e| Error::kube("get", format!("pod {ns}/{name}"), e))? {
+        Some(pod) if uid_ok(&pod) => Ok(Owner::Live(Arc::new(pod))),
+        Some(_) => Ok(Owner::Gone("its pod was re-created with another UID")),
+        None => Ok(Owner::Gone("its pod no longer exists")),
+    }
+}
+
+async fn apply(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
+    let ns = kp.namespace().unwrap_or_default();
+    let name = kp.name_any();
+    let uid = kp.spec.pod_uid.clone();
+
+    let pod = match owner(&kp, &ns, ctx).await? {
+        Owner::Live(pod) => pod,
+        Owner::Gone(why) => {
+            tracing::info!(kuryrport = %format!("{ns}/{name}"), why, "deleting orphaned KuryrPort");
+            ctx.events.normal(kp_ref(&kp), reason::MISSING_POD, "ReleasePort", format!("KuryrPort deleted: {why}"));
+            ctx.leader.ensure()?;
+            let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), &ns);
+            let dp = DeleteParams {
+                preconditions: Some(Preconditions { uid: kp.metadata.uid.clone(), resource_version: None }),
+                ..DeleteParams::default()
+            };
+            return match api.delete(&name, &dp).await {
+                Ok(_) => Ok(Action::await_change()),
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::await_change()),
+                Err(e) => Err(Error::kube("delete", format!("kuryrport {ns}/{name}"), e)),
+            };
+        }
+    };
+
+    // Already has its VIF: only activation may be missing.
+    if let Some((ifname, entry)) = kp.status.as_ref().and_then(|s| s.vifs.iter().find(|(_, e)| e.default)) {
+        // An active VIF needs nothing (the activator already recorded its timings).
+        if !vif::is_active(&entry.vif) {
+            if let Some(port_id) = vif::port_id_of(&entry.vif) {
+                ctx.activator.track(Pending {
+                    port_id,
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    ifname: ifname.clone(),
+                    pod_uid: uid.clone(),
+                    os_vif: entry.vif.get("versioned_object.data").is_some(),
+                });
+            }
+        }
+        return Ok(Action::await_change());
+    }
+
+    // A completed or deleting pod gets no new port (the pod reconciler deletes this KuryrPort).
+    if matches!(crate::pod::intent(&pod), crate::pod::Intent::Release) {
+        return Ok(Action::await_change());
+    }
+
+    let req = PodPortRequest { namespace: ns.clone(), name: name.clone(), pod_uid: uid.clone(), node: kp.spec.pod_node_name.clone() };
+    let pref = pod_ref(&ns, &name, &uid);
+    let acquired = match ports::acquire(ctx, &req).await {
+        Ok(a) => a,
+        Err(e) => {
+            if !matches!(e, Error::NotLeader) {
+                ctx.events.warning(pref, reason::PORT_CREATE_FAILED, "CreatePort", e.to_string());
+            }
+            return Err(e);
+        }
+    };
+    ctx.timeline.port_ready(&uid, &ctx.metrics);
+    let port = acquired.port;
+
+    let network = ctx.cache.network(&ctx.neutron, &port.network_id).await?;
+    let subnet_ids: BTreeSet<&str> = port.fixed_ips.iter().map(|f| f.subnet_id.as_str()).collect();
+    let mut subnets = Vec::with_capacity(subnet_ids.len());
+    for id in subnet_ids {
+        subnets.push((*ctx.cache.subnet(&ctx.neutron, id).await?).clone());
+    }
+    let defaults = VifDefaults { ovs_bridge: ctx.settings.ovs_bridge.clone(), network_device_mtu: ctx.settings.network_device_mtu };
+    let vif: Vif = match build_vif(&port, &network, &subnets, &defaults) {
+        Ok(v) => v,
+        Err(e) if e.is_binding() => {
+            let err = Error::Binding { port_id: port.id.clone(), host: req.node.clone(), vif_type: port.binding_vif_type.clone() };
+            tracing::warn!(kuryrport = %format!("{ns}/{name}"), error = %err, "deleting the unbound port; a fresh one is created on retry");
+            ctx.events.warning(pref, reason::PORT_BINDING_FAILED, "CreatePort", err.to_string());
+            ports::release(ctx, &port.id).await?;
+            return Err(err);
+        }
+        Err(e) => {
+            let err = Error::BadPort { port_id: port.id.clone(), reason: e.to_string() };
+            ctx.events.warning(pref, reason::PORT_CREATE_FAILED, "CreatePort", err.to_string());
+            return Err(err);
+        }
+    };
+
+    ctx.leader.ensure()?;
+    let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({"status": {"vifs": {DEFAULT_IFNAME: {"default": true, "vif": vif.to_status_value()}}}});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| Error::kube("patch status of", format!("kuryrport {ns}/{name}"), e))?;
+    ctx.timeline.vif_written(&uid, &ctx.metrics);
+    let ips: Vec<String> = vif.ips.iter().map(|i| i.address.to_string()).collect();
+    tracing::info!(
+        kuryrport = %format!("{ns}/{name}"), port = %vif.port_id, ips = ?ips, adopted = acquired.adopted,
+        binding = vif.binding.kind(), active = vif.active, "VIF written"
+    );
+    ctx.events.normal(
+        pref.clone(),
+        reason::UPDATED_WITH_VIFS,
+        "CreatePort",
+        format!(
+            "Neutron port {} ({}) {} on host {}",
+            vif.port_id,
+            ips.join(", "),
+            if acquired.adopted { "adopted" } else { "created" },
+            req.node
+        ),
+    );
+    if vif.active {
+        ctx.timeline.active(&uid, &ctx.metrics);
+        ctx.events.normal(pref, reason::UPDATED_WITH_ACTIVE_VIFS, "ActivatePort", format!("Neutron port {} is ACTIVE", vif.port_id));
+    } else {
+        ctx.activator.track(Pending {
+            port_id: vif.port_id.clone(),
+            namespace: ns,
+            name,
+            ifname: DEFAULT_IFNAME.into(),
+            pod_uid: uid,
+            os_vif: false,
+        });
+    }
+    Ok(Action::await_change())
+}
+
+/// Port ids recorded in a KuryrPort's status, whichever form each VIF is stored in.
+pub fn recorded_ports(kp: &KuryrPort) -> BTreeSet<String> {
+    kp.status.as_ref().map(|s| s.vifs.values().filter_map(|e| vif::port_id_of(&e.vif)).collect()).unwrap_or_default()
+}
+
+async fn cleanup(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
+    let ns = kp.namespace().unwrap_or_default();
+    let name = kp.name_any();
+    let mut ids = recorded_ports(&kp);
+    // Ports stamped with the pod UID but never recorded (a crash before the status write).
+    if !kp.spec.pod_uid.is_empty() {
+        for p in ctx.neutron.list_ports(&adoption_query(&kp.spec.pod_uid)).await? {
+            ids.insert(p.id);
+        }
+    }
+    for id in &ids {
+        ctx.activator.untrack(id);
+        match ports::release(ctx, id).await {
+            Ok(existed) => tracing::info!(kuryrport = %format!("{ns}/{name}"), port = %id, existed, "released Neutron port"),
+            Err(e) => {
+                if !matches!(e, Error::NotLeader) {
+                    ctx.events.warning(pod_ref(&ns, &name, &kp.spec.pod_uid), reason::PORT_RELEASE_FAILED, "ReleasePort", e.to_string());
+                }
+                return Err(e);
+            }
+        }
+    }
+    ctx.timeline.forget(&kp.spec.pod_uid);
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_recorded_ports_in_both_forms() {
+        let kp: KuryrPort = serde_json::from_value(json!({
+            "apiVersion": "openstack.org/v1", "kind": "KuryrPort",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"podUid": "u", "podNodeName": "vm"},
+            "status": {"vifs": {
+                "eth0": {"default": true, "vif": {"portId": "p1", "active": false}},
+                "eth1": {"default": false, "vif": {"versioned_object.name": "VIFOpenVSwitch", "versioned_object.data": {"id": "p2"}}},
+                "eth2": {"default": false, "vif": {}}
+            }}
+        }))
+        .expect("kp");
+        assert_eq!(recorded_ports(&kp), BTreeSet::from(["p1".to_string(), "p2".to_string()]));
+    }
+}

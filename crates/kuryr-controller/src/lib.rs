@@ -1,0 +1,33 @@
+//! kuryr-controller: Kubernetes pods on OpenStack Neutron ports (the drop-in successor of
+//! upstream kuryr-kubernetes' controller).
+//!
+//! The pod path, one hop per module:
+//! * [`pod`]: Pod → pod finalizer + KuryrPort (upstream `VIFHandler`).
+//! * [`kuryrport`]: KuryrPort → Neutron port (adopt or create) → VIF in `status.vifs`; release on
+//!   deletion (upstream `KuryrPortHandler`).
+//! * [`ports`]: the Neutron calls of that (request body, adoption, tags, release, cache).
+//! * [`vif`]: Neutron port + network + subnets → the typed VIF (pure).
+//! * [`activator`]: one batched Neutron poll for all ports waiting to become ACTIVE.
+//! * [`run`]: watches, shared stores, controllers, servers; [`lease`]: leader election with
+//!   fencing; [`health`], [`metrics`], [`events`]; [`crds`]: CRD YAML and installation;
+//!   [`settings`]: kuryr.conf → clients and defaults.
+#![forbid(unsafe_code)]
+
+pub mod activator;
+pub mod context;
+pub mod crds;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod kuryrport;
+pub mod lease;
+pub mod metrics;
+pub mod pod;
+pub mod ports;
+pub mod run;
+pub mod settings;
+pub mod vif;
+
+pub use error::Error;
+pub use run::{start, Options, Running};
+pub use settings::Settings;

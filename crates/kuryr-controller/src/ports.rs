@@ -1,0 +1,250 @@
+//! The Neutron side of a pod's port: the create request, adoption of a port left by a crash,
+//! tagging, release, and a cache of subnets and networks.
+//!
+//! Idempotency key: the pod UID is stamped as the port's `device_id` (with `device_owner =
+//! compute:kuryr`), so a crash between `POST /ports` and the KuryrPort status write leaves a
+//! port that the next reconcile finds (`GET /ports?device_id=<uid>&device_owner=compute:kuryr`)
+//! and adopts instead of creating a second one. A ports pool will slot in behind [`acquire`]
+//! and [`release`].
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::settings::Settings;
+use kuryr_core::names::DEVICE_OWNER;
+use kuryr_openstack::neutron::{FixedIpRequest, Network, Port, PortCreate, PortUpdate, Subnet, TagResource};
+use kuryr_openstack::{Neutron, Query};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Who a port is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodPortRequest {
+    pub namespace: String,
+    pub name: String,
+    pub pod_uid: String,
+    pub node: String,
+}
+
+/// The port's description: names kuryr-rs, the cluster and the pod (for humans and for GC).
+pub fn description(cluster: &str, req: &PodPortRequest) -> String {
+    format!("kuryr-rs pod port: cluster {cluster}, pod {}/{} (uid {})", req.namespace, req.name, req.pod_uid)
+}
+
+/// `POST /v2.0/ports` body for a pod (tags are set by a separate PUT, see [`acquire`]).
+pub fn port_create(s: &Settings, req: &PodPortRequest, network_id: &str) -> PortCreate {
+    PortCreate {
+        network_id: network_id.to_string(),
+        name: format!("{}/{}", req.namespace, req.name),
+        description: description(&s.cluster_name, req),
+        admin_state_up: Some(true),
+        fixed_ips: Some(vec![FixedIpRequest::subnet(&s.pod_subnet)]),
+        device_id: req.pod_uid.clone(),
+        device_owner: DEVICE_OWNER.to_string(),
+        binding_host_id: req.node.clone(),
+        security_groups: Some(s.pod_security_groups.clone()),
+        project_id: s.project.clone(),
+        ..PortCreate::default()
+    }
+}
+
+/// The ports a previous attempt may have created for this pod.
+pub fn adoption_query(pod_uid: &str) -> Query {
+    Query::new().eq("device_id", pod_uid).eq("device_owner", DEVICE_OWNER)
+}
+
+/// Outcome of [`select_adoptable`].
+#[derive(Debug, Default, PartialEq)]
+pub struct Adoption {
+    /// The port to use.
+    pub keep: Option<Port>,
+    /// Other ports of the same pod (a leak from a lost race): to delete.
+    pub extras: Vec<Port>,
+}
+
+/// Chooses which of the pod's existing ports to adopt: on the pod network, then ACTIVE, then
+/// bound to the pod's node, then the oldest revision. Ports on other networks are left alone
+/// (not ours to judge); further ports on the pod network are extras.
+pub fn select_adoptable(ports: Vec<Port>, node: &str, network_id: &str) -> Adoption {
+    let mut candidates: Vec<Port> = ports.into_iter().filter(|p| p.device_owner == DEVICE_OWNER && p.network_id == network_id).collect();
+    candidates.sort_by_key(|p| (p.status != "ACTIVE", p.binding_host_id != node, p.revision_number.unwrap_or(0), p.id.clone()));
+    let mut it = candidates.into_iter();
+    Adoption { keep: it.next(), extras: it.collect() }
+}
+
+/// Tags to PUT so the port carries all of `wanted` (keeping its others), or `None` if it does.
+pub fn tags_to_set(current: &[String], wanted: &[String]) -> Option<Vec<String>> {
+    if wanted.iter().all(|t| current.contains(t)) {
+        return None;
+    }
+    let mut all = current.to_vec();
+    all.extend(wanted.iter().filter(|t| !current.contains(t)).cloned());
+    Some(all)
+}
+
+/// A port for the pod, and whether it was adopted rather than created.
+#[derive(Debug)]
+pub struct Acquired {
+    pub port: Port,
+    pub adopted: bool,
+}
+
+/// Adopts the pod's existing port or creates one; makes sure it is bound to the node and
+/// tagged. Checks the leader gate before every write.
+pub async fn acquire(ctx: &Context, req: &PodPortRequest) -> Result<Acquired, Error> {
+    let subnet = ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?;
+    let existing = ctx.neutron.list_ports(&adoption_query(&req.pod_uid)).await?;
+    let Adoption { keep, extras } = select_adoptable(existing, &req.node, &subnet.network_id);
+    for extra in extras {
+        ctx.leader.ensure()?;
+        tracing::warn!(port = %extra.id, pod_uid = %req.pod_uid, "deleting a duplicate port of the pod");
+        ctx.neutron.delete_port(&extra.id).await?;
+    }
+    let (mut port, adopted) = match keep {
+        Some(p) => {
+            tracing::info!(port = %p.id, status = %p.status, "adopting the pod's existing Neutron port");
+            (p, true)
+        }
+        None => {
+            ctx.leader.ensure()?;
+            (ctx.neutron.create_port(&port_create(&ctx.settings, req, &subnet.network_id)).await?, false)
+        }
+    };
+    if port.binding_host_id != req.node {
+        ctx.leader.ensure()?;
+        let upd = PortUpdate { binding_host_id: Some(req.node.clone()), ..PortUpdate::default() };
+        port = ctx.neutron.update_port(&port.id, &upd).await?;
+    } else if port.binding_vif_type == "unbound" {
+        // Neutron can answer a create before binding finished (LP#1696051): look once more.
+        port = ctx.neutron.get_port(&port.id).await?;
+    }
+    if let Some(tags) = tags_to_set(&port.tags, &ctx.settings.resource_tags) {
+        ctx.leader.ensure()?;
+        port.tags = ctx.neutron.set_tags(TagResource::Port, &port.id, &tags).await?;
+    }
+    Ok(Acquired { port, adopted })
+}
+
+/// Deletes a port; `Ok(false)` if it was already gone.
+pub async fn release(ctx: &Context, port_id: &str) -> Result<bool, Error> {
+    ctx.leader.ensure()?;
+    Ok(ctx.neutron.delete_port(port_id).await?)
+}
+
+/// Subnets and networks by id. They rarely change; entries expire after a TTL so MTU or
+/// host-route changes are picked up.
+#[derive(Debug)]
+pub struct NeutronCache {
+    ttl: Duration,
+    subnets: Mutex<HashMap<String, (Instant, Arc<Subnet>)>>,
+    networks: Mutex<HashMap<String, (Instant, Arc<Network>)>>,
+}
+
+fn cached<T>(map: &Mutex<HashMap<String, (Instant, Arc<T>)>>, id: &str, ttl: Duration) -> Option<Arc<T>> {
+    let g = map.lock().unwrap_or_else(|e| e.into_inner());
+    g.get(id).filter(|(at, _)| at.elapsed() < ttl).map(|(_, v)| v.clone())
+}
+
+fn store<T>(map: &Mutex<HashMap<String, (Instant, Arc<T>)>>, id: &str, v: T) -> Arc<T> {
+    let v = Arc::new(v);
+    map.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), (Instant::now(), v.clone()));
+    v
+}
+
+impl NeutronCache {
+    pub fn new(ttl: Duration) -> NeutronCache {
+        NeutronCache { ttl, subnets: Mutex::default(), networks: Mutex::default() }
+    }
+
+    pub async fn subnet(&self, neutron: &Neutron, id: &str) -> Result<Arc<Subnet>, Error> {
+        if let Some(s) = cached(&self.subnets, id, self.ttl) {
+            return Ok(s);
+        }
+        Ok(store(&self.subnets, id, neutron.get_subnet(id).await?))
+    }
+
+    pub async fn network(&self, neutron: &Neutron, id: &str) -> Result<Arc<Network>, Error> {
+        if let Some(n) = cached(&self.networks, id, self.ttl) {
+            return Ok(n);
+        }
+        Ok(store(&self.networks, id, neutron.get_network(id).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings() -> Settings {
+        Settings {
+            project: "proj".into(),
+            pod_subnet: "sub-1".into(),
+            pod_security_groups: vec!["sg-1".into()],
+            resource_tags: vec!["kuryr-rs-local".into()],
+            cluster_name: "c1".into(),
+            ..Settings::defaults()
+        }
+    }
+
+    fn req() -> PodPortRequest {
+        PodPortRequest { namespace: "ns".into(), name: "web-0".into(), pod_uid: "uid-1".into(), node: "vm".into() }
+    }
+
+    #[test]
+    fn create_body_stamps_the_pod() {
+        let body = serde_json::to_value(port_create(&settings(), &req(), "net-1")).expect("json");
+        assert_eq!(
+            body,
+            json!({
+                "network_id": "net-1", "name": "ns/web-0",
+                "description": "kuryr-rs pod port: cluster c1, pod ns/web-0 (uid uid-1)",
+                "admin_state_up": true, "fixed_ips": [{"subnet_id": "sub-1"}],
+                "device_id": "uid-1", "device_owner": "compute:kuryr", "binding:host_id": "vm",
+                "security_groups": ["sg-1"], "project_id": "proj"
+            })
+        );
+        assert_eq!(
+            adoption_query("uid-1").pairs(),
+            &[("device_id".to_string(), "uid-1".to_string()), ("device_owner".to_string(), "compute:kuryr".to_string())]
+        );
+    }
+
+    fn port(id: &str, net: &str, status: &str, host: &str, rev: u64) -> Port {
+        serde_json::from_value(json!({"id": id, "network_id": net, "status": status, "binding:host_id": host,
+            "device_owner": "compute:kuryr", "device_id": "uid-1", "revision_number": rev}))
+        .expect("port")
+    }
+
+    #[test]
+    fn adoption_prefers_active_then_node_then_oldest() {
+        assert_eq!(select_adoptable(vec![], "vm", "net-1"), Adoption::default());
+        let a = select_adoptable(
+            vec![
+                port("p-other-net", "net-2", "ACTIVE", "vm", 1),
+                port("p-down-other-host", "net-1", "DOWN", "x", 1),
+                port("p-down", "net-1", "DOWN", "vm", 5),
+                port("p-active", "net-1", "ACTIVE", "vm", 9),
+            ],
+            "vm",
+            "net-1",
+        );
+        assert_eq!(a.keep.map(|p| p.id).as_deref(), Some("p-active"));
+        let extras: Vec<_> = a.extras.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(extras, ["p-down", "p-down-other-host"], "the other network's port is not ours to delete");
+
+        let a = select_adoptable(vec![port("b", "net-1", "DOWN", "vm", 3), port("a", "net-1", "DOWN", "vm", 2)], "vm", "net-1");
+        assert_eq!(a.keep.map(|p| p.id).as_deref(), Some("a"));
+        let mut foreign = port("f", "net-1", "DOWN", "vm", 1);
+        foreign.device_owner = "compute:nova".into();
+        assert_eq!(select_adoptable(vec![foreign], "vm", "net-1"), Adoption::default());
+    }
+
+    #[test]
+    fn tags_are_merged() {
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(tags_to_set(&t(&[]), &t(&[])), None);
+        assert_eq!(tags_to_set(&t(&["a"]), &t(&["a"])), None);
+        assert_eq!(tags_to_set(&t(&["x"]), &t(&["a", "b"])), Some(t(&["x", "a", "b"])));
+    }
+}

@@ -1,0 +1,418 @@
+//! Wiring: clients, reflectors, the two controllers, the activator, leader election, the
+//! health and metrics servers. [`start`] returns a handle; the binary and the integration tests
+//! both use it.
+//!
+//! Watches: one on Pods (trimmed before caching), one on KuryrPorts. Each feeds its reflector
+//! store (read by both reconcilers) and its own controller. The final deletion of a KuryrPort
+//! triggers its pod (to drop the pod finalizer); the final deletion of a pod triggers its
+//! KuryrPort (orphan check). No periodic re-lists, no fixed sleeps.
+
+use crate::activator::{self, Activator};
+use crate::context::{Backoff, Context, Timeline};
+use crate::crds;
+use crate::error::Error;
+use crate::events::Events;
+use crate::health::{self, Health, Reply};
+use crate::kuryrport;
+use crate::lease::{self, LeaderGate, LeaseConfig};
+use crate::metrics::Metrics;
+use crate::pod;
+use crate::ports::NeutronCache;
+use crate::settings::{cloud_config, Settings};
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
+use kube::{Client, ResourceExt};
+use kuryr_core::config::Config;
+use kuryr_core::crd::KuryrPort;
+use kuryr_openstack::{CloudConfig, MetricsSink, Neutron, Session};
+use std::collections::hash_map::DefaultHasher;
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Everything [`start`] needs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub settings: Settings,
+    pub cloud: CloudConfig,
+    pub kube: kube::Config,
+    /// Server-side apply the CRDs before starting (`--install-crds`).
+    pub install_crds: bool,
+    /// `Some`: only the Lease holder writes (`--leader-elect`).
+    pub leader_election: Option<LeaseConfig>,
+    /// `/alive` and `/ready`; `None` = not served.
+    pub health_addr: Option<SocketAddr>,
+    /// `/metrics`; `None` = not served.
+    pub metrics_addr: Option<SocketAddr>,
+    /// This process in Events and the Lease.
+    pub instance: String,
+    /// Parallel reconciles per controller.
+    pub concurrency: u16,
+    /// Only pods and KuryrPorts of this namespace (`--watch-namespace`; default: all). For
+    /// canaries and for tests sharing a cluster; a production controller watches everything.
+    pub namespace: Option<String>,
+}
+
+impl Options {
+    /// Options from `kuryr.conf`: pod-path settings, `[neutron]` credentials, and the
+    /// `[health_server]` / `[prometheus_exporter]` ports on all addresses.
+    pub fn from_config(config: &Config, kube: kube::Config, cluster_name: &str) -> Result<Options, Error> {
+        let settings = Settings::from_config(config, cluster_name)?;
+        let neutron = config.neutron.as_ref().ok_or_else(|| Error::Config("[neutron] section is required".into()))?;
+        let any = |port: u16| SocketAddr::from(([0, 0, 0, 0], port));
+        Ok(Options {
+            settings,
+            cloud: cloud_config(neutron)?,
+            kube,
+            install_crds: false,
+            leader_election: None,
+            health_addr: Some(any(config.ports.controller_health)),
+            metrics_addr: Some(any(config.ports.controller_metrics)),
+            instance: lease::default_identity(),
+            concurrency: 32,
+            namespace: None,
+        })
+    }
+}
+
+/// A running controller.
+pub struct Running {
+    /// Where `/alive` and `/ready` are served.
+    pub health_addr: Option<SocketAddr>,
+    /// Where `/metrics` is served.
+    pub metrics_addr: Option<SocketAddr>,
+    pub context: Arc<Context>,
+    shutdown: watch::Sender<bool>,
+    controllers: JoinHandle<()>,
+    lease: Option<JoinHandle<()>>,
+    aux: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn health(&self) -> &Health {
+        &self.context.health
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.context.metrics
+    }
+
+    /// Resolves when the controllers stop by themselves (they should not).
+    pub async fn stopped(&mut self) {
+        let _ = (&mut self.controllers).await;
+    }
+
+    /// Stops the controllers (in-flight reconciles finish), releases the lease, stops the rest.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if tokio::time::timeout(Duration::from_secs(30), self.controllers).await.is_err() {
+            tracing::warn!("controllers did not stop within 30 s");
+        }
+        if let Some(l) = self.lease {
+            let _ = tokio::time::timeout(Duration::from_secs(10), l).await;
+        }
+        for t in self.aux {
+            t.abort();
+        }
+    }
+}
+
+/// The shared error policy: count, log, requeue with per-object back-off (none for "not the
+/// leader": becoming leader re-reconciles everything).
+pub fn error_action(controller: &'static str, ns: &str, name: &str, err: &Error, ctx: &Context) -> Action {
+    ctx.metrics.reconcile_error(controller, err.metric_label());
+    if matches!(err.inner(), Error::NotLeader) {
+        return Action::await_change();
+    }
+    let delay = ctx.backoff.failed(&format!("{controller}/{ns}/{name}"), err.is_transient());
+    tracing::warn!(controller, object = %format!("{ns}/{name}"), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Drops what the controller never reads before a pod enters the cache.
+pub fn trim_pod(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.containers.clear();
+        spec.init_containers = None;
+        spec.ephemeral_containers = None;
+        spec.volumes = None;
+        spec.affinity = None;
+        spec.tolerations = None;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+    }
+}
+
+/// The pod fields the pod reconciler acts on; other changes (status churn) do not trigger it.
+pub fn pod_fingerprint(pod: &Pod) -> Option<u64> {
+    let mut h = DefaultHasher::new();
+    pod.metadata.uid.hash(&mut h);
+    pod.metadata.deletion_timestamp.is_some().hash(&mut h);
+    pod.metadata.finalizers.hash(&mut h);
+    pod.annotations().get(kuryr_core::names::CONFIG_SOURCE_ANNOTATION).hash(&mut h);
+    if let Some(spec) = pod.spec.as_ref() {
+        spec.node_name.hash(&mut h);
+        spec.host_network.hash(&mut h);
+    }
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()).hash(&mut h);
+    Some(h.finish())
+}
+
+fn channel_stream<T: Send + 'static>(rx: mpsc::UnboundedReceiver<T>) -> impl Stream<Item = T> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}
+
+/// Emits once each time this replica becomes leader.
+fn became_leader(mut rx: watch::Receiver<bool>) -> impl Stream<Item = ()> + Send {
+    rx.mark_unchanged();
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            rx.changed().await.ok()?;
+            if *rx.borrow_and_update() {
+                return Some(((), rx));
+            }
+        }
+    })
+}
+
+fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync + 'static {
+    let (tx, done) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = rx.wait_for(|v| *v).await;
+        let _ = tx.send(());
+    });
+    async move {
+        let _ = done.await;
+    }
+}
+
+/// Connects, optionally installs the CRDs, and starts everything.
+pub async fn start(opts: Options) -> Result<Running, Error> {
+    let client = Client::try_from(opts.kube.clone()).map_err(|e| Error::kube("connect to", "the API server", e))?;
+    if opts.install_crds {
+        crds::install(&client).await?;
+    }
+    let metrics = Arc::new(Metrics::new());
+    let sink: MetricsSink = metrics.clone();
+    let session = Session::builder(&opts.cloud).metrics(sink).build()?;
+    let neutron = Neutron::new(session.clone());
+    let health = Health::new();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let leader = if opts.leader_election.is_some() { LeaderGate::elected() } else { LeaderGate::always() };
+    metrics.set_leader(leader.is_leader());
+
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let (kp_store, kp_writer) = reflector::store::<KuryrPort>();
+    let (activator, activator_rx) = Activator::channel();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        neutron,
+        settings: opts.settings.clone(),
+        pods: pod_store.clone(),
+        kuryrports: kp_store.clone(),
+        cache: NeutronCache::new(opts.settings.neutron_cache_ttl),
+        metrics: metrics.clone(),
+        events: Events::new(client.clone(), &opts.instance, opts.settings.use_events),
+        activator,
+        leader: leader.clone(),
+        health: health.clone(),
+        timeline: Timeline::default(),
+        backoff: Backoff::default(),
+        synced: AtomicBool::new(false),
+    });
+
+    let mut aux = Vec::new();
+    let mut health_addr = None;
+    if let Some(addr) = opts.health_addr {
+        let h = health.clone();
+        let (bound, task) = health::serve(addr, Arc::new(move |p: &str| health::health_routes(&h, p)))
+            .await
+            .map_err(|e| Error::Config(format!("cannot serve health on {addr}: {e}")))?;
+        tracing::info!(addr = %bound, "health server (/alive, /ready)");
+        health_addr = Some(bound);
+        aux.push(task);
+    }
+    let mut metrics_addr = None;
+    if let Some(addr) = opts.metrics_addr {
+        let m = metrics.clone();
+        let route = move |p: &str| match p {
+            "/metrics" => {
+                Reply { status: 200, content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8", body: m.encode() }
+            }
+            _ => Reply::text(404, "not found\n"),
+        };
+        let (bound, task) =
+            health::serve(addr, Arc::new(route)).await.map_err(|e| Error::Config(format!("cannot serve metrics on {addr}: {e}")))?;
+        tracing::info!(addr = %bound, "metrics server (/metrics)");
+        metrics_addr = Some(bound);
+        aux.push(task);
+    }
+
+    // Keystone readiness: reads the session's cached token; Keystone is called only when the
+    // token nears expiry (or after a failure).
+    {
+        let health = health.clone();
+        aux.push(tokio::spawn(async move {
+            loop {
+                let r = session.token().await.map(drop).map_err(|e| e.to_string());
+                if let Err(e) = &r {
+                    tracing::warn!(error = %e, "no Keystone token");
+                }
+                health.set_keystone(r);
+                health.beat("keystone-check", Duration::from_secs(180));
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        }));
+    }
+    aux.push(tokio::spawn(activator::run(ctx.clone(), activator_rx)));
+
+    let lease_task = opts.leader_election.clone().map(|cfg| {
+        let (client, leader, metrics, health) = (client.clone(), leader.clone(), metrics.clone(), health.clone());
+        let stop = shutdown_signal(shutdown_rx.clone());
+        tokio::spawn(lease::run(client, cfg, leader, metrics, move || health.beat("leader-election", Duration::from_secs(60)), stop))
+    });
+
+    // Cross-triggers from final deletions.
+    let (pod_trigger_tx, pod_trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Pod>>();
+    let (kp_trigger_tx, kp_trigger_rx) = mpsc::unbounded_channel::<ObjectRef<KuryrPort>>();
+
+    // Synced = both watches delivered their initial list (InitDone). Not Store::wait_until_ready:
+    // the controller already waits on it, and its one-waker future would strand a second waiter.
+    let pods_listed = Arc::new(AtomicBool::new(false));
+    let kps_listed = Arc::new(AtomicBool::new(false));
+    let listed = |mine: &Arc<AtomicBool>, other: &Arc<AtomicBool>, ctx: &Arc<Context>| {
+        let (mine, other, ctx) = (mine.clone(), other.clone(), ctx.clone());
+        move || {
+            mine.store(true, Ordering::Release);
+            if other.load(Ordering::Acquire) && !ctx.synced.swap(true, Ordering::AcqRel) {
+                ctx.health.set_synced();
+                tracing::info!(pods = ctx.pods.len(), kuryrports = ctx.kuryrports.len(), "caches synced");
+            }
+        }
+    };
+    let pods_done = listed(&pods_listed, &kps_listed, &ctx);
+    let kps_done = listed(&kps_listed, &pods_listed, &ctx);
+
+    let h = health.clone();
+    let pod_stream = watcher(scoped_api::<Pod>(&client, opts.namespace.as_deref()), watcher::Config::default())
+        .default_backoff()
+        .modify(trim_pod)
+        .reflect(pod_writer)
+        .inspect(move |ev| match ev {
+            Ok(watcher::Event::Delete(p)) => {
+                h.watch_ok("pods");
+                let _ = kp_trigger_tx.send(ObjectRef::new(&p.name_any()).within(&p.namespace().unwrap_or_default()));
+            }
+            Ok(watcher::Event::InitDone) => {
+                h.watch_ok("pods");
+                pods_done();
+            }
+            Ok(_) => h.watch_ok("pods"),
+            Err(e) => h.watch_err("pods", e.to_string()),
+        })
+        .applied_objects()
+        .predicate_filter(pod_fingerprint, PredicateConfig::default());
+
+    let h = health.clone();
+    let kp_stream = watcher(scoped_api::<KuryrPort>(&client, opts.namespace.as_deref()), watcher::Config::default())
+        .default_backoff()
+        .modify(|kp: &mut KuryrPort| kp.metadata.managed_fields = None)
+        .reflect(kp_writer)
+        .inspect(move |ev| match ev {
+            Ok(watcher::Event::Delete(kp)) => {
+                h.watch_ok("kuryrports");
+                let _ = pod_trigger_tx.send(ObjectRef::new(&kp.name_any()).within(&kp.namespace().unwrap_or_default()));
+            }
+            Ok(watcher::Event::InitDone) => {
+                h.watch_ok("kuryrports");
+                kps_done();
+            }
+            Ok(_) => h.watch_ok("kuryrports"),
+            Err(e) => h.watch_err("kuryrports", e.to_string()),
+        })
+        .applied_objects();
+
+    let ccfg = ControllerConfig::default().concurrency(opts.concurrency);
+    let pod_controller = Controller::for_stream(pod_stream, pod_store)
+        .with_config(ccfg.clone())
+        .reconcile_on(channel_stream(pod_trigger_rx))
+        .reconcile_all_on(became_leader(leader.subscribe()))
+        .graceful_shutdown_on(shutdown_signal(shutdown_rx.clone()))
+        .run(pod::reconcile, pod::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                log_controller_error(pod::CONTROLLER, &e);
+            }
+        });
+    let kp_controller = Controller::for_stream(kp_stream, kp_store)
+        .with_config(ccfg)
+        .reconcile_on(channel_stream(kp_trigger_rx))
+        .reconcile_all_on(became_leader(leader.subscribe()))
+        .graceful_shutdown_on(shutdown_signal(shutdown_rx.clone()))
+        .run(kuryrport::reconcile, kuryrport::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                log_controller_error(kuryrport::CONTROLLER, &e);
+            }
+        });
+
+    let controllers = tokio::spawn({
+        let p = watchdog("pod-controller", pod_controller, shutdown_rx.clone(), health.clone());
+        let k = watchdog("kuryrport-controller", kp_controller, shutdown_rx.clone(), health.clone());
+        async move {
+            tokio::join!(p, k);
+        }
+    });
+    tracing::info!(
+        leader_election = opts.leader_election.is_some(),
+        namespace = opts.namespace.as_deref().unwrap_or("<all>"),
+        pod_subnet = %opts.settings.pod_subnet,
+        activation_interval = ?opts.settings.activation_interval,
+        "kuryr-controller started"
+    );
+    Ok(Running { health_addr, metrics_addr, context: ctx, shutdown: shutdown_tx, controllers, lease: lease_task, aux })
+}
+
+fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs a controller loop; if it ends while not shutting down, `/alive` fails.
+async fn watchdog(name: &'static str, fut: impl Future<Output = ()>, stopping: watch::Receiver<bool>, health: Health) {
+    fut.await;
+    if !*stopping.borrow() {
+        health.dead(name, "controller loop ended");
+    }
+}
+
+fn log_controller_error(controller: &'static str, e: &kube::runtime::controller::Error<Error, watcher::Error>) {
+    use kube::runtime::controller::Error as E;
+    match e {
+        // Already logged and counted by the error policy.
+        E::ReconcilerFailed(..) => {}
+        E::ObjectNotFound(r) => tracing::debug!(controller, object = %r, "object gone before its reconcile"),
+        // Watch errors: the watcher retries with back-off; /alive tracks how long it fails.
+        E::QueueError(err) => tracing::warn!(controller, error = %err, "watch error"),
+        other => tracing::warn!(controller, error = %other, "controller error"),
+    }
+}

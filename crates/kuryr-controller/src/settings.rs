@@ -1,0 +1,256 @@
+//! From `kuryr.conf` (kuryr-core's validated [`Config`]) to what the controller needs: the
+//! OpenStack cloud config, the Kubernetes client config, and the per-port defaults.
+
+use crate::error::Error;
+use kuryr_core::config::{Config, KubernetesConfig, NeutronAuth, NeutronConfig, PodVifDriver, SubnetsDriver, VifPoolDriver};
+use kuryr_openstack::{AuthConfig, AuthType, CloudConfig, Interface};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What the pod path needs from the configuration, resolved once at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// `[neutron_defaults] project`: the project pod ports are created in.
+    pub project: String,
+    /// `[neutron_defaults] pod_subnet`.
+    pub pod_subnet: String,
+    /// `[neutron_defaults] pod_security_groups`.
+    pub pod_security_groups: Vec<String>,
+    /// `[neutron_defaults] ovs_bridge`: used when Neutron does not name the bridge.
+    pub ovs_bridge: String,
+    /// `[neutron_defaults] network_device_mtu`; 0 = the network's MTU.
+    pub network_device_mtu: u32,
+    /// `[neutron_defaults] resource_tags`: put on every port kuryr-rs creates.
+    pub resource_tags: Vec<String>,
+    /// Name of this cluster, written into port descriptions (`--cluster-name`).
+    pub cluster_name: String,
+    /// `[kubernetes] use_events`.
+    pub use_events: bool,
+    /// How often the activator polls Neutron while some ports are not ACTIVE yet.
+    pub activation_interval: Duration,
+    /// A port not ACTIVE after this long gets a Warning Event (and is then polled less often).
+    pub activation_deadline: Duration,
+    /// Poll interval for ports past the deadline.
+    pub activation_slow_interval: Duration,
+    /// Upper bound for one reconcile (a hung call becomes an error, not a wedged worker).
+    pub reconcile_timeout: Duration,
+    /// How long subnets and networks stay in the controller's cache.
+    pub neutron_cache_ttl: Duration,
+}
+
+impl Settings {
+    /// Reads the pod-path settings; refuses what this controller cannot do yet.
+    pub fn from_config(cfg: &Config, cluster_name: &str) -> Result<Settings, Error> {
+        let k = &cfg.kubernetes;
+        if k.pod_vif_driver != PodVifDriver::NeutronVif {
+            return Err(Error::Config(format!(
+                "[kubernetes] pod_vif_driver = {:?}: only neutron-vif is implemented in kuryr-controller so far",
+                k.pod_vif_driver
+            )));
+        }
+        if k.pod_subnets_driver != SubnetsDriver::Default {
+            return Err(Error::Config(
+                "[kubernetes] pod_subnets_driver = namespace: not implemented in kuryr-controller yet; use default".into(),
+            ));
+        }
+        if k.vif_pool_driver != VifPoolDriver::Noop {
+            tracing::warn!(
+                driver = ?k.vif_pool_driver,
+                "[kubernetes] vif_pool_driver: ports pools are not implemented yet; every pod gets a fresh port (noop)"
+            );
+        }
+        let nd = &cfg.neutron_defaults;
+        let pod_subnet = nd.pod_subnet.clone().ok_or_else(|| Error::Config("[neutron_defaults] pod_subnet is required".into()))?;
+        if nd.pod_security_groups.is_empty() {
+            return Err(Error::Config("[neutron_defaults] pod_security_groups is required".into()));
+        }
+        Ok(Settings {
+            project: nd.project.clone(),
+            pod_subnet,
+            pod_security_groups: nd.pod_security_groups.clone(),
+            ovs_bridge: nd.ovs_bridge.clone(),
+            network_device_mtu: nd.network_device_mtu,
+            resource_tags: nd.resource_tags.clone(),
+            cluster_name: cluster_name.to_string(),
+            use_events: k.use_events,
+            ..Settings::defaults()
+        })
+    }
+
+    /// Timing defaults (no pod-path configuration).
+    pub fn defaults() -> Settings {
+        Settings {
+            project: String::new(),
+            pod_subnet: String::new(),
+            pod_security_groups: Vec::new(),
+            ovs_bridge: "br-int".into(),
+            network_device_mtu: 0,
+            resource_tags: Vec::new(),
+            cluster_name: "kubernetes".into(),
+            use_events: true,
+            activation_interval: Duration::from_millis(250),
+            activation_deadline: Duration::from_secs(60),
+            activation_slow_interval: Duration::from_secs(5),
+            reconcile_timeout: Duration::from_secs(120),
+            neutron_cache_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[neutron]` (keystoneauth option names) as a kuryr-openstack [`CloudConfig`].
+pub fn cloud_config(n: &NeutronConfig) -> Result<CloudConfig, Error> {
+    let (auth, auth_type) = match &n.auth {
+        NeutronAuth::Password { username, password, user_domain_name, project_name, project_id, project_domain_name } => (
+            AuthConfig {
+                auth_url: n.auth_url.clone(),
+                username: Some(username.clone()),
+                password: Some(password.clone()),
+                user_domain_name: Some(user_domain_name.clone()),
+                project_name: project_name.clone(),
+                project_id: project_id.clone(),
+                project_domain_name: Some(project_domain_name.clone()),
+                ..AuthConfig::default()
+            },
+            AuthType::Password,
+        ),
+        NeutronAuth::ApplicationCredential { id, name, secret, username, user_domain_name } => (
+            AuthConfig {
+                auth_url: n.auth_url.clone(),
+                application_credential_id: id.clone(),
+                application_credential_name: name.clone(),
+                application_credential_secret: Some(secret.clone()),
+                username: username.clone(),
+                user_domain_name: Some(user_domain_name.clone()),
+                ..AuthConfig::default()
+            },
+            AuthType::ApplicationCredential,
+        ),
+    };
+    let interface: Interface =
+        n.endpoint_type.parse().map_err(|e: kuryr_openstack::Error| Error::Config(format!("[neutron] endpoint_type: {e}")))?;
+    Ok(CloudConfig {
+        auth,
+        auth_type: Some(auth_type),
+        region_name: n.region_name.clone(),
+        interface,
+        cacert: n.cafile.as_ref().map(PathBuf::from),
+        insecure: n.insecure,
+        ..CloudConfig::default()
+    })
+}
+
+/// The Kubernetes client configuration: `--kubeconfig` if given; else the in-cluster service
+/// account; else `[kubernetes] api_root` with `token_file` / `ssl_ca_crt_file` (upstream's
+/// options); else the usual `$KUBECONFIG` / `~/.kube/config`.
+pub async fn kube_config(kubeconfig: Option<&Path>, k: &KubernetesConfig) -> Result<kube::Config, Error> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let opts = KubeConfigOptions::default();
+    if let Some(path) = kubeconfig {
+        let kc = Kubeconfig::read_from(path).map_err(|e| Error::Config(format!("--kubeconfig {}: {e}", path.display())))?;
+        return kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .map_err(|e| Error::Config(format!("--kubeconfig {}: {e}", path.display())));
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return kube::Config::incluster().map_err(|e| Error::Config(format!("in-cluster configuration: {e}")));
+    }
+    if let Some(api_root) = &k.api_root {
+        let kc = kubeconfig_from_conf(api_root, k);
+        return kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .map_err(|e| Error::Config(format!("[kubernetes] api_root = {api_root}: {e}")));
+    }
+    kube::Config::infer().await.map_err(|e| Error::Config(format!("no --kubeconfig, not in a cluster, no [kubernetes] api_root, and: {e}")))
+}
+
+/// An in-memory kubeconfig for `[kubernetes] api_root` + token / CA / client certificate files.
+pub fn kubeconfig_from_conf(api_root: &str, k: &KubernetesConfig) -> kube::config::Kubeconfig {
+    use kube::config::{AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
+    let exists = |p: &str| Path::new(p).exists();
+    let cluster = Cluster {
+        server: Some(api_root.to_string()),
+        insecure_skip_tls_verify: Some(!k.ssl_verify_server_crt),
+        certificate_authority: (k.ssl_verify_server_crt && exists(&k.ssl_ca_crt_file)).then(|| k.ssl_ca_crt_file.clone()),
+        ..Cluster::default()
+    };
+    let auth = AuthInfo {
+        token_file: exists(&k.token_file).then(|| k.token_file.clone()),
+        client_certificate: k.ssl_client_crt_file.clone(),
+        client_key: k.ssl_client_key_file.clone(),
+        ..AuthInfo::default()
+    };
+    Kubeconfig {
+        clusters: vec![NamedCluster { name: "kuryr".into(), cluster: Some(cluster), ..NamedCluster::default() }],
+        auth_infos: vec![NamedAuthInfo { name: "kuryr".into(), auth_info: Some(auth), ..NamedAuthInfo::default() }],
+        contexts: vec![NamedContext {
+            name: "kuryr".into(),
+            context: Some(Context { cluster: "kuryr".into(), user: Some("kuryr".into()), ..Context::default() }),
+            ..NamedContext::default()
+        }],
+        current_context: Some("kuryr".into()),
+        ..Kubeconfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kuryr_core::config::Role;
+
+    const CONF: &str = "[kubernetes]\napi_root = https://10.0.0.1:6443\nssl_ca_crt_file = /nonexistent/ca.crt\n\
+        [neutron]\nauth_type = v3applicationcredential\nauth_url = http://k:5000/v3\napplication_credential_id = ac\n\
+        application_credential_secret = s\nregion_name = R1\nendpoint_type = internal\n\
+        [neutron_defaults]\nproject = p\npod_subnet = sub\npod_security_groups = sg1,sg2\nresource_tags = a,b\nnetwork_device_mtu = 1400\n";
+
+    #[test]
+    fn maps_kuryr_conf() {
+        let cfg = Config::parse(CONF, Role::Controller).expect("conf");
+        let s = Settings::from_config(&cfg, "c1").expect("settings");
+        assert_eq!(s.pod_subnet, "sub");
+        assert_eq!(s.pod_security_groups, ["sg1", "sg2"]);
+        assert_eq!(s.resource_tags, ["a", "b"]);
+        assert_eq!(s.network_device_mtu, 1400);
+        assert_eq!(s.cluster_name, "c1");
+        assert_eq!(s.activation_interval, Duration::from_millis(250));
+
+        let cloud = cloud_config(cfg.neutron.as_ref().expect("neutron")).expect("cloud");
+        assert_eq!(cloud.resolved_auth_type(), AuthType::ApplicationCredential);
+        assert_eq!(cloud.auth.application_credential_id.as_deref(), Some("ac"));
+        assert_eq!(cloud.region_name.as_deref(), Some("R1"));
+        assert_eq!(cloud.interface, Interface::Internal);
+    }
+
+    #[test]
+    fn maps_password_auth() {
+        let text = CONF.replace(
+            "auth_type = v3applicationcredential\n",
+            "auth_type = password\nusername = kuryr\npassword = pw\nproject_name = k8s\n",
+        );
+        let cfg = Config::parse(&text, Role::Controller).expect("conf");
+        let cloud = cloud_config(cfg.neutron.as_ref().expect("neutron")).expect("cloud");
+        assert_eq!(cloud.resolved_auth_type(), AuthType::Password);
+        assert_eq!(cloud.auth.username.as_deref(), Some("kuryr"));
+        assert_eq!(cloud.auth.project_name.as_deref(), Some("k8s"));
+        assert_eq!(cloud.auth.project_domain_name.as_deref(), Some("Default"));
+    }
+
+    #[test]
+    fn refuses_unimplemented_drivers() {
+        let text = CONF.replace("[kubernetes]\n", "[kubernetes]\npod_vif_driver = nested-macvlan\n");
+        let cfg = Config::parse(&text, Role::Controller).expect("conf");
+        let err = Settings::from_config(&cfg, "c").expect_err("nested").to_string();
+        assert!(err.contains("pod_vif_driver"), "{err}");
+    }
+
+    #[test]
+    fn kubeconfig_from_api_root() {
+        let cfg = Config::parse(CONF, Role::Controller).expect("conf");
+        let kc = kubeconfig_from_conf("https://10.0.0.1:6443", &cfg.kubernetes);
+        let cluster = kc.clusters[0].cluster.as_ref().expect("cluster");
+        assert_eq!(cluster.server.as_deref(), Some("https://10.0.0.1:6443"));
+        assert_eq!(cluster.insecure_skip_tls_verify, Some(false));
+        // A CA file that does not exist is not referenced (the system roots are used instead).
+        assert_eq!(cluster.certificate_authority, None);
+        assert_eq!(kc.current_context.as_deref(), Some("kuryr"));
+    }
+}

@@ -1,0 +1,752 @@
+//! kuryr-controller against the REAL local stack (Kubernetes 1.34 + Keystone/Neutron/OVN from
+//! `hack/stack/stack up`): the controller runs in-process with `/var/lib/kuryr-stack/kuryr.conf`
+//! and the admin kubeconfig; pods are created in fresh namespaces.
+//!
+//! No kuryr-daemon runs here, so pods stay ContainerCreating and ports stay DOWN unless a test
+//! plugs the port itself (veth + OVSDB `iface-id`, as the daemon would).
+//!
+//! Tests run one at a time (a process-wide lock): each starts its own controller, and two
+//! controllers must not act on the cluster at once. Everything a test creates (namespaces,
+//! pods, Neutron ports, OVS ports, netns) is removed even when it fails.
+//!
+//! Run: `cargo test -p kuryr-controller --test stack -- --include-ignored`
+
+use futures_util::FutureExt;
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use kuryr_controller::lease::LeaseConfig;
+use kuryr_controller::settings::{cloud_config, kube_config};
+use kuryr_controller::{start, Options, Running};
+use kuryr_core::config::{Config, Role};
+use kuryr_core::crd::KuryrPort;
+use kuryr_core::names::{DEVICE_OWNER, KURYRPORT_FINALIZER, NODE_NAME_LABEL, POD_FINALIZER};
+use kuryr_core::vif::{Binding, Vif};
+use kuryr_openstack::neutron::{FixedIpRequest, Port, PortCreate};
+use kuryr_openstack::{Neutron, Query, Session};
+use serde_json::json;
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const STATE: &str = "/var/lib/kuryr-stack";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Tests run one at a time (each has its own runtime; a tokio mutex works across them).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn stack_env() -> HashMap<String, String> {
+    let path = Path::new(STATE).join("stack.env");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} unreadable ({e}): is the stack up? run hack/stack/stack up", path.display()));
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Clients of the stack.
+struct Stack {
+    client: Client,
+    kube: kube::Config,
+    neutron: Neutron,
+    config: Config,
+    env: HashMap<String, String>,
+}
+
+impl Stack {
+    async fn new() -> Stack {
+        // Controller logs in the test output (RUST_LOG overrides).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kuryr_controller=debug,kube_runtime=warn")),
+            )
+            .with_test_writer()
+            .try_init();
+        let others = running_controllers();
+        assert!(others.is_empty(), "another kuryr-controller is running against the cluster (pids {others:?}); stop it first");
+        let env = stack_env();
+        let config = Config::load(&Path::new(STATE).join("kuryr.conf"), Role::Controller).expect("kuryr.conf");
+        let kube = kube_config(Some(&Path::new(STATE).join("kubeconfig")), &config.kubernetes).await.expect("kubeconfig");
+        let client = Client::try_from(kube.clone()).expect("kube client");
+        let cloud = cloud_config(config.neutron.as_ref().expect("[neutron]")).expect("cloud config");
+        let neutron = Neutron::new(Session::new(&cloud).expect("session"));
+        Stack { client, kube, neutron, config, env }
+    }
+
+    /// A controller for the test's namespace only: the cluster is shared with other tests
+    /// (kuryr-daemon's create KuryrPorts of their own) that a cluster-wide controller would touch.
+    fn options(&self, namespace: &str) -> Options {
+        let mut o = Options::from_config(&self.config, self.kube.clone(), "kuryr-rs-test").expect("options");
+        o.namespace = Some(namespace.to_string());
+        o.install_crds = true;
+        o.health_addr = Some("127.0.0.1:0".parse().expect("addr"));
+        o.metrics_addr = Some("127.0.0.1:0".parse().expect("addr"));
+        o
+    }
+
+    fn node(&self) -> String {
+        self.env.get("STACK_HOST").cloned().unwrap_or_else(|| "vm".into())
+    }
+}
+
+/// Live (non-zombie) processes named `kuryr-controller` (truncated to 15 characters by the
+/// kernel).
+fn running_controllers() -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // pid (comm) state ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = &stat[open + 1..close];
+        let state = stat[close + 1..].split_whitespace().next().unwrap_or("");
+        if comm == "kuryr-controlle" && state != "Z" && state != "X" {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// What a test made, for the cleanup.
+#[derive(Default)]
+struct Scratch {
+    namespaces: Mutex<Vec<String>>,
+    pod_uids: Mutex<Vec<String>>,
+    ports: Mutex<Vec<String>>,
+    taps: Mutex<Vec<String>>,
+    netns: Mutex<Vec<String>>,
+}
+
+fn push(v: &Mutex<Vec<String>>, s: &str) {
+    v.lock().unwrap_or_else(|e| e.into_inner()).push(s.to_string());
+}
+
+fn take(v: &Mutex<Vec<String>>) -> Vec<String> {
+    std::mem::take(&mut *v.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Polls `f` every 100 ms until it yields a value; panics with `what` after `timeout`.
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn create_namespace(stack: &Stack, scratch: &Scratch, prefix: &str) -> String {
+    let name = unique(prefix);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"kuryr-rs-test": "controller"}}})).expect("ns");
+    Api::<Namespace>::all(stack.client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    push(&scratch.namespaces, &name);
+    name
+}
+
+async fn create_pod(stack: &Stack, scratch: &Scratch, ns: &str, name: &str) -> Pod {
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            // The node is NotReady without a CNI; the test pods go there anyway.
+            "tolerations": [{"operator": "Exists"}],
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "localhost/kuryr/busybox:1.35", "imagePullPolicy": "Never",
+                            "command": ["sleep", "3600"]}]
+        }
+    }))
+    .expect("pod");
+    let pod = Api::<Pod>::namespaced(stack.client.clone(), ns).create(&PostParams::default(), &pod).await.expect("create pod");
+    push(&scratch.pod_uids, &pod.uid().expect("uid"));
+    pod
+}
+
+/// The KuryrPort of a pod once its default VIF is written (and satisfies `pred`).
+async fn kuryrport_with_vif(stack: &Stack, ns: &str, name: &str, uid: &str, pred: impl Fn(&Vif) -> bool) -> (KuryrPort, Vif) {
+    let api: Api<KuryrPort> = Api::namespaced(stack.client.clone(), ns);
+    wait_for(&format!("KuryrPort {ns}/{name} with a VIF for pod {uid}"), WAIT, || async {
+        let kp = api.get_opt(name).await.expect("get kuryrport")?;
+        if kp.spec.pod_uid != uid {
+            return None;
+        }
+        let (_, vif) = kp.status.as_ref()?.default_vif()?;
+        let vif = vif.expect("readable VIF");
+        pred(&vif).then_some((kp, vif))
+    })
+    .await
+}
+
+async fn port_gone(stack: &Stack, id: &str) -> bool {
+    match stack.neutron.get_port(id).await {
+        Err(e) if e.is_not_found() => true,
+        Ok(_) => false,
+        Err(e) => panic!("GET port {id}: {e}"),
+    }
+}
+
+async fn ports_of_pod(stack: &Stack, uid: &str) -> Vec<Port> {
+    let q = Query::new().eq("device_id", uid).eq("device_owner", DEVICE_OWNER);
+    stack.neutron.list_ports(&q).await.expect("list ports of pod")
+}
+
+async fn event_reasons(stack: &Stack, ns: &str, pod: &str) -> Vec<String> {
+    let lp = ListParams::default().fields(&format!("involvedObject.name={pod}"));
+    let evs = Api::<Event>::namespaced(stack.client.clone(), ns).list(&lp).await.expect("list events");
+    evs.items.into_iter().filter_map(|e| e.reason).collect()
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// Deletes the pod and waits until pod, KuryrPort and Neutron port are all gone.
+async fn delete_pod_and_wait(stack: &Stack, ns: &str, name: &str, port_id: &str) {
+    let pods: Api<Pod> = Api::namespaced(stack.client.clone(), ns);
+    let kps: Api<KuryrPort> = Api::namespaced(stack.client.clone(), ns);
+    pods.delete(name, &DeleteParams::default()).await.expect("delete pod");
+    wait_for(&format!("pod {ns}/{name} gone"), WAIT, || async { pods.get_opt(name).await.expect("get pod").is_none().then_some(()) }).await;
+    wait_for(&format!("KuryrPort {ns}/{name} gone"), WAIT, || async { kps.get_opt(name).await.expect("get kp").is_none().then_some(()) })
+        .await;
+    assert!(port_gone(stack, port_id).await, "Neutron port {port_id} still exists after the KuryrPort is gone");
+}
+
+/// Removes everything the test made; the controller (if given) still runs during the first
+/// step so finalizers are handled the normal way.
+async fn cleanup(stack: &Stack, scratch: &Scratch, controllers: Vec<Running>) {
+    let nss = take(&scratch.namespaces);
+    let ns_api = Api::<Namespace>::all(stack.client.clone());
+    for ns in &nss {
+        let _ = ns_api.delete(ns, &DeleteParams::default()).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for ns in &nss {
+        while Instant::now() < deadline && matches!(ns_api.get_opt(ns).await, Ok(Some(_))) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if !controllers.is_empty() {
+                continue;
+            }
+            // No controller: strip the finalizers it would have removed.
+            let strip = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+            for p in
+                Api::<Pod>::namespaced(stack.client.clone(), ns).list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default()
+            {
+                let _ = Api::<Pod>::namespaced(stack.client.clone(), ns).patch(&p.name_any(), &PatchParams::default(), &strip).await;
+            }
+            for k in Api::<KuryrPort>::namespaced(stack.client.clone(), ns)
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+            {
+                let _ = Api::<KuryrPort>::namespaced(stack.client.clone(), ns).patch(&k.name_any(), &PatchParams::default(), &strip).await;
+            }
+        }
+    }
+    for c in controllers {
+        c.shutdown().await;
+    }
+    // Anything still left: strip finalizers so the namespaces can go.
+    for ns in &nss {
+        if matches!(ns_api.get_opt(ns).await, Ok(Some(_))) {
+            let strip = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+            for p in
+                Api::<Pod>::namespaced(stack.client.clone(), ns).list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default()
+            {
+                let _ = Api::<Pod>::namespaced(stack.client.clone(), ns).patch(&p.name_any(), &PatchParams::default(), &strip).await;
+            }
+            for k in Api::<KuryrPort>::namespaced(stack.client.clone(), ns)
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+            {
+                let _ = Api::<KuryrPort>::namespaced(stack.client.clone(), ns).patch(&k.name_any(), &PatchParams::default(), &strip).await;
+            }
+        }
+    }
+    if let Ok(ovs) = kuryr_ovsdb::Ovs::connect_default().await {
+        for tap in take(&scratch.taps) {
+            let _ = ovs.del_port("br-int", &tap).await;
+        }
+    }
+    for n in take(&scratch.netns) {
+        let _ = kuryr_netplumb::Netns::delete_named(&n);
+    }
+    let mut ports = take(&scratch.ports);
+    for uid in take(&scratch.pod_uids) {
+        ports.extend(ports_of_pod(stack, &uid).await.into_iter().map(|p| p.id));
+    }
+    for p in ports {
+        if let Ok(true) = stack.neutron.delete_port(&p).await {
+            eprintln!("cleanup: deleted leftover Neutron port {p}");
+        }
+    }
+}
+
+/// Starts a controller; on failure cleans up what the test made so far, then panics.
+async fn start_in(stack: &Stack, scratch: &Scratch, opts: Options) -> Running {
+    match start(opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            cleanup(stack, scratch, vec![]).await;
+            panic!("cannot start the controller: {e}");
+        }
+    }
+}
+
+/// Runs `body`, then the cleanup, then re-raises a failure of `body`.
+async fn run<F: Future<Output = ()>>(stack: &Stack, scratch: &Scratch, controllers: Vec<Running>, body: F) {
+    let r = AssertUnwindSafe(body).catch_unwind().await;
+    cleanup(stack, scratch, controllers).await;
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
+// ------------------------------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn pod_gets_kuryrport_and_bound_neutron_port_then_releases_it() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-pod").await;
+    let ctl = start_in(&stack, &scratch, stack.options(&ns)).await;
+    let (health, metrics) = (ctl.health_addr.expect("health"), ctl.metrics_addr.expect("metrics"));
+    run(&stack, &scratch, vec![ctl], async {
+        wait_for("/ready", WAIT, || async { (http_get(health, "/ready").await.0 == 200).then_some(()) }).await;
+        assert_eq!(http_get(health, "/alive").await.0, 200);
+
+        let t0 = Instant::now();
+        let pod = create_pod(&stack, &scratch, &ns, "web").await;
+        let uid = pod.uid().expect("uid");
+        let (kp, vif) = kuryrport_with_vif(&stack, &ns, "web", &uid, |_| true).await;
+        eprintln!("VIF written {:?} after the pod was created", t0.elapsed());
+
+        // The KuryrPort.
+        assert_eq!(kp.labels().get(NODE_NAME_LABEL), Some(&stack.node()));
+        assert!(kp.finalizers().iter().any(|f| f == KURYRPORT_FINALIZER), "{:?}", kp.finalizers());
+        let owner = &kp.owner_references()[0];
+        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()), ("Pod", "web", uid.as_str()));
+        assert_eq!((owner.controller, owner.block_owner_deletion), (Some(true), Some(true)));
+        assert_eq!(kp.spec.pod_node_name, stack.node());
+        assert!(!kp.spec.pod_static);
+        let pod_now = Api::<Pod>::namespaced(stack.client.clone(), &ns).get("web").await.expect("pod");
+        assert!(pod_now.finalizers().iter().any(|f| f == POD_FINALIZER), "pod finalizer: {:?}", pod_now.finalizers());
+
+        // The VIF.
+        assert_eq!(vif.binding, Binding::Ovs { bridge: "br-int".into() });
+        assert!(!vif.active, "nothing plugged the port, it cannot be ACTIVE");
+        assert_eq!(vif.network_id, stack.env["POD_NET_ID"]);
+        assert_eq!(vif.ips.len(), 1);
+        assert_eq!(vif.ips[0].subnet_cidr, stack.env["POD_CIDR"]);
+        assert_eq!(vif.ips[0].gateway.map(|g| g.to_string()), Some(stack.env["POD_GW"].clone()));
+
+        // The Neutron port.
+        let port = stack.neutron.get_port(&vif.port_id).await.expect("port exists in Neutron");
+        assert_eq!(port.device_id, uid);
+        assert_eq!(port.device_owner, DEVICE_OWNER);
+        assert_eq!(port.binding_host_id, stack.node());
+        assert_eq!(port.security_groups, vec![stack.env["POD_SG_ID"].clone()]);
+        assert_eq!(port.name, format!("{ns}/web"));
+        assert!(port.description.contains("kuryr-rs") && port.description.contains("kuryr-rs-test"), "{}", port.description);
+        assert!(port.tags.contains(&"kuryr-rs-local".to_string()), "resource_tags: {:?}", port.tags);
+        assert_eq!(port.mac_address, vif.mac);
+        assert_eq!(port.ip(), Some(vif.ips[0].address.to_string()).as_deref());
+        assert_eq!(ports_of_pod(&stack, &uid).await.len(), 1, "exactly one port per pod");
+
+        let reasons = wait_for("KuryrPortUpdatedWithVIFs event", Duration::from_secs(10), || async {
+            let r = event_reasons(&stack, &ns, "web").await;
+            r.iter().any(|r| r == "KuryrPortUpdatedWithVIFs").then_some(r)
+        })
+        .await;
+        eprintln!("events: {reasons:?}");
+
+        let (code, text) = http_get(metrics, "/metrics").await;
+        assert_eq!(code, 200);
+        for want in [
+            r#"kuryr_openstack_requests_total{service="neutron",method="POST",path="/v2.0/ports",status="201"}"#,
+            r#"kuryr_openstack_requests_total{service="neutron",method="PUT",path="/v2.0/ports/{id}/tags",status="200"}"#,
+            r#"kuryr_controller_stage_duration_seconds_count{stage="pod_to_port"}"#,
+            r#"kuryr_controller_stage_duration_seconds_count{stage="port_to_vif"}"#,
+            "kuryr_controller_pending_activations 1",
+        ] {
+            assert!(text.contains(want), "metrics lack {want:?}:\n{text}");
+        }
+
+        delete_pod_and_wait(&stack, &ns, "web", &vif.port_id).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn plugged_port_goes_active_and_the_activator_goes_idle() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-active").await;
+    let ctl = start_in(&stack, &scratch, stack.options(&ns)).await;
+    let metrics = ctl.metrics_addr.expect("metrics");
+    run(&stack, &scratch, vec![ctl], async {
+        let pod = create_pod(&stack, &scratch, &ns, "web").await;
+        let uid = pod.uid().expect("uid");
+        let (_, vif) = kuryrport_with_vif(&stack, &ns, "web", &uid, |_| true).await;
+        assert!(!vif.active);
+
+        // Plug it as kuryr-daemon would: veth into a fresh netns, host end on br-int with iface-id.
+        let ns_name = unique("kc-plug");
+        push(&scratch.netns, &ns_name);
+        push(&scratch.taps, &vif.host_ifname);
+        let (tap, mac, mtu, nsn) = (vif.host_ifname.clone(), vif.mac.clone(), vif.mtu, ns_name.clone());
+        tokio::task::spawn_blocking(move || {
+            let netns = kuryr_netplumb::Netns::create_named(&nsn).expect("create netns");
+            let host = kuryr_netplumb::Netns::current().expect("host netns");
+            let peer_mac: kuryr_netplumb::MacAddr = mac.parse().expect("mac");
+            kuryr_netplumb::plug_veth(
+                &host,
+                &netns,
+                &kuryr_netplumb::VethPlug {
+                    host_ifname: tap,
+                    peer_ifname: "eth0".into(),
+                    mtu: Some(mtu),
+                    host_mac: None,
+                    peer_mac: Some(peer_mac),
+                },
+            )
+            .expect("plug veth");
+        })
+        .await
+        .expect("plug task");
+        let t_plug = Instant::now();
+        let ovs = kuryr_ovsdb::Ovs::connect_default().await.expect("OVSDB");
+        ovs.add_port(
+            &kuryr_ovsdb::PortSpec::new("br-int", &vif.host_ifname)
+                .iface_id(&vif.port_id)
+                .attached_mac(&vif.mac)
+                .iface_status("active")
+                .vm_uuid(&uid)
+                .wait_vswitchd(Duration::from_secs(10)),
+        )
+        .await
+        .expect("add the tap to br-int");
+
+        let (_, active) = kuryrport_with_vif(&stack, &ns, "web", &uid, |v| v.active).await;
+        eprintln!("VIF active {:?} after plugging", t_plug.elapsed());
+        assert_eq!(active.port_id, vif.port_id, "same port, now active");
+        assert_eq!(stack.neutron.get_port(&vif.port_id).await.expect("port").status, "ACTIVE");
+        wait_for("KuryrPortUpdatedWithActiveVIFs event", Duration::from_secs(10), || async {
+            event_reasons(&stack, &ns, "web").await.iter().any(|r| r == "KuryrPortUpdatedWithActiveVIFs").then_some(())
+        })
+        .await;
+
+        // Idle: nothing pending, and no more polls.
+        let polls = |text: &str| {
+            text.lines()
+                .find(|l| l.starts_with("kuryr_controller_activation_polls_total"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("activation polls metric")
+        };
+        let text = http_get(metrics, "/metrics").await.1;
+        assert!(text.contains("kuryr_controller_pending_activations 0"), "{text}");
+        assert!(text.contains(r#"kuryr_controller_stage_duration_seconds_count{stage="vif_to_active"} 1"#), "{text}");
+        assert!(text.contains(r#"kuryr_controller_stage_duration_seconds_count{stage="pod_to_active"} 1"#), "{text}");
+        assert!(text.contains("kuryr_pod_creation_latency_count 1"), "{text}");
+        let before = polls(&text);
+        assert!(before >= 1);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(polls(&http_get(metrics, "/metrics").await.1), before, "the activator polls Neutron while idle");
+
+        let _ = ovs.del_port("br-int", &vif.host_ifname).await;
+        delete_pod_and_wait(&stack, &ns, "web", &vif.port_id).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn existing_port_of_the_pod_is_adopted_not_duplicated() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    run(&stack, &scratch, vec![], async {
+        // The pod exists and a port stamped with its UID too, as if a controller crashed between
+        // POST /ports and the KuryrPort status write. No controller runs yet.
+        let ns = create_namespace(&stack, &scratch, "kc-adopt").await;
+        let pod = create_pod(&stack, &scratch, &ns, "web").await;
+        let uid = pod.uid().expect("uid");
+        let pre = stack
+            .neutron
+            .create_port(&PortCreate {
+                network_id: stack.env["POD_NET_ID"].clone(),
+                fixed_ips: Some(vec![FixedIpRequest::subnet(&stack.env["POD_SUBNET_ID"])]),
+                device_owner: DEVICE_OWNER.into(),
+                device_id: uid.clone(),
+                binding_host_id: stack.node(),
+                security_groups: Some(vec![stack.env["POD_SG_ID"].clone()]),
+                ..PortCreate::default()
+            })
+            .await
+            .expect("pre-create the pod's port");
+        push(&scratch.ports, &pre.id);
+
+        let ctl = start_in(&stack, &scratch, stack.options(&ns)).await;
+        let r = AssertUnwindSafe(async {
+            let (_, vif) = kuryrport_with_vif(&stack, &ns, "web", &uid, |_| true).await;
+            assert_eq!(vif.port_id, pre.id, "the existing port is adopted");
+            let ports = ports_of_pod(&stack, &uid).await;
+            assert_eq!(ports.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), [pre.id.as_str()], "no second port");
+            let port = stack.neutron.get_port(&pre.id).await.expect("port");
+            assert!(port.tags.contains(&"kuryr-rs-local".to_string()), "adopted port tagged: {:?}", port.tags);
+            delete_pod_and_wait(&stack, &ns, "web", &pre.id).await;
+        })
+        .catch_unwind()
+        .await;
+        cleanup(&stack, &scratch, vec![ctl]).await;
+        if let Err(p) = r {
+            std::panic::resume_unwind(p);
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn kuryrport_of_an_earlier_pod_is_not_reused_and_orphans_are_released() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-sts").await;
+    let ctl = start_in(&stack, &scratch, stack.options(&ns)).await;
+    run(&stack, &scratch, vec![ctl], async {
+        let pods: Api<Pod> = Api::namespaced(stack.client.clone(), &ns);
+        let kps: Api<KuryrPort> = Api::namespaced(stack.client.clone(), &ns);
+
+        // web-0, then force it away behind the controller's back (finalizer stripped by hand,
+        // grace 0), and re-create it at once like a StatefulSet would.
+        let old = create_pod(&stack, &scratch, &ns, "web-0").await;
+        let old_uid = old.uid().expect("uid");
+        let (_, old_vif) = kuryrport_with_vif(&stack, &ns, "web-0", &old_uid, |_| true).await;
+        pods.patch("web-0", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+            .await
+            .expect("strip finalizer");
+        pods.delete("web-0", &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await.expect("force delete");
+        wait_for("old web-0 gone", WAIT, || async { pods.get_opt("web-0").await.expect("get").is_none().then_some(()) }).await;
+        let new = create_pod(&stack, &scratch, &ns, "web-0").await;
+        let new_uid = new.uid().expect("uid");
+        assert_ne!(old_uid, new_uid);
+
+        let (kp, new_vif) = kuryrport_with_vif(&stack, &ns, "web-0", &new_uid, |_| true).await;
+        assert_eq!(kp.spec.pod_uid, new_uid);
+        assert_ne!(new_vif.port_id, old_vif.port_id, "a fresh port for the new pod");
+        assert_eq!(stack.neutron.get_port(&new_vif.port_id).await.expect("new port").device_id, new_uid);
+        wait_for("the old pod's port released", WAIT, || async { port_gone(&stack, &old_vif.port_id).await.then_some(()) }).await;
+
+        // An orphan: strip the finalizer and force-delete, no re-creation.
+        let orphan = create_pod(&stack, &scratch, &ns, "lonely").await;
+        let orphan_uid = orphan.uid().expect("uid");
+        let (_, orphan_vif) = kuryrport_with_vif(&stack, &ns, "lonely", &orphan_uid, |_| true).await;
+        pods.patch("lonely", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+            .await
+            .expect("strip finalizer");
+        pods.delete("lonely", &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await.expect("force delete");
+        wait_for("orphaned KuryrPort gone", WAIT, || async { kps.get_opt("lonely").await.expect("get").is_none().then_some(()) }).await;
+        assert!(port_gone(&stack, &orphan_vif.port_id).await, "orphan's port released");
+
+        delete_pod_and_wait(&stack, &ns, "web-0", &new_vif.port_id).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn completed_pod_releases_its_port_but_stays() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-done").await;
+    let ctl = start_in(&stack, &scratch, stack.options(&ns)).await;
+    run(&stack, &scratch, vec![ctl], async {
+        let pods: Api<Pod> = Api::namespaced(stack.client.clone(), &ns);
+        let kps: Api<KuryrPort> = Api::namespaced(stack.client.clone(), &ns);
+        let pod = create_pod(&stack, &scratch, &ns, "job").await;
+        let uid = pod.uid().expect("uid");
+        let (_, vif) = kuryrport_with_vif(&stack, &ns, "job", &uid, |_| true).await;
+        // Without a CNI the pod cannot run to completion; mark it Succeeded as the kubelet would.
+        // The kubelet (which cannot start the sandbox) may write its own view (Pending) back
+        // once; re-mark until the controller has released the port.
+        let succeeded = Patch::Merge(json!({"status": {"phase": "Succeeded"}}));
+        pods.patch_status("job", &PatchParams::default(), &succeeded).await.expect("mark Succeeded");
+        wait_for("KuryrPort of the completed pod gone", WAIT, || async {
+            let phase = pods.get("job").await.expect("get pod").status.and_then(|s| s.phase);
+            if phase.as_deref() != Some("Succeeded") {
+                eprintln!("the kubelet reset the phase to {phase:?}; marking Succeeded again");
+                pods.patch_status("job", &PatchParams::default(), &succeeded).await.expect("mark Succeeded");
+            }
+            kps.get_opt("job").await.expect("get").is_none().then_some(())
+        })
+        .await;
+        assert!(port_gone(&stack, &vif.port_id).await, "completed pod's port released");
+        let pod = wait_for("pod finalizer removed", WAIT, || async {
+            let p = pods.get_opt("job").await.expect("get pod")?;
+            (!p.finalizers().iter().any(|f| f == POD_FINALIZER)).then_some(p)
+        })
+        .await;
+        assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Succeeded"), "the pod itself stays");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn only_the_lease_holder_writes_and_a_follower_takes_over() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-lease").await;
+    let lease = |id: &str| {
+        let mut o = stack.options(&ns);
+        let mut l = LeaseConfig::new(&ns, "kuryr-controller-test", id);
+        l.retry_period = Duration::from_millis(500);
+        o.leader_election = Some(l);
+        o
+    };
+    let a = start(lease("replica-a")).await.expect("start a");
+    let ga = a.context.leader.clone();
+    wait_for("replica a leads", WAIT, || async { ga.is_leader().then_some(()) }).await;
+    let mut b_opts = lease("replica-b");
+    b_opts.install_crds = false;
+    let b = start(b_opts).await.expect("start b");
+    let gb = b.context.leader.clone();
+    let b_metrics = b.metrics_addr.expect("metrics");
+    run(&stack, &scratch, vec![b], async {
+        let r = AssertUnwindSafe(async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert!(!gb.is_leader(), "two leaders");
+            let p1 = create_pod(&stack, &scratch, &ns, "one").await;
+            let (_, vif1) = kuryrport_with_vif(&stack, &ns, "one", &p1.uid().expect("uid"), |_| true).await;
+            let text = http_get(b_metrics, "/metrics").await.1;
+            assert!(
+                !text.contains("kuryr_openstack_requests_total{service=\"neutron\",method=\"POST\""),
+                "the follower wrote to Neutron:\n{text}"
+            );
+            assert!(text.contains("kuryr_controller_leader 0"), "{text}");
+            vif1
+        })
+        .catch_unwind()
+        .await;
+        // The leader steps down (releasing the lease); the follower must take over.
+        a.shutdown().await;
+        let vif1 = match r {
+            Ok(v) => v,
+            Err(p) => std::panic::resume_unwind(p),
+        };
+        wait_for("replica b leads", Duration::from_secs(20), || async { gb.is_leader().then_some(()) }).await;
+        let p2 = create_pod(&stack, &scratch, &ns, "two").await;
+        let (_, vif2) = kuryrport_with_vif(&stack, &ns, "two", &p2.uid().expect("uid"), |_| true).await;
+        assert!(http_get(b_metrics, "/metrics").await.1.contains("kuryr_controller_leader 1"));
+        delete_pod_and_wait(&stack, &ns, "one", &vif1.port_id).await;
+        delete_pod_and_wait(&stack, &ns, "two", &vif2.port_id).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn neutron_failure_becomes_a_pod_event_and_backs_off() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-fail").await;
+    let mut opts = stack.options(&ns);
+    // A security group that does not exist: Neutron refuses the port.
+    opts.settings.pod_security_groups = vec!["00000000-0000-4000-8000-000000000000".into()];
+    let ctl = start_in(&stack, &scratch, opts).await;
+    let metrics = ctl.metrics_addr.expect("metrics");
+    run(&stack, &scratch, vec![ctl], async {
+        let pod = create_pod(&stack, &scratch, &ns, "web").await;
+        let note = wait_for("KuryrPortCreateFailed event", WAIT, || async {
+            let lp = ListParams::default().fields("involvedObject.name=web");
+            let evs = Api::<Event>::namespaced(stack.client.clone(), &ns).list(&lp).await.expect("events");
+            evs.items.into_iter().find(|e| e.reason.as_deref() == Some("KuryrPortCreateFailed")).and_then(|e| e.message)
+        })
+        .await;
+        eprintln!("event: {note}");
+        assert!(note.starts_with("neutron POST /v2.0/ports failed: HTTP 404"), "event names the call and status: {note}");
+        assert!(ports_of_pod(&stack, &pod.uid().expect("uid")).await.is_empty());
+        // A permanent error backs off (10 s first), it does not hot-loop.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let text = http_get(metrics, "/metrics").await.1;
+        let posts: u64 = text
+            .lines()
+            .filter(|l| l.starts_with(r#"kuryr_openstack_requests_total{service="neutron",method="POST",path="/v2.0/ports""#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert!((1..=2).contains(&posts), "POST /v2.0/ports attempts in ~5 s: {posts}\n{text}");
+        assert!(text.contains(r#"kuryr_controller_reconcile_errors_total{controller="kuryrport",error="openstack_request"}"#), "{text}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn port_not_active_in_time_gets_a_warning_and_slower_polls() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-slow").await;
+    let mut opts = stack.options(&ns);
+    opts.settings.activation_deadline = Duration::from_secs(1);
+    opts.settings.activation_slow_interval = Duration::from_secs(3);
+    let ctl = start_in(&stack, &scratch, opts).await;
+    let metrics = ctl.metrics_addr.expect("metrics");
+    run(&stack, &scratch, vec![ctl], async {
+        let pod = create_pod(&stack, &scratch, &ns, "web").await;
+        let (_, vif) = kuryrport_with_vif(&stack, &ns, "web", &pod.uid().expect("uid"), |_| true).await;
+        wait_for("ActivatePortFailed event", WAIT, || async {
+            event_reasons(&stack, &ns, "web").await.iter().any(|r| r == "ActivatePortFailed").then_some(())
+        })
+        .await;
+        let polls = || async {
+            let text = http_get(metrics, "/metrics").await.1;
+            assert!(text.contains("kuryr_port_readiness_total 1"), "{text}");
+            text.lines()
+                .find(|l| l.starts_with("kuryr_controller_activation_polls_total"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .expect("polls")
+        };
+        // Past the deadline the port is polled every 3 s instead of every 250 ms.
+        let before = polls().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let delta = polls().await - before;
+        assert!(delta <= 2, "{delta} polls in 3 s for a port past its deadline");
+        delete_pod_and_wait(&stack, &ns, "web", &vif.port_id).await;
+    })
+    .await;
+}
