@@ -50,6 +50,10 @@ pub struct Args {
     /// Chained plugins after kuryr-cni in the conflist (e.g. portmap,bandwidth); repeatable.
     #[arg(long, value_delimiter = ',')]
     pub chain: Vec<String>,
+    /// `cniVersion` of the conflist (and so of the results kuryr-cni prints). 1.1.0 adds STATUS
+    /// and GC but needs a runtime with libcni >= 1.2 (containerd 2.x); 1.6/1.7 need <= 1.0.0.
+    #[arg(long, default_value = crate::conflist::DEFAULT_CNI_VERSION, value_parser = ["0.3.1", "0.4.0", "1.0.0", "1.1.0"])]
+    pub cni_version: String,
     /// The shim's deadline for ADD/DEL/CHECK/GC written into the conflist.
     #[arg(long, default_value_t = kuryr_cni_api::DEFAULT_TIMEOUT_SECONDS)]
     pub cni_timeout_seconds: f64,
@@ -108,6 +112,7 @@ impl Args {
                 name: self.cni_conf_name.clone(),
                 chain: self.chain.clone(),
                 timeout_seconds: self.cni_timeout_seconds,
+                cni_version: self.cni_version.clone(),
             }),
             install_cni: self
                 .install_cni_from

@@ -5,6 +5,10 @@
 //! The conflist is written only once the daemon is ready and removed on a clean shutdown, so
 //! kubelet reports the node's network as not ready while the daemon is down (and with
 //! `cniVersion` 1.1.0 the runtime also asks STATUS).
+//!
+//! The conflist's `cniVersion` is a flag (`--cni-version`, default 1.0.0): the shim answers in
+//! the version the conflist names, and runtimes whose libcni predates 1.2 (containerd 1.6/1.7,
+//! older CRI-O) reject a 1.1.0 result with `unsupported CNI result version "1.1.0"`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -26,7 +30,12 @@ pub struct ConflistSpec {
     pub timeout_seconds: f64,
     /// Chained plugins after kuryr-cni, e.g. `portmap`, `bandwidth`, `tuning`.
     pub chain: Vec<String>,
+    /// The conflist's `cniVersion` (what the runtime's libcni understands).
+    pub cni_version: String,
 }
+
+/// Default `cniVersion` of the conflist: the newest version every supported runtime parses.
+pub const DEFAULT_CNI_VERSION: &str = "1.0.0";
 
 /// A chained plugin entry: well-known plugins get their runtime capabilities.
 fn chained_plugin(name: &str) -> Value {
@@ -52,7 +61,7 @@ pub fn build(spec: &ConflistSpec) -> Value {
             .filter(|c| !c.is_empty())
             .map(|c| chained_plugin(c)),
     );
-    json!({"cniVersion": "1.1.0", "name": "kuryr", "plugins": plugins})
+    json!({"cniVersion": spec.cni_version, "name": "kuryr", "plugins": plugins})
 }
 
 /// Writes `bytes` to `path` atomically with `mode`. The temporary file starts with `.` so
@@ -122,6 +131,7 @@ mod tests {
             del_queue_dir: "/var/lib/kuryr/del-queue".into(),
             timeout_seconds: 120.0,
             chain: chain.iter().map(|s| s.to_string()).collect(),
+            cni_version: "1.1.0".into(),
         }
     }
 

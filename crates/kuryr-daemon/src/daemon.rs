@@ -60,6 +60,7 @@ pub struct ConflistOptions {
     pub name: String,
     pub chain: Vec<String>,
     pub timeout_seconds: f64,
+    pub cni_version: String,
 }
 
 /// Everything the daemon needs; see `args.rs` for the flags that fill it.
@@ -282,6 +283,7 @@ impl Daemon {
                 del_queue_dir: opts.del_queue_dir.display().to_string(),
                 timeout_seconds: c.timeout_seconds,
                 chain: c.chain.clone(),
+                cni_version: c.cni_version.clone(),
             };
             background.push(tokio::spawn(write_conflist_when_ready(
                 c.clone(),

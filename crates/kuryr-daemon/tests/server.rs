@@ -27,6 +27,7 @@ fn options(dir: &Path) -> DaemonOptions {
             name: "10-kuryr.conflist".into(),
             chain: vec![],
             timeout_seconds: 120.0,
+            cni_version: "1.0.0".into(),
         }),
         install_cni: None,
         health_addr: "127.0.0.1:0".parse().expect("addr"),

@@ -425,6 +425,7 @@ async fn start_daemon(
             name: "10-kuryr.conflist".into(),
             chain: vec!["portmap".into()],
             timeout_seconds: 120.0,
+            cni_version: "1.0.0".into(),
         }),
         install_cni: None,
         health_addr: "127.0.0.1:0".parse().expect("addr"),

@@ -5,6 +5,7 @@
 //! has brought the stack up. A test that cannot reach the stack fails, it never skips.
 #![forbid(unsafe_code)]
 
+pub mod deploy;
 pub mod vm;
 
 use std::collections::HashMap;
