@@ -87,6 +87,7 @@ mariadb_up() {
   if ! running mariadb; then
     log "starting MariaDB (datadir $STATE/mysql)"
     mkdir -p "$STATE/mysqlrun"; chown mysql:mysql "$STATE/mysqlrun"
+    rm -f "$STATE/mysqlrun/mysqld.sock" "$STATE/mysqlrun/mysqld.pid"  # left by a killed server
     if [ ! -d "$STATE/mysql/mysql" ]; then
       mkdir -p "$STATE/mysql"; chown mysql:mysql "$STATE/mysql"
       mariadb-install-db --user=mysql --datadir="$STATE/mysql" --auth-root-authentication-method=socket \
