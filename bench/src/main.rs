@@ -1,0 +1,257 @@
+//! kuryr-bench: benchmarks of kuryr-rs that report numbers (never assert timings).
+//!
+//! * `cni-exec`   — kuryr-cni exec overhead (VERSION, ADD with no daemon, ADD against a stub),
+//!   next to a no-op binary;
+//! * `daemon-add` — the real kuryr-daemon on the local stack: ADD/DEL latency for sequential
+//!   and concurrent pods with the VIF already present, daemon-side stage timings, and its RSS
+//!   (written to `daemon-add.json` and `daemon-rss.json`);
+//! * `rss`        — the same run recording only `daemon-rss.json`, or `--pid` to read the
+//!   memory of any running process;
+//! * `summary`    — regenerate `SUMMARY.md` from the JSON files;
+//! * `cleanup`    — remove every object a (crashed) run left on the stack.
+//!
+//! See bench/README.md.
+
+mod cniexec;
+mod daemon;
+mod daemonadd;
+mod guard;
+mod http;
+mod prom;
+mod results;
+mod stack;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+const CNI_EXEC_DESC: &str = "kuryr-cni exec overhead: fork/exec + stdin + stdout + exit, the way a container runtime runs the plugin. Target ≤ 3 ms (p50).";
+const DAEMON_ADD_DESC: &str = "kuryr-daemon (release, static) on the local stack: CNI ADD/DEL latency on its unix socket for pods whose VIF is already present and active (the daemon's own work: KuryrPort look-up, veth + OVSDB plug into br-int, L3 in the netns, announce). Targets ADD p50 ≤ 20 ms, p99 ≤ 100 ms.";
+const DAEMON_RSS_DESC: &str = "kuryr-daemon resident memory (VmRSS from /proc/<pid>/status) idle after start and after the daemon-add runs; VmHWM is the peak. Target ≤ 30 MiB.";
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/kuryr-rs/cargo-target"))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[derive(Parser)]
+#[command(
+    name = "kuryr-bench",
+    about = "kuryr-rs benchmarks (numbers, not assertions)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Out {
+    /// Where <benchmark>.json and SUMMARY.md live.
+    #[arg(long, default_value_os_t = repo().join("bench/results"))]
+    results_dir: PathBuf,
+    /// Print the numbers but do not append them to the results.
+    #[arg(long)]
+    no_record: bool,
+}
+
+#[derive(Args, Clone)]
+struct DaemonArgs {
+    /// The kuryr-daemon binary [default: $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kuryr-daemon].
+    #[arg(long)]
+    daemon_bin: Option<PathBuf>,
+    /// Pods ADDed one after the other.
+    #[arg(long, default_value_t = 100)]
+    sequential: usize,
+    /// Pods ADDed all at once (after the sequential ones).
+    #[arg(long, default_value_t = 20)]
+    concurrent: usize,
+    /// Wait at most this long (s) for running kuryr-controllers to exit, then go on (noted).
+    #[arg(long, default_value_t = 900)]
+    controller_wait: u64,
+    /// Poll interval (s) while waiting for kuryr-controllers to exit.
+    #[arg(long, default_value_t = 30)]
+    controller_poll: u64,
+    /// Pause (s) before the idle RSS reading and after creating the objects.
+    #[arg(long, default_value_t = 3.0)]
+    settle: f64,
+    /// VmRSS readings per measurement point (200 ms apart).
+    #[arg(long, default_value_t = 5)]
+    rss_samples: usize,
+    /// How long (s) to wait for Neutron to report the plugged ports ACTIVE (a check).
+    #[arg(long, default_value_t = 90)]
+    active_wait: u64,
+}
+
+impl DaemonArgs {
+    fn opts(&self) -> daemonadd::Opts {
+        daemonadd::Opts {
+            daemon_bin: self.daemon_bin.clone().unwrap_or_else(|| {
+                target_dir().join("x86_64-unknown-linux-gnu/release/kuryr-daemon")
+            }),
+            sequential: self.sequential,
+            concurrent: self.concurrent,
+            controller_wait: Duration::from_secs(self.controller_wait),
+            controller_poll: Duration::from_secs(self.controller_poll),
+            settle: Duration::from_secs_f64(self.settle),
+            rss_samples: self.rss_samples.max(1),
+            active_wait: Duration::from_secs(self.active_wait),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// kuryr-cni exec overhead (and a no-op binary for comparison).
+    CniExec {
+        /// The kuryr-cni binary [default: $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kuryr-cni].
+        #[arg(long)]
+        cni_bin: Option<PathBuf>,
+        /// VERSION execs (also the no-op execs).
+        #[arg(long, default_value_t = 500)]
+        version_runs: usize,
+        /// ADD execs (unreachable daemon; and against the stub).
+        #[arg(long, default_value_t = 200)]
+        add_runs: usize,
+        /// Unmeasured execs before each series.
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// kuryr-daemon ADD/DEL latency and RSS on the local stack (needs root and the stack).
+    DaemonAdd {
+        #[command(flatten)]
+        d: DaemonArgs,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// kuryr-daemon RSS (the daemon-add run, recording only daemon-rss.json), or --pid.
+    Rss {
+        /// Only read VmRSS/VmHWM of this running process (nothing is started or recorded).
+        #[arg(long)]
+        pid: Option<u32>,
+        #[command(flatten)]
+        d: DaemonArgs,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// Regenerate SUMMARY.md from the JSON results and print it.
+    Summary {
+        #[arg(long, default_value_os_t = repo().join("bench/results"))]
+        results_dir: PathBuf,
+    },
+    /// Remove everything a benchmark run may have left on the stack.
+    Cleanup,
+}
+
+fn record(run: results::Run, out: &Out, name: &str, desc: &str) -> Result<()> {
+    let text = serde_json::to_string_pretty(&run.metrics)?;
+    if out.no_record {
+        println!("{name} (not recorded):\n{text}");
+        if run.checks.as_object().is_some_and(|c| !c.is_empty()) {
+            println!("checks: {}", run.checks);
+        }
+        if !run.notes.is_empty() {
+            println!("notes: {:?}", run.notes);
+        }
+        return Ok(());
+    }
+    let path = run.write(&out.results_dir, name, desc)?;
+    eprintln!("{name}: appended to {}", path.display());
+    Ok(())
+}
+
+fn require_root() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let euid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("");
+    if euid != "0" {
+        bail!("this benchmark needs root (network namespaces, OVS)");
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Cmd::CniExec {
+            cni_bin,
+            version_runs,
+            add_runs,
+            warmup,
+            out,
+        } => {
+            let mut run = results::Run::start(&repo());
+            let o = cniexec::Opts {
+                cni_bin: cni_bin.unwrap_or_else(|| {
+                    target_dir().join("x86_64-unknown-linux-gnu/release/kuryr-cni")
+                }),
+                version_runs,
+                add_runs,
+                warmup,
+            };
+            cniexec::run(&o, &mut run)?;
+            record(run, &out, "cni-exec", CNI_EXEC_DESC)
+        }
+        Cmd::DaemonAdd { d, out } => {
+            require_root()?;
+            let (add, rss) = rt.block_on(daemonadd::run(&d.opts(), &repo()))?;
+            record(add, &out, "daemon-add", DAEMON_ADD_DESC)?;
+            record(rss, &out, "daemon-rss", DAEMON_RSS_DESC)
+        }
+        Cmd::Rss { pid: Some(pid), .. } => {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+            for l in s.lines().filter(|l| {
+                [
+                    "Name:", "VmRSS:", "VmHWM:", "RssAnon:", "RssFile:", "Threads:",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+            }) {
+                println!("{l}");
+            }
+            Ok(())
+        }
+        Cmd::Rss { pid: None, d, out } => {
+            require_root()?;
+            let (_, rss) = rt.block_on(daemonadd::run(&d.opts(), &repo()))?;
+            record(rss, &out, "daemon-rss", DAEMON_RSS_DESC)
+        }
+        Cmd::Summary { results_dir } => {
+            let p = results::write_summary(&results_dir)?;
+            print!("{}", std::fs::read_to_string(p)?);
+            Ok(())
+        }
+        Cmd::Cleanup => {
+            require_root()?;
+            let _lock = daemonadd::lock()?;
+            let bridge = stack::stack_env()
+                .ok()
+                .and_then(|e| e.get("OVS_BRIDGE").cloned())
+                .unwrap_or_else(|| "br-int".into());
+            let s = rt.block_on(stack::sweep(&bridge));
+            println!("{}", serde_json::to_string(&s)?);
+            if !s.errors.is_empty() {
+                bail!("cleanup incomplete");
+            }
+            Ok(())
+        }
+    }
+}
