@@ -113,7 +113,7 @@ if node; then
   if [ "$STATIC" = 1 ]; then
     # The same document the daemon writes (kuryr-daemon src/conflist.rs).
     queue=/var/lib/kuryr/del-queue
-    printf '{\n  "cniVersion": "1.1.0",\n  "name": "kuryr",\n  "plugins": [\n    {\n      "type": "kuryr-cni",\n      "daemon_socket": "%s",\n      "del_queue_dir": "%s",\n      "timeout_seconds": 120.0\n    }\n  ]\n}\n' \
+    printf '{\n  "cniVersion": "1.0.0",\n  "name": "kuryr",\n  "plugins": [\n    {\n      "type": "kuryr-cni",\n      "daemon_socket": "%s",\n      "del_queue_dir": "%s",\n      "timeout_seconds": 120.0\n    }\n  ]\n}\n' \
       "$SOCKET" "$queue" | write "$CNI_CONF/$CONFLIST_NAME" 0644
     mkdir -p "$DEST$queue"
   fi

@@ -519,7 +519,7 @@ async fn add_check_del_restart_and_stale_del_on_the_stack() {
             }
         })
         .await;
-        assert_eq!(conf["cniVersion"], "1.1.0");
+        assert_eq!(conf["cniVersion"], "1.0.0");
         assert_eq!(
             conf["plugins"][0]["daemon_socket"],
             sock.display().to_string()

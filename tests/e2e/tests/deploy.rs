@@ -379,7 +379,7 @@ fn install_host_places_cni_units_and_conflist() {
 
     // The conflist is what the daemon writes, and kuryr-cni accepts it (VERSION needs no daemon).
     let cl: Value = serde_json::from_slice(&std::fs::read(at("/etc/cni/net.d/10-kuryr.conflist")).expect("conflist")).expect("json");
-    assert_eq!(cl["cniVersion"], "1.1.0");
+    assert_eq!(cl["cniVersion"], "1.0.0");
     assert_eq!(cl["plugins"][0]["type"], "kuryr-cni");
     assert_eq!(cl["plugins"][0]["daemon_socket"], "/run/kuryr/kuryr-daemon.sock");
     let mut plugin = cl["plugins"][0].clone();
