@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod neutron;
 pub mod octavia;
 pub mod query;
+mod resource;
 mod serde_util;
 pub mod session;
 

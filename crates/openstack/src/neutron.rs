@@ -10,6 +10,7 @@ use tracing::instrument;
 
 use crate::error::Result;
 use crate::query::Query;
+use crate::resource::Kind;
 use crate::serde_util::{lenient_u32, nullable};
 use crate::session::{seg, Service, Session};
 use crate::Method;
@@ -642,62 +643,22 @@ fn ser_strs<S: AsRef<str>, Ser: serde::Serializer>(
 
 // ---------------------------------------------------------------- client
 
-/// One kind of Neutron resource: URL collection and JSON keys.
-struct Kind {
-    path: &'static str,
-    one: &'static str,
-    many: &'static str,
+const fn kind(path: &'static str, one: &'static str, many: &'static str) -> Kind {
+    Kind::new(NET, "/v2.0", path, one, many)
 }
 
-const NETWORKS: Kind = Kind {
-    path: "networks",
-    one: "network",
-    many: "networks",
-};
-const SUBNETS: Kind = Kind {
-    path: "subnets",
-    one: "subnet",
-    many: "subnets",
-};
-const SUBNETPOOLS: Kind = Kind {
-    path: "subnetpools",
-    one: "subnetpool",
-    many: "subnetpools",
-};
-const PORTS: Kind = Kind {
-    path: "ports",
-    one: "port",
-    many: "ports",
-};
-const ROUTERS: Kind = Kind {
-    path: "routers",
-    one: "router",
-    many: "routers",
-};
-const SECURITY_GROUPS: Kind = Kind {
-    path: "security-groups",
-    one: "security_group",
-    many: "security_groups",
-};
-const SG_RULES: Kind = Kind {
-    path: "security-group-rules",
-    one: "security_group_rule",
-    many: "security_group_rules",
-};
-const TRUNKS: Kind = Kind {
-    path: "trunks",
-    one: "trunk",
-    many: "trunks",
-};
-
-impl Kind {
-    fn collection(&self) -> String {
-        format!("/v2.0/{}", self.path)
-    }
-    fn item(&self, id: &str) -> String {
-        format!("/v2.0/{}/{}", self.path, seg(id))
-    }
-}
+const NETWORKS: Kind = kind("networks", "network", "networks");
+const SUBNETS: Kind = kind("subnets", "subnet", "subnets");
+const SUBNETPOOLS: Kind = kind("subnetpools", "subnetpool", "subnetpools");
+const PORTS: Kind = kind("ports", "port", "ports");
+const ROUTERS: Kind = kind("routers", "router", "routers");
+const SECURITY_GROUPS: Kind = kind("security-groups", "security_group", "security_groups");
+const SG_RULES: Kind = kind(
+    "security-group-rules",
+    "security_group_rule",
+    "security_group_rules",
+);
+const TRUNKS: Kind = kind("trunks", "trunk", "trunks");
 
 /// Neutron client over a shared [`Session`].
 #[derive(Clone, Debug)]
@@ -714,129 +675,78 @@ impl Neutron {
         &self.session
     }
 
-    async fn create<B: Serialize + ?Sized, T: serde::de::DeserializeOwned>(
-        &self,
-        kind: &Kind,
-        body: &B,
-    ) -> Result<T> {
-        self.session
-            .send_key(
-                NET,
-                Method::POST,
-                kind.collection(),
-                Some(kind.one),
-                body,
-                Some(kind.one),
-            )
-            .await
-    }
-
-    async fn get<T: serde::de::DeserializeOwned>(&self, kind: &Kind, id: &str) -> Result<T> {
-        self.session
-            .get_key(NET, kind.item(id), None, kind.one)
-            .await
-    }
-
-    async fn list<T: serde::de::DeserializeOwned>(&self, kind: &Kind, q: &Query) -> Result<Vec<T>> {
-        self.session
-            .get_key(NET, kind.collection(), Some(q), kind.many)
-            .await
-    }
-
-    async fn update<B: Serialize + ?Sized, T: serde::de::DeserializeOwned>(
-        &self,
-        kind: &Kind,
-        id: &str,
-        body: &B,
-    ) -> Result<T> {
-        self.session
-            .send_key(
-                NET,
-                Method::PUT,
-                kind.item(id),
-                Some(kind.one),
-                body,
-                Some(kind.one),
-            )
-            .await
-    }
-
-    async fn delete(&self, kind: &Kind, id: &str) -> Result<bool> {
-        self.session.delete(NET, kind.item(id), None).await
-    }
-
     // networks
 
     #[instrument(level = "debug", name = "neutron.create_network", skip_all, fields(name = %req.name))]
     pub async fn create_network(&self, req: &NetworkCreate) -> Result<Network> {
-        self.create(&NETWORKS, req).await
+        NETWORKS.create(&self.session, req).await
     }
 
     #[instrument(level = "debug", name = "neutron.get_network", skip(self))]
     pub async fn get_network(&self, id: &str) -> Result<Network> {
-        self.get(&NETWORKS, id).await
+        NETWORKS.get(&self.session, id).await
     }
 
     #[instrument(level = "debug", name = "neutron.list_networks", skip(self))]
     pub async fn list_networks(&self, query: &Query) -> Result<Vec<Network>> {
-        self.list(&NETWORKS, query).await
+        NETWORKS.list(&self.session, query).await
     }
 
     /// Deletes a network; `Ok(false)` if it was already gone.
     #[instrument(level = "debug", name = "neutron.delete_network", skip(self))]
     pub async fn delete_network(&self, id: &str) -> Result<bool> {
-        self.delete(&NETWORKS, id).await
+        NETWORKS.delete(&self.session, id, None).await
     }
 
     // subnets
 
     #[instrument(level = "debug", name = "neutron.create_subnet", skip_all, fields(network_id = %req.network_id))]
     pub async fn create_subnet(&self, req: &SubnetCreate) -> Result<Subnet> {
-        self.create(&SUBNETS, req).await
+        SUBNETS.create(&self.session, req).await
     }
 
     #[instrument(level = "debug", name = "neutron.get_subnet", skip(self))]
     pub async fn get_subnet(&self, id: &str) -> Result<Subnet> {
-        self.get(&SUBNETS, id).await
+        SUBNETS.get(&self.session, id).await
     }
 
     #[instrument(level = "debug", name = "neutron.list_subnets", skip(self))]
     pub async fn list_subnets(&self, query: &Query) -> Result<Vec<Subnet>> {
-        self.list(&SUBNETS, query).await
+        SUBNETS.list(&self.session, query).await
     }
 
     #[instrument(level = "debug", name = "neutron.delete_subnet", skip(self))]
     pub async fn delete_subnet(&self, id: &str) -> Result<bool> {
-        self.delete(&SUBNETS, id).await
+        SUBNETS.delete(&self.session, id, None).await
     }
 
     // subnet pools
 
     #[instrument(level = "debug", name = "neutron.create_subnetpool", skip_all, fields(name = %req.name))]
     pub async fn create_subnetpool(&self, req: &SubnetPoolCreate) -> Result<SubnetPool> {
-        self.create(&SUBNETPOOLS, req).await
+        SUBNETPOOLS.create(&self.session, req).await
     }
 
     #[instrument(level = "debug", name = "neutron.get_subnetpool", skip(self))]
     pub async fn get_subnetpool(&self, id: &str) -> Result<SubnetPool> {
-        self.get(&SUBNETPOOLS, id).await
+        SUBNETPOOLS.get(&self.session, id).await
     }
 
     #[instrument(level = "debug", name = "neutron.list_subnetpools", skip(self))]
     pub async fn list_subnetpools(&self, query: &Query) -> Result<Vec<SubnetPool>> {
-        self.list(&SUBNETPOOLS, query).await
+        SUBNETPOOLS.list(&self.session, query).await
     }
 
     #[instrument(level = "debug", name = "neutron.delete_subnetpool", skip(self))]
     pub async fn delete_subnetpool(&self, id: &str) -> Result<bool> {
-        self.delete(&SUBNETPOOLS, id).await
+        SUBNETPOOLS.delete(&self.session, id, None).await
     }
 
     // ports
 
     #[instrument(level = "debug", name = "neutron.create_port", skip_all, fields(network_id = %req.network_id))]
     pub async fn create_port(&self, req: &PortCreate) -> Result<Port> {
-        self.create(&PORTS, req).await
+        PORTS.create(&self.session, req).await
     }
 
     /// Creates all ports in one bulk POST (all or nothing), in request order.
@@ -859,12 +769,12 @@ impl Neutron {
 
     #[instrument(level = "debug", name = "neutron.get_port", skip(self))]
     pub async fn get_port(&self, id: &str) -> Result<Port> {
-        self.get(&PORTS, id).await
+        PORTS.get(&self.session, id).await
     }
 
     #[instrument(level = "debug", name = "neutron.list_ports", skip(self))]
     pub async fn list_ports(&self, query: &Query) -> Result<Vec<Port>> {
-        self.list(&PORTS, query).await
+        PORTS.list(&self.session, query).await
     }
 
     /// Ports by id via repeated `id=` filters, [`ID_BATCH`] ids per request.
@@ -880,37 +790,37 @@ impl Neutron {
             let q = Query::new()
                 .ids(chunk.iter().map(|s| s.as_ref()))
                 .fields(fields.iter().copied());
-            out.extend(self.list::<Port>(&PORTS, &q).await?);
+            out.extend(PORTS.list::<Port>(&self.session, &q).await?);
         }
         Ok(out)
     }
 
     #[instrument(level = "debug", name = "neutron.update_port", skip(self, req))]
     pub async fn update_port(&self, id: &str, req: &PortUpdate) -> Result<Port> {
-        self.update(&PORTS, id, req).await
+        PORTS.update(&self.session, id, req).await
     }
 
     /// Deletes a port; a 404 is success (`Ok(false)`).
     #[instrument(level = "debug", name = "neutron.delete_port", skip(self))]
     pub async fn delete_port(&self, id: &str) -> Result<bool> {
-        self.delete(&PORTS, id).await
+        PORTS.delete(&self.session, id, None).await
     }
 
     // routers
 
     #[instrument(level = "debug", name = "neutron.create_router", skip_all, fields(name = %req.name))]
     pub async fn create_router(&self, req: &RouterCreate) -> Result<Router> {
-        self.create(&ROUTERS, req).await
+        ROUTERS.create(&self.session, req).await
     }
 
     #[instrument(level = "debug", name = "neutron.get_router", skip(self))]
     pub async fn get_router(&self, id: &str) -> Result<Router> {
-        self.get(&ROUTERS, id).await
+        ROUTERS.get(&self.session, id).await
     }
 
     #[instrument(level = "debug", name = "neutron.list_routers", skip(self))]
     pub async fn list_routers(&self, query: &Query) -> Result<Vec<Router>> {
-        self.list(&ROUTERS, query).await
+        ROUTERS.list(&self.session, query).await
     }
 
     #[instrument(level = "debug", name = "neutron.add_router_interface", skip(self))]
@@ -939,29 +849,29 @@ impl Neutron {
 
     #[instrument(level = "debug", name = "neutron.delete_router", skip(self))]
     pub async fn delete_router(&self, id: &str) -> Result<bool> {
-        self.delete(&ROUTERS, id).await
+        ROUTERS.delete(&self.session, id, None).await
     }
 
     // security groups
 
     #[instrument(level = "debug", name = "neutron.create_security_group", skip_all, fields(name = %req.name))]
     pub async fn create_security_group(&self, req: &SecurityGroupCreate) -> Result<SecurityGroup> {
-        self.create(&SECURITY_GROUPS, req).await
+        SECURITY_GROUPS.create(&self.session, req).await
     }
 
     #[instrument(level = "debug", name = "neutron.get_security_group", skip(self))]
     pub async fn get_security_group(&self, id: &str) -> Result<SecurityGroup> {
-        self.get(&SECURITY_GROUPS, id).await
+        SECURITY_GROUPS.get(&self.session, id).await
     }
 
     #[instrument(level = "debug", name = "neutron.list_security_groups", skip(self))]
     pub async fn list_security_groups(&self, query: &Query) -> Result<Vec<SecurityGroup>> {
-        self.list(&SECURITY_GROUPS, query).await
+        SECURITY_GROUPS.list(&self.session, query).await
     }
 
     #[instrument(level = "debug", name = "neutron.delete_security_group", skip(self))]
     pub async fn delete_security_group(&self, id: &str) -> Result<bool> {
-        self.delete(&SECURITY_GROUPS, id).await
+        SECURITY_GROUPS.delete(&self.session, id, None).await
     }
 
     #[instrument(level = "debug", name = "neutron.create_security_group_rule", skip_all, fields(sg = %req.security_group_id))]
@@ -969,7 +879,7 @@ impl Neutron {
         &self,
         req: &SecurityGroupRuleCreate,
     ) -> Result<SecurityGroupRule> {
-        self.create(&SG_RULES, req).await
+        SG_RULES.create(&self.session, req).await
     }
 
     /// Creates several rules in one bulk POST.
@@ -999,7 +909,7 @@ impl Neutron {
         skip(self)
     )]
     pub async fn list_security_group_rules(&self, query: &Query) -> Result<Vec<SecurityGroupRule>> {
-        self.list(&SG_RULES, query).await
+        SG_RULES.list(&self.session, query).await
     }
 
     #[instrument(
@@ -1008,7 +918,7 @@ impl Neutron {
         skip(self)
     )]
     pub async fn delete_security_group_rule(&self, id: &str) -> Result<bool> {
-        self.delete(&SG_RULES, id).await
+        SG_RULES.delete(&self.session, id, None).await
     }
 
     // tags
@@ -1053,12 +963,12 @@ impl Neutron {
 
     #[instrument(level = "debug", name = "neutron.get_trunk", skip(self))]
     pub async fn get_trunk(&self, id: &str) -> Result<Trunk> {
-        self.get(&TRUNKS, id).await
+        TRUNKS.get(&self.session, id).await
     }
 
     #[instrument(level = "debug", name = "neutron.list_trunks", skip(self))]
     pub async fn list_trunks(&self, query: &Query) -> Result<Vec<Trunk>> {
-        self.list(&TRUNKS, query).await
+        TRUNKS.list(&self.session, query).await
     }
 
     /// Adds VLAN subports; returns the updated trunk.

@@ -2,15 +2,15 @@
 
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::instrument;
 
 use crate::error::{Error, Result};
 use crate::query::Query;
+use crate::resource::Kind;
 use crate::serde_util::nullable;
-use crate::session::{seg, Service, Session};
+use crate::session::{Service, Session};
 use crate::Method;
 
 const LB: Service = Service::LoadBalancer;
@@ -276,36 +276,13 @@ pub enum LbState {
     Deleted,
 }
 
-struct Kind {
-    path: &'static str,
-    one: &'static str,
-    many: &'static str,
+const fn kind(path: &'static str, one: &'static str, many: &'static str) -> Kind {
+    Kind::new(LB, "/v2/lbaas", path, one, many)
 }
 
-const LOADBALANCERS: Kind = Kind {
-    path: "loadbalancers",
-    one: "loadbalancer",
-    many: "loadbalancers",
-};
-const LISTENERS: Kind = Kind {
-    path: "listeners",
-    one: "listener",
-    many: "listeners",
-};
-const POOLS: Kind = Kind {
-    path: "pools",
-    one: "pool",
-    many: "pools",
-};
-
-impl Kind {
-    fn collection(&self) -> String {
-        format!("/v2/lbaas/{}", self.path)
-    }
-    fn item(&self, id: &str) -> String {
-        format!("/v2/lbaas/{}/{}", self.path, seg(id))
-    }
-}
+const LOADBALANCERS: Kind = kind("loadbalancers", "loadbalancer", "loadbalancers");
+const LISTENERS: Kind = kind("listeners", "listener", "listeners");
+const POOLS: Kind = kind("pools", "pool", "pools");
 
 /// Octavia client over a shared [`Session`].
 #[derive(Clone, Debug)]
@@ -322,35 +299,6 @@ impl Octavia {
         &self.session
     }
 
-    async fn create<B: Serialize + ?Sized, T: DeserializeOwned>(
-        &self,
-        kind: &Kind,
-        body: &B,
-    ) -> Result<T> {
-        self.session
-            .send_key(
-                LB,
-                Method::POST,
-                kind.collection(),
-                Some(kind.one),
-                body,
-                Some(kind.one),
-            )
-            .await
-    }
-
-    async fn get<T: DeserializeOwned>(&self, kind: &Kind, id: &str) -> Result<T> {
-        self.session
-            .get_key(LB, kind.item(id), None, kind.one)
-            .await
-    }
-
-    async fn list<T: DeserializeOwned>(&self, kind: &Kind, q: &Query) -> Result<Vec<T>> {
-        self.session
-            .get_key(LB, kind.collection(), Some(q), kind.many)
-            .await
-    }
-
     #[instrument(level = "debug", name = "octavia.list_providers", skip(self))]
     pub async fn list_providers(&self) -> Result<Vec<Provider>> {
         self.session
@@ -362,17 +310,17 @@ impl Octavia {
 
     #[instrument(level = "debug", name = "octavia.create_load_balancer", skip_all, fields(name = %req.name, provider = %req.provider))]
     pub async fn create_load_balancer(&self, req: &LoadBalancerCreate) -> Result<LoadBalancer> {
-        self.create(&LOADBALANCERS, req).await
+        LOADBALANCERS.create(&self.session, req).await
     }
 
     #[instrument(level = "debug", name = "octavia.get_load_balancer", skip(self))]
     pub async fn get_load_balancer(&self, id: &str) -> Result<LoadBalancer> {
-        self.get(&LOADBALANCERS, id).await
+        LOADBALANCERS.get(&self.session, id).await
     }
 
     #[instrument(level = "debug", name = "octavia.list_load_balancers", skip(self))]
     pub async fn list_load_balancers(&self, query: &Query) -> Result<Vec<LoadBalancer>> {
-        self.list(&LOADBALANCERS, query).await
+        LOADBALANCERS.list(&self.session, query).await
     }
 
     /// Deletes a load balancer; `cascade` also deletes its listeners, pools and members.
@@ -380,7 +328,7 @@ impl Octavia {
     #[instrument(level = "debug", name = "octavia.delete_load_balancer", skip(self))]
     pub async fn delete_load_balancer(&self, id: &str, cascade: bool) -> Result<bool> {
         let q = cascade.then(|| Query::new().eq("cascade", "true"));
-        self.session.delete(LB, LOADBALANCERS.item(id), q).await
+        LOADBALANCERS.delete(&self.session, id, q).await
     }
 
     /// Polls until the load balancer is `ACTIVE` or gone (404/`DELETED`), backing off
@@ -431,44 +379,44 @@ impl Octavia {
 
     #[instrument(level = "debug", name = "octavia.create_listener", skip_all, fields(lb = %req.loadbalancer_id, port = req.protocol_port))]
     pub async fn create_listener(&self, req: &ListenerCreate) -> Result<Listener> {
-        self.create(&LISTENERS, req).await
+        LISTENERS.create(&self.session, req).await
     }
 
     #[instrument(level = "debug", name = "octavia.get_listener", skip(self))]
     pub async fn get_listener(&self, id: &str) -> Result<Listener> {
-        self.get(&LISTENERS, id).await
+        LISTENERS.get(&self.session, id).await
     }
 
     #[instrument(level = "debug", name = "octavia.list_listeners", skip(self))]
     pub async fn list_listeners(&self, query: &Query) -> Result<Vec<Listener>> {
-        self.list(&LISTENERS, query).await
+        LISTENERS.list(&self.session, query).await
     }
 
     #[instrument(level = "debug", name = "octavia.delete_listener", skip(self))]
     pub async fn delete_listener(&self, id: &str) -> Result<bool> {
-        self.session.delete(LB, LISTENERS.item(id), None).await
+        LISTENERS.delete(&self.session, id, None).await
     }
 
     // pools
 
     #[instrument(level = "debug", name = "octavia.create_pool", skip_all, fields(listener = %req.listener_id))]
     pub async fn create_pool(&self, req: &PoolCreate) -> Result<Pool> {
-        self.create(&POOLS, req).await
+        POOLS.create(&self.session, req).await
     }
 
     #[instrument(level = "debug", name = "octavia.get_pool", skip(self))]
     pub async fn get_pool(&self, id: &str) -> Result<Pool> {
-        self.get(&POOLS, id).await
+        POOLS.get(&self.session, id).await
     }
 
     #[instrument(level = "debug", name = "octavia.list_pools", skip(self))]
     pub async fn list_pools(&self, query: &Query) -> Result<Vec<Pool>> {
-        self.list(&POOLS, query).await
+        POOLS.list(&self.session, query).await
     }
 
     #[instrument(level = "debug", name = "octavia.delete_pool", skip(self))]
     pub async fn delete_pool(&self, id: &str) -> Result<bool> {
-        self.session.delete(LB, POOLS.item(id), None).await
+        POOLS.delete(&self.session, id, None).await
     }
 
     // members
