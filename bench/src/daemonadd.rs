@@ -13,7 +13,8 @@
 //!
 //! What an ADD measures here is the daemon's own work: look-up of the KuryrPort in its watch
 //! cache, record the attachment, veth pair + move into the netns, OVSDB add-port, L3 config
-//! in the netns, announce (gratuitous ARP), and answer; no controller or Neutron wait.
+//! in the netns, and answer (vswitchd's attach and the announcements run after the answer);
+//! no controller or Neutron wait.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -258,8 +259,8 @@ pub async fn run(o: &Opts, repo: &Path) -> Result<(Run, Run)> {
         r = body(o, &st, tmp.path(), &mut add, &mut rss) => r,
         _ = interrupted() => Err(anyhow!("interrupted")),
     };
-    if result.is_err() {
-        // Keep the daemon's log for the post-mortem.
+    if result.is_err() || std::env::var_os("KURYR_BENCH_KEEP_LOG").is_some() {
+        // Keep the daemon's log for the post-mortem (or when asked to).
         let keep = std::env::temp_dir().join(format!("kbench-daemon-{id}.log"));
         if std::fs::copy(tmp.path().join("kuryr-daemon.log"), &keep).is_ok() {
             eprintln!("kuryr-daemon log kept in {}", keep.display());
@@ -516,7 +517,7 @@ async fn body(o: &Opts, st: &Stack, dir: &Path, add: &mut Run, rss: &mut Run) ->
     );
     add.note(
         "daemon_* metrics come from the daemon's /metrics histograms (difference of the scrapes \
-         around each phase): their percentiles are interpolated inside its buckets (5, 10, 25, 50, \
+         around each phase): their percentiles are interpolated inside its buckets (1, 2.5, 5, 10, 25, 50, \
          100, 250, 500 ms, …) like histogram_quantile, so anything under 5 ms reads as 2.5/4.5/4.95; \
          their mean is exact",
     );

@@ -29,7 +29,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 const CNI_EXEC_DESC: &str = "kuryr-cni exec overhead: fork/exec + stdin + stdout + exit, the way a container runtime runs the plugin. Target ≤ 3 ms (p50).";
-const DAEMON_ADD_DESC: &str = "kuryr-daemon (release, static) on the local stack: CNI ADD/DEL latency on its unix socket for pods whose VIF is already present and active (the daemon's own work: KuryrPort look-up, veth + OVSDB plug into br-int, L3 in the netns, announce). Targets ADD p50 ≤ 20 ms, p99 ≤ 100 ms.";
+const DAEMON_ADD_DESC: &str = "kuryr-daemon (release, static) on the local stack: CNI ADD/DEL latency on its unix socket for pods whose VIF is already present and active (the daemon's own work: KuryrPort look-up, attachment record, veth + OVSDB plug into br-int, L3 in the netns; vswitchd's attach and the gratuitous ARPs happen after the answer). Targets ADD p50 ≤ 20 ms, p99 ≤ 100 ms.";
 const DAEMON_RSS_DESC: &str = "kuryr-daemon resident memory (VmRSS from /proc/<pid>/status) idle after start and after the daemon-add runs; VmHWM is the peak. Target ≤ 30 MiB.";
 
 fn target_dir() -> PathBuf {

@@ -214,6 +214,16 @@ impl AttachmentStore {
         }
     }
 
+    /// Number of records (file names only: nothing is read or parsed).
+    pub fn count(&self) -> Result<usize, DaemonError> {
+        let entries =
+            fs::read_dir(&self.dir).map_err(|e| state_err("count attachments", &self.dir, e))?;
+        Ok(entries
+            .flatten()
+            .filter(|e| kuryr_cni_api::is_queue_file_name(&e.file_name().to_string_lossy()))
+            .count())
+    }
+
     /// All readable records. Temporaries are skipped; unreadable records are logged and
     /// skipped (they are left in place for an operator to look at).
     pub fn list(&self) -> Result<Vec<Attachment>, DaemonError> {
@@ -311,6 +321,7 @@ pub(crate) mod tests {
         assert_eq!(store.load("c1", "eth1").expect("load"), None);
         // Sorted by creation time.
         assert_eq!(store.list().expect("list"), vec![b.clone(), a.clone()]);
+        assert_eq!(store.count().expect("count"), 2);
         // Replace.
         let mut a2 = a.clone();
         a2.state = AttachState::Plugging;
@@ -341,6 +352,8 @@ pub(crate) mod tests {
         // ...and a record truncated by something other than us.
         fs::write(path.join("junk@eth0.json"), b"{").expect("write junk");
         assert_eq!(store.list().expect("list"), vec![a.clone()]);
+        // Temporaries are not records (the corrupt one is: an operator must look at it).
+        assert_eq!(store.count().expect("count"), 2);
         assert_eq!(store.load("c1", "eth0").expect("load"), Some(a));
         assert!(
             store.load("junk", "eth0").is_err(),

@@ -32,8 +32,9 @@ use kuryr_ovsdb::Ovs;
 
 use crate::attachments::AttachedIface;
 
-/// How long OVSDB changes wait for ovs-vswitchd to apply them.
-pub const OVS_WAIT: Duration = Duration::from_secs(5);
+/// How long the after-ADD check waits for ovs-vswitchd to attach a plugged OVS port (ADD
+/// itself does not wait: see [`ovs::add_ovs_port`]).
+pub const OVS_ATTACH_WAIT: Duration = Duration::from_secs(30);
 
 /// A failed wiring step.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +152,8 @@ pub struct Plugged {
     pub mtu: u32,
     /// The pod end must have TX checksum offload off.
     pub tx_checksum_off: bool,
+    /// The OVS port added to a bridge (`tap…` or `qvo…`), for the after-ADD attach check.
+    pub ovs_port: Option<String>,
 }
 
 /// One way of attaching a VIF. See the module docs.

@@ -22,8 +22,10 @@ use crate::api::routes::{AttachmentRequest, Command};
 use crate::attachments::{
     now_unix_ms, AttachState, AttachedIface, Attachment, AttachmentStore, FORMAT,
 };
+use crate::binding::ovs::{self, AttachOutcome};
 use crate::binding::{
     configure_pod, delete_link_in, l3, BindError, BindingDriver, Driver, HostEnv, PlugTarget,
+    OVS_ATTACH_WAIT,
 };
 use crate::check;
 use crate::error::DaemonError;
@@ -32,6 +34,11 @@ use crate::health::Health;
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::watch::{eval_active, eval_vifs, Cluster};
+
+/// Announcement rounds (gratuitous ARP / unsolicited NA) once a port is ACTIVE, and their
+/// spacing (like `arping -U -c 3 -i 0.2`): a peer or router that misses one gets the next.
+const ANNOUNCE_ROUNDS: u32 = 3;
+const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Settings of the executor.
 #[derive(Debug, Clone)]
@@ -123,8 +130,8 @@ impl Cni {
     }
 
     fn update_gauge(&self) {
-        if let Ok(all) = self.store.list() {
-            self.metrics.set_attachments(all.len());
+        if let Ok(n) = self.store.count() {
+            self.metrics.set_attachments(n);
         }
     }
 
@@ -253,12 +260,15 @@ impl Cni {
         self.update_gauge();
 
         let t = Instant::now();
-        if let Err(e) = self
+        match self
             .plug_all(&mut att, &netns, &pod_uid, same_sandbox)
             .await
         {
-            self.events.warn(&pod, reasons::PLUG_FAILED, e.to_string());
-            return Err(e);
+            Ok(ovs_ports) => self.confirm_ovs_attach(&pod, ovs_ports),
+            Err(e) => {
+                self.events.warn(&pod, reasons::PLUG_FAILED, e.to_string());
+                return Err(e);
+            }
         }
         self.metrics.stage("plug", t.elapsed());
         let t = Instant::now();
@@ -325,7 +335,74 @@ impl Cni {
                 ),
             });
         }
+        self.announce(&att, &netns);
         Ok(l3::cni_result(&att))
+    }
+
+    /// After-ADD check that ovs-vswitchd attached every OVS port this ADD added (it assigns
+    /// an OpenFlow port, or -1 and an error). Off the request path: records the time it took
+    /// and, on failure, a metric, a log line and an Event on the pod. A port removed before
+    /// vswitchd got to it (a quick DEL) is not a failure.
+    fn confirm_ovs_attach(&self, pod: &crate::api::routes::PodRef, ports: Vec<String>) {
+        for port in ports {
+            let (ovs, metrics, events, pod) = (
+                self.env.ovs.clone(),
+                self.metrics.clone(),
+                self.events.clone(),
+                pod.clone(),
+            );
+            let t = Instant::now();
+            tokio::spawn(async move {
+                match ovs::await_attach(&ovs, &port, OVS_ATTACH_WAIT).await {
+                    AttachOutcome::Attached { ofport } => {
+                        metrics.stage("ovs_attach", t.elapsed());
+                        tracing::debug!(%port, ofport, took = ?t.elapsed(), "ovs-vswitchd attached the port");
+                    }
+                    AttachOutcome::Removed => {
+                        tracing::debug!(%port, "OVS port removed before ovs-vswitchd attached it");
+                    }
+                    AttachOutcome::Failed(e) => {
+                        metrics.background_failure("ovs_attach");
+                        let msg = format!("ovs-vswitchd did not attach OVS port {port} for {pod}: {e} (see ovs-vswitchd.log; the pod has no network)");
+                        tracing::warn!("{msg}");
+                        events.warn(&pod, reasons::OVS_ATTACH_FAILED, msg);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Announces the pod's addresses from its interfaces once the ports are ACTIVE (only
+    /// then does the network deliver them), in the background: Neutron hands freed IPs out
+    /// again quickly, and peers that cached the previous owner's MAC learn the new one.
+    fn announce(&self, att: &Attachment, netns: &Netns) {
+        for iface in &att.interfaces {
+            let ips: Vec<std::net::IpAddr> = l3::addresses(&iface.vif)
+                .unwrap_or_default()
+                .iter()
+                .map(|a| a.addr())
+                .collect();
+            if ips.is_empty() {
+                continue;
+            }
+            let (ns, ifname, metrics) = (netns.clone(), iface.ifname.clone(), self.metrics.clone());
+            let t = Instant::now();
+            tokio::task::spawn_blocking(move || {
+                match kuryr_netplumb::announce_addresses(
+                    &ns,
+                    &ifname,
+                    &ips,
+                    ANNOUNCE_ROUNDS,
+                    ANNOUNCE_INTERVAL,
+                ) {
+                    Ok(_) => metrics.stage("announce", t.elapsed()),
+                    Err(e) => {
+                        metrics.background_failure("announce");
+                        tracing::info!(netns = %ns.label(), %ifname, error = %e, "announcing the pod's addresses failed (the pod may be gone)");
+                    }
+                }
+            });
+        }
     }
 
     /// Host-side plug of every interface; fills in what the drivers report.
@@ -335,7 +412,8 @@ impl Cni {
         netns: &Netns,
         pod_uid: &str,
         same_sandbox: bool,
-    ) -> Result<(), DaemonError> {
+    ) -> Result<Vec<String>, DaemonError> {
+        let mut ovs_ports = Vec::new();
         for i in 0..att.interfaces.len() {
             let iface = att.interfaces[i].clone();
             let what = format!(
@@ -376,8 +454,9 @@ impl Cni {
             slot.parent = plugged.parent;
             slot.mtu = plugged.mtu;
             slot.tx_checksum_off = plugged.tx_checksum_off;
+            ovs_ports.extend(plugged.ovs_port);
         }
-        Ok(())
+        Ok(ovs_ports)
     }
 
     /// Deletes the interfaces of other attachments that hold the same VLAN id on the same

@@ -18,6 +18,8 @@ pub mod reasons {
     pub const ACTIVE_TIMEOUT: &str = "CNITimedOutWaitingForActiveVIFs";
     /// Wiring the interface on the node failed.
     pub const PLUG_FAILED: &str = "CNIPlugFailed";
+    /// ovs-vswitchd did not attach a plugged OVS port (after ADD answered).
+    pub const OVS_ATTACH_FAILED: &str = "CNIOVSPortNotAttached";
 }
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);

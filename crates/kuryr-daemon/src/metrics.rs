@@ -5,6 +5,8 @@
 //! | `kuryr_cni_requests_total` | `command`, `result` (`ok` or the CNI code) | requests served |
 //! | `kuryr_cni_request_duration_seconds` | `command`, `error` (`true`/`false`) | whole request (upstream's name) |
 //! | `kuryr_cni_stage_duration_seconds` | `stage` (`wait_vif`, `plug`, `l3`, `wait_active`) | ADD stages |
+//! | `kuryr_cni_stage_duration_seconds` | `stage` (`ovs_attach`, `announce`) | after-ADD work, off the request path |
+//! | `kuryr_cni_background_failures_total` | `task` (`ovs_attach`, `announce`) | after-ADD work that failed |
 //! | `kuryr_cni_attachments` | | attachments recorded on this node |
 
 use std::sync::Arc;
@@ -34,9 +36,14 @@ struct Stage {
     stage: String,
 }
 
-/// Buckets from 5 ms (a pre-plugged ADD) to 3 min (upstream's longest).
-const BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Task {
+    task: String,
+}
+
+/// Buckets from 1 ms (a pre-plugged ADD) to 3 min (upstream's longest).
+const BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0,
 ];
 
 fn histogram() -> Histogram {
@@ -51,6 +58,7 @@ pub struct Metrics {
     durations: Family<CommandError, Histogram, fn() -> Histogram>,
     stages: Family<Stage, Histogram, fn() -> Histogram>,
     attachments: Gauge,
+    background_failures: Family<Task, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -76,6 +84,12 @@ impl Metrics {
             histogram as fn() -> Histogram,
         );
         let attachments = Gauge::default();
+        let background_failures = Family::<Task, Counter>::default();
+        registry.register(
+            "kuryr_cni_background_failures",
+            "After-ADD work that failed: ovs_attach (vswitchd did not attach the OVS port), announce (gratuitous ARP / unsolicited NA)",
+            background_failures.clone(),
+        );
         registry.register(
             "kuryr_cni_requests",
             "CNI requests served, by command and result (ok or the CNI error code)",
@@ -102,6 +116,7 @@ impl Metrics {
             durations,
             stages,
             attachments,
+            background_failures,
         }
     }
 
@@ -128,6 +143,14 @@ impl Metrics {
                 stage: stage.to_owned(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn background_failure(&self, task: &str) {
+        self.background_failures
+            .get_or_create(&Task {
+                task: task.to_owned(),
+            })
+            .inc();
     }
 
     pub fn set_attachments(&self, n: usize) {

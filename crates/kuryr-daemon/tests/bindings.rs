@@ -4,6 +4,8 @@
 
 mod common;
 
+use kuryr_daemon::binding::ovs::AttachOutcome;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -353,6 +355,14 @@ async fn ovs_and_hybrid_drivers_on_br_int() {
         .datapath_type
         == "netdev";
     assert_eq!(plugged.tx_checksum_off, netdev && !tso);
+    assert_eq!(plugged.ovs_port.as_deref(), Some(v.host_ifname.as_str()));
+    // ADD does not wait for vswitchd; the after-ADD check sees it attach the port.
+    match kuryr_daemon::binding::ovs::await_attach(&ovs, &v.host_ifname, Duration::from_secs(20))
+        .await
+    {
+        AttachOutcome::Attached { ofport } => assert!(ofport > 0, "ofport {ofport}"),
+        other => panic!("vswitchd did not attach {}: {other:?}", v.host_ifname),
+    }
     assert_eq!(d.check_host(&env, &iface).await, Vec::<String>::new());
     d.unplug(&env, &iface, Some(&pod.1), true)
         .await
@@ -399,4 +409,69 @@ async fn ovs_and_hybrid_drivers_on_br_int() {
         .expect("unplug hybrid");
     assert_eq!(ovs_iface_id(&ovs, &n.qvo).await, None);
     assert!(!ip_out(&["link"]).contains(&n.qbr), "qbr left behind");
+}
+
+/// The after-ADD attach check against the real vswitchd: a port whose device does not exist
+/// is reported as failed with vswitchd's own error (and CHECK says so too); a port removed
+/// before vswitchd acted is not a failure.
+#[tokio::test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn ovs_attach_check_reports_vswitchd_errors_and_ignores_removed_ports() {
+    let ovs = Arc::new(
+        Ovs::connect_default()
+            .await
+            .expect("OVSDB at /var/run/openvswitch/db.sock"),
+    );
+    let env = HostEnv::new(Netns::current().expect("host netns"), ovs.clone(), None, 0);
+    let v = vif(
+        Binding::Ovs {
+            bridge: "br-int".into(),
+        },
+        1400,
+    );
+    // No veth: vswitchd cannot open the device.
+    ovs.add_port(&kuryr_ovsdb::PortSpec::new("br-int", &v.host_ifname).iface_id(&v.port_id))
+        .await
+        .expect("add port");
+    let outcome =
+        kuryr_daemon::binding::ovs::await_attach(&ovs, &v.host_ifname, Duration::from_secs(20))
+            .await;
+    let plugged = kuryr_daemon::binding::Plugged {
+        host_ifname: v.host_ifname.clone(),
+        parent: None,
+        mtu: 1400,
+        tx_checksum_off: false,
+        ovs_port: Some(v.host_ifname.clone()),
+    };
+    let diffs = Driver::for_binding(&v.binding)
+        .check_host(&env, &attached(&v, &plugged))
+        .await;
+    let _ = ovs.del_port("br-int", &v.host_ifname).await;
+    match outcome {
+        AttachOutcome::Failed(e) => assert!(e.contains(&v.host_ifname), "{e}"),
+        other => panic!("expected a failure for a port without device: {other:?}"),
+    }
+    assert!(
+        diffs.iter().any(|d| d.contains("could not attach")),
+        "CHECK must report vswitchd's error: {diffs:?}"
+    );
+
+    // Removed before the check looks: not a failure.
+    let w = vif(
+        Binding::Ovs {
+            bridge: "br-int".into(),
+        },
+        1400,
+    );
+    ovs.add_port(&kuryr_ovsdb::PortSpec::new("br-int", &w.host_ifname).iface_id(&w.port_id))
+        .await
+        .expect("add port");
+    ovs.del_port("br-int", &w.host_ifname)
+        .await
+        .expect("del port");
+    assert_eq!(
+        kuryr_daemon::binding::ovs::await_attach(&ovs, &w.host_ifname, Duration::from_secs(1))
+            .await,
+        AttachOutcome::Removed
+    );
 }

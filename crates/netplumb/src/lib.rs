@@ -45,4 +45,6 @@ pub use netlink::{
 pub use netns::{Netns, NetnsHandle, NETNS_RUN_DIR};
 /// The rtnetlink version this crate speaks, for requests it does not wrap.
 pub use rtnetlink;
-pub use wiring::{configure_interface, move_link, plug_veth, IfaceConfig, VethPlug};
+pub use wiring::{
+    announce_addresses, configure_interface, move_link, plug_veth, IfaceConfig, VethPlug,
+};

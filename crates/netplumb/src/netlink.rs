@@ -428,27 +428,72 @@ impl Netlink {
         Ok(self.link_for(op, name).await?.index)
     }
 
-    /// Polls until `name` is operationally up (carrier and linkwatch settled; the kernel
+    /// Waits until `name` is operationally up (carrier and linkwatch settled; the kernel
     /// drops IPv6 input until then) or `timeout` passes ([`ErrorKind::TimedOut`]).
+    ///
+    /// Event-driven: subscribes to `RTNLGRP_LINK` on a second socket of the same netns
+    /// *before* reading the current state, so an RTM_NEWLINK between the two is not lost.
     pub async fn wait_oper_up(&self, name: &str, timeout: std::time::Duration) -> Result<LinkInfo> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let link = self.link_for("wait for link up", name).await?;
-            let up = link.oper_state == OperState::Up
-                || (link.oper_state == OperState::Unknown && link.admin_up && link.lower_up);
-            if up {
+        use futures_util::StreamExt;
+        use rtnetlink::packet_core::NetlinkPayload;
+        use rtnetlink::packet_route::RouteNetlinkMessage;
+        use rtnetlink::sys::{AsyncSocket, SocketAddr};
+
+        const OP: &str = "wait for link up";
+        fn is_up(l: &LinkInfo) -> bool {
+            l.oper_state == OperState::Up
+                || (l.oper_state == OperState::Unknown && l.admin_up && l.lower_up)
+        }
+        let (mut conn, _handle, mut events) =
+            rtnetlink::new_connection().map_err(|e| self.with_ns(Error::io(OP, name, e)))?;
+        conn.socket_mut()
+            .socket_mut()
+            .bind(&SocketAddr::new(0, rtnetlink::constants::RTMGRP_LINK))
+            .map_err(|e| self.with_ns(Error::io(OP, name, e)))?;
+        let driver = tokio::spawn(conn);
+        let result = async {
+            let link = self.link_for(OP, name).await?;
+            if is_up(&link) {
                 return Ok(link);
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(self.with_ns(Error::other(
-                    "wait for link up",
+            let index = link.index;
+            let mut last = link.oper_state;
+            let wait = async {
+                while let Some((msg, _)) = events.next().await {
+                    if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) =
+                        msg.payload
+                    {
+                        if m.header.index == index {
+                            let l = LinkInfo::from_message(&m);
+                            if is_up(&l) {
+                                return Some(l);
+                            }
+                            last = l.oper_state;
+                        }
+                    }
+                }
+                None
+            };
+            let waited = tokio::time::timeout(timeout, wait).await;
+            match waited {
+                Ok(Some(l)) => Ok(l),
+                Ok(None) => Err(self.with_ns(Error::other(
+                    OP,
+                    name,
+                    ErrorKind::Other,
+                    "link event subscription closed".to_string(),
+                ))),
+                Err(_) => Err(self.with_ns(Error::other(
+                    OP,
                     name,
                     ErrorKind::TimedOut,
-                    format!("still {:?} after {timeout:?}", link.oper_state),
-                )));
+                    format!("still {last:?} after {timeout:?}"),
+                ))),
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        .await;
+        driver.abort();
+        result
     }
 
     /// All links.

@@ -132,6 +132,73 @@ pub fn configure_interface(ns: &Netns, cfg: &IfaceConfig) -> Result<LinkInfo> {
     })
 }
 
+/// Sends `count` rounds of announcements (gratuitous ARP for IPv4, unsolicited NA for
+/// IPv6) for every address in `ips` from `ifname` inside `ns`, `interval` apart, the way
+/// `arping -U -c N` repeats them: a peer or a router that misses one (the port was being
+/// bound) still gets the next. One packet socket per family for all rounds (closing an
+/// AF_PACKET socket waits for an RCU grace period, a few ms). Waits (event-driven, at most
+/// [`ANNOUNCE_WAIT`]) for the link to be operationally up first. Blocks the calling thread
+/// for about `(count - 1) * interval`: run it off the request path.
+pub fn announce_addresses(
+    ns: &Netns,
+    ifname: &str,
+    ips: &[IpAddr],
+    count: u32,
+    interval: Duration,
+) -> Result<u32> {
+    if ips.is_empty() || count == 0 {
+        return Ok(0);
+    }
+    ns.with_netlink(async |nl| {
+        if let Err(e) = nl.wait_oper_up(ifname, ANNOUNCE_WAIT).await {
+            tracing::debug!(error = %e, "announcing anyway");
+        }
+        let open = |want_v6: bool, ethertype| -> Result<Option<announce::PacketSocket>> {
+            if ips.iter().any(|ip| ip.is_ipv6() == want_v6) {
+                announce::PacketSocket::open(ifname, ethertype).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let v4 = open(false, announce::ETH_P_ARP)?;
+        let v6 = open(true, announce::ETH_P_IPV6)?;
+        let mut sent = 0;
+        for round in 0..count {
+            if round > 0 {
+                tokio::time::sleep(interval).await;
+            }
+            for ip in ips {
+                match (ip, &v4, &v6) {
+                    (IpAddr::V4(a), Some(s), _) => {
+                        let mac = s.mac().ok_or_else(|| {
+                            crate::Error::invalid(
+                                "send gratuitous ARP",
+                                ifname,
+                                "no Ethernet address",
+                            )
+                        })?;
+                        s.send(&announce::gratuitous_arp_frame(mac, *a))?;
+                    }
+                    (IpAddr::V6(a), _, Some(s)) => {
+                        let mac = s.mac().ok_or_else(|| {
+                            crate::Error::invalid(
+                                "send unsolicited NA",
+                                ifname,
+                                "no Ethernet address",
+                            )
+                        })?;
+                        s.send(&announce::unsolicited_na_frame(mac, *a))?;
+                    }
+                    _ => continue,
+                }
+                sent += 1;
+            }
+        }
+        tracing::debug!(ifname, sent, netns = %ns.label(), "announced addresses");
+        Ok(sent)
+    })
+}
+
 fn ignore_exists(r: Result<()>) -> Result<()> {
     match r {
         Err(e) if e.is_already_exists() => {

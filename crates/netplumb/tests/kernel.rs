@@ -792,6 +792,76 @@ fn gratuitous_arp_reaches_peer_and_fills_its_neighbour_table() {
     assert_eq!(entry.mac, Some(pod_mac), "{entry:?}");
 }
 
+/// `announce_addresses` repeats: every round reaches the peer, v4 and v6 from one call, and
+/// the event-driven oper-up wait returns for a link that comes up after the call started.
+#[test]
+fn announce_addresses_sends_every_round_for_every_family() {
+    let pod = TestNs::new();
+    let peer = TestNs::new();
+    let pod_mac = mac("fa:16:3e:00:00:43");
+    let v4 = Ipv4Addr::new(10, 96, 0, 43);
+    let v6: Ipv6Addr = "2001:db8:43::43".parse().expect("literal");
+    pod.with_netlink(async |nl| {
+        nl.create_veth(
+            "eth0",
+            "nptpeer",
+            Some(&peer),
+            &VethOptions {
+                mac: Some(pod_mac),
+                ..Default::default()
+            },
+        )
+        .await
+    })
+    .expect("pod");
+    peer.with_netlink(async |nl| nl.set_up("nptpeer").await)
+        .expect("peer up (admin up; carrier follows the pod end)");
+    let cap = peer
+        .run(|| PacketSocket::open("nptpeer", 0x0003))
+        .expect("capture socket (ETH_P_ALL)");
+    // Bring the pod end up from another thread while announce_addresses waits for it.
+    let pod2: Netns = (*pod).clone();
+    let upper = std::thread::spawn(move || {
+        pod2.with_netlink(async |nl| {
+            nl.add_address("eth0", net("10.96.0.43/24")).await?;
+            nl.set_up("eth0").await
+        })
+    });
+    let sent = kuryr_netplumb::announce_addresses(
+        &pod,
+        "eth0",
+        &[IpAddr::V4(v4), IpAddr::V6(v6)],
+        3,
+        Duration::from_millis(50),
+    )
+    .expect("announce");
+    upper.join().expect("thread").expect("pod up");
+    assert_eq!(sent, 6, "3 rounds x 2 addresses");
+    let (mut garps, mut nas) = (0, 0);
+    let garp = announce::gratuitous_arp_frame(pod_mac, v4);
+    let na = announce::unsolicited_na_frame(pod_mac, v6);
+    while let Some(n) = {
+        let mut buf = vec![0u8; 2048];
+        cap.recv_timeout(&mut buf, Duration::from_millis(500))
+            .expect("recv")
+            .map(|n| buf[..n].to_vec())
+    } {
+        if n.starts_with(&garp[..]) {
+            garps += 1;
+        } else if n.starts_with(&na[..]) {
+            nas += 1;
+        }
+        if garps == 3 && nas == 3 {
+            break;
+        }
+    }
+    assert_eq!(
+        (garps, nas),
+        (3, 3),
+        "gratuitous ARPs and unsolicited NAs seen by the peer"
+    );
+}
+
 #[test]
 fn unsolicited_na_reaches_peer_and_is_accepted() {
     let pod = TestNs::new();

@@ -146,6 +146,7 @@ impl BindingDriver for HybridDriver {
             parent: None,
             mtu,
             tx_checksum_off,
+            ovs_port: Some(names.qvo),
         })
     }
 

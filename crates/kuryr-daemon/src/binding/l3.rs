@@ -79,7 +79,8 @@ pub fn iface_config(
         addresses: addresses(vif)?,
         routes: routes(vif, ifname, default)?,
         disable_tx_checksum: tx_checksum_off,
-        announce: true,
+        // Announced after the port is ACTIVE, off the request path (`crate::cni`).
+        announce: false,
     })
 }
 
@@ -167,7 +168,7 @@ mod tests {
     fn config_has_addresses_host_routes_and_default_routes() {
         let cfg = iface_config(&dual_stack_vif(), "eth0", true, 1400, true).expect("config");
         assert_eq!(cfg.mtu, Some(1400));
-        assert!(cfg.disable_tx_checksum && cfg.announce);
+        assert!(cfg.disable_tx_checksum && !cfg.announce);
         let addrs: Vec<String> = cfg.addresses.iter().map(|a| a.to_string()).collect();
         assert_eq!(addrs, ["10.244.0.5/16", "fd00::5/64"]);
         let routes: Vec<String> = cfg

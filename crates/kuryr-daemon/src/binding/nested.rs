@@ -131,6 +131,7 @@ async fn plug_child(
         parent: Some(parent),
         mtu,
         tx_checksum_off: false,
+        ovs_port: None,
     })
 }
 

@@ -8,7 +8,6 @@ use kuryr_ovsdb::PortSpec;
 
 use super::{
     blocking, delete_link_in, link_exists, BindError, BindingDriver, HostEnv, PlugTarget, Plugged,
-    OVS_WAIT,
 };
 use crate::attachments::AttachedIface;
 
@@ -73,7 +72,11 @@ pub(crate) async fn plug_pod_veth(
     }
 }
 
-/// Adds `ifname` to `bridge` with the Neutron external ids and waits for vswitchd.
+/// Adds `ifname` to `bridge` with the Neutron external ids. Does not wait for ovs-vswitchd
+/// to apply it (with the userspace datapath that takes tens of ms and grows with the number
+/// of ports): the port is only usable once OVN binds it and Neutron reports it ACTIVE, which
+/// ADD waits for anyway, and the daemon checks the attach in the background
+/// ([`crate::cni`]; CHECK reports an interface vswitchd failed).
 pub(crate) async fn add_ovs_port(
     env: &HostEnv,
     bridge: &str,
@@ -87,11 +90,37 @@ pub(crate) async fn add_ovs_port(
                 .iface_id(&vif.port_id)
                 .attached_mac(&vif.mac)
                 .iface_status("active")
-                .vm_uuid(pod_uid)
-                .wait_vswitchd(OVS_WAIT),
+                .vm_uuid(pod_uid),
         )
         .await?;
     Ok(())
+}
+
+/// How the after-ADD attach check of an OVS port ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachOutcome {
+    /// ovs-vswitchd assigned OpenFlow port `ofport`.
+    Attached { ofport: i64 },
+    /// The port was removed (a quick DEL) before vswitchd got to it: not a failure.
+    Removed,
+    /// vswitchd refused the port (its `error` column) or did not act within the deadline.
+    Failed(String),
+}
+
+/// Waits (OVSDB monitor, no polling) until ovs-vswitchd attaches OVS port `port`: an OpenFlow
+/// port number, or -1 and an error.
+pub async fn await_attach(
+    ovs: &kuryr_ovsdb::Ovs,
+    port: &str,
+    timeout: std::time::Duration,
+) -> AttachOutcome {
+    match ovs.wait_ofport(port, timeout).await {
+        Ok(ofport) => AttachOutcome::Attached { ofport },
+        Err(e) => match ovs.find_interface(port).await {
+            Ok(None) => AttachOutcome::Removed,
+            _ => AttachOutcome::Failed(e.to_string()),
+        },
+    }
 }
 
 /// CHECK of an OVS port: on `bridge`, with `iface-id` = the port id.
@@ -107,16 +136,21 @@ pub(crate) async fn check_ovs_port(
             match ports.iter().find(|p| p.name == ifname) {
                 None => vec![format!("OVS port {ifname} is not on bridge {bridge}")],
                 Some(p) => {
-                    let got = p
-                        .interfaces
-                        .first()
+                    let iface = p.interfaces.first();
+                    let got = iface
                         .and_then(|i| i.external_ids.get("iface-id"))
                         .map(String::as_str);
-                    if got == Some(port_id) {
-                        vec![]
-                    } else {
-                        vec![format!("OVS port {ifname}: external_ids:iface-id is {got:?}, expected {port_id:?}")]
+                    let mut out = vec![];
+                    if got != Some(port_id) {
+                        out.push(format!("OVS port {ifname}: external_ids:iface-id is {got:?}, expected {port_id:?}"));
                     }
+                    if let Some(i) = iface.filter(|i| i.ofport == Some(-1) || i.error.is_some()) {
+                        out.push(format!(
+                            "OVS port {ifname}: ovs-vswitchd could not attach it: {}",
+                            i.error.as_deref().unwrap_or("ofport -1")
+                        ));
+                    }
+                    out
                 }
             }
         }
@@ -153,6 +187,7 @@ impl BindingDriver for OvsDriver {
             parent: None,
             mtu,
             tx_checksum_off,
+            ovs_port: Some(vif.host_ifname.clone()),
         })
     }
 
