@@ -207,6 +207,7 @@ openstack_up() {
   neutron_up
   octavia_up
   "$HERE/objects.sh" || fail objects "$LOGDIR/objects.log" "initial OpenStack objects"
+  "$HERE/node-port.sh" up || fail node-port "$LOGDIR/objects.log" "the node's port on the pod network"
 }
 
 openstack_down() {

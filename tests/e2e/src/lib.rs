@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod deploy;
+pub mod kuryr;
 pub mod vm;
 
 use std::collections::HashMap;
@@ -22,8 +23,12 @@ pub fn state_dir() -> PathBuf {
 /// Key/value pairs from `$STACK_STATE/stack.env` (ids of the stack's OpenStack objects).
 pub fn stack_env() -> HashMap<String, String> {
     let path = state_dir().join("stack.env");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{} unreadable ({e}): is the stack up? run hack/stack/stack up", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} unreadable ({e}): is the stack up? run hack/stack/stack up",
+            path.display()
+        )
+    });
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .filter_map(|l| l.split_once('='))
@@ -33,7 +38,8 @@ pub fn stack_env() -> HashMap<String, String> {
 
 /// Run a command, returning its output; panics with the command line if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Run a command that must succeed; returns stdout. On failure, panics with stdout+stderr.
@@ -53,7 +59,9 @@ pub fn must(cmd: &mut Command) -> String {
 /// `kubectl` of the stack, with the admin kubeconfig.
 pub fn kubectl() -> Command {
     let env = stack_env();
-    let bin = std::env::var("K8S_BIN").ok().or_else(|| env.get("K8S_BIN").cloned());
+    let bin = std::env::var("K8S_BIN")
+        .ok()
+        .or_else(|| env.get("K8S_BIN").cloned());
     let kubectl = match bin {
         Some(b) => PathBuf::from(b).join("kubectl"),
         None => PathBuf::from("kubectl"),
@@ -66,7 +74,10 @@ pub fn kubectl() -> Command {
 /// The `openstack` CLI of the stack for one cloud of its clouds.yaml.
 pub fn openstack(cloud: &str) -> Command {
     let env = stack_env();
-    let cli = env.get("OPENSTACK_CLI").cloned().unwrap_or_else(|| "openstack".into());
+    let cli = env
+        .get("OPENSTACK_CLI")
+        .cloned()
+        .unwrap_or_else(|| "openstack".into());
     let mut c = Command::new(cli);
     c.env("OS_CLIENT_CONFIG_FILE", state_dir().join("clouds.yaml"));
     c.args(["--os-cloud", cloud]);
@@ -77,7 +88,11 @@ pub fn openstack(cloud: &str) -> Command {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Where cargo put the workspace's binaries (`kuryr-controller`, `kuryr-daemon`, `kuryr-cni`).
@@ -91,7 +106,11 @@ pub fn bin_dir() -> PathBuf {
 /// The path of one of the workspace's binaries; panics with a hint if it was not built.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} not built: run `cargo build --workspace` first", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace` first",
+        p.display()
+    );
     p
 }
 
@@ -114,7 +133,11 @@ impl Proc {
             .stdin(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { name: name.to_string(), child, log }
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
     }
 
     /// Still running?
@@ -133,7 +156,10 @@ impl Proc {
         if !self.alive() {
             return;
         }
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         for _ in 0..100 {
             if !self.alive() {
                 return;
@@ -149,13 +175,23 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() {
-            eprintln!("---- last lines of {} ({}):\n{}", self.name, self.log.display(), self.log_tail(60));
+            eprintln!(
+                "---- last lines of {} ({}):\n{}",
+                self.name,
+                self.log.display(),
+                self.log_tail(60)
+            );
         }
     }
 }
 
 /// Poll `f` every `every` until it returns `Some`, or panic with `what` after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: std::time::Duration, every: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    every: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let end = std::time::Instant::now() + timeout;
     loop {
         if let Some(v) = f() {

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The node's own port on the pod network, as a Kubernetes node on OpenStack has (its VM NIC on
+# the pods' network): a Neutron port `kuryr-node-$HOST` bound to this host, plugged into br-int
+# as a veth whose host end `kst-pod0` carries the port's MAC and IP, a route to the pod CIDR
+# through it, and SNAT of other host sources (the node IP, hostPort DNAT) to the port's IP so
+# Neutron port security accepts them. Gives kubelet (probes), hostPort (portmap) and the host's
+# tools a path to pods. Idempotent.
+#   hack/stack/node-port.sh up | down
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/lib.sh"
+DEV=kst-pod0
+PEER=kst-pod0p
+NAME=kuryr-node-$HOST
+N=http://127.0.0.1:9696/v2.0
+
+snat_rule() { echo "POSTROUTING -o $DEV ! -s $1 -m comment --comment kuryr-stack-node-port -j SNAT --to-source $1"; }
+
+case "${1:-up}" in
+up)
+  [ -t 1 ] || exec >> "$LOGDIR/objects.log" 2>&1
+  echo "=== $(date -Is) node-port.sh up"
+  . "$STATE/stack.env"
+  ATOK=$(admin_token)
+  port=$(curl -sf -m 60 -H "X-Auth-Token: $ATOK" "$N/ports?name=$NAME&network_id=$POD_NET_ID" | jq -c '.ports[0] // empty')
+  if [ -z "$port" ]; then
+    port=$(curl -s -m 60 -X POST -H "X-Auth-Token: $ATOK" -H 'Content-Type: application/json' "$N/ports" -d "{\"port\":{\"name\":\"$NAME\",\"network_id\":\"$POD_NET_ID\",\"project_id\":\"$K8S_PROJECT_ID\",\"device_owner\":\"kuryr:node\",\"device_id\":\"$HOST\",\"binding:host_id\":\"$HOST\",\"security_groups\":[\"$POD_SG_ID\"]}}" | jq -c .)
+    jq -e .port <<<"$port" >/dev/null || { echo "node port: Neutron refused: $port"; exit 1; }
+    port=$(jq -c .port <<<"$port")
+    echo "created node port $(jq -r .id <<<"$port")"
+  fi
+  id=$(jq -r .id <<<"$port"); mac=$(jq -r .mac_address <<<"$port"); ip=$(jq -r '.fixed_ips[0].ip_address' <<<"$port")
+  if ! ip link show "$DEV" >/dev/null 2>&1; then
+    ip link add "$DEV" type veth peer name "$PEER"
+  fi
+  ip link set "$DEV" address "$mac"
+  ip link set "$DEV" mtu 1442; ip link set "$PEER" mtu 1442
+  ip link set "$PEER" up; ip link set "$DEV" up
+  ip addr show dev "$DEV" | grep -q "inet $ip/32" || ip addr add "$ip/32" dev "$DEV"
+  ip route replace "$POD_CIDR" dev "$DEV" src "$ip"
+  ovs-vsctl --may-exist add-port br-int "$PEER" -- set Interface "$PEER" \
+    external_ids:iface-id="$id" external_ids:attached-mac="$mac" external_ids:iface-status=active \
+    external_ids:vm-uuid="$HOST"
+  # shellcheck disable=SC2046
+  iptables -t nat -C $(snat_rule "$ip") 2>/dev/null || iptables -t nat -A $(snat_rule "$ip")
+  sysctl -qw "net.ipv4.conf.$DEV.rp_filter=0" || true
+  {
+    echo "NODE_PORT_ID=$id"
+    echo "NODE_PORT_IP=$ip"
+    echo "NODE_PORT_DEV=$DEV"
+  } > "$STATE/node-port.env"
+  echo "node port $id $ip ($mac) on $DEV"
+  ;;
+down)
+  if [ -f "$STATE/node-port.env" ]; then
+    . "$STATE/node-port.env"
+    # shellcheck disable=SC2046
+    iptables -t nat -D $(snat_rule "$NODE_PORT_IP") 2>/dev/null || true
+  fi
+  ovs-vsctl --timeout=5 --if-exists del-port br-int "$PEER" 2>/dev/null || true
+  ip link del "$DEV" 2>/dev/null || true
+  ;;
+*) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac
