@@ -548,6 +548,31 @@ async fn add_check_del_restart_and_stale_del_on_the_stack() {
         let (st, body) = cni(&sock, &add(&cid_a, &nsa_path, &ns, a, &uid_a)).await;
         assert_eq!(st, 200, "ADD a: {body}");
         eprintln!("ADD a took {:?} (plug + Neutron ACTIVE)", t.elapsed());
+        // Once ACTIVE, the pod announces its address (repeated gratuitous ARPs, after the
+        // answer): seen on the host end of its veth.
+        let va_now = s.current_vif(a).await;
+        let ip_a_v4 = match va_now.ips[0].address {
+            std::net::IpAddr::V4(v4) => v4,
+            other => panic!("pod network is IPv4 here: {other}"),
+        };
+        let cap = kuryr_netplumb::announce::PacketSocket::open(
+            &va_now.host_ifname,
+            kuryr_netplumb::announce::ETH_P_ARP,
+        )
+        .expect("capture on the pod's host veth end");
+        let garp = cap
+            .recv_matching(Duration::from_secs(3), |f| {
+                // Gratuitous: sender and target IP are both the pod's.
+                f.len() >= 42
+                    && f[12..14] == [0x08, 0x06]
+                    && f[28..32] == ip_a_v4.octets()
+                    && f[38..42] == ip_a_v4.octets()
+            })
+            .expect("recv");
+        assert!(
+            garp.is_some(),
+            "no gratuitous ARP for {ip_a_v4} from the pod after ADD"
+        );
         let (st, body_b) = cni(&sock, &add(&cid_b, &nsb_path, &ns, b, &uid_b)).await;
         assert_eq!(st, 200, "ADD b: {body_b}");
         let _ = (act_a.await, act_b.await);
