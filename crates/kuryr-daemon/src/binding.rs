@@ -139,6 +139,9 @@ impl HostEnv {
 pub struct PlugTarget {
     pub netns: Netns,
     pub ifname: String,
+    /// A new sandbox: host-side devices an earlier plug of the same VIF left (for a previous
+    /// sandbox of the pod, their peer in another netns) are replaced, not reused.
+    pub fresh: bool,
 }
 
 /// What `plug_host` made.
@@ -170,14 +173,6 @@ pub trait BindingDriver: Sync {
         pod_uid: &str,
         target: &PlugTarget,
     ) -> impl Future<Output = Result<Plugged, BindError>> + Send;
-
-    /// Removes host-side devices an earlier plug of the same VIF left (e.g. for a previous
-    /// sandbox of the pod), so the next plug starts clean. Absent devices are fine.
-    fn remove_host_leftovers(
-        &self,
-        env: &HostEnv,
-        vif: &Vif,
-    ) -> impl Future<Output = Result<(), BindError>> + Send;
 
     /// Undoes a plug: the host side when `host_side` (it may belong to a newer sandbox
     /// otherwise), and the pod end when its netns still exists. Absent devices are fine.
@@ -240,9 +235,6 @@ impl BindingDriver for Driver {
         target: &PlugTarget,
     ) -> Result<Plugged, BindError> {
         delegate!(self, d => d.plug_host(env, vif, pod_uid, target).await)
-    }
-    async fn remove_host_leftovers(&self, env: &HostEnv, vif: &Vif) -> Result<(), BindError> {
-        delegate!(self, d => d.remove_host_leftovers(env, vif).await)
     }
     async fn unplug(
         &self,

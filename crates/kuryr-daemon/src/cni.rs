@@ -421,16 +421,11 @@ impl Cni {
                 iface.port_id, iface.binding, iface.ifname
             );
             let driver = Driver::for_binding(&iface.vif.binding);
-            if !same_sandbox {
-                // A previous sandbox of this pod may still hold the host device.
-                driver
-                    .remove_host_leftovers(&self.env, &iface.vif)
-                    .await
-                    .map_err(plug_err("remove leftovers", what.clone()))?;
-            }
             let target = PlugTarget {
                 netns: netns.clone(),
                 ifname: iface.ifname.clone(),
+                // A previous sandbox of this pod may still hold the host device.
+                fresh: !same_sandbox,
             };
             let plugged = match driver
                 .plug_host(&self.env, &iface.vif, pod_uid, &target)

@@ -129,6 +129,7 @@ async fn nested_macvlan_plugs_configures_checks_and_unplugs() {
     let target = PlugTarget {
         netns: pod.1.clone(),
         ifname: "eth0".into(),
+        fresh: true,
     };
     let plugged = d
         .plug_host(&env, &v, "uid-1", &target)
@@ -197,6 +198,7 @@ async fn nested_parent_mtu_smaller_than_vif_is_refused_naming_both() {
             &PlugTarget {
                 netns: pod.1.clone(),
                 ifname: "eth0".into(),
+                fresh: true,
             },
         )
         .await
@@ -228,6 +230,7 @@ async fn nested_vlan_creates_the_subinterface_or_names_the_missing_8021q() {
             &PlugTarget {
                 netns: pod.1.clone(),
                 ifname: "eth0".into(),
+                fresh: true,
             },
         )
         .await
@@ -323,6 +326,7 @@ async fn ovs_and_hybrid_drivers_on_br_int() {
     let target = PlugTarget {
         netns: pod.1.clone(),
         ifname: "eth0".into(),
+        fresh: true,
     };
     let res = d.plug_host(&env, &v, "pod-uid-1", &target).await;
     let plugged = match res {

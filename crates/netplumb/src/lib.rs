@@ -46,5 +46,6 @@ pub use netns::{Netns, NetnsHandle, NETNS_RUN_DIR};
 /// The rtnetlink version this crate speaks, for requests it does not wrap.
 pub use rtnetlink;
 pub use wiring::{
-    announce_addresses, configure_interface, move_link, plug_veth, IfaceConfig, VethPlug,
+    announce_addresses, configure_interface, move_link, plug_veth, plug_veth_with, ExistingHost,
+    IfaceConfig, VethPlug,
 };

@@ -36,15 +36,41 @@ pub struct VethPlug {
 /// end up. If the host end already exists with the right kind, it is reused (idempotent).
 /// Returns the host end.
 pub fn plug_veth(host: &Netns, target: &Netns, plug: &VethPlug) -> Result<LinkInfo> {
+    plug_veth_with(host, target, plug, ExistingHost::Reuse)
+}
+
+/// What [`plug_veth_with`] does when the host end already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingHost {
+    /// Keep it if it is a veth (a retried plug into the same target).
+    Reuse,
+    /// Delete it and create the pair again (it belongs to an earlier sandbox: its peer is in
+    /// another netns). All in the same netlink session as the create.
+    Replace,
+}
+
+/// [`plug_veth`] with an explicit policy for a host end that already exists.
+pub fn plug_veth_with(
+    host: &Netns,
+    target: &Netns,
+    plug: &VethPlug,
+    existing: ExistingHost,
+) -> Result<LinkInfo> {
     host.with_netlink(async |nl| {
         let opts = VethOptions { mtu: plug.mtu, mac: plug.host_mac, peer_mac: plug.peer_mac };
         match nl.create_veth(&plug.host_ifname, &plug.peer_ifname, Some(target), &opts).await {
             Ok(()) => {}
             Err(e) if e.is_already_exists() => {
-                // Only reuse if it is the veth we would have created.
-                match nl.find_link(&plug.host_ifname).await? {
-                    Some(l) if l.kind.as_deref() == Some("veth") => {
+                match (nl.find_link(&plug.host_ifname).await?, existing) {
+                    // Only reuse if it is the veth we would have created.
+                    (Some(l), ExistingHost::Reuse) if l.kind.as_deref() == Some("veth") => {
                         tracing::debug!(host_ifname = %plug.host_ifname, "veth already plugged, reusing");
+                    }
+                    (Some(_), ExistingHost::Replace) => {
+                        tracing::info!(host_ifname = %plug.host_ifname, "replacing a host interface left by an earlier sandbox");
+                        nl.delete_link(&plug.host_ifname).await?;
+                        nl.create_veth(&plug.host_ifname, &plug.peer_ifname, Some(target), &opts)
+                            .await?;
                     }
                     _ => return Err(e),
                 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use kuryr_netplumb::announce::{self, PacketSocket, ETH_P_ARP, ETH_P_IPV6};
 use kuryr_netplumb::{
-    configure_interface, ethtool, move_link, plug_veth, sysctl, Error, ErrorKind, IfaceConfig,
-    IpFamily, IpNet, MacAddr, MacvlanMode, Netns, RouteSpec, VethOptions, VethPlug,
+    configure_interface, ethtool, move_link, plug_veth, plug_veth_with, sysctl, Error, ErrorKind,
+    ExistingHost, IfaceConfig, IpFamily, IpNet, MacAddr, MacvlanMode, Netns, RouteSpec,
+    VethOptions, VethPlug,
 };
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -435,6 +436,35 @@ fn link_verbs_and_delete_idempotency() {
         .with_netlink(async |nl| nl.link("eth0").await)
         .expect("moved link");
     assert_eq!(moved.kind.as_deref(), Some("veth"));
+}
+
+/// A host end left by an earlier sandbox (peer in another netns): `Reuse` keeps it (a retry
+/// into the same target), `Replace` recreates the pair into the new target.
+#[test]
+fn plug_veth_replaces_a_host_end_left_by_an_earlier_sandbox() {
+    let host = TestNs::new();
+    let old = TestNs::new();
+    let new = TestNs::new();
+    let plug = VethPlug {
+        host_ifname: "nptrep0".into(),
+        peer_ifname: "eth0".into(),
+        mtu: Some(1400),
+        host_mac: None,
+        peer_mac: Some(mac("fa:16:3e:00:00:77")),
+    };
+    plug_veth(&host, &old, &plug).expect("first sandbox");
+    let has_eth0 = |ns: &TestNs| {
+        ns.with_netlink(async |nl| nl.find_link("eth0").await)
+            .expect("find")
+            .is_some()
+    };
+    // Reuse: the existing veth is kept, nothing lands in the new netns.
+    plug_veth_with(&host, &new, &plug, ExistingHost::Reuse).expect("reuse");
+    assert!(has_eth0(&old) && !has_eth0(&new));
+    // Replace: the old pair goes (with its peer), the new peer is in the new netns.
+    plug_veth_with(&host, &new, &plug, ExistingHost::Replace).expect("replace");
+    assert!(!has_eth0(&old), "old sandbox's end must be gone");
+    assert!(has_eth0(&new), "new sandbox must have eth0");
 }
 
 #[test]

@@ -150,13 +150,6 @@ impl BindingDriver for HybridDriver {
         })
     }
 
-    async fn remove_host_leftovers(&self, env: &HostEnv, vif: &Vif) -> Result<(), BindError> {
-        // The qbr/qvb/qvo part is per port and reusable; only the tap is per sandbox.
-        delete_link_in(&env.host, &vif.host_ifname)
-            .await
-            .map(|_| ())
-    }
-
     async fn unplug(
         &self,
         env: &HostEnv,

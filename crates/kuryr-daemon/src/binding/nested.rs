@@ -164,9 +164,6 @@ impl BindingDriver for MacvlanDriver {
     ) -> Result<Plugged, BindError> {
         plug_child(env, vif, target, Kind::Macvlan).await
     }
-    async fn remove_host_leftovers(&self, _env: &HostEnv, _vif: &Vif) -> Result<(), BindError> {
-        Ok(())
-    }
     async fn unplug(
         &self,
         _env: &HostEnv,
@@ -199,9 +196,6 @@ impl BindingDriver for VlanDriver {
             )));
         };
         plug_child(env, vif, target, Kind::Vlan(vlan_id)).await
-    }
-    async fn remove_host_leftovers(&self, _env: &HostEnv, _vif: &Vif) -> Result<(), BindError> {
-        Ok(())
     }
     async fn unplug(
         &self,

@@ -3,7 +3,7 @@
 //! Neutron report it ACTIVE).
 
 use kuryr_core::vif::{Binding, Vif};
-use kuryr_netplumb::{plug_veth, MacAddr, Netns, VethPlug};
+use kuryr_netplumb::{plug_veth_with, ExistingHost, MacAddr, Netns, VethPlug};
 use kuryr_ovsdb::PortSpec;
 
 use super::{
@@ -48,10 +48,15 @@ pub(crate) async fn plug_pod_veth(
         host_mac: None,
         peer_mac: Some(mac_of(vif)?),
     };
+    let existing = if target.fresh {
+        ExistingHost::Replace
+    } else {
+        ExistingHost::Reuse
+    };
     let (host, ns) = (env.host.clone(), target.netns.clone());
     let p = plug.clone();
     let first = blocking(move || {
-        plug_veth(&host, &ns, &p)
+        plug_veth_with(&host, &ns, &p, existing)
             .map(|_| ())
             .map_err(BindError::from)
     })
@@ -62,7 +67,7 @@ pub(crate) async fn plug_pod_veth(
             delete_link_in(&target.netns, &target.ifname).await?;
             let (host, ns) = (env.host.clone(), target.netns.clone());
             blocking(move || {
-                plug_veth(&host, &ns, &plug)
+                plug_veth_with(&host, &ns, &plug, existing)
                     .map(|_| ())
                     .map_err(BindError::from)
             })
@@ -189,13 +194,6 @@ impl BindingDriver for OvsDriver {
             tx_checksum_off,
             ovs_port: Some(vif.host_ifname.clone()),
         })
-    }
-
-    async fn remove_host_leftovers(&self, env: &HostEnv, vif: &Vif) -> Result<(), BindError> {
-        if delete_link_in(&env.host, &vif.host_ifname).await? {
-            tracing::info!(tap = %vif.host_ifname, port = %vif.port_id, "removed a leftover host interface of an earlier sandbox");
-        }
-        Ok(())
     }
 
     async fn unplug(
