@@ -368,6 +368,30 @@ impl Ovs {
     /// Create port+interface on the bridge in one transaction, or update the
     /// interface's external ids if the port is already there. Retries on races.
     pub async fn add_port(&self, spec: &PortSpec) -> Result<AddPortOutcome> {
+        // The common case (a new port on an existing bridge) in one round trip; anything else
+        // (the port exists, the bridge is missing, a race) takes the read-then-write path.
+        let fast = match self.add_port_new(spec).await {
+            Ok(o) => o,
+            Err(e) if e.is_retryable_conflict() => None,
+            Err(e) => return Err(e),
+        };
+        let outcome = match fast {
+            Some(o) => o,
+            None => self.add_port_retrying(spec).await?,
+        };
+        info!(bridge = %spec.bridge, port = %spec.ifname, created = outcome.created, "ovs port plugged");
+        if let Some(timeout) = spec.wait_vswitchd {
+            let target = outcome.next_cfg.ok_or(Error::NotFound {
+                kind: "Open_vSwitch row",
+                name: ".".into(),
+            })?;
+            self.wait_for_cfg(target, timeout).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// The read-then-write path of [`Ovs::add_port`], retried on races.
+    async fn add_port_retrying(&self, spec: &PortSpec) -> Result<AddPortOutcome> {
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
@@ -388,15 +412,69 @@ impl Ovs {
                 Err(e) => return Err(e),
             }
         };
-        info!(bridge = %spec.bridge, port = %spec.ifname, created = outcome.created, "ovs port plugged");
-        if let Some(timeout) = spec.wait_vswitchd {
-            let target = outcome.next_cfg.ok_or(Error::NotFound {
-                kind: "Open_vSwitch row",
-                name: ".".into(),
-            })?;
-            self.wait_for_cfg(target, timeout).await?;
-        }
         Ok(outcome)
+    }
+
+    /// Inserts port + interface in one transaction guarded by `wait`s that neither name
+    /// exists yet. `Ok(None)`: the bridge is missing (nothing was written: unreferenced rows
+    /// are garbage-collected); a failed guard is a retryable conflict error.
+    async fn add_port_new(&self, spec: &PortSpec) -> Result<Option<AddPortOutcome>> {
+        let name = spec.ifname.as_str();
+        let absent = |table: &str| {
+            Operation::wait(
+                table,
+                vec![Condition::eq("name", name)],
+                &["name"],
+                WaitUntil::Eq,
+                vec![],
+                Some(0),
+            )
+        };
+        let mut irow = Row::new()
+            .with("name", name)
+            .with("external_ids", Value::string_map(&spec.external_ids));
+        if let Some(t) = &spec.iface_type {
+            irow.set("type", t.as_str());
+        }
+        let mut ops = vec![
+            absent("Port"),
+            absent("Interface"),
+            Operation::insert("Interface", irow, Some("iface")),
+            Operation::insert(
+                "Port",
+                Row::new()
+                    .with("name", name)
+                    .with("interfaces", Atom::NamedUuid("iface".into())),
+                Some("port"),
+            ),
+            Operation::mutate(
+                "Bridge",
+                vec![Condition::eq("name", spec.bridge.as_str())],
+                vec![Mutation::new(
+                    "ports",
+                    Mutator::Insert,
+                    Value::set([Atom::NamedUuid("port".into())]),
+                )],
+            ),
+        ];
+        ops.extend(bump_next_cfg());
+        debug!(port = name, bridge = %spec.bridge, "creating port (one round trip)");
+        let res = self.transact(&ops).await?;
+        if result_at(&res, 4)?.count() != 1 {
+            return Ok(None);
+        }
+        let uuid = |i| {
+            result_at(&res, i)?
+                .uuid
+                .clone()
+                .ok_or_else(|| Error::Protocol("insert without uuid".into()))
+        };
+        Ok(Some(AddPortOutcome {
+            created: true,
+            interface_uuid: uuid(2)?,
+            port_uuid: uuid(3)?,
+            next_cfg: first_row(result_at(&res, 6)?).and_then(|r| r.get_i64("next_cfg")),
+        }))
     }
 
     /// One read-then-write attempt; `Ok(None)` means "state changed under us, retry".
