@@ -76,7 +76,7 @@ impl PlainPort {
             .collect();
         let ports = cloud.rt.block_on(cloud.neutron.create_ports(&reqs)).expect("bulk create ports");
         let net = cloud.rt.block_on(cloud.neutron.get_network(&env["POD_NET_ID"])).expect("pod network");
-        let mtu = net.mtu.unwrap_or(1442) as u32;
+        let mtu = net.mtu.unwrap_or(1442);
         let gw: IpAddr = env["POD_GW"].parse().expect("gw");
         let prefix: u8 = env["POD_CIDR"].split('/').nth(1).and_then(|p| p.parse().ok()).expect("prefix");
         let mut out = Vec::new();
