@@ -248,7 +248,16 @@ pub struct CniDaemonConfig {
     /// The unix socket the daemon serves the CNI API on (kuryr-rs; upstream used TCP 5036).
     pub socket_path: String,
     pub cni_failures_count: u32,
+    /// The namespace of standalone containers' KuryrPorts (kuryr-rs): a CNI ADD without
+    /// `K8S_POD_NAMESPACE` (podman, `ctr run --cni`) is wired from the KuryrPort
+    /// `<standalone_namespace>/<K8S_POD_NAME or CNI_CONTAINERID>`, which must be labelled
+    /// `kuryr.openstack.org/standalone=true`. Reserved: kuryr does not wire Pods in it.
+    /// Read by both the daemon and the controller.
+    pub standalone_namespace: String,
 }
+
+/// Default of `[cni_daemon] standalone_namespace`.
+pub const DEFAULT_STANDALONE_NAMESPACE: &str = "kuryr-standalone";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ports {
@@ -442,9 +451,13 @@ impl Config {
             vif_annotation_timeout: Duration::from_secs(ini.num_or(cd, "vif_annotation_timeout", 60)?),
             socket_path: ini.str_or(cd, "socket_path", "/run/kuryr/kuryr-daemon.sock"),
             cni_failures_count: ini.num_or(cd, "cni_failures_count", 3)?,
+            standalone_namespace: ini.str_or(cd, "standalone_namespace", DEFAULT_STANDALONE_NAMESPACE),
         };
         if cni_daemon.vif_annotation_timeout.is_zero() {
             return Err(invalid(cd, "vif_annotation_timeout", "0", "must be at least 1 second"));
+        }
+        if let Err(why) = crate::names::check_dns1123_label(&cni_daemon.standalone_namespace) {
+            return Err(invalid(cd, "standalone_namespace", &cni_daemon.standalone_namespace, &format!("not a namespace name: {why}")));
         }
         let ports = Ports {
             controller_health: ini.num_or("health_server", "port", 8082)?,
@@ -556,6 +569,9 @@ resource_tags = kuryr-rs-local
         assert_eq!(c.neutron_defaults.ovs_bridge, "br-int");
         assert_eq!(c.vif_pool.ports_pool_batch, 10);
         assert_eq!(c.cni_daemon.vif_annotation_timeout, Duration::from_secs(60));
+        assert_eq!(c.cni_daemon.standalone_namespace, "kuryr-standalone");
+        let other = Config::parse("[cni_daemon]\nstandalone_namespace = podman-ports\n", Role::Daemon).expect("valid");
+        assert_eq!(other.cni_daemon.standalone_namespace, "podman-ports");
         let n = c.neutron.expect("neutron");
         assert!(matches!(n.auth, NeutronAuth::ApplicationCredential { ref id, ref secret, .. } if id.as_deref() == Some("abc") && secret == "s3cret"));
         assert_eq!(c.ports.controller_health, 8082);
@@ -578,6 +594,9 @@ resource_tags = kuryr-rs-local
             ("[kubernetes]\nvif_pool_driver = nested\n", Role::Daemon, "needs pod_vif_driver = nested-vlan"),
             ("[kubernetes]\nssl_verify_server_crt = maybe\n", Role::Daemon, "[kubernetes] ssl_verify_server_crt"),
             ("[cni_daemon]\nvif_annotation_timeout = soon\n", Role::Daemon, "[cni_daemon] vif_annotation_timeout"),
+            ("[cni_daemon]\nstandalone_namespace = Podman\n", Role::Daemon, "[cni_daemon] standalone_namespace = \"Podman\": not a namespace name"),
+            ("[cni_daemon]\nstandalone_namespace =\n", Role::Daemon, "[cni_daemon] standalone_namespace = \"\": not a namespace name: is empty"),
+            ("[cni_daemon]\nstandalone_namespace = a.b\n", Role::Daemon, "[cni_daemon] standalone_namespace"),
             ("[neutron_defaults]\npod_subnet = s\n", Role::Controller, "[neutron_defaults] project is required"),
             (
                 "[kubernetes]\npod_subnets_driver = namespace\n[neutron_defaults]\nproject = p\npod_security_groups = sg\n",

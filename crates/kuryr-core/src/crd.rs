@@ -20,7 +20,9 @@ fn preserve_unknown_list(_: &mut SchemaGenerator) -> Schema {
 
 // ------------------------------------------------------------------------------- KuryrPort
 
-/// One per non-hostNetwork pod, same name and namespace as the pod.
+/// One per non-hostNetwork pod, same name and namespace as the pod; or one per standalone
+/// container (podman, ctr), made by its creator in the standalone namespace with the label
+/// kuryr.openstack.org/standalone=true.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "openstack.org",
@@ -36,9 +38,10 @@ fn preserve_unknown_list(_: &mut SchemaGenerator) -> Schema {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KuryrPortSpec {
-    /// UID of the pod this port belongs to; a re-created pod of the same name has another.
+    /// UID of the pod this port belongs to; a re-created pod of the same name has another. For a
+    /// standalone container: a fresh UUID its creator picks. It is the Neutron port's device_id.
     pub pod_uid: String,
-    /// Node the pod is scheduled to (the Neutron port's binding:host_id).
+    /// Node the pod (or standalone container) runs on (the Neutron port's binding:host_id).
     pub pod_node_name: String,
     /// Static (mirror) pod: its API UID differs from the one the CRI passes to the CNI.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -1,4 +1,5 @@
-//! Strings that must stay identical to upstream kuryr-kubernetes (clusters migrate with them).
+//! Strings that must stay identical to upstream kuryr-kubernetes (clusters migrate with them),
+//! kuryr-rs' own labels, and the Kubernetes object-name rules they are checked against.
 
 /// CRD group and version.
 pub const GROUP: &str = "openstack.org";
@@ -23,3 +24,120 @@ pub const NODE_NAME_LABEL: &str = "kuryr.openstack.org/nodeName";
 pub const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
 /// Neutron `device_owner` of pod ports (upstream kuryr-lib's value).
 pub const DEVICE_OWNER: &str = "compute:kuryr";
+
+/// Label on KuryrPorts that stand for a standalone container (podman, `ctr run --cni`) rather
+/// than a Pod: created by the operator, reconciled without an owning Pod, never treated as an
+/// orphan. kuryr-rs only (upstream had no standalone containers).
+pub const STANDALONE_LABEL: &str = "kuryr.openstack.org/standalone";
+/// The value [`STANDALONE_LABEL`] must have.
+pub const STANDALONE_LABEL_VALUE: &str = "true";
+
+/// Whether an object with these labels is a standalone container's KuryrPort.
+pub fn is_standalone(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+    labels
+        .and_then(|l| l.get(STANDALONE_LABEL))
+        .is_some_and(|v| v == STANDALONE_LABEL_VALUE)
+}
+
+/// A DNS-1123 subdomain (the name rule of most Kubernetes objects, KuryrPorts included): at
+/// most 253 characters, lowercase letters, digits, `-` and `.`, each `.`-separated part
+/// starting and ending with a letter or digit. `Err` says what is wrong.
+pub fn check_dns1123_subdomain(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name.len() > 253 {
+        return Err(format!(
+            "is {} characters long, at most 253 are allowed",
+            name.len()
+        ));
+    }
+    for part in name.split('.') {
+        check_label_chars(part)?;
+    }
+    Ok(())
+}
+
+/// A DNS-1123 label (the name rule of namespaces): at most 63 characters, lowercase letters,
+/// digits and `-`, starting and ending with a letter or digit.
+pub fn check_dns1123_label(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name.len() > 63 {
+        return Err(format!(
+            "is {} characters long, at most 63 are allowed",
+            name.len()
+        ));
+    }
+    check_label_chars(name)
+}
+
+fn check_label_chars(part: &str) -> Result<(), String> {
+    if let Some(c) = part
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Err(format!(
+            "contains {c:?}: only lowercase letters, digits, '-' and '.' are allowed"
+        ));
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !alnum(part.chars().next()) || !alnum(part.chars().last()) {
+        return Err(
+            "must start and end with a lowercase letter or digit (also around each '.')".into(),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_name_rules() {
+        let ok_sub = [
+            "a",
+            "web-1",
+            "kuryr-standalone",
+            "a.b-c.d",
+            "0123abc",
+            &"a".repeat(253),
+        ];
+        for n in ok_sub {
+            assert_eq!(check_dns1123_subdomain(n), Ok(()), "{n:?}");
+        }
+        let bad_sub: &[(&str, &str)] = &[
+            ("", "empty"),
+            ("Web", "'W'"),
+            ("web_1", "'_'"),
+            ("-web", "start and end"),
+            ("web-", "start and end"),
+            ("a..b", "start and end"),
+            (".a", "start and end"),
+            ("a b", "' '"),
+            ("café", "'é'"),
+        ];
+        for (n, want) in bad_sub {
+            let e = check_dns1123_subdomain(n).expect_err(n);
+            assert!(e.contains(want), "{n:?}: {e}");
+        }
+        assert!(check_dns1123_subdomain(&"a".repeat(254))
+            .expect_err("long")
+            .contains("254"));
+        assert_eq!(check_dns1123_label("kuryr-standalone"), Ok(()));
+        assert!(check_dns1123_label("a.b").is_err());
+        assert!(check_dns1123_label(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn standalone_label() {
+        use std::collections::BTreeMap;
+        let l = |v: &str| BTreeMap::from([(STANDALONE_LABEL.to_string(), v.to_string())]);
+        assert!(is_standalone(Some(&l("true"))));
+        assert!(!is_standalone(Some(&l("yes"))));
+        assert!(!is_standalone(Some(&BTreeMap::new())));
+        assert!(!is_standalone(None));
+    }
+}

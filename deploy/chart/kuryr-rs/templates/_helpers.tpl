@@ -84,6 +84,7 @@ https://{{ .Values.apiServer.host }}:{{ .Values.apiServer.port }}
 {{- include "kuryr.opt" (list "vif_annotation_timeout" $v.cniDaemon.vifAnnotationTimeout) }}
 {{- include "kuryr.opt" (list "socket_path" $v.cniDaemon.socketPath) }}
 {{- include "kuryr.opt" (list "cni_failures_count" $v.cniDaemon.cniFailuresCount) }}
+{{- include "kuryr.opt" (list "standalone_namespace" $v.cniDaemon.standaloneNamespace) }}
 
 [binding]
 {{- include "kuryr.opt" (list "link_iface" $v.binding.linkIface) }}
