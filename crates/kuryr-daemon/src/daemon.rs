@@ -46,6 +46,8 @@ pub enum StartError {
     Netns(#[from] kuryr_netplumb::Error),
     #[error("Kubernetes client: {0}")]
     Kube(String),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StartError {
@@ -168,6 +170,8 @@ pub fn node_name(flag: Option<&str>) -> String {
 impl Daemon {
     /// Starts everything and returns once the CNI socket accepts requests.
     pub async fn start(opts: DaemonOptions, client: Client) -> Result<Daemon, StartError> {
+        crate::standalone::set_namespace(&opts.config.cni_daemon.standalone_namespace)
+            .map_err(StartError::Config)?;
         if let Some((from, bin_dir)) = &opts.install_cni {
             let dest = conflist::install_cni_binary(from, bin_dir)
                 .map_err(io_err("install kuryr-cni into", bin_dir))?;
@@ -263,7 +267,7 @@ impl Daemon {
                 shutdown_rx.clone(),
             )),
         ];
-        tracing::info!(socket = %opts.socket_path.display(), %health_addr, %metrics_addr, node = %opts.node_name, "kuryr-daemon serving");
+        tracing::info!(socket = %opts.socket_path.display(), %health_addr, %metrics_addr, node = %opts.node_name, standalone_namespace = crate::standalone::namespace(), "kuryr-daemon serving");
 
         let probed = Arc::new(Notify::new());
         let mut background = watch_tasks;

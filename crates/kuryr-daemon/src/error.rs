@@ -9,8 +9,9 @@ use kuryr_cni_api::CniError;
 /// otherwise. `100..=102` and `999` belong to the shim (see `kuryr_cni_api::codes`).
 pub mod codes {
     pub use kuryr_cni_api::codes::*;
-    /// ADD for a container that is not a Kubernetes pod: `CNI_ARGS` lacks
-    /// `K8S_POD_NAMESPACE` / `K8S_POD_NAME`.
+    /// ADD with an incomplete pod identity: `CNI_ARGS` has `K8S_POD_NAMESPACE` but no
+    /// `K8S_POD_NAME`. (Without `K8S_POD_NAMESPACE` it is a standalone container, see
+    /// `crate::standalone`.)
     pub const KURYR_NOT_A_POD: u32 = 110;
     /// The VIF in `KuryrPort.status.vifs` cannot be wired (invalid, unsupported binding).
     pub const KURYR_BAD_VIF: u32 = 111;
@@ -33,8 +34,8 @@ pub enum DaemonError {
     #[error("{0}")]
     BadRequest(CniError),
 
-    /// ADD for something that is not a Kubernetes pod.
-    #[error("CNI_ARGS has no K8S_POD_NAMESPACE/K8S_POD_NAME: kuryr only wires Kubernetes pods")]
+    /// ADD with `K8S_POD_NAMESPACE` but no `K8S_POD_NAME`.
+    #[error("CNI_ARGS has K8S_POD_NAMESPACE but no K8S_POD_NAME: the pod is not named")]
     NotAPod,
 
     /// A bounded wait ran out (controller or Neutron too slow): try again later.
@@ -49,6 +50,10 @@ pub enum DaemonError {
     /// The pod the ADD is for is gone or was replaced (another UID).
     #[error("pod {pod} {why}")]
     PodGone { pod: String, why: String },
+
+    /// A standalone container's KuryrPort went away (or changed) while ADD waited for it.
+    #[error("KuryrPort {kp} {why}")]
+    KuryrPortGone { kp: String, why: String },
 
     /// The KuryrPort's VIF cannot be wired.
     #[error("KuryrPort {kp}: {why}")]
@@ -96,8 +101,10 @@ impl DaemonError {
             DaemonError::BadRequest(e) => e.clone(),
             DaemonError::NotAPod => CniError::new(
                 codes::KURYR_NOT_A_POD,
-                "not a Kubernetes pod: CNI_ARGS lacks K8S_POD_NAMESPACE/K8S_POD_NAME",
-                "kuryr-daemon only wires Kubernetes pods (containerd and CRI-O pass these args)",
+                "incomplete pod identity: CNI_ARGS has K8S_POD_NAMESPACE but no K8S_POD_NAME",
+                "Kubernetes runtimes (containerd, CRI-O) pass both; standalone containers (podman, \
+                 ctr) pass no K8S_POD_NAMESPACE and are wired from a KuryrPort in \
+                 [cni_daemon] standalone_namespace",
             ),
             DaemonError::TimedOut { last, .. } => CniError::try_again_later(
                 self.to_string(),
@@ -107,7 +114,7 @@ impl DaemonError {
                     format!("last seen: {last}. Try again later.")
                 },
             ),
-            DaemonError::PodGone { .. } => {
+            DaemonError::PodGone { .. } | DaemonError::KuryrPortGone { .. } => {
                 CniError::new(codes::UNKNOWN_CONTAINER, self.to_string(), "")
             }
             DaemonError::BadVif { .. } => CniError::new(codes::KURYR_BAD_VIF, self.to_string(), ""),
@@ -137,7 +144,7 @@ impl DaemonError {
     /// HTTP status of the answer (the shim only looks at the body).
     pub fn http_status(&self) -> u16 {
         match self {
-            DaemonError::PodGone { .. } => 410,
+            DaemonError::PodGone { .. } | DaemonError::KuryrPortGone { .. } => 410,
             DaemonError::TimedOut { .. } => 504,
             DaemonError::UnknownAttachment { .. } => 404,
             DaemonError::CheckMismatch { .. } => 409,
@@ -202,6 +209,17 @@ mod tests {
             .code,
             3
         );
+        let gone = DaemonError::KuryrPortGone {
+            kp: "kuryr-standalone/web-1".into(),
+            why: "was deleted".into(),
+        };
+        assert_eq!(gone.to_cni_error().code, 3);
+        assert_eq!(
+            gone.to_cni_error().msg,
+            "KuryrPort kuryr-standalone/web-1 was deleted"
+        );
+        assert_eq!(gone.http_status(), 410);
+        assert!(!gone.is_daemon_fault());
         assert_eq!(DaemonError::NotReady("x".into()).to_cni_error().code, 50);
         let m = DaemonError::CheckMismatch {
             what: "c/eth0".into(),

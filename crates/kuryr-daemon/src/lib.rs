@@ -6,6 +6,10 @@
 //! depend on the API server, the controller or OpenStack, and reports [`health`] and
 //! [`metrics`]. [`daemon`] wires it together; [`args`] maps the flags.
 //!
+//! Besides pods (containerd's CRI plugin, CRI-O), it wires standalone containers (podman,
+//! `ctr run --cni`): a CNI ADD without `K8S_POD_NAMESPACE` is wired from an operator-made
+//! KuryrPort in `[cni_daemon] standalone_namespace` named after the container ([`standalone`]).
+//!
 //! Files and sockets (defaults):
 //!
 //! | what | path |
@@ -32,6 +36,7 @@ pub mod events;
 pub mod health;
 pub mod locks;
 pub mod metrics;
+pub mod standalone;
 pub mod watch;
 
 pub use daemon::{Daemon, DaemonOptions, StartError};

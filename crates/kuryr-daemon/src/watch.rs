@@ -1,6 +1,12 @@
 //! This node's KuryrPorts and Pods, mirrored from the API server by two kube-runtime
 //! watchers into in-memory stores, plus the change signal ADD waits on.
 //!
+//! What ADD waits for ([`eval_vifs`], [`eval_active`]) depends on who the request is for: a
+//! pod's KuryrPort must match the pod (UID, not being deleted) and the pod must not be gone; a
+//! standalone container's ([`crate::standalone`]) has no Pod, and its KuryrPort must carry the
+//! standalone label and name this node in `spec.podNodeName` (the watch already selects this
+//! node's label).
+//!
 //! Waiting is event-driven: every applied watch event bumps a `tokio::sync::watch` counter
 //! *after* the store was updated. A waiter subscribes, marks the current value seen, checks
 //! the stores, and sleeps on `changed()` until the next event or its deadline — no polling,
@@ -19,7 +25,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use kuryr_core::crd::KuryrPort;
-use kuryr_core::names::NODE_NAME_LABEL;
+use kuryr_core::names::{is_standalone, NODE_NAME_LABEL, STANDALONE_LABEL, STANDALONE_LABEL_VALUE};
 use kuryr_core::vif::Vif;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -312,12 +318,53 @@ pub fn check_pod(pod: Option<&Pod>, req: &PodRef, seen: &mut bool) -> Result<(),
     }
 }
 
-/// Whether the KuryrPort is for the pod the request names; `Err(reason)` if not (yet).
-fn kp_matches(kp: &KuryrPort, req: &PodRef) -> Result<(), String> {
-    if kp.metadata.deletion_timestamp.is_some() {
-        return Err(format!(
-            "KuryrPort {req} is being deleted (left over from an earlier pod of that name)"
-        ));
+/// Why a standalone container has no usable KuryrPort yet: it must be created first.
+fn standalone_missing(req: &PodRef) -> String {
+    format!(
+        "KuryrPort {req} does not exist on this node: a standalone container (CNI_ARGS without \
+         K8S_POD_NAMESPACE) is wired from a KuryrPort that must be created first, named after the \
+         container, with labels {STANDALONE_LABEL}={STANDALONE_LABEL_VALUE} and \
+         {NODE_NAME_LABEL}=<this node>, spec.podNodeName=<this node> and spec.podUid=<a new UUID>"
+    )
+}
+
+/// Whether the KuryrPort is for the pod (or standalone container) the request names;
+/// `Err(reason)` if not (yet).
+fn kp_matches(kp: &KuryrPort, req: &PodRef, standalone: bool) -> Result<(), String> {
+    let labels = kp.metadata.labels.as_ref();
+    if standalone {
+        if kp.metadata.deletion_timestamp.is_some() {
+            return Err(format!("KuryrPort {req} is being deleted"));
+        }
+        if !is_standalone(labels) {
+            return Err(format!(
+                "KuryrPort {req} is not labelled {STANDALONE_LABEL}={STANDALONE_LABEL_VALUE}, \
+                 which a standalone container's KuryrPort needs"
+            ));
+        }
+        let node = labels
+            .and_then(|l| l.get(NODE_NAME_LABEL))
+            .map(String::as_str);
+        if node != Some(kp.spec.pod_node_name.as_str()) {
+            return Err(format!(
+                "KuryrPort {req} has spec.podNodeName {:?} but label {NODE_NAME_LABEL} {:?}: \
+                 both must name this node",
+                kp.spec.pod_node_name,
+                node.unwrap_or_default()
+            ));
+        }
+    } else {
+        if kp.metadata.deletion_timestamp.is_some() {
+            return Err(format!(
+                "KuryrPort {req} is being deleted (left over from an earlier pod of that name)"
+            ));
+        }
+        if is_standalone(labels) {
+            return Err(format!(
+                "KuryrPort {req} is labelled {STANDALONE_LABEL}={STANDALONE_LABEL_VALUE}: it is \
+                 a standalone container's, not this pod's"
+            ));
+        }
     }
     if let Some(uid) = &req.uid {
         if !kp.spec.pod_static && &kp.spec.pod_uid != uid {
@@ -330,7 +377,8 @@ fn kp_matches(kp: &KuryrPort, req: &PodRef) -> Result<(), String> {
     Ok(())
 }
 
-/// ADD stage 1: the KuryrPort of the pod, with its VIFs.
+/// ADD stage 1: the KuryrPort of the pod (or standalone container), with its VIFs.
+/// Standalone containers are recognised by the process' [`crate::standalone::namespace`].
 pub fn eval_vifs(
     kp: Option<&KuryrPort>,
     pod: Option<&Pod>,
@@ -338,13 +386,40 @@ pub fn eval_vifs(
     cni_ifname: &str,
     seen: &mut bool,
 ) -> Wait<Vec<PodVif>> {
-    if let Err(e) = check_pod(pod, req, seen) {
-        return Wait::Fail(e);
+    eval_vifs_in(
+        crate::standalone::namespace(),
+        kp,
+        pod,
+        req,
+        cni_ifname,
+        seen,
+    )
+}
+
+/// [`eval_vifs`] with an explicit standalone namespace.
+pub fn eval_vifs_in(
+    standalone_ns: &str,
+    kp: Option<&KuryrPort>,
+    pod: Option<&Pod>,
+    req: &PodRef,
+    cni_ifname: &str,
+    seen: &mut bool,
+) -> Wait<Vec<PodVif>> {
+    let standalone = crate::standalone::is_standalone(req, standalone_ns);
+    // A standalone container has no Pod (one of the same name would be someone else's).
+    if !standalone {
+        if let Err(e) = check_pod(pod, req, seen) {
+            return Wait::Fail(e);
+        }
     }
     let Some(kp) = kp else {
-        return Wait::Pending(format!("KuryrPort {req} does not exist yet"));
+        return Wait::Pending(if standalone {
+            standalone_missing(req)
+        } else {
+            format!("KuryrPort {req} does not exist yet")
+        });
     };
-    if let Err(why) = kp_matches(kp, req) {
+    if let Err(why) = kp_matches(kp, req, standalone) {
         return Wait::Pending(why);
     }
     let vifs = kp.status.as_ref().map(|s| &s.vifs);
@@ -395,20 +470,50 @@ pub fn eval_active(
     port_ids: &[String],
     seen: &mut bool,
 ) -> Wait<()> {
-    if let Err(e) = check_pod(pod, req, seen) {
-        return Wait::Fail(e);
+    eval_active_in(crate::standalone::namespace(), kp, pod, req, port_ids, seen)
+}
+
+/// [`eval_active`] with an explicit standalone namespace.
+pub fn eval_active_in(
+    standalone_ns: &str,
+    kp: Option<&KuryrPort>,
+    pod: Option<&Pod>,
+    req: &PodRef,
+    port_ids: &[String],
+    seen: &mut bool,
+) -> Wait<()> {
+    let standalone = crate::standalone::is_standalone(req, standalone_ns);
+    if !standalone {
+        if let Err(e) = check_pod(pod, req, seen) {
+            return Wait::Fail(e);
+        }
     }
-    let Some(kp) = kp else {
-        return Wait::Fail(DaemonError::PodGone {
-            pod: req.to_string(),
-            why: "lost its KuryrPort while kuryr-daemon waited for the VIF to become active".into(),
-        });
+    let gone = |why: String| {
+        if standalone {
+            DaemonError::KuryrPortGone {
+                kp: req.to_string(),
+                why,
+            }
+        } else {
+            DaemonError::PodGone {
+                pod: req.to_string(),
+                why,
+            }
+        }
     };
-    if let Err(why) = kp_matches(kp, req) {
-        return Wait::Fail(DaemonError::PodGone {
-            pod: req.to_string(),
-            why,
-        });
+    let Some(kp) = kp else {
+        return Wait::Fail(gone(if standalone {
+            "was deleted while kuryr-daemon waited for the VIF to become active".into()
+        } else {
+            "lost its KuryrPort while kuryr-daemon waited for the VIF to become active".into()
+        }));
+    };
+    if let Err(why) = kp_matches(kp, req, standalone) {
+        return Wait::Fail(gone(if standalone {
+            format!("changed while kuryr-daemon waited for the VIF to become active ({why})")
+        } else {
+            why
+        }));
     }
     let vifs: Vec<Vif> = kp
         .status
@@ -587,6 +692,214 @@ mod tests {
         assert!(
             matches!(eval_active(Some(&kp("u1", Some(true))), None, &r, &other, &mut seen), Wait::Pending(m) if m.contains("no longer"))
         );
+    }
+
+    /// A standalone container's KuryrPort, as an operator would create it.
+    fn standalone_kp(name: &str, active: Option<bool>) -> KuryrPort {
+        let mut k = kp("6f1c1f0e-2f57-4c36-9b1e-0d5f0a4f6a10", active);
+        k.metadata.name = Some(name.into());
+        k.metadata.namespace = Some("sa".into());
+        k.metadata.labels = Some(
+            [
+                (STANDALONE_LABEL.to_string(), "true".to_string()),
+                (NODE_NAME_LABEL.to_string(), "n1".to_string()),
+            ]
+            .into(),
+        );
+        k
+    }
+
+    fn standalone_req(name: &str) -> PodRef {
+        PodRef {
+            namespace: "sa".into(),
+            name: name.into(),
+            uid: None,
+        }
+    }
+
+    /// (case, KuryrPort, Pod of the same name) → stage 1 for a standalone container
+    /// `sa/web-1`: Ready, or Pending/Fail with a piece of the reason.
+    #[test]
+    fn standalone_vifs_table() {
+        enum Want {
+            Ready,
+            Pending(&'static str),
+        }
+        let unlabelled = {
+            let mut k = standalone_kp("web-1", Some(false));
+            k.metadata.labels = Some([(NODE_NAME_LABEL.to_string(), "n1".to_string())].into());
+            k
+        };
+        let wrong_value = {
+            let mut k = standalone_kp("web-1", Some(false));
+            k.metadata
+                .labels
+                .as_mut()
+                .expect("labels")
+                .insert(STANDALONE_LABEL.into(), "yes".into());
+            k
+        };
+        let other_node = {
+            let mut k = standalone_kp("web-1", Some(false));
+            k.spec.pod_node_name = "n2".into();
+            k
+        };
+        let deleting = {
+            let mut k = standalone_kp("web-1", Some(false));
+            k.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+            k
+        };
+        // A Pod that happens to have the container's name: standalone waits ignore Pods.
+        let mut same_name_pod = pod("some-other-uid");
+        same_name_pod.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        let cases: Vec<(&str, Option<KuryrPort>, Option<Pod>, Want)> = vec![
+            (
+                "no KuryrPort: create it",
+                None,
+                None,
+                Want::Pending("must be created first"),
+            ),
+            (
+                "no VIF yet",
+                Some(standalone_kp("web-1", None)),
+                None,
+                Want::Pending("no default VIF"),
+            ),
+            (
+                "ready",
+                Some(standalone_kp("web-1", Some(false))),
+                None,
+                Want::Ready,
+            ),
+            (
+                "pod of the same name is ignored",
+                Some(standalone_kp("web-1", Some(false))),
+                Some(same_name_pod),
+                Want::Ready,
+            ),
+            (
+                "not labelled standalone",
+                Some(unlabelled),
+                None,
+                Want::Pending("is not labelled kuryr.openstack.org/standalone=true"),
+            ),
+            (
+                "label not \"true\"",
+                Some(wrong_value),
+                None,
+                Want::Pending("is not labelled"),
+            ),
+            (
+                "spec names another node",
+                Some(other_node),
+                None,
+                Want::Pending("spec.podNodeName \"n2\""),
+            ),
+            (
+                "being deleted",
+                Some(deleting),
+                None,
+                Want::Pending("being deleted"),
+            ),
+        ];
+        let r = standalone_req("web-1");
+        for (name, kp, pod, want) in cases {
+            let mut seen = false;
+            let got = eval_vifs_in("sa", kp.as_ref(), pod.as_ref(), &r, "eth0", &mut seen);
+            match (got, want) {
+                (Wait::Ready(v), Want::Ready) => assert_eq!(v[0].ifname, "eth0", "case {name:?}"),
+                (Wait::Pending(m), Want::Pending(piece)) => {
+                    assert!(m.contains(piece), "case {name:?}: {m}")
+                }
+                (got, _) => panic!("case {name:?}: got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn pods_do_not_take_standalone_kuryrports() {
+        // Outside the standalone namespace a request is a pod's; a standalone-labelled
+        // KuryrPort there is not its.
+        let r = PodRef {
+            namespace: "ns".into(),
+            name: "web".into(),
+            uid: None,
+        };
+        let mut k = standalone_kp("web", Some(false));
+        k.metadata.namespace = Some("ns".into());
+        let mut seen = false;
+        assert!(
+            matches!(eval_vifs_in("sa", Some(&k), None, &r, "eth0", &mut seen), Wait::Pending(m) if m.contains("standalone container's, not this pod's"))
+        );
+        // The same request in the standalone namespace is a standalone container's.
+        let r = standalone_req("web");
+        let k = standalone_kp("web", Some(false));
+        assert!(matches!(
+            eval_vifs_in("sa", Some(&k), None, &r, "eth0", &mut seen),
+            Wait::Ready(_)
+        ));
+        // With another standalone namespace configured, it is a pod request again.
+        assert!(
+            matches!(eval_vifs_in("other", Some(&k), None, &r, "eth0", &mut seen), Wait::Pending(m) if m.contains("not this pod's"))
+        );
+    }
+
+    #[test]
+    fn standalone_active_table() {
+        let r = standalone_req("web-1");
+        let ids = vec!["port-1".to_string()];
+        let mut seen = false;
+        let mut ev = |kp: Option<&KuryrPort>| eval_active_in("sa", kp, None, &r, &ids, &mut seen);
+        assert!(
+            matches!(ev(Some(&standalone_kp("web-1", Some(false)))), Wait::Pending(m) if m.contains("not ACTIVE"))
+        );
+        assert!(matches!(
+            ev(Some(&standalone_kp("web-1", Some(true)))),
+            Wait::Ready(())
+        ));
+        let Wait::Fail(e) = ev(None) else {
+            panic!("a deleted KuryrPort fails the wait")
+        };
+        assert!(matches!(e, DaemonError::KuryrPortGone { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "KuryrPort sa/web-1 was deleted while kuryr-daemon waited for the VIF to become active"
+        );
+        let mut unlabelled = standalone_kp("web-1", Some(true));
+        unlabelled.metadata.labels = None;
+        let Wait::Fail(e) = ev(Some(&unlabelled)) else {
+            panic!("a relabelled KuryrPort fails the wait")
+        };
+        assert!(e.to_string().contains("changed while"), "{e}");
+    }
+
+    /// A standalone ADD that never gets its KuryrPort times out telling the user to create it.
+    #[tokio::test]
+    async fn standalone_wait_times_out_asking_for_the_kuryrport() {
+        let (cluster, _w) = Cluster::new();
+        let r = standalone_req("web-1");
+        let mut seen = false;
+        let err = cluster
+            .wait_for(
+                tokio::time::Instant::now() + Duration::from_millis(50),
+                |c| {
+                    eval_vifs_in(
+                        "sa",
+                        c.kuryrport("sa", "web-1").as_deref(),
+                        c.pod("sa", "web-1").as_deref(),
+                        &r,
+                        "eth0",
+                        &mut seen,
+                    )
+                },
+            )
+            .await
+            .expect_err("must time out");
+        assert!(
+            err.starts_with("KuryrPort sa/web-1 does not exist on this node"),
+            "{err}"
+        );
+        assert!(err.contains("must be created first"), "{err}");
     }
 
     /// The wait wakes on the store change itself (no polling interval to wait out), and

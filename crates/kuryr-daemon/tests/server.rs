@@ -118,10 +118,30 @@ async fn socket_api_without_a_cluster() {
     assert_eq!((status, body["code"].as_u64()), (400, Some(6)), "{body}");
     let (status, body) = cni(
         &sock,
-        &request("ADD", "c1", "/run/netns/x", "eth0", "IgnoreUnknown=1"),
+        &request("ADD", "c1", "/run/netns/x", "eth0", "K8S_POD_NAMESPACE=ns1"),
     )
     .await;
     assert_eq!((status, body["code"].as_u64()), (400, Some(110)), "{body}");
+    // A standalone container (podman) whose name cannot be a KuryrPort name.
+    let (status, body) = cni(
+        &sock,
+        &request(
+            "ADD",
+            "c1",
+            "/run/netns/x",
+            "eth0",
+            "IgnoreUnknown=1;K8S_POD_NAME=happy_einstein",
+        ),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_u64()), (400, Some(4)), "{body}");
+    assert!(
+        body["details"]
+            .as_str()
+            .expect("details")
+            .contains("must be created first"),
+        "{body}"
+    );
     let (status, body) = http(&sock, "GET", "/addNetwork", None).await;
     assert_eq!((status, body["code"].as_u64()), (404, Some(101)), "{body}");
 
@@ -169,6 +189,32 @@ async fn socket_api_without_a_cluster() {
         t.elapsed()
     );
 
+    // A standalone container (ctr: no CNI_ARGS) without its KuryrPort: code 11 after the
+    // budget, telling the user to create the KuryrPort.
+    let t = Instant::now();
+    let (status, body) = cni(
+        &sock,
+        &request("ADD", "default-ctr1", "/proc/self/ns/net", "eth0", ""),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_u64()), (504, Some(11)), "{body}");
+    let msg = body["msg"].as_str().expect("msg");
+    assert!(
+        msg.starts_with("timed out after 1s waiting for KuryrPort kuryr-standalone/default-ctr1"),
+        "{msg}"
+    );
+    let details = body["details"].as_str().expect("details");
+    assert!(
+        details.contains("does not exist on this node")
+            && details.contains("must be created first"),
+        "{details}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+
     // A DEL for the same pod is not held up by an ADD that is waiting for its KuryrPort.
     let add_sock = sock.clone();
     let waiting = tokio::spawn(async move {
@@ -209,7 +255,7 @@ async fn socket_api_without_a_cluster() {
     // Metrics count it; a timeout is not the daemon's fault, so it stays alive.
     let (_, metrics) = http_tcp(d.metrics_addr(), "/metrics").await;
     assert!(
-        metrics.contains(r#"kuryr_cni_requests_total{command="ADD",result="11"} 2"#),
+        metrics.contains(r#"kuryr_cni_requests_total{command="ADD",result="11"} 3"#),
         "{metrics}"
     );
     assert!(
