@@ -14,7 +14,7 @@
 
 use crate::context::Context;
 use crate::error::Error;
-use crate::events::{pod_ref, reason};
+use crate::events::{kuryrport_ref, pod_ref, reason};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
@@ -46,6 +46,19 @@ pub struct Pending {
     pub pod_uid: String,
     /// The VIF is stored in upstream's os-vif form.
     pub os_vif: bool,
+    /// A standalone container's KuryrPort: Events go to the KuryrPort (there is no pod).
+    pub standalone: bool,
+}
+
+impl Pending {
+    /// What Events about this port are about: the pod, or a standalone container's KuryrPort.
+    fn regarding(&self) -> k8s_openapi::api::core::v1::ObjectReference {
+        if self.standalone {
+            kuryrport_ref(&self.namespace, &self.name)
+        } else {
+            pod_ref(&self.namespace, &self.name, &self.pod_uid)
+        }
+    }
 }
 
 /// Commands to the activator task.
@@ -138,7 +151,7 @@ async fn mark_active(ctx: &Context, p: &Pending) -> Result<Marked, Error> {
         ctx.metrics.observe_pod_creation(secs);
     }
     ctx.events.normal(
-        pod_ref(&p.namespace, &p.name, &p.pod_uid),
+        p.regarding(),
         reason::UPDATED_WITH_ACTIVE_VIFS,
         "ActivatePort",
         format!("Neutron port {} is ACTIVE ({})", p.port_id, p.ifname),
@@ -187,7 +200,7 @@ async fn poll(ctx: &Context, entries: &mut HashMap<String, Entry>) {
                     ctx.metrics.port_not_ready();
                     tracing::warn!(namespace = %e.p.namespace, pod = %e.p.name, port = %id, status = %st, ?age, "port not ACTIVE in time");
                     ctx.events.warning(
-                        pod_ref(&e.p.namespace, &e.p.name, &e.p.pod_uid),
+                        e.p.regarding(),
                         reason::ACTIVATE_PORT_FAILED,
                         "ActivatePort",
                         format!(
@@ -274,7 +287,23 @@ mod tests {
     use super::*;
 
     fn pending(os_vif: bool) -> Pending {
-        Pending { port_id: "p1".into(), namespace: "ns".into(), name: "web-0".into(), ifname: "eth0".into(), pod_uid: "u".into(), os_vif }
+        Pending {
+            port_id: "p1".into(),
+            namespace: "ns".into(),
+            name: "web-0".into(),
+            ifname: "eth0".into(),
+            pod_uid: "u".into(),
+            os_vif,
+            standalone: false,
+        }
+    }
+
+    #[test]
+    fn events_are_about_the_pod_or_the_standalone_kuryrport() {
+        assert_eq!(pending(false).regarding().kind.as_deref(), Some("Pod"));
+        let s = Pending { standalone: true, ..pending(false) };
+        let r = s.regarding();
+        assert_eq!((r.kind.as_deref(), r.name.as_deref(), r.uid), (Some("KuryrPort"), Some("web-0"), None));
     }
 
     #[test]

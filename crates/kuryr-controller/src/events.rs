@@ -21,6 +21,10 @@ pub mod reason {
     pub const PORT_RELEASE_FAILED: &str = "KuryrPortReleaseFailed";
     /// The KuryrPort's pod is gone (upstream).
     pub const MISSING_POD: &str = "MissingPod";
+    /// A standalone container's KuryrPort cannot be wired (kuryr-rs).
+    pub const STANDALONE_INVALID: &str = "StandaloneKuryrPortInvalid";
+    /// A Pod in the standalone namespace (reserved for standalone containers) is not wired (kuryr-rs).
+    pub const POD_IN_STANDALONE_NAMESPACE: &str = "PodInStandaloneNamespace";
 }
 
 /// Event publisher for the controller.
@@ -91,12 +95,25 @@ pub fn pod_ref(namespace: &str, name: &str, uid: &str) -> ObjectReference {
     }
 }
 
+/// Reference to a KuryrPort (the Event's `regarding` for standalone containers, which have no pod).
+pub fn kuryrport_ref(namespace: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(format!("{}/{}", kuryr_core::names::GROUP, kuryr_core::names::VERSION)),
+        kind: Some("KuryrPort".into()),
+        namespace: Some(namespace.into()),
+        name: Some(name.into()),
+        ..ObjectReference::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn refs_and_truncation() {
+        let k = kuryrport_ref("kuryr-standalone", "web-1");
+        assert_eq!((k.api_version.as_deref(), k.kind.as_deref()), (Some("openstack.org/v1"), Some("KuryrPort")));
         let r = pod_ref("ns", "p", "u1");
         assert_eq!(r.kind.as_deref(), Some("Pod"));
         assert_eq!(r.uid.as_deref(), Some("u1"));

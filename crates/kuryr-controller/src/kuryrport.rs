@@ -10,12 +10,19 @@
 //!
 //! Orphans: a KuryrPort whose pod is gone (force-deleted) or was re-created with another UID is
 //! deleted, which runs the cleanup above.
+//!
+//! Standalone containers ([`crate::standalone`]): a KuryrPort labelled
+//! `kuryr.openstack.org/standalone=true` has no pod. It is checked instead of looked up (a refusal
+//! is a Warning Event on the KuryrPort, no port), then wired exactly like a pod's (`device_id` =
+//! `spec.podUid`, host = `spec.podNodeName`), and never deleted as an orphan: only its creator
+//! deletes it, which releases the port through the same finalizer.
 
 use crate::activator::Pending;
 use crate::context::Context;
 use crate::error::Error;
 use crate::events::{pod_ref, reason};
 use crate::ports::{self, adoption_query, PodPortRequest};
+use crate::standalone::{self, is_standalone_kp};
 use crate::vif::{self, build_vif, VifDefaults};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -96,27 +103,48 @@ async fn owner(kp: &KuryrPort, ns: &str, ctx: &Context) -> Result<Owner, Error> 
     }
 }
 
+/// Checks a standalone container's KuryrPort; `Some(action)` if it is refused.
+fn refuse_standalone(kp: &KuryrPort, ctx: &Context) -> Option<Action> {
+    let all = ctx.kuryrports.state();
+    let refusal = standalone::check(kp, &ctx.settings.standalone_namespace, all.iter().map(|k| k.as_ref())).err()?;
+    let what = format!("{}/{}", kp.namespace().unwrap_or_default(), kp.name_any());
+    tracing::warn!(kuryrport = %what, why = %refusal.why, "standalone KuryrPort refused: no Neutron port");
+    ctx.events.warning(kp_ref(kp), reason::STANDALONE_INVALID, "CreatePort", refusal.why);
+    // A UID held by another KuryrPort may be freed by its deletion; anything else needs an edit,
+    // which triggers a reconcile by itself.
+    Some(if refusal.retry { Action::requeue(std::time::Duration::from_secs(30)) } else { Action::await_change() })
+}
+
 async fn apply(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
     let ns = kp.namespace().unwrap_or_default();
     let name = kp.name_any();
     let uid = kp.spec.pod_uid.clone();
+    let standalone = is_standalone_kp(&kp);
 
-    let pod = match owner(&kp, &ns, ctx).await? {
-        Owner::Live(pod) => pod,
-        Owner::Gone(why) => {
-            tracing::info!(kuryrport = %format!("{ns}/{name}"), why, "deleting orphaned KuryrPort");
-            ctx.events.normal(kp_ref(&kp), reason::MISSING_POD, "ReleasePort", format!("KuryrPort deleted: {why}"));
-            ctx.leader.ensure()?;
-            let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), &ns);
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions { uid: kp.metadata.uid.clone(), resource_version: None }),
-                ..DeleteParams::default()
-            };
-            return match api.delete(&name, &dp).await {
-                Ok(_) => Ok(Action::await_change()),
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::await_change()),
-                Err(e) => Err(Error::kube("delete", format!("kuryrport {ns}/{name}"), e)),
-            };
+    // The pod (None for a standalone container, which has none and is never an orphan).
+    let pod = if standalone {
+        if let Some(action) = refuse_standalone(&kp, ctx) {
+            return Ok(action);
+        }
+        None
+    } else {
+        match owner(&kp, &ns, ctx).await? {
+            Owner::Live(pod) => Some(pod),
+            Owner::Gone(why) => {
+                tracing::info!(kuryrport = %format!("{ns}/{name}"), why, "deleting orphaned KuryrPort");
+                ctx.events.normal(kp_ref(&kp), reason::MISSING_POD, "ReleasePort", format!("KuryrPort deleted: {why}"));
+                ctx.leader.ensure()?;
+                let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), &ns);
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions { uid: kp.metadata.uid.clone(), resource_version: None }),
+                    ..DeleteParams::default()
+                };
+                return match api.delete(&name, &dp).await {
+                    Ok(_) => Ok(Action::await_change()),
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::await_change()),
+                    Err(e) => Err(Error::kube("delete", format!("kuryrport {ns}/{name}"), e)),
+                };
+            }
         }
     };
 
@@ -132,6 +160,7 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
                     ifname: ifname.clone(),
                     pod_uid: uid.clone(),
                     os_vif: entry.vif.get("versioned_object.data").is_some(),
+                    standalone,
                 });
             }
         }
@@ -139,12 +168,14 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
     }
 
     // A completed or deleting pod gets no new port (the pod reconciler deletes this KuryrPort).
-    if matches!(crate::pod::intent(&pod), crate::pod::Intent::Release) {
+    if pod.is_some_and(|pod| matches!(crate::pod::intent(&pod), crate::pod::Intent::Release)) {
         return Ok(Action::await_change());
     }
 
-    let req = PodPortRequest { namespace: ns.clone(), name: name.clone(), pod_uid: uid.clone(), node: kp.spec.pod_node_name.clone() };
-    let pref = pod_ref(&ns, &name, &uid);
+    let req =
+        PodPortRequest { namespace: ns.clone(), name: name.clone(), pod_uid: uid.clone(), node: kp.spec.pod_node_name.clone(), standalone };
+    // Events go to the pod, or to a standalone container's KuryrPort.
+    let pref = if standalone { kp_ref(&kp) } else { pod_ref(&ns, &name, &uid) };
     let acquired = match ports::acquire(ctx, &req).await {
         Ok(a) => a,
         Err(e) => {
@@ -215,6 +246,7 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
             ifname: DEFAULT_IFNAME.into(),
             pod_uid: uid,
             os_vif: false,
+            standalone,
         });
     }
     Ok(Action::await_change())
@@ -229,19 +261,25 @@ async fn cleanup(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
     let ns = kp.namespace().unwrap_or_default();
     let name = kp.name_any();
     let mut ids = recorded_ports(&kp);
-    // Ports stamped with the pod UID but never recorded (a crash before the status write).
-    if !kp.spec.pod_uid.is_empty() {
+    // Ports stamped with the pod UID but never recorded (a crash before the status write) —
+    // unless another KuryrPort has the same UID (a refused standalone twin): they are its.
+    let shared = standalone::uid_shared(&kp, ctx.kuryrports.state().iter().map(|k| k.as_ref()));
+    if shared {
+        tracing::warn!(kuryrport = %format!("{ns}/{name}"), pod_uid = %kp.spec.pod_uid, "another KuryrPort has this UID: releasing only the recorded ports");
+    }
+    if !kp.spec.pod_uid.is_empty() && !shared {
         for p in ctx.neutron.list_ports(&adoption_query(&kp.spec.pod_uid)).await? {
             ids.insert(p.id);
         }
     }
+    let regarding = if is_standalone_kp(&kp) { kp_ref(&kp) } else { pod_ref(&ns, &name, &kp.spec.pod_uid) };
     for id in &ids {
         ctx.activator.untrack(id);
         match ports::release(ctx, id).await {
             Ok(existed) => tracing::info!(kuryrport = %format!("{ns}/{name}"), port = %id, existed, "released Neutron port"),
             Err(e) => {
                 if !matches!(e, Error::NotLeader) {
-                    ctx.events.warning(pod_ref(&ns, &name, &kp.spec.pod_uid), reason::PORT_RELEASE_FAILED, "ReleasePort", e.to_string());
+                    ctx.events.warning(regarding.clone(), reason::PORT_RELEASE_FAILED, "ReleasePort", e.to_string());
                 }
                 return Err(e);
             }

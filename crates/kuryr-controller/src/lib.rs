@@ -8,6 +8,8 @@
 //! * [`ports`]: the Neutron calls of that (request body, adoption, tags, release, cache).
 //! * [`vif`]: Neutron port + network + subnets → the typed VIF (pure).
 //! * [`activator`]: one batched Neutron poll for all ports waiting to become ACTIVE.
+//! * [`standalone`]: KuryrPorts of standalone containers (podman, `ctr run --cni`), made by the
+//!   operator without a Pod: checked, then wired like a pod's, never released as orphans.
 //! * [`run`]: watches, shared stores, controllers, servers; [`lease`]: leader election with
 //!   fencing; [`health`], [`metrics`], [`events`]; [`crds`]: CRD YAML and installation;
 //!   [`settings`]: kuryr.conf → clients and defaults.
@@ -26,6 +28,7 @@ pub mod pod;
 pub mod ports;
 pub mod run;
 pub mod settings;
+pub mod standalone;
 pub mod vif;
 
 pub use error::Error;

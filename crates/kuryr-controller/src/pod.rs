@@ -7,10 +7,17 @@
 //! * A completed (Succeeded/Failed) or deleting pod: its KuryrPort is deleted (releasing the
 //!   port); once the KuryrPort is gone the pod finalizer is removed.
 //!
+//! * Standalone containers' KuryrPorts (label `kuryr.openstack.org/standalone=true`, see
+//!   [`crate::standalone`]) are never deleted here, whatever pod shares their name, and pods in
+//!   the standalone namespace (reserved for those KuryrPorts) are not wired (a Warning Event says
+//!   so; kuryr-daemon refuses their CNI ADD).
+//!
 //! The KuryrPort reconciler owns everything on the Neutron side.
 
 use crate::context::Context;
 use crate::error::{is_not_found, Error};
+use crate::events::{pod_ref, reason};
+use crate::standalone::is_standalone_kp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -166,6 +173,20 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error
     let fut = async {
         match intent(&pod) {
             Intent::Ignore(_) | Intent::Keep => Ok(Action::await_change()),
+            Intent::Wire if ns == ctx.settings.standalone_namespace => {
+                let note = format!(
+                    "namespace {ns} is reserved for the KuryrPorts of standalone containers ([cni_daemon] standalone_namespace): \
+                     kuryr does not wire pods in it; run the pod in another namespace"
+                );
+                tracing::warn!(pod = %what, "{note}");
+                ctx.events.warning(
+                    pod_ref(&ns, &name, pod.metadata.uid.as_deref().unwrap_or_default()),
+                    reason::POD_IN_STANDALONE_NAMESPACE,
+                    "CreatePort",
+                    note,
+                );
+                Ok(Action::await_change())
+            }
             Intent::Wire => wire(&pod, &ns, &name, &ctx).await,
             Intent::Release => release(&pod, &ns, &name, &ctx).await,
         }
@@ -195,6 +216,11 @@ async fn wire(pod: &Pod, ns: &str, name: &str, ctx: &Context) -> Result<Action, 
     }
     let kps: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), ns);
     match ctx.kuryrports.get(&kp_key(ns, name)) {
+        // Not this pod's to replace (only outside the standalone namespace, where it is refused).
+        Some(kp) if is_standalone_kp(&kp) => {
+            tracing::warn!(pod = %format!("{ns}/{name}"), "a standalone container's KuryrPort has this pod's name; not wiring the pod");
+            Ok(Action::await_change())
+        }
         Some(kp) if kp.spec.pod_uid != uid => {
             tracing::info!(pod = %format!("{ns}/{name}"), old_uid = %kp.spec.pod_uid, "KuryrPort belongs to an earlier pod of this name; deleting it first");
             ctx.leader.ensure()?;
@@ -222,7 +248,8 @@ async fn wire(pod: &Pod, ns: &str, name: &str, ctx: &Context) -> Result<Action, 
 async fn release(pod: &Pod, ns: &str, name: &str, ctx: &Context) -> Result<Action, Error> {
     let has_finalizer = pod.finalizers().iter().any(|f| f == POD_FINALIZER);
     let kps: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), ns);
-    if let Some(kp) = ctx.kuryrports.get(&kp_key(ns, name)) {
+    // A standalone container's KuryrPort of the same name is not the pod's to release.
+    if let Some(kp) = ctx.kuryrports.get(&kp_key(ns, name)).filter(|kp| !is_standalone_kp(kp)) {
         ctx.leader.ensure()?;
         delete_kuryrport(&kps, &kp).await?;
         // The KuryrPort's final deletion triggers this pod again.
@@ -232,7 +259,9 @@ async fn release(pod: &Pod, ns: &str, name: &str, ctx: &Context) -> Result<Actio
         return Ok(Action::await_change());
     }
     // The cache can lag behind a KuryrPort created just now: ask the API before letting go.
-    if let Some(kp) = kps.get_opt(name).await.map_err(|e| Error::kube("get", format!("kuryrport {ns}/{name}"), e))? {
+    if let Some(kp) =
+        kps.get_opt(name).await.map_err(|e| Error::kube("get", format!("kuryrport {ns}/{name}"), e))?.filter(|kp| !is_standalone_kp(kp))
+    {
         ctx.leader.ensure()?;
         delete_kuryrport(&kps, &kp).await?;
         return Ok(Action::requeue(Duration::from_secs(2)));

@@ -22,13 +22,21 @@ use std::time::{Duration, Instant};
 pub struct PodPortRequest {
     pub namespace: String,
     pub name: String,
+    /// The pod's UID, or the `spec.podUid` a standalone container's KuryrPort was given.
     pub pod_uid: String,
     pub node: String,
+    /// For a standalone container (podman, ctr), not a pod: see [`crate::standalone`].
+    pub standalone: bool,
 }
 
-/// The port's description: names kuryr-rs, the cluster and the pod (for humans and for GC).
+/// The port's description: names kuryr-rs, the cluster and the pod or standalone container (for
+/// humans and for GC).
 pub fn description(cluster: &str, req: &PodPortRequest) -> String {
-    format!("kuryr-rs pod port: cluster {cluster}, pod {}/{} (uid {})", req.namespace, req.name, req.pod_uid)
+    if req.standalone {
+        format!("kuryr-rs standalone container port: cluster {cluster}, KuryrPort {}/{} (uid {})", req.namespace, req.name, req.pod_uid)
+    } else {
+        format!("kuryr-rs pod port: cluster {cluster}, pod {}/{} (uid {})", req.namespace, req.name, req.pod_uid)
+    }
 }
 
 /// `POST /v2.0/ports` body for a pod (tags are set by a separate PUT, see [`acquire`]).
@@ -188,7 +196,7 @@ mod tests {
     }
 
     fn req() -> PodPortRequest {
-        PodPortRequest { namespace: "ns".into(), name: "web-0".into(), pod_uid: "uid-1".into(), node: "vm".into() }
+        PodPortRequest { namespace: "ns".into(), name: "web-0".into(), pod_uid: "uid-1".into(), node: "vm".into(), standalone: false }
     }
 
     #[test]
@@ -204,6 +212,14 @@ mod tests {
                 "security_groups": ["sg-1"], "project_id": "proj"
             })
         );
+        let standalone = PodPortRequest { namespace: "kuryr-standalone".into(), name: "web-1".into(), standalone: true, ..req() };
+        let body = serde_json::to_value(port_create(&settings(), &standalone, "net-1")).expect("json");
+        assert_eq!(body["description"], "kuryr-rs standalone container port: cluster c1, KuryrPort kuryr-standalone/web-1 (uid uid-1)");
+        assert_eq!(
+            (&body["name"], &body["device_id"], &body["binding:host_id"]),
+            (&json!("kuryr-standalone/web-1"), &json!("uid-1"), &json!("vm"))
+        );
+        assert_eq!(body["security_groups"], json!(["sg-1"]));
         assert_eq!(
             adoption_query("uid-1").pairs(),
             &[("device_id".to_string(), "uid-1".to_string()), ("device_owner".to_string(), "compute:kuryr".to_string())]

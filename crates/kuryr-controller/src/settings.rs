@@ -24,6 +24,9 @@ pub struct Settings {
     pub resource_tags: Vec<String>,
     /// Name of this cluster, written into port descriptions (`--cluster-name`).
     pub cluster_name: String,
+    /// `[cni_daemon] standalone_namespace`: where standalone containers' KuryrPorts live (see
+    /// [`crate::standalone`]); Pods there are not wired.
+    pub standalone_namespace: String,
     /// `[kubernetes] use_events`.
     pub use_events: bool,
     /// How often the activator polls Neutron while some ports are not ACTIVE yet.
@@ -72,6 +75,7 @@ impl Settings {
             network_device_mtu: nd.network_device_mtu,
             resource_tags: nd.resource_tags.clone(),
             cluster_name: cluster_name.to_string(),
+            standalone_namespace: cfg.cni_daemon.standalone_namespace.clone(),
             use_events: k.use_events,
             ..Settings::defaults()
         })
@@ -87,6 +91,7 @@ impl Settings {
             network_device_mtu: 0,
             resource_tags: Vec::new(),
             cluster_name: "kubernetes".into(),
+            standalone_namespace: kuryr_core::config::DEFAULT_STANDALONE_NAMESPACE.into(),
             use_events: true,
             activation_interval: Duration::from_millis(250),
             activation_deadline: Duration::from_secs(60),
@@ -211,6 +216,7 @@ mod tests {
         assert_eq!(s.resource_tags, ["a", "b"]);
         assert_eq!(s.network_device_mtu, 1400);
         assert_eq!(s.cluster_name, "c1");
+        assert_eq!(s.standalone_namespace, "kuryr-standalone");
         assert_eq!(s.activation_interval, Duration::from_millis(250));
 
         let cloud = cloud_config(cfg.neutron.as_ref().expect("neutron")).expect("cloud");

@@ -750,3 +750,86 @@ async fn port_not_active_in_time_gets_a_warning_and_slower_polls() {
     })
     .await;
 }
+
+/// A standalone container's KuryrPort (podman, ctr: no Pod) made by hand in the standalone
+/// namespace gets a Neutron port exactly like a pod's, is never released as an orphan, and gives
+/// its port back when deleted. Unusable ones are refused with a Warning Event and no port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn standalone_kuryrport_gets_a_port_without_a_pod_and_releases_it_when_deleted() {
+    use kuryr_core::names::STANDALONE_LABEL;
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-sa").await;
+    let mut opts = stack.options(&ns);
+    opts.settings.standalone_namespace = ns.clone();
+    let ctl = start_in(&stack, &scratch, opts).await;
+    run(&stack, &scratch, vec![ctl], async {
+        let kps: Api<KuryrPort> = Api::namespaced(stack.client.clone(), &ns);
+        let uuid = || std::fs::read_to_string("/proc/sys/kernel/random/uuid").expect("uuid").trim().to_string();
+        let standalone = |name: &str, uid: &str| -> KuryrPort {
+            serde_json::from_value(json!({
+                "apiVersion": "openstack.org/v1", "kind": "KuryrPort",
+                "metadata": {"name": name, "namespace": ns,
+                             "labels": {STANDALONE_LABEL: "true", NODE_NAME_LABEL: stack.node()}},
+                "spec": {"podUid": uid, "podNodeName": stack.node()}
+            }))
+            .expect("kuryrport")
+        };
+
+        let uid = uuid();
+        push(&scratch.pod_uids, &uid);
+        let t0 = Instant::now();
+        kps.create(&PostParams::default(), &standalone("web-1", &uid)).await.expect("create KuryrPort");
+        let (kp, vif) = kuryrport_with_vif(&stack, &ns, "web-1", &uid, |_| true).await;
+        eprintln!("standalone VIF written {:?} after the KuryrPort was created", t0.elapsed());
+        assert!(kp.finalizers().iter().any(|f| f == KURYRPORT_FINALIZER), "{:?}", kp.finalizers());
+        assert!(kp.owner_references().is_empty());
+        let port = stack.neutron.get_port(&vif.port_id).await.expect("port exists in Neutron");
+        assert_eq!((port.device_id.as_str(), port.device_owner.as_str()), (uid.as_str(), DEVICE_OWNER));
+        assert_eq!(port.binding_host_id, stack.node());
+        assert_eq!(port.security_groups, vec![stack.env["POD_SG_ID"].clone()]);
+        assert_eq!(port.name, format!("{ns}/web-1"));
+        assert!(port.description.contains("standalone container"), "{}", port.description);
+        assert!(port.tags.contains(&"kuryr-rs-local".to_string()), "resource_tags: {:?}", port.tags);
+        assert_eq!(ports_of_pod(&stack, &uid).await.len(), 1);
+
+        // No Pod exists, yet it is no orphan: another reconcile keeps it and its port.
+        kps.patch("web-1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"touched": "1"}}})))
+            .await
+            .expect("touch");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let again = kps.get("web-1").await.expect("still there");
+        assert!(again.metadata.deletion_timestamp.is_none(), "a standalone KuryrPort must never be released as an orphan");
+        assert_eq!(again.status.as_ref().and_then(|s| s.default_vif()).map(|(_, v)| v.expect("vif").port_id), Some(vif.port_id.clone()));
+
+        // Refused: a podUid that is not a UUID, and one an older KuryrPort holds.
+        kps.create(&PostParams::default(), &standalone("bad-uid", "web-1")).await.expect("create");
+        kps.create(&PostParams::default(), &standalone("twin", &uid)).await.expect("create");
+        for (name, piece) in [("bad-uid", "is not a UUID"), ("twin", "is already used by KuryrPort")] {
+            let note = wait_for(&format!("a StandaloneKuryrPortInvalid event on {name}"), WAIT, || async {
+                let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+                let evs = Api::<Event>::namespaced(stack.client.clone(), &ns).list(&lp).await.expect("events");
+                evs.items.into_iter().find(|e| e.reason.as_deref() == Some("StandaloneKuryrPortInvalid")).and_then(|e| e.message)
+            })
+            .await;
+            assert!(note.contains(piece), "{name}: {note}");
+            let kp = kps.get(name).await.expect("refused, not deleted");
+            assert!(kp.status.is_none_or(|s| s.vifs.is_empty()), "{name} must get no VIF");
+        }
+        assert_eq!(ports_of_pod(&stack, &uid).await.len(), 1, "the twin got no port of its own");
+
+        // Deleting the twin (same UID, no recorded port) must not release web-1's port.
+        kps.delete("twin", &DeleteParams::default()).await.expect("delete twin");
+        wait_for("twin gone", WAIT, || async { kps.get_opt("twin").await.expect("get").is_none().then_some(()) }).await;
+        assert!(!port_gone(&stack, &vif.port_id).await, "deleting a refused twin released the other KuryrPort's port");
+
+        // Deleting the KuryrPort releases the port.
+        kps.delete("web-1", &DeleteParams::default()).await.expect("delete");
+        wait_for("web-1 gone", WAIT, || async { kps.get_opt("web-1").await.expect("get").is_none().then_some(()) }).await;
+        assert!(port_gone(&stack, &vif.port_id).await, "Neutron port {} still exists after the KuryrPort is gone", vif.port_id);
+        kps.delete("bad-uid", &DeleteParams::default()).await.expect("delete");
+    })
+    .await;
+}
