@@ -19,15 +19,20 @@ pub struct Kuryr {
 /// Starts both with the stack's kuryr.conf; `daemon_args` are extra daemon flags (e.g.
 /// `--chain portmap`). Waits until the daemon wrote the conflist and the node is Ready.
 pub fn start(daemon_args: &[&str]) -> Kuryr {
+    start_with_config(&state_dir().join("kuryr.conf"), daemon_args)
+}
+
+/// [`start`] with another kuryr.conf (e.g. the stack's plus a few options, see
+/// [`config_with`]).
+pub fn start_with_config(conf: &Path, daemon_args: &[&str]) -> Kuryr {
     let state = state_dir();
-    let conf = state.join("kuryr.conf");
     let kcfg = state.join("kubeconfig");
     let host = stack_env()["STACK_HOST"].clone();
     let mut daemon = Proc::spawn(
         "kuryr-daemon",
         Command::new(workspace_bin("kuryr-daemon"))
             .arg("--config-file")
-            .arg(&conf)
+            .arg(conf)
             .arg("--kubeconfig")
             .arg(&kcfg)
             .args(["--node-name", &host, "--cni-bin-dir", "/opt/cni/bin"])
@@ -40,7 +45,7 @@ pub fn start(daemon_args: &[&str]) -> Kuryr {
         "kuryr-controller",
         Command::new(workspace_bin("kuryr-controller"))
             .arg("--config-file")
-            .arg(&conf)
+            .arg(conf)
             .arg("--kubeconfig")
             .arg(&kcfg)
             .arg("--install-crds")
@@ -68,6 +73,35 @@ pub fn start(daemon_args: &[&str]) -> Kuryr {
         &host,
     ]));
     Kuryr { daemon, controller }
+}
+
+/// A kuryr.conf of a test's own: the stack's plus `extra` (INI text; a repeated option wins),
+/// mode 0600 (it holds the controller's credentials), removed on drop.
+pub struct ConfigFile(pub std::path::PathBuf);
+
+/// Writes [`ConfigFile`] named after `tag` under the temp dir.
+pub fn config_with(tag: &str, extra: &str) -> ConfigFile {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let base =
+        std::fs::read_to_string(state_dir().join("kuryr.conf")).expect("the stack's kuryr.conf");
+    let path = std::env::temp_dir().join(format!("kuryr-{tag}-{}.conf", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .expect("create kuryr.conf");
+    write!(f, "{base}\n{extra}\n").expect("write kuryr.conf");
+    ConfigFile(path)
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// A namespace deleted (without waiting) on drop.
