@@ -20,6 +20,7 @@ pub mod context;
 pub mod crds;
 pub mod error;
 pub mod events;
+pub mod gc;
 pub mod health;
 pub mod kuryrport;
 pub mod lease;

@@ -102,6 +102,12 @@ pub struct Metrics {
     activation_polls: Counter,
     port_readiness: Counter,
     leader: Gauge,
+    gc_deleted: Family<KindLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -172,6 +178,12 @@ impl Metrics {
             "1 while this replica holds the leader lease (or runs without leader election)",
             leader.clone(),
         );
+        let gc_deleted = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "kuryr_controller_gc_deleted",
+            "Orphaned OpenStack resources deleted by the mark-and-sweep GC, by kind",
+            gc_deleted.clone(),
+        );
         Metrics {
             registry,
             stages,
@@ -184,6 +196,7 @@ impl Metrics {
             activation_polls,
             port_readiness,
             leader,
+            gc_deleted,
         }
     }
 
@@ -215,6 +228,10 @@ impl Metrics {
 
     pub fn port_not_ready(&self) {
         self.port_readiness.inc();
+    }
+
+    pub fn gc_deleted(&self, kind: &'static str) {
+        self.gc_deleted.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub fn set_leader(&self, leading: bool) {

@@ -12,6 +12,7 @@ use crate::context::{Backoff, Context, Timeline};
 use crate::crds;
 use crate::error::Error;
 use crate::events::Events;
+use crate::gc;
 use crate::health::{self, Health, Reply};
 use crate::kuryrport;
 use crate::lease::{self, LeaderGate, LeaseConfig};
@@ -60,6 +61,25 @@ pub struct Options {
     /// Only pods and KuryrPorts of this namespace (`--watch-namespace`; default: all). For
     /// canaries and for tests sharing a cluster; a production controller watches everything.
     pub namespace: Option<String>,
+    /// Periodic mark-and-sweep GC of orphaned Neutron resources ([`crate::gc`]); `None` = off.
+    pub gc: Option<GcOptions>,
+    /// Never lead, never write (caches and reads only): `--gc-list`.
+    pub read_only: bool,
+}
+
+/// `--gc-interval-seconds`, `--gc-dry-run`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcOptions {
+    /// Between passes; an orphan is deleted on the second pass that sees it.
+    pub interval: Duration,
+    /// Log what would be deleted, delete nothing.
+    pub dry_run: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions { interval: Duration::from_secs(300), dry_run: false }
+    }
 }
 
 impl Options {
@@ -80,6 +100,8 @@ impl Options {
             instance: lease::default_identity(),
             concurrency: 32,
             namespace: None,
+            gc: Some(GcOptions::default()),
+            read_only: false,
         })
     }
 }
@@ -104,6 +126,20 @@ impl Running {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.context.metrics
+    }
+
+    /// Waits until both watches delivered their initial lists (for one-shot tools such as
+    /// `--gc-list`; the controllers themselves need no such wait).
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<(), Error> {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.context.synced() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Config(format!("the Pod and KuryrPort caches did not sync within {timeout:?}")));
+            }
+            tick.tick().await;
+        }
+        Ok(())
     }
 
     /// Resolves when the controllers stop by themselves (they should not).
@@ -211,7 +247,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
     let neutron = Neutron::new(session.clone());
     let health = Health::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let leader = if opts.leader_election.is_some() { LeaderGate::elected() } else { LeaderGate::always() };
+    let leader = if opts.leader_election.is_some() || opts.read_only { LeaderGate::elected() } else { LeaderGate::always() };
     metrics.set_leader(leader.is_leader());
 
     let (pod_store, pod_writer) = reflector::store::<Pod>();
@@ -278,6 +314,9 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         }));
     }
     aux.push(tokio::spawn(activator::run(ctx.clone(), activator_rx)));
+    if let Some(g) = opts.gc.clone() {
+        aux.push(tokio::spawn(gc::run(ctx.clone(), g.interval, opts.namespace.clone(), g.dry_run)));
+    }
 
     let lease_task = opts.leader_election.clone().map(|cfg| {
         let (client, leader, metrics, health) = (client.clone(), leader.clone(), metrics.clone(), health.clone());

@@ -833,3 +833,234 @@ async fn standalone_kuryrport_gets_a_port_without_a_pod_and_releases_it_when_del
     })
     .await;
 }
+
+/// Plants a Neutron port that looks like this controller's (owner, tags, description naming
+/// `cluster`) for a pod `ns/name` with UID `uid` that does not exist.
+async fn plant_port(stack: &Stack, scratch: &Scratch, cluster: &str, ns: &str, name: &str) -> String {
+    let mut settings = kuryr_controller::Settings::from_config(&stack.config, cluster).expect("settings");
+    settings.cluster_name = cluster.to_string();
+    let req = kuryr_controller::ports::PodPortRequest {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        pod_uid: format!("gc-test-{}", unique("uid")),
+        node: stack.node(),
+        standalone: false,
+    };
+    let body = kuryr_controller::ports::port_create(&settings, &req, &stack.env["POD_NET_ID"]);
+    let port = stack.neutron.create_port(&body).await.expect("plant port");
+    push(&scratch.ports, &port.id);
+    if !settings.resource_tags.is_empty() {
+        stack
+            .neutron
+            .set_tags(kuryr_openstack::neutron::TagResource::Port, &port.id, &settings.resource_tags)
+            .await
+            .expect("tag planted port");
+    }
+    port.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn gc_sweeps_a_planted_orphan_on_the_second_pass_and_nothing_else() {
+    use kuryr_controller::gc::{self, Marks};
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-gc").await;
+    let mut opts = stack.options(&ns);
+    opts.gc = None; // passes are driven by the test
+    let ctl = start_in(&stack, &scratch, opts).await;
+    let ctx = ctl.context.clone();
+    run(&stack, &scratch, vec![ctl], async {
+        // A live pod with its port: never a candidate.
+        let pod = create_pod(&stack, &scratch, &ns, "live").await;
+        let uid = pod.uid().expect("uid");
+        let (_, live) = kuryrport_with_vif(&stack, &ns, "live", &uid, |_| true).await;
+        // The orphan, and look-alikes that are not ours to collect.
+        let orphan = plant_port(&stack, &scratch, "kuryr-rs-test", &ns, "ghost").await;
+        let other_cluster = plant_port(&stack, &scratch, "some-other-cluster", &ns, "ghost2").await;
+        let other_ns = plant_port(&stack, &scratch, "kuryr-rs-test", "not-watched-here", "ghost3").await;
+        wait_for("caches synced", WAIT, || async { ctx.synced().then_some(()) }).await;
+
+        // Dry run: lists the orphan on the second pass, deletes nothing.
+        let mut marks = Marks::default();
+        let ids = |v: &[gc::Orphan]| v.iter().map(|o| o.id.clone()).collect::<Vec<_>>();
+        let r = gc::pass(&ctx, &mut marks, Some(&ns), true).await.expect("dry pass 1");
+        assert_eq!(ids(&r.marked), [orphan.clone()], "{r:?}");
+        assert!(r.swept.is_empty(), "first pass only marks: {r:?}");
+        let r = gc::pass(&ctx, &mut marks, Some(&ns), true).await.expect("dry pass 2");
+        assert_eq!(ids(&r.swept), [orphan.clone()], "{r:?}");
+        assert!(!port_gone(&stack, &orphan).await, "dry run deleted the orphan");
+
+        // The operator's view: `kuryr-controller --gc-list` prints it and exits 3.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"))
+            .arg("--config-file")
+            .arg(Path::new(STATE).join("kuryr.conf"))
+            .arg("--kubeconfig")
+            .arg(Path::new(STATE).join("kubeconfig"))
+            .args(["--cluster-name", "kuryr-rs-test", "--watch-namespace", &ns, "--gc-list"])
+            .output()
+            .expect("run kuryr-controller --gc-list");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(3), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(&orphan), "{stdout}");
+        for keep in [&live.port_id, &other_cluster, &other_ns] {
+            assert!(!stdout.contains(keep.as_str()), "--gc-list names {keep}: {stdout}");
+        }
+
+        // For real: the first pass marks, the second deletes the orphan and nothing else.
+        let mut marks = Marks::default();
+        let r = gc::pass(&ctx, &mut marks, Some(&ns), false).await.expect("pass 1");
+        assert!(r.swept.is_empty(), "{r:?}");
+        assert!(!port_gone(&stack, &orphan).await, "deleted on the first pass");
+        let r = gc::pass(&ctx, &mut marks, Some(&ns), false).await.expect("pass 2");
+        assert_eq!(ids(&r.swept), [orphan.clone()], "{r:?}");
+        assert!(port_gone(&stack, &orphan).await, "orphan {orphan} survived the sweep");
+        for keep in [&live.port_id, &other_cluster, &other_ns] {
+            assert!(!port_gone(&stack, keep).await, "GC deleted {keep}, which is not an orphan of this cluster/namespace");
+        }
+        delete_pod_and_wait(&stack, &ns, "live", &live.port_id).await;
+    })
+    .await;
+}
+
+/// The controller binary as a separate process (so it can be killed with SIGKILL).
+fn spawn_controller_process(ns: &str) -> std::process::Child {
+    controller_command(ns).spawn().expect("spawn kuryr-controller")
+}
+
+fn controller_command(ns: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"));
+    c
+        .arg("--config-file")
+        .arg(Path::new(STATE).join("kuryr.conf"))
+        .arg("--kubeconfig")
+        .arg(Path::new(STATE).join("kubeconfig"))
+        .args(["--cluster-name", "kuryr-rs-test", "--watch-namespace", ns, "--gc-interval-seconds", "0"])
+        .args(["--health-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c
+}
+
+/// kill -9 of the controller between `POST /ports` and the KuryrPort status write: after a
+/// restart every pod has exactly one port (the crash-window port is adopted, not duplicated),
+/// every KuryrPort gets its VIF, and deleting the pods leaves no port behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn kill_9_between_port_create_and_status_write_leaves_no_duplicate_or_orphan() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-kill").await;
+    let mut first = spawn_controller_process(&ns);
+    run(&stack, &scratch, vec![], async {
+        let names: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
+        let mut uids = HashMap::new();
+        for n in &names {
+            let pod = create_pod(&stack, &scratch, &ns, n).await;
+            uids.insert(n.clone(), pod.uid().expect("uid"));
+        }
+        let kps: Api<KuryrPort> = Api::namespaced(stack.client.clone(), &ns);
+        // Watch Neutron for a port whose KuryrPort has no VIF yet, then SIGKILL.
+        let q = Query::new().eq("device_owner", DEVICE_OWNER);
+        let hit = wait_for("a port created before its KuryrPort status write", WAIT, || async {
+            let ports = stack.neutron.list_ports(&q).await.expect("list ports");
+            let ours: Vec<&Port> = ports.iter().filter(|p| uids.values().any(|u| *u == p.device_id)).collect();
+            if ours.is_empty() {
+                return None;
+            }
+            for p in ours {
+                let name = p.name.split_once('/').map(|(_, n)| n.to_string()).unwrap_or_default();
+                let has_vif = kps.get_opt(&name).await.ok().flatten().and_then(|k| k.status).is_some_and(|s| !s.vifs.is_empty());
+                if !has_vif {
+                    return Some(name);
+                }
+            }
+            // Every port seen already has its status: too late for this pod, keep watching.
+            None
+        })
+        .await;
+        let _ = first.kill();
+        let _ = first.wait();
+        eprintln!("SIGKILLed the controller while {hit}'s port existed without a VIF in its KuryrPort");
+
+        let mut second = spawn_controller_process(&ns);
+        let body = async {
+            for n in &names {
+                let uid = &uids[n];
+                let (_, vif) = kuryrport_with_vif(&stack, &ns, n, uid, |_| true).await;
+                let ports = ports_of_pod(&stack, uid).await;
+                assert_eq!(ports.len(), 1, "pod {n} has {} ports after the crash: {ports:?}", ports.len());
+                assert_eq!(ports[0].id, vif.port_id, "pod {n}: the KuryrPort names another port");
+            }
+            for n in &names {
+                let port = ports_of_pod(&stack, &uids[n]).await.remove(0).id;
+                delete_pod_and_wait(&stack, &ns, n, &port).await;
+            }
+            for uid in uids.values() {
+                assert!(ports_of_pod(&stack, uid).await.is_empty(), "port of pod {uid} leaked");
+            }
+        };
+        let r = AssertUnwindSafe(body).catch_unwind().await;
+        let _ = second.kill();
+        let _ = second.wait();
+        if let Err(p) = r {
+            std::panic::resume_unwind(p);
+        }
+    })
+    .await;
+    let _ = first.kill();
+}
+
+/// Two controller processes with Lease election: SIGKILL of the leader hands over (after the
+/// lease expires) and pods created afterwards still get their ports, from the other replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn two_replicas_leader_killed_pods_keep_getting_ports() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-ha").await;
+    let spawn = |who: &str| {
+        controller_command(&ns)
+            .args(["--leader-elect", "--leader-elect-namespace", &ns, "--leader-elect-name", "kuryr-controller"])
+            .env("POD_NAME", who)
+            .spawn()
+            .expect("spawn replica")
+    };
+    let mut replicas = vec![("ctl-a", spawn("ctl-a")), ("ctl-b", spawn("ctl-b"))];
+    let leases: Api<Lease> = Api::namespaced(stack.client.clone(), &ns);
+    let holder = || async {
+        leases.get_opt("kuryr-controller").await.ok().flatten().and_then(|l| l.spec?.holder_identity)
+    };
+    let body = async {
+        let first = create_pod(&stack, &scratch, &ns, "before").await;
+        kuryrport_with_vif(&stack, &ns, "before", &first.uid().expect("uid"), |_| true).await;
+        let leader = wait_for("a lease holder", WAIT, || async { holder().await }).await;
+        let idx = replicas.iter().position(|(who, _)| leader.starts_with(&format!("{who}_"))).expect("holder is one of ours");
+        let (who, mut child) = replicas.remove(idx);
+        let t = Instant::now();
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!("SIGKILLed the leader {who}");
+        let pod = create_pod(&stack, &scratch, &ns, "after").await;
+        let (_, vif) = kuryrport_with_vif(&stack, &ns, "after", &pod.uid().expect("uid"), |_| true).await;
+        let new_leader = holder().await.unwrap_or_default();
+        assert!(new_leader.starts_with(&format!("{}_", replicas[0].0)), "lease now held by {new_leader:?}");
+        eprintln!("pod created after the leader's death got port {} {:?} after the kill", vif.port_id, t.elapsed());
+        assert_eq!(ports_of_pod(&stack, &pod.uid().expect("uid")).await.len(), 1);
+    };
+    let r = AssertUnwindSafe(body).catch_unwind().await;
+    // The survivor handles the finalizers during cleanup.
+    cleanup(&stack, &scratch, vec![]).await;
+    for (_, mut c) in replicas {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
