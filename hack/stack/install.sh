@@ -14,7 +14,7 @@ podman busybox-static conntrack iptables openssl socat procps psmisc"
 install_apt() {
   local missing=() p
   for p in $APT_PKGS; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && { log "apt packages present"; return; }
   log "apt-get install ${missing[*]}"

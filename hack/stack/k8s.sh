@@ -162,7 +162,7 @@ EOF
   ready containerd "$LOGDIR/containerd.log" 30 ctr --address "$CONTAINERD_SOCK" version
   local img
   for img in pause busybox; do
-    if ! ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -q "localhost/kuryr/$img:"; then
+    if ! grep -q "localhost/kuryr/$img:" <<<"$(ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q)"; then
       ctr --address "$CONTAINERD_SOCK" -n k8s.io images import --all-platforms "$KURYR_CACHE/images/$img.tar" \
         >> "$LOGDIR/containerd.log" 2>&1 || fail containerd "$LOGDIR/containerd.log" "image import $img"
     fi
@@ -173,7 +173,8 @@ node_if_up() {
   # No dummy module in this kernel: one end of a veth pair holds the address.
   ip link show "$NODE_IF" >/dev/null 2>&1 || ip link add "$NODE_IF" type veth peer name "${NODE_IF}p"
   ip link set "${NODE_IF}p" up
-  ip addr show dev "$NODE_IF" | grep -q "inet $NODE_IP/32" || ip addr add "$NODE_IP/32" dev "$NODE_IF"
+  # (no `cmd | grep -q` under pipefail: grep exiting early SIGPIPEs cmd and fails the pipeline)
+  grep -q "inet $NODE_IP/32" <<<"$(ip addr show dev "$NODE_IF")" || ip addr add "$NODE_IP/32" dev "$NODE_IF"
   ip link set "$NODE_IF" up
 }
 

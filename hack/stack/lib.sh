@@ -82,7 +82,7 @@ stop_pid() {
   pid=$(pid_of "$name")
   rm -f "$PIDDIR/$name.pid"
   alive "$pid" || return 0
-  if [ -n "$want" ] && ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$want"; then
+  if [ -n "$want" ] && ! grep -q -- "$want" <<<"$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)"; then
     echo "[stack] pid $pid is not '$want' any more; leaving it alone"; return 0
   fi
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true

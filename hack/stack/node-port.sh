@@ -36,7 +36,7 @@ up)
   ip link set "$DEV" address "$mac"
   ip link set "$DEV" mtu 1442; ip link set "$PEER" mtu 1442
   ip link set "$PEER" up; ip link set "$DEV" up
-  ip addr show dev "$DEV" | grep -q "inet $ip/32" || ip addr add "$ip/32" dev "$DEV"
+  grep -q "inet $ip/32" <<<"$(ip addr show dev "$DEV")" || ip addr add "$ip/32" dev "$DEV"
   ip route replace "$POD_CIDR" dev "$DEV" src "$ip"
   ovs-vsctl --may-exist add-port br-int "$PEER" -- set Interface "$PEER" \
     external_ids:iface-id="$id" external_ids:attached-mac="$mac" external_ids:iface-status=active \
