@@ -424,7 +424,16 @@ pub fn eval_vifs_in(
     }
     let vifs = kp.status.as_ref().map(|s| &s.vifs);
     let Some(vifs) = vifs.filter(|v| v.values().any(|e| e.default)) else {
-        return Wait::Pending(format!("KuryrPort {req} has no default VIF yet"));
+        return Wait::Pending(if standalone {
+            // The controller may have refused it (namespace, UID, node): its Events say why.
+            format!(
+                "KuryrPort {req} has no default VIF yet (if this lasts, its Events say why: \
+                 kubectl describe kuryrport -n {} {})",
+                req.namespace, req.name
+            )
+        } else {
+            format!("KuryrPort {req} has no default VIF yet")
+        });
     };
     let mut out = Vec::new();
     for (key, entry) in vifs {
@@ -763,7 +772,7 @@ mod tests {
                 "no VIF yet",
                 Some(standalone_kp("web-1", None)),
                 None,
-                Want::Pending("no default VIF"),
+                Want::Pending("its Events say why: kubectl describe kuryrport -n sa web-1"),
             ),
             (
                 "ready",
