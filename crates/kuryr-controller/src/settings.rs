@@ -105,6 +105,25 @@ impl Settings {
 /// `[neutron]` (keystoneauth option names) as a kuryr-openstack [`CloudConfig`].
 pub fn cloud_config(n: &NeutronConfig) -> Result<CloudConfig, Error> {
     let (auth, auth_type) = match &n.auth {
+        NeutronAuth::CloudsYaml { cloud, file } => {
+            let mut c = match file {
+                Some(f) => CloudConfig::from_clouds_yaml(f, cloud),
+                None => CloudConfig::load(cloud),
+            }
+            .map_err(|e| Error::Config(format!("[neutron] cloud = {cloud}: {e}")))?;
+            // kuryr.conf refines what clouds.yaml says.
+            if n.region_name.is_some() {
+                c.region_name = n.region_name.clone();
+            }
+            if let Some(ca) = &n.cafile {
+                c.cacert = Some(PathBuf::from(ca));
+            }
+            c.insecure |= n.insecure;
+            if !n.auth_url.is_empty() {
+                c.auth.auth_url = n.auth_url.clone();
+            }
+            return Ok(c);
+        }
         NeutronAuth::Password { username, password, user_domain_name, project_name, project_id, project_domain_name } => (
             AuthConfig {
                 auth_url: n.auth_url.clone(),

@@ -1064,3 +1064,60 @@ async fn two_replicas_leader_killed_pods_keep_getting_ports() {
         std::panic::resume_unwind(p);
     }
 }
+
+/// `[neutron] cloud = NAME` + `clouds_file`: the controller authenticates with the stack's
+/// clouds.yaml (application credential) instead of `[neutron]` options; an unknown cloud is
+/// refused naming the option.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn credentials_from_clouds_yaml() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-clouds").await;
+    run(&stack, &scratch, vec![], async {
+        let conf = std::fs::read_to_string(Path::new(STATE).join("kuryr.conf")).expect("kuryr.conf");
+        let with_cloud = |cloud: &str| {
+            // [neutron] replaced by a reference into clouds.yaml.
+            let mut out = String::new();
+            let mut skip = false;
+            for l in conf.lines() {
+                let t = l.trim();
+                if t.starts_with('[') {
+                    skip = t == "[neutron]";
+                    if skip {
+                        out.push_str(&format!("[neutron]\ncloud = {cloud}\nclouds_file = {STATE}/clouds.yaml\n"));
+                    }
+                }
+                if !skip {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+            let path = std::env::temp_dir().join(format!("{ns}-{cloud}.conf"));
+            std::fs::write(&path, out).expect("write conf");
+            path
+        };
+        let gc_list = |conf: &Path| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"))
+                .arg("--config-file")
+                .arg(conf)
+                .arg("--kubeconfig")
+                .arg(Path::new(STATE).join("kubeconfig"))
+                .args(["--cluster-name", "kuryr-rs-test", "--watch-namespace", &ns, "--gc-list"])
+                .output()
+                .expect("run kuryr-controller")
+        };
+        let ok = gc_list(&with_cloud("kuryr"));
+        assert_eq!(
+            ok.status.code(),
+            Some(0),
+            "authenticated through clouds.yaml and found no orphan in an empty namespace: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let bad = gc_list(&with_cloud("no-such-cloud"));
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(!bad.status.success() && err.contains("[neutron] cloud = no-such-cloud"), "{err}");
+    })
+    .await;
+}

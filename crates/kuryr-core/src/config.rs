@@ -173,6 +173,9 @@ pub enum NeutronAuth {
         project_domain_name: String,
     },
     ApplicationCredential { id: Option<String>, name: Option<String>, secret: String, username: Option<String>, user_domain_name: String },
+    /// kuryr-rs extension: `[neutron] cloud = NAME` (and optionally `clouds_file = PATH`) takes
+    /// the credentials from a `clouds.yaml` (os-client-config); `auth_url` etc. come from there.
+    CloudsYaml { cloud: String, file: Option<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -482,7 +485,21 @@ impl Config {
 
 fn neutron_config(ini: &Ini) -> Result<NeutronConfig, ConfigError> {
     let n = "neutron";
-    let auth_url = ini.opt(n, "auth_url").ok_or_else(|| missing(n, "auth_url", " (Keystone v3 URL)"))?;
+    if let Some(cloud) = ini.opt(n, "cloud") {
+        if cloud.trim().is_empty() {
+            return Err(invalid(n, "cloud", &cloud, "the name of a cloud in clouds.yaml"));
+        }
+        return Ok(NeutronConfig {
+            auth_url: ini.opt(n, "auth_url").unwrap_or_default(),
+            auth: NeutronAuth::CloudsYaml { cloud, file: ini.opt(n, "clouds_file") },
+            region_name: ini.opt(n, "region_name"),
+            endpoint_type: ini.str_or(n, "endpoint_type", "public"),
+            cafile: ini.opt(n, "cafile"),
+            insecure: ini.bool_or(n, "insecure", false)?,
+        });
+    }
+    let auth_url =
+        ini.opt(n, "auth_url").ok_or_else(|| missing(n, "auth_url", " (Keystone v3 URL), unless `cloud` names a cloud of a clouds.yaml"))?;
     let auth_type = ini.str_or(n, "auth_type", "password");
     let user_domain_name = ini.str_or(n, "user_domain_name", "Default");
     let auth = match auth_type.as_str() {
@@ -558,6 +575,20 @@ pod_security_groups = sg-1,sg-2
 service_subnet = sub-2
 resource_tags = kuryr-rs-local
 "#;
+
+    #[test]
+    fn neutron_credentials_from_clouds_yaml() {
+        let conf = STACK_CONF.replace("[neutron]", "[neutron]\ncloud = kuryr\nclouds_file = /etc/kuryr/clouds.yaml");
+        let c = Config::parse(&conf, Role::Controller).expect("valid");
+        let n = c.neutron.expect("[neutron]");
+        assert_eq!(n.auth, NeutronAuth::CloudsYaml { cloud: "kuryr".into(), file: Some("/etc/kuryr/clouds.yaml".into()) });
+        // Without auth_url or any credential option: the cloud has them.
+        let minimal = "[kubernetes]\npod_vif_driver = neutron-vif\n[neutron]\ncloud = c1\n[neutron_defaults]\nproject = p\npod_subnet = s\npod_security_groups = g\n";
+        let c = Config::parse(minimal, Role::Controller).expect("valid");
+        assert_eq!(c.neutron.expect("neutron").auth, NeutronAuth::CloudsYaml { cloud: "c1".into(), file: None });
+        let e = Config::parse(&minimal.replace("cloud = c1", "cloud = "), Role::Controller).expect_err("empty cloud");
+        assert!(e.to_string().contains("`cloud`"), "{e}");
+    }
 
     #[test]
     fn reads_the_stack_conf() {

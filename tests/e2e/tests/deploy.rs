@@ -62,6 +62,27 @@ fn env_names(o: &Value) -> Vec<String> {
     container(o)["env"].as_array().map(|a| a.iter().filter_map(|e| e["name"].as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
+/// `neutron.cloud` + `neutron.cloudsYaml`: the clouds.yaml goes into the controller's Secret and
+/// is mounted; its kuryr.conf points at it (`[neutron] cloud`, `clouds_file`) instead of carrying
+/// keystoneauth options; the daemon's ConfigMap has neither.
+#[test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+fn chart_takes_credentials_from_a_clouds_yaml() {
+    let objs = render(&["neutron.cloud=kuryr", "neutron.cloudsYaml=clouds: {kuryr: {auth: {auth_url: 'https://k:5000/v3'}}}"]);
+    let secret = find(&objs, "Secret", "kuryr-controller-config");
+    let data = |k: &str| secret["stringData"][k].as_str().unwrap_or_else(|| panic!("Secret stringData.{k}: {secret}")).to_string();
+    let conf = data("kuryr.conf");
+    assert!(conf.contains("[neutron]\ncloud = kuryr\nclouds_file = /etc/kuryr/clouds.yaml"), "{conf}");
+    assert!(!conf.contains("auth_url") && !conf.contains("auth_type"), "{conf}");
+    assert!(data("clouds.yaml").contains("kuryr"), "clouds.yaml not in the Secret");
+    let ctl = find(&objs, "Deployment", "kuryr-controller");
+    let mounts = container(ctl)["volumeMounts"].to_string();
+    assert!(mounts.contains("/etc/kuryr/clouds.yaml"), "{mounts}");
+    let cm = find(&objs, "ConfigMap", "kuryr-config");
+    let daemon_conf = cm["data"]["kuryr.conf"].as_str().expect("daemon conf");
+    assert!(!daemon_conf.contains("[neutron]") && !daemon_conf.contains("clouds"), "{daemon_conf}");
+}
+
 /// The chart is the one source of truth: the checked-in manifests are its current render, its
 /// CRDs are crdgen's, and its values drive what matters (no credentials on nodes; CRD rights
 /// only with --install-crds; the API server override; the daemon's host mounts).

@@ -110,9 +110,15 @@ https://{{ .Values.apiServer.host }}:{{ .Values.apiServer.port }}
 {{- define "kuryr.conf.neutron" -}}
 {{- $n := .Values.neutron -}}
 [neutron]
+{{- if $n.cloud }}
+{{- include "kuryr.opt" (list "cloud" $n.cloud) }}
+{{- include "kuryr.opt" (list "clouds_file" "/etc/kuryr/clouds.yaml") }}
+{{- else }}
 {{- include "kuryr.opt" (list "auth_url" $n.authUrl) }}
 {{- include "kuryr.opt" (list "auth_type" $n.authType) }}
-{{- if hasPrefix "v3applicationcredential" $n.authType | or (eq $n.authType "applicationcredential") }}
+{{- end }}
+{{- if $n.cloud }}
+{{- else if hasPrefix "v3applicationcredential" $n.authType | or (eq $n.authType "applicationcredential") }}
 {{- include "kuryr.opt" (list "application_credential_id" $n.applicationCredentialId) }}
 {{- include "kuryr.opt" (list "application_credential_name" $n.applicationCredentialName) }}
 {{- include "kuryr.opt" (list "application_credential_secret" $n.applicationCredentialSecret) }}
