@@ -408,8 +408,10 @@ impl Drop for Fixture {
         if self.podman_image_loaded {
             let _ = run(podman().args(["rmi", IMAGE]));
         }
-        // KuryrPorts while the controller runs (their finalizer releases the ports).
-        if !self.kps.is_empty() {
+        // KuryrPorts while the controller runs (their finalizer releases the ports). Nothing
+        // here may panic (a panic while unwinding aborts): without the stack there is nothing
+        // left to clean (`stack down` removed it all).
+        if !self.kps.is_empty() && kuryr_e2e::state_dir().join("stack.env").exists() {
             let names: Vec<String> = self.kps.iter().map(|(n, _)| n.clone()).collect();
             let _ = run(kubectl()
                 .args([
@@ -435,7 +437,15 @@ impl Drop for Fixture {
                 ]));
             }
             for (_, uid) in std::mem::take(&mut self.kps) {
-                for p in self.cloud.ports_of_device(&uid) {
+                let q = kuryr_openstack::Query::new().eq("device_id", &uid);
+                let ports = match self.cloud.rt.block_on(self.cloud.neutron.list_ports(&q)) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("cleanup: cannot list the ports of {uid}: {e}");
+                        continue;
+                    }
+                };
+                for p in ports {
                     eprintln!("cleanup: deleting leftover Neutron port {} ({uid})", p.id);
                     let _ = self
                         .cloud
