@@ -419,26 +419,44 @@ impl Ovs {
     /// exists yet. `Ok(None)`: the bridge is missing (nothing was written: unreferenced rows
     /// are garbage-collected); a failed guard is a retryable conflict error.
     async fn add_port_new(&self, spec: &PortSpec) -> Result<Option<AddPortOutcome>> {
-        let name = spec.ifname.as_str();
         let absent = |table: &str| {
             Operation::wait(
                 table,
-                vec![Condition::eq("name", name)],
+                vec![Condition::eq("name", spec.ifname.as_str())],
                 &["name"],
                 WaitUntil::Eq,
                 vec![],
                 Some(0),
             )
         };
+        debug!(port = %spec.ifname, bridge = %spec.bridge, "creating port (one round trip)");
+        self.insert_port(
+            spec,
+            vec![absent("Port"), absent("Interface")],
+            Condition::eq("name", spec.bridge.as_str()),
+        )
+        .await
+    }
+
+    /// One transaction: `guards`, then Interface + Port rows and the bridge's `ports` mutation
+    /// (bridge selected by `bridge`), then a `next_cfg` bump. `Ok(None)` if no bridge matched
+    /// (the unreferenced rows are garbage-collected, nothing is written).
+    async fn insert_port(
+        &self,
+        spec: &PortSpec,
+        guards: Vec<Operation>,
+        bridge: Condition,
+    ) -> Result<Option<AddPortOutcome>> {
+        let name = spec.ifname.as_str();
         let mut irow = Row::new()
             .with("name", name)
             .with("external_ids", Value::string_map(&spec.external_ids));
         if let Some(t) = &spec.iface_type {
             irow.set("type", t.as_str());
         }
-        let mut ops = vec![
-            absent("Port"),
-            absent("Interface"),
+        let at = guards.len();
+        let mut ops = guards;
+        ops.extend([
             Operation::insert("Interface", irow, Some("iface")),
             Operation::insert(
                 "Port",
@@ -449,18 +467,17 @@ impl Ovs {
             ),
             Operation::mutate(
                 "Bridge",
-                vec![Condition::eq("name", spec.bridge.as_str())],
+                vec![bridge],
                 vec![Mutation::new(
                     "ports",
                     Mutator::Insert,
                     Value::set([Atom::NamedUuid("port".into())]),
                 )],
             ),
-        ];
+        ]);
         ops.extend(bump_next_cfg());
-        debug!(port = name, bridge = %spec.bridge, "creating port (one round trip)");
         let res = self.transact(&ops).await?;
-        if result_at(&res, 4)?.count() != 1 {
+        if result_at(&res, at + 2)?.count() != 1 {
             return Ok(None);
         }
         let uuid = |i| {
@@ -471,9 +488,9 @@ impl Ovs {
         };
         Ok(Some(AddPortOutcome {
             created: true,
-            interface_uuid: uuid(2)?,
-            port_uuid: uuid(3)?,
-            next_cfg: first_row(result_at(&res, 6)?).and_then(|r| r.get_i64("next_cfg")),
+            interface_uuid: uuid(at)?,
+            port_uuid: uuid(at + 1)?,
+            next_cfg: first_row(result_at(&res, at + 4)?).and_then(|r| r.get_i64("next_cfg")),
         }))
     }
 
@@ -564,50 +581,10 @@ impl Ovs {
                 }))
             }
             (None, None) => {
-                let mut irow = Row::new()
-                    .with("name", name)
-                    .with("external_ids", Value::string_map(&spec.external_ids));
-                if let Some(t) = &spec.iface_type {
-                    irow.set("type", t.as_str());
-                }
-                let mut ops = vec![
-                    Operation::insert("Interface", irow, Some("iface")),
-                    Operation::insert(
-                        "Port",
-                        Row::new()
-                            .with("name", name)
-                            .with("interfaces", Atom::NamedUuid("iface".into())),
-                        Some("port"),
-                    ),
-                    Operation::mutate(
-                        "Bridge",
-                        vec![Condition::eq("_uuid", &br_uuid)],
-                        vec![Mutation::new(
-                            "ports",
-                            Mutator::Insert,
-                            Value::set([Atom::NamedUuid("port".into())]),
-                        )],
-                    ),
-                ];
-                ops.extend(bump_next_cfg());
                 debug!(port = name, bridge = %spec.bridge, "creating port");
-                let res = self.transact(&ops).await?;
-                if result_at(&res, 2)?.count() != 1 {
-                    // Bridge vanished; the orphan rows were garbage-collected.
-                    return Ok(None);
-                }
-                let uuid = |i| {
-                    result_at(&res, i)?
-                        .uuid
-                        .clone()
-                        .ok_or_else(|| Error::Protocol("insert without uuid".into()))
-                };
-                Ok(Some(AddPortOutcome {
-                    created: true,
-                    interface_uuid: uuid(0)?,
-                    port_uuid: uuid(1)?,
-                    next_cfg: first_row(result_at(&res, 4)?).and_then(|r| r.get_i64("next_cfg")),
-                }))
+                // None: the bridge vanished; the orphan rows were garbage-collected.
+                self.insert_port(spec, vec![], Condition::eq("_uuid", &br_uuid))
+                    .await
             }
             (Some(_), None) => Err(Error::Conflict(format!(
                 "port {name} exists but has no interface named {name}"
