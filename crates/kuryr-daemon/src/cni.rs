@@ -175,7 +175,11 @@ impl Cni {
             Err(last) => {
                 let e = DaemonError::TimedOut {
                     waited: budget,
-                    what: format!("KuryrPort {pod} to get its VIFs (is kuryr-controller running?)"),
+                    what: if crate::standalone::is_standalone(&pod, crate::standalone::namespace()) {
+                        format!("KuryrPort {pod} of a standalone container to get its VIFs (create the KuryrPort first; see its Events)")
+                    } else {
+                        format!("KuryrPort {pod} to get its VIFs (is kuryr-controller running?)")
+                    },
                     last,
                 };
                 self.events

@@ -200,7 +200,9 @@ async fn socket_api_without_a_cluster() {
     assert_eq!((status, body["code"].as_u64()), (504, Some(11)), "{body}");
     let msg = body["msg"].as_str().expect("msg");
     assert!(
-        msg.starts_with("timed out after 1s waiting for KuryrPort kuryr-standalone/default-ctr1"),
+        msg.starts_with("timed out after 1s waiting for KuryrPort kuryr-standalone/default-ctr1")
+            && msg.contains("create the KuryrPort first")
+            && !msg.contains("is kuryr-controller running"),
         "{msg}"
     );
     let details = body["details"].as_str().expect("details");
