@@ -109,6 +109,14 @@ pub struct Namespace(pub String);
 
 impl Namespace {
     /// Creates a namespace named `prefix` + a unique suffix.
+    /// `kubectl apply` of `object` (JSON), written to a temporary file named after the
+    /// namespace and `name`.
+    pub fn apply_json(&self, name: &str, object: &serde_json::Value) {
+        let path = std::env::temp_dir().join(format!("{}-{name}.json", self.0));
+        std::fs::write(&path, object.to_string()).expect("write manifest");
+        must(kubectl().arg("apply").arg("-f").arg(&path));
+    }
+
     pub fn create(prefix: &str) -> Namespace {
         let ns = Namespace(crate::unique(prefix));
         must(kubectl().args(["create", "namespace", &ns.0]));

@@ -72,9 +72,7 @@ fn kuryr_cni_chains_with_portmap_for_host_ports() {
             }]
         }
     });
-    let path = std::env::temp_dir().join(format!("{}-web.json", ns.0));
-    std::fs::write(&path, pod.to_string()).expect("manifest");
-    must(kubectl().arg("apply").arg("-f").arg(&path));
+    ns.apply_json("web", &pod);
     let ready = run(kubectl().args([
         "wait",
         "--for=condition=Ready",

@@ -42,9 +42,7 @@ fn pods_get_neutron_ports_and_talk_to_each_other_and_to_vms() {
     let names = ["pod-a", "pod-b"];
     let t0 = Instant::now();
     for n in names {
-        let path = std::env::temp_dir().join(format!("{}-{n}.json", ns.0));
-        std::fs::write(&path, pod_manifest(&ns.0, n).to_string()).expect("manifest");
-        must(kubectl().arg("apply").arg("-f").arg(&path));
+        ns.apply_json(n, &pod_manifest(&ns.0, n));
     }
     let ready = run(kubectl().args([
         "wait",
