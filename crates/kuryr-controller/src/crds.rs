@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, CustomResourceExt, ResourceExt};
 use kuryr_core::crd::{KuryrLoadBalancer, KuryrNetwork, KuryrNetworkPolicy, KuryrPort};
@@ -44,6 +44,24 @@ pub async fn install(client: &Client) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Fails when the API server does not serve KuryrPorts (the CRDs are not installed), naming
+/// the fix, instead of leaving a watch retrying 404s. Lists in `namespace` when given (what a
+/// namespace-scoped RBAC allows).
+pub async fn ensure_served(client: &Client, namespace: Option<&str>) -> Result<(), Error> {
+    let api: Api<KuryrPort> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    match api.list_metadata(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Err(Error::Invalid(format!(
+            "the API server does not serve kuryrports.openstack.org/v1: the CRDs are not installed \
+             (apply deploy/crds/ or start kuryr-controller once with --install-crds)"
+        ))),
+        Err(e) => Err(Error::kube("list", "kuryrports", e)),
+    }
 }
 
 #[cfg(test)]

@@ -931,8 +931,7 @@ fn spawn_controller_process(ns: &str) -> std::process::Child {
 
 fn controller_command(ns: &str) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"));
-    c
-        .arg("--config-file")
+    c.arg("--config-file")
         .arg(Path::new(STATE).join("kuryr.conf"))
         .arg("--kubeconfig")
         .arg(Path::new(STATE).join("kubeconfig"))
@@ -1033,9 +1032,7 @@ async fn two_replicas_leader_killed_pods_keep_getting_ports() {
     };
     let mut replicas = vec![("ctl-a", spawn("ctl-a")), ("ctl-b", spawn("ctl-b"))];
     let leases: Api<Lease> = Api::namespaced(stack.client.clone(), &ns);
-    let holder = || async {
-        leases.get_opt("kuryr-controller").await.ok().flatten().and_then(|l| l.spec?.holder_identity)
-    };
+    let holder = || async { leases.get_opt("kuryr-controller").await.ok().flatten().and_then(|l| l.spec?.holder_identity) };
     let body = async {
         let first = create_pod(&stack, &scratch, &ns, "before").await;
         kuryrport_with_vif(&stack, &ns, "before", &first.uid().expect("uid"), |_| true).await;
@@ -1075,6 +1072,8 @@ async fn credentials_from_clouds_yaml() {
     let stack = Stack::new().await;
     let scratch = Scratch::default();
     let ns = create_namespace(&stack, &scratch, "kc-clouds").await;
+    // No controller of this test installs them, and this test may run first on a fresh stack.
+    kuryr_controller::crds::install(&stack.client).await.expect("install the CRDs");
     run(&stack, &scratch, vec![], async {
         let conf = std::fs::read_to_string(Path::new(STATE).join("kuryr.conf")).expect("kuryr.conf");
         let with_cloud = |cloud: &str| {

@@ -106,6 +106,8 @@ async fn gc_list(mut opts: Options) -> anyhow::Result<()> {
     opts.leader_election = None;
     opts.read_only = true;
     let namespace = opts.namespace.clone();
+    let client = kube::Client::try_from(opts.kube.clone()).context("connect to the API server")?;
+    kuryr_controller::crds::ensure_served(&client, namespace.as_deref()).await?;
     let running = kuryr_controller::start(opts).await?;
     running.wait_synced(Duration::from_secs(120)).await?;
     let orphans = kuryr_controller::gc::orphans(&running.context, namespace.as_deref()).await?;
@@ -128,10 +130,8 @@ async fn main() -> anyhow::Result<()> {
     opts.namespace = args.watch_namespace.clone();
     opts.settings.activation_interval = Duration::from_millis(args.activation_interval_ms.max(10));
     opts.settings.activation_deadline = Duration::from_secs(args.activation_deadline_secs.max(1));
-    opts.gc = (args.gc_interval_seconds > 0).then(|| kuryr_controller::run::GcOptions {
-        interval: Duration::from_secs(args.gc_interval_seconds),
-        dry_run: args.gc_dry_run,
-    });
+    opts.gc = (args.gc_interval_seconds > 0)
+        .then(|| kuryr_controller::run::GcOptions { interval: Duration::from_secs(args.gc_interval_seconds), dry_run: args.gc_dry_run });
     if args.gc_list {
         return gc_list(opts).await;
     }
