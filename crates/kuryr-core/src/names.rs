@@ -39,6 +39,28 @@ pub fn is_standalone(labels: Option<&std::collections::BTreeMap<String, String>>
         .is_some_and(|v| v == STANDALONE_LABEL_VALUE)
 }
 
+/// Label on the per-node *pool* KuryrPort (kuryr-rs only): `status.vifs` maps Neutron port id →
+/// VIF of every warm-pool port of the node (bound to it, not yet claimed by a pod). kuryr-daemon
+/// pre-plugs them into [`POOL_NETNS`] so they go ACTIVE before any pod needs them; ADD then only
+/// moves and configures the interface. The controller never treats it as a pod's KuryrPort.
+pub const POOL_LABEL: &str = "kuryr.openstack.org/pool";
+/// The value [`POOL_LABEL`] must have.
+pub const POOL_LABEL_VALUE: &str = "true";
+/// Namespace of the pool KuryrPorts (one per node, named [`pool_kuryrport_name`]).
+pub const POOL_NAMESPACE: &str = "kuryr-pool";
+/// Named network namespace (`/run/netns/<name>`) where pre-plugged pod ends wait.
+pub const POOL_NETNS: &str = "kuryr-pool";
+
+/// Name of a node's pool KuryrPort.
+pub fn pool_kuryrport_name(node: &str) -> String {
+    format!("pool-{node}")
+}
+
+/// Whether an object with these labels is a node's pool KuryrPort.
+pub fn is_pool(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+    labels.and_then(|l| l.get(POOL_LABEL)).is_some_and(|v| v == POOL_LABEL_VALUE)
+}
+
 /// A DNS-1123 subdomain (the name rule of most Kubernetes objects, KuryrPorts included): at
 /// most 253 characters, lowercase letters, digits, `-` and `.`, each `.`-separated part
 /// starting and ending with a letter or digit. `Err` says what is wrong.
