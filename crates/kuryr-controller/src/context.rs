@@ -37,6 +37,8 @@ pub struct Context {
     pub backoff: Backoff,
     /// Both reflector stores have their initial lists.
     pub synced: AtomicBool,
+    /// Warm pools (`vif_pool_driver = neutron`).
+    pub pools: Option<Arc<crate::pool::Pools>>,
 }
 
 impl Context {

@@ -45,7 +45,8 @@ pub const DEFAULT_IFNAME: &str = "eth0";
 /// Reconciles one KuryrPort. Idempotent; followers (no lease) do nothing.
 pub async fn reconcile(kp: Arc<KuryrPort>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(CONTROLLER);
-    if !ctx.leader.is_leader() {
+    // A node's pool KuryrPort is written by the pools, not reconciled as a pod's.
+    if !ctx.leader.is_leader() || kuryr_core::names::is_pool(kp.metadata.labels.as_ref()) {
         return Ok(Action::await_change());
     }
     if !ctx.synced() {
@@ -218,6 +219,10 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
         .await
         .map_err(|e| Error::kube("patch status of", format!("kuryrport {ns}/{name}"), e))?;
     ctx.timeline.vif_written(&uid, &ctx.metrics);
+    if let Some(pools) = &ctx.pools {
+        // The pod's KuryrPort lists the port now: the node's pool KuryrPort may drop it.
+        crate::pool::recorded(pools, &vif.port_id);
+    }
     let ips: Vec<String> = vif.ips.iter().map(|i| i.address.to_string()).collect();
     tracing::info!(
         kuryrport = %format!("{ns}/{name}"), port = %vif.port_id, ips = ?ips, adopted = acquired.adopted,
@@ -231,7 +236,13 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
             "Neutron port {} ({}) {} on host {}",
             vif.port_id,
             ips.join(", "),
-            if acquired.adopted { "adopted" } else { "created" },
+            if acquired.adopted {
+                "adopted"
+            } else if acquired.pooled {
+                "taken from the warm pool"
+            } else {
+                "created"
+            },
             req.node
         ),
     );
@@ -275,7 +286,7 @@ async fn cleanup(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
     let regarding = if is_standalone_kp(&kp) { kp_ref(&kp) } else { pod_ref(&ns, &name, &kp.spec.pod_uid) };
     for id in &ids {
         ctx.activator.untrack(id);
-        match ports::release(ctx, id).await {
+        match ports::release_or_recycle(ctx, id).await {
             Ok(existed) => tracing::info!(kuryrport = %format!("{ns}/{name}"), port = %id, existed, "released Neutron port"),
             Err(e) => {
                 if !matches!(e, Error::NotLeader) {

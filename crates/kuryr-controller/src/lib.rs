@@ -26,6 +26,7 @@ pub mod kuryrport;
 pub mod lease;
 pub mod metrics;
 pub mod pod;
+pub mod pool;
 pub mod ports;
 pub mod run;
 pub mod settings;

@@ -13,6 +13,8 @@
 //! | `kuryr_controller_activation_polls_total` | counter | batched `GET /v2.0/ports?id=…` polls |
 //! | `kuryr_port_readiness_total` | counter | (upstream name) ports past the activation deadline |
 //! | `kuryr_controller_leader` | gauge | 1 while this replica may write |
+//! | `kuryr_controller_pool_ports` | gauge | `node`: free warm-pool ports |
+//! | `kuryr_controller_pool_events_total` | counter | `outcome`: `created` (bulk), `claimed`, `recycled`, `deleted`, `miss` (a pod found the pool empty) |
 
 use kuryr_openstack::{Metrics as OsMetrics, RequestRecord};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -103,6 +105,18 @@ pub struct Metrics {
     port_readiness: Counter,
     leader: Gauge,
     gc_deleted: Family<KindLabels, Counter>,
+    pool_ports: Family<NodeLabels, Gauge>,
+    pool_events: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -184,6 +198,14 @@ impl Metrics {
             "Orphaned OpenStack resources deleted by the mark-and-sweep GC, by kind",
             gc_deleted.clone(),
         );
+        let pool_ports = Family::<NodeLabels, Gauge>::default();
+        registry.register("kuryr_controller_pool_ports", "Free ports in the node's warm pools", pool_ports.clone());
+        let pool_events = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "kuryr_controller_pool_events",
+            "Warm-pool port events: created (bulk), claimed, recycled, deleted, miss (pool empty)",
+            pool_events.clone(),
+        );
         Metrics {
             registry,
             stages,
@@ -197,6 +219,8 @@ impl Metrics {
             port_readiness,
             leader,
             gc_deleted,
+            pool_ports,
+            pool_events,
         }
     }
 
@@ -232,6 +256,14 @@ impl Metrics {
 
     pub fn gc_deleted(&self, kind: &'static str) {
         self.gc_deleted.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    pub fn set_pool_size(&self, node: &str, n: usize) {
+        self.pool_ports.get_or_create(&NodeLabels { node: node.to_string() }).set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn pool_event(&self, outcome: &'static str, n: u64) {
+        self.pool_events.get_or_create(&OutcomeLabels { outcome }).inc_by(n);
     }
 
     pub fn set_leader(&self, leading: bool) {

@@ -4,8 +4,8 @@
 //! Idempotency key: the pod UID is stamped as the port's `device_id` (with `device_owner =
 //! compute:kuryr`), so a crash between `POST /ports` and the KuryrPort status write leaves a
 //! port that the next reconcile finds (`GET /ports?device_id=<uid>&device_owner=compute:kuryr`)
-//! and adopts instead of creating a second one. A ports pool will slot in behind [`acquire`]
-//! and [`release`].
+//! and adopts instead of creating a second one. With warm pools ([`crate::pool`]) a pod's port is
+//! claimed from its node's pool before one is created.
 
 use crate::context::Context;
 use crate::error::Error;
@@ -95,6 +95,8 @@ pub fn tags_to_set(current: &[String], wanted: &[String]) -> Option<Vec<String>>
 pub struct Acquired {
     pub port: Port,
     pub adopted: bool,
+    /// Claimed from a warm pool.
+    pub pooled: bool,
 }
 
 /// Adopts the pod's existing port or creates one; makes sure it is bound to the node and
@@ -108,15 +110,18 @@ pub async fn acquire(ctx: &Context, req: &PodPortRequest) -> Result<Acquired, Er
         tracing::warn!(port = %extra.id, pod_uid = %req.pod_uid, "deleting a duplicate port of the pod");
         ctx.neutron.delete_port(&extra.id).await?;
     }
-    let (mut port, adopted) = match keep {
+    let (mut port, adopted, pooled) = match keep {
         Some(p) => {
             tracing::info!(port = %p.id, status = %p.status, "adopting the pod's existing Neutron port");
-            (p, true)
+            (p, true, false)
         }
-        None => {
-            ctx.leader.ensure()?;
-            (ctx.neutron.create_port(&port_create(&ctx.settings, req, &subnet.network_id)).await?, false)
-        }
+        None => match &ctx.pools {
+            Some(pools) if !req.standalone => match crate::pool::claim(ctx, pools, req, &subnet.network_id).await? {
+                Some(p) => (p, false, true),
+                None => (create(ctx, req, &subnet.network_id).await?, false, false),
+            },
+            _ => (create(ctx, req, &subnet.network_id).await?, false, false),
+        },
     };
     if port.binding_host_id != req.node {
         ctx.leader.ensure()?;
@@ -130,13 +135,29 @@ pub async fn acquire(ctx: &Context, req: &PodPortRequest) -> Result<Acquired, Er
         ctx.leader.ensure()?;
         port.tags = ctx.neutron.set_tags(TagResource::Port, &port.id, &tags).await?;
     }
-    Ok(Acquired { port, adopted })
+    Ok(Acquired { port, adopted, pooled })
+}
+
+async fn create(ctx: &Context, req: &PodPortRequest, network_id: &str) -> Result<Port, Error> {
+    ctx.leader.ensure()?;
+    Ok(ctx.neutron.create_port(&port_create(&ctx.settings, req, network_id)).await?)
 }
 
 /// Deletes a port; `Ok(false)` if it was already gone.
 pub async fn release(ctx: &Context, port_id: &str) -> Result<bool, Error> {
     ctx.leader.ensure()?;
     Ok(ctx.neutron.delete_port(port_id).await?)
+}
+
+/// A released pod's port: back into its node's warm pool if there is room, else deleted.
+/// `Ok(false)` if it was already gone.
+pub async fn release_or_recycle(ctx: &Context, port_id: &str) -> Result<bool, Error> {
+    if let Some(pools) = &ctx.pools {
+        if crate::pool::recycle(ctx, pools, port_id).await? {
+            return Ok(true);
+        }
+    }
+    release(ctx, port_id).await
 }
 
 /// Subnets and networks by id. They rarely change; entries expire after a TTL so MTU or

@@ -253,6 +253,13 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let (kp_store, kp_writer) = reflector::store::<KuryrPort>();
     let (activator, activator_rx) = Activator::channel();
+    let (pools, pool_jobs) = match opts.settings.pool.clone() {
+        Some(cfg) => {
+            let (p, jobs) = crate::pool::Pools::new(cfg);
+            (Some(Arc::new(p)), Some(jobs))
+        }
+        None => (None, None),
+    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         neutron,
@@ -268,6 +275,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         timeline: Timeline::default(),
         backoff: Backoff::default(),
         synced: AtomicBool::new(false),
+        pools: pools.clone(),
     });
 
     let mut aux = Vec::new();
@@ -314,6 +322,9 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         }));
     }
     aux.push(tokio::spawn(activator::run(ctx.clone(), activator_rx)));
+    if let (Some(p), Some(jobs)) = (pools, pool_jobs) {
+        aux.push(tokio::spawn(crate::pool::run(ctx.clone(), p, jobs)));
+    }
     if let Some(g) = opts.gc.clone() {
         aux.push(tokio::spawn(gc::run(ctx.clone(), g.interval, opts.namespace.clone(), g.dry_run)));
     }

@@ -39,6 +39,19 @@ pub struct Settings {
     pub reconcile_timeout: Duration,
     /// How long subnets and networks stay in the controller's cache.
     pub neutron_cache_ttl: Duration,
+    /// `[kubernetes] vif_pool_driver = neutron`: warm pools of ports per node ([`crate::pool`]).
+    pub pool: Option<PoolSettings>,
+}
+
+/// `[vif_pool]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Refill a pool below this many free ports.
+    pub min: usize,
+    /// Free ports kept at most; more are deleted on release (0 = unlimited).
+    pub max: usize,
+    /// Ports created per bulk request (at least `min - free`).
+    pub batch: usize,
 }
 
 impl Settings {
@@ -56,12 +69,28 @@ impl Settings {
                 "[kubernetes] pod_subnets_driver = namespace: not implemented in kuryr-controller yet; use default".into(),
             ));
         }
-        if k.vif_pool_driver != VifPoolDriver::Noop {
-            tracing::warn!(
-                driver = ?k.vif_pool_driver,
-                "[kubernetes] vif_pool_driver: ports pools are not implemented yet; every pod gets a fresh port (noop)"
-            );
-        }
+        let pool = match k.vif_pool_driver {
+            VifPoolDriver::Noop => None,
+            VifPoolDriver::Neutron => {
+                let v = &cfg.vif_pool;
+                let as_usize = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+                if v.ports_pool_batch == 0 {
+                    return Err(Error::Config("[vif_pool] ports_pool_batch = 0: a pool needs at least 1 port per bulk create".into()));
+                }
+                if v.ports_pool_max != 0 && v.ports_pool_min > v.ports_pool_max {
+                    return Err(Error::Config(format!(
+                        "[vif_pool] ports_pool_min = {} is above ports_pool_max = {}",
+                        v.ports_pool_min, v.ports_pool_max
+                    )));
+                }
+                Some(PoolSettings { min: as_usize(v.ports_pool_min), max: as_usize(v.ports_pool_max), batch: as_usize(v.ports_pool_batch) })
+            }
+            VifPoolDriver::Nested => {
+                return Err(Error::Config(
+                    "[kubernetes] vif_pool_driver = nested: needs pod_vif_driver = nested-vlan, not implemented in kuryr-controller yet".into(),
+                ))
+            }
+        };
         let nd = &cfg.neutron_defaults;
         let pod_subnet = nd.pod_subnet.clone().ok_or_else(|| Error::Config("[neutron_defaults] pod_subnet is required".into()))?;
         if nd.pod_security_groups.is_empty() {
@@ -77,6 +106,7 @@ impl Settings {
             cluster_name: cluster_name.to_string(),
             standalone_namespace: cfg.cni_daemon.standalone_namespace.clone(),
             use_events: k.use_events,
+            pool,
             ..Settings::defaults()
         })
     }
@@ -98,6 +128,7 @@ impl Settings {
             activation_slow_interval: Duration::from_secs(5),
             reconcile_timeout: Duration::from_secs(120),
             neutron_cache_ttl: Duration::from_secs(300),
+            pool: None,
         }
     }
 }

@@ -1120,3 +1120,114 @@ async fn credentials_from_clouds_yaml() {
     })
     .await;
 }
+
+// ------------------------------------------------------------------------------ warm pools
+
+const TEST_CLUSTER: &str = "kuryr-rs-test";
+
+/// Free pool ports of the test cluster in Neutron.
+async fn pool_ports(stack: &Stack) -> Vec<Port> {
+    let all = stack.neutron.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER)).await.expect("list ports");
+    all.into_iter().filter(|p| kuryr_controller::pool::is_pool_port(p, TEST_CLUSTER)).collect()
+}
+
+/// Port ids the node's pool KuryrPort publishes.
+async fn published(stack: &Stack, node: &str) -> std::collections::BTreeSet<String> {
+    let api: Api<KuryrPort> = Api::namespaced(stack.client.clone(), kuryr_core::names::POOL_NAMESPACE);
+    match api.get_opt(&kuryr_core::names::pool_kuryrport_name(node)).await.expect("get pool kuryrport") {
+        Some(kp) => kp.status.map(|s| s.vifs.into_keys().collect()).unwrap_or_default(),
+        None => Default::default(),
+    }
+}
+
+/// Deletes the test cluster's pool ports and the node's pool KuryrPort.
+async fn clear_pools(stack: &Stack, node: &str) {
+    for p in pool_ports(stack).await {
+        let _ = stack.neutron.delete_port(&p.id).await;
+    }
+    let api: Api<KuryrPort> = Api::namespaced(stack.client.clone(), kuryr_core::names::POOL_NAMESPACE);
+    let _ = api.delete(&kuryr_core::names::pool_kuryrport_name(node), &DeleteParams::default()).await;
+}
+
+/// `vif_pool_driver = neutron`: the first pod misses and the pool is filled by one bulk create,
+/// published in the node's pool KuryrPort; the next pod claims a pool port (same id, stamped
+/// with its UID, gone from the pool KuryrPort) and the pool is refilled; deleting that pod puts
+/// its port back into the pool (not deleted); a restarted controller recovers the pool from
+/// Neutron alone and hands a recovered port to the next pod without creating one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn warm_pool_fills_in_bulk_claims_recycles_and_recovers() {
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let node = stack.node();
+    clear_pools(&stack, &node).await;
+    let ns = create_namespace(&stack, &scratch, "kc-pool").await;
+    let pool_opts = || {
+        let mut o = stack.options(&ns);
+        o.settings.pool = Some(kuryr_controller::settings::PoolSettings { min: 2, max: 4, batch: 2 });
+        o
+    };
+    let first = start_in(&stack, &scratch, pool_opts()).await;
+    let ctl = Mutex::new(Some(first));
+    let body = async {
+        // A miss: the pod gets a fresh port, the pool is filled by one bulk create.
+        let a = create_pod(&stack, &scratch, &ns, "pool-a").await;
+        let (_, vif_a) = kuryrport_with_vif(&stack, &ns, "pool-a", &a.uid().expect("uid"), |_| true).await;
+        let filled = wait_for("2 pool ports published", WAIT, || async {
+            let ids: std::collections::BTreeSet<String> = pool_ports(&stack).await.into_iter().map(|p| p.id).collect();
+            (ids.len() == 2 && published(&stack, &node).await == ids).then_some(ids)
+        })
+        .await;
+        assert!(!filled.contains(&vif_a.port_id), "the missing pod's own port is not a pool port");
+        for p in pool_ports(&stack).await {
+            assert_eq!((p.binding_host_id.as_str(), p.name.as_str()), (node.as_str(), format!("kuryr-pool/{node}").as_str()), "{p:?}");
+        }
+
+        // A claim: the next pod's port is one of them, stamped with its UID.
+        let b = create_pod(&stack, &scratch, &ns, "pool-b").await;
+        let b_uid = b.uid().expect("uid");
+        let (_, vif_b) = kuryrport_with_vif(&stack, &ns, "pool-b", &b_uid, |_| true).await;
+        assert!(filled.contains(&vif_b.port_id), "pod b got {} instead of a pool port {filled:?}", vif_b.port_id);
+        let port_b = stack.neutron.get_port(&vif_b.port_id).await.expect("port b");
+        assert_eq!((port_b.device_id.as_str(), port_b.name.as_str()), (b_uid.as_str(), format!("{ns}/pool-b").as_str()));
+        let refilled = wait_for("the claimed port unpublished and the pool refilled to >= 2", WAIT, || async {
+            let p = published(&stack, &node).await;
+            (!p.contains(&vif_b.port_id) && p.len() >= 2).then_some(p)
+        })
+        .await;
+
+        // Release: pod b's port goes back to the pool instead of being deleted.
+        let pods: Api<Pod> = Api::namespaced(stack.client.clone(), &ns);
+        let kps: Api<KuryrPort> = Api::namespaced(stack.client.clone(), &ns);
+        pods.delete("pool-b", &DeleteParams::default()).await.expect("delete pod b");
+        wait_for("KuryrPort pool-b gone", WAIT, || async { kps.get_opt("pool-b").await.expect("get kp").is_none().then_some(()) }).await;
+        let back = stack.neutron.get_port(&vif_b.port_id).await.expect("the recycled port still exists");
+        assert!(kuryr_controller::pool::is_pool_port(&back, TEST_CLUSTER), "restamped as a pool port: {back:?}");
+        wait_for("the recycled port published again", WAIT, || async {
+            published(&stack, &node).await.contains(&vif_b.port_id).then_some(())
+        })
+        .await;
+        let now = published(&stack, &node).await;
+        assert!(now.len() <= 4 && now.len() > refilled.len(), "recycled on top of {refilled:?}, within ports_pool_max = 4: {now:?}");
+
+        // Restart: the pool is rebuilt from Neutron; the next pod gets a recovered port.
+        let before: std::collections::BTreeSet<String> = pool_ports(&stack).await.into_iter().map(|p| p.id).collect();
+        let old = ctl.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(c) = old {
+            c.shutdown().await;
+        }
+        let second = start_in(&stack, &scratch, pool_opts()).await;
+        *ctl.lock().unwrap_or_else(|e| e.into_inner()) = Some(second);
+        let c = create_pod(&stack, &scratch, &ns, "pool-c").await;
+        let (_, vif_c) = kuryrport_with_vif(&stack, &ns, "pool-c", &c.uid().expect("uid"), |_| true).await;
+        assert!(before.contains(&vif_c.port_id), "pod c got {} instead of a recovered pool port {before:?}", vif_c.port_id);
+    };
+    let r = AssertUnwindSafe(body).catch_unwind().await;
+    let controllers: Vec<Running> = ctl.lock().unwrap_or_else(|e| e.into_inner()).take().into_iter().collect();
+    cleanup(&stack, &scratch, controllers).await;
+    clear_pools(&stack, &node).await;
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}

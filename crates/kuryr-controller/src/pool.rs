@@ -1,0 +1,548 @@
+//! Warm pools of Neutron ports (`[kubernetes] vif_pool_driver = neutron`, knobs in `[vif_pool]`).
+//!
+//! A pool is keyed by (node, network) and grouped by security-group set. Its ports are
+//! bulk-created in one `POST /ports` (`max(ports_pool_batch, ports_pool_min - free)` ports),
+//! bound to the node, stamped as pool ports (name `kuryr-pool/<node>`, description `kuryr-rs pool
+//! port: cluster <c>, node <n>`, empty `device_id`), and published to the node's kuryr-daemon in the
+//! node's *pool KuryrPort* (`kuryr-pool/pool-<node>`, `status.vifs` = port id → VIF; see
+//! [`kuryr_core::names::POOL_LABEL`]). The daemon pre-plugs them, so they are ACTIVE before any pod
+//! needs one — upstream's pooled ports stayed DOWN until a pod was wired.
+//!
+//! Claim (a pod needs a port): pop one of the exact security-group set, else of another set of
+//! the same pool; one `PUT /ports/{id}` stamps the pod (device_id = pod UID, name, description,
+//! and the security groups if they differ). The pod UID on the port is the idempotency key the
+//! KuryrPort reconciler already adopts by after a crash. The port stays published ("claiming")
+//! until the pod's KuryrPort has the VIF, so the daemon never sees it in neither place.
+//!
+//! Release (the pod's KuryrPort is deleted): while the node's pool is below `ports_pool_max`, one
+//! `PUT` restamps the port as a pool port and it is published again (no DELETE, no POST);
+//! otherwise it is deleted.
+//!
+//! Recovery: all of this lives in memory and is rebuilt from Neutron alone (the pool stamp) when
+//! this replica becomes the leader, before it serves a claim; a claimed port carries its pod's
+//! stamp, so it can never be recovered into a pool twice. Followers hold no pool state.
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::ports::{self, PodPortRequest};
+use crate::settings::{PoolSettings, Settings};
+use crate::vif::{build_vif, VifDefaults};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kuryr_core::crd::{KuryrPort, KuryrPortSpec};
+use kuryr_core::names::{pool_kuryrport_name, DEVICE_OWNER, NODE_NAME_LABEL, POOL_LABEL, POOL_LABEL_VALUE, POOL_NAMESPACE};
+use kuryr_openstack::neutron::{FixedIpRequest, Port, PortCreate, PortUpdate};
+use kuryr_openstack::Query;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// Which pool a port belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PoolKey {
+    pub node: String,
+    pub network_id: String,
+}
+
+/// Sorted security-group ids.
+pub type SgSet = Vec<String>;
+
+fn sg_set(sgs: &[String]) -> SgSet {
+    let mut v = sgs.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The name of a node's pool ports.
+pub fn pool_port_name(node: &str) -> String {
+    format!("kuryr-pool/{node}")
+}
+
+/// The description of a node's pool ports (names the cluster, for GC and recovery).
+pub fn pool_description(cluster: &str, node: &str) -> String {
+    format!("kuryr-rs pool port: cluster {cluster}, node {node}")
+}
+
+/// Whether `port` is a free pool port of `cluster`.
+pub fn is_pool_port(port: &Port, cluster: &str) -> bool {
+    port.device_owner == DEVICE_OWNER
+        && port.device_id.is_empty()
+        && port.description.starts_with(&format!("kuryr-rs pool port: cluster {cluster}, node "))
+}
+
+/// One port of a bulk `POST /ports` for the pool of `key`.
+pub fn pool_port_create(s: &Settings, key: &PoolKey, sgs: &[String]) -> PortCreate {
+    PortCreate {
+        network_id: key.network_id.clone(),
+        name: pool_port_name(&key.node),
+        description: pool_description(&s.cluster_name, &key.node),
+        admin_state_up: Some(true),
+        fixed_ips: Some(vec![FixedIpRequest::subnet(&s.pod_subnet)]),
+        device_owner: DEVICE_OWNER.to_string(),
+        binding_host_id: key.node.clone(),
+        security_groups: Some(sgs.to_vec()),
+        project_id: s.project.clone(),
+        // Tags are not applied by a bulk POST without Neutron's tag-ports-during-bulk-creation
+        // extension; a claim adds them (ports::acquire), the pool stamp is the description.
+        ..PortCreate::default()
+    }
+}
+
+/// The `PUT` that hands a pool port to a pod (security groups only if they differ).
+pub fn claim_update(s: &Settings, req: &PodPortRequest, port: &Port, sgs: &[String]) -> PortUpdate {
+    PortUpdate {
+        name: Some(format!("{}/{}", req.namespace, req.name)),
+        description: Some(ports::description(&s.cluster_name, req)),
+        device_id: Some(req.pod_uid.clone()),
+        security_groups: (sg_set(&port.security_groups) != sg_set(sgs)).then(|| sgs.to_vec()),
+        ..PortUpdate::default()
+    }
+}
+
+/// The `PUT` that returns a released port to its node's pool.
+pub fn recycle_update(s: &Settings, node: &str) -> PortUpdate {
+    PortUpdate {
+        name: Some(pool_port_name(node)),
+        description: Some(pool_description(&s.cluster_name, node)),
+        device_id: Some(String::new()),
+        ..PortUpdate::default()
+    }
+}
+
+/// In-memory pool state (the leader's).
+#[derive(Debug, Default)]
+pub struct State {
+    /// Free ports by pool and security-group set, oldest first.
+    free: BTreeMap<PoolKey, BTreeMap<SgSet, VecDeque<Port>>>,
+    /// Taken for a pod whose KuryrPort does not list it yet (still published).
+    claiming: HashMap<String, Port>,
+    /// Pools with a bulk create in flight.
+    populating: HashSet<PoolKey>,
+    /// Whether the state was rebuilt from Neutron during the current leadership.
+    recovered: bool,
+}
+
+impl State {
+    fn free_count(&self, key: &PoolKey) -> usize {
+        self.free.get(key).map(|g| g.values().map(VecDeque::len).sum()).unwrap_or(0)
+    }
+
+    fn node_count(&self, node: &str) -> usize {
+        self.free.iter().filter(|(k, _)| k.node == node).map(|(k, _)| self.free_count(k)).sum()
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.claiming.contains_key(id) || self.free.values().flat_map(|g| g.values()).flatten().any(|p| p.id == id)
+    }
+
+    /// Adds a free port (unless known).
+    pub fn add(&mut self, port: Port) {
+        if self.contains(&port.id) {
+            return;
+        }
+        let key = PoolKey { node: port.binding_host_id.clone(), network_id: port.network_id.clone() };
+        self.free.entry(key).or_default().entry(sg_set(&port.security_groups)).or_default().push_back(port);
+    }
+
+    /// Takes a port for `sgs`: the exact set first, else the oldest of the largest other group.
+    pub fn take(&mut self, key: &PoolKey, sgs: &[String]) -> Option<Port> {
+        let groups = self.free.get_mut(key)?;
+        let want = sg_set(sgs);
+        let port = match groups.get_mut(&want).and_then(VecDeque::pop_front) {
+            Some(p) => p,
+            None => {
+                let other = groups.iter().filter(|(_, q)| !q.is_empty()).max_by_key(|(_, q)| q.len()).map(|(k, _)| k.clone())?;
+                groups.get_mut(&other)?.pop_front()?
+            }
+        };
+        groups.retain(|_, q| !q.is_empty());
+        self.claiming.insert(port.id.clone(), port.clone());
+        Some(port)
+    }
+
+    /// A claim failed: the port goes back to the front of its group.
+    pub fn give_back(&mut self, port_id: &str) {
+        if let Some(port) = self.claiming.remove(port_id) {
+            let key = PoolKey { node: port.binding_host_id.clone(), network_id: port.network_id.clone() };
+            self.free.entry(key).or_default().entry(sg_set(&port.security_groups)).or_default().push_front(port);
+        }
+    }
+
+    /// The pod's KuryrPort lists the port now (or the claim is abandoned): stop publishing it.
+    pub fn claimed(&mut self, port_id: &str) -> Option<Port> {
+        self.claiming.remove(port_id)
+    }
+
+    /// Free and claiming ports of `node` (what its pool KuryrPort lists).
+    pub fn published(&self, node: &str) -> BTreeMap<String, Port> {
+        let mut out: BTreeMap<String, Port> =
+            self.free.iter().filter(|(k, _)| k.node == node).flat_map(|(_, g)| g.values().flatten()).map(|p| (p.id.clone(), p.clone())).collect();
+        out.extend(self.claiming.values().filter(|p| p.binding_host_id == node).map(|p| (p.id.clone(), p.clone())));
+        out
+    }
+
+    fn nodes(&self) -> BTreeSet<String> {
+        self.free.keys().map(|k| k.node.clone()).chain(self.claiming.values().map(|p| p.binding_host_id.clone())).collect()
+    }
+}
+
+/// Work for the pool task (it owns the `Arc<Context>` the reconcilers do not have).
+#[derive(Debug)]
+enum Job {
+    Populate(PoolKey, SgSet),
+    Publish(String),
+}
+
+/// The pools of this controller (present when `vif_pool_driver = neutron`).
+#[derive(Debug)]
+pub struct Pools {
+    cfg: PoolSettings,
+    state: Mutex<State>,
+    /// Serializes recovery with claims.
+    recovery: tokio::sync::Mutex<()>,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+/// The receiving end, for [`run`].
+pub struct PoolJobs(mpsc::UnboundedReceiver<Job>);
+
+impl Pools {
+    pub fn new(cfg: PoolSettings) -> (Pools, PoolJobs) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Pools { cfg, state: Mutex::default(), recovery: tokio::sync::Mutex::new(()), jobs: tx }, PoolJobs(rx))
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Free ports of the (node, network) pool.
+    pub fn free(&self, key: &PoolKey) -> usize {
+        self.with(|s| s.free_count(key))
+    }
+
+    fn publish(&self, node: &str) {
+        let _ = self.jobs.send(Job::Publish(node.to_string()));
+    }
+
+    /// Asks for a refill if the pool is below `min` (one bulk create per pool at a time).
+    fn refill(&self, key: &PoolKey, sgs: &[String]) {
+        let start = self.with(|s| {
+            let below = s.free_count(key) < self.cfg.min.max(1);
+            below && s.populating.insert(key.clone())
+        });
+        if start {
+            let _ = self.jobs.send(Job::Populate(key.clone(), sg_set(sgs)));
+        }
+    }
+
+    /// Drops all state (leadership lost: the next leader rebuilds it from Neutron).
+    pub fn forget(&self) {
+        self.with(|s| *s = State::default());
+    }
+}
+
+/// Rebuilds the pools from Neutron once per leadership: every free pool port of this cluster.
+async fn ensure_recovered(ctx: &Context, pools: &Pools) -> Result<(), Error> {
+    if pools.with(|s| s.recovered) {
+        return Ok(());
+    }
+    let _g = pools.recovery.lock().await;
+    if pools.with(|s| s.recovered) {
+        return Ok(());
+    }
+    ctx.leader.ensure()?;
+    let found = ctx.neutron.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER)).await?;
+    let mine: Vec<Port> = found.into_iter().filter(|p| is_pool_port(p, &ctx.settings.cluster_name)).collect();
+    let n = mine.len();
+    let nodes = pools.with(|s| {
+        for p in mine {
+            s.add(p);
+        }
+        s.recovered = true;
+        s.nodes()
+    });
+    tracing::info!(ports = n, nodes = nodes.len(), "warm pools recovered from Neutron");
+    for node in nodes {
+        pools.publish(&node);
+    }
+    Ok(())
+}
+
+/// Claims a pool port for `req` (one `PUT`), or `None` when the pool is empty (a refill is
+/// started; the caller creates a port directly so this pod does not wait for the bulk create).
+pub async fn claim(ctx: &Context, pools: &Pools, req: &PodPortRequest, network_id: &str) -> Result<Option<Port>, Error> {
+    ensure_recovered(ctx, pools).await?;
+    let key = PoolKey { node: req.node.clone(), network_id: network_id.to_string() };
+    let sgs = ctx.settings.pod_security_groups.clone();
+    loop {
+        let Some(port) = pools.with(|s| s.take(&key, &sgs)) else {
+            ctx.metrics.pool_event("miss", 1);
+            pools.refill(&key, &sgs);
+            return Ok(None);
+        };
+        if let Err(e) = ctx.leader.ensure() {
+            pools.with(|s| s.give_back(&port.id));
+            return Err(e);
+        }
+        match ctx.neutron.update_port(&port.id, &claim_update(&ctx.settings, req, &port, &sgs)).await {
+            Ok(claimed) => {
+                ctx.metrics.pool_event("claimed", 1);
+                ctx.metrics.set_pool_size(&key.node, pools.with(|s| s.node_count(&key.node)));
+                pools.refill(&key, &sgs);
+                tracing::info!(port = %claimed.id, pod = %format!("{}/{}", req.namespace, req.name), "claimed a warm-pool port");
+                return Ok(Some(claimed));
+            }
+            Err(e) if e.is_not_found() => {
+                tracing::warn!(port = %port.id, "a pool port is gone from Neutron; trying the next");
+                pools.with(|s| s.claimed(&port.id));
+                pools.publish(&key.node);
+            }
+            Err(e) => {
+                pools.with(|s| s.give_back(&port.id));
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+/// The pod's KuryrPort lists the claimed port: the node's pool KuryrPort may drop it now.
+pub fn recorded(pools: &Pools, port_id: &str) {
+    if let Some(p) = pools.with(|s| s.claimed(port_id)) {
+        pools.publish(&p.binding_host_id);
+    }
+}
+
+/// Returns a released port to its node's pool (`Ok(true)`), or `Ok(false)` when the pool is full
+/// or the port does not fit a pool (the caller deletes it).
+pub async fn recycle(ctx: &Context, pools: &Pools, port_id: &str) -> Result<bool, Error> {
+    ensure_recovered(ctx, pools).await?;
+    pools.with(|s| s.claimed(port_id));
+    let port = match ctx.neutron.get_port(port_id).await {
+        Ok(p) => p,
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let subnet_ok = port.fixed_ips.iter().any(|f| f.subnet_id == ctx.settings.pod_subnet);
+    let node = port.binding_host_id.clone();
+    let full = pools.cfg.max != 0 && pools.with(|s| s.node_count(&node)) >= pools.cfg.max;
+    if node.is_empty() || !subnet_ok || full || port.device_owner != DEVICE_OWNER {
+        return Ok(false);
+    }
+    ctx.leader.ensure()?;
+    let port = ctx.neutron.update_port(port_id, &recycle_update(&ctx.settings, &node)).await?;
+    pools.with(|s| s.add(port));
+    ctx.metrics.pool_event("recycled", 1);
+    ctx.metrics.set_pool_size(&node, pools.with(|s| s.node_count(&node)));
+    pools.publish(&node);
+    tracing::info!(port = %port_id, node = %node, "released port returned to the warm pool");
+    Ok(true)
+}
+
+/// Serves the pool jobs (bulk creates, publishing) and drops the state when leadership is lost.
+pub async fn run(ctx: Arc<Context>, pools: Arc<Pools>, PoolJobs(mut rx): PoolJobs) {
+    let mut leading = ctx.leader.subscribe();
+    let mut pending: BTreeSet<String> = BTreeSet::new();
+    loop {
+        tokio::select! {
+            job = rx.recv() => match job {
+                None => return,
+                Some(Job::Populate(key, sgs)) => {
+                    let (ctx, pools) = (ctx.clone(), pools.clone());
+                    tokio::spawn(async move { populate(&ctx, &pools, key, sgs).await });
+                }
+                Some(Job::Publish(node)) => { pending.insert(node); }
+            },
+            r = leading.changed() => {
+                if r.is_err() { return; }
+                if !*leading.borrow_and_update() {
+                    tracing::info!("leadership lost: dropping the warm-pool state");
+                    pools.forget();
+                }
+            }
+        }
+        // Coalesce: everything queued for the same node is one patch.
+        while let Ok(job) = rx.try_recv() {
+            match job {
+                Job::Publish(node) => {
+                    pending.insert(node);
+                }
+                Job::Populate(key, sgs) => {
+                    let (ctx, pools) = (ctx.clone(), pools.clone());
+                    tokio::spawn(async move { populate(&ctx, &pools, key, sgs).await });
+                }
+            }
+        }
+        for node in std::mem::take(&mut pending) {
+            if let Err(e) = publish(&ctx, &pools, &node).await {
+                tracing::warn!(node = %node, error = %e, "cannot publish the node's warm pool; retrying with the next change");
+                ctx.metrics.reconcile_error("pool", e.metric_label());
+            }
+        }
+    }
+}
+
+async fn populate(ctx: &Context, pools: &Pools, key: PoolKey, sgs: SgSet) {
+    let r = async {
+        ensure_recovered(ctx, pools).await?;
+        let free = pools.free(&key);
+        let mut n = pools.cfg.batch.max(pools.cfg.min.saturating_sub(free));
+        if pools.cfg.max != 0 {
+            n = n.min(pools.cfg.max.saturating_sub(pools.with(|s| s.node_count(&key.node))));
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        ctx.leader.ensure()?;
+        let reqs = vec![pool_port_create(&ctx.settings, &key, &sgs); n];
+        let created = ctx.neutron.create_ports(&reqs).await?;
+        let count = created.len();
+        pools.with(|s| created.into_iter().for_each(|p| s.add(p)));
+        Ok::<usize, Error>(count)
+    }
+    .await;
+    pools.with(|s| s.populating.remove(&key));
+    match r {
+        Ok(n) => {
+            if n > 0 {
+                tracing::info!(node = %key.node, network = %key.network_id, ports = n, "warm pool filled (one bulk create)");
+                ctx.metrics.pool_event("created", n as u64);
+            }
+            ctx.metrics.set_pool_size(&key.node, pools.with(|s| s.node_count(&key.node)));
+            pools.publish(&key.node);
+        }
+        Err(e) => {
+            tracing::warn!(node = %key.node, network = %key.network_id, error = %e, "cannot fill the warm pool; pods get ports one by one");
+            ctx.metrics.reconcile_error("pool", e.metric_label());
+        }
+    }
+}
+
+/// Writes the node's pool KuryrPort: creates it if missing, then one merge patch of
+/// `status.vifs` (new ports added, gone ones set to null).
+async fn publish(ctx: &Context, pools: &Pools, node: &str) -> Result<(), Error> {
+    ctx.leader.ensure()?;
+    let want = pools.with(|s| s.published(node));
+    let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), POOL_NAMESPACE);
+    let name = pool_kuryrport_name(node);
+    let current = match api.get_opt(&name).await.map_err(|e| Error::kube("get", format!("kuryrport {POOL_NAMESPACE}/{name}"), e))? {
+        Some(kp) => kp,
+        None => create_pool_kuryrport(ctx, &api, node, &name).await?,
+    };
+    let have: BTreeSet<String> = current.status.iter().flat_map(|s| s.vifs.keys().cloned()).collect();
+    let mut vifs = Map::new();
+    for gone in have.iter().filter(|id| !want.contains_key(*id)) {
+        vifs.insert(gone.clone(), Value::Null);
+    }
+    let defaults = VifDefaults { ovs_bridge: ctx.settings.ovs_bridge.clone(), network_device_mtu: ctx.settings.network_device_mtu };
+    for (id, port) in want.iter().filter(|(id, _)| !have.contains(*id)) {
+        let network = ctx.cache.network(&ctx.neutron, &port.network_id).await?;
+        let mut subnets = Vec::new();
+        for sid in port.fixed_ips.iter().map(|f| f.subnet_id.as_str()).collect::<BTreeSet<_>>() {
+            subnets.push((*ctx.cache.subnet(&ctx.neutron, sid).await?).clone());
+        }
+        match build_vif(port, &network, &subnets, &defaults) {
+            Ok(vif) => {
+                vifs.insert(id.clone(), json!({"default": false, "vif": vif.to_status_value()}));
+            }
+            // Not bound (yet): the daemon could not plug it; it is published once it is.
+            Err(e) => tracing::debug!(port = %id, error = %e, "pool port not publishable"),
+        }
+    }
+    if vifs.is_empty() {
+        return Ok(());
+    }
+    ctx.leader.ensure()?;
+    let patch = json!({"status": {"vifs": vifs}});
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| Error::kube("patch status of", format!("kuryrport {POOL_NAMESPACE}/{name}"), e))?;
+    tracing::debug!(node = %node, ports = want.len(), "pool KuryrPort published");
+    Ok(())
+}
+
+async fn create_pool_kuryrport(ctx: &Context, api: &Api<KuryrPort>, node: &str, name: &str) -> Result<KuryrPort, Error> {
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": POOL_NAMESPACE}})).map_err(|e| Error::Invalid(e.to_string()))?;
+    match nss.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(Error::kube("create", format!("namespace {POOL_NAMESPACE}"), e)),
+    }
+    let mut kp = KuryrPort::new(name, KuryrPortSpec { pod_uid: String::new(), pod_node_name: node.to_string(), pod_static: false });
+    kp.metadata.labels = Some(BTreeMap::from([
+        (NODE_NAME_LABEL.to_string(), node.to_string()),
+        (POOL_LABEL.to_string(), POOL_LABEL_VALUE.to_string()),
+    ]));
+    match api.create(&PostParams::default(), &kp).await {
+        Ok(kp) => Ok(kp),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            api.get(name).await.map_err(|e| Error::kube("get", format!("kuryrport {POOL_NAMESPACE}/{name}"), e))
+        }
+        Err(e) => Err(Error::kube("create", format!("kuryrport {POOL_NAMESPACE}/{name}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(id: &str, node: &str, sgs: &[&str]) -> Port {
+        serde_json::from_value(json!({"id": id, "network_id": "net", "binding:host_id": node, "device_owner": DEVICE_OWNER,
+            "device_id": "", "security_groups": sgs, "description": "kuryr-rs pool port: cluster c1, node vm"}))
+        .expect("port")
+    }
+
+    #[test]
+    fn take_prefers_the_exact_security_groups_then_the_largest_other_group() {
+        let mut s = State::default();
+        let key = PoolKey { node: "vm".into(), network_id: "net".into() };
+        s.add(port("a", "vm", &["sg2"]));
+        s.add(port("b", "vm", &["sg1"]));
+        s.add(port("c", "vm", &["sg2"]));
+        s.add(port("a", "vm", &["sg2"]));
+        s.add(port("x", "other", &["sg1"]));
+        assert_eq!(s.free_count(&key), 3, "a duplicate is not added twice");
+        let sg1 = vec!["sg1".to_string()];
+        assert_eq!(s.take(&key, &sg1).map(|p| p.id).as_deref(), Some("b"));
+        assert_eq!(s.take(&key, &sg1).map(|p| p.id).as_deref(), Some("a"), "then the oldest of another group");
+        assert_eq!(s.published("vm").keys().cloned().collect::<Vec<_>>(), ["a", "b", "c"], "claiming ports stay published");
+        s.give_back("a");
+        assert_eq!(s.take(&key, &["sg2".to_string()]).map(|p| p.id).as_deref(), Some("a"), "given back to the front");
+        assert!(s.claimed("a").is_some());
+        assert!(s.claimed("b").is_some());
+        assert_eq!(s.published("vm").keys().cloned().collect::<Vec<_>>(), ["c"]);
+        assert_eq!(s.published("other").keys().cloned().collect::<Vec<_>>(), ["x"]);
+        assert_eq!(s.take(&key, &sg1).map(|p| p.id).as_deref(), Some("c"));
+        assert!(s.take(&key, &sg1).is_none());
+    }
+
+    #[test]
+    fn requests_stamp_pool_and_pod() {
+        let s = Settings { cluster_name: "c1".into(), pod_subnet: "sub".into(), project: "p".into(), ..Settings::defaults() };
+        let key = PoolKey { node: "vm".into(), network_id: "net".into() };
+        let body = serde_json::to_value(pool_port_create(&s, &key, &["sg1".into()])).expect("json");
+        assert_eq!(
+            body,
+            json!({"network_id": "net", "name": "kuryr-pool/vm", "description": "kuryr-rs pool port: cluster c1, node vm",
+                   "admin_state_up": true, "fixed_ips": [{"subnet_id": "sub"}], "device_owner": "compute:kuryr",
+                   "binding:host_id": "vm", "security_groups": ["sg1"], "project_id": "p"})
+        );
+        let p = port("a", "vm", &["sg1"]);
+        assert!(is_pool_port(&p, "c1"));
+        assert!(!is_pool_port(&p, "c2"), "another cluster's pool");
+        let req = PodPortRequest { namespace: "ns".into(), name: "web".into(), pod_uid: "uid".into(), node: "vm".into(), standalone: false };
+        let same = serde_json::to_value(claim_update(&s, &req, &p, &["sg1".into()])).expect("json");
+        assert_eq!(same, json!({"name": "ns/web", "description": "kuryr-rs pod port: cluster c1, pod ns/web (uid uid)", "device_id": "uid"}));
+        let other = serde_json::to_value(claim_update(&s, &req, &p, &["sg9".into()])).expect("json");
+        assert_eq!(other["security_groups"], json!(["sg9"]));
+        let mut claimed = p.clone();
+        claimed.device_id = "uid".into();
+        assert!(!is_pool_port(&claimed, "c1"), "a claimed port is never recovered into a pool");
+        assert_eq!(
+            serde_json::to_value(recycle_update(&s, "vm")).expect("json"),
+            json!({"name": "kuryr-pool/vm", "description": "kuryr-rs pool port: cluster c1, node vm", "device_id": ""})
+        );
+    }
+}
