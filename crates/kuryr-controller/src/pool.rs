@@ -467,7 +467,8 @@ async fn create_pool_kuryrport(ctx: &Context, api: &Api<KuryrPort>, node: &str, 
     let ns = serde_json::from_value(json!({"metadata": {"name": POOL_NAMESPACE}})).map_err(|e| Error::Invalid(e.to_string()))?;
     match nss.create(&PostParams::default(), &ns).await {
         Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        // 403: the deployment creates it (the chart does), the controller need not be allowed to.
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 403 => {}
         Err(e) => return Err(Error::kube("create", format!("namespace {POOL_NAMESPACE}"), e)),
     }
     let mut kp = KuryrPort::new(name, KuryrPortSpec { pod_uid: String::new(), pod_node_name: node.to_string(), pod_static: false });
