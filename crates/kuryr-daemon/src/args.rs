@@ -72,6 +72,9 @@ pub struct Args {
     /// Parent NIC of nested bindings (overrides [binding] link_iface).
     #[arg(long)]
     pub link_iface: Option<String>,
+    /// Holding netns (/run/netns/<name>) of pre-plugged pool ports; "" turns pre-plugging off.
+    #[arg(long, default_value = kuryr_core::names::POOL_NETNS)]
+    pub pool_netns: String,
     /// Log as JSON lines.
     #[arg(long)]
     pub log_json: bool,
@@ -123,6 +126,7 @@ impl Args {
             ovsdb_endpoint: self.ovsdb.clone(),
             probe_interval: Duration::from_secs(5),
             failure_window: Duration::from_secs(300),
+            pool_netns: (!self.pool_netns.is_empty()).then(|| self.pool_netns.clone()),
             config,
         }
     }

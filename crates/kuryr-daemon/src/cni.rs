@@ -33,6 +33,7 @@ use crate::events::{reasons, Recorder};
 use crate::health::Health;
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 use crate::watch::{eval_active, eval_vifs, Cluster};
 
 /// Announcement rounds (gratuitous ARP / unsolicited NA) once a port is ACTIVE, and their
@@ -58,6 +59,8 @@ pub struct Cni {
     pub events: Recorder,
     pub metrics: Metrics,
     pub health: Arc<Health>,
+    /// Pre-plugged ports ([`crate::pool`]): ADD takes a held interface instead of plugging.
+    pub pool: Arc<Pool>,
 }
 
 fn plug_err(step: &'static str, what: impl Into<String>) -> impl FnOnce(BindError) -> DaemonError {
@@ -222,8 +225,7 @@ impl Cni {
                 .filter(|oi| !vifs.iter().any(|v| v.vif.port_id == oi.port_id))
             {
                 tracing::info!(port = %oi.port_id, "unplugging a port the KuryrPort no longer holds");
-                let d = Driver::for_binding(&oi.vif.binding);
-                d.unplug(&self.env, oi, open_netns(&old.netns).as_ref(), true)
+                self.unplug_iface(oi, open_netns(&old.netns).as_ref(), true)
                     .await
                     .map_err(plug_err("unplug replaced port", oi.port_id.clone()))?;
             }
@@ -264,17 +266,27 @@ impl Cni {
         self.update_gauge();
 
         let t = Instant::now();
-        match self
+        let preplugged = match self
             .plug_all(&mut att, &netns, &pod_uid, same_sandbox)
             .await
         {
-            Ok(ovs_ports) => self.confirm_ovs_attach(&pod, ovs_ports),
+            Ok((ovs_ports, preplugged)) => {
+                self.confirm_ovs_attach(&pod, ovs_ports);
+                preplugged
+            }
             Err(e) => {
                 self.events.warn(&pod, reasons::PLUG_FAILED, e.to_string());
                 return Err(e);
             }
-        }
-        self.metrics.stage("plug", t.elapsed());
+        };
+        // Moving a pre-plugged interface and plugging one are different work: separate stages.
+        let (stage, path) = if preplugged {
+            ("move", "preplugged")
+        } else {
+            ("plug", "plug")
+        };
+        self.metrics.stage(stage, t.elapsed());
+        self.metrics.add_path(path);
         let t = Instant::now();
         for iface in &att.interfaces {
             let cfg = l3::iface_config(
@@ -409,15 +421,18 @@ impl Cni {
         }
     }
 
-    /// Host-side plug of every interface; fills in what the drivers report.
+    /// Host-side plug of every interface; fills in what the drivers report. An `ovs` VIF the
+    /// pool holds pre-plugged is moved in instead ([`Pool::take`]). Returns the OVS ports
+    /// added and whether every interface was pre-plugged.
     async fn plug_all(
         &self,
         att: &mut Attachment,
         netns: &Netns,
         pod_uid: &str,
         same_sandbox: bool,
-    ) -> Result<Vec<String>, DaemonError> {
+    ) -> Result<(Vec<String>, bool), DaemonError> {
         let mut ovs_ports = Vec::new();
+        let mut all_preplugged = !att.interfaces.is_empty();
         for i in 0..att.interfaces.len() {
             let iface = att.interfaces[i].clone();
             let what = format!(
@@ -431,6 +446,15 @@ impl Cni {
                 // A previous sandbox of this pod may still hold the host device.
                 fresh: !same_sandbox,
             };
+            if let Some(plugged) = self.pool.take(&self.env, &iface.vif, &target).await {
+                let slot = &mut att.interfaces[i];
+                slot.host_ifname = plugged.host_ifname;
+                slot.parent = plugged.parent;
+                slot.mtu = plugged.mtu;
+                slot.tx_checksum_off = plugged.tx_checksum_off;
+                continue;
+            }
+            all_preplugged = false;
             let plugged = match driver
                 .plug_host(&self.env, &iface.vif, pod_uid, &target)
                 .await
@@ -455,7 +479,34 @@ impl Cni {
             slot.tx_checksum_off = plugged.tx_checksum_off;
             ovs_ports.extend(plugged.ovs_port);
         }
-        Ok(ovs_ports)
+        Ok((ovs_ports, all_preplugged))
+    }
+
+    /// Unplugs one interface. The host side is left alone when `host_side` is false or when
+    /// the pool holds the port pre-plugged again (a recycled port re-plugged under the same
+    /// `tap…` name: it is no longer this attachment's). Wakes the pool, which may wait for
+    /// this host device to go.
+    async fn unplug_iface(
+        &self,
+        iface: &AttachedIface,
+        netns: Option<&Netns>,
+        host_side: bool,
+    ) -> Result<(), BindError> {
+        let driver = Driver::for_binding(&iface.vif.binding);
+        if !self.pool.enabled() || !matches!(iface.vif.binding, Binding::Ovs { .. }) {
+            return driver.unplug(&self.env, iface, netns, host_side).await;
+        }
+        let guard = self.pool.lock_port(&iface.port_id).await;
+        let pooled = host_side && self.pool.holds(&iface.port_id).await;
+        if pooled {
+            tracing::info!(port = %iface.port_id, host_ifname = %iface.host_ifname, "the port is pre-plugged in the pool again; leaving its host side");
+        }
+        let r = driver
+            .unplug(&self.env, iface, netns, host_side && !pooled)
+            .await;
+        drop(guard);
+        self.pool.wake();
+        r
     }
 
     /// Deletes the interfaces of other attachments that hold the same VLAN id on the same
@@ -523,9 +574,8 @@ impl Cni {
             if superseded {
                 tracing::info!(host_ifname = %iface.host_ifname, "host device belongs to a newer sandbox of the pod; leaving it");
             }
-            let driver = Driver::for_binding(&iface.vif.binding);
-            if let Err(e) = driver
-                .unplug(&self.env, iface, netns.as_ref(), !superseded)
+            if let Err(e) = self
+                .unplug_iface(iface, netns.as_ref(), !superseded)
                 .await
             {
                 tracing::warn!(attachment = %att.key(), port = %iface.port_id, error = %e, "unplug failed");

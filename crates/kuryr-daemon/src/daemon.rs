@@ -28,6 +28,7 @@ use crate::events::Recorder;
 use crate::health::{FailureWindow, Health, ProbeState};
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 use crate::watch::Cluster;
 
 /// Why the daemon could not start.
@@ -84,6 +85,9 @@ pub struct DaemonOptions {
     pub probe_interval: Duration,
     /// Liveness: failure-rate window.
     pub failure_window: Duration,
+    /// Holding netns (`/run/netns/<name>`) of pre-plugged pool ports
+    /// ([`kuryr_core::names::POOL_NETNS`] by default); `None`: no pre-plugging.
+    pub pool_netns: Option<String>,
 }
 
 /// A running daemon.
@@ -217,6 +221,18 @@ impl Daemon {
             cfg.kubernetes.use_events.then(|| client.clone()),
             &opts.node_name,
         );
+        let pool = match (&opts.pool_netns, &bridge) {
+            (Some(name), Some(br)) => match Pool::open(name, br, metrics.clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    // ADD works without it, only slower.
+                    tracing::error!(netns = %name, error = %e, "cannot open the holding netns: pre-plugging is off");
+                    Pool::disabled(metrics.clone())
+                }
+            },
+            _ => Pool::disabled(metrics.clone()),
+        };
+        let pool = Arc::new(pool);
         let cni = Arc::new(Cni {
             settings: Settings {
                 vif_timeout: cfg.cni_daemon.vif_annotation_timeout,
@@ -228,6 +244,7 @@ impl Daemon {
             events,
             metrics: metrics.clone(),
             health: health.clone(),
+            pool: pool.clone(),
         });
 
         // DELs the shim queued while we were down, before anything new is served.
@@ -271,6 +288,7 @@ impl Daemon {
 
         let probed = Arc::new(Notify::new());
         let mut background = watch_tasks;
+        background.push(tokio::spawn(pool.run(cni.clone(), shutdown_rx.clone())));
         background.push(tokio::spawn(probe_loop(
             client,
             ovs,

@@ -137,6 +137,7 @@ mod tests {
             events: Recorder::new(None, "n1"),
             metrics: Metrics::new(),
             health,
+            pool: Arc::new(crate::pool::Pool::disabled(Metrics::new())),
         }
     }
 

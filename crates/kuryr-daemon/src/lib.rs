@@ -36,6 +36,7 @@ pub mod events;
 pub mod health;
 pub mod locks;
 pub mod metrics;
+pub mod pool;
 pub mod standalone;
 pub mod watch;
 

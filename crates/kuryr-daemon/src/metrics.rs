@@ -4,10 +4,14 @@
 //! |---|---|---|
 //! | `kuryr_cni_requests_total` | `command`, `result` (`ok` or the CNI code) | requests served |
 //! | `kuryr_cni_request_duration_seconds` | `command`, `error` (`true`/`false`) | whole request (upstream's name) |
-//! | `kuryr_cni_stage_duration_seconds` | `stage` (`wait_vif`, `plug`, `l3`, `wait_active`) | ADD stages |
+//! | `kuryr_cni_stage_duration_seconds` | `stage` (`wait_vif`, `plug` or `move`, `l3`, `wait_active`) | ADD stages (`move`: the ADD only moved pre-plugged interfaces, `plug`: it plugged at least one) |
 //! | `kuryr_cni_stage_duration_seconds` | `stage` (`ovs_attach`, `announce`) | after-ADD work, off the request path |
-//! | `kuryr_cni_background_failures_total` | `task` (`ovs_attach`, `announce`) | after-ADD work that failed |
+//! | `kuryr_cni_stage_duration_seconds` | `stage` (`preplug`) | pre-plugging one pool port (background) |
+//! | `kuryr_cni_background_failures_total` | `task` (`ovs_attach`, `announce`, `preplug`, `pool_unplug`) | background work that failed |
 //! | `kuryr_cni_attachments` | | attachments recorded on this node |
+//! | `kuryr_cni_add_path_total` | `path` (`preplugged`, `plug`) | ADDs served by moving pre-plugged interfaces only, or by plugging |
+//! | `kuryr_cni_pool_held` | | pre-plugged ports waiting in the holding netns |
+//! | `kuryr_cni_pool_operations_total` | `op` (`preplug`, `adopt`, `replug_ovs`, `unplug`) | what the pool reconciler did |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +45,16 @@ struct Task {
     task: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AddPath {
+    path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolOp {
+    op: String,
+}
+
 /// Buckets from 1 ms (a pre-plugged ADD) to 3 min (upstream's longest).
 const BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0,
@@ -59,6 +73,9 @@ pub struct Metrics {
     stages: Family<Stage, Histogram, fn() -> Histogram>,
     attachments: Gauge,
     background_failures: Family<Task, Counter>,
+    add_paths: Family<AddPath, Counter>,
+    pool_held: Gauge,
+    pool_ops: Family<PoolOp, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,6 +127,24 @@ impl Metrics {
             "Pod attachments recorded on this node",
             attachments.clone(),
         );
+        let add_paths = Family::<AddPath, Counter>::default();
+        let pool_held = Gauge::default();
+        let pool_ops = Family::<PoolOp, Counter>::default();
+        registry.register(
+            "kuryr_cni_add_path",
+            "ADDs by how the interfaces got into the pod: preplugged (moved from the holding netns only) or plug (at least one plugged)",
+            add_paths.clone(),
+        );
+        registry.register(
+            "kuryr_cni_pool_held",
+            "Pre-plugged pool ports waiting in the holding netns",
+            pool_held.clone(),
+        );
+        registry.register(
+            "kuryr_cni_pool_operations",
+            "Pool reconciler operations: preplug, adopt (found after a restart), replug_ovs (adopted without its OVS port), unplug",
+            pool_ops.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             requests,
@@ -117,6 +152,9 @@ impl Metrics {
             stages,
             attachments,
             background_failures,
+            add_paths,
+            pool_held,
+            pool_ops,
         }
     }
 
@@ -157,6 +195,29 @@ impl Metrics {
         self.attachments.set(n as i64);
     }
 
+    /// One ADD served: `preplugged` or `plug`.
+    pub fn add_path(&self, path: &str) {
+        self.add_paths
+            .get_or_create(&AddPath {
+                path: path.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn set_pool_held(&self, n: usize) {
+        self.pool_held.set(n as i64);
+    }
+
+    pub fn pool_held_dec(&self) {
+        self.pool_held.dec();
+    }
+
+    pub fn pool_op(&self, op: &str) {
+        self.pool_ops
+            .get_or_create(&PoolOp { op: op.to_owned() })
+            .inc();
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -178,7 +239,14 @@ mod tests {
         m.request("ADD", Some(11), Duration::from_secs(60));
         m.stage("wait_active", Duration::from_millis(200));
         m.set_attachments(3);
+        m.add_path("preplugged");
+        m.set_pool_held(2);
+        m.pool_held_dec();
+        m.pool_op("preplug");
         let text = m.encode();
+        assert!(text.contains(r#"kuryr_cni_add_path_total{path="preplugged"} 1"#), "{text}");
+        assert!(text.contains("kuryr_cni_pool_held 1"), "{text}");
+        assert!(text.contains(r#"kuryr_cni_pool_operations_total{op="preplug"} 1"#), "{text}");
         assert!(
             text.contains(r#"kuryr_cni_requests_total{command="ADD",result="ok"} 1"#),
             "{text}"

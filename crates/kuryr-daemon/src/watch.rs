@@ -25,7 +25,9 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use kuryr_core::crd::KuryrPort;
-use kuryr_core::names::{is_standalone, NODE_NAME_LABEL, STANDALONE_LABEL, STANDALONE_LABEL_VALUE};
+use kuryr_core::names::{
+    is_pool, is_standalone, NODE_NAME_LABEL, POOL_LABEL, STANDALONE_LABEL, STANDALONE_LABEL_VALUE,
+};
 use kuryr_core::vif::Vif;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -332,6 +334,11 @@ fn standalone_missing(req: &PodRef) -> String {
 /// `Err(reason)` if not (yet).
 fn kp_matches(kp: &KuryrPort, req: &PodRef, standalone: bool) -> Result<(), String> {
     let labels = kp.metadata.labels.as_ref();
+    if is_pool(labels) {
+        return Err(format!(
+            "KuryrPort {req} is labelled {POOL_LABEL}=true: it is a node's port pool, no pod's or container's"
+        ));
+    }
     if standalone {
         if kp.metadata.deletion_timestamp.is_some() {
             return Err(format!("KuryrPort {req} is being deleted"));

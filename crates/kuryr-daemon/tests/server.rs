@@ -35,6 +35,7 @@ fn options(dir: &Path) -> DaemonOptions {
         ovsdb_endpoint: format!("unix:{}", dir.join("no-ovsdb.sock").display()),
         probe_interval: Duration::from_millis(200),
         failure_window: Duration::from_secs(300),
+        pool_netns: None,
     }
 }
 

@@ -412,6 +412,17 @@ async fn start_daemon(
     vif_timeout: Duration,
     conflist_dir: Option<&Path>,
 ) -> Daemon {
+    start_daemon_with_pool(s, dir, vif_timeout, conflist_dir, None).await
+}
+
+/// [`start_daemon`] with pre-plugging into the holding netns `pool_netns`.
+async fn start_daemon_with_pool(
+    s: &Stack,
+    dir: &Path,
+    vif_timeout: Duration,
+    conflist_dir: Option<&Path>,
+    pool_netns: Option<&str>,
+) -> Daemon {
     let mut config = s.config.clone();
     config.cni_daemon.vif_annotation_timeout = vif_timeout;
     let opts = DaemonOptions {
@@ -433,6 +444,7 @@ async fn start_daemon(
         ovsdb_endpoint: kuryr_ovsdb::DEFAULT_ENDPOINT.into(),
         probe_interval: Duration::from_secs(1),
         failure_window: Duration::from_secs(300),
+        pool_netns: pool_netns.map(str::to_owned),
     };
     let d = Daemon::start(opts, s.client.clone())
         .await
@@ -935,6 +947,8 @@ async fn binary_writes_the_conflist_when_ready_and_removes_it_on_sigterm() {
     let shim = d.join("kuryr-cni-src");
     std::fs::write(&shim, b"#!/bin/sh\nexit 0\n").expect("fake shim");
     let sock = d.join("run/kd.sock");
+    // Not the default kuryr-pool: another daemon on this host may hold ports there.
+    let pool_ns = unique("kd-bin-pool-");
     let child = Child(
         Command::new(env!("CARGO_BIN_EXE_kuryr-daemon"))
             .arg("--config-file")
@@ -962,6 +976,7 @@ async fn binary_writes_the_conflist_when_ready_and_removes_it_on_sigterm() {
             .arg(d.join("bin"))
             .arg("--install-cni-from")
             .arg(&shim)
+            .args(["--pool-netns", &pool_ns])
             .spawn()
             .expect("spawn kuryr-daemon"),
     );
@@ -1011,4 +1026,271 @@ async fn binary_writes_the_conflist_when_ready_and_removes_it_on_sigterm() {
     assert!(status.success(), "exit status {status}");
     assert!(!conf_path.exists(), "conflist left after SIGTERM");
     assert!(!sock.exists(), "socket left after SIGTERM");
+    assert!(
+        Netns::delete_named(&pool_ns).expect("delete the holding netns"),
+        "the daemon did not create its holding netns"
+    );
+}
+
+// ------------------------------------------------------------------------------ warm pool
+
+/// The pod end of a pre-plugged port in the holding netns: (ifindex, MAC, up).
+fn held(pool_ns: &str, port_id: &str) -> Option<(u32, String, bool)> {
+    let name = kuryr_daemon::pool::held_ifname(port_id);
+    let ns = Netns::open_named(pool_ns).expect("open the holding netns");
+    ns.with_netlink(async |nl| nl.find_link(&name).await)
+        .expect("look into the holding netns")
+        .map(|l| {
+            (
+                l.index,
+                l.mac.map(|m| m.to_string()).unwrap_or_default(),
+                l.admin_up,
+            )
+        })
+}
+
+fn host_link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+async fn ovs_iface_uuid(tap: &str) -> Option<String> {
+    let ovs = Ovs::connect_default().await.expect("OVSDB");
+    ovs.find_interface(tap)
+        .await
+        .expect("find interface")
+        .map(|i| format!("{:?}", i.uuid))
+}
+
+/// One sample of the daemon's metrics text (0 when absent).
+async fn metric(d: &Daemon, series: &str) -> f64 {
+    let (_, text) = http_tcp(d.metrics_addr(), "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+impl Stack {
+    /// The node's pool KuryrPort (as the controller writes it), with these VIFs.
+    async fn create_pool_kp(&self, vifs: &[&Vif]) -> String {
+        use kuryr_core::names::{pool_kuryrport_name, POOL_LABEL, POOL_LABEL_VALUE};
+        let name = pool_kuryrport_name(&self.node);
+        let mut kp = KuryrPort::new(
+            &name,
+            KuryrPortSpec {
+                pod_uid: String::new(),
+                pod_node_name: self.node.clone(),
+                pod_static: false,
+            },
+        );
+        kp.metadata.labels = Some(
+            [
+                (NODE_NAME_LABEL.to_string(), self.node.clone()),
+                (POOL_LABEL.to_string(), POOL_LABEL_VALUE.to_string()),
+            ]
+            .into(),
+        );
+        self.kps()
+            .create(&PostParams::default(), &kp)
+            .await
+            .expect("create the pool KuryrPort");
+        for v in vifs {
+            self.pool_put(&name, v).await;
+        }
+        name
+    }
+
+    /// A port (re)appears in the pool.
+    async fn pool_put(&self, pool: &str, vif: &Vif) {
+        let patch = json!({"status": {"vifs": {vif.port_id.clone(): {"default": false, "vif": vif.to_status_value()}}}});
+        self.kps()
+            .patch_status(pool, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("add to the pool");
+    }
+
+    /// A port leaves the pool (claimed or given back).
+    async fn pool_remove(&self, pool: &str, port_id: &str) {
+        let patch = json!({"status": {"vifs": {port_id: null}}});
+        self.kps()
+            .patch_status(pool, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("remove from the pool");
+    }
+
+    /// What the controller does when a pod claims a pool port: the pod's KuryrPort gets the
+    /// VIF (already active), then the port leaves the pool.
+    async fn claim(&self, pool: &str, pod: &str, uid: &str, vif: &Vif) {
+        self.create_kp(pod, uid).await;
+        let mut v = vif.clone();
+        v.active = true;
+        self.write_vif(pod, &v).await;
+        self.pool_remove(pool, &vif.port_id).await;
+    }
+
+    async fn wait_active(&self, port_id: &str) {
+        eventually(
+            Duration::from_secs(90),
+            &format!("Neutron to report port {port_id} ACTIVE"),
+            || async {
+                self.neutron
+                    .get_port(port_id)
+                    .await
+                    .ok()
+                    .filter(|p| p.status == "ACTIVE")
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+}
+
+/// The warm pool, daemon side: pool ports are pre-plugged into the holding netns and go ACTIVE
+/// without any pod; a claimed one is moved into the pod by ADD without touching OVSDB and
+/// carries traffic; one given back unclaimed is unplugged; a restart adopts what is held (same
+/// ifindex, OVS port re-added if it went missing); DEL of the pod works as usual, and the DEL
+/// of an old sandbox leaves alone a port that was re-pre-plugged under the same tap name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn pool_ports_are_preplugged_taken_by_add_unplugged_and_adopted_on_the_stack() {
+    with_stack(|s| async move {
+        let dir = tempfile::tempdir().expect("tmp");
+        // A holding netns of our own (a daemon of the real node may use kuryr-pool).
+        let pool_ns = unique("kd-pool-");
+        s.left.lock().expect("lock").netns.push(pool_ns.clone());
+        let d = start_daemon_with_pool(&s, dir.path(), Duration::from_secs(60), None, Some(&pool_ns)).await;
+        let sock = d.socket_path().to_path_buf();
+        let ns = s.ns.clone();
+        let gw = s.env["POD_GW"].clone();
+
+        // (a) Four pool ports bound to this host: all pre-plugged and ACTIVE, no pod anywhere.
+        let p = [
+            s.create_port("kd-pool-1").await,
+            s.create_port("kd-pool-2").await,
+            s.create_port("kd-pool-3").await,
+            s.create_port("kd-pool-4").await,
+        ];
+        let pool = s.create_pool_kp(&p.iter().collect::<Vec<_>>()).await;
+        for v in &p {
+            // Up is the pre-plug's last step.
+            let (_, mac, _) = eventually(Duration::from_secs(30), "the port pre-plugged", || async {
+                held(&pool_ns, &v.port_id).filter(|h| h.2)
+            })
+            .await;
+            assert_eq!(mac, v.mac, "pre-plugged end has the port's MAC");
+            assert!(host_link_exists(&v.host_ifname), "host end {}", v.host_ifname);
+            assert_eq!(
+                ovs_iface_id(&v.host_ifname).await.map(|x| x.0),
+                Some(v.port_id.clone()),
+                "tap on br-int with the port's iface-id"
+            );
+        }
+        for v in &p {
+            s.wait_active(&v.port_id).await;
+        }
+        assert_eq!(metric(&d, "kuryr_cni_pool_held").await, 4.0);
+        assert_eq!(metric(&d, "kuryr_cni_pool_operations_total{op=\"preplug\"}").await, 4.0);
+
+        // (b) A pod claims p[0]: ADD takes the fast path.
+        let a = "kd-pool-a";
+        let uid_a = s.create_pod(a).await;
+        s.claim(&pool, a, &uid_a, &p[0]).await;
+        let iface_uuid = ovs_iface_uuid(&p[0].host_ifname).await.expect("OVS interface of p0");
+        let (nsa, nsa_path) = s.netns("kd-pa-");
+        let cid_a = unique("kdpoola");
+        let t = Instant::now();
+        let (st, body) = cni(&sock, &add(&cid_a, &nsa_path, &ns, a, &uid_a)).await;
+        assert_eq!(st, 200, "ADD a: {body}");
+        eprintln!("pre-plugged ADD took {:?}", t.elapsed());
+        assert_eq!(metric(&d, "kuryr_cni_add_path_total{path=\"preplugged\"}").await, 1.0);
+        assert_eq!(metric(&d, "kuryr_cni_add_path_total{path=\"plug\"}").await, 0.0);
+        let r = &body["result"];
+        assert_eq!(r["interfaces"][0]["name"], p[0].host_ifname.as_str(), "{r}");
+        assert_eq!(r["interfaces"][1]["name"], "eth0", "{r}");
+        assert_eq!(r["interfaces"][1]["mac"], p[0].mac.as_str(), "{r}");
+        assert!(held(&pool_ns, &p[0].port_id).is_none(), "still in the holding netns");
+        let (ok, out) = ip(&["-n", &nsa, "-o", "addr", "show", "dev", "eth0"]);
+        assert!(ok, "{out}");
+        assert!(out.contains(&format!("{}/", p[0].ips[0].address)), "{out}");
+        let (ok, out) = ip(&["-n", &nsa, "-o", "link", "show", "dev", "eth0"]);
+        assert!(ok && out.contains(&p[0].mac), "{out}");
+        assert_eq!(
+            ovs_iface_uuid(&p[0].host_ifname).await,
+            Some(iface_uuid),
+            "the fast path touched the OVS Interface row"
+        );
+        assert!(ping(&nsa, &gw), "pod on a pre-plugged port cannot ping the gateway {gw}");
+        // Claimed ports stay out of the gauge; nothing else moved.
+        assert_eq!(metric(&d, "kuryr_cni_pool_held").await, 3.0);
+
+        // (c) p[1] given back without a claim: unplugged (veth and OVS port gone).
+        s.pool_remove(&pool, &p[1].port_id).await;
+        eventually(Duration::from_secs(30), "the unclaimed port unplugged", || async {
+            (held(&pool_ns, &p[1].port_id).is_none() && !host_link_exists(&p[1].host_ifname))
+                .then_some(())
+        })
+        .await;
+        assert_eq!(ovs_iface_id(&p[1].host_ifname).await, None, "OVS port left");
+        assert_eq!(metric(&d, "kuryr_cni_pool_operations_total{op=\"unplug\"}").await, 1.0);
+
+        // (d) Restart: p[2] and p[3] adopted, same ifindex; p[3]'s OVS port, removed while the
+        // daemon was down, is re-added; nothing is pre-plugged again.
+        let before = [held(&pool_ns, &p[2].port_id).expect("p2 held"), held(&pool_ns, &p[3].port_id).expect("p3 held")];
+        d.shutdown().await;
+        let ovs = Ovs::connect_default().await.expect("OVSDB");
+        assert!(ovs.del_port("br-int", &p[3].host_ifname).await.expect("del OVS port"));
+        let d = start_daemon_with_pool(&s, dir.path(), Duration::from_secs(60), None, Some(&pool_ns)).await;
+        let sock = d.socket_path().to_path_buf();
+        eventually(Duration::from_secs(30), "the held ports adopted", || async {
+            let adopted = metric(&d, "kuryr_cni_pool_operations_total{op=\"adopt\"}").await;
+            let replugged = metric(&d, "kuryr_cni_pool_operations_total{op=\"replug_ovs\"}").await;
+            (adopted == 1.0 && replugged == 1.0).then_some(())
+        })
+        .await;
+        assert_eq!(metric(&d, "kuryr_cni_pool_operations_total{op=\"preplug\"}").await, 0.0);
+        assert_eq!(held(&pool_ns, &p[2].port_id).map(|h| h.0), Some(before[0].0), "p2 re-plugged");
+        assert_eq!(held(&pool_ns, &p[3].port_id).map(|h| h.0), Some(before[1].0), "p3 re-plugged");
+        assert_eq!(ovs_iface_id(&p[3].host_ifname).await.map(|x| x.0), Some(p[3].port_id.clone()));
+        assert_eq!(metric(&d, "kuryr_cni_pool_held").await, 2.0);
+        // The attachment made before the restart is still served.
+        let (st, body) = cni(&sock, &verb("CHECK", &cid_a, &nsa_path, &ns, a, &uid_a)).await;
+        assert_eq!(st, 200, "CHECK a after restart: {body}");
+
+        // (e) DEL of the pod: as for a normally plugged one.
+        let (st, body) = cni(&sock, &verb("DEL", &cid_a, &nsa_path, &ns, a, &uid_a)).await;
+        assert_eq!(st, 200, "DEL a: {body}");
+        assert!(!host_link_exists(&p[0].host_ifname), "tap of a left");
+        assert_eq!(ovs_iface_id(&p[0].host_ifname).await, None, "OVS port of a left");
+        let (ok, out) = ip(&["-n", &nsa, "link", "show", "eth0"]);
+        assert!(!ok, "eth0 left in the pod: {out}");
+
+        // DEL safety: pod b takes p[2]; its sandbox dies; the port is recycled into the pool
+        // and pre-plugged again under the same tap name; the runtime's late DEL of b must leave
+        // the pool's interface and OVS port alone.
+        let b = "kd-pool-b";
+        let uid_b = s.create_pod(b).await;
+        s.claim(&pool, b, &uid_b, &p[2]).await;
+        let (nsb, nsb_path) = s.netns("kd-pb-");
+        let cid_b = unique("kdpoolb");
+        let (st, body) = cni(&sock, &add(&cid_b, &nsb_path, &ns, b, &uid_b)).await;
+        assert_eq!(st, 200, "ADD b: {body}");
+        assert_eq!(metric(&d, "kuryr_cni_add_path_total{path=\"preplugged\"}").await, 1.0);
+        Netns::delete_named(&nsb).expect("delete netns b");
+        eventually(Duration::from_secs(10), "b's veth gone with its netns", || async {
+            (!host_link_exists(&p[2].host_ifname)).then_some(())
+        })
+        .await;
+        s.kps().delete(b, &DeleteParams::default()).await.expect("delete KuryrPort b");
+        s.pool_put(&pool, &p[2]).await;
+        let (idx, _, _) = eventually(Duration::from_secs(30), "p2 pre-plugged again", || async {
+            held(&pool_ns, &p[2].port_id).filter(|h| h.2)
+        })
+        .await;
+        let (st, body) = cni(&sock, &verb("DEL", &cid_b, &nsb_path, &ns, b, &uid_b)).await;
+        assert_eq!(st, 200, "late DEL b: {body}");
+        assert_eq!(held(&pool_ns, &p[2].port_id).map(|h| h.0), Some(idx), "late DEL removed the pool's interface");
+        assert!(host_link_exists(&p[2].host_ifname));
+        assert_eq!(ovs_iface_id(&p[2].host_ifname).await.map(|x| x.0), Some(p[2].port_id.clone()), "late DEL removed the pool's OVS port");
+        d.shutdown().await;
+    })
+    .await;
 }

@@ -89,15 +89,15 @@ pub(crate) async fn add_ovs_port(
     vif: &Vif,
     pod_uid: &str,
 ) -> Result<(), BindError> {
-    env.ovs
-        .add_port(
-            &PortSpec::new(bridge, ifname)
-                .iface_id(&vif.port_id)
-                .attached_mac(&vif.mac)
-                .iface_status("active")
-                .vm_uuid(pod_uid),
-        )
-        .await?;
+    let mut spec = PortSpec::new(bridge, ifname)
+        .iface_id(&vif.port_id)
+        .attached_mac(&vif.mac)
+        .iface_status("active");
+    // A pre-plugged pool port has no pod yet.
+    if !pod_uid.is_empty() {
+        spec = spec.vm_uuid(pod_uid);
+    }
+    env.ovs.add_port(&spec).await?;
     Ok(())
 }
 
