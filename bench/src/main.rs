@@ -12,6 +12,7 @@
 //!
 //! See bench/README.md.
 
+mod burst;
 mod cniexec;
 mod daemon;
 mod daemonadd;
@@ -30,6 +31,7 @@ use clap::{Args, Parser, Subcommand};
 
 const CNI_EXEC_DESC: &str = "kuryr-cni exec overhead: fork/exec + stdin + stdout + exit, the way a container runtime runs the plugin. Target ≤ 3 ms (p50).";
 const DAEMON_ADD_DESC: &str = "kuryr-daemon (release, static) on the local stack: CNI ADD/DEL latency on its unix socket for pods whose VIF is already present and active (the daemon's own work: KuryrPort look-up, attachment record, veth + OVSDB plug into br-int, L3 in the netns; vswitchd's attach and the gratuitous ARPs happen after the answer). Targets ADD p50 ≤ 20 ms, p99 ≤ 100 ms.";
+const BURST_DESC: &str = "kuryr-controller (release) on the local stack: a burst of pods created at once (bound to the node, never sandboxed), without and with a pre-filled warm pool: pod created → KuryrPort VIF written (→ active when the port is already ACTIVE), OpenStack calls per pod, controller RSS.";
 const DAEMON_RSS_DESC: &str = "kuryr-daemon resident memory (VmRSS from /proc/<pid>/status) idle after start and after the daemon-add runs; VmHWM is the peak. Target ≤ 30 MiB.";
 
 fn target_dir() -> PathBuf {
@@ -151,6 +153,23 @@ enum Cmd {
         #[arg(long, default_value_os_t = repo().join("bench/results"))]
         results_dir: PathBuf,
     },
+    /// kuryr-controller: a burst of pods without and with a warm pool (needs the stack).
+    ControllerBurst {
+        /// The kuryr-controller binary [default: $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kuryr-controller].
+        #[arg(long)]
+        controller_bin: Option<PathBuf>,
+        /// Pods created at once.
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+        /// Free ports the warm pool is filled to before the burst.
+        #[arg(long, default_value_t = 100)]
+        pool_size: usize,
+        /// Give up waiting for VIFs after this long (s).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[command(flatten)]
+        out: Out,
+    },
     /// Remove everything a benchmark run may have left on the stack.
     Cleanup,
 }
@@ -233,6 +252,17 @@ fn main() -> Result<()> {
             require_root()?;
             let (_, rss) = rt.block_on(daemonadd::run(&d.opts(), &repo()))?;
             record(rss, &out, "daemon-rss", DAEMON_RSS_DESC)
+        }
+        Cmd::ControllerBurst { controller_bin, pods, pool_size, timeout, out } => {
+            let o = burst::Opts {
+                controller_bin: controller_bin
+                    .unwrap_or_else(|| target_dir().join("x86_64-unknown-linux-gnu/release/kuryr-controller")),
+                pods,
+                pool_size,
+                timeout: Duration::from_secs(timeout),
+            };
+            let run = rt.block_on(burst::run(&o, &repo()))?;
+            record(run, &out, "controller-burst", BURST_DESC)
         }
         Cmd::Summary { results_dir } => {
             let p = results::write_summary(&results_dir)?;
