@@ -24,7 +24,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub async fn start(bin: &Path, dir: &Path, node: &str) -> Result<Daemon> {
+    /// Starts the daemon for `node`, pre-plugging pool ports into the holding netns
+    /// `pool_netns` (the sweep removes `kbench-*` netns).
+    pub async fn start(bin: &Path, dir: &Path, node: &str, pool_netns: &str) -> Result<Daemon> {
         if !bin.is_file() {
             bail!(
                 "{} does not exist (build it: see hack/bench)",
@@ -40,7 +42,7 @@ impl Daemon {
             .arg(Path::new(STATE).join("kuryr.conf"))
             .arg("--kubeconfig")
             .arg(Path::new(STATE).join("kubeconfig"))
-            .args(["--node-name", node])
+            .args(["--node-name", node, "--pool-netns", pool_netns])
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")

@@ -176,7 +176,7 @@ fn daemon_side(run: &mut Run, ph: &Phase, verb: &str) {
         d.to_metric(&format!("{verb}, {}, as the daemon times it", ph.name)),
     );
     if verb == "ADD" {
-        for stage in ["wait_vif", "plug", "l3", "wait_active"] {
+        for stage in ["wait_vif", "plug", "move", "l3", "wait_active"] {
             let st = "kuryr_cni_stage_duration_seconds";
             let h = hist(&ph.after, st, &[("stage", stage)]).minus(&hist(
                 &ph.before,
@@ -327,7 +327,8 @@ async fn body(o: &Opts, st: &Stack, dir: &Path, add: &mut Run, rss: &mut Run) ->
     add.params = params.clone();
     rss.params = params;
 
-    let mut d = Daemon::start(&o.daemon_bin, dir, &st.node).await?;
+    let pool_netns = format!("{}pool-{}", stack::NETNS_PREFIX, st.run_id);
+    let mut d = Daemon::start(&o.daemon_bin, dir, &st.node, &pool_netns).await?;
     add.checks["daemon_ready_ms"] = json!(d.ready_after.as_millis() as u64);
     tokio::time::sleep(o.settle).await;
     rss_metric(
@@ -569,8 +570,175 @@ async fn body(o: &Opts, st: &Stack, dir: &Path, add: &mut Run, rss: &mut Run) ->
         daemon_side(add, &ph, verb);
     }
 
+    if std::env::var("KURYR_BENCH_PREPLUGGED").map_or(true, |v| v != "0") {
+        preplugged(o, st, &d, &pool_netns, n, add).await?;
+    }
+
     let status = d.stop()?;
     add.checks["daemon_exit"] = json!(status);
+    Ok(())
+}
+
+/// Names of the pre-plugged pod ends present in the holding netns.
+fn held_names(pool_netns: &str) -> Result<std::collections::HashSet<String>> {
+    let ns = kuryr_netplumb::Netns::open_named(pool_netns)
+        .with_context(|| format!("open the holding netns {pool_netns}"))?;
+    let links = ns
+        .with_netlink(async |nl| nl.links().await)
+        .context("list the holding netns")?;
+    Ok(links
+        .into_iter()
+        .filter(|l| l.name.starts_with("kp") && l.admin_up)
+        .map(|l| l.name)
+        .collect())
+}
+
+fn held_name(port_id: &str) -> String {
+    format!("kp{}", port_id.chars().take(11).collect::<String>())
+}
+
+/// The pre-plugged variant (`KURYR_BENCH_PREPLUGGED=0` skips it): `n` more pods whose ports
+/// are first published in the node's pool KuryrPort, pre-plugged by the daemon into its
+/// holding netns and ACTIVE in Neutron before any ADD; then, as the controller does when pods
+/// claim them, each pod's KuryrPort gets its VIF (active) and the ports leave the pool; then
+/// the same sequential and concurrent ADDs and DELs as the plain variant. An ADD here only
+/// moves the held interface into the pod netns and configures L3 (no veth, no OVSDB).
+async fn preplugged(
+    o: &Opts,
+    st: &Stack,
+    d: &Daemon,
+    pool_netns: &str,
+    first: usize,
+    add: &mut Run,
+) -> Result<()> {
+    let n = o.sequential + o.concurrent;
+    let t = Instant::now();
+    let mut pods = st.create_pods(first, n).await?;
+    st.create_ports(&mut pods).await?;
+    st.create_netns(&pods)?;
+    let ids: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.vif.as_ref().map(|v| v.port_id.clone()))
+        .collect();
+    let pool = st.create_pool_kuryrport(&pods).await?;
+    let t_pool = Instant::now();
+    let want: Vec<String> = ids.iter().map(|i| held_name(i)).collect();
+    let held_after = loop {
+        let h = held_names(pool_netns)?;
+        let have = want.iter().filter(|w| h.contains(*w)).count();
+        if have == n {
+            break t_pool.elapsed();
+        }
+        if t_pool.elapsed() > o.active_wait {
+            return Err(anyhow!(
+                "only {have} of {n} pool ports pre-plugged after {} s",
+                o.active_wait.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let active_after = loop {
+        let a = st.active_ports(&ids).await?;
+        if a == n {
+            break t_pool.elapsed();
+        }
+        if t_pool.elapsed() > o.active_wait {
+            return Err(anyhow!(
+                "only {a} of {n} pre-plugged ports ACTIVE after {} s",
+                o.active_wait.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!(
+        "daemon-add preplugged: {n} pool ports pre-plugged in {:.1} s, all ACTIVE after {:.1} s",
+        held_after.as_secs_f64(),
+        active_after.as_secs_f64()
+    );
+    // Claim: the pods' KuryrPorts get the VIFs (active), then the ports leave the pool.
+    st.create_kuryrports(&pods).await?;
+    st.remove_from_pool(&pool, &pods).await?;
+    add.checks["preplugged_setup_s"] = json!({
+        "total": round1(t.elapsed()),
+        "pool_to_all_preplugged": round1(held_after),
+        "pool_to_all_active": round1(active_after),
+    });
+    tokio::time::sleep(o.settle).await;
+    let still = held_names(pool_netns)?;
+    add.checks["preplugged_held_before_add"] =
+        json!(format!("{}/{n}", want.iter().filter(|w| still.contains(*w)).count()));
+
+    let (seq_pods, conc_pods) = pods.split_at(o.sequential);
+    let sock = d.socket.clone();
+    let ns = st.ns.clone();
+    let path_count = |s: &Scrape, path: &str| s.value("kuryr_cni_add_path_total", &[("path", path)]);
+    let m0 = d.scrape().await?;
+    let c0 = d.cpu_time()?;
+    let seq_add = sequential(&sock, "ADD", seq_pods, &ns).await;
+    let m1 = d.scrape().await?;
+    let c1 = d.cpu_time()?;
+    let conc_add = concurrent(&sock, "ADD", conc_pods, &ns).await;
+    let m2 = d.scrape().await?;
+    let c2 = d.cpu_time()?;
+    eprintln!(
+        "daemon-add preplugged: {} sequential + {} concurrent ADDs done ({} + {} failed)",
+        seq_add.ok.len(),
+        conc_add.ok.len(),
+        seq_add.errors,
+        conc_add.errors
+    );
+    add.checks["preplugged_add_path"] = json!({
+        "preplugged": path_count(&m2, "preplugged") - path_count(&m0, "preplugged"),
+        "plug": path_count(&m2, "plug") - path_count(&m0, "plug"),
+    });
+    let seq_del = sequential(&sock, "DEL", seq_pods, &ns).await;
+    let conc_del = concurrent(&sock, "DEL", conc_pods, &ns).await;
+    let left = held_names(pool_netns)?;
+    add.checks["preplugged_held_after_del"] = json!(left.len());
+    for (name, t) in [
+        ("ADD sequential preplugged", &seq_add),
+        ("ADD concurrent preplugged", &conc_add),
+        ("DEL sequential preplugged", &seq_del),
+        ("DEL concurrent preplugged", &conc_del),
+    ] {
+        if let Some(e) = &t.first_error {
+            add.note(format!("{name}: {} failed; first: {e}", t.errors));
+        }
+    }
+    add.metric(
+        "add_sequential_preplugged",
+        seq_add
+            .metric(&format!(
+                "ADD latency, client side, {} pods one after the other, ports pre-plugged (warm pool)",
+                o.sequential
+            ))
+            .with_target(&ADD_TARGET),
+    );
+    add.metric(
+        "add_concurrent_preplugged",
+        conc_add
+            .metric(&format!(
+                "ADD latency, client side, {} pods released at once, ports pre-plugged (warm pool)",
+                o.concurrent
+            ))
+            .with_target(&ADD_TARGET),
+    );
+    for (name, before, after, cpu, requests) in [
+        ("sequential_preplugged", m0, m1.clone(), c1 - c0, o.sequential),
+        ("concurrent_preplugged", m1, m2, c2 - c1, o.concurrent),
+    ] {
+        daemon_side(
+            add,
+            &Phase {
+                name,
+                before,
+                after,
+                cpu,
+                requests,
+            },
+            "ADD",
+        );
+    }
     Ok(())
 }
 

@@ -42,6 +42,17 @@ impl Scrape {
         Scrape(m)
     }
 
+    /// A counter or gauge with exactly these labels (in this order); 0 if absent.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let key = if labels.is_empty() {
+            name.to_owned()
+        } else {
+            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            format!("{name}{{{}}}", l.join(","))
+        };
+        self.0.get(&key).copied().unwrap_or(0.0)
+    }
+
     /// The histogram `name` whose labels include all of `want`.
     pub fn histogram(&self, name: &str, want: &[(&str, &str)]) -> Histogram {
         let mut h = Histogram::default();

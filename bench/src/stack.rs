@@ -275,6 +275,60 @@ impl Stack {
         results.into_iter().collect()
     }
 
+    /// The node's pool KuryrPort (what kuryr-controller publishes) holding the pods' VIFs, as
+    /// pool ports (key = port id, not default); returns its name.
+    pub async fn create_pool_kuryrport(&self, pods: &[BenchPod]) -> Result<String> {
+        use kuryr_core::names::{pool_kuryrport_name, POOL_LABEL, POOL_LABEL_VALUE};
+        let name = pool_kuryrport_name(&self.node);
+        let mut kp = KuryrPort::new(
+            &name,
+            KuryrPortSpec {
+                pod_uid: String::new(),
+                pod_node_name: self.node.clone(),
+                pod_static: false,
+            },
+        );
+        kp.metadata.labels = Some(
+            [
+                (NODE_NAME_LABEL.to_string(), self.node.clone()),
+                (POOL_LABEL.to_string(), POOL_LABEL_VALUE.to_string()),
+                (TAG.to_string(), "true".to_string()),
+            ]
+            .into(),
+        );
+        self.kps()
+            .create(&PostParams::default(), &kp)
+            .await
+            .context("create the pool KuryrPort")?;
+        let mut vifs = serde_json::Map::new();
+        for p in pods {
+            let vif = p.vif.as_ref().ok_or_else(|| anyhow!("{} has no VIF", p.name))?;
+            vifs.insert(
+                vif.port_id.clone(),
+                json!({"default": false, "vif": vif.to_status_value()}),
+            );
+        }
+        self.kps()
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": {"vifs": vifs}})))
+            .await
+            .context("write the pool KuryrPort's VIFs")?;
+        Ok(name)
+    }
+
+    /// The pods' ports leave the pool (after their KuryrPorts claimed them), in one patch.
+    pub async fn remove_from_pool(&self, pool: &str, pods: &[BenchPod]) -> Result<()> {
+        let vifs: serde_json::Map<String, serde_json::Value> = pods
+            .iter()
+            .filter_map(|p| p.vif.as_ref())
+            .map(|v| (v.port_id.clone(), serde_json::Value::Null))
+            .collect();
+        self.kps()
+            .patch_status(pool, &PatchParams::default(), &Patch::Merge(&json!({"status": {"vifs": vifs}})))
+            .await
+            .context("remove the claimed ports from the pool")?;
+        Ok(())
+    }
+
     pub fn create_netns(&self, pods: &[BenchPod]) -> Result<()> {
         for p in pods {
             Netns::create_named(&p.netns_name)

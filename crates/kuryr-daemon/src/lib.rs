@@ -10,6 +10,10 @@
 //! `ctr run --cni`): a CNI ADD without `K8S_POD_NAMESPACE` is wired from an operator-made
 //! KuryrPort in `[cni_daemon] standalone_namespace` named after the container ([`standalone`]).
 //!
+//! Warm pool ([`pool`]): the ports of this node's pool KuryrPort are pre-plugged into a
+//! holding netns so that they are ACTIVE before any pod needs them; an ADD whose port is held
+//! only moves the interface into the pod and configures it.
+//!
 //! Files and sockets (defaults):
 //!
 //! | what | path |
@@ -20,6 +24,7 @@
 //! | conflist (written when ready) | `/etc/cni/net.d/10-kuryr.conflist` (`--cni-conf-dir`) |
 //! | health `/ready`, `/alive` | `:8090` (`[cni_health_server] port`) |
 //! | metrics `/metrics` | `:9655` (`[prometheus_exporter] cni_exporter_port`) |
+//! | holding netns of pre-plugged ports (one daemon per netns) | `/run/netns/kuryr-pool` (`--pool-netns`, `""` = off) |
 #![deny(unsafe_code)]
 
 pub mod api;
