@@ -1,0 +1,147 @@
+//! Warm pools end to end on the real stack (`[kubernetes] vif_pool_driver = neutron`):
+//! kuryr-controller fills the node's pool in one bulk create and publishes it in the node's pool
+//! KuryrPort; kuryr-daemon pre-plugs those ports so they are ACTIVE before any pod exists; pods
+//! started by kubelet through containerd's CRI plugin then get those ports (ADD only moves the
+//! waiting interface into the pod), talk to each other, and a deleted pod's port returns to the
+//! pool and is pre-plugged (ACTIVE) again.
+
+use kuryr_core::names::{pool_kuryrport_name, POOL_NAMESPACE};
+use kuryr_e2e::kuryr::{self, Kuryr, Namespace};
+use kuryr_e2e::vm::Cloud;
+use kuryr_e2e::{kubectl, must, run, stack_env, wait_for};
+use kuryr_openstack::neutron::Port;
+use kuryr_openstack::Query;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// The e2e controller's cluster name (its default).
+const CLUSTER: &str = "kubernetes";
+
+fn pool_ports(cloud: &Cloud) -> Vec<Port> {
+    let q = Query::new().eq("device_owner", kuryr_core::names::DEVICE_OWNER);
+    let all = cloud.rt.block_on(cloud.neutron.list_ports(&q)).expect("list ports");
+    let prefix = format!("kuryr-rs pool port: cluster {CLUSTER}, ");
+    all.into_iter().filter(|p| p.device_id.is_empty() && p.description.starts_with(&prefix)).collect()
+}
+
+fn published(node: &str) -> BTreeSet<String> {
+    let out = run(kubectl().args(["get", "kuryrport", "-n", POOL_NAMESPACE, &pool_kuryrport_name(node), "-o", "json"]));
+    if !out.status.success() {
+        return BTreeSet::new();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    v["status"]["vifs"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+}
+
+fn pod(ns: &str, name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "localhost/kuryr/busybox:1.35", "imagePullPolicy": "Never",
+                            "command": ["sleep", "3600"]}]
+        }
+    })
+}
+
+fn ready(ns: &str, name: &str) {
+    must(kubectl().args(["wait", "--for=condition=Ready", "--timeout=120s", "-n", ns, "pod", name]));
+}
+
+fn pod_field(ns: &str, name: &str, path: &str) -> String {
+    must(kubectl().args(["get", "pod", "-n", ns, name, "-o", &format!("jsonpath={{{path}}}")]))
+}
+
+/// Removes the test cluster's pool: the pool KuryrPort first (the daemon, if running, unplugs
+/// what it pre-plugged), then the Neutron ports.
+fn clear_pool(cloud: &Cloud, node: &str, daemon_running: bool) {
+    let _ = run(kubectl().args(["delete", "kuryrport", "-n", POOL_NAMESPACE, &pool_kuryrport_name(node), "--ignore-not-found"]));
+    if daemon_running {
+        let held = || {
+            let out = run(std::process::Command::new("ip").args(["-n", kuryr_core::names::POOL_NETNS, "-o", "link"]));
+            String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(": kp")).count()
+        };
+        let t = Instant::now();
+        while held() > 0 && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    for p in pool_ports(cloud) {
+        let _ = cloud.rt.block_on(cloud.neutron.delete_port(&p.id));
+    }
+}
+
+#[test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+fn warm_pool_ports_are_preplugged_active_and_taken_by_pods() {
+    let cloud = Cloud::connect();
+    let node = stack_env()["STACK_HOST"].clone();
+    clear_pool(&cloud, &node, false);
+    let conf = kuryr::config_with(
+        "pool",
+        "[kubernetes]\nvif_pool_driver = neutron\n[vif_pool]\nports_pool_min = 3\nports_pool_batch = 3\nports_pool_max = 6\n",
+    );
+    let Kuryr { mut daemon, mut controller } = kuryr::start_with_config(&conf.0, &[]);
+    let ns = Namespace::create("kst-pool-");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // The first pod finds the pool empty (its port is created directly) and fills it.
+        let t = Instant::now();
+        ns.apply_json("a", &pod(&ns.0, "a"));
+        ready(&ns.0, "a");
+        eprintln!("pod a (pool miss) Ready {:?} after create", t.elapsed());
+        let pool: BTreeSet<String> = wait_for("3 pool ports published", Duration::from_secs(90), Duration::from_millis(250), || {
+            let ids: BTreeSet<String> = pool_ports(&cloud).into_iter().map(|p| p.id).collect();
+            (ids.len() >= 3 && published(&node) == ids).then_some(ids)
+        });
+        // Pre-plugged by the daemon: ACTIVE with no pod on them.
+        let ids: Vec<String> = pool.iter().cloned().collect();
+        let took = cloud.wait_active(&ids);
+        eprintln!("{} pool ports ACTIVE without pods ({took:?} after being published)", ids.len());
+
+        // The next pods get pool ports.
+        let t = Instant::now();
+        for n in ["b", "c"] {
+            ns.apply_json(n, &pod(&ns.0, n));
+        }
+        ready(&ns.0, "b");
+        ready(&ns.0, "c");
+        eprintln!("pods b, c (pool hits) Ready {:?} after create", t.elapsed());
+        let mut taken = Vec::new();
+        for n in ["b", "c"] {
+            let uid = pod_field(&ns.0, n, ".metadata.uid");
+            let ports = cloud.ports_of_device(&uid);
+            assert_eq!(ports.len(), 1, "pod {n}: {ports:?}");
+            assert!(pool.contains(&ports[0].id), "pod {n} got {} instead of a pool port {pool:?}", ports[0].id);
+            assert_eq!(ports[0].status, "ACTIVE");
+            assert_eq!(pod_field(&ns.0, n, ".status.podIP"), ports[0].fixed_ips[0].ip_address, "pod {n}'s IP is its port's");
+            taken.push(ports[0].id.clone());
+        }
+        let ip_a = pod_field(&ns.0, "a", ".status.podIP");
+        let ip_c = pod_field(&ns.0, "c", ".status.podIP");
+        for (from, to) in [("b", &ip_c), ("b", &ip_a), ("c", &ip_a)] {
+            let ping = run(kubectl().args(["exec", "-n", &ns.0, from, "--", "ping", "-c", "2", "-W", "2", to]));
+            assert!(ping.status.success(), "{from} -> {to}: {}", String::from_utf8_lossy(&ping.stdout));
+        }
+        assert!(!published(&node).contains(&taken[0]), "a claimed port leaves the pool KuryrPort");
+
+        // A deleted pod's port goes back to the pool and is pre-plugged again.
+        must(kubectl().args(["delete", "pod", "-n", &ns.0, "b", "--wait=true"]));
+        wait_for("pod b's port back in the pool KuryrPort", Duration::from_secs(60), Duration::from_millis(250), || {
+            published(&node).contains(&taken[0]).then_some(())
+        });
+        let back = cloud.rt.block_on(cloud.neutron.get_port(&taken[0])).expect("the recycled port exists");
+        assert!(back.device_id.is_empty() && back.description.starts_with("kuryr-rs pool port: "), "{back:?}");
+        let again = cloud.wait_active(std::slice::from_ref(&taken[0]));
+        eprintln!("recycled port ACTIVE again {again:?} after being re-published");
+    }));
+    let logs = (controller.log_tail(40), daemon.log_tail(40));
+    must(kubectl().args(["delete", "namespace", &ns.0, "--wait=true", "--timeout=120s"]));
+    controller.stop();
+    clear_pool(&cloud, &node, true);
+    daemon.stop();
+    if let Err(p) = result {
+        eprintln!("controller:\n{}\ndaemon:\n{}", logs.0, logs.1);
+        std::panic::resume_unwind(p);
+    }
+}
