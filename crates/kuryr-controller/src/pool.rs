@@ -243,6 +243,25 @@ impl Pools {
     }
 }
 
+/// Ports per bulk `POST /ports` of a refill.
+pub const BULK_CHUNK: usize = 20;
+
+/// Adds every free pool port of this cluster Neutron has and the pools do not know.
+async fn adopt_strays(ctx: &Context, pools: &Pools) -> Result<usize, Error> {
+    let found = ctx.neutron.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER)).await?;
+    let mine: Vec<Port> = found.into_iter().filter(|p| is_pool_port(p, &ctx.settings.cluster_name)).collect();
+    let nodes: BTreeSet<String> = mine.iter().map(|p| p.binding_host_id.clone()).collect();
+    let n = pools.with(|s| {
+        let before: usize = nodes.iter().map(|n| s.node_count(n)).sum();
+        mine.into_iter().for_each(|p| s.add(p));
+        nodes.iter().map(|n| s.node_count(n)).sum::<usize>() - before
+    });
+    for node in &nodes {
+        pools.publish(node);
+    }
+    Ok(n)
+}
+
 /// Rebuilds the pools from Neutron once per leadership: every free pool port of this cluster.
 async fn ensure_recovered(ctx: &Context, pools: &Pools) -> Result<(), Error> {
     if pools.with(|s| s.recovered) {
@@ -253,20 +272,12 @@ async fn ensure_recovered(ctx: &Context, pools: &Pools) -> Result<(), Error> {
         return Ok(());
     }
     ctx.leader.ensure()?;
-    let found = ctx.neutron.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER)).await?;
-    let mine: Vec<Port> = found.into_iter().filter(|p| is_pool_port(p, &ctx.settings.cluster_name)).collect();
-    let n = mine.len();
+    let n = adopt_strays(ctx, pools).await?;
     let nodes = pools.with(|s| {
-        for p in mine {
-            s.add(p);
-        }
         s.recovered = true;
-        s.nodes()
+        s.nodes().len()
     });
-    tracing::info!(ports = n, nodes = nodes.len(), "warm pools recovered from Neutron");
-    for node in nodes {
-        pools.publish(&node);
-    }
+    tracing::info!(ports = n, nodes, "warm pools recovered from Neutron");
     Ok(())
 }
 
@@ -394,11 +405,28 @@ async fn populate(ctx: &Context, pools: &Pools, key: PoolKey, sgs: SgSet) {
         if n == 0 {
             return Ok(0);
         }
-        ctx.leader.ensure()?;
-        let reqs = vec![pool_port_create(&ctx.settings, &key, &sgs); n];
-        let created = ctx.neutron.create_ports(&reqs).await?;
-        let count = created.len();
-        pools.with(|s| created.into_iter().for_each(|p| s.add(p)));
+        // Chunks: a bulk POST of many ports can outlast the request timeout (each port is an
+        // OVN transaction); every chunk is usable as soon as it lands.
+        let mut count = 0;
+        while count < n {
+            let chunk = (n - count).min(BULK_CHUNK);
+            ctx.leader.ensure()?;
+            let reqs = vec![pool_port_create(&ctx.settings, &key, &sgs); chunk];
+            let created = match ctx.neutron.create_ports(&reqs).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // A timed-out POST may still have created the ports: adopt them now, not at
+                    // the next leader's recovery.
+                    if let Err(e2) = adopt_strays(ctx, pools).await {
+                        tracing::warn!(error = %e2, "cannot list pool ports after a failed bulk create");
+                    }
+                    return Err(e.into());
+                }
+            };
+            count += created.len();
+            pools.with(|s| created.into_iter().for_each(|p| s.add(p)));
+            pools.publish(&key.node);
+        }
         Ok::<usize, Error>(count)
     }
     .await;
