@@ -9,10 +9,13 @@
 //! needs one — upstream's pooled ports stayed DOWN until a pod was wired.
 //!
 //! Claim (a pod needs a port): pop one of the exact security-group set, else of another set of
-//! the same pool; one `PUT /ports/{id}` stamps the pod (device_id = pod UID, name, description,
-//! and the security groups if they differ). The pod UID on the port is the idempotency key the
-//! KuryrPort reconciler already adopts by after a crash. The port stays published ("claiming")
-//! until the pod's KuryrPort has the VIF, so the daemon never sees it in neither place.
+//! the same pool (then one `PUT` sets its security groups). No other OpenStack call is on the
+//! pod's path: the pod's KuryrPort status, written right after, is the record of the claim; the
+//! pod's stamp on the port (device_id = pod UID, name, description, tags) is written in the
+//! background. A crash before the status write leaves a port that still looks free and is
+//! recovered into the pool; recovery skips ports a KuryrPort records. The port stays published
+//! ("claiming") until the pod's KuryrPort has the VIF, so the daemon never sees it in neither
+//! place.
 //!
 //! Release (the pod's KuryrPort is deleted): while the node's pool is below `ports_pool_max`, one
 //! `PUT` restamps the port as a pool port and it is published again (no DELETE, no POST);
@@ -192,6 +195,8 @@ impl State {
 enum Job {
     Populate(PoolKey, SgSet),
     Publish(String),
+    /// Stamp a claimed port with its pod (device_id, name, description, tags), off the pod's path.
+    Stamp(String, PortUpdate),
 }
 
 /// The pools of this controller (present when `vif_pool_driver = neutron`).
@@ -243,13 +248,38 @@ impl Pools {
     }
 }
 
+/// Writes a claimed port's pod stamp and the resource tags (best effort: the KuryrPort status
+/// already records the claim; a port left with the pool stamp is still the pod's because it is
+/// recorded, and recovery skips recorded ports).
+async fn stamp(ctx: &Context, port_id: &str, upd: &PortUpdate) {
+    let r = async {
+        ctx.leader.ensure()?;
+        let port = ctx.neutron.update_port(port_id, upd).await?;
+        if let Some(tags) = ports::tags_to_set(&port.tags, &ctx.settings.resource_tags) {
+            ctx.neutron.set_tags(kuryr_openstack::neutron::TagResource::Port, port_id, &tags).await?;
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    match r {
+        Ok(()) => {}
+        Err(e) if matches!(&e, Error::OpenStack(o) if o.is_not_found()) => {}
+        Err(e) => tracing::warn!(port = %port_id, error = %e, "cannot stamp a claimed pool port with its pod (it stays recorded in the KuryrPort)"),
+    }
+}
+
 /// Ports per bulk `POST /ports` of a refill.
 pub const BULK_CHUNK: usize = 20;
 
 /// Adds every free pool port of this cluster Neutron has and the pools do not know.
 async fn adopt_strays(ctx: &Context, pools: &Pools) -> Result<usize, Error> {
     let found = ctx.neutron.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER)).await?;
-    let mine: Vec<Port> = found.into_iter().filter(|p| is_pool_port(p, &ctx.settings.cluster_name)).collect();
+    // A claimed port whose stamp has not been written yet still looks free in Neutron: the
+    // KuryrPort that records it says otherwise.
+    let recorded: HashSet<String> =
+        ctx.kuryrports.state().iter().filter(|k| !kuryr_core::names::is_pool(k.metadata.labels.as_ref())).flat_map(|k| crate::kuryrport::recorded_ports(k)).collect();
+    let mine: Vec<Port> =
+        found.into_iter().filter(|p| is_pool_port(p, &ctx.settings.cluster_name) && !recorded.contains(&p.id)).collect();
     let nodes: BTreeSet<String> = mine.iter().map(|p| p.binding_host_id.clone()).collect();
     let n = pools.with(|s| {
         let before: usize = nodes.iter().map(|n| s.node_count(n)).sum();
@@ -297,8 +327,20 @@ pub async fn claim(ctx: &Context, pools: &Pools, req: &PodPortRequest, network_i
             pools.with(|s| s.give_back(&port.id));
             return Err(e);
         }
-        match ctx.neutron.update_port(&port.id, &claim_update(&ctx.settings, req, &port, &sgs)).await {
+        let stamp = claim_update(&ctx.settings, req, &port, &sgs);
+        // The pod's KuryrPort status is the record of the claim (written next, before anything
+        // can see the port as the pod's); Neutron only needs a call now if the security groups
+        // differ. The pod's stamp on the port follows off the pod's path.
+        let claimed = match &stamp.security_groups {
+            None => Ok(port.clone()),
+            Some(sg) => {
+                let upd = PortUpdate { security_groups: Some(sg.clone()), ..PortUpdate::default() };
+                ctx.neutron.update_port(&port.id, &upd).await
+            }
+        };
+        match claimed {
             Ok(claimed) => {
+                let _ = pools.jobs.send(Job::Stamp(claimed.id.clone(), PortUpdate { security_groups: None, ..stamp }));
                 ctx.metrics.pool_event("claimed", 1);
                 ctx.metrics.set_pool_size(&key.node, pools.with(|s| s.node_count(&key.node)));
                 pools.refill(&key, &sgs);
@@ -364,6 +406,10 @@ pub async fn run(ctx: Arc<Context>, pools: Arc<Pools>, PoolJobs(mut rx): PoolJob
                     tokio::spawn(async move { populate(&ctx, &pools, key, sgs).await });
                 }
                 Some(Job::Publish(node)) => { pending.insert(node); }
+                Some(Job::Stamp(id, upd)) => {
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move { stamp(&ctx, &id, &upd).await });
+                }
             },
             r = leading.changed() => {
                 if r.is_err() { return; }
@@ -382,6 +428,10 @@ pub async fn run(ctx: Arc<Context>, pools: Arc<Pools>, PoolJobs(mut rx): PoolJob
                 Job::Populate(key, sgs) => {
                     let (ctx, pools) = (ctx.clone(), pools.clone());
                     tokio::spawn(async move { populate(&ctx, &pools, key, sgs).await });
+                }
+                Job::Stamp(id, upd) => {
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move { stamp(&ctx, &id, &upd).await });
                 }
             }
         }

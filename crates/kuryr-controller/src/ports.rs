@@ -123,6 +123,10 @@ pub async fn acquire(ctx: &Context, req: &PodPortRequest) -> Result<Acquired, Er
             _ => (create(ctx, req, &subnet.network_id).await?, false, false),
         },
     };
+    if pooled {
+        // Bound to the node and published (so built as a VIF) already; tags come with the stamp.
+        return Ok(Acquired { port, adopted, pooled });
+    }
     if port.binding_host_id != req.node {
         ctx.leader.ensure()?;
         let upd = PortUpdate { binding_host_id: Some(req.node.clone()), ..PortUpdate::default() };

@@ -1189,8 +1189,13 @@ async fn warm_pool_fills_in_bulk_claims_recycles_and_recovers() {
         let b_uid = b.uid().expect("uid");
         let (_, vif_b) = kuryrport_with_vif(&stack, &ns, "pool-b", &b_uid, |_| true).await;
         assert!(filled.contains(&vif_b.port_id), "pod b got {} instead of a pool port {filled:?}", vif_b.port_id);
-        let port_b = stack.neutron.get_port(&vif_b.port_id).await.expect("port b");
-        assert_eq!((port_b.device_id.as_str(), port_b.name.as_str()), (b_uid.as_str(), format!("{ns}/pool-b").as_str()));
+        // The pod's stamp follows in the background.
+        wait_for("pod b's stamp on its port", WAIT, || async {
+            let p = stack.neutron.get_port(&vif_b.port_id).await.expect("port b");
+            (p.device_id == b_uid && p.name == format!("{ns}/pool-b") && p.tags.iter().any(|t| t == "kuryr-rs-local"))
+                .then_some(())
+        })
+        .await;
         let refilled = wait_for("the claimed port unpublished and the pool refilled to >= 2", WAIT, || async {
             let p = published(&stack, &node).await;
             (!p.contains(&vif_b.port_id) && p.len() >= 2).then_some(p)
