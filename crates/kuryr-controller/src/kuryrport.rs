@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::events::{pod_ref, reason};
 use crate::ports::{self, adoption_query, PodPortRequest};
 use crate::standalone::{self, is_standalone_kp};
-use crate::vif::{self, build_vif, VifDefaults};
+use crate::vif;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -189,14 +189,7 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
     ctx.timeline.port_ready(&uid, &ctx.metrics);
     let port = acquired.port;
 
-    let network = ctx.cache.network(&ctx.neutron, &port.network_id).await?;
-    let subnet_ids: BTreeSet<&str> = port.fixed_ips.iter().map(|f| f.subnet_id.as_str()).collect();
-    let mut subnets = Vec::with_capacity(subnet_ids.len());
-    for id in subnet_ids {
-        subnets.push((*ctx.cache.subnet(&ctx.neutron, id).await?).clone());
-    }
-    let defaults = VifDefaults { ovs_bridge: ctx.settings.ovs_bridge.clone(), network_device_mtu: ctx.settings.network_device_mtu };
-    let vif: Vif = match build_vif(&port, &network, &subnets, &defaults) {
+    let vif: Vif = match ports::vif_of(ctx, &port).await? {
         Ok(v) => v,
         Err(e) if e.is_binding() => {
             let err = Error::Binding { port_id: port.id.clone(), host: req.node.clone(), vif_type: port.binding_vif_type.clone() };

@@ -10,10 +10,12 @@
 use crate::context::Context;
 use crate::error::Error;
 use crate::settings::Settings;
+use crate::vif::{build_vif, VifBuildError, VifDefaults};
+use kuryr_core::vif::Vif;
 use kuryr_core::names::DEVICE_OWNER;
 use kuryr_openstack::neutron::{FixedIpRequest, Network, Port, PortCreate, PortUpdate, Subnet, TagResource};
 use kuryr_openstack::{Neutron, Query};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -162,6 +164,19 @@ pub async fn release_or_recycle(ctx: &Context, port_id: &str) -> Result<bool, Er
         }
     }
     release(ctx, port_id).await
+}
+
+/// The typed VIF of `port`, its network and subnets read through the cache. `Ok(Err(_))`: the
+/// port cannot be a VIF (e.g. not bound yet); `Err(_)`: reading the network or a subnet failed.
+pub async fn vif_of(ctx: &Context, port: &Port) -> Result<Result<Vif, VifBuildError>, Error> {
+    let network = ctx.cache.network(&ctx.neutron, &port.network_id).await?;
+    let subnet_ids: BTreeSet<&str> = port.fixed_ips.iter().map(|f| f.subnet_id.as_str()).collect();
+    let mut subnets = Vec::with_capacity(subnet_ids.len());
+    for id in subnet_ids {
+        subnets.push((*ctx.cache.subnet(&ctx.neutron, id).await?).clone());
+    }
+    let defaults = VifDefaults { ovs_bridge: ctx.settings.ovs_bridge.clone(), network_device_mtu: ctx.settings.network_device_mtu };
+    Ok(build_vif(port, &network, &subnets, &defaults))
 }
 
 /// Subnets and networks by id. They rarely change; entries expire after a TTL so MTU or
