@@ -278,24 +278,10 @@ impl Stack {
     /// The node's pool KuryrPort (what kuryr-controller publishes) holding the pods' VIFs, as
     /// pool ports (key = port id, not default); returns its name.
     pub async fn create_pool_kuryrport(&self, pods: &[BenchPod]) -> Result<String> {
-        use kuryr_core::names::{pool_kuryrport_name, POOL_LABEL, POOL_LABEL_VALUE};
-        let name = pool_kuryrport_name(&self.node);
-        let mut kp = KuryrPort::new(
-            &name,
-            KuryrPortSpec {
-                pod_uid: String::new(),
-                pod_node_name: self.node.clone(),
-                pod_static: false,
-            },
-        );
-        kp.metadata.labels = Some(
-            [
-                (NODE_NAME_LABEL.to_string(), self.node.clone()),
-                (POOL_LABEL.to_string(), POOL_LABEL_VALUE.to_string()),
-                (TAG.to_string(), "true".to_string()),
-            ]
-            .into(),
-        );
+        let mut kp = KuryrPort::pool(&self.node);
+        let name = kp.metadata.name.clone().unwrap_or_default();
+        // Also the bench's own label, for its sweep.
+        kp.metadata.labels.get_or_insert_with(Default::default).insert(TAG.to_string(), "true".to_string());
         self.kps()
             .create(&PostParams::default(), &kp)
             .await

@@ -29,10 +29,9 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::ports::{self, PodPortRequest};
 use crate::settings::{PoolSettings, Settings};
-use crate::vif::{build_vif, VifDefaults};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kuryr_core::crd::{KuryrPort, KuryrPortSpec};
-use kuryr_core::names::{pool_kuryrport_name, DEVICE_OWNER, NODE_NAME_LABEL, POOL_LABEL, POOL_LABEL_VALUE, POOL_NAMESPACE};
+use kuryr_core::crd::KuryrPort;
+use kuryr_core::names::{pool_kuryrport_name, DEVICE_OWNER, POOL_NAMESPACE};
 use kuryr_openstack::neutron::{FixedIpRequest, Port, PortCreate, PortUpdate};
 use kuryr_openstack::Query;
 use serde_json::{json, Map, Value};
@@ -64,14 +63,14 @@ pub fn pool_port_name(node: &str) -> String {
 
 /// The description of a node's pool ports (names the cluster, for GC and recovery).
 pub fn pool_description(cluster: &str, node: &str) -> String {
-    format!("kuryr-rs pool port: cluster {cluster}, node {node}")
+    kuryr_core::names::pool_port_description(cluster, node)
 }
 
 /// Whether `port` is a free pool port of `cluster`.
 pub fn is_pool_port(port: &Port, cluster: &str) -> bool {
     port.device_owner == DEVICE_OWNER
         && port.device_id.is_empty()
-        && port.description.starts_with(&format!("kuryr-rs pool port: cluster {cluster}, node "))
+        && kuryr_core::names::is_pool_port_description(&port.description, cluster)
 }
 
 /// One port of a bulk `POST /ports` for the pool of `key`.
@@ -397,19 +396,25 @@ pub async fn recycle(ctx: &Context, pools: &Pools, port_id: &str) -> Result<bool
 pub async fn run(ctx: Arc<Context>, pools: Arc<Pools>, PoolJobs(mut rx): PoolJobs) {
     let mut leading = ctx.leader.subscribe();
     let mut pending: BTreeSet<String> = BTreeSet::new();
+    // Bulk creates and stamps run on their own; publishing is collected per node.
+    let dispatch = |job: Job, pending: &mut BTreeSet<String>| match job {
+        Job::Publish(node) => {
+            pending.insert(node);
+        }
+        Job::Populate(key, sgs) => {
+            let (ctx, pools) = (ctx.clone(), pools.clone());
+            tokio::spawn(async move { populate(&ctx, &pools, key, sgs).await });
+        }
+        Job::Stamp(id, upd) => {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { stamp(&ctx, &id, &upd).await });
+        }
+    };
     loop {
         tokio::select! {
             job = rx.recv() => match job {
                 None => return,
-                Some(Job::Populate(key, sgs)) => {
-                    let (ctx, pools) = (ctx.clone(), pools.clone());
-                    tokio::spawn(async move { populate(&ctx, &pools, key, sgs).await });
-                }
-                Some(Job::Publish(node)) => { pending.insert(node); }
-                Some(Job::Stamp(id, upd)) => {
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move { stamp(&ctx, &id, &upd).await });
-                }
+                Some(job) => dispatch(job, &mut pending),
             },
             r = leading.changed() => {
                 if r.is_err() { return; }
@@ -421,19 +426,7 @@ pub async fn run(ctx: Arc<Context>, pools: Arc<Pools>, PoolJobs(mut rx): PoolJob
         }
         // Coalesce: everything queued for the same node is one patch.
         while let Ok(job) = rx.try_recv() {
-            match job {
-                Job::Publish(node) => {
-                    pending.insert(node);
-                }
-                Job::Populate(key, sgs) => {
-                    let (ctx, pools) = (ctx.clone(), pools.clone());
-                    tokio::spawn(async move { populate(&ctx, &pools, key, sgs).await });
-                }
-                Job::Stamp(id, upd) => {
-                    let ctx = ctx.clone();
-                    tokio::spawn(async move { stamp(&ctx, &id, &upd).await });
-                }
-            }
+            dispatch(job, &mut pending);
         }
         for node in std::mem::take(&mut pending) {
             if let Err(e) = publish(&ctx, &pools, &node).await {
@@ -513,14 +506,8 @@ async fn publish(ctx: &Context, pools: &Pools, node: &str) -> Result<(), Error> 
     for gone in have.iter().filter(|id| !want.contains_key(*id)) {
         vifs.insert(gone.clone(), Value::Null);
     }
-    let defaults = VifDefaults { ovs_bridge: ctx.settings.ovs_bridge.clone(), network_device_mtu: ctx.settings.network_device_mtu };
     for (id, port) in want.iter().filter(|(id, _)| !have.contains(*id)) {
-        let network = ctx.cache.network(&ctx.neutron, &port.network_id).await?;
-        let mut subnets = Vec::new();
-        for sid in port.fixed_ips.iter().map(|f| f.subnet_id.as_str()).collect::<BTreeSet<_>>() {
-            subnets.push((*ctx.cache.subnet(&ctx.neutron, sid).await?).clone());
-        }
-        match build_vif(port, &network, &subnets, &defaults) {
+        match ports::vif_of(ctx, port).await? {
             Ok(vif) => {
                 vifs.insert(id.clone(), json!({"default": false, "vif": vif.to_status_value()}));
             }
@@ -549,12 +536,7 @@ async fn create_pool_kuryrport(ctx: &Context, api: &Api<KuryrPort>, node: &str, 
         Err(kube::Error::Api(s)) if s.code == 409 || s.code == 403 => {}
         Err(e) => return Err(Error::kube("create", format!("namespace {POOL_NAMESPACE}"), e)),
     }
-    let mut kp = KuryrPort::new(name, KuryrPortSpec { pod_uid: String::new(), pod_node_name: node.to_string(), pod_static: false });
-    kp.metadata.labels = Some(BTreeMap::from([
-        (NODE_NAME_LABEL.to_string(), node.to_string()),
-        (POOL_LABEL.to_string(), POOL_LABEL_VALUE.to_string()),
-    ]));
-    match api.create(&PostParams::default(), &kp).await {
+    match api.create(&PostParams::default(), &KuryrPort::pool(node)).await {
         Ok(kp) => Ok(kp),
         Err(kube::Error::Api(s)) if s.code == 409 => {
             api.get(name).await.map_err(|e| Error::kube("get", format!("kuryrport {POOL_NAMESPACE}/{name}"), e))

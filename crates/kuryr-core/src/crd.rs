@@ -77,6 +77,23 @@ impl VifEntry {
     }
 }
 
+impl KuryrPort {
+    /// A node's pool KuryrPort, before its status (see [`crate::names::POOL_LABEL`]): named
+    /// [`crate::names::pool_kuryrport_name`], labelled with the node and as a pool, no pod.
+    pub fn pool(node: &str) -> KuryrPort {
+        use crate::names::{pool_kuryrport_name, NODE_NAME_LABEL, POOL_LABEL, POOL_LABEL_VALUE};
+        let mut kp = KuryrPort::new(
+            &pool_kuryrport_name(node),
+            KuryrPortSpec { pod_uid: String::new(), pod_node_name: node.to_string(), pod_static: false },
+        );
+        kp.metadata.labels = Some(BTreeMap::from([
+            (NODE_NAME_LABEL.to_string(), node.to_string()),
+            (POOL_LABEL.to_string(), POOL_LABEL_VALUE.to_string()),
+        ]));
+        kp
+    }
+}
+
 impl KuryrPortStatus {
     /// The default interface and its VIF, if the controller has written one.
     pub fn default_vif(&self) -> Option<(&str, Result<Vif, VifError>)> {

@@ -56,6 +56,16 @@ pub fn pool_kuryrport_name(node: &str) -> String {
     format!("pool-{node}")
 }
 
+/// The Neutron description of a node's free pool port (kuryr-controller's pool stamp).
+pub fn pool_port_description(cluster: &str, node: &str) -> String {
+    format!("kuryr-rs pool port: cluster {cluster}, node {node}")
+}
+
+/// Whether a Neutron port description is the pool stamp of `cluster` (any node).
+pub fn is_pool_port_description(description: &str, cluster: &str) -> bool {
+    description.strip_prefix("kuryr-rs pool port: cluster ").and_then(|r| r.strip_prefix(cluster)).is_some_and(|r| r.starts_with(", node "))
+}
+
 /// Whether an object with these labels is a node's pool KuryrPort.
 pub fn is_pool(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
     labels.and_then(|l| l.get(POOL_LABEL)).is_some_and(|v| v == POOL_LABEL_VALUE)
@@ -116,6 +126,15 @@ fn check_label_chars(part: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_port_description_names_its_cluster() {
+        let d = pool_port_description("c1", "vm");
+        assert_eq!(d, "kuryr-rs pool port: cluster c1, node vm");
+        assert!(is_pool_port_description(&d, "c1"));
+        assert!(!is_pool_port_description(&d, "c"), "a prefix of the cluster name is another cluster");
+        assert!(!is_pool_port_description("kuryr-rs pod port: cluster c1, pod ns/p (uid u)", "c1"));
+    }
 
     #[test]
     fn object_name_rules() {

@@ -1072,23 +1072,8 @@ async fn metric(d: &Daemon, series: &str) -> f64 {
 impl Stack {
     /// The node's pool KuryrPort (as the controller writes it), with these VIFs.
     async fn create_pool_kp(&self, vifs: &[&Vif]) -> String {
-        use kuryr_core::names::{pool_kuryrport_name, POOL_LABEL, POOL_LABEL_VALUE};
-        let name = pool_kuryrport_name(&self.node);
-        let mut kp = KuryrPort::new(
-            &name,
-            KuryrPortSpec {
-                pod_uid: String::new(),
-                pod_node_name: self.node.clone(),
-                pod_static: false,
-            },
-        );
-        kp.metadata.labels = Some(
-            [
-                (NODE_NAME_LABEL.to_string(), self.node.clone()),
-                (POOL_LABEL.to_string(), POOL_LABEL_VALUE.to_string()),
-            ]
-            .into(),
-        );
+        let kp = KuryrPort::pool(&self.node);
+        let name = kp.metadata.name.clone().unwrap_or_default();
         self.kps()
             .create(&PostParams::default(), &kp)
             .await

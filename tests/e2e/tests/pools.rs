@@ -20,8 +20,7 @@ const CLUSTER: &str = "kubernetes";
 fn pool_ports(cloud: &Cloud) -> Vec<Port> {
     let q = Query::new().eq("device_owner", kuryr_core::names::DEVICE_OWNER);
     let all = cloud.rt.block_on(cloud.neutron.list_ports(&q)).expect("list ports");
-    let prefix = format!("kuryr-rs pool port: cluster {CLUSTER}, ");
-    all.into_iter().filter(|p| p.device_id.is_empty() && p.description.starts_with(&prefix)).collect()
+    all.into_iter().filter(|p| p.device_id.is_empty() && kuryr_core::names::is_pool_port_description(&p.description, CLUSTER)).collect()
 }
 
 fn published(node: &str) -> BTreeSet<String> {
