@@ -41,36 +41,6 @@ pub struct Opts {
     pub timeout: Duration,
 }
 
-/// `kuryr.conf` with `key = value` set in `[section]`.
-pub fn set_ini(conf: &str, section: &str, key: &str, value: &str) -> String {
-    let mut out = Vec::new();
-    let (mut in_sec, mut done) = (false, false);
-    for line in conf.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            if in_sec && !done {
-                out.push(format!("{key} = {value}"));
-                done = true;
-            }
-            in_sec = t == format!("[{section}]");
-        } else if in_sec && t.split('=').next().is_some_and(|k| k.trim() == key) {
-            if !done {
-                out.push(format!("{key} = {value}"));
-                done = true;
-            }
-            continue;
-        }
-        out.push(line.to_string());
-    }
-    if !done {
-        if !in_sec {
-            out.push(format!("[{section}]"));
-        }
-        out.push(format!("{key} = {value}"));
-    }
-    out.join("\n") + "\n"
-}
-
 struct Controller {
     child: Child,
     metrics: String,
@@ -187,7 +157,7 @@ async fn clear_pool(client: &Client, node: &str) -> Result<usize> {
     let n = neutron().await?;
     let mut deleted = 0;
     for p in n.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER)).await? {
-        if p.description.starts_with(&format!("kuryr-rs pool port: cluster {CLUSTER}, ")) && n.delete_port(&p.id).await? {
+        if kuryr_core::names::is_pool_port_description(&p.description, CLUSTER) && n.delete_port(&p.id).await? {
             deleted += 1;
         }
     }
@@ -226,10 +196,11 @@ async fn variant(o: &Opts, client: &Client, node: &str, run_id: &str, pool: bool
         .await?;
     let mut conf = std::fs::read_to_string(Path::new(STATE).join("kuryr.conf"))?;
     if pool {
-        conf = set_ini(&conf, "kubernetes", "vif_pool_driver", "neutron");
-        conf = set_ini(&conf, "vif_pool", "ports_pool_min", &o.pool_size.to_string());
-        conf = set_ini(&conf, "vif_pool", "ports_pool_batch", &o.pool_size.to_string());
-        conf = set_ini(&conf, "vif_pool", "ports_pool_max", "0");
+        // kuryr.conf sections merge and a repeated option wins: appending overrides.
+        let n = o.pool_size;
+        conf.push_str(&format!(
+            "\n[kubernetes]\nvif_pool_driver = neutron\n[vif_pool]\nports_pool_min = {n}\nports_pool_batch = {n}\nports_pool_max = 0\n"
+        ));
     }
     let conf_path = dir.join(format!("{ns}.conf"));
     std::fs::write(&conf_path, conf)?;
@@ -390,20 +361,4 @@ pub async fn run(o: &Opts, repo: &Path) -> Result<Run> {
     }
     let _ = Api::<RuntimeClass>::all(client.clone()).delete(RUNTIME_CLASS, &DeleteParams::default()).await;
     Ok(run)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::set_ini;
-
-    #[test]
-    fn ini_keys_are_set_in_their_section() {
-        let c = "[kubernetes]\nvif_pool_driver = noop\npod_vif_driver = neutron-vif\n[neutron]\nx = 1\n";
-        let out = set_ini(c, "kubernetes", "vif_pool_driver", "neutron");
-        assert_eq!(out, "[kubernetes]\nvif_pool_driver = neutron\npod_vif_driver = neutron-vif\n[neutron]\nx = 1\n");
-        let out = set_ini(&out, "vif_pool", "ports_pool_min", "100");
-        assert!(out.ends_with("[vif_pool]\nports_pool_min = 100\n"), "{out}");
-        let out = set_ini(&out, "neutron", "y", "2");
-        assert!(out.contains("[neutron]\nx = 1\ny = 2\n"), "{out}");
-    }
 }
