@@ -254,7 +254,7 @@ async fn stamp(ctx: &Context, port_id: &str, upd: &PortUpdate) {
     let r = async {
         ctx.leader.ensure()?;
         let port = ctx.neutron.update_port(port_id, upd).await?;
-        if let Some(tags) = ports::tags_to_set(&port.tags, &ctx.settings.resource_tags) {
+        if let Some(tags) = ports::tags_to_set(&port.tags, &ctx.settings.tags) {
             ctx.neutron.set_tags(kuryr_openstack::neutron::TagResource::Port, port_id, &tags).await?;
         }
         Ok::<(), Error>(())

@@ -137,7 +137,7 @@ pub async fn acquire(ctx: &Context, req: &PodPortRequest) -> Result<Acquired, Er
         // Neutron can answer a create before binding finished (LP#1696051): look once more.
         port = ctx.neutron.get_port(&port.id).await?;
     }
-    if let Some(tags) = tags_to_set(&port.tags, &ctx.settings.resource_tags) {
+    if let Some(tags) = tags_to_set(&port.tags, &ctx.settings.tags) {
         ctx.leader.ensure()?;
         port.tags = ctx.neutron.set_tags(TagResource::Port, &port.id, &tags).await?;
     }

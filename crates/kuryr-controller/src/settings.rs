@@ -22,6 +22,9 @@ pub struct Settings {
     pub network_device_mtu: u32,
     /// `[neutron_defaults] resource_tags`: put on every port kuryr-rs creates.
     pub resource_tags: Vec<String>,
+    /// `resource_tags` and the cluster tag ([`kuryr_core::names::cluster_tag`]): what every
+    /// resource kuryr-rs creates is tagged with.
+    pub tags: Vec<String>,
     /// Name of this cluster, written into port descriptions (`--cluster-name`).
     pub cluster_name: String,
     /// `[cni_daemon] standalone_namespace`: where standalone containers' KuryrPorts live (see
@@ -41,6 +44,16 @@ pub struct Settings {
     pub neutron_cache_ttl: Duration,
     /// `[kubernetes] vif_pool_driver = neutron`: warm pools of ports per node ([`crate::pool`]).
     pub pool: Option<PoolSettings>,
+}
+
+/// `resource_tags` plus the cluster tag.
+pub fn all_tags(resource_tags: &[String], cluster: &str) -> Vec<String> {
+    let mut tags = resource_tags.to_vec();
+    let ct = kuryr_core::names::cluster_tag(cluster);
+    if !tags.contains(&ct) {
+        tags.push(ct);
+    }
+    tags
 }
 
 /// `[vif_pool]`.
@@ -91,6 +104,7 @@ impl Settings {
                 ))
             }
         };
+        kuryr_core::names::check_cluster_name(cluster_name).map_err(|e| Error::Config(format!("--cluster-name: {e}")))?;
         let nd = &cfg.neutron_defaults;
         let pod_subnet = nd.pod_subnet.clone().ok_or_else(|| Error::Config("[neutron_defaults] pod_subnet is required".into()))?;
         if nd.pod_security_groups.is_empty() {
@@ -103,6 +117,7 @@ impl Settings {
             ovs_bridge: nd.ovs_bridge.clone(),
             network_device_mtu: nd.network_device_mtu,
             resource_tags: nd.resource_tags.clone(),
+            tags: all_tags(&nd.resource_tags, cluster_name),
             cluster_name: cluster_name.to_string(),
             standalone_namespace: cfg.cni_daemon.standalone_namespace.clone(),
             use_events: k.use_events,
@@ -120,6 +135,7 @@ impl Settings {
             ovs_bridge: "br-int".into(),
             network_device_mtu: 0,
             resource_tags: Vec::new(),
+            tags: all_tags(&[], "kubernetes"),
             cluster_name: "kubernetes".into(),
             standalone_namespace: kuryr_core::config::DEFAULT_STANDALONE_NAMESPACE.into(),
             use_events: true,
@@ -288,6 +304,18 @@ mod tests {
         assert_eq!(cloud.auth.username.as_deref(), Some("kuryr"));
         assert_eq!(cloud.auth.project_name.as_deref(), Some("k8s"));
         assert_eq!(cloud.auth.project_domain_name.as_deref(), Some("Default"));
+    }
+
+    #[test]
+    fn every_resource_gets_the_cluster_tag() {
+        let cfg = Config::parse(CONF, Role::Controller).expect("conf");
+        let s = Settings::from_config(&cfg, "prod-1").expect("settings");
+        assert_eq!(s.tags, ["a", "b", "kuryr-rs-cluster=prod-1"]);
+        for bad in ["", "a/b", "a,b", "a b"] {
+            let err = Settings::from_config(&cfg, bad).expect_err(bad).to_string();
+            assert!(err.contains("--cluster-name"), "{err}");
+        }
+        assert!(Settings::from_config(&cfg, &"x".repeat(300)).is_err());
     }
 
     #[test]

@@ -376,6 +376,7 @@ async fn pod_gets_kuryrport_and_bound_neutron_port_then_releases_it() {
         assert_eq!(port.name, format!("{ns}/web"));
         assert!(port.description.contains("kuryr-rs") && port.description.contains("kuryr-rs-test"), "{}", port.description);
         assert!(port.tags.contains(&"kuryr-rs-local".to_string()), "resource_tags: {:?}", port.tags);
+        assert!(port.tags.contains(&"kuryr-rs-cluster=kuryr-rs-test".to_string()), "cluster tag: {:?}", port.tags);
         assert_eq!(port.mac_address, vif.mac);
         assert_eq!(port.ip(), Some(vif.ips[0].address.to_string()).as_deref());
         assert_eq!(ports_of_pod(&stack, &uid).await.len(), 1, "exactly one port per pod");
@@ -849,13 +850,7 @@ async fn plant_port(stack: &Stack, scratch: &Scratch, cluster: &str, ns: &str, n
     let body = kuryr_controller::ports::port_create(&settings, &req, &stack.env["POD_NET_ID"]);
     let port = stack.neutron.create_port(&body).await.expect("plant port");
     push(&scratch.ports, &port.id);
-    if !settings.resource_tags.is_empty() {
-        stack
-            .neutron
-            .set_tags(kuryr_openstack::neutron::TagResource::Port, &port.id, &settings.resource_tags)
-            .await
-            .expect("tag planted port");
-    }
+    stack.neutron.set_tags(kuryr_openstack::neutron::TagResource::Port, &port.id, &settings.tags).await.expect("tag planted port");
     port.id
 }
 

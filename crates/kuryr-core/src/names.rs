@@ -25,6 +25,27 @@ pub const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
 /// Neutron `device_owner` of pod ports (upstream kuryr-lib's value).
 pub const DEVICE_OWNER: &str = "compute:kuryr";
 
+/// The Neutron/Octavia tag every resource kuryr-rs creates for cluster `cluster` carries (GC
+/// lists this cluster's resources by it; another cluster's are never candidates).
+pub fn cluster_tag(cluster: &str) -> String {
+    format!("kuryr-rs-cluster={cluster}")
+}
+
+/// Whether `cluster` can be written into a tag: Neutron's tag URLs cannot hold `/` or `,`, and a
+/// tag is at most 255 characters.
+pub fn check_cluster_name(cluster: &str) -> Result<(), String> {
+    if cluster.is_empty() {
+        return Err("the cluster name is empty".into());
+    }
+    if let Some(c) = cluster.chars().find(|c| matches!(c, '/' | ',' | '?' | '#' | '%') || c.is_whitespace() || c.is_control()) {
+        return Err(format!("the cluster name {cluster:?} contains {c:?}, which a Neutron tag cannot hold"));
+    }
+    if cluster_tag(cluster).len() > 255 {
+        return Err(format!("the cluster name {cluster:?} is too long for a Neutron tag (at most {} characters)", 255 - cluster_tag("").len()));
+    }
+    Ok(())
+}
+
 /// Label on KuryrPorts that stand for a standalone container (podman, `ctr run --cni`) rather
 /// than a Pod: created by the operator, reconciled without an owning Pod, never treated as an
 /// orphan. kuryr-rs only (upstream had no standalone containers).
