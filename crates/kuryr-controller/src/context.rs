@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
 use kube::Client;
 use kuryr_core::crd::KuryrPort;
-use kuryr_openstack::Neutron;
+use kuryr_openstack::{Neutron, Octavia};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 pub struct Context {
     pub client: Client,
     pub neutron: Neutron,
+    /// Octavia (GC lists load balancers; the cloud may have none: see `Error::NoEndpoint`).
+    pub octavia: Octavia,
     pub settings: Settings,
     /// All pods (trimmed), kept by the pod watch.
     pub pods: Store<Pod>,

@@ -1,42 +1,91 @@
-//! Two-phase mark-and-sweep garbage collection of the Neutron resources this controller
+//! Two-phase mark-and-sweep garbage collection of the OpenStack resources this controller
 //! creates, compared with what the cluster still references.
 //!
-//! Ours = `device_owner = compute:kuryr`, all `[neutron_defaults] resource_tags`, and a
-//! description naming this cluster (`…: cluster <name>, …`, see [`crate::ports::description`]):
-//! another cluster's ports and ports kuryr-rs did not create are never candidates.
+//! *Ours* is decided from OpenStack's side alone:
+//! - pod ports: `device_owner = compute:kuryr`, all `[neutron_defaults] resource_tags`, and a
+//!   description naming this cluster (`…: cluster <name>, …`, see [`crate::ports::description`];
+//!   ports made before the cluster tag existed have only that);
+//! - every other kind (trunk subports, security groups, networks, subnets, floating IPs, Octavia
+//!   load balancers): the cluster tag [`kuryr_core::names::cluster_tag`] plus the resource tags;
+//!   router interfaces: those on one of our subnets; security group rules: those in one of our
+//!   groups whose description ([`kuryr_core::names::resource_description`]) names this cluster.
 //!
-//! A port is an orphan when no Pod and no KuryrPort has its `device_id` as UID (pod UID or a
-//! standalone KuryrPort's `spec.podUid`) and no KuryrPort lists it in `status.vifs`. A pass
-//! *marks* the orphans it sees and *sweeps* (deletes) only those it had already marked in the
-//! previous pass and still sees now: a port created a moment ago whose KuryrPort the caches have
+//! Another cluster's resources, resources kuryr-rs did not create and the ids kuryr.conf names
+//! (pod subnet and network, pod security groups) are never candidates.
+//!
+//! *Referenced*: a port by a Pod or KuryrPort UID (its `device_id`, or the `(uid …)` of a subport's
+//! description) or a KuryrPort `status.vifs` entry; a network, subnet and router interface by a
+//! KuryrNetwork `status` (`netId`, `subnetId`, `routerId`); a security group and its rules by a
+//! KuryrNetworkPolicy `status` (`securityGroupId`, `securityGroupRules[].id`); a load balancer,
+//! its security groups and floating IP by a KuryrLoadBalancer `status` (`loadbalancer.id`,
+//! `loadbalancer.security_groups`, `service_pub_ip_info.ip_id`).
+//!
+//! A pass *marks* the orphans it sees and *sweeps* (deletes) only those it had already marked in
+//! the previous pass and still sees now: a resource created a moment ago whose CRD the caches have
 //! not delivered yet, or a crash-window port that the next reconcile adopts, is never deleted.
-//! GC only runs on the leader once both caches are synced, and with `--watch-namespace` it only
-//! looks at ports of that namespace (the port name is `<namespace>/<name>`).
-//!
-//! Today the controller creates ports only; security groups, networks, subnets, router
-//! interfaces, load balancers and floating IPs join [`Kind`] as the controller starts creating
-//! them.
+//! The sweep runs in dependency order ([`Kind`]'s order: load balancers and floating IPs first,
+//! networks last); a delete that fails (e.g. a subnet still holding ports) is logged and stays
+//! marked for the next pass. GC only runs on the leader once the caches are synced; with
+//! `--watch-namespace` it only looks at that namespace's resources (a port's name is
+//! `<namespace>/<name>`; other kinds' descriptions name `<namespace>/<name>`).
 
 use crate::context::Context;
 use crate::error::Error;
 use k8s_openapi::api::core::v1::Pod;
-use kuryr_core::crd::KuryrPort;
-use kuryr_core::names::DEVICE_OWNER;
-use kuryr_openstack::neutron::Port;
+use kube::api::{Api, ListParams};
+use kuryr_core::crd::{KuryrLoadBalancer, KuryrNetwork, KuryrNetworkPolicy, KuryrPort};
+use kuryr_core::names::{cluster_tag, description_owner, DEVICE_OWNER};
+use kuryr_openstack::neutron::{FloatingIp, Network, Port, RouterInterface, SecurityGroup, SecurityGroupRule, Subnet};
+use kuryr_openstack::octavia::LoadBalancer;
 use kuryr_openstack::Query;
+use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-/// Resource kinds GC knows.
+/// `device_owner` of a trunk subport (Neutron sets it when the port joins a trunk).
+pub const SUBPORT_OWNER: &str = "trunk:subport";
+/// `device_owner`s of router interface ports.
+pub const ROUTER_INTERFACE_OWNERS: [&str; 3] =
+    ["network:router_interface", "network:router_interface_distributed", "network:ha_router_replicated_interface"];
+
+/// Resource kinds GC knows, in sweep order (what holds another goes first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
+    LoadBalancer,
+    FloatingIp,
+    RouterInterface,
+    TrunkSubport,
     Port,
+    SecurityGroupRule,
+    SecurityGroup,
+    Subnet,
+    Network,
 }
 
 impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::LoadBalancer,
+        Kind::FloatingIp,
+        Kind::RouterInterface,
+        Kind::TrunkSubport,
+        Kind::Port,
+        Kind::SecurityGroupRule,
+        Kind::SecurityGroup,
+        Kind::Subnet,
+        Kind::Network,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
+            Kind::LoadBalancer => "loadbalancer",
+            Kind::FloatingIp => "floatingip",
+            Kind::RouterInterface => "router_interface",
+            Kind::TrunkSubport => "trunk_subport",
             Kind::Port => "port",
+            Kind::SecurityGroupRule => "security_group_rule",
+            Kind::SecurityGroup => "security_group",
+            Kind::Subnet => "subnet",
+            Kind::Network => "network",
         }
     }
 }
@@ -47,13 +96,20 @@ pub struct Orphan {
     pub kind: Kind,
     pub id: String,
     pub name: String,
+    /// What it hangs off: the router of a router interface (`id` is the interface port), the
+    /// trunk of a subport, the security group of a rule.
+    pub via: Option<String>,
     /// Why it is an orphan (for logs and `--dry-run`).
     pub reason: String,
 }
 
 impl std::fmt::Display for Orphan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} ({}): {}", self.kind.as_str(), self.id, self.name, self.reason)
+        write!(f, "{} {} ({})", self.kind.as_str(), self.id, self.name)?;
+        if let Some(v) = &self.via {
+            write!(f, " on {v}")?;
+        }
+        write!(f, ": {}", self.reason)
     }
 }
 
@@ -64,6 +120,24 @@ pub struct Referenced {
     pub uids: HashSet<String>,
     /// Port ids in KuryrPort `status.vifs`.
     pub ports: HashSet<String>,
+    /// KuryrNetwork `status.netId`.
+    pub networks: HashSet<String>,
+    /// KuryrNetwork `status.subnetId`.
+    pub subnets: HashSet<String>,
+    /// KuryrNetwork (`status.subnetId`, `status.routerId`).
+    pub router_interfaces: HashSet<(String, String)>,
+    /// KuryrNetworkPolicy `status.securityGroupId`, KuryrLoadBalancer `status.loadbalancer.security_groups`.
+    pub security_groups: HashSet<String>,
+    /// KuryrNetworkPolicy `status.securityGroupRules[].id`.
+    pub security_group_rules: HashSet<String>,
+    /// KuryrLoadBalancer `status.loadbalancer.id`.
+    pub load_balancers: HashSet<String>,
+    /// KuryrLoadBalancer `status.service_pub_ip_info.ip_id`.
+    pub floating_ips: HashSet<String>,
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
 impl Referenced {
@@ -87,6 +161,42 @@ impl Referenced {
         }
         r
     }
+
+    /// Adds what KuryrNetworks, KuryrNetworkPolicies and KuryrLoadBalancers reference.
+    pub fn add_crds<'a>(
+        &mut self,
+        networks: impl IntoIterator<Item = &'a KuryrNetwork>,
+        policies: impl IntoIterator<Item = &'a KuryrNetworkPolicy>,
+        lbs: impl IntoIterator<Item = &'a KuryrLoadBalancer>,
+    ) {
+        for n in networks.into_iter().filter_map(|n| n.status.as_ref()) {
+            self.networks.extend(n.net_id.clone());
+            self.subnets.extend(n.subnet_id.clone());
+            if let (Some(s), Some(r)) = (&n.subnet_id, &n.router_id) {
+                self.router_interfaces.insert((s.clone(), r.clone()));
+            }
+        }
+        for p in policies.into_iter().filter_map(|p| p.status.as_ref()) {
+            self.security_groups.extend(p.security_group_id.clone());
+            for rule in &p.security_group_rules {
+                // Upstream writes the rule's fields flat; accept them under `sgRule` too.
+                if let Some(id) = str_at(rule, "/id").or_else(|| str_at(rule, "/sgRule/id")) {
+                    self.security_group_rules.insert(id.to_string());
+                }
+            }
+        }
+        for lb in lbs.into_iter().filter_map(|l| l.status.as_ref()) {
+            if let Some(id) = str_at(&lb.loadbalancer, "/id") {
+                self.load_balancers.insert(id.to_string());
+            }
+            if let Some(sgs) = lb.loadbalancer.get("security_groups").and_then(Value::as_array) {
+                self.security_groups.extend(sgs.iter().filter_map(Value::as_str).map(str::to_string));
+            }
+            if let Some(id) = str_at(&lb.service_pub_ip_info, "/ip_id") {
+                self.floating_ips.insert(id.to_string());
+            }
+        }
+    }
 }
 
 /// Whether a port's description names `cluster` (`…: cluster <name>, …`).
@@ -94,20 +204,137 @@ pub fn names_cluster(description: &str, cluster: &str) -> bool {
     description.starts_with("kuryr-rs ") && description.contains(&format!(": cluster {cluster}, "))
 }
 
-/// The orphans among `ports` (already filtered by owner and tags by the query).
-pub fn find_orphans(ports: &[Port], cluster: &str, namespace: Option<&str>, refs: &Referenced) -> Vec<Orphan> {
-    let mut out: Vec<Orphan> = ports
-        .iter()
-        .filter(|p| p.device_owner == DEVICE_OWNER && names_cluster(&p.description, cluster))
-        .filter(|p| namespace.is_none_or(|ns| p.name.split_once('/').is_some_and(|(n, _)| n == ns)))
-        .filter(|p| !refs.ports.contains(&p.id) && !refs.uids.contains(&p.device_id))
-        .map(|p| Orphan {
-            kind: Kind::Port,
-            id: p.id.clone(),
-            name: p.name.clone(),
-            reason: format!("device_id {} is no Pod or KuryrPort UID and no KuryrPort lists the port", p.device_id),
-        })
-        .collect();
+/// The pod UID a pod port's description names (`… (uid <uid>)`).
+pub fn described_uid(description: &str) -> Option<&str> {
+    description.strip_suffix(')')?.rsplit_once(" (uid ").map(|(_, uid)| uid).filter(|u| !u.is_empty())
+}
+
+/// What GC found in OpenStack (already filtered by owner and tags by the list queries).
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// `compute:kuryr` ports.
+    pub ports: Vec<Port>,
+    /// `trunk:subport` ports with the cluster tag.
+    pub subports: Vec<Port>,
+    pub networks: Vec<Network>,
+    pub subnets: Vec<Subnet>,
+    /// Router interface ports (any subnet; GC keeps those on our subnets).
+    pub router_ports: Vec<Port>,
+    pub security_groups: Vec<SecurityGroup>,
+    /// Rules of `security_groups`.
+    pub security_group_rules: Vec<SecurityGroupRule>,
+    pub floating_ips: Vec<FloatingIp>,
+    pub load_balancers: Vec<LoadBalancer>,
+}
+
+/// Which resources a pass may judge.
+#[derive(Debug, Default)]
+pub struct Scope {
+    pub cluster: String,
+    /// `--watch-namespace`.
+    pub namespace: Option<String>,
+    /// Ids kuryr.conf names: never candidates.
+    pub protected: HashSet<String>,
+}
+
+impl Scope {
+    fn port_in_scope(&self, p: &Port) -> bool {
+        !self.protected.contains(&p.id)
+            && self.namespace.as_deref().is_none_or(|ns| p.name.split_once('/').is_some_and(|(n, _)| n == ns))
+    }
+
+    /// A tagged resource of another kind: carries the cluster tag, and with a namespace scope its
+    /// description names that namespace.
+    fn owned(&self, id: &str, tags: &[String], description: &str) -> bool {
+        !self.protected.contains(id)
+            && tags.contains(&cluster_tag(&self.cluster))
+            && self.namespace.as_deref().is_none_or(|ns| description_owner(description) == Some((self.cluster.as_str(), ns)))
+    }
+}
+
+fn orphan(kind: Kind, id: &str, name: &str, via: Option<&str>, reason: impl Into<String>) -> Orphan {
+    Orphan { kind, id: id.to_string(), name: name.to_string(), via: via.map(str::to_string), reason: reason.into() }
+}
+
+/// The orphans in `inv` (pure: no calls).
+pub fn find_orphans(inv: &Inventory, scope: &Scope, refs: &Referenced) -> Vec<Orphan> {
+    let cluster = scope.cluster.as_str();
+    let mut out = Vec::new();
+    for p in &inv.ports {
+        if p.device_owner == DEVICE_OWNER
+            && (names_cluster(&p.description, cluster))
+            && scope.port_in_scope(p)
+            && !refs.ports.contains(&p.id)
+            && !refs.uids.contains(&p.device_id)
+        {
+            let why = format!("device_id {} is no Pod or KuryrPort UID and no KuryrPort lists the port", p.device_id);
+            out.push(orphan(Kind::Port, &p.id, &p.name, None, why));
+        }
+    }
+    for p in &inv.subports {
+        let uid = described_uid(&p.description);
+        if p.device_owner == SUBPORT_OWNER
+            && names_cluster(&p.description, cluster)
+            && p.tags.contains(&cluster_tag(cluster))
+            && scope.port_in_scope(p)
+            && !refs.ports.contains(&p.id)
+            && uid.is_none_or(|u| !refs.uids.contains(u))
+        {
+            let why = format!("pod uid {} is no Pod or KuryrPort UID and no KuryrPort lists the subport", uid.unwrap_or("?"));
+            let trunk = Some(p.device_id.as_str()).filter(|t| !t.is_empty());
+            out.push(orphan(Kind::TrunkSubport, &p.id, &p.name, trunk, why));
+        }
+    }
+    for n in inv.networks.iter().filter(|n| scope.owned(&n.id, &n.tags, &n.description)) {
+        if !refs.networks.contains(&n.id) {
+            out.push(orphan(Kind::Network, &n.id, &n.name, None, "no KuryrNetwork status names it (netId)"));
+        }
+    }
+    let our_subnets: HashSet<&str> =
+        inv.subnets.iter().filter(|s| scope.owned(&s.id, &s.tags, &s.description)).map(|s| s.id.as_str()).collect();
+    for s in inv.subnets.iter().filter(|s| our_subnets.contains(s.id.as_str())) {
+        if !refs.subnets.contains(&s.id) {
+            out.push(orphan(Kind::Subnet, &s.id, &s.name, None, "no KuryrNetwork status names it (subnetId)"));
+        }
+    }
+    for p in inv.router_ports.iter().filter(|p| ROUTER_INTERFACE_OWNERS.contains(&p.device_owner.as_str())) {
+        for ip in p.fixed_ips.iter().filter(|ip| our_subnets.contains(ip.subnet_id.as_str())) {
+            if !refs.router_interfaces.contains(&(ip.subnet_id.clone(), p.device_id.clone())) {
+                let why = format!("no KuryrNetwork status names subnet {} on router {}", ip.subnet_id, p.device_id);
+                out.push(orphan(Kind::RouterInterface, &p.id, &format!("subnet {}", ip.subnet_id), Some(&p.device_id), why));
+                break;
+            }
+        }
+    }
+    let mut referenced_groups = HashSet::new();
+    for g in inv.security_groups.iter().filter(|g| scope.owned(&g.id, &g.tags, &g.description)) {
+        if refs.security_groups.contains(&g.id) {
+            referenced_groups.insert(g.id.as_str());
+        } else {
+            out.push(orphan(Kind::SecurityGroup, &g.id, &g.name, None, "no KuryrNetworkPolicy or KuryrLoadBalancer status names it"));
+        }
+    }
+    // Rules of unreferenced groups go with their group.
+    for r in inv.security_group_rules.iter().filter(|r| referenced_groups.contains(r.security_group_id.as_str())) {
+        let mine = description_owner(&r.description)
+            .is_some_and(|(c, ns)| c == cluster && scope.namespace.as_deref().is_none_or(|want| want == ns));
+        if mine && !refs.security_group_rules.contains(&r.id) && !scope.protected.contains(&r.id) {
+            let why = "its KuryrNetworkPolicy's status.securityGroupRules does not list it";
+            out.push(orphan(Kind::SecurityGroupRule, &r.id, &r.description, Some(&r.security_group_id), why));
+        }
+    }
+    for f in inv.floating_ips.iter().filter(|f| scope.owned(&f.id, &f.tags, &f.description)) {
+        if !refs.floating_ips.contains(&f.id) {
+            let why = "no KuryrLoadBalancer status names it (service_pub_ip_info.ip_id)";
+            out.push(orphan(Kind::FloatingIp, &f.id, &f.floating_ip_address, None, why));
+        }
+    }
+    for lb in inv.load_balancers.iter().filter(|l| scope.owned(&l.id, &l.tags, &l.description)) {
+        let going = matches!(lb.provisioning_status.as_str(), "PENDING_DELETE" | "DELETED");
+        if !going && !refs.load_balancers.contains(&lb.id) {
+            out.push(orphan(Kind::LoadBalancer, &lb.id, &lb.name, None, "no KuryrLoadBalancer status names it (loadbalancer.id)"));
+        }
+    }
     out.sort();
     out
 }
@@ -151,42 +378,156 @@ pub struct Report {
     pub marked: Vec<Orphan>,
     /// Deleted (or, with dry-run, that would have been deleted).
     pub swept: Vec<Orphan>,
+    /// Deletes that failed (still marked).
+    pub failed: Vec<Orphan>,
 }
 
-/// Lists this cluster's ports and computes the orphans against the caches (no writes).
-pub async fn orphans(ctx: &Context, namespace: Option<&str>) -> Result<Vec<Orphan>, Error> {
-    let mut q = Query::new().eq("device_owner", DEVICE_OWNER).fields(["id", "name", "description", "device_id", "device_owner"]);
+/// Lists what this cluster may own in Neutron and Octavia (no writes).
+pub async fn inventory(ctx: &Context, scope: &Scope) -> Result<Inventory, Error> {
+    let project = |q: Query| if ctx.settings.project.is_empty() { q } else { q.eq("project_id", &ctx.settings.project) };
+    let tagged = || project(Query::new().tags(ctx.settings.tags.iter()));
+    let neutron = &ctx.neutron;
+    let mut ports_q = project(Query::new().eq("device_owner", DEVICE_OWNER));
     if !ctx.settings.resource_tags.is_empty() {
-        q = q.tags(ctx.settings.resource_tags.iter());
+        ports_q = ports_q.tags(ctx.settings.resource_tags.iter());
     }
-    if !ctx.settings.project.is_empty() {
-        q = q.eq("project_id", &ctx.settings.project);
+    let ports_q = ports_q.fields(["id", "name", "description", "device_id", "device_owner", "tags"]);
+    let tagged_q = tagged();
+    let subports_q = tagged().eq("device_owner", SUBPORT_OWNER);
+    let (ports, subports, networks, subnets, security_groups, floating_ips) = tokio::try_join!(
+        neutron.list_ports(&ports_q),
+        neutron.list_ports(&subports_q),
+        neutron.list_networks(&tagged_q),
+        neutron.list_subnets(&tagged_q),
+        neutron.list_security_groups(&tagged_q),
+        neutron.list_floating_ips(&tagged_q),
+    )?;
+    let mut inv = Inventory { ports, subports, networks, subnets, security_groups, floating_ips, ..Inventory::default() };
+    let our_subnets: Vec<&str> =
+        inv.subnets.iter().filter(|s| scope.owned(&s.id, &s.tags, &s.description)).map(|s| s.id.as_str()).collect();
+    if !our_subnets.is_empty() {
+        let q = Query::new()
+            .any_of("device_owner", ROUTER_INTERFACE_OWNERS)
+            .any_of("network_id", inv.subnets.iter().map(|s| s.network_id.as_str()));
+        inv.router_ports = neutron.list_ports(&q).await?;
     }
-    let ports = ctx.neutron.list_ports(&q).await?;
-    let refs = Referenced::collect(ctx.pods.state().iter().map(|p| p.as_ref()), ctx.kuryrports.state().iter().map(|k| k.as_ref()));
-    Ok(find_orphans(&ports, &ctx.settings.cluster_name, namespace, &refs))
+    if !inv.security_groups.is_empty() {
+        let q = Query::new().any_of("security_group_id", inv.security_groups.iter().map(|g| g.id.as_str()));
+        inv.security_group_rules = neutron.list_security_group_rules(&q).await?;
+    }
+    inv.load_balancers = match ctx.octavia.list_load_balancers(&tagged_q).await {
+        Ok(lbs) => lbs,
+        // A cloud without Octavia has no load balancers of ours.
+        Err(kuryr_openstack::Error::NoEndpoint { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(inv)
 }
 
-/// One pass: mark, and sweep what the previous pass marked (unless `dry_run`).
+/// The KuryrNetworks, KuryrNetworkPolicies and KuryrLoadBalancers (listed at each pass: GC is
+/// their only reader in the controller so far).
+async fn list_crds(ctx: &Context, namespace: Option<&str>) -> Result<(Vec<KuryrNetwork>, Vec<KuryrNetworkPolicy>, Vec<KuryrLoadBalancer>), Error> {
+    async fn list<K>(ctx: &Context, namespace: Option<&str>, what: &str) -> Result<Vec<K>, Error>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = match namespace {
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+            None => Api::all(ctx.client.clone()),
+        };
+        Ok(api.list(&ListParams::default()).await.map_err(|e| Error::kube("list", what.to_string(), e))?.items)
+    }
+    Ok(tokio::try_join!(
+        list::<KuryrNetwork>(ctx, namespace, "kuryrnetworks"),
+        list::<KuryrNetworkPolicy>(ctx, namespace, "kuryrnetworkpolicies"),
+        list::<KuryrLoadBalancer>(ctx, namespace, "kuryrloadbalancers"),
+    )?)
+}
+
+/// The ids kuryr.conf names (never collected).
+pub fn protected(ctx: &Context) -> HashSet<String> {
+    let s = &ctx.settings;
+    let mut p: HashSet<String> = s.pod_security_groups.iter().cloned().collect();
+    p.insert(s.pod_subnet.clone());
+    p.retain(|id| !id.is_empty());
+    p
+}
+
+/// Lists this cluster's resources and computes the orphans against the caches and CRDs (no
+/// writes).
+pub async fn orphans(ctx: &Context, namespace: Option<&str>) -> Result<Vec<Orphan>, Error> {
+    let mut scope = Scope { cluster: ctx.settings.cluster_name.clone(), namespace: namespace.map(str::to_string), protected: protected(ctx) };
+    if !ctx.settings.pod_subnet.is_empty() {
+        scope.protected.insert(ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?.network_id.clone());
+    }
+    let (inv, (networks, policies, lbs)) = tokio::try_join!(inventory(ctx, &scope), list_crds(ctx, namespace))?;
+    let mut refs = Referenced::collect(ctx.pods.state().iter().map(|p| p.as_ref()), ctx.kuryrports.state().iter().map(|k| k.as_ref()));
+    refs.add_crds(&networks, &policies, &lbs);
+    Ok(find_orphans(&inv, &scope, &refs))
+}
+
+/// Deletes one orphan (`Ok(false)`: it was already gone).
+async fn sweep(ctx: &Context, o: &Orphan) -> Result<bool, Error> {
+    let n = &ctx.neutron;
+    let gone_ok = |r: Result<bool, kuryr_openstack::Error>| r.map_err(Error::from);
+    match o.kind {
+        Kind::LoadBalancer => gone_ok(ctx.octavia.delete_load_balancer(&o.id, true).await),
+        Kind::FloatingIp => gone_ok(n.delete_floating_ip(&o.id).await),
+        Kind::RouterInterface => {
+            let router = o.via.as_deref().unwrap_or_default();
+            match n.remove_router_interface(router, &RouterInterface::port(&o.id)).await {
+                Ok(_) => Ok(true),
+                Err(e) if e.is_not_found() => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Kind::TrunkSubport => {
+            if let Some(trunk) = &o.via {
+                match n.remove_subports(trunk, &[&o.id]).await {
+                    Ok(_) => {}
+                    // The trunk or the subport is gone already.
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            gone_ok(n.delete_port(&o.id).await)
+        }
+        Kind::Port => gone_ok(n.delete_port(&o.id).await),
+        Kind::SecurityGroupRule => gone_ok(n.delete_security_group_rule(&o.id).await),
+        Kind::SecurityGroup => gone_ok(n.delete_security_group(&o.id).await),
+        Kind::Subnet => gone_ok(n.delete_subnet(&o.id).await),
+        Kind::Network => gone_ok(n.delete_network(&o.id).await),
+    }
+}
+
+/// One pass: mark, and sweep what the previous pass marked (unless `dry_run`), in [`Kind`]
+/// order. A failed delete is logged, counted in `failed` and stays marked.
 pub async fn pass(ctx: &Context, marks: &mut Marks, namespace: Option<&str>, dry_run: bool) -> Result<Report, Error> {
     let found = orphans(ctx, namespace).await?;
-    let sweep = marks.pass(found.clone());
-    let mut report = Report { marked: found, swept: Vec::new() };
-    for o in sweep {
+    let mut to_sweep = marks.pass(found.clone());
+    to_sweep.sort();
+    let mut report = Report { marked: found, ..Report::default() };
+    for o in to_sweep {
         if dry_run {
             tracing::info!(orphan = %o, "gc (dry run): would delete");
             report.swept.push(o);
             continue;
         }
         ctx.leader.ensure()?;
-        match o.kind {
-            Kind::Port => {
-                ctx.neutron.delete_port(&o.id).await?;
+        match sweep(ctx, &o).await {
+            Ok(_) => {
+                tracing::warn!(orphan = %o, "gc: deleted an orphaned resource");
+                ctx.metrics.gc_deleted(o.kind.as_str());
+                report.swept.push(o);
+            }
+            Err(e) => {
+                tracing::warn!(orphan = %o, error = %e, "gc: cannot delete an orphaned resource; retrying next pass");
+                report.failed.push(o);
             }
         }
-        tracing::warn!(orphan = %o, "gc: deleted an orphaned resource");
-        ctx.metrics.gc_deleted(o.kind.as_str());
-        report.swept.push(o);
     }
     Ok(report)
 }
@@ -206,8 +547,8 @@ pub async fn run(ctx: std::sync::Arc<Context>, interval: Duration, namespace: Op
         }
         match pass(&ctx, &mut marks, namespace.as_deref(), dry_run).await {
             Ok(r) => {
-                if !r.marked.is_empty() || !r.swept.is_empty() {
-                    tracing::info!(marked = r.marked.len(), swept = r.swept.len(), dry_run, "gc pass");
+                if !r.marked.is_empty() || !r.swept.is_empty() || !r.failed.is_empty() {
+                    tracing::info!(marked = r.marked.len(), swept = r.swept.len(), failed = r.failed.len(), dry_run, "gc pass");
                 }
             }
             Err(e) => tracing::warn!(error = %e, "gc pass failed; retrying next interval"),
@@ -218,9 +559,10 @@ pub async fn run(ctx: std::sync::Arc<Context>, interval: Duration, namespace: Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn port(id: &str, name: &str, device_id: &str, cluster: &str) -> Port {
-        serde_json::from_value(serde_json::json!({
+        serde_json::from_value(json!({
             "id": id, "name": name, "device_id": device_id, "device_owner": DEVICE_OWNER,
             "description": format!("kuryr-rs pod port: cluster {cluster}, pod {name} (uid {device_id})"),
             "network_id": "n", "mac_address": "fa:16:3e:00:00:01", "fixed_ips": [], "status": "ACTIVE",
@@ -228,26 +570,36 @@ mod tests {
         .expect("port")
     }
 
+    fn scope(cluster: &str, ns: Option<&str>) -> Scope {
+        Scope { cluster: cluster.into(), namespace: ns.map(str::to_string), protected: HashSet::new() }
+    }
+
+    fn ids(v: Vec<Orphan>) -> Vec<String> {
+        v.into_iter().map(|o| o.id).collect()
+    }
+
     #[test]
     fn orphans_are_ports_of_this_cluster_nobody_references() {
         let mut other_owner = port("p5", "ns/e", "gone-5", "c1");
         other_owner.device_owner = "compute:nova".into();
-        let ports = vec![
-            port("p1", "ns/a", "uid-a", "c1"),  // pod exists
-            port("p2", "ns/b", "gone-b", "c1"), // orphan
-            port("p3", "ns/c", "gone-c", "c1"), // listed in a KuryrPort
-            port("p4", "ns/d", "gone-d", "c2"), // another cluster
-            other_owner,                        // not kuryr's
-            port("p6", "other/f", "gone-f", "c1"),
-        ];
-        let refs = Referenced {
-            uids: ["uid-a".to_string()].into(),
-            ports: ["p3".to_string()].into(),
+        let inv = Inventory {
+            ports: vec![
+                port("p1", "ns/a", "uid-a", "c1"),  // pod exists
+                port("p2", "ns/b", "gone-b", "c1"), // orphan
+                port("p3", "ns/c", "gone-c", "c1"), // listed in a KuryrPort
+                port("p4", "ns/d", "gone-d", "c2"), // another cluster
+                other_owner,                        // not kuryr's
+                port("p6", "other/f", "gone-f", "c1"),
+            ],
+            ..Inventory::default()
         };
-        let ids = |v: Vec<Orphan>| v.into_iter().map(|o| o.id).collect::<Vec<_>>();
-        assert_eq!(ids(find_orphans(&ports, "c1", None, &refs)), ["p2", "p6"]);
-        assert_eq!(ids(find_orphans(&ports, "c1", Some("ns"), &refs)), ["p2"]);
-        assert_eq!(ids(find_orphans(&ports, "c2", None, &refs)), ["p4"]);
+        let refs = Referenced { uids: ["uid-a".to_string()].into(), ports: ["p3".to_string()].into(), ..Referenced::default() };
+        assert_eq!(ids(find_orphans(&inv, &scope("c1", None), &refs)), ["p2", "p6"]);
+        assert_eq!(ids(find_orphans(&inv, &scope("c1", Some("ns")), &refs)), ["p2"]);
+        assert_eq!(ids(find_orphans(&inv, &scope("c2", None), &refs)), ["p4"]);
+        let mut protected = scope("c1", None);
+        protected.protected.insert("p2".into());
+        assert_eq!(ids(find_orphans(&inv, &protected, &refs)), ["p6"]);
     }
 
     #[test]
@@ -258,11 +610,123 @@ mod tests {
         assert!(!names_cluster("some port: cluster c1, x", "c1"));
         let s = "kuryr-rs standalone container port: cluster c1, KuryrPort kuryr-standalone/x (uid u)";
         assert!(names_cluster(s, "c1"));
+        assert_eq!(described_uid(d), Some("u"));
+        assert_eq!(described_uid("kuryr-rs pool port: cluster c1, node n"), None);
+    }
+
+    /// One tagged resource of each kind per case: `keep` referenced, `orphan` not, `other` of
+    /// another cluster, `elsewhere` of another namespace.
+    fn world() -> (Inventory, Referenced) {
+        let tag = |c: &str| vec!["kuryr-rs-local".to_string(), cluster_tag(c)];
+        let desc = |what: &str, c: &str, ns: &str| kuryr_core::names::resource_description(what, c, ns, "x");
+        let net = |id: &str, c: &str, ns: &str| Network { id: id.into(), tags: tag(c), description: desc("network", c, ns), ..Network::default() };
+        let sub = |id: &str, c: &str, ns: &str| Subnet {
+            id: id.into(),
+            network_id: format!("net-{id}"),
+            tags: tag(c),
+            description: desc("subnet", c, ns),
+            ..Subnet::default()
+        };
+        let sg = |id: &str, c: &str, ns: &str| SecurityGroup { id: id.into(), tags: tag(c), description: desc("sg", c, ns), ..SecurityGroup::default() };
+        let rule = |id: &str, sg: &str, d: String| SecurityGroupRule { id: id.into(), security_group_id: sg.into(), description: d, ..SecurityGroupRule::default() };
+        let fip = |id: &str, c: &str, ns: &str| FloatingIp { id: id.into(), tags: tag(c), description: desc("fip", c, ns), ..FloatingIp::default() };
+        let lb = |id: &str, c: &str, ns: &str, st: &str| LoadBalancer {
+            id: id.into(),
+            tags: tag(c),
+            description: desc("lb", c, ns),
+            provisioning_status: st.into(),
+            ..LoadBalancer::default()
+        };
+        let rif = |id: &str, subnet: &str, router: &str| -> Port {
+            serde_json::from_value(json!({
+                "id": id, "device_owner": "network:router_interface", "device_id": router, "network_id": "n",
+                "fixed_ips": [{"subnet_id": subnet, "ip_address": "10.0.0.1"}],
+            }))
+            .expect("router port")
+        };
+        let mut subport = port("sp-orphan", "ns/s", "trunk-1", "c1");
+        subport.device_owner = SUBPORT_OWNER.into();
+        subport.description = "kuryr-rs pod port: cluster c1, pod ns/s (uid gone-s)".into();
+        subport.tags = tag("c1");
+        let mut subport_keep = subport.clone();
+        subport_keep.id = "sp-keep".into();
+        subport_keep.description = "kuryr-rs pod port: cluster c1, pod ns/t (uid uid-t)".into();
+        let inv = Inventory {
+            subports: vec![subport, subport_keep],
+            networks: vec![net("n-keep", "c1", "ns"), net("n-orphan", "c1", "ns"), net("n-other", "c2", "ns"), net("n-elsewhere", "c1", "ns2")],
+            subnets: vec![sub("s-keep", "c1", "ns"), sub("s-orphan", "c1", "ns"), sub("s-other", "c2", "ns")],
+            router_ports: vec![rif("ri-keep", "s-keep", "r1"), rif("ri-orphan", "s-orphan", "r1"), rif("ri-wrong-router", "s-keep", "r2"), rif("ri-other", "s-other", "r1")],
+            security_groups: vec![sg("g-keep", "c1", "ns"), sg("g-orphan", "c1", "ns"), sg("g-other", "c2", "ns")],
+            security_group_rules: vec![
+                rule("r-keep", "g-keep", desc("rule", "c1", "ns")),
+                rule("r-orphan", "g-keep", desc("rule", "c1", "ns")),
+                rule("r-default-egress", "g-keep", String::new()),
+                rule("r-of-orphan-group", "g-orphan", desc("rule", "c1", "ns")),
+            ],
+            floating_ips: vec![fip("f-keep", "c1", "ns"), fip("f-orphan", "c1", "ns"), fip("f-other", "c2", "ns")],
+            load_balancers: vec![lb("l-keep", "c1", "ns", "ACTIVE"), lb("l-orphan", "c1", "ns", "ACTIVE"), lb("l-deleting", "c1", "ns", "PENDING_DELETE")],
+            ..Inventory::default()
+        };
+        let knet: KuryrNetwork = serde_json::from_value(json!({
+            "apiVersion": "openstack.org/v1", "kind": "KuryrNetwork", "metadata": {"name": "ns", "namespace": "ns"},
+            "spec": {"nsName": "ns", "projectId": "p"},
+            "status": {"netId": "n-keep", "subnetId": "s-keep", "routerId": "r1", "populated": true},
+        }))
+        .expect("knet");
+        let knp: KuryrNetworkPolicy = serde_json::from_value(json!({
+            "apiVersion": "openstack.org/v1", "kind": "KuryrNetworkPolicy", "metadata": {"name": "np", "namespace": "ns"},
+            "spec": {},
+            "status": {"securityGroupId": "g-keep", "securityGroupRules": [{"id": "r-keep", "direction": "ingress"}]},
+        }))
+        .expect("knp");
+        let klb: KuryrLoadBalancer = serde_json::from_value(json!({
+            "apiVersion": "openstack.org/v1", "kind": "KuryrLoadBalancer", "metadata": {"name": "svc", "namespace": "ns"},
+            "spec": {"ports": []},
+            "status": {"loadbalancer": {"id": "l-keep", "security_groups": []}, "service_pub_ip_info": {"ip_id": "f-keep", "ip_addr": "172.24.4.9", "alloc_method": "pool"}},
+        }))
+        .expect("klb");
+        let mut refs = Referenced { uids: ["uid-t".to_string()].into(), ..Referenced::default() };
+        refs.add_crds([&knet], [&knp], [&klb]);
+        (inv, refs)
+    }
+
+    #[test]
+    fn every_kind_has_its_orphans_found_and_nothing_else() {
+        let (inv, refs) = world();
+        let found = find_orphans(&inv, &scope("c1", Some("ns")), &refs);
+        let got: Vec<(Kind, String)> = found.iter().map(|o| (o.kind, o.id.clone())).collect();
+        let want: Vec<(Kind, String)> = [
+            (Kind::LoadBalancer, "l-orphan"),
+            (Kind::FloatingIp, "f-orphan"),
+            (Kind::RouterInterface, "ri-orphan"),
+            (Kind::RouterInterface, "ri-wrong-router"),
+            (Kind::TrunkSubport, "sp-orphan"),
+            (Kind::SecurityGroupRule, "r-orphan"),
+            (Kind::SecurityGroup, "g-orphan"),
+            (Kind::Subnet, "s-orphan"),
+            (Kind::Network, "n-orphan"),
+        ]
+        .into_iter()
+        .map(|(k, id)| (k, id.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        // Sweep order: what holds another first.
+        assert!(found.windows(2).all(|w| w[0].kind <= w[1].kind));
+        let ri = found.iter().find(|o| o.id == "ri-orphan").expect("ri");
+        assert_eq!(ri.via.as_deref(), Some("r1"));
+        let sp = found.iter().find(|o| o.id == "sp-orphan").expect("sp");
+        assert_eq!(sp.via.as_deref(), Some("trunk-1"));
+        // Unscoped, the other namespace's network is ours too; another cluster's never is.
+        let all = ids(find_orphans(&inv, &scope("c1", None), &refs));
+        assert!(all.contains(&"n-elsewhere".to_string()) && !all.iter().any(|i| i.ends_with("-other")), "{all:?}");
+        // Nothing referenced at all: every resource of the cluster is an orphan, the others not.
+        let bare = ids(find_orphans(&inv, &scope("c2", None), &Referenced::default()));
+        assert_eq!(bare, ["f-other", "ri-other", "g-other", "s-other", "n-other"]);
     }
 
     #[test]
     fn only_orphans_seen_twice_in_a_row_are_swept() {
-        let o = |id: &str| Orphan { kind: Kind::Port, id: id.into(), name: id.into(), reason: String::new() };
+        let o = |id: &str| Orphan { kind: Kind::Port, id: id.into(), name: id.into(), via: None, reason: String::new() };
         let mut m = Marks::default();
         assert_eq!(m.pass(vec![o("a"), o("b")]), vec![]);
         // b was adopted meanwhile (no longer an orphan): its mark is dropped.

@@ -245,6 +245,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
     let sink: MetricsSink = metrics.clone();
     let session = Session::builder(&opts.cloud).metrics(sink).build()?;
     let neutron = Neutron::new(session.clone());
+    let octavia = kuryr_openstack::Octavia::new(session.clone());
     let health = Health::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let leader = if opts.leader_election.is_some() || opts.read_only { LeaderGate::elected() } else { LeaderGate::always() };
@@ -263,6 +264,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         neutron,
+        octavia,
         settings: opts.settings.clone(),
         pods: pod_store.clone(),
         kuryrports: kp_store.clone(),

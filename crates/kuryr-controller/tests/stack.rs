@@ -919,6 +919,357 @@ async fn gc_sweeps_a_planted_orphan_on_the_second_pass_and_nothing_else() {
     .await;
 }
 
+/// One resource planted for the every-kind GC test, and how to remove it afterwards.
+#[derive(Clone, Debug)]
+enum Planted {
+    LoadBalancer(String),
+    FloatingIp(String),
+    RouterInterface { router: String, subnet: String },
+    Router(String),
+    SecurityGroup(String),
+    Subnet(String),
+    Network(String),
+}
+
+/// Whether a Neutron resource of `kind` with `id` exists (a filtered list: an empty answer is
+/// "gone", whatever the kind's GET would say).
+async fn exists(stack: &Stack, kind: kuryr_controller::gc::Kind, id: &str) -> bool {
+    use kuryr_controller::gc::Kind;
+    let n = &stack.neutron;
+    let q = Query::new().eq("id", id);
+    let found = match kind {
+        Kind::Network => n.list_networks(&q).await.map(|v| v.len()),
+        Kind::Subnet => n.list_subnets(&q).await.map(|v| v.len()),
+        Kind::SecurityGroup => n.list_security_groups(&q).await.map(|v| v.len()),
+        Kind::SecurityGroupRule => n.list_security_group_rules(&q).await.map(|v| v.len()),
+        Kind::FloatingIp => n.list_floating_ips(&q).await.map(|v| v.len()),
+        Kind::RouterInterface | Kind::TrunkSubport | Kind::Port => n.list_ports(&q).await.map(|v| v.len()),
+        Kind::LoadBalancer => unreachable!("load balancers are checked through Octavia"),
+    };
+    found.unwrap_or_else(|e| panic!("list {kind:?} {id}: {e}")) > 0
+}
+
+/// Removes what the test planted (best effort, in dependency order; GC may have removed some).
+async fn remove_planted(stack: &Stack, octavia: &kuryr_openstack::Octavia, planted: &Mutex<Vec<Planted>>) {
+    use kuryr_openstack::neutron::RouterInterface;
+    let mut all = planted.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let rank = |p: &Planted| match p {
+        Planted::LoadBalancer(_) => 0,
+        Planted::FloatingIp(_) => 1,
+        Planted::RouterInterface { .. } => 2,
+        Planted::Router(_) => 3,
+        Planted::SecurityGroup(_) => 4,
+        Planted::Subnet(_) => 5,
+        Planted::Network(_) => 6,
+    };
+    all.sort_by_key(rank);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for p in all {
+        let r = match &p {
+            Planted::LoadBalancer(id) => {
+                let r = octavia.delete_load_balancer(id, true).await.map(|_| ());
+                // Its VIP port must be gone before the subnet can go.
+                while Instant::now() < deadline && octavia.get_load_balancer(id).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                r
+            }
+            Planted::FloatingIp(id) => stack.neutron.delete_floating_ip(id).await.map(|_| ()),
+            Planted::RouterInterface { router, subnet } => {
+                stack.neutron.remove_router_interface(router, &RouterInterface::subnet(subnet)).await.map(|_| ())
+            }
+            Planted::Router(id) => stack.neutron.delete_router(id).await.map(|_| ()),
+            Planted::SecurityGroup(id) => stack.neutron.delete_security_group(id).await.map(|_| ()),
+            Planted::Subnet(id) => stack.neutron.delete_subnet(id).await.map(|_| ()),
+            Planted::Network(id) => stack.neutron.delete_network(id).await.map(|_| ()),
+        };
+        match r {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => eprintln!("cleanup: cannot remove {p:?}: {e}"),
+        }
+    }
+}
+
+/// GC over every kind it knows: an orphan of each kind (tagged with this cluster, described as
+/// belonging to the test's namespace, named by no CRD) is swept on the second pass, in dependency
+/// order (a router interface before its subnet before its network); the same kinds referenced
+/// by a KuryrNetwork / KuryrNetworkPolicy / KuryrLoadBalancer status, without the cluster tag,
+/// of another cluster, or made by Neutron itself (a group's default rules) are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
+    use kuryr_controller::gc::{self, Kind, Marks};
+    use kuryr_core::crd::{KuryrLoadBalancer, KuryrNetwork, KuryrNetworkPolicy};
+    use kuryr_core::names::resource_description;
+    use kuryr_openstack::neutron::{
+        Direction, EtherType, FloatingIpCreate, NetworkCreate, RouterCreate, RouterInterface, SecurityGroupCreate,
+        SecurityGroupRuleCreate, SubnetCreate, TagResource,
+    };
+    use kuryr_openstack::octavia::LoadBalancerCreate;
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-gc-all").await;
+    let mut opts = stack.options(&ns);
+    opts.gc = None; // passes are driven by the test
+    let cluster = "kuryr-rs-test";
+    let ours = opts.settings.tags.clone();
+    assert!(ours.contains(&kuryr_core::names::cluster_tag(cluster)), "{ours:?}");
+    let theirs = kuryr_controller::settings::all_tags(&opts.settings.resource_tags, "some-other-cluster");
+    let untagged: Vec<String> = opts.settings.resource_tags.clone();
+    let project = opts.settings.project.clone();
+    let ctl = start_in(&stack, &scratch, opts).await;
+    let ctx = ctl.context.clone();
+    let octavia = kuryr_openstack::Octavia::new(stack.neutron.session().clone());
+    let planted = Mutex::new(Vec::<Planted>::new());
+    let plant = |p: Planted| planted.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+    let body = async {
+        let desc = |what: &str| resource_description(what, cluster, &ns, "gc-test");
+        let n = &stack.neutron;
+        let tag = |res: TagResource, id: String, tags: Vec<String>| async move {
+            n.set_tags(res, &id, &tags).await.unwrap_or_else(|e| panic!("tag {res:?} {id}: {e}"));
+        };
+        let net = |label: &'static str, tags: Vec<String>| {
+            let d = desc("network");
+            let project = project.clone();
+            async move {
+                let req = NetworkCreate { name: format!("gc-{label}"), description: d, project_id: project, ..NetworkCreate::default() };
+                let id = n.create_network(&req).await.expect("create network").id;
+                tag(TagResource::Network, id.clone(), tags).await;
+                id
+            }
+        };
+        let octet = std::process::id() % 200 + 20;
+        let subnet = |label: &'static str, network: String, third: u32, tags: Vec<String>| {
+            let d = desc("subnet");
+            async move {
+                let req = SubnetCreate {
+                    network_id: network,
+                    cidr: Some(format!("10.{octet}.{third}.0/24")),
+                    name: format!("gc-{label}"),
+                    description: d,
+                    ..SubnetCreate::default()
+                };
+                let id = n.create_subnet(&req).await.expect("create subnet").id;
+                tag(TagResource::Subnet, id.clone(), tags).await;
+                id
+            }
+        };
+        // Networks, subnets and router interfaces (the router itself is not a kuryr resource).
+        let n_keep = net("keep", ours.clone()).await;
+        plant(Planted::Network(n_keep.clone()));
+        let n_orphan = net("orphan", ours.clone()).await;
+        plant(Planted::Network(n_orphan.clone()));
+        let n_untagged = net("untagged", untagged.clone()).await;
+        plant(Planted::Network(n_untagged.clone()));
+        let n_other = net("other-cluster", theirs.clone()).await;
+        plant(Planted::Network(n_other.clone()));
+        let s_keep = subnet("keep", n_keep.clone(), 1, ours.clone()).await;
+        plant(Planted::Subnet(s_keep.clone()));
+        let s_orphan = subnet("orphan", n_orphan.clone(), 2, ours.clone()).await;
+        plant(Planted::Subnet(s_orphan.clone()));
+        let router = n.create_router(&RouterCreate { name: "gc-test-router".into(), ..RouterCreate::default() }).await.expect("router").id;
+        plant(Planted::Router(router.clone()));
+        for s in [&s_keep, &s_orphan] {
+            n.add_router_interface(&router, &RouterInterface::subnet(s.as_str())).await.expect("add router interface");
+            plant(Planted::RouterInterface { router: router.clone(), subnet: s.clone() });
+        }
+        let ri_orphan = n
+            .list_ports(&Query::new().eq("device_id", &router).eq("network_id", &n_orphan))
+            .await
+            .expect("router ports")
+            .pop()
+            .expect("the orphan subnet's router interface")
+            .id;
+        // Security groups and rules.
+        let sg = |label: &'static str, tags: Vec<String>| {
+            let d = desc("network policy security group");
+            let project = project.clone();
+            async move {
+                let req = SecurityGroupCreate { name: format!("gc-{label}"), description: d, project_id: project, ..SecurityGroupCreate::default() };
+                let id = n.create_security_group(&req).await.expect("create sg").id;
+                tag(TagResource::SecurityGroup, id.clone(), tags).await;
+                id
+            }
+        };
+        let g_keep = sg("keep", ours.clone()).await;
+        plant(Planted::SecurityGroup(g_keep.clone()));
+        let g_orphan = sg("orphan", ours.clone()).await;
+        plant(Planted::SecurityGroup(g_orphan.clone()));
+        let g_untagged = sg("untagged", untagged.clone()).await;
+        plant(Planted::SecurityGroup(g_untagged.clone()));
+        let rule = |group: String, port: u16| {
+            let d = desc("network policy rule");
+            async move {
+                let req = SecurityGroupRuleCreate {
+                    security_group_id: group,
+                    direction: Direction::Ingress,
+                    ethertype: EtherType::IPv4,
+                    protocol: Some("tcp".into()),
+                    port_range_min: Some(port),
+                    port_range_max: Some(port),
+                    description: d,
+                    ..SecurityGroupRuleCreate::default()
+                };
+                n.create_security_group_rule(&req).await.expect("create rule").id
+            }
+        };
+        let r_keep = rule(g_keep.clone(), 8080).await;
+        let r_orphan = rule(g_keep.clone(), 8081).await;
+        let defaults: Vec<String> = n
+            .list_security_group_rules(&Query::new().eq("security_group_id", &g_keep))
+            .await
+            .expect("rules")
+            .into_iter()
+            .filter(|r| r.id != r_keep && r.id != r_orphan)
+            .map(|r| r.id)
+            .collect();
+        assert!(!defaults.is_empty(), "Neutron made no default rules in a new group");
+        // Floating IPs.
+        let fip = |tags: Vec<String>| {
+            let d = desc("service floating IP");
+            let project = project.clone();
+            let ext = stack.env["EXT_NET_ID"].clone();
+            async move {
+                let req = FloatingIpCreate { floating_network_id: ext, description: d, project_id: project, ..FloatingIpCreate::default() };
+                let f = n.create_floating_ip(&req).await.expect("create floating ip");
+                tag(TagResource::FloatingIp, f.id.clone(), tags).await;
+                f
+            }
+        };
+        let f_keep = fip(ours.clone()).await;
+        plant(Planted::FloatingIp(f_keep.id.clone()));
+        let f_orphan = fip(ours.clone()).await;
+        plant(Planted::FloatingIp(f_orphan.id.clone()));
+        let f_other = fip(theirs.clone()).await;
+        plant(Planted::FloatingIp(f_other.id.clone()));
+        // Octavia load balancers (OVN provider) on the service subnet.
+        let mut lbs = Vec::new();
+        for (label, tags) in [("keep", ours.clone()), ("orphan", ours.clone()), ("untagged", untagged.clone())] {
+            let req = LoadBalancerCreate {
+                name: format!("gc-{label}"),
+                description: desc("service load balancer"),
+                vip_subnet_id: stack.env["SERVICE_SUBNET_ID"].clone(),
+                provider: "ovn".into(),
+                project_id: project.clone(),
+                tags,
+                ..LoadBalancerCreate::default()
+            };
+            let lb = octavia.create_load_balancer(&req).await.expect("create load balancer");
+            plant(Planted::LoadBalancer(lb.id.clone()));
+            lbs.push(lb.id);
+        }
+        for id in &lbs {
+            octavia.wait_for_lb(id, tokio::time::Instant::now() + Duration::from_secs(120)).await.expect("load balancer ACTIVE");
+        }
+        let (l_keep, l_orphan, l_untagged) = (lbs[0].clone(), lbs[1].clone(), lbs[2].clone());
+
+        // The CRDs that reference the `keep` resources.
+        let status = |api_kind: &str, name: &str, spec: serde_json::Value, status: serde_json::Value| {
+            json!({"apiVersion": "openstack.org/v1", "kind": api_kind, "metadata": {"name": name, "namespace": ns}, "spec": spec, "status": status})
+        };
+        let pp = PostParams::default();
+        let knets: Api<KuryrNetwork> = Api::namespaced(stack.client.clone(), &ns);
+        let knet: KuryrNetwork = serde_json::from_value(status("KuryrNetwork", &ns, json!({"nsName": ns, "projectId": project}), json!({}))).expect("knet");
+        knets.create(&pp, &knet).await.expect("create KuryrNetwork");
+        let st = json!({"status": {"netId": n_keep, "subnetId": s_keep, "routerId": router, "populated": true}});
+        knets.patch_status(&ns, &PatchParams::default(), &Patch::Merge(st)).await.expect("KuryrNetwork status");
+        let knps: Api<KuryrNetworkPolicy> = Api::namespaced(stack.client.clone(), &ns);
+        let knp: KuryrNetworkPolicy = serde_json::from_value(status("KuryrNetworkPolicy", "web", json!({}), json!({}))).expect("knp");
+        knps.create(&pp, &knp).await.expect("create KuryrNetworkPolicy");
+        let st = json!({"status": {"securityGroupId": g_keep, "securityGroupRules": [{"id": r_keep, "security_group_id": g_keep, "direction": "ingress"}]}});
+        knps.patch_status("web", &PatchParams::default(), &Patch::Merge(st)).await.expect("KuryrNetworkPolicy status");
+        let klbs: Api<KuryrLoadBalancer> = Api::namespaced(stack.client.clone(), &ns);
+        let klb: KuryrLoadBalancer = serde_json::from_value(status("KuryrLoadBalancer", "svc", json!({"ports": []}), json!({}))).expect("klb");
+        klbs.create(&pp, &klb).await.expect("create KuryrLoadBalancer");
+        let st = json!({"status": {"loadbalancer": {"id": l_keep}, "service_pub_ip_info": {"ip_id": f_keep.id, "ip_addr": f_keep.floating_ip_address, "alloc_method": "pool"}}});
+        klbs.patch_status("svc", &PatchParams::default(), &Patch::Merge(st)).await.expect("KuryrLoadBalancer status");
+        wait_for("caches synced", WAIT, || async { ctx.synced().then_some(()) }).await;
+
+        let want: Vec<(Kind, String)> = vec![
+            (Kind::LoadBalancer, l_orphan.clone()),
+            (Kind::FloatingIp, f_orphan.id.clone()),
+            (Kind::RouterInterface, ri_orphan.clone()),
+            (Kind::SecurityGroupRule, r_orphan.clone()),
+            (Kind::SecurityGroup, g_orphan.clone()),
+            (Kind::Subnet, s_orphan.clone()),
+            (Kind::Network, n_orphan.clone()),
+        ];
+        let kinds = |v: &[gc::Orphan]| v.iter().map(|o| (o.kind, o.id.clone())).collect::<Vec<_>>();
+        let keep: Vec<String> = [&n_keep, &n_untagged, &n_other, &s_keep, &g_keep, &g_untagged, &r_keep, &f_keep.id, &f_other.id, &l_keep, &l_untagged]
+            .into_iter()
+            .chain(defaults.iter())
+            .cloned()
+            .collect();
+
+        // The operator's view first: `--gc-list` prints exactly the orphans.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"))
+            .arg("--config-file")
+            .arg(Path::new(STATE).join("kuryr.conf"))
+            .arg("--kubeconfig")
+            .arg(Path::new(STATE).join("kubeconfig"))
+            .args(["--cluster-name", cluster, "--watch-namespace", &ns, "--gc-list"])
+            .output()
+            .expect("run kuryr-controller --gc-list");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(3), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        for (kind, id) in &want {
+            assert!(stdout.lines().any(|l| l.starts_with(&format!("{} {id}", kind.as_str()))), "--gc-list misses {kind:?} {id}: {stdout}");
+        }
+        for id in &keep {
+            let listed = stdout.lines().any(|l| l.split_whitespace().nth(1) == Some(id.as_str()));
+            assert!(!listed, "--gc-list lists {id}, which is no orphan: {stdout}");
+        }
+
+        // For real: pass 1 marks exactly the orphans and deletes nothing; pass 2 sweeps them in
+        // order (the orphan subnet's router interface goes before the subnet, the subnet before
+        // its network), with no failed delete.
+        let mut marks = Marks::default();
+        let r = gc::pass(&ctx, &mut marks, Some(&ns), false).await.expect("pass 1");
+        assert_eq!(kinds(&r.marked), want, "{r:?}");
+        assert!(r.swept.is_empty() && r.failed.is_empty(), "{r:?}");
+        let r = gc::pass(&ctx, &mut marks, Some(&ns), false).await.expect("pass 2");
+        assert!(r.failed.is_empty(), "deletes failed: {:?}", r.failed);
+        assert_eq!(kinds(&r.swept), want, "{r:?}");
+
+        // What is gone is gone; everything else is still there.
+        let lb_status = octavia.get_load_balancer(&l_orphan).await.map(|l| l.provisioning_status);
+        assert!(matches!(&lb_status, Err(e) if e.is_not_found()) || matches!(lb_status.as_deref(), Ok("PENDING_DELETE" | "DELETED")), "{lb_status:?}");
+        for (kind, id) in &want {
+            if *kind != Kind::LoadBalancer {
+                assert!(!exists(&stack, *kind, id).await, "{kind:?} {id} survived the sweep");
+            }
+        }
+        let keep_kinds = [
+            (Kind::Network, &n_keep),
+            (Kind::Network, &n_untagged),
+            (Kind::Network, &n_other),
+            (Kind::Subnet, &s_keep),
+            (Kind::SecurityGroup, &g_keep),
+            (Kind::SecurityGroup, &g_untagged),
+            (Kind::SecurityGroupRule, &r_keep),
+            (Kind::FloatingIp, &f_keep.id),
+            (Kind::FloatingIp, &f_other.id),
+        ];
+        for (kind, id) in keep_kinds.into_iter().chain(defaults.iter().map(|d| (Kind::SecurityGroupRule, d))) {
+            assert!(exists(&stack, kind, id).await, "GC deleted {kind:?} {id}, which is no orphan");
+        }
+        let keep_ri = n.list_ports(&Query::new().eq("device_id", &router).eq("network_id", &n_keep)).await.expect("router ports");
+        assert_eq!(keep_ri.len(), 1, "the referenced subnet's router interface: {keep_ri:?}");
+        for id in [&l_keep, &l_untagged] {
+            let lb = octavia.get_load_balancer(id).await.expect("kept load balancer");
+            assert_eq!(lb.provisioning_status, "ACTIVE", "load balancer {id}");
+        }
+    };
+    let r = AssertUnwindSafe(body).catch_unwind().await;
+    remove_planted(&stack, &octavia, &planted).await;
+    run(&stack, &scratch, vec![ctl], async {}).await;
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
+
 /// The controller binary as a separate process (so it can be killed with SIGKILL).
 fn spawn_controller_process(ns: &str) -> std::process::Child {
     controller_command(ns).spawn().expect("spawn kuryr-controller")

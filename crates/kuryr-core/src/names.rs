@@ -53,6 +53,23 @@ pub const STANDALONE_LABEL: &str = "kuryr.openstack.org/standalone";
 /// The value [`STANDALONE_LABEL`] must have.
 pub const STANDALONE_LABEL_VALUE: &str = "true";
 
+/// Description of a resource kuryr-rs creates for a namespaced object (a network for a
+/// KuryrNetwork, a security group or rule for a KuryrNetworkPolicy, a load balancer or floating
+/// IP for a KuryrLoadBalancer): `kuryr-rs <what>: cluster <cluster>, <namespace>/<name>`. GC reads
+/// the cluster and namespace back with [`description_owner`].
+pub fn resource_description(what: &str, cluster: &str, namespace: &str, name: &str) -> String {
+    format!("kuryr-rs {what}: cluster {cluster}, {namespace}/{name}")
+}
+
+/// The (cluster, namespace) a [`resource_description`] names, if it is one.
+pub fn description_owner(description: &str) -> Option<(&str, &str)> {
+    let rest = description.strip_prefix("kuryr-rs ")?;
+    let (_, rest) = rest.split_once(": cluster ")?;
+    let (cluster, rest) = rest.split_once(", ")?;
+    let (namespace, _) = rest.split_once('/')?;
+    (!cluster.is_empty() && !namespace.is_empty() && !namespace.contains(' ')).then_some((cluster, namespace))
+}
+
 /// Whether an object with these labels is a standalone container's KuryrPort.
 pub fn is_standalone(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
     labels
@@ -146,6 +163,17 @@ fn check_label_chars(part: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn resource_descriptions_name_their_owner() {
+        let d = super::resource_description("network policy security group", "c1", "ns-a", "allow-web");
+        assert_eq!(d, "kuryr-rs network policy security group: cluster c1, ns-a/allow-web");
+        assert_eq!(super::description_owner(&d), Some(("c1", "ns-a")));
+        assert_eq!(super::description_owner("Kuryr-Kubernetes NetPolicy SG for ns-a/x"), None);
+        assert_eq!(super::description_owner("kuryr-rs x: cluster c1, no-slash"), None);
+        // Pod port descriptions have their own form (GC scopes ports by their `<ns>/<name>` name).
+        assert_eq!(super::description_owner("kuryr-rs pod port: cluster c1, pod ns/a (uid u)"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -62,6 +62,14 @@ pub enum Error {
     /// Missing or invalid configuration on our side.
     #[error("invalid OpenStack client configuration: {0}")]
     Config(String),
+    /// The Keystone catalog has no endpoint for the service (e.g. a cloud without Octavia).
+    #[error("no {service_type} endpoint for interface {interface} in region {region} in the Keystone catalog (services: {services})")]
+    NoEndpoint {
+        service_type: String,
+        interface: String,
+        region: String,
+        services: String,
+    },
     /// A resource went into a failed provisioning state (e.g. Octavia `ERROR`).
     #[error("{service} {resource} {id} went to provisioning_status {status}")]
     Provisioning {
@@ -122,7 +130,7 @@ impl Error {
                     Fault::Kuryr
                 }
             }
-            Error::Config(_) => Fault::Kuryr,
+            Error::Config(_) | Error::NoEndpoint { .. } => Fault::Kuryr,
             Error::Transport { .. }
             | Error::Decode { .. }
             | Error::Provisioning { .. }

@@ -667,7 +667,7 @@ mod tests {
             .list_networks(&Query::new())
             .await
             .unwrap_err();
-        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(matches!(e, Error::NoEndpoint { .. }), "{e:?}");
         assert!(
             e.to_string()
                 .contains("no network endpoint for interface public in region Nowhere"),

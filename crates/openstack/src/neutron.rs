@@ -462,6 +462,43 @@ pub struct RouterInterfaceInfo {
     pub project_id: String,
 }
 
+// ---------------------------------------------------------------- floating IPs
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FloatingIp {
+    pub id: String,
+    #[serde(deserialize_with = "nullable")]
+    pub floating_ip_address: String,
+    #[serde(deserialize_with = "nullable")]
+    pub floating_network_id: String,
+    pub port_id: Option<String>,
+    pub fixed_ip_address: Option<String>,
+    pub router_id: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub description: String,
+    #[serde(deserialize_with = "nullable")]
+    pub project_id: String,
+    #[serde(deserialize_with = "nullable")]
+    pub tags: Vec<String>,
+    pub revision_number: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FloatingIpCreate {
+    pub floating_network_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floating_ip_address: Option<String>,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub description: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub project_id: String,
+}
+
 // ---------------------------------------------------------------- security groups
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -659,6 +696,7 @@ const SG_RULES: Kind = kind(
     "security_group_rules",
 );
 const TRUNKS: Kind = kind("trunks", "trunk", "trunks");
+const FLOATING_IPS: Kind = kind("floatingips", "floatingip", "floatingips");
 
 /// Neutron client over a shared [`Session`].
 #[derive(Clone, Debug)]
@@ -957,6 +995,24 @@ impl Neutron {
             .request(crate::Request::new(NET, Method::PUT, path))
             .await
             .map(drop)
+    }
+
+    // floating IPs
+
+    #[instrument(level = "debug", name = "neutron.create_floating_ip", skip_all)]
+    pub async fn create_floating_ip(&self, req: &FloatingIpCreate) -> Result<FloatingIp> {
+        FLOATING_IPS.create(&self.session, req).await
+    }
+
+    #[instrument(level = "debug", name = "neutron.list_floating_ips", skip(self))]
+    pub async fn list_floating_ips(&self, query: &Query) -> Result<Vec<FloatingIp>> {
+        FLOATING_IPS.list(&self.session, query).await
+    }
+
+    /// `Ok(false)` if it was already gone.
+    #[instrument(level = "debug", name = "neutron.delete_floating_ip", skip(self))]
+    pub async fn delete_floating_ip(&self, id: &str) -> Result<bool> {
+        FLOATING_IPS.delete(&self.session, id, None).await
     }
 
     // trunks

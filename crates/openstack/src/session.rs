@@ -366,14 +366,11 @@ impl Session {
             .catalog
             .url_for(st, self.inner.interface, self.inner.region.as_deref())
             .map(str::to_owned)
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "no {st} endpoint for interface {} in region {} in the Keystone catalog \
-                     (services: {})",
-                    self.inner.interface,
-                    self.inner.region.as_deref().unwrap_or("<any>"),
-                    token.catalog.service_types().collect::<Vec<_>>().join(", ")
-                ))
+            .ok_or_else(|| Error::NoEndpoint {
+                service_type: st.to_string(),
+                interface: self.inner.interface.to_string(),
+                region: self.inner.region.as_deref().unwrap_or("<any>").to_string(),
+                services: token.catalog.service_types().collect::<Vec<_>>().join(", "),
             })
     }
 
