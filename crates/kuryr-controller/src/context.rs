@@ -14,7 +14,6 @@ use kube::Client;
 use kuryr_core::crd::KuryrPort;
 use kuryr_openstack::{Neutron, Octavia};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,8 +36,9 @@ pub struct Context {
     pub health: Health,
     pub timeline: Timeline,
     pub backoff: Backoff,
-    /// Both reflector stores have their initial lists.
-    pub synced: AtomicBool,
+    /// Both reflector stores have their initial lists (set once by the watches; see
+    /// [`Context::synced`], [`Context::wait_synced`]).
+    pub synced: tokio::sync::watch::Sender<bool>,
     /// Warm pools (`vif_pool_driver = neutron`).
     pub pools: Option<Arc<crate::pool::Pools>>,
 }
@@ -46,7 +46,19 @@ pub struct Context {
 impl Context {
     /// The pod and KuryrPort caches are complete (reconcilers wait for this).
     pub fn synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
+        *self.synced.borrow()
+    }
+
+    /// Resolves once the caches are synced (woken by the watches, no polling).
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Marks the caches synced; `true` the first time.
+    pub fn set_synced(&self) -> bool {
+        self.synced.send_if_modified(|s| !std::mem::replace(s, true))
     }
 }
 

@@ -34,6 +34,8 @@ struct State {
     watch_failing: BTreeMap<&'static str, (Instant, String)>,
     synced: bool,
     keystone: Option<Result<(), String>>,
+    /// Warm pools on and this replica leads: whether they were rebuilt from Neutron yet.
+    pools_recovered: Option<bool>,
 }
 
 /// Shared health state.
@@ -111,12 +113,21 @@ impl Health {
         })
     }
 
+    /// Warm pools: `Some(false)` while the leader rebuilds them from Neutron, `Some(true)` once
+    /// it has, `None` when there is nothing to wait for (no pools, or not leading).
+    pub fn set_pools_recovered(&self, recovered: Option<bool>) {
+        self.with(|s| s.pools_recovered = recovered);
+    }
+
     /// `Ok(())` or why the controller cannot serve yet.
     pub fn ready(&self) -> Result<(), String> {
         self.alive()?;
         self.with(|s| {
             if !s.synced {
                 return Err("caches not synced yet".to_string());
+            }
+            if s.pools_recovered == Some(false) {
+                return Err("warm pools not recovered from Neutron yet".to_string());
             }
             match &s.keystone {
                 None => Err("no Keystone token yet".to_string()),
@@ -204,6 +215,9 @@ mod tests {
         assert!(h.alive().is_ok());
         assert_eq!(h.ready(), Err("caches not synced yet".into()));
         h.set_synced();
+        h.set_pools_recovered(Some(false));
+        assert_eq!(h.ready(), Err("warm pools not recovered from Neutron yet".into()));
+        h.set_pools_recovered(Some(true));
         assert_eq!(h.ready(), Err("no Keystone token yet".into()));
         h.set_keystone(Err("HTTP 401".into()));
         assert!(h.ready().expect_err("keystone").contains("HTTP 401"));

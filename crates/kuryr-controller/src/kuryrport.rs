@@ -49,9 +49,9 @@ pub async fn reconcile(kp: Arc<KuryrPort>, ctx: Arc<Context>) -> Result<Action, 
     if !ctx.leader.is_leader() || kuryr_core::names::is_pool(kp.metadata.labels.as_ref()) {
         return Ok(Action::await_change());
     }
-    if !ctx.synced() {
-        return Ok(Action::requeue(std::time::Duration::from_millis(500)));
-    }
+    // Decisions need the complete caches (an unlisted KuryrPort would look missing): the
+    // watches wake this once both initial lists are in.
+    ctx.wait_synced().await;
     let ns = kp.namespace().ok_or_else(|| Error::Invalid(format!("kuryrport {} has no namespace", kp.name_any())))?;
     let what = format!("{ns}/{}", kp.name_any());
     let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), &ns);

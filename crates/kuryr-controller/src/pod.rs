@@ -164,9 +164,9 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error
     if !ctx.leader.is_leader() {
         return Ok(Action::await_change());
     }
-    if !ctx.synced() {
-        return Ok(Action::requeue(Duration::from_millis(500)));
-    }
+    // Decisions need the complete caches (an unlisted KuryrPort would look missing): the
+    // watches wake this once both initial lists are in.
+    ctx.wait_synced().await;
     let ns = required(pod.metadata.namespace.as_deref(), "namespace", &pod)?.to_string();
     let name = pod.name_any();
     let what = format!("{ns}/{name}");

@@ -230,6 +230,11 @@ impl Pools {
         let _ = self.jobs.send(Job::Publish(node.to_string()));
     }
 
+    /// Ids of the free and claiming ports of `node` this replica holds.
+    pub fn node_ports(&self, node: &str) -> BTreeSet<String> {
+        self.with(|s| s.published(node).into_keys().collect())
+    }
+
     /// Asks for a refill if the pool is below `min` (one bulk create per pool at a time).
     fn refill(&self, key: &PoolKey, sgs: &[String]) {
         let start = self.with(|s| {
@@ -308,6 +313,28 @@ async fn ensure_recovered(ctx: &Context, pools: &Pools) -> Result<(), Error> {
     });
     tracing::info!(ports = n, nodes, "warm pools recovered from Neutron");
     Ok(())
+}
+
+/// Rebuilds the pools as soon as this replica leads and the caches are synced (readiness waits
+/// for it), retrying with backoff while Neutron fails; stops when leadership is lost.
+async fn recover(ctx: Arc<Context>, pools: Arc<Pools>) {
+    ctx.health.set_pools_recovered(Some(false));
+    ctx.wait_synced().await;
+    let mut failures = 0;
+    while ctx.leader.is_leader() {
+        match ensure_recovered(&ctx, &pools).await {
+            Ok(()) => {
+                ctx.health.set_pools_recovered(Some(true));
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = crate::context::backoff_delay(failures, e.is_transient());
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot recover the warm pools from Neutron");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
 }
 
 /// Claims a pool port for `req` (one `PUT`), or `None` when the pool is empty (a refill is
@@ -410,6 +437,9 @@ pub async fn run(ctx: Arc<Context>, pools: Arc<Pools>, PoolJobs(mut rx): PoolJob
             tokio::spawn(async move { stamp(&ctx, &id, &upd).await });
         }
     };
+    if *leading.borrow_and_update() {
+        tokio::spawn(recover(ctx.clone(), pools.clone()));
+    }
     loop {
         tokio::select! {
             job = rx.recv() => match job {
@@ -418,9 +448,12 @@ pub async fn run(ctx: Arc<Context>, pools: Arc<Pools>, PoolJobs(mut rx): PoolJob
             },
             r = leading.changed() => {
                 if r.is_err() { return; }
-                if !*leading.borrow_and_update() {
+                if *leading.borrow_and_update() {
+                    tokio::spawn(recover(ctx.clone(), pools.clone()));
+                } else {
                     tracing::info!("leadership lost: dropping the warm-pool state");
                     pools.forget();
+                    ctx.health.set_pools_recovered(None);
                 }
             }
         }

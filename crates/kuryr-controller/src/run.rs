@@ -131,15 +131,9 @@ impl Running {
     /// Waits until both watches delivered their initial lists (for one-shot tools such as
     /// `--gc-list`; the controllers themselves need no such wait).
     pub async fn wait_synced(&self, timeout: Duration) -> Result<(), Error> {
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !self.context.synced() {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Config(format!("the Pod and KuryrPort caches did not sync within {timeout:?}")));
-            }
-            tick.tick().await;
-        }
-        Ok(())
+        tokio::time::timeout(timeout, self.context.wait_synced())
+            .await
+            .map_err(|_| Error::Config(format!("the Pod and KuryrPort caches did not sync within {timeout:?}")))
     }
 
     /// Resolves when the controllers stop by themselves (they should not).
@@ -276,7 +270,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         health: health.clone(),
         timeline: Timeline::default(),
         backoff: Backoff::default(),
-        synced: AtomicBool::new(false),
+        synced: watch::channel(false).0,
         pools: pools.clone(),
     });
 
@@ -349,7 +343,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         let (mine, other, ctx) = (mine.clone(), other.clone(), ctx.clone());
         move || {
             mine.store(true, Ordering::Release);
-            if other.load(Ordering::Acquire) && !ctx.synced.swap(true, Ordering::AcqRel) {
+            if other.load(Ordering::Acquire) && ctx.set_synced() {
                 ctx.health.set_synced();
                 tracing::info!(pods = ctx.pods.len(), kuryrports = ctx.kuryrports.len(), "caches synced");
             }

@@ -1569,7 +1569,12 @@ async fn warm_pool_fills_in_bulk_claims_recycles_and_recovers() {
             c.shutdown().await;
         }
         let second = start_in(&stack, &scratch, pool_opts()).await;
+        let (health, pools) = (second.health_addr.expect("health"), second.context.pools.clone().expect("pools on"));
         *ctl.lock().unwrap_or_else(|e| e.into_inner()) = Some(second);
+        // Readiness waits for the recovery: once /ready answers 200 the pools already hold every
+        // pool port Neutron has, before any pod asked for one.
+        wait_for("/ready after the restart", WAIT, || async { (http_get(health, "/ready").await.0 == 200).then_some(()) }).await;
+        assert_eq!(pools.node_ports(&node), before, "ready before the pools were recovered from Neutron");
         let c = create_pod(&stack, &scratch, &ns, "pool-c").await;
         let (_, vif_c) = kuryrport_with_vif(&stack, &ns, "pool-c", &c.uid().expect("uid"), |_| true).await;
         assert!(before.contains(&vif_c.port_id), "pod c got {} instead of a recovered pool port {before:?}", vif_c.port_id);
