@@ -134,6 +134,8 @@ pub struct Referenced {
     pub load_balancers: HashSet<String>,
     /// KuryrLoadBalancer `status.service_pub_ip_info.ip_id`.
     pub floating_ips: HashSet<String>,
+    /// The cluster's Nodes (`None`: not listed; then no pool port is judged by its node).
+    pub nodes: Option<HashSet<String>>,
 }
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
@@ -261,12 +263,22 @@ pub fn find_orphans(inv: &Inventory, scope: &Scope, refs: &Referenced) -> Vec<Or
     let cluster = scope.cluster.as_str();
     let mut out = Vec::new();
     for p in &inv.ports {
-        if p.device_owner == DEVICE_OWNER
-            && (names_cluster(&p.description, cluster))
-            && scope.port_in_scope(p)
-            && !refs.ports.contains(&p.id)
-            && !refs.uids.contains(&p.device_id)
-        {
+        if p.device_owner != DEVICE_OWNER || !names_cluster(&p.description, cluster) || !scope.port_in_scope(p) {
+            continue;
+        }
+        // A warm-pool port of a node that no longer exists: its pool KuryrPort still lists it,
+        // but no pod can ever claim it.
+        let pool_node = kuryr_core::names::is_pool_port_description(&p.description, cluster)
+            .then(|| p.name.strip_prefix(&format!("{}/", kuryr_core::names::POOL_NAMESPACE)))
+            .flatten();
+        if let (Some(node), Some(nodes)) = (pool_node, &refs.nodes) {
+            if !nodes.contains(node) {
+                let why = format!("warm-pool port of node {node}, which no longer exists");
+                out.push(orphan(Kind::Port, &p.id, &p.name, Some(node), why));
+                continue;
+            }
+        }
+        if !refs.ports.contains(&p.id) && !refs.uids.contains(&p.device_id) {
             let why = format!("device_id {} is no Pod or KuryrPort UID and no KuryrPort lists the port", p.device_id);
             out.push(orphan(Kind::Port, &p.id, &p.name, None, why));
         }
@@ -392,16 +404,23 @@ pub async fn inventory(ctx: &Context, scope: &Scope) -> Result<Inventory, Error>
         ports_q = ports_q.tags(ctx.settings.resource_tags.iter());
     }
     let ports_q = ports_q.fields(["id", "name", "description", "device_id", "device_owner", "tags"]);
+    // Free warm-pool ports carry no tags (they get them when claimed): found by their empty
+    // device_id, judged by their pool stamp.
+    let pool_q = project(Query::new().eq("device_owner", DEVICE_OWNER).eq("device_id", ""))
+        .fields(["id", "name", "description", "device_id", "device_owner", "tags"]);
     let tagged_q = tagged();
     let subports_q = tagged().eq("device_owner", SUBPORT_OWNER);
-    let (ports, subports, networks, subnets, security_groups, floating_ips) = tokio::try_join!(
+    let (mut ports, pool_ports, subports, networks, subnets, security_groups, floating_ips) = tokio::try_join!(
         neutron.list_ports(&ports_q),
+        neutron.list_ports(&pool_q),
         neutron.list_ports(&subports_q),
         neutron.list_networks(&tagged_q),
         neutron.list_subnets(&tagged_q),
         neutron.list_security_groups(&tagged_q),
         neutron.list_floating_ips(&tagged_q),
     )?;
+    let known: HashSet<String> = ports.iter().map(|p| p.id.clone()).collect();
+    ports.extend(pool_ports.into_iter().filter(|p| !known.contains(&p.id)));
     let mut inv = Inventory { ports, subports, networks, subnets, security_groups, floating_ips, ..Inventory::default() };
     let our_subnets: Vec<&str> =
         inv.subnets.iter().filter(|s| scope.owned(&s.id, &s.tags, &s.description)).map(|s| s.id.as_str()).collect();
@@ -447,6 +466,13 @@ async fn list_crds(ctx: &Context, namespace: Option<&str>) -> Result<(Vec<KuryrN
     )?)
 }
 
+/// The names of the cluster's Nodes.
+async fn list_nodes(ctx: &Context) -> Result<HashSet<String>, Error> {
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.client.clone());
+    let nodes = api.list_metadata(&ListParams::default()).await.map_err(|e| Error::kube("list", "nodes", e))?;
+    Ok(nodes.items.into_iter().filter_map(|n| n.metadata.name).collect())
+}
+
 /// The ids kuryr.conf names (never collected).
 pub fn protected(ctx: &Context) -> HashSet<String> {
     let s = &ctx.settings;
@@ -463,9 +489,10 @@ pub async fn orphans(ctx: &Context, namespace: Option<&str>) -> Result<Vec<Orpha
     if !ctx.settings.pod_subnet.is_empty() {
         scope.protected.insert(ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?.network_id.clone());
     }
-    let (inv, (networks, policies, lbs)) = tokio::try_join!(inventory(ctx, &scope), list_crds(ctx, namespace))?;
+    let (inv, (networks, policies, lbs), nodes) = tokio::try_join!(inventory(ctx, &scope), list_crds(ctx, namespace), list_nodes(ctx))?;
     let mut refs = Referenced::collect(ctx.pods.state().iter().map(|p| p.as_ref()), ctx.kuryrports.state().iter().map(|k| k.as_ref()));
     refs.add_crds(&networks, &policies, &lbs);
+    refs.nodes = Some(nodes);
     Ok(find_orphans(&inv, &scope, &refs))
 }
 
@@ -510,6 +537,15 @@ pub async fn pass(ctx: &Context, marks: &mut Marks, namespace: Option<&str>, dry
     let mut to_sweep = marks.pass(found.clone());
     to_sweep.sort();
     let mut report = Report { marked: found, ..Report::default() };
+    // Pool ports of deleted nodes: out of the pools before they are deleted (no claim may get
+    // one), and the node's pool KuryrPort goes after them.
+    let gone_nodes: std::collections::BTreeSet<String> =
+        to_sweep.iter().filter(|o| o.kind == Kind::Port).filter_map(|o| o.via.clone()).collect();
+    if !dry_run {
+        if let Some(pools) = &ctx.pools {
+            gone_nodes.iter().for_each(|n| pools.forget_node(n));
+        }
+    }
     for o in to_sweep {
         if dry_run {
             tracing::info!(orphan = %o, "gc (dry run): would delete");
@@ -526,6 +562,17 @@ pub async fn pass(ctx: &Context, marks: &mut Marks, namespace: Option<&str>, dry
             Err(e) => {
                 tracing::warn!(orphan = %o, error = %e, "gc: cannot delete an orphaned resource; retrying next pass");
                 report.failed.push(o);
+            }
+        }
+    }
+    if !dry_run {
+        for node in &gone_nodes {
+            let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), kuryr_core::names::POOL_NAMESPACE);
+            let name = kuryr_core::names::pool_kuryrport_name(node);
+            match api.delete(&name, &Default::default()).await {
+                Ok(_) => tracing::info!(node = %node, "gc: deleted the pool KuryrPort of a deleted node"),
+                Err(e) if crate::error::is_not_found(&e) => {}
+                Err(e) => tracing::warn!(node = %node, error = %e, "gc: cannot delete the pool KuryrPort of a deleted node"),
             }
         }
     }
@@ -600,6 +647,23 @@ mod tests {
         let mut protected = scope("c1", None);
         protected.protected.insert("p2".into());
         assert_eq!(ids(find_orphans(&inv, &protected, &refs)), ["p6"]);
+    }
+
+    #[test]
+    fn pool_ports_of_deleted_nodes_are_orphans_even_while_published() {
+        let pool_port = |id: &str, node: &str| {
+            let mut p = port(id, &format!("kuryr-pool/{node}"), "", "c1");
+            p.description = kuryr_core::names::pool_port_description("c1", node);
+            p
+        };
+        let inv = Inventory { ports: vec![pool_port("p-live", "n1"), pool_port("p-gone", "n2")], ..Inventory::default() };
+        // Both are listed by their pool KuryrPorts.
+        let mut refs = Referenced { ports: ["p-live".to_string(), "p-gone".to_string()].into(), ..Referenced::default() };
+        assert!(find_orphans(&inv, &scope("c1", None), &refs).is_empty(), "nodes unknown: nothing judged by node");
+        refs.nodes = Some(["n1".to_string()].into());
+        let found = find_orphans(&inv, &scope("c1", None), &refs);
+        assert_eq!(ids(found.clone()), ["p-gone"]);
+        assert_eq!(found[0].via.as_deref(), Some("n2"));
     }
 
     #[test]

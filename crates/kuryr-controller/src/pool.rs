@@ -246,6 +246,12 @@ impl Pools {
         }
     }
 
+    /// Drops `node`'s free ports (the node is gone: GC deletes them and its pool KuryrPort, so
+    /// nothing is published for it any more).
+    pub fn forget_node(&self, node: &str) {
+        self.with(|s| s.free.retain(|k, _| k.node != node));
+    }
+
     /// Drops all state (leadership lost: the next leader rebuilds it from Neutron).
     pub fn forget(&self) {
         self.with(|s| *s = State::default());

@@ -1587,3 +1587,56 @@ async fn warm_pool_fills_in_bulk_claims_recycles_and_recovers() {
         std::panic::resume_unwind(p);
     }
 }
+
+/// GC of warm-pool ports whose node was deleted: a pool port of a node that no longer exists is
+/// swept on the second pass although its pool KuryrPort still lists it, and that KuryrPort goes
+/// with it; pool ports of existing nodes stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn gc_collects_the_pool_ports_of_a_deleted_node() {
+    use kuryr_controller::gc::{self, Kind, Marks};
+    use kuryr_core::names::{pool_kuryrport_name, POOL_NAMESPACE};
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::new().await;
+    let scratch = Scratch::default();
+    let ns = create_namespace(&stack, &scratch, "kc-gc-pool").await;
+    let mut opts = stack.options(&ns);
+    opts.gc = None;
+    opts.settings.pool = Some(kuryr_controller::settings::PoolSettings { min: 0, max: 4, batch: 1 });
+    let settings = opts.settings.clone();
+    let ctl = start_in(&stack, &scratch, opts).await;
+    let ctx = ctl.context.clone();
+    let gone = unique("kc-gone-node");
+    run(&stack, &scratch, vec![ctl], async {
+        // Ports as a pool refill for that node makes them, and the node's pool KuryrPort.
+        let key = kuryr_controller::pool::PoolKey { node: gone.clone(), network_id: stack.env["POD_NET_ID"].clone() };
+        let body = kuryr_controller::pool::pool_port_create(&settings, &key, &settings.pod_security_groups);
+        let port = stack.neutron.create_port(&body).await.expect("plant pool port");
+        push(&scratch.ports, &port.id);
+        let kps: Api<KuryrPort> = Api::namespaced(stack.client.clone(), POOL_NAMESPACE);
+        let ns_api = Api::<Namespace>::all(stack.client.clone());
+        if ns_api.get_opt(POOL_NAMESPACE).await.expect("get ns").is_none() {
+            let pool_ns: Namespace = serde_json::from_value(json!({"metadata": {"name": POOL_NAMESPACE}})).expect("ns");
+            ns_api.create(&PostParams::default(), &pool_ns).await.expect("create kuryr-pool namespace");
+        }
+        kps.create(&PostParams::default(), &KuryrPort::pool(&gone)).await.expect("pool KuryrPort");
+        let others: Vec<String> = pool_ports(&stack).await.into_iter().filter(|p| p.id != port.id).map(|p| p.id).collect();
+        wait_for("caches synced", WAIT, || async { ctx.synced().then_some(()) }).await;
+
+        let mut marks = Marks::default();
+        let r = gc::pass(&ctx, &mut marks, Some(POOL_NAMESPACE), false).await.expect("pass 1");
+        let mine: Vec<_> = r.marked.iter().filter(|o| o.kind == Kind::Port).map(|o| o.id.clone()).collect();
+        assert_eq!(mine, [port.id.clone()], "{r:?}");
+        assert!(!port_gone(&stack, &port.id).await, "deleted on the first pass");
+        let r = gc::pass(&ctx, &mut marks, Some(POOL_NAMESPACE), false).await.expect("pass 2");
+        assert!(r.failed.is_empty(), "{r:?}");
+        assert!(r.swept.iter().any(|o| o.id == port.id && o.via.as_deref() == Some(gone.as_str())), "{r:?}");
+        assert!(port_gone(&stack, &port.id).await, "the deleted node's pool port survived");
+        assert!(kps.get_opt(&pool_kuryrport_name(&gone)).await.expect("get").is_none(), "the deleted node's pool KuryrPort survived");
+        for o in others {
+            assert!(!port_gone(&stack, &o).await, "GC deleted pool port {o} of an existing node");
+        }
+    })
+    .await;
+    let _ = Api::<KuryrPort>::namespaced(stack.client.clone(), POOL_NAMESPACE).delete(&pool_kuryrport_name(&gone), &DeleteParams::default()).await;
+}
