@@ -1279,3 +1279,170 @@ async fn pool_ports_are_preplugged_taken_by_add_unplugged_and_adopted_on_the_sta
     })
     .await;
 }
+
+/// Dual-stack pods: the pod network gets an IPv6 subnet (made by the test), two pods get ports
+/// with an IPv4 and an IPv6 address; ADD puts both on eth0 (IPv6 enabled in the pod netns, the
+/// address usable at once: no DAD wait), the subnets' routes and both default routes, reports
+/// both in the CNI result, and the pods reach each other over IPv6 and IPv4 through OVN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn dual_stack_pods_get_ipv6_and_ping_over_it_on_the_stack() {
+    use kuryr_openstack::neutron::{
+        Direction, EtherType, SecurityGroupCreate, SecurityGroupRuleCreate, SubnetCreate,
+    };
+    let made: Arc<Mutex<(Option<String>, Option<String>)>> = Arc::default();
+    let made_in = made.clone();
+    let neutron_for_cleanup: Arc<Mutex<Option<Neutron>>> = Arc::default();
+    let nfc = neutron_for_cleanup.clone();
+    let r = AssertUnwindSafe(with_stack(|s| async move {
+        *nfc.lock().expect("lock") = Some(s.neutron.clone());
+        let e = &s.env;
+        // An IPv6 subnet on the pod network, and a group that lets both families in.
+        let cidr6 = format!("fd00:{:x}:{:x}::/64", std::process::id() & 0xffff, Instant::now().elapsed().subsec_nanos() & 0xffff);
+        let sub6 = s
+            .neutron
+            .create_subnet(&SubnetCreate {
+                network_id: e["POD_NET_ID"].clone(),
+                ip_version: 6,
+                cidr: Some(cidr6.clone()),
+                name: "kd-test-v6".into(),
+                enable_dhcp: Some(false),
+                ..SubnetCreate::default()
+            })
+            .await
+            .expect("create IPv6 subnet");
+        made_in.lock().expect("lock").0 = Some(sub6.id.clone());
+        let gw6: std::net::IpAddr = sub6.gateway_ip.clone().expect("v6 gateway").parse().expect("gw6");
+        let sg = s
+            .neutron
+            .create_security_group(&SecurityGroupCreate { name: "kd-test-v6".into(), ..SecurityGroupCreate::default() })
+            .await
+            .expect("create sg");
+        made_in.lock().expect("lock").1 = Some(sg.id.clone());
+        for et in [EtherType::IPv4, EtherType::IPv6] {
+            s.neutron
+                .create_security_group_rule(&SecurityGroupRuleCreate {
+                    security_group_id: sg.id.clone(),
+                    direction: Direction::Ingress,
+                    ethertype: et,
+                    ..SecurityGroupRuleCreate::default()
+                })
+                .await
+                .expect("ingress rule");
+        }
+
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = start_daemon(&s, dir.path(), Duration::from_secs(60), None).await;
+        let sock = d.socket_path().to_path_buf();
+        let ns = s.ns.clone();
+        let mut pods = Vec::new();
+        for name in ["kd-v6-a", "kd-v6-b"] {
+            let uid = s.create_pod(name).await;
+            s.create_kp(name, &uid).await;
+            let p = s
+                .neutron
+                .create_port(&PortCreate {
+                    network_id: e["POD_NET_ID"].clone(),
+                    name: name.into(),
+                    fixed_ips: Some(vec![
+                        FixedIpRequest::subnet(e["POD_SUBNET_ID"].clone()),
+                        FixedIpRequest::subnet(sub6.id.clone()),
+                    ]),
+                    device_owner: kuryr_core::names::DEVICE_OWNER.into(),
+                    device_id: name.into(),
+                    binding_host_id: e["STACK_HOST"].clone(),
+                    security_groups: Some(vec![sg.id.clone()]),
+                    ..Default::default()
+                })
+                .await
+                .expect("create dual-stack port");
+            {
+                let mut left = s.left.lock().expect("lock");
+                left.ports.push(p.id.clone());
+                left.taps.push(host_ifname(&p.id));
+            }
+            let ips = p
+                .fixed_ips
+                .iter()
+                .map(|f| {
+                    let address: std::net::IpAddr = f.ip_address.parse().expect("ip");
+                    let (subnet_cidr, gateway) = if address.is_ipv6() {
+                        (cidr6.clone(), Some(gw6))
+                    } else {
+                        (e["POD_CIDR"].clone(), Some(e["POD_GW"].parse().expect("gw")))
+                    };
+                    VifIp { address, subnet_cidr, subnet_id: Some(f.subnet_id.clone()), gateway, routes: vec![], dns: vec![] }
+                })
+                .collect::<Vec<_>>();
+            assert_eq!(ips.len(), 2, "a dual-stack port: {:?}", p.fixed_ips);
+            let vif = Vif {
+                format: FORMAT.into(),
+                port_id: p.id.clone(),
+                network_id: p.network_id.clone(),
+                mac: p.mac_address.clone(),
+                mtu: s.mtu,
+                ips,
+                binding: Binding::Ovs { bridge: "br-int".into() },
+                host_ifname: host_ifname(&p.id),
+                active: false,
+                port_filter: true,
+            };
+            s.write_vif(name, &vif).await;
+            let act = s.activate(name);
+            let (netns, path) = s.netns("kd-v6-");
+            let cid = unique("kdv6cid");
+            let (st, body) = cni(&sock, &add(&cid, &path, &ns, name, &uid)).await;
+            assert_eq!(st, 200, "ADD {name}: {body}");
+            let _ = act.await;
+            pods.push((name, uid, netns, path, cid, vif, body));
+        }
+        for (name, _, netns, _, _, vif, body) in &pods {
+            let v6 = vif.ips.iter().find(|i| i.address.is_ipv6()).expect("v6 ip").address;
+            let v4 = vif.ips.iter().find(|i| i.address.is_ipv4()).expect("v4 ip").address;
+            // The CNI result names both addresses with their gateways, and both defaults.
+            let r = &body["result"];
+            let ips: Vec<String> = r["ips"].as_array().expect("ips").iter().map(|i| i["address"].as_str().unwrap_or_default().to_string()).collect();
+            assert!(ips.contains(&format!("{v6}/64")) && ips.iter().any(|i| i.starts_with(&format!("{v4}/"))), "{name}: {r}");
+            let routes = r["routes"].as_array().expect("routes");
+            assert!(routes.iter().any(|x| x["dst"] == "::/0" && x["gw"] == gw6.to_string().as_str()), "{name}: {r}");
+            // In the pod netns: the address, usable (not tentative), the routes.
+            let (_, addr) = ip(&["-n", netns, "-6", "addr", "show", "dev", "eth0"]);
+            let line = addr.lines().find(|l| l.contains(&format!("{v6}/64"))).unwrap_or_else(|| panic!("{name}: no {v6}/64 on eth0: {addr}"));
+            assert!(!line.contains("tentative") && !line.contains("dadfailed"), "{name}: {line}");
+            let (_, routes) = ip(&["-n", netns, "-6", "route", "show"]);
+            assert!(routes.contains(&format!("default via {gw6} dev eth0")), "{name}: {routes}");
+            assert!(routes.contains(&cidr6), "{name}: {routes}");
+        }
+        let v6_of = |i: usize| pods[i].5.ips.iter().find(|x| x.address.is_ipv6()).expect("v6").address.to_string();
+        let v4_of = |i: usize| pods[i].5.ips.iter().find(|x| x.address.is_ipv4()).expect("v4").address.to_string();
+        assert!(ping(&pods[0].2, &v6_of(1)), "ping6 a -> b ({}) failed", v6_of(1));
+        assert!(ping(&pods[1].2, &v6_of(0)), "ping6 b -> a ({}) failed", v6_of(0));
+        assert!(ping(&pods[0].2, &v4_of(1)), "ping a -> b over IPv4 failed");
+        // CHECK agrees with what ADD made; DEL removes it.
+        for (name, uid, _, path, cid, _, _) in &pods {
+            let (st, body) = cni(&sock, &verb("CHECK", cid, path, &ns, name, uid)).await;
+            assert_eq!(st, 200, "CHECK {name}: {body}");
+            let (st, body) = cni(&sock, &verb("DEL", cid, path, &ns, name, uid)).await;
+            assert!(st == 200 || st == 204, "DEL {name}: {st} {body}");
+        }
+        d.shutdown().await;
+    }))
+    .catch_unwind()
+    .await;
+    // The test's subnet and group go after the ports (with_stack's cleanup deleted them).
+    let neutron = neutron_for_cleanup.lock().expect("lock").clone();
+    if let Some(n) = neutron {
+        let (sub, sg) = made.lock().expect("lock").clone();
+        if let Some(id) = sub {
+            if let Err(e) = n.delete_subnet(&id).await {
+                eprintln!("cleanup: cannot delete the IPv6 subnet {id}: {e}");
+            }
+        }
+        if let Some(id) = sg {
+            let _ = n.delete_security_group(&id).await;
+        }
+    }
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}
