@@ -41,6 +41,10 @@ pub struct Context {
     pub synced: tokio::sync::watch::Sender<bool>,
     /// Warm pools (`vif_pool_driver = neutron`).
     pub pools: Option<Arc<crate::pool::Pools>>,
+    /// Pods whose KuryrPort this replica created in the current leadership term and for which
+    /// no port has been asked for yet: no earlier attempt can have left a port with their UID,
+    /// so their first acquire skips the adoption lookup (see [`Context::take_fresh`]).
+    pub fresh: Mutex<HashMap<String, u64>>,
 }
 
 impl Context {
@@ -54,6 +58,19 @@ impl Context {
         let mut rx = self.synced.subscribe();
         // The sender lives in `self`, so the channel cannot close while we wait.
         let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Records that this replica just created the KuryrPort of pod `uid`.
+    pub fn mark_fresh(&self, uid: &str) {
+        let term = self.leader.term();
+        self.fresh.lock().unwrap_or_else(|e| e.into_inner()).insert(uid.to_string(), term);
+    }
+
+    /// Whether pod `uid`'s KuryrPort was created by this replica in the current term with no port
+    /// attempt since; the first call answers for the one attempt it starts (later calls: `false`).
+    pub fn take_fresh(&self, uid: &str) -> bool {
+        let entry = self.fresh.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+        entry.is_some_and(|term| term == self.leader.term() && self.leader.is_leader())
     }
 
     /// Marks the caches synced; `true` the first time.

@@ -37,6 +37,9 @@ struct GateInner {
     /// Milliseconds since `epoch` until which writes are allowed.
     valid_until_ms: AtomicU64,
     leading: AtomicBool,
+    /// Bumped whenever writing (re)starts after a gap: what another replica may have done in
+    /// between is unknown to state kept from an earlier term.
+    term: AtomicU64,
     tx: watch::Sender<bool>,
 }
 
@@ -59,6 +62,7 @@ impl LeaderGate {
                 epoch: Instant::now(),
                 valid_until_ms: AtomicU64::new(0),
                 leading: AtomicBool::new(always),
+                term: AtomicU64::new(0),
                 tx,
             }),
         }
@@ -66,6 +70,11 @@ impl LeaderGate {
 
     fn ms(&self, t: Instant) -> u64 {
         u64::try_from(t.saturating_duration_since(self.inner.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The current leadership term (see `GateInner::term`); constant without leader election.
+    pub fn term(&self) -> u64 {
+        self.inner.term.load(Ordering::Acquire)
     }
 
     /// May this replica write right now?
@@ -91,6 +100,10 @@ impl LeaderGate {
     /// A renewal that started at `renew_started` succeeded: writes allowed until
     /// `renew_started + renew_deadline`.
     fn extend(&self, until: Instant) {
+        let lapsed = !self.inner.leading.load(Ordering::Acquire) || self.inner.valid_until_ms.load(Ordering::Acquire) <= self.ms(Instant::now());
+        if lapsed {
+            self.inner.term.fetch_add(1, Ordering::AcqRel);
+        }
         self.inner.valid_until_ms.store(self.ms(until), Ordering::Release);
         if !self.inner.leading.swap(true, Ordering::AcqRel) {
             self.inner.tx.send_replace(true);

@@ -107,6 +107,7 @@ pub struct Metrics {
     gc_deleted: Family<KindLabels, Counter>,
     pool_ports: Family<NodeLabels, Gauge>,
     pool_events: Family<OutcomeLabels, Counter>,
+    adoption_lookups: Family<OutcomeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -200,6 +201,12 @@ impl Metrics {
         );
         let pool_ports = Family::<NodeLabels, Gauge>::default();
         registry.register("kuryr_controller_pool_ports", "Free ports in the node's warm pools", pool_ports.clone());
+        let adoption_lookups = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "kuryr_controller_adoption_lookups",
+            "Pod port acquisitions by whether Neutron was asked for a port an earlier attempt left (done) or the KuryrPort was known fresh (skipped)",
+            adoption_lookups.clone(),
+        );
         let pool_events = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "kuryr_controller_pool_events",
@@ -221,6 +228,7 @@ impl Metrics {
             gc_deleted,
             pool_ports,
             pool_events,
+            adoption_lookups,
         }
     }
 
@@ -260,6 +268,10 @@ impl Metrics {
 
     pub fn set_pool_size(&self, node: &str, n: usize) {
         self.pool_ports.get_or_create(&NodeLabels { node: node.to_string() }).set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn adoption_lookup(&self, done: bool) {
+        self.adoption_lookups.get_or_create(&OutcomeLabels { outcome: if done { "done" } else { "skipped" } }).inc();
     }
 
     pub fn pool_event(&self, outcome: &'static str, n: u64) {

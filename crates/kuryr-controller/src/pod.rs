@@ -234,6 +234,7 @@ async fn wire(pod: &Pod, ns: &str, name: &str, ctx: &Context) -> Result<Action, 
             let kp = kuryrport_for(pod)?;
             match kps.create(&PostParams::default(), &kp).await {
                 Ok(_) => {
+                    ctx.mark_fresh(&kp.spec.pod_uid);
                     tracing::debug!(pod = %format!("{ns}/{name}"), "created KuryrPort");
                     Ok(Action::await_change())
                 }

@@ -105,7 +105,14 @@ pub struct Acquired {
 /// tagged. Checks the leader gate before every write.
 pub async fn acquire(ctx: &Context, req: &PodPortRequest) -> Result<Acquired, Error> {
     let subnet = ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?;
-    let existing = ctx.neutron.list_ports(&adoption_query(&req.pod_uid)).await?;
+    // A KuryrPort this replica created in this term, first attempt: nothing to adopt, no lookup.
+    let existing = if ctx.take_fresh(&req.pod_uid) {
+        ctx.metrics.adoption_lookup(false);
+        Vec::new()
+    } else {
+        ctx.metrics.adoption_lookup(true);
+        ctx.neutron.list_ports(&adoption_query(&req.pod_uid)).await?
+    };
     let Adoption { keep, extras } = select_adoptable(existing, &req.node, &subnet.network_id);
     for extra in extras {
         ctx.leader.ensure()?;

@@ -35,7 +35,7 @@ use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -272,6 +272,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         backoff: Backoff::default(),
         synced: watch::channel(false).0,
         pools: pools.clone(),
+        fresh: Mutex::default(),
     });
 
     let mut aux = Vec::new();

@@ -396,6 +396,8 @@ async fn pod_gets_kuryrport_and_bound_neutron_port_then_releases_it() {
             r#"kuryr_controller_stage_duration_seconds_count{stage="pod_to_port"}"#,
             r#"kuryr_controller_stage_duration_seconds_count{stage="port_to_vif"}"#,
             "kuryr_controller_pending_activations 1",
+            // This replica created the KuryrPort: nothing to adopt, no lookup on the pod's path.
+            r#"kuryr_controller_adoption_lookups_total{outcome="skipped"} 1"#,
         ] {
             assert!(text.contains(want), "metrics lack {want:?}:\n{text}");
         }
@@ -516,11 +518,22 @@ async fn existing_port_of_the_pod_is_adopted_not_duplicated() {
             .await
             .expect("pre-create the pod's port");
         push(&scratch.ports, &pre.id);
+        // The crashed controller had created the pod's KuryrPort (it always does before asking
+        // Neutron), without a VIF.
+        let mut kp = KuryrPort::new(
+            "web",
+            kuryr_core::crd::KuryrPortSpec { pod_uid: uid.clone(), pod_node_name: stack.node(), pod_static: false },
+        );
+        kp.metadata.labels = Some([(NODE_NAME_LABEL.to_string(), stack.node())].into());
+        Api::<KuryrPort>::namespaced(stack.client.clone(), &ns).create(&PostParams::default(), &kp).await.expect("KuryrPort");
 
         let ctl = start_in(&stack, &scratch, stack.options(&ns)).await;
+        let metrics = ctl.metrics_addr.expect("metrics");
         let r = AssertUnwindSafe(async {
             let (_, vif) = kuryrport_with_vif(&stack, &ns, "web", &uid, |_| true).await;
             assert_eq!(vif.port_id, pre.id, "the existing port is adopted");
+            let (_, text) = http_get(metrics, "/metrics").await;
+            assert!(text.contains(r#"kuryr_controller_adoption_lookups_total{outcome="done"} 1"#), "{text}");
             let ports = ports_of_pod(&stack, &uid).await;
             assert_eq!(ports.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), [pre.id.as_str()], "no second port");
             let port = stack.neutron.get_port(&pre.id).await.expect("port");
