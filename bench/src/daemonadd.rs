@@ -155,6 +155,24 @@ async fn concurrent(sock: &Path, cmd: &str, pods: &[BenchPod], ns: &str) -> Time
     t
 }
 
+/// The CPU a concurrent ADD phase used, and the p50 floor it implies on this machine.
+fn floor_metric(add: &mut Run, phase: &str, u: &crate::cpu::Usage, requests: usize) {
+    let ncpu = crate::cpu::ncpu();
+    add.checks[format!("cpu_add_{phase}")] = u.to_json(requests, ncpu);
+    add.metric(
+        &format!("add_{phase}_p50_floor"),
+        Metric::from_samples(
+            &[u.p50_floor_ms(ncpu)],
+            "ms",
+            &format!(
+                "lowest p50 any scheduler could give these {requests} simultaneous ADDs on {ncpu} CPUs, from the machine CPU \
+                 (above idle) the phase used: daemon, kernel, ovs-vswitchd, ovsdb-server, ovn-controller, API server \
+                 (checks cpu_add_{phase} split it by process)"
+            ),
+        ),
+    );
+}
+
 struct Phase {
     name: &'static str,
     before: Scrape,
@@ -373,12 +391,19 @@ async fn body(o: &Opts, st: &Stack, dir: &Path, add: &mut Run, rss: &mut Run) ->
     let sock = d.socket.clone();
     let ns = st.ns.clone();
 
+    // What the machine burns with nothing asked of it (subtracted from the phases' CPU).
+    let idle = crate::cpu::idle_baseline(Duration::from_secs(3)).await?;
+    add.checks["machine_idle_cpu_ms_per_s"] = json!((idle * 10.0).round() / 10.0);
+
     // ADD, sequential.
     let m0 = d.scrape().await?;
     let c0 = d.cpu_time()?;
+    let u0 = crate::cpu::Snapshot::take()?;
     let seq_add = sequential(&sock, "ADD", seq_pods, &ns).await;
+    let u1 = crate::cpu::Snapshot::take()?;
     let m1 = d.scrape().await?;
     let c1 = d.cpu_time()?;
+    add.checks["cpu_add_sequential"] = u0.until(&u1, idle).to_json(o.sequential, crate::cpu::ncpu());
     eprintln!(
         "daemon-add: {} sequential ADDs done ({} failed)",
         seq_add.ok.len(),
@@ -399,9 +424,12 @@ async fn body(o: &Opts, st: &Stack, dir: &Path, add: &mut Run, rss: &mut Run) ->
     // ADD, concurrent.
     let m2a = d.scrape().await?;
     let c2a = d.cpu_time()?;
+    let u2a = crate::cpu::Snapshot::take()?;
     let conc_add = concurrent(&sock, "ADD", conc_pods, &ns).await;
+    let u2 = crate::cpu::Snapshot::take()?;
     let m2 = d.scrape().await?;
     let c2 = d.cpu_time()?;
+    floor_metric(add, "concurrent", &u2a.until(&u2, idle), o.concurrent);
     eprintln!(
         "daemon-add: {} concurrent ADDs done ({} failed)",
         conc_add.ok.len(),
@@ -677,9 +705,13 @@ async fn preplugged(
     let seq_add = sequential(&sock, "ADD", seq_pods, &ns).await;
     let m1 = d.scrape().await?;
     let c1 = d.cpu_time()?;
+    let idle = crate::cpu::idle_baseline(Duration::from_secs(3)).await?;
+    let u1 = crate::cpu::Snapshot::take()?;
     let conc_add = concurrent(&sock, "ADD", conc_pods, &ns).await;
+    let u2 = crate::cpu::Snapshot::take()?;
     let m2 = d.scrape().await?;
     let c2 = d.cpu_time()?;
+    floor_metric(add, "concurrent_preplugged", &u1.until(&u2, idle), o.concurrent);
     eprintln!(
         "daemon-add preplugged: {} sequential + {} concurrent ADDs done ({} + {} failed)",
         seq_add.ok.len(),

@@ -14,6 +14,7 @@
 
 mod burst;
 mod cniexec;
+mod cpu;
 mod daemon;
 mod daemonadd;
 mod guard;
