@@ -37,6 +37,7 @@ use kuryr_openstack::Query;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Which pool a port belongs to.
@@ -123,6 +124,9 @@ pub struct State {
     populating: HashSet<PoolKey>,
     /// Whether the state was rebuilt from Neutron during the current leadership.
     recovered: bool,
+    /// When each free port joined the pool (its status is followed for a while, see
+    /// [`State::unconfirmed`]).
+    since: HashMap<String, Instant>,
 }
 
 impl State {
@@ -144,7 +148,35 @@ impl State {
             return;
         }
         let key = PoolKey { node: port.binding_host_id.clone(), network_id: port.network_id.clone() };
+        self.since.insert(port.id.clone(), Instant::now());
         self.free.entry(key).or_default().entry(sg_set(&port.security_groups)).or_default().push_back(port);
+    }
+
+    /// Free ports not known ACTIVE that joined the pool less than `window` ago: the daemon
+    /// pre-plugs published ports, so they turn ACTIVE shortly; a claim of an ACTIVE one writes
+    /// an active VIF at once (no activator round). Older ones are left to the activator.
+    pub fn unconfirmed(&mut self, window: Duration) -> Vec<String> {
+        let free: HashSet<&str> = self.free.values().flat_map(|g| g.values()).flatten().map(|p| p.id.as_str()).collect();
+        self.since.retain(|id, _| free.contains(id.as_str()));
+        let mut ids: Vec<String> = self
+            .free
+            .values()
+            .flat_map(|g| g.values())
+            .flatten()
+            .filter(|p| p.status != "ACTIVE" && self.since.get(&p.id).is_some_and(|t| t.elapsed() < window))
+            .map(|p| p.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Records a free port's Neutron status.
+    pub fn set_status(&mut self, port_id: &str, status: &str) {
+        for p in self.free.values_mut().flat_map(|g| g.values_mut()).flatten() {
+            if p.id == port_id {
+                p.status = status.to_string();
+            }
+        }
     }
 
     /// Takes a port for `sgs`: the exact set first, else the oldest of the largest other group.
@@ -321,6 +353,20 @@ async fn ensure_recovered(ctx: &Context, pools: &Pools) -> Result<(), Error> {
     Ok(())
 }
 
+/// One batched status read of the pool ports not known ACTIVE yet (`GET /ports?id=…`).
+async fn follow_status(ctx: &Context, pools: &Pools, ids: &[String]) {
+    match ctx.neutron.list_ports_by_id(ids, &["id", "status"]).await {
+        Ok(ports) => {
+            let active: Vec<&Port> = ports.iter().filter(|p| p.status == "ACTIVE").collect();
+            if !active.is_empty() {
+                tracing::debug!(ports = active.len(), "warm-pool ports ACTIVE (pre-plugged)");
+                pools.with(|s| active.iter().for_each(|p| s.set_status(&p.id, &p.status)));
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot read the warm-pool ports' status; the activator covers claimed ones"),
+    }
+}
+
 /// Rebuilds the pools as soon as this replica leads and the caches are synced (readiness waits
 /// for it), retrying with backoff while Neutron fails; stops when leadership is lost.
 async fn recover(ctx: Arc<Context>, pools: Arc<Pools>) {
@@ -446,8 +492,14 @@ pub async fn run(ctx: Arc<Context>, pools: Arc<Pools>, PoolJobs(mut rx): PoolJob
     if *leading.borrow_and_update() {
         tokio::spawn(recover(ctx.clone(), pools.clone()));
     }
+    let mut status_tick = tokio::time::interval(ctx.settings.activation_interval);
+    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let unconfirmed = pools.with(|s| s.unconfirmed(ctx.settings.activation_deadline));
         tokio::select! {
+            _ = status_tick.tick(), if !unconfirmed.is_empty() && ctx.leader.is_leader() => {
+                follow_status(&ctx, &pools, &unconfirmed).await;
+            }
             job = rx.recv() => match job {
                 None => return,
                 Some(job) => dispatch(job, &mut pending),
@@ -592,6 +644,22 @@ mod tests {
         serde_json::from_value(json!({"id": id, "network_id": "net", "binding:host_id": node, "device_owner": DEVICE_OWNER,
             "device_id": "", "security_groups": sgs, "description": "kuryr-rs pool port: cluster c1, node vm"}))
         .expect("port")
+    }
+
+    #[test]
+    fn free_ports_are_followed_until_active_and_claimed_with_their_status() {
+        let mut s = State::default();
+        let key = PoolKey { node: "vm".into(), network_id: "net".into() };
+        s.add(port("a", "vm", &["sg"]));
+        s.add(port("b", "vm", &["sg"]));
+        assert_eq!(s.unconfirmed(Duration::from_secs(60)), ["a", "b"]);
+        assert!(s.unconfirmed(Duration::ZERO).is_empty(), "past the window: left to the activator");
+        s.set_status("a", "ACTIVE");
+        assert_eq!(s.unconfirmed(Duration::from_secs(60)), ["b"]);
+        let claimed = s.take(&key, &["sg".to_string()]).expect("a port");
+        assert_eq!((claimed.id.as_str(), claimed.status.as_str()), ("a", "ACTIVE"), "the oldest, with its known status");
+        s.take(&key, &["sg".to_string()]).expect("b");
+        assert!(s.unconfirmed(Duration::from_secs(60)).is_empty(), "claimed ports are no longer followed");
     }
 
     #[test]
