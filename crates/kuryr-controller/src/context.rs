@@ -39,6 +39,8 @@ pub struct Context {
     pub synced: AtomicBool,
     /// Warm pools (`vif_pool_driver = neutron`).
     pub pools: Option<Arc<crate::pool::Pools>>,
+    /// nested-vlan: node parents and per-trunk attachment queues.
+    pub nested: crate::nested::Nested,
 }
 
 impl Context {

@@ -94,6 +94,12 @@ pub fn names_cluster(description: &str, cluster: &str) -> bool {
     description.starts_with("kuryr-rs ") && description.contains(&format!(": cluster {cluster}, "))
 }
 
+/// The pod UID a port's description names (`… (uid <uid>)`, see [`crate::ports::description`]):
+/// nested-vlan ports have no `device_id`.
+pub fn description_uid(description: &str) -> Option<&str> {
+    description.strip_suffix(')')?.rsplit_once("(uid ").map(|(_, uid)| uid).filter(|u| !u.is_empty())
+}
+
 /// The orphans among `ports` (already filtered by owner and tags by the query).
 pub fn find_orphans(ports: &[Port], cluster: &str, namespace: Option<&str>, refs: &Referenced) -> Vec<Orphan> {
     let mut out: Vec<Orphan> = ports
@@ -101,6 +107,7 @@ pub fn find_orphans(ports: &[Port], cluster: &str, namespace: Option<&str>, refs
         .filter(|p| p.device_owner == DEVICE_OWNER && names_cluster(&p.description, cluster))
         .filter(|p| namespace.is_none_or(|ns| p.name.split_once('/').is_some_and(|(n, _)| n == ns)))
         .filter(|p| !refs.ports.contains(&p.id) && !refs.uids.contains(&p.device_id))
+        .filter(|p| !description_uid(&p.description).is_some_and(|u| refs.uids.contains(u)))
         .map(|p| Orphan {
             kind: Kind::Port,
             id: p.id.clone(),
@@ -248,6 +255,19 @@ mod tests {
         assert_eq!(ids(find_orphans(&ports, "c1", None, &refs)), ["p2", "p6"]);
         assert_eq!(ids(find_orphans(&ports, "c1", Some("ns"), &refs)), ["p2"]);
         assert_eq!(ids(find_orphans(&ports, "c2", None, &refs)), ["p4"]);
+    }
+
+    #[test]
+    fn a_nested_port_is_referenced_by_the_uid_in_its_description() {
+        // A nested-vlan port between create and attach: compute:kuryr, no device_id.
+        let mut p = port("p1", "ns/a", "", "c1");
+        p.description = "kuryr-rs pod port: cluster c1, pod ns/a (uid uid-a)".into();
+        assert_eq!(description_uid(&p.description), Some("uid-a"));
+        assert_eq!(description_uid("no uid here"), None);
+        assert_eq!(description_uid("x (uid )"), None);
+        let refs = Referenced { uids: ["uid-a".to_string()].into(), ports: Default::default() };
+        assert!(find_orphans(std::slice::from_ref(&p), "c1", None, &refs).is_empty());
+        assert_eq!(find_orphans(&[p], "c1", None, &Referenced::default()).len(), 1);
     }
 
     #[test]

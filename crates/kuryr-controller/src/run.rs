@@ -276,6 +276,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         backoff: Backoff::default(),
         synced: AtomicBool::new(false),
         pools: pools.clone(),
+        nested: crate::nested::Nested::default(),
     });
 
     let mut aux = Vec::new();
