@@ -16,8 +16,10 @@
 //!   per-trunk cursor moves past the last id handed out (a just-freed id is not reused at once:
 //!   the node may still hold a VLAN interface with it). Attachments are serialized per trunk and
 //!   batched: every port waiting while a `PUT add_subports` is in flight goes into the next one,
-//!   so concurrent pods of a node never pick the same id. A 409 (the id was taken behind our
-//!   back) re-reads the trunk and retries at once, [`MAX_ATTACH_ATTEMPTS`] times in all.
+//!   so concurrent pods of a node never pick the same id. A 409 re-reads the trunk: if an id
+//!   tried was taken behind our back, other ids are tried at once ([`MAX_ATTACH_ATTEMPTS`] in
+//!   all, no sleeps); otherwise (a port already on another trunk) the batch fails. A failed batch
+//!   of several ports is retried port by port, so one bad port does not fail the others.
 //! * Release: `PUT /trunks/{id}/remove_subports` (404 = not a subport any more) then
 //!   `DELETE /ports/{id}`.
 
@@ -300,6 +302,8 @@ async fn attach_batch(ctx: &Context, trunk_id: &str, batch: Vec<Waiter>) {
 /// Attaches all `port_ids` in one `PUT add_subports` (ports already on the trunk keep their id).
 async fn try_attach(ctx: &Context, trunk_id: &str, port_ids: &[String]) -> Result<Vec<u16>, AttachFailure> {
     let mut last = AttachFailure { reason: "no attempt".into(), transient: true };
+    // The ids of the last attempt, if Neutron answered 409.
+    let mut clashed: Vec<u16> = Vec::new();
     for attempt in 1..=MAX_ATTACH_ATTEMPTS {
         let trunk = match ctx.neutron.get_trunk(trunk_id).await {
             Ok(t) => t,
@@ -321,6 +325,11 @@ async fn try_attach(ctx: &Context, trunk_id: &str, port_ids: &[String]) -> Resul
         if missing.is_empty() {
             return Ok(port_ids.iter().map(|p| found.get(p.as_str()).copied().unwrap_or_default()).collect());
         }
+        // A 409 although nobody took the ids tried: not a VLAN clash (e.g. a port already on
+        // another trunk); other ids would not help.
+        if !clashed.is_empty() && !clashed.iter().any(|v| used.contains(v)) {
+            return Err(last);
+        }
         let start = {
             let mut trunks = lock(&ctx.nested.trunks);
             let slot = trunks.entry(trunk_id.to_string()).or_default();
@@ -340,8 +349,8 @@ async fn try_attach(ctx: &Context, trunk_id: &str, port_ids: &[String]) -> Resul
         }
         match ctx.neutron.add_subports(trunk_id, &subports).await {
             Ok(_) => {
-                if let Some(last) = vlans.last() {
-                    let next = if *last >= MAX_VLAN { 1 } else { last + 1 };
+                if let Some(top) = vlans.last() {
+                    let next = if *top >= MAX_VLAN { 1 } else { top + 1 };
                     lock(&ctx.nested.trunks).entry(trunk_id.to_string()).or_default().next = next;
                 }
                 for (p, v) in missing.iter().zip(&vlans) {
@@ -353,10 +362,11 @@ async fn try_attach(ctx: &Context, trunk_id: &str, port_ids: &[String]) -> Resul
             Err(e) if e.is_conflict() && attempt < MAX_ATTACH_ATTEMPTS => {
                 tracing::info!(trunk = %trunk_id, attempt, error = %e, "add_subports conflict; re-reading the trunk");
                 // Past the ids that clashed.
-                if let Some(last) = vlans.last() {
-                    lock(&ctx.nested.trunks).entry(trunk_id.to_string()).or_default().next = last.saturating_add(1).min(MAX_VLAN);
+                if let Some(top) = vlans.last() {
+                    lock(&ctx.nested.trunks).entry(trunk_id.to_string()).or_default().next = top.saturating_add(1).min(MAX_VLAN);
                 }
                 last = AttachFailure::from_os(&e);
+                clashed = vlans;
             }
             Err(e) => {
                 if e.is_not_found() {

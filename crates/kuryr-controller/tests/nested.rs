@@ -550,4 +550,36 @@ async fn scenario(stack: &Stack, scratch: &Scratch, controller: &tokio::sync::Mu
     }
     let lost_ports = stack.neutron.list_ports(&Query::new().eq("name", format!("{ns}/lost-0"))).await.expect("list");
     assert!(lost_ports.is_empty(), "a port was created for a node without trunk: {lost_ports:?}");
+
+    // Batching and its failure path, through the controller's own attach: while `a` is being
+    // attached, `b` and `c` queue up and go in one add_subports. `b` is a subport of another
+    // trunk already, so Neutron answers 409 (TrunkPortInUse) to every try of that batch; after
+    // the bounded retries the batch is split, `c` gets its id and only `b` fails.
+    let ctx = controller.lock().await.as_ref().expect("controller").context.clone();
+    let other = make_vm(stack, scratch, &format!("{name}-other"), true, Some((&vm.network, &vm.subnet))).await;
+    let [a, b, c] = [
+        pod_net_port(stack, scratch, &format!("{name}-a"), "kuryr-rs nested test: batch a").await,
+        pod_net_port(stack, scratch, &format!("{name}-b"), "kuryr-rs nested test: batch b").await,
+        pod_net_port(stack, scratch, &format!("{name}-c"), "kuryr-rs nested test: batch c").await,
+    ];
+    stack.neutron.add_subports(&other.trunk, &[SubPort::vlan(&b, 100)]).await.expect("b on the other trunk");
+    let t_batch = Instant::now();
+    let (ra, rb, rc) = tokio::join!(
+        kuryr_controller::nested::attach(&ctx, &vm.trunk, &a),
+        kuryr_controller::nested::attach(&ctx, &vm.trunk, &b),
+        kuryr_controller::nested::attach(&ctx, &vm.trunk, &c),
+    );
+    eprintln!("batch: a {ra:?}, b {rb:?}, c {rc:?} in {:?}", t_batch.elapsed());
+    let (va, vc) = (ra.expect("a attached"), rc.expect("c attached despite b in its batch"));
+    let err = rb.expect_err("b is another trunk's subport");
+    let msg = err.to_string();
+    assert!(msg.contains(&b) && msg.contains(&vm.trunk) && msg.contains("409"), "{msg}");
+    assert!(matches!(err, kuryr_controller::Error::Subport { .. }), "{err:?}");
+    let sps = subports(stack, &vm.trunk).await;
+    assert!(sps.contains(&SubPort::vlan(&a, u32::from(va))) && sps.contains(&SubPort::vlan(&c, u32::from(vc))), "{sps:?}");
+    assert!(sps.iter().all(|s| s.port_id != b), "{sps:?}");
+    let in_use: Vec<u32> = sps.iter().map(|s| s.segmentation_id).collect();
+    assert_eq!(in_use.len(), in_use.iter().collect::<BTreeSet<_>>().len(), "duplicate VLAN ids on the trunk: {sps:?}");
+    // Attaching a port that is already a subport answers its id without a second attach.
+    assert_eq!(kuryr_controller::nested::attach(&ctx, &vm.trunk, &a).await.expect("again"), va);
 }
