@@ -6,7 +6,9 @@
 //! another cluster's ports and ports kuryr-rs did not create are never candidates.
 //!
 //! A port is an orphan when no Pod and no KuryrPort has its `device_id` as UID (pod UID or a
-//! standalone KuryrPort's `spec.podUid`) and no KuryrPort lists it in `status.vifs`. A pass
+//! standalone KuryrPort's `spec.podUid`), nor the UID its description names (nested-vlan ports
+//! have no `device_id`), and no KuryrPort lists it in `status.vifs`. Ports attached to a trunk
+//! (`device_owner = trunk:subport`) are not listed, so not collected yet. A pass
 //! *marks* the orphans it sees and *sweeps* (deletes) only those it had already marked in the
 //! previous pass and still sees now: a port created a moment ago whose KuryrPort the caches have
 //! not delivered yet, or a crash-window port that the next reconcile adopts, is never deleted.
