@@ -45,6 +45,8 @@ pub struct Context {
     /// no port has been asked for yet: no earlier attempt can have left a port with their UID,
     /// so their first acquire skips the adoption lookup (see [`Context::take_fresh`]).
     pub fresh: Mutex<HashMap<String, u64>>,
+    /// nested-vlan: node parents and per-trunk attachment queues.
+    pub nested: crate::nested::Nested,
 }
 
 impl Context {

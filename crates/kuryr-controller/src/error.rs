@@ -38,6 +38,15 @@ pub enum Error {
     /// Wrong or unsupported configuration.
     #[error("configuration: {0}")]
     Config(String),
+    /// nested-vlan: the pod's node has no usable trunk parent port. A deployment problem (the
+    /// node VM's port has no trunk, `[pod_vif_nested] worker_nodes_subnets` does not hold its
+    /// subnet, the Node has no InternalIP), not an OpenStack failure.
+    #[error("nested-vlan: node {node} (InternalIP {ip}): {reason}")]
+    NodeTrunk { node: String, ip: String, reason: String },
+    /// nested-vlan: attaching the pod's port to its node's trunk failed (`reason` keeps the
+    /// OpenStack message; one failure can answer several ports attached in one request).
+    #[error("nested-vlan: cannot attach port {port_id} to trunk {trunk_id}: {reason}")]
+    Subport { port_id: String, trunk_id: String, reason: String, transient: bool },
     /// The KuryrPort finalizer helper failed (boxed: it wraps this type).
     #[error(transparent)]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
@@ -63,6 +72,8 @@ impl Error {
             Error::NotLeader => "not_leader",
             Error::Timeout { .. } => "timeout",
             Error::Config(_) => "config",
+            Error::NodeTrunk { .. } => "nested_config",
+            Error::Subport { .. } => "openstack",
             Error::Finalizer(e) => match e.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e) | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
                 _ => "finalizer",
@@ -92,7 +103,8 @@ impl Error {
             },
             Error::OpenStack(e) => e.is_transient() || e.is_conflict(),
             Error::Timeout { .. } | Error::NotLeader | Error::Finalizer(_) => true,
-            Error::Binding { .. } | Error::BadPort { .. } | Error::Invalid(_) | Error::Config(_) => false,
+            Error::Subport { transient, .. } => *transient,
+            Error::Binding { .. } | Error::BadPort { .. } | Error::Invalid(_) | Error::Config(_) | Error::NodeTrunk { .. } => false,
         }
     }
 }

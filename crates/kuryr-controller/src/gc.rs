@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// `device_owner` of a trunk subport (Neutron sets it when the port joins a trunk).
-pub const SUBPORT_OWNER: &str = "trunk:subport";
+pub use crate::nested::SUBPORT_OWNER;
 /// `device_owner`s of router interface ports.
 pub const ROUTER_INTERFACE_OWNERS: [&str; 3] =
     ["network:router_interface", "network:router_interface_distributed", "network:ha_router_replicated_interface"];
@@ -97,7 +97,7 @@ pub struct Orphan {
     pub id: String,
     pub name: String,
     /// What it hangs off: the router of a router interface (`id` is the interface port), the
-    /// trunk of a subport, the security group of a rule.
+    /// parent port of a subport, the security group of a rule, the deleted node of a pool port.
     pub via: Option<String>,
     /// Why it is an orphan (for logs and `--dry-run`).
     pub reason: String,
@@ -278,7 +278,9 @@ pub fn find_orphans(inv: &Inventory, scope: &Scope, refs: &Referenced) -> Vec<Or
                 continue;
             }
         }
-        if !refs.ports.contains(&p.id) && !refs.uids.contains(&p.device_id) {
+        // nested-vlan ports have no device_id: the UID their description names counts too.
+        let uid_named = described_uid(&p.description).is_some_and(|u| refs.uids.contains(u));
+        if !refs.ports.contains(&p.id) && !refs.uids.contains(&p.device_id) && !uid_named {
             let why = format!("device_id {} is no Pod or KuryrPort UID and no KuryrPort lists the port", p.device_id);
             out.push(orphan(Kind::Port, &p.id, &p.name, None, why));
         }
@@ -293,8 +295,7 @@ pub fn find_orphans(inv: &Inventory, scope: &Scope, refs: &Referenced) -> Vec<Or
             && uid.is_none_or(|u| !refs.uids.contains(u))
         {
             let why = format!("pod uid {} is no Pod or KuryrPort UID and no KuryrPort lists the subport", uid.unwrap_or("?"));
-            let trunk = Some(p.device_id.as_str()).filter(|t| !t.is_empty());
-            out.push(orphan(Kind::TrunkSubport, &p.id, &p.name, trunk, why));
+            out.push(orphan(Kind::TrunkSubport, &p.id, &p.name, crate::nested::parent_of(p), why));
         }
     }
     for n in inv.networks.iter().filter(|n| scope.owned(&n.id, &n.tags, &n.description)) {
@@ -511,17 +512,8 @@ async fn sweep(ctx: &Context, o: &Orphan) -> Result<bool, Error> {
                 Err(e) => Err(e.into()),
             }
         }
-        Kind::TrunkSubport => {
-            if let Some(trunk) = &o.via {
-                match n.remove_subports(trunk, &[&o.id]).await {
-                    Ok(_) => {}
-                    // The trunk or the subport is gone already.
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            gone_ok(n.delete_port(&o.id).await)
-        }
+        // Detached from its trunk (found through the parent port) first, then deleted.
+        Kind::TrunkSubport => crate::nested::release(ctx, &o.id, None).await,
         Kind::Port => gone_ok(n.delete_port(&o.id).await),
         Kind::SecurityGroupRule => gone_ok(n.delete_security_group_rule(&o.id).await),
         Kind::SecurityGroup => gone_ok(n.delete_security_group(&o.id).await),
@@ -667,6 +659,19 @@ mod tests {
     }
 
     #[test]
+    fn a_nested_port_is_referenced_by_the_uid_in_its_description() {
+        // A nested-vlan port between create and attach: compute:kuryr, no device_id.
+        let mut p = port("p1", "ns/a", "", "c1");
+        p.description = "kuryr-rs pod port: cluster c1, pod ns/a (uid uid-a)".into();
+        let inv = Inventory { ports: vec![p], ..Inventory::default() };
+        let refs = Referenced { uids: ["uid-a".to_string()].into(), ..Referenced::default() };
+        assert!(find_orphans(&inv, &scope("c1", None), &refs).is_empty());
+        assert_eq!(find_orphans(&inv, &scope("c1", None), &Referenced::default()).len(), 1);
+        assert_eq!(described_uid("x (uid )"), None);
+        assert_eq!(described_uid("no uid here"), None);
+    }
+
+    #[test]
     fn cluster_name_must_match_exactly() {
         let d = "kuryr-rs pod port: cluster c1, pod ns/a (uid u)";
         assert!(names_cluster(d, "c1"));
@@ -708,8 +713,9 @@ mod tests {
             }))
             .expect("router port")
         };
-        let mut subport = port("sp-orphan", "ns/s", "trunk-1", "c1");
+        let mut subport = port("sp-orphan", "ns/s", "", "c1");
         subport.device_owner = SUBPORT_OWNER.into();
+        subport.binding_profile = serde_json::from_value(json!({"parent_name": "parent-1", "tag": 7})).expect("profile");
         subport.description = "kuryr-rs pod port: cluster c1, pod ns/s (uid gone-s)".into();
         subport.tags = tag("c1");
         let mut subport_keep = subport.clone();
@@ -779,7 +785,7 @@ mod tests {
         let ri = found.iter().find(|o| o.id == "ri-orphan").expect("ri");
         assert_eq!(ri.via.as_deref(), Some("r1"));
         let sp = found.iter().find(|o| o.id == "sp-orphan").expect("sp");
-        assert_eq!(sp.via.as_deref(), Some("trunk-1"));
+        assert_eq!(sp.via.as_deref(), Some("parent-1"));
         // Unscoped, the other namespace's network is ours too; another cluster's never is.
         let all = ids(find_orphans(&inv, &scope("c1", None), &refs));
         assert!(all.contains(&"n-elsewhere".to_string()) && !all.iter().any(|i| i.ends_with("-other")), "{all:?}");

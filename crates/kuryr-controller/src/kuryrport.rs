@@ -8,6 +8,9 @@
 //! Cleanup (the KuryrPort is deleted; its finalizer): delete every port recorded in the status
 //! and any port stamped with the pod UID (a crash before the status write), 404 = done.
 //!
+//! nested-vlan ([`crate::nested`]): the port is a subport of the node VM's trunk, adopted by its
+//! description, released by detaching it from the trunk first.
+//!
 //! Orphans: a KuryrPort whose pod is gone (force-deleted) or was re-created with another UID is
 //! deleted, which runs the cleanup above.
 //!
@@ -21,7 +24,9 @@ use crate::activator::Pending;
 use crate::context::Context;
 use crate::error::Error;
 use crate::events::{pod_ref, reason};
+use crate::nested;
 use crate::ports::{self, adoption_query, PodPortRequest};
+use crate::settings::PodVif;
 use crate::standalone::{self, is_standalone_kp};
 use crate::vif;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
@@ -32,7 +37,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use kuryr_core::crd::KuryrPort;
 use kuryr_core::names::KURYRPORT_FINALIZER;
-use kuryr_core::vif::Vif;
+use kuryr_core::vif::{Binding, Vif};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -177,7 +182,13 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
         PodPortRequest { namespace: ns.clone(), name: name.clone(), pod_uid: uid.clone(), node: kp.spec.pod_node_name.clone(), standalone };
     // Events go to the pod, or to a standalone container's KuryrPort.
     let pref = if standalone { kp_ref(&kp) } else { pod_ref(&ns, &name, &uid) };
-    let acquired = match ports::acquire(ctx, &req).await {
+    let nested = ctx.settings.pod_vif == PodVif::NestedVlan;
+    let acquired = if nested {
+        nested::acquire(ctx, &req).await.map(|(a, vlan)| (a, Some(vlan)))
+    } else {
+        ports::acquire(ctx, &req).await.map(|a| (a, None))
+    };
+    let (acquired, vlan) = match acquired {
         Ok(a) => a,
         Err(e) => {
             if !matches!(e, Error::NotLeader) {
@@ -189,7 +200,7 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
     ctx.timeline.port_ready(&uid, &ctx.metrics);
     let port = acquired.port;
 
-    let vif: Vif = match ports::vif_of(ctx, &port).await? {
+    let vif: Vif = match ports::vif_with(ctx, &port, vlan.map(|vlan_id| Binding::NestedVlan { vlan_id })).await? {
         Ok(v) => v,
         Err(e) if e.is_binding() => {
             let err = Error::Binding { port_id: port.id.clone(), host: req.node.clone(), vif_type: port.binding_vif_type.clone() };
@@ -271,15 +282,35 @@ async fn cleanup(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
     if shared {
         tracing::warn!(kuryrport = %format!("{ns}/{name}"), pod_uid = %kp.spec.pod_uid, "another KuryrPort has this UID: releasing only the recorded ports");
     }
+    let nested = ctx.settings.pod_vif == PodVif::NestedVlan;
     if !kp.spec.pod_uid.is_empty() && !shared {
         for p in ctx.neutron.list_ports(&adoption_query(&kp.spec.pod_uid)).await? {
             ids.insert(p.id);
+        }
+        if nested {
+            // A subport has no device_id: it is found by its description.
+            let req = PodPortRequest {
+                namespace: ns.clone(),
+                name: name.clone(),
+                pod_uid: kp.spec.pod_uid.clone(),
+                node: kp.spec.pod_node_name.clone(),
+                standalone: is_standalone_kp(&kp),
+            };
+            let description = ports::description(&ctx.settings.cluster_name, &req);
+            let network_id = ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?.network_id.clone();
+            for p in ctx.neutron.list_ports(&nested::adoption_query(&description, &network_id)).await? {
+                if p.description == description {
+                    ids.insert(p.id);
+                }
+            }
         }
     }
     let regarding = if is_standalone_kp(&kp) { kp_ref(&kp) } else { pod_ref(&ns, &name, &kp.spec.pod_uid) };
     for id in &ids {
         ctx.activator.untrack(id);
-        match ports::release_or_recycle(ctx, id).await {
+        let released =
+            if nested { nested::release(ctx, id, Some(&kp.spec.pod_node_name)).await } else { ports::release_or_recycle(ctx, id).await };
+        match released {
             Ok(existed) => tracing::info!(kuryrport = %format!("{ns}/{name}"), port = %id, existed, "released Neutron port"),
             Err(e) => {
                 if !matches!(e, Error::NotLeader) {

@@ -6,6 +6,7 @@
 //! * [`kuryrport`]: KuryrPort → Neutron port (adopt or create) → VIF in `status.vifs`; release on
 //!   deletion (upstream `KuryrPortHandler`).
 //! * [`ports`]: the Neutron calls of that (request body, adoption, tags, release, cache).
+//! * [`nested`]: nested-vlan: the node VM's trunk, subports, per-trunk VLAN ids.
 //! * [`vif`]: Neutron port + network + subnets → the typed VIF (pure).
 //! * [`activator`]: one batched Neutron poll for all ports waiting to become ACTIVE.
 //! * [`standalone`]: KuryrPorts of standalone containers (podman, `ctr run --cni`), made by the
@@ -25,6 +26,7 @@ pub mod health;
 pub mod kuryrport;
 pub mod lease;
 pub mod metrics;
+pub mod nested;
 pub mod pod;
 pub mod pool;
 pub mod ports;

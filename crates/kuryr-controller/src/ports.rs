@@ -10,8 +10,8 @@
 use crate::context::Context;
 use crate::error::Error;
 use crate::settings::Settings;
-use crate::vif::{build_vif, VifBuildError, VifDefaults};
-use kuryr_core::vif::Vif;
+use crate::vif::{build_vif, build_vif_with, VifBuildError, VifDefaults};
+use kuryr_core::vif::{Binding, Vif};
 use kuryr_core::names::DEVICE_OWNER;
 use kuryr_openstack::neutron::{FixedIpRequest, Network, Port, PortCreate, PortUpdate, Subnet, TagResource};
 use kuryr_openstack::{Neutron, Query};
@@ -176,6 +176,12 @@ pub async fn release_or_recycle(ctx: &Context, port_id: &str) -> Result<bool, Er
 /// The typed VIF of `port`, its network and subnets read through the cache. `Ok(Err(_))`: the
 /// port cannot be a VIF (e.g. not bound yet); `Err(_)`: reading the network or a subnet failed.
 pub async fn vif_of(ctx: &Context, port: &Port) -> Result<Result<Vif, VifBuildError>, Error> {
+    vif_with(ctx, port, None).await
+}
+
+/// [`vif_of`] with the binding chosen by the controller (`Some`: nested-vlan) instead of the one
+/// `binding:vif_type` says.
+pub async fn vif_with(ctx: &Context, port: &Port, binding: Option<Binding>) -> Result<Result<Vif, VifBuildError>, Error> {
     let network = ctx.cache.network(&ctx.neutron, &port.network_id).await?;
     let subnet_ids: BTreeSet<&str> = port.fixed_ips.iter().map(|f| f.subnet_id.as_str()).collect();
     let mut subnets = Vec::with_capacity(subnet_ids.len());
@@ -183,7 +189,10 @@ pub async fn vif_of(ctx: &Context, port: &Port) -> Result<Result<Vif, VifBuildEr
         subnets.push((*ctx.cache.subnet(&ctx.neutron, id).await?).clone());
     }
     let defaults = VifDefaults { ovs_bridge: ctx.settings.ovs_bridge.clone(), network_device_mtu: ctx.settings.network_device_mtu };
-    Ok(build_vif(port, &network, &subnets, &defaults))
+    Ok(match binding {
+        Some(b) => build_vif_with(port, &network, &subnets, &defaults, b),
+        None => build_vif(port, &network, &subnets, &defaults),
+    })
 }
 
 /// Subnets and networks by id. They rarely change; entries expire after a TTL so MTU or

@@ -273,6 +273,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         synced: watch::channel(false).0,
         pools: pools.clone(),
         fresh: Mutex::default(),
+        nested: crate::nested::Nested::default(),
     });
 
     let mut aux = Vec::new();

@@ -44,6 +44,20 @@ pub struct Settings {
     pub neutron_cache_ttl: Duration,
     /// `[kubernetes] vif_pool_driver = neutron`: warm pools of ports per node ([`crate::pool`]).
     pub pool: Option<PoolSettings>,
+    /// `[kubernetes] pod_vif_driver`.
+    pub pod_vif: PodVif,
+    /// `[pod_vif_nested] worker_nodes_subnets`: where nested-vlan looks for a node's parent port
+    /// (empty = any subnet).
+    pub worker_nodes_subnets: Vec<String>,
+}
+
+/// How pods get their ports (`[kubernetes] pod_vif_driver`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodVif {
+    /// `neutron-vif`: a port bound to the node (bare metal / side by side).
+    Neutron,
+    /// `nested-vlan`: pods in VMs, a subport of the node VM's trunk ([`crate::nested`]).
+    NestedVlan,
 }
 
 /// `resource_tags` plus the cluster tag.
@@ -71,10 +85,24 @@ impl Settings {
     /// Reads the pod-path settings; refuses what this controller cannot do yet.
     pub fn from_config(cfg: &Config, cluster_name: &str) -> Result<Settings, Error> {
         let k = &cfg.kubernetes;
-        if k.pod_vif_driver != PodVifDriver::NeutronVif {
+        let pod_vif = match k.pod_vif_driver {
+            PodVifDriver::NeutronVif => PodVif::Neutron,
+            PodVifDriver::NestedVlan => PodVif::NestedVlan,
+            PodVifDriver::NestedMacvlan => {
+                return Err(Error::Config(
+                    "[kubernetes] pod_vif_driver = nested-macvlan: not implemented in kuryr-controller; use nested-vlan (pods in VMs) \
+                     or neutron-vif"
+                        .into(),
+                ))
+            }
+        };
+        if pod_vif == PodVif::NestedVlan && k.vif_pool_driver != VifPoolDriver::Noop {
             return Err(Error::Config(format!(
-                "[kubernetes] pod_vif_driver = {:?}: only neutron-vif is implemented in kuryr-controller so far",
-                k.pod_vif_driver
+                "[kubernetes] vif_pool_driver = {}: warm pools are not implemented for pod_vif_driver = nested-vlan; use vif_pool_driver = noop",
+                match k.vif_pool_driver {
+                    VifPoolDriver::Nested => "nested",
+                    _ => "neutron",
+                }
             )));
         }
         if k.pod_subnets_driver != SubnetsDriver::Default {
@@ -122,6 +150,8 @@ impl Settings {
             standalone_namespace: cfg.cni_daemon.standalone_namespace.clone(),
             use_events: k.use_events,
             pool,
+            pod_vif,
+            worker_nodes_subnets: cfg.worker_nodes_subnets.clone(),
             ..Settings::defaults()
         })
     }
@@ -145,6 +175,8 @@ impl Settings {
             reconcile_timeout: Duration::from_secs(120),
             neutron_cache_ttl: Duration::from_secs(300),
             pool: None,
+            pod_vif: PodVif::Neutron,
+            worker_nodes_subnets: Vec::new(),
         }
     }
 }
@@ -323,7 +355,26 @@ mod tests {
         let text = CONF.replace("[kubernetes]\n", "[kubernetes]\npod_vif_driver = nested-macvlan\n");
         let cfg = Config::parse(&text, Role::Controller).expect("conf");
         let err = Settings::from_config(&cfg, "c").expect_err("nested").to_string();
-        assert!(err.contains("pod_vif_driver"), "{err}");
+        assert!(err.contains("pod_vif_driver = nested-macvlan"), "{err}");
+
+        let text = CONF.replace("[kubernetes]\n", "[kubernetes]\npod_vif_driver = nested-vlan\nvif_pool_driver = nested\n");
+        let cfg = Config::parse(&text, Role::Controller).expect("conf");
+        let err = Settings::from_config(&cfg, "c").expect_err("nested pool").to_string();
+        assert!(err.contains("[kubernetes] vif_pool_driver = nested") && err.contains("nested-vlan"), "{err}");
+        let text = CONF.replace("[kubernetes]\n", "[kubernetes]\npod_vif_driver = nested-vlan\nvif_pool_driver = neutron\n");
+        let err = Config::parse(&text, Role::Controller).expect_err("neutron pool").to_string();
+        assert!(err.contains("vif_pool_driver"), "{err}");
+    }
+
+    #[test]
+    fn accepts_nested_vlan() {
+        let text = CONF.replace("[kubernetes]\n", "[kubernetes]\npod_vif_driver = nested-vlan\n")
+            + "[pod_vif_nested]\nworker_nodes_subnets = 0b5c1e7e-aaaa-4bbb-8ccc-123456789abc\n";
+        let cfg = Config::parse(&text, Role::Controller).expect("conf");
+        let s = Settings::from_config(&cfg, "c").expect("nested-vlan");
+        assert_eq!(s.pod_vif, PodVif::NestedVlan);
+        assert_eq!(s.worker_nodes_subnets, ["0b5c1e7e-aaaa-4bbb-8ccc-123456789abc"]);
+        assert_eq!(Settings::from_config(&Config::parse(CONF, Role::Controller).expect("conf"), "c").expect("s").pod_vif, PodVif::Neutron);
     }
 
     #[test]

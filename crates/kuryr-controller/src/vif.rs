@@ -78,7 +78,18 @@ fn parse_ip(s: &str, what: &str) -> Result<IpAddr, VifBuildError> {
 
 /// Builds the VIF. `subnets` must hold the subnet of every fixed IP of the port.
 pub fn build_vif(port: &Port, network: &Network, subnets: &[Subnet], defaults: &VifDefaults) -> Result<Vif, VifBuildError> {
-    let binding = binding_of(port, defaults)?;
+    build_vif_with(port, network, subnets, defaults, binding_of(port, defaults)?)
+}
+
+/// Builds the VIF with a binding the controller chose (nested-vlan: the subport's VLAN id on the
+/// node VM's NIC, whatever `binding:vif_type` Neutron reports for the subport).
+pub fn build_vif_with(
+    port: &Port,
+    network: &Network,
+    subnets: &[Subnet],
+    defaults: &VifDefaults,
+    binding: Binding,
+) -> Result<Vif, VifBuildError> {
     if port.fixed_ips.is_empty() {
         return Err(VifBuildError::Invalid("the port has no fixed IP".into()));
     }
@@ -243,6 +254,22 @@ mod tests {
         let mut p = port("ovs", json!({}), "DOWN");
         p.mac_address = "zz".into();
         assert!(matches!(build_vif(&p, &network(), &[subnet()], &defaults()), Err(VifBuildError::Invalid(m)) if m.contains("MAC")));
+    }
+
+    #[test]
+    fn nested_vlan_binding_ignores_the_subport_vif_type() {
+        // A subport before attachment: unbound; after: "ovs" without details. Both are VLANs.
+        for t in ["unbound", "ovs"] {
+            let p = port(t, json!({}), "DOWN");
+            let vif = build_vif_with(&p, &network(), &[subnet()], &defaults(), Binding::NestedVlan { vlan_id: 101 }).expect("vif");
+            assert_eq!(vif.binding, Binding::NestedVlan { vlan_id: 101 });
+            assert_eq!(vif.binding.kind(), "nested-vlan");
+            assert_eq!(vif.ips[0].address.to_string(), "10.244.0.17");
+            assert_eq!(Vif::from_status_value(&vif.to_status_value()).expect("read back"), vif);
+        }
+        let p = port("ovs", json!({}), "DOWN");
+        let err = build_vif_with(&p, &network(), &[subnet()], &defaults(), Binding::NestedVlan { vlan_id: 0 }).expect_err("vlan 0");
+        assert!(matches!(err, VifBuildError::Invalid(m) if m.contains("VLAN id 0")));
     }
 
     #[test]

@@ -939,6 +939,9 @@ enum Planted {
     FloatingIp(String),
     RouterInterface { router: String, subnet: String },
     Router(String),
+    /// A trunk, then its parent and sub ports.
+    Trunk(String),
+    Port(String),
     SecurityGroup(String),
     Subnet(String),
     Network(String),
@@ -971,6 +974,8 @@ async fn remove_planted(stack: &Stack, octavia: &kuryr_openstack::Octavia, plant
         Planted::FloatingIp(_) => 1,
         Planted::RouterInterface { .. } => 2,
         Planted::Router(_) => 3,
+        Planted::Trunk(_) => 3,
+        Planted::Port(_) => 4,
         Planted::SecurityGroup(_) => 4,
         Planted::Subnet(_) => 5,
         Planted::Network(_) => 6,
@@ -992,6 +997,8 @@ async fn remove_planted(stack: &Stack, octavia: &kuryr_openstack::Octavia, plant
                 stack.neutron.remove_router_interface(router, &RouterInterface::subnet(subnet)).await.map(|_| ())
             }
             Planted::Router(id) => stack.neutron.delete_router(id).await.map(|_| ()),
+            Planted::Trunk(id) => stack.neutron.delete_trunk(id).await.map(|_| ()),
+            Planted::Port(id) => stack.neutron.delete_port(id).await.map(|_| ()),
             Planted::SecurityGroup(id) => stack.neutron.delete_security_group(id).await.map(|_| ()),
             Planted::Subnet(id) => stack.neutron.delete_subnet(id).await.map(|_| ()),
             Planted::Network(id) => stack.neutron.delete_network(id).await.map(|_| ()),
@@ -1095,6 +1102,53 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
             .pop()
             .expect("the orphan subnet's router interface")
             .id;
+        // Trunk subports (nested-vlan): one of this namespace's pods that is gone, and one
+        // without the cluster tag.
+        let subport = |label: &'static str, tags: Vec<String>| {
+            let req = kuryr_controller::ports::PodPortRequest {
+                namespace: ns.clone(),
+                name: format!("gc-{label}"),
+                pod_uid: format!("gone-{label}-{}", std::process::id()),
+                node: String::new(),
+                standalone: false,
+            };
+            let body = kuryr_openstack::neutron::PortCreate {
+                network_id: stack.env["POD_NET_ID"].clone(),
+                name: format!("{ns}/gc-{label}"),
+                description: kuryr_controller::ports::description(cluster, &req),
+                project_id: project.clone(),
+                ..kuryr_openstack::neutron::PortCreate::default()
+            };
+            async move {
+                let p = n.create_port(&body).await.expect("create subport");
+                tag(TagResource::Port, p.id.clone(), tags).await;
+                p.id
+            }
+        };
+        let parent = n
+            .create_port(&kuryr_openstack::neutron::PortCreate {
+                network_id: stack.env["POD_NET_ID"].clone(),
+                name: "gc-test-vm".into(),
+                ..kuryr_openstack::neutron::PortCreate::default()
+            })
+            .await
+            .expect("parent port")
+            .id;
+        plant(Planted::Port(parent.clone()));
+        let trunk = n
+            .create_trunk(&kuryr_openstack::neutron::TrunkCreate { port_id: parent.clone(), name: "gc-test-trunk".into(), ..Default::default() })
+            .await
+            .expect("trunk")
+            .id;
+        plant(Planted::Trunk(trunk.clone()));
+        let sp_orphan = subport("subport-orphan", ours.clone()).await;
+        plant(Planted::Port(sp_orphan.clone()));
+        let sp_untagged = subport("subport-untagged", untagged.clone()).await;
+        plant(Planted::Port(sp_untagged.clone()));
+        n.add_subports(&trunk, &[kuryr_openstack::neutron::SubPort::vlan(&sp_orphan, 101), kuryr_openstack::neutron::SubPort::vlan(&sp_untagged, 102)])
+            .await
+            .expect("add subports");
+
         // Security groups and rules.
         let sg = |label: &'static str, tags: Vec<String>| {
             let d = desc("network policy security group");
@@ -1204,13 +1258,14 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
             (Kind::LoadBalancer, l_orphan.clone()),
             (Kind::FloatingIp, f_orphan.id.clone()),
             (Kind::RouterInterface, ri_orphan.clone()),
+            (Kind::TrunkSubport, sp_orphan.clone()),
             (Kind::SecurityGroupRule, r_orphan.clone()),
             (Kind::SecurityGroup, g_orphan.clone()),
             (Kind::Subnet, s_orphan.clone()),
             (Kind::Network, n_orphan.clone()),
         ];
         let kinds = |v: &[gc::Orphan]| v.iter().map(|o| (o.kind, o.id.clone())).collect::<Vec<_>>();
-        let keep: Vec<String> = [&n_keep, &n_untagged, &n_other, &s_keep, &g_keep, &g_untagged, &r_keep, &f_keep.id, &f_other.id, &l_keep, &l_untagged]
+        let keep: Vec<String> = [&n_keep, &n_untagged, &n_other, &s_keep, &g_keep, &g_untagged, &r_keep, &f_keep.id, &f_other.id, &l_keep, &l_untagged, &sp_untagged, &parent]
             .into_iter()
             .chain(defaults.iter())
             .cloned()
@@ -1264,10 +1319,15 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
             (Kind::SecurityGroupRule, &r_keep),
             (Kind::FloatingIp, &f_keep.id),
             (Kind::FloatingIp, &f_other.id),
+            (Kind::TrunkSubport, &sp_untagged),
+            (Kind::Port, &parent),
         ];
         for (kind, id) in keep_kinds.into_iter().chain(defaults.iter().map(|d| (Kind::SecurityGroupRule, d))) {
             assert!(exists(&stack, kind, id).await, "GC deleted {kind:?} {id}, which is no orphan");
         }
+        let t = n.get_trunk(&trunk).await.expect("trunk");
+        let subs: Vec<&str> = t.sub_ports.iter().map(|sp| sp.port_id.as_str()).collect();
+        assert_eq!(subs, [sp_untagged.as_str()], "the orphan subport left the trunk, the untagged one stayed");
         let keep_ri = n.list_ports(&Query::new().eq("device_id", &router).eq("network_id", &n_keep)).await.expect("router ports");
         assert_eq!(keep_ri.len(), 1, "the referenced subnet's router interface: {keep_ri:?}");
         for id in [&l_keep, &l_untagged] {

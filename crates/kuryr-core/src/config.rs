@@ -462,6 +462,13 @@ impl Config {
         if let Err(why) = crate::names::check_dns1123_label(&cni_daemon.standalone_namespace) {
             return Err(invalid(cd, "standalone_namespace", &cni_daemon.standalone_namespace, &format!("not a namespace name: {why}")));
         }
+        // Neutron subnet ids (UUIDs): a name or a CIDR here would silently match no parent port.
+        let worker_nodes_subnets = ini.list("pod_vif_nested", "worker_nodes_subnets");
+        for id in &worker_nodes_subnets {
+            if !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                return Err(invalid("pod_vif_nested", "worker_nodes_subnets", id, "not a Neutron subnet id (UUID)"));
+            }
+        }
         let ports = Ports {
             controller_health: ini.num_or("health_server", "port", 8082)?,
             cni_health: ini.num_or("cni_health_server", "port", 8090)?,
@@ -474,7 +481,7 @@ impl Config {
             neutron_defaults,
             vif_pool,
             namespace_subnet,
-            worker_nodes_subnets: ini.list("pod_vif_nested", "worker_nodes_subnets"),
+            worker_nodes_subnets,
             octavia_defaults,
             cni_daemon,
             link_iface,
@@ -624,6 +631,11 @@ resource_tags = kuryr-rs-local
             ("[kubernetes]\npod_vif_driver = nested-vlan\n", Role::Daemon, "[binding] link_iface is required"),
             ("[kubernetes]\nvif_pool_driver = nested\n", Role::Daemon, "needs pod_vif_driver = nested-vlan"),
             ("[kubernetes]\nssl_verify_server_crt = maybe\n", Role::Daemon, "[kubernetes] ssl_verify_server_crt"),
+            (
+                "[pod_vif_nested]\nworker_nodes_subnets = 0b5c1e7e-aaaa-4bbb-8ccc-123456789abc, 192.168.0.0/24\n",
+                Role::Daemon,
+                "[pod_vif_nested] worker_nodes_subnets = \"192.168.0.0/24\": not a Neutron subnet id",
+            ),
             ("[cni_daemon]\nvif_annotation_timeout = soon\n", Role::Daemon, "[cni_daemon] vif_annotation_timeout"),
             ("[cni_daemon]\nstandalone_namespace = Podman\n", Role::Daemon, "[cni_daemon] standalone_namespace = \"Podman\": not a namespace name"),
             ("[cni_daemon]\nstandalone_namespace =\n", Role::Daemon, "[cni_daemon] standalone_namespace = \"\": not a namespace name: is empty"),

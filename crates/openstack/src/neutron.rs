@@ -317,6 +317,8 @@ pub struct Port {
     #[serde(deserialize_with = "nullable")]
     pub project_id: String,
     pub revision_number: Option<u64>,
+    /// Set on a trunk's parent port (the `trunk-details` extension).
+    pub trunk_details: Option<TrunkDetails>,
 }
 
 impl Port {
@@ -627,6 +629,31 @@ pub struct Trunk {
     #[serde(deserialize_with = "nullable")]
     pub tags: Vec<String>,
     pub revision_number: Option<u64>,
+}
+
+/// `trunk_details` of a trunk's parent port.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrunkDetails {
+    pub trunk_id: String,
+    #[serde(deserialize_with = "nullable")]
+    pub sub_ports: Vec<SubPort>,
+}
+
+/// New trunk on `port_id` (the parent port). Empty strings and `None`s are not sent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TrunkCreate {
+    pub port_id: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub description: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_state_up: Option<bool>,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub project_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_ports: Option<Vec<SubPort>>,
 }
 
 #[derive(Serialize)]
@@ -1017,6 +1044,18 @@ impl Neutron {
 
     // trunks
 
+    #[instrument(level = "debug", name = "neutron.create_trunk", skip_all, fields(port_id = %req.port_id))]
+    pub async fn create_trunk(&self, req: &TrunkCreate) -> Result<Trunk> {
+        TRUNKS.create(&self.session, req).await
+    }
+
+    /// Deletes a trunk; `Ok(false)` if it was already gone. Neutron refuses (409) while the
+    /// parent port is bound.
+    #[instrument(level = "debug", name = "neutron.delete_trunk", skip(self))]
+    pub async fn delete_trunk(&self, id: &str) -> Result<bool> {
+        TRUNKS.delete(&self.session, id, None).await
+    }
+
     #[instrument(level = "debug", name = "neutron.get_trunk", skip(self))]
     pub async fn get_trunk(&self, id: &str) -> Result<Trunk> {
         TRUNKS.get(&self.session, id).await
@@ -1162,6 +1201,50 @@ mod tests {
         let t: Trunk = serde_json::from_slice(trunk).unwrap();
         assert_eq!(t.sub_ports, [SubPort::vlan("c1", 101)]);
         assert_eq!(t.port_id, "parent");
+    }
+
+    #[test]
+    fn decode_parent_port_with_trunk_details_and_subport() {
+        // A trunk's parent port (GET /ports?fixed_ips=ip_address=…) and one of its subports,
+        // as Neutron 29 / ML2-OVN answers them.
+        let body = br#"{"ports": [{"id": "parent", "network_id": "workers", "device_id": "vm-uuid", "device_owner": "compute:nova",
+            "fixed_ips": [{"subnet_id": "wsub", "ip_address": "192.168.77.10"}], "status": "ACTIVE",
+            "trunk_details": {"trunk_id": "t1", "sub_ports": [
+                {"segmentation_id": 101, "segmentation_type": "vlan", "port_id": "c1", "mac_address": "fa:16:3e:0f:6a:89"}]}},
+            {"id": "c1", "network_id": "pods", "device_id": "", "device_owner": "trunk:subport", "status": "DOWN",
+             "binding:host_id": "", "binding:vif_type": "ovs", "binding:profile": {"parent_name": "parent", "tag": 101}}]}"#;
+        let ps: Vec<Port> = decode_key(body, "ports").unwrap();
+        let td = ps[0].trunk_details.as_ref().expect("trunk_details");
+        assert_eq!(td.trunk_id, "t1");
+        assert_eq!(td.sub_ports, [SubPort::vlan("c1", 101)]);
+        assert_eq!(ps[1].trunk_details, None);
+        assert_eq!(ps[1].device_owner, "trunk:subport");
+        assert_eq!(ps[1].binding_profile["parent_name"], "parent");
+        let null: Port = serde_json::from_value(json!({"id": "p", "trunk_details": null})).unwrap();
+        assert_eq!(null.trunk_details, None);
+    }
+
+    #[test]
+    fn encode_trunk_requests() {
+        let t = TrunkCreate {
+            port_id: "parent".into(),
+            name: "worker-0".into(),
+            sub_ports: Some(vec![SubPort::vlan("c1", 7)]),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(crate::serde_util::Wrapped("trunk", &t)).unwrap(),
+            json!({"trunk": {"port_id": "parent", "name": "worker-0",
+                   "sub_ports": [{"port_id": "c1", "segmentation_type": "vlan", "segmentation_id": 7}]}})
+        );
+        assert_eq!(
+            serde_json::to_value(TrunkCreate {
+                port_id: "p".into(),
+                ..Default::default()
+            })
+            .unwrap(),
+            json!({"port_id": "p"})
+        );
     }
 
     #[test]
