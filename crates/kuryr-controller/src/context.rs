@@ -75,6 +75,11 @@ impl Context {
         entry.is_some_and(|term| term == self.leader.term() && self.leader.is_leader())
     }
 
+    /// Drops pod `uid`'s fresh mark (its KuryrPort is gone before any port was asked for).
+    pub fn forget_fresh(&self, uid: &str) {
+        self.fresh.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
+    }
+
     /// Marks the caches synced; `true` the first time.
     pub fn set_synced(&self) -> bool {
         self.synced.send_if_modified(|s| !std::mem::replace(s, true))

@@ -39,7 +39,7 @@ use kuryr_openstack::neutron::{FloatingIp, Network, Port, RouterInterface, Secur
 use kuryr_openstack::octavia::LoadBalancer;
 use kuryr_openstack::Query;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 /// `device_owner` of a trunk subport (Neutron sets it when the port joins a trunk).
@@ -63,18 +63,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
-        Kind::LoadBalancer,
-        Kind::FloatingIp,
-        Kind::RouterInterface,
-        Kind::TrunkSubport,
-        Kind::Port,
-        Kind::SecurityGroupRule,
-        Kind::SecurityGroup,
-        Kind::Subnet,
-        Kind::Network,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::LoadBalancer => "loadbalancer",
@@ -423,12 +411,11 @@ pub async fn inventory(ctx: &Context, scope: &Scope) -> Result<Inventory, Error>
     let known: HashSet<String> = ports.iter().map(|p| p.id.clone()).collect();
     ports.extend(pool_ports.into_iter().filter(|p| !known.contains(&p.id)));
     let mut inv = Inventory { ports, subports, networks, subnets, security_groups, floating_ips, ..Inventory::default() };
-    let our_subnets: Vec<&str> =
-        inv.subnets.iter().filter(|s| scope.owned(&s.id, &s.tags, &s.description)).map(|s| s.id.as_str()).collect();
-    if !our_subnets.is_empty() {
-        let q = Query::new()
-            .any_of("device_owner", ROUTER_INTERFACE_OWNERS)
-            .any_of("network_id", inv.subnets.iter().map(|s| s.network_id.as_str()));
+    // Router interfaces can only be ours on one of our subnets: ask for those networks' only.
+    let our_networks: BTreeSet<&str> =
+        inv.subnets.iter().filter(|s| scope.owned(&s.id, &s.tags, &s.description)).map(|s| s.network_id.as_str()).collect();
+    if !our_networks.is_empty() {
+        let q = Query::new().any_of("device_owner", ROUTER_INTERFACE_OWNERS).any_of("network_id", our_networks);
         inv.router_ports = neutron.list_ports(&q).await?;
     }
     if !inv.security_groups.is_empty() {
@@ -531,7 +518,7 @@ pub async fn pass(ctx: &Context, marks: &mut Marks, namespace: Option<&str>, dry
     let mut report = Report { marked: found, ..Report::default() };
     // Pool ports of deleted nodes: out of the pools before they are deleted (no claim may get
     // one), and the node's pool KuryrPort goes after them.
-    let gone_nodes: std::collections::BTreeSet<String> =
+    let gone_nodes: BTreeSet<String> =
         to_sweep.iter().filter(|o| o.kind == Kind::Port).filter_map(|o| o.via.clone()).collect();
     if !dry_run {
         if let Some(pools) = &ctx.pools {

@@ -321,6 +321,7 @@ async fn cleanup(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
         }
     }
     ctx.timeline.forget(&kp.spec.pod_uid);
+    ctx.forget_fresh(&kp.spec.pod_uid);
     Ok(Action::await_change())
 }
 
