@@ -508,34 +508,7 @@ async fn body(o: &Opts, st: &Stack, dir: &Path, add: &mut Run, rss: &mut Run) ->
         .count();
     add.checks["host_veths_left_after_del"] = json!(veths_left);
 
-    for (name, t) in [
-        ("ADD sequential", &seq_add),
-        ("ADD concurrent", &conc_add),
-        ("DEL sequential", &seq_del),
-        ("DEL concurrent", &conc_del),
-    ] {
-        if let Some(e) = &t.first_error {
-            add.note(format!("{name}: {} failed; first: {e}", t.errors));
-        }
-    }
-    add.metric(
-        "add_sequential",
-        seq_add
-            .metric(&format!(
-                "ADD latency, client side, {} pods one after the other",
-                o.sequential
-            ))
-            .with_target(&ADD_TARGET),
-    );
-    add.metric(
-        "add_concurrent",
-        conc_add
-            .metric(&format!(
-                "ADD latency, client side, {} pods released at once",
-                o.concurrent
-            ))
-            .with_target(&ADD_TARGET),
-    );
+    record_phases(add, o, None, [&seq_add, &conc_add, &seq_del, &conc_del]);
     add.metric(
         "del_sequential",
         seq_del.metric("DEL latency, client side, one after the other"),
@@ -599,7 +572,7 @@ async fn body(o: &Opts, st: &Stack, dir: &Path, add: &mut Run, rss: &mut Run) ->
     }
 
     if std::env::var("KURYR_BENCH_PREPLUGGED").map_or(true, |v| v != "0") {
-        preplugged(o, st, &d, &pool_netns, n, add).await?;
+        preplugged(o, st, &d, &pool_netns, n, idle, add).await?;
     }
 
     let status = d.stop()?;
@@ -637,6 +610,7 @@ async fn preplugged(
     d: &Daemon,
     pool_netns: &str,
     first: usize,
+    idle_cpu_ms_per_s: f64,
     add: &mut Run,
 ) -> Result<()> {
     let n = o.sequential + o.concurrent;
@@ -705,13 +679,12 @@ async fn preplugged(
     let seq_add = sequential(&sock, "ADD", seq_pods, &ns).await;
     let m1 = d.scrape().await?;
     let c1 = d.cpu_time()?;
-    let idle = crate::cpu::idle_baseline(Duration::from_secs(3)).await?;
     let u1 = crate::cpu::Snapshot::take()?;
     let conc_add = concurrent(&sock, "ADD", conc_pods, &ns).await;
     let u2 = crate::cpu::Snapshot::take()?;
     let m2 = d.scrape().await?;
     let c2 = d.cpu_time()?;
-    floor_metric(add, "concurrent_preplugged", &u1.until(&u2, idle), o.concurrent);
+    floor_metric(add, "concurrent_preplugged", &u1.until(&u2, idle_cpu_ms_per_s), o.concurrent);
     eprintln!(
         "daemon-add preplugged: {} sequential + {} concurrent ADDs done ({} + {} failed)",
         seq_add.ok.len(),
@@ -727,34 +700,7 @@ async fn preplugged(
     let conc_del = concurrent(&sock, "DEL", conc_pods, &ns).await;
     let left = held_names(pool_netns)?;
     add.checks["preplugged_held_after_del"] = json!(left.len());
-    for (name, t) in [
-        ("ADD sequential preplugged", &seq_add),
-        ("ADD concurrent preplugged", &conc_add),
-        ("DEL sequential preplugged", &seq_del),
-        ("DEL concurrent preplugged", &conc_del),
-    ] {
-        if let Some(e) = &t.first_error {
-            add.note(format!("{name}: {} failed; first: {e}", t.errors));
-        }
-    }
-    add.metric(
-        "add_sequential_preplugged",
-        seq_add
-            .metric(&format!(
-                "ADD latency, client side, {} pods one after the other, ports pre-plugged (warm pool)",
-                o.sequential
-            ))
-            .with_target(&ADD_TARGET),
-    );
-    add.metric(
-        "add_concurrent_preplugged",
-        conc_add
-            .metric(&format!(
-                "ADD latency, client side, {} pods released at once, ports pre-plugged (warm pool)",
-                o.concurrent
-            ))
-            .with_target(&ADD_TARGET),
-    );
+    record_phases(add, o, Some("preplugged"), [&seq_add, &conc_add, &seq_del, &conc_del]);
     for (name, before, after, cpu, requests) in [
         ("sequential_preplugged", m0, m1.clone(), c1 - c0, o.sequential),
         ("concurrent_preplugged", m1, m2, c2 - c1, o.concurrent),
@@ -772,6 +718,29 @@ async fn preplugged(
         );
     }
     Ok(())
+}
+
+/// Notes the failures of the four phases (ADD and DEL, sequential and concurrent) of a variant
+/// and records its two ADD latencies against the target. `variant`: `None` for the plain run,
+/// `Some("preplugged")` for the warm-pool one (suffix of names and labels).
+fn record_phases(add: &mut Run, o: &Opts, variant: Option<&str>, [seq_add, conc_add, seq_del, conc_del]: [&Timed; 4]) {
+    let label = variant.map(|v| format!(" {v}")).unwrap_or_default();
+    for (name, t) in [("ADD sequential", seq_add), ("ADD concurrent", conc_add), ("DEL sequential", seq_del), ("DEL concurrent", conc_del)] {
+        if let Some(e) = &t.first_error {
+            add.note(format!("{name}{label}: {} failed; first: {e}", t.errors));
+        }
+    }
+    let suffix = variant.map(|v| format!("_{v}")).unwrap_or_default();
+    let how = if variant.is_some() { ", ports pre-plugged (warm pool)" } else { "" };
+    for (phase, t, what) in [
+        ("sequential", seq_add, format!("{} pods one after the other", o.sequential)),
+        ("concurrent", conc_add, format!("{} pods released at once", o.concurrent)),
+    ] {
+        add.metric(
+            &format!("add_{phase}{suffix}"),
+            t.metric(&format!("ADD latency, client side, {what}{how}")).with_target(&ADD_TARGET),
+        );
+    }
 }
 
 fn round1(d: Duration) -> f64 {
