@@ -14,41 +14,30 @@
 //! Run (one in-process controller on the stack at a time):
 //! `flock /tmp/kuryr-controller-stack.lock cargo test -p kuryr-controller --test nested -- --include-ignored`
 
+mod common;
+
+use common::{push, take, unique, wait_for, Stack};
 use futures_util::FutureExt;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 use kuryr_controller::nested::SUBPORT_OWNER;
 use kuryr_controller::ports::{description, PodPortRequest};
-use kuryr_controller::settings::{cloud_config, kube_config};
 use kuryr_controller::{start, Options, Running};
-use kuryr_core::config::{Config, PodVifDriver, Role};
+use kuryr_core::config::PodVifDriver;
 use kuryr_core::crd::KuryrPort;
 use kuryr_core::vif::{Binding, Vif};
 use kuryr_openstack::neutron::{FixedIpRequest, NetworkCreate, PortCreate, SubPort, SubnetCreate, TrunkCreate};
-use kuryr_openstack::{Neutron, Query, Session};
+use kuryr_openstack::Query;
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const STATE: &str = "/var/lib/kuryr-stack";
 const WAIT: Duration = Duration::from_secs(90);
 /// VLAN ids of the subports the trunk has before the controller starts.
 const PRE_EXISTING: [u32; 2] = [1, 3];
-
-fn stack_env() -> HashMap<String, String> {
-    let path = Path::new(STATE).join("stack.env");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{} unreadable ({e}): is the stack up?", path.display()));
-    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect()
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", std::process::id())
-}
 
 /// What the test made, for the cleanup.
 #[derive(Default)]
@@ -65,40 +54,7 @@ struct Scratch {
     netns: Mutex<Vec<String>>,
 }
 
-fn push(v: &Mutex<Vec<String>>, s: &str) {
-    v.lock().unwrap_or_else(|e| e.into_inner()).push(s.to_string());
-}
-
-fn take(v: &Mutex<Vec<String>>) -> Vec<String> {
-    std::mem::take(&mut *v.lock().unwrap_or_else(|e| e.into_inner()))
-}
-
-struct Stack {
-    client: Client,
-    kube: kube::Config,
-    neutron: Neutron,
-    config: Config,
-    env: HashMap<String, String>,
-}
-
 impl Stack {
-    async fn new() -> Stack {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kuryr_controller=debug,kube_runtime=warn")),
-            )
-            .with_test_writer()
-            .try_init();
-        let env = stack_env();
-        let config = Config::load(&Path::new(STATE).join("kuryr.conf"), Role::Controller).expect("kuryr.conf");
-        let kube = kube_config(Some(&Path::new(STATE).join("kubeconfig")), &config.kubernetes).await.expect("kubeconfig");
-        let client = Client::try_from(kube.clone()).expect("kube client");
-        let cloud = cloud_config(config.neutron.as_ref().expect("[neutron]")).expect("cloud config");
-        let neutron = Neutron::new(Session::new(&cloud).expect("session"));
-        Stack { client, kube, neutron, config, env }
-    }
-
     fn var(&self, k: &str) -> String {
         self.env.get(k).cloned().unwrap_or_else(|| panic!("{k} missing from stack.env"))
     }
@@ -116,22 +72,6 @@ impl Stack {
         o.metrics_addr = None;
         o.gc = None;
         o
-    }
-}
-
-/// Polls `f` every 100 ms until it yields a value; panics with `what` after `timeout`.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -403,7 +343,7 @@ async fn plug_vm(scratch: &Scratch, port_id: &str, mac: &str) {
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 async fn nested_vlan_pods_get_subports_of_their_nodes_trunk() {
     let t0 = Instant::now();
-    let stack = Stack::new().await;
+    let stack = Stack::connect().await;
     let scratch = Scratch::default();
     let controller: tokio::sync::Mutex<Option<Running>> = tokio::sync::Mutex::new(None);
     let r = AssertUnwindSafe(scenario(&stack, &scratch, &controller)).catch_unwind().await;

@@ -11,19 +11,20 @@
 //!
 //! Run: `cargo test -p kuryr-controller --test stack -- --include-ignored`
 
+mod common;
+
+use common::{push, take, unique, wait_for, Stack, STATE};
 use futures_util::FutureExt;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 use kuryr_controller::lease::LeaseConfig;
-use kuryr_controller::settings::{cloud_config, kube_config};
 use kuryr_controller::{start, Options, Running};
-use kuryr_core::config::{Config, Role};
 use kuryr_core::crd::KuryrPort;
 use kuryr_core::names::{DEVICE_OWNER, KURYRPORT_FINALIZER, NODE_NAME_LABEL, POD_FINALIZER};
 use kuryr_core::vif::{Binding, Vif};
 use kuryr_openstack::neutron::{FixedIpRequest, Port, PortCreate};
-use kuryr_openstack::{Neutron, Query, Session};
+use kuryr_openstack::Query;
 use serde_json::json;
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,57 +33,16 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const STATE: &str = "/var/lib/kuryr-stack";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Tests run one at a time (each has its own runtime; a tokio mutex works across them).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn stack_env() -> HashMap<String, String> {
-    let path = Path::new(STATE).join("stack.env");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{} unreadable ({e}): is the stack up? run hack/stack/stack up", path.display()));
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// Clients of the stack.
-struct Stack {
-    client: Client,
-    kube: kube::Config,
-    neutron: Neutron,
-    config: Config,
-    env: HashMap<String, String>,
-}
-
 impl Stack {
     async fn new() -> Stack {
-        // Controller logs in the test output (RUST_LOG overrides).
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kuryr_controller=debug,kube_runtime=warn")),
-            )
-            .with_test_writer()
-            .try_init();
         let others = running_controllers();
         assert!(others.is_empty(), "another kuryr-controller is running against the cluster (pids {others:?}); stop it first");
-        let env = stack_env();
-        let config = Config::load(&Path::new(STATE).join("kuryr.conf"), Role::Controller).expect("kuryr.conf");
-        let kube = kube_config(Some(&Path::new(STATE).join("kubeconfig")), &config.kubernetes).await.expect("kubeconfig");
-        let client = Client::try_from(kube.clone()).expect("kube client");
-        let cloud = cloud_config(config.neutron.as_ref().expect("[neutron]")).expect("cloud config");
-        let neutron = Neutron::new(Session::new(&cloud).expect("session"));
-        Stack { client, kube, neutron, config, env }
+        Stack::connect().await
     }
 
     /// A controller for the test's namespace only: the cluster is shared with other tests
@@ -129,30 +89,7 @@ struct Scratch {
     netns: Mutex<Vec<String>>,
 }
 
-fn push(v: &Mutex<Vec<String>>, s: &str) {
-    v.lock().unwrap_or_else(|e| e.into_inner()).push(s.to_string());
-}
-
-fn take(v: &Mutex<Vec<String>>) -> Vec<String> {
-    std::mem::take(&mut *v.lock().unwrap_or_else(|e| e.into_inner()))
-}
-
 /// Polls `f` every 100 ms until it yields a value; panics with `what` after `timeout`.
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn create_namespace(stack: &Stack, scratch: &Scratch, prefix: &str) -> String {
     let name = unique(prefix);
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": {"kuryr-rs-test": "controller"}}})).expect("ns");

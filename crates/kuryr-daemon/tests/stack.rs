@@ -60,6 +60,9 @@ struct Leftovers {
     pod_uids: Vec<String>,
     taps: Vec<String>,
     netns: Vec<String>,
+    /// Subnets and security groups a test added (removed after the ports).
+    subnets: Vec<String>,
+    security_groups: Vec<String>,
 }
 
 struct Stack {
@@ -302,6 +305,14 @@ impl Stack {
         }
         for p in &left.ports {
             let _ = self.neutron.delete_port(p).await;
+        }
+        for id in &left.subnets {
+            if let Err(e) = self.neutron.delete_subnet(id).await {
+                eprintln!("cleanup: cannot delete subnet {id}: {e}");
+            }
+        }
+        for id in &left.security_groups {
+            let _ = self.neutron.delete_security_group(id).await;
         }
         // Pods on a node that does not exist only go away when force-deleted; KuryrPorts may
         // carry a running controller's finalizer.
@@ -1290,12 +1301,7 @@ async fn dual_stack_pods_get_ipv6_and_ping_over_it_on_the_stack() {
     use kuryr_openstack::neutron::{
         Direction, EtherType, SecurityGroupCreate, SecurityGroupRuleCreate, SubnetCreate,
     };
-    let made: Arc<Mutex<(Option<String>, Option<String>)>> = Arc::default();
-    let made_in = made.clone();
-    let neutron_for_cleanup: Arc<Mutex<Option<Neutron>>> = Arc::default();
-    let nfc = neutron_for_cleanup.clone();
-    let r = AssertUnwindSafe(with_stack(|s| async move {
-        *nfc.lock().expect("lock") = Some(s.neutron.clone());
+    with_stack(|s| async move {
         let e = &s.env;
         // An IPv6 subnet on the pod network, and a group that lets both families in.
         let cidr6 = format!("fd00:{:x}:{:x}::/64", std::process::id() & 0xffff, Instant::now().elapsed().subsec_nanos() & 0xffff);
@@ -1311,14 +1317,14 @@ async fn dual_stack_pods_get_ipv6_and_ping_over_it_on_the_stack() {
             })
             .await
             .expect("create IPv6 subnet");
-        made_in.lock().expect("lock").0 = Some(sub6.id.clone());
+        s.left.lock().expect("lock").subnets.push(sub6.id.clone());
         let gw6: std::net::IpAddr = sub6.gateway_ip.clone().expect("v6 gateway").parse().expect("gw6");
         let sg = s
             .neutron
             .create_security_group(&SecurityGroupCreate { name: "kd-test-v6".into(), ..SecurityGroupCreate::default() })
             .await
             .expect("create sg");
-        made_in.lock().expect("lock").1 = Some(sg.id.clone());
+        s.left.lock().expect("lock").security_groups.push(sg.id.clone());
         for et in [EtherType::IPv4, EtherType::IPv6] {
             s.neutron
                 .create_security_group_rule(&SecurityGroupRuleCreate {
@@ -1426,23 +1432,6 @@ async fn dual_stack_pods_get_ipv6_and_ping_over_it_on_the_stack() {
             assert!(st == 200 || st == 204, "DEL {name}: {st} {body}");
         }
         d.shutdown().await;
-    }))
-    .catch_unwind()
+    })
     .await;
-    // The test's subnet and group go after the ports (with_stack's cleanup deleted them).
-    let neutron = neutron_for_cleanup.lock().expect("lock").clone();
-    if let Some(n) = neutron {
-        let (sub, sg) = made.lock().expect("lock").clone();
-        if let Some(id) = sub {
-            if let Err(e) = n.delete_subnet(&id).await {
-                eprintln!("cleanup: cannot delete the IPv6 subnet {id}: {e}");
-            }
-        }
-        if let Some(id) = sg {
-            let _ = n.delete_security_group(&id).await;
-        }
-    }
-    if let Err(p) = r {
-        std::panic::resume_unwind(p);
-    }
 }
