@@ -121,17 +121,27 @@ controllers_up() {
 }
 
 containerd_up() {
-  mkdir -p "$STATE/containerd" "$CNI_BIN_DIR" "$CNI_CONF_DIR"
+  local d
+  for d in "$CNI_BIN_DIR" "$CNI_CONF_DIR"; do
+    [ -d "$d" ] || { mkdir -p "$d"; echo "$d/" >> "$STATE/host-added"; }
+  done
+  mkdir -p "$STATE/containerd"
   # The reference plugins (loopback is needed by the CRI plugin; portmap, bandwidth, tuning
   # for chaining) next to where kuryr-cni is installed.
   # Debian's podman ships a bridge conflist in the same directory; the CRI plugin would take it
   # and the node would look network-ready (and wire pods onto a Linux bridge) before kuryr is there.
   if [ -f "$CNI_CONF_DIR/87-podman-bridge.conflist" ]; then
-    log "removing podman's default $CNI_CONF_DIR/87-podman-bridge.conflist (the CRI plugin would use it)"
-    rm -f "$CNI_CONF_DIR/87-podman-bridge.conflist"
+    log "moving podman's default $CNI_CONF_DIR/87-podman-bridge.conflist aside (the CRI plugin would use it; \`stack down\` puts it back)"
+    mkdir -p "$STATE/host-saved"
+    mv "$CNI_CONF_DIR/87-podman-bridge.conflist" "$STATE/host-saved/"
+    echo "$CNI_CONF_DIR/87-podman-bridge.conflist" >> "$STATE/host-saved/paths"
   fi
   local p
-  for p in /usr/lib/cni/*; do [ -e "$CNI_BIN_DIR/$(basename "$p")" ] || cp "$p" "$CNI_BIN_DIR/"; done
+  for p in /usr/lib/cni/*; do
+    [ -e "$CNI_BIN_DIR/$(basename "$p")" ] && continue
+    cp "$p" "$CNI_BIN_DIR/"
+    echo "$CNI_BIN_DIR/$(basename "$p")" >> "$STATE/host-added"  # `stack down` removes it again
+  done
   cat > "$STATE/containerd/config.toml.tmp" <<EOF
 version = 2
 root = "$STATE/containerd/root"

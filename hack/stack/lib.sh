@@ -50,14 +50,17 @@ alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 pid_of() { cat "$PIDDIR/$1.pid" 2>/dev/null || true; }
 running() { alive "$(pid_of "$1")"; }
 
-# start NAME LOGFILE CMD...: run CMD in the background (its own process group),
-# record its pid. The caller then waits for readiness with `ready`.
+# start NAME LOGFILE CMD...: run CMD in the background under the stack's supervisor (`supervise`,
+# its own process group: restarted when it dies, crashes recorded), and wait until its pid is
+# recorded. The caller then waits for readiness with `ready`.
 start() {
-  local name=$1 logf=$2; shift 2
+  local name=$1 logf=$2 i; shift 2
   mkdir -p "$PIDDIR" "$LOGDIR"
   echo "=== $(date -Is) starting: $*" >> "$logf"
-  setsid "$@" >> "$logf" 2>&1 < /dev/null &
-  echo $! > "$PIDDIR/$name.pid"
+  rm -f "$PIDDIR/$name.pid" "$PIDDIR/$name.sup"
+  PIDDIR=$PIDDIR STATE=$STATE LOGDIR=$LOGDIR setsid "$HERE/supervise" "$name" "$logf" "$@" >> "$logf" 2>&1 < /dev/null &
+  for i in $(seq 100); do [ -s "$PIDDIR/$name.pid" ] && return 0; sleep 0.05; done
+  fail "$name" "$logf" "the supervisor did not start it"
 }
 
 # ready NAME LOGFILE SECONDS CHECK...: wait until CHECK succeeds; fail fast with the
@@ -75,20 +78,33 @@ ready() {
   done
 }
 
-# stop_pid NAME [EXPECTED_CMDLINE] [WAIT_TENTHS]: TERM the recorded pid and its process
-# group, then KILL what is left. Only touches a pid whose cmdline still matches.
+# stop_pid NAME [EXPECTED_CMDLINE] [WAIT_TENTHS]: stop the service's supervisor first (no
+# restart), then TERM the recorded pid and its process group, then KILL what is left. Only
+# touches a pid whose cmdline still matches.
 stop_pid() {
-  local name=$1 want=${2:-} tenths=${3:-50} pid i
+  local name=$1 want=${2:-} tenths=${3:-50} pid sup pg i
   pid=$(pid_of "$name")
-  rm -f "$PIDDIR/$name.pid"
+  sup=$(cat "$PIDDIR/$name.sup" 2>/dev/null || true)
+  rm -f "$PIDDIR/$name.pid" "$PIDDIR/$name.sup"
+  pg=$pid
+  if alive "$sup" && grep -q supervise <<<"$(tr '\0' ' ' < "/proc/$sup/cmdline" 2>/dev/null)"; then
+    kill -KILL "$sup" 2>/dev/null || true
+    pg=$sup
+  fi
   alive "$pid" || return 0
   if [ -n "$want" ] && ! grep -q -- "$want" <<<"$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)"; then
     echo "[stack] pid $pid is not '$want' any more; leaving it alone"; return 0
   fi
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  kill -TERM -- "-$pg" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   for i in $(seq "$tenths"); do alive "$pid" || break; sleep 0.1; done
-  kill -KILL -- "-$pid" 2>/dev/null || true; kill -KILL "$pid" 2>/dev/null || true
+  kill -KILL -- "-$pg" 2>/dev/null || true; kill -KILL "$pid" 2>/dev/null || true
   return 0
+}
+
+# crashes [SINCE]: the supervisor's crash lines (all, or those at or after SINCE, an ISO time).
+crashes() {
+  [ -f "$STATE/crashes" ] || return 0
+  awk -v s="${1:-}" '$1 >= s' "$STATE/crashes"
 }
 
 # Keystone tokens via curl (fast; the openstack CLI costs ~1.5 s per call).

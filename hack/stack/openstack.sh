@@ -28,20 +28,22 @@ ovs_up() {
   if [ ! -f "$STATE/ovs/conf.db" ]; then
     ovsdb-tool create "$STATE/ovs/conf.db" /usr/share/openvswitch/vswitch.ovsschema
   fi
+  # Every daemon runs in the foreground under the stack's supervisor (lib.sh `start`): restarted
+  # when it dies, as systemd's units restart them on a real node.
   running ovsdb-server || {
-    ovsdb-server "$STATE/ovs/conf.db" --remote=punix:/var/run/openvswitch/db.sock \
-      --remote=db:Open_vSwitch,Open_vSwitch,manager_options \
-      --pidfile="$PIDDIR/ovsdb-server.pid" --detach --log-file="$LOGDIR/ovsdb-server.log" -vconsole:off \
-      || fail ovsdb-server "$LOGDIR/ovsdb-server.log" "did not start"
+    start ovsdb-server "$LOGDIR/ovsdb-server.out" ovsdb-server "$STATE/ovs/conf.db" \
+      --remote=punix:/var/run/openvswitch/db.sock --remote=db:Open_vSwitch,Open_vSwitch,manager_options \
+      --log-file="$LOGDIR/ovsdb-server.log" -vconsole:off
+    ready ovsdb-server "$LOGDIR/ovsdb-server.log" 20 test -S /var/run/openvswitch/db.sock
   }
   ovs-vsctl --no-wait init
   # veths hand TCP over with checksum offload (CHECKSUM_PARTIAL); the userspace datapath
   # forwards such packets unfixed unless userspace TSO is on. Read only at vswitchd start.
   ovs-vsctl --no-wait set Open_vSwitch . other_config:userspace-tso-enable=true
   running ovs-vswitchd || {
-    ovs-vswitchd --pidfile="$PIDDIR/ovs-vswitchd.pid" --unixctl="$VSWITCHD_CTL" --detach -vconsole:off \
-      --log-file="$LOGDIR/ovs-vswitchd.log" \
-      || fail ovs-vswitchd "$LOGDIR/ovs-vswitchd.log" "did not start"
+    rm -f "$VSWITCHD_CTL"  # left by a killed vswitchd: `ready` must see the new one's
+    start ovs-vswitchd "$LOGDIR/ovs-vswitchd.out" ovs-vswitchd --unixctl="$VSWITCHD_CTL" -vconsole:off \
+      --log-file="$LOGDIR/ovs-vswitchd.log"
   }
   ready ovs-vswitchd "$LOGDIR/ovs-vswitchd.log" 20 ovs-appctl -t "$VSWITCHD_CTL" version
 }
@@ -55,16 +57,16 @@ ovn_up() {
     log "starting OVN ${db^^} database on 127.0.0.1:$port"
     [ -f "$STATE/ovn/ovn${db}_db.db" ] || \
       ovsdb-tool create "$STATE/ovn/ovn${db}_db.db" "/usr/share/ovn/ovn-${db}.ovsschema"
-    ovsdb-server --detach --pidfile="$PIDDIR/ovn${db}-db.pid" --log-file="$LOGDIR/ovsdb-server-$db.log" -vconsole:off \
+    start "ovn${db}-db" "$LOGDIR/ovsdb-server-$db.out" ovsdb-server --log-file="$LOGDIR/ovsdb-server-$db.log" -vconsole:off \
       --unixctl="/var/run/ovn/ovn${db}_db.ctl" --remote="punix:/var/run/ovn/ovn${db}_db.sock" \
-      --remote="ptcp:$port:127.0.0.1" "$STATE/ovn/ovn${db}_db.db" \
-      || fail "ovn-${db}-db" "$LOGDIR/ovsdb-server-$db.log" "did not start"
+      --remote="ptcp:$port:127.0.0.1" "$STATE/ovn/ovn${db}_db.db"
+    ready "ovn${db}-db" "$LOGDIR/ovsdb-server-$db.log" 20 test -S "/var/run/ovn/ovn${db}_db.sock"
   done
   if ! running ovn-northd; then
     log "starting ovn-northd"
-    ovn-northd --detach --pidfile="$PIDDIR/ovn-northd.pid" --log-file="$LOGDIR/ovn-northd.log" -vconsole:off \
-      --ovnnb-db=unix:/var/run/ovn/ovnnb_db.sock --ovnsb-db=unix:/var/run/ovn/ovnsb_db.sock \
-      || fail ovn-northd "$LOGDIR/ovn-northd.log" "did not start"
+    start ovn-northd "$LOGDIR/ovn-northd.out" ovn-northd --log-file="$LOGDIR/ovn-northd.log" -vconsole:off \
+      --pidfile=/var/run/ovn/ovn-northd.pid \
+      --ovnnb-db=unix:/var/run/ovn/ovnnb_db.sock --ovnsb-db=unix:/var/run/ovn/ovnsb_db.sock
   fi
   if ! running ovn-controller; then
     log "starting ovn-controller (chassis $HOST)"
@@ -72,8 +74,8 @@ ovn_up() {
     ovs-vsctl set Open_vSwitch . external_ids:system-id="$HOST" external_ids:hostname="$HOST" \
       external_ids:ovn-remote=tcp:127.0.0.1:6642 external_ids:ovn-encap-type=geneve \
       external_ids:ovn-encap-ip=127.0.0.1 external_ids:ovn-bridge-datapath-type=netdev
-    ovn-controller --detach --pidfile="$PIDDIR/ovn-controller.pid" --log-file="$LOGDIR/ovn-controller.log" -vconsole:off \
-      unix:/var/run/openvswitch/db.sock || fail ovn-controller "$LOGDIR/ovn-controller.log" "did not start"
+    start ovn-controller "$LOGDIR/ovn-controller.out" ovn-controller --log-file="$LOGDIR/ovn-controller.log" -vconsole:off \
+      --pidfile=/var/run/ovn/ovn-controller.pid unix:/var/run/openvswitch/db.sock
   fi
   ready ovn-controller "$LOGDIR/ovn-controller.log" 30 \
     sh -c '[ "$(ovs-vsctl get bridge br-int datapath_type 2>/dev/null)" = netdev ]'

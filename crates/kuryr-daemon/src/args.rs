@@ -14,6 +14,12 @@ use crate::daemon::{node_name, state_paths, ConflistOptions, DaemonOptions};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "kuryr-daemon", version, about)]
 pub struct Args {
+    /// Prepare the host and exit: make /run/netns a shared mount point in the mount namespace
+    /// at this path (the DaemonSet's init container passes the host's /proc/1/ns/mnt, mounted at
+    /// /host_proc), so a container mounting /run/netns with HostToContainer propagation can
+    /// start on a host where no netns was named yet and `/` is private (no systemd).
+    #[arg(long, value_name = "MOUNT_NS")]
+    pub share_netns_dir_in: Option<PathBuf>,
     /// kuryr.conf (oslo.config INI, same sections as upstream kuryr-kubernetes).
     #[arg(long, default_value = "/etc/kuryr/kuryr.conf")]
     pub config_file: PathBuf,

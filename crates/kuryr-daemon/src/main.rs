@@ -18,6 +18,18 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+    if let Some(ns) = &args.share_netns_dir_in {
+        let done = kuryr_netplumb::share_run_dir_in(ns).with_context(|| {
+            format!(
+                "preparing the host: making {} a shared mount point in the mount namespace {} \
+                 (kuryr-daemon needs privileges and the host's /proc)",
+                kuryr_netplumb::NETNS_RUN_DIR,
+                ns.display()
+            )
+        })?;
+        tracing::info!(mount_ns = %ns.display(), outcome = ?done, "{} is a shared mount point", kuryr_netplumb::NETNS_RUN_DIR);
+        return Ok(());
+    }
     let opts = args
         .options()
         .with_context(|| format!("reading {}", args.config_file.display()))?;

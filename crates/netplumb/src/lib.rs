@@ -42,7 +42,7 @@ pub use netlink::{
     vlan_link_message, IpFamily, LinkInfo, MacvlanMode, Neighbour, Netlink, OperState, RouteInfo,
     RouteSpec, VethOptions,
 };
-pub use netns::{Netns, NetnsHandle, NETNS_RUN_DIR};
+pub use netns::{share_run_dir_in, Netns, NetnsHandle, RunDirSharing, NETNS_RUN_DIR};
 /// The rtnetlink version this crate speaks, for requests it does not wrap.
 pub use rtnetlink;
 pub use wiring::{

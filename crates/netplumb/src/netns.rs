@@ -270,9 +270,50 @@ fn validate_ns_name(op: &'static str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// What [`share_run_dir_in`] found and did to `/run/netns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunDirSharing {
+    /// It was a mount point already; it is (now) shared.
+    Shared,
+    /// It was no mount point: it was bound onto itself and made shared.
+    MadeMountPoint,
+}
+
+/// Makes `/run/netns` a shared mount point in the mount namespace `mount_ns` (a path such as
+/// `/proc/1/ns/mnt`, or the host's `/proc` mounted elsewhere: `/host_proc/1/ns/mnt`), the way
+/// `ip netns add` and container runtimes do. A container that mounts `/run/netns` with
+/// `HostToContainer` propagation can only start once that is so: on a host without systemd
+/// (`/` private) where no network namespace was ever named, `/run/netns` is not a mount point
+/// yet and the runtime refuses the container ("not a shared or slave mount").
+///
+/// The work runs on a dedicated thread that first stops sharing its filesystem attributes
+/// with the process (`unshare(CLONE_FS)`, which `setns` into a mount namespace requires of a
+/// multi-threaded process) and exits afterwards.
+pub fn share_run_dir_in(mount_ns: &Path) -> Result<RunDirSharing> {
+    let object = mount_ns.display().to_string();
+    let ns = open(mount_ns, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| Error::errno("open mount namespace", &*object, e).in_netns(None))?;
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("share-netns-dir".into())
+            .spawn_scoped(s, || -> Result<RunDirSharing> {
+                unshare(CloneFlags::CLONE_FS).map_err(|e| {
+                    Error::errno("unshare filesystem attributes for", &*object, e).in_netns(None)
+                })?;
+                setns(&ns, CloneFlags::CLONE_NEWNS)
+                    .map_err(|e| Error::errno("enter mount namespace", &*object, e).in_netns(None))?;
+                let _guard = RUN_DIR_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+                ensure_run_dir_shared()
+            })
+            .map_err(|e| Error::io("spawn thread to enter", &*object, e).in_netns(None))?
+            .join()
+            .map_err(|p| panicked("share /run/netns in", &object, p))?
+    })
+}
+
 /// Makes /run/netns a shared mount point so netns bind mounts propagate to other mount
 /// namespaces (same algorithm as iproute2's `ip netns add`).
-fn ensure_run_dir_shared() -> Result<()> {
+fn ensure_run_dir_shared() -> Result<RunDirSharing> {
     let dir = Path::new(NETNS_RUN_DIR);
     match nix::unistd::mkdir(dir, Mode::from_bits_truncate(0o755)) {
         Ok(()) | Err(Errno::EEXIST) => {}
@@ -287,7 +328,8 @@ fn ensure_run_dir_shared() -> Result<()> {
             MsFlags::MS_SHARED | MsFlags::MS_REC,
             None::<&str>,
         ) {
-            Ok(()) => return Ok(()),
+            Ok(()) if made_mount => return Ok(RunDirSharing::MadeMountPoint),
+            Ok(()) => return Ok(RunDirSharing::Shared),
             Err(Errno::EINVAL) if !made_mount => {
                 // Not a mount point yet: bind it onto itself, then retry making it shared.
                 mount(

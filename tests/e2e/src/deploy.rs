@@ -284,3 +284,37 @@ pub fn pod_ready(p: &Value) -> bool {
     p["metadata"]["deletionTimestamp"].is_null()
         && p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
+
+/// How `/run/netns` is mounted in the host's mount namespace (this test process's): `None` when
+/// it is no mount point, else the mountinfo optional fields (`shared:N`, `master:N`, or empty
+/// for a private mount).
+pub fn run_netns_propagation() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    // The last mount on the path is the one in effect.
+    info.lines().filter(|l| l.split(' ').nth(4) == Some("/run/netns")).last().map(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        let end = fields.iter().position(|f| *f == "-").unwrap_or(fields.len());
+        fields[6..end].join(" ")
+    })
+}
+
+/// Puts `/run/netns` back to what a fresh host without systemd has, so the DaemonSet must cope
+/// with it (issue 10): no mount point at all when no netns is named; otherwise (netns of other
+/// pods are mounted there and must stay) a private mount, which the runtime refuses for a
+/// HostToContainer volume just the same. Returns what it left, for the log.
+pub fn make_run_netns_unshared() -> String {
+    let dir = Path::new("/run/netns");
+    let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true);
+    if run_netns_propagation().is_some() && empty {
+        // Several stacked mounts are possible (each `ip netns add` on an unshared dir adds one).
+        while run_netns_propagation().is_some() {
+            must(Command::new("umount").arg("/run/netns"));
+        }
+        return "no mount point (fresh host)".into();
+    }
+    if run_netns_propagation().is_none() {
+        return "no mount point (fresh host)".into();
+    }
+    must(Command::new("mount").args(["--make-private", "/run/netns"]));
+    format!("a private mount ({} netns kept)", std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0))
+}

@@ -153,6 +153,12 @@ fn chart_renders_and_the_checked_in_manifests_are_current() {
         mount(p);
     }
     assert_eq!(mount("/run/netns")["mountPropagation"], "HostToContainer");
+    // ...which needs /run/netns shared on the host first: the init container does it (issue 10).
+    let init = &spec["initContainers"][0];
+    assert_eq!(init["name"], "share-netns-dir", "{init}");
+    assert_eq!(init["command"], json!(["/usr/bin/kuryr-daemon", "--share-netns-dir-in=/host_proc/1/ns/mnt"]), "{init}");
+    assert_eq!(init["securityContext"]["privileged"], true, "{init}");
+    assert_eq!(init["volumeMounts"][0]["mountPath"], "/host_proc", "{init}");
     let pre = container(ds)["lifecycle"]["preStop"]["exec"]["command"].to_string();
     assert!(pre.contains(CONFLIST) && pre.contains(CNI_BIN), "preStop: {pre}");
     assert!(spec["terminationGracePeriodSeconds"].as_i64().unwrap_or(0) >= 10);
@@ -589,6 +595,12 @@ fn deployed_in_cluster_end_to_end() {
         (node_ready(&node) != "True").then_some(())
     });
 
+    // The host as a fresh node without systemd has it (issue 10): /run/netns is no shared
+    // mount, and the daemon is the node's first pod. Its init container must fix that.
+    let before = make_run_netns_unshared();
+    eprintln!("/run/netns before the DaemonSet: {before}");
+    assert!(!run_netns_propagation().unwrap_or_default().contains("shared:"), "/run/netns still shared");
+
     must(kubectl().args(["apply", "--server-side", "--force-conflicts", "--field-manager=kuryr-e2e-deploy", "-f"]).arg(&crd_file));
     must(kubectl().args(["wait", "--for=condition=Established", "--timeout=30s", "crd", "--all"]));
     let installed = Installed { manifest: manifest.clone(), armed: true };
@@ -632,6 +644,11 @@ fn deployed_in_cluster_end_to_end() {
         logs("app.kubernetes.io/component=daemon")
     );
     eprintln!("daemon Ready {:?} after apply", t0.elapsed());
+    let after = run_netns_propagation();
+    assert!(
+        after.as_deref().unwrap_or_default().contains("shared:"),
+        "the init container did not make /run/netns a shared mount point on the host: {after:?}"
+    );
     let rollout = run(kubectl().args(["rollout", "status", "-n", NAMESPACE, "deployment/kuryr-controller", "--timeout=180s"]));
     assert!(
         rollout.status.success(),
