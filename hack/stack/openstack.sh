@@ -31,6 +31,7 @@ ovs_up() {
   # Every daemon runs in the foreground under the stack's supervisor (lib.sh `start`): restarted
   # when it dies, as systemd's units restart them on a real node.
   running ovsdb-server || {
+    rm -f /var/run/openvswitch/db.sock  # a killed server's: `ready` must see the new one's
     start ovsdb-server "$LOGDIR/ovsdb-server.out" ovsdb-server "$STATE/ovs/conf.db" \
       --remote=punix:/var/run/openvswitch/db.sock --remote=db:Open_vSwitch,Open_vSwitch,manager_options \
       --log-file="$LOGDIR/ovsdb-server.log" -vconsole:off
@@ -57,6 +58,7 @@ ovn_up() {
     log "starting OVN ${db^^} database on 127.0.0.1:$port"
     [ -f "$STATE/ovn/ovn${db}_db.db" ] || \
       ovsdb-tool create "$STATE/ovn/ovn${db}_db.db" "/usr/share/ovn/ovn-${db}.ovsschema"
+    rm -f "/var/run/ovn/ovn${db}_db.sock"
     start "ovn${db}-db" "$LOGDIR/ovsdb-server-$db.out" ovsdb-server --log-file="$LOGDIR/ovsdb-server-$db.log" -vconsole:off \
       --unixctl="/var/run/ovn/ovn${db}_db.ctl" --remote="punix:/var/run/ovn/ovn${db}_db.sock" \
       --remote="ptcp:$port:127.0.0.1" "$STATE/ovn/ovn${db}_db.db"

@@ -300,8 +300,9 @@ pub fn share_run_dir_in(mount_ns: &Path) -> Result<RunDirSharing> {
                 unshare(CloneFlags::CLONE_FS).map_err(|e| {
                     Error::errno("unshare filesystem attributes for", &*object, e).in_netns(None)
                 })?;
-                setns(&ns, CloneFlags::CLONE_NEWNS)
-                    .map_err(|e| Error::errno("enter mount namespace", &*object, e).in_netns(None))?;
+                setns(&ns, CloneFlags::CLONE_NEWNS).map_err(|e| {
+                    Error::errno("enter mount namespace", &*object, e).in_netns(None)
+                })?;
                 let _guard = RUN_DIR_LOCK.lock().unwrap_or_else(|p| p.into_inner());
                 ensure_run_dir_shared()
             })

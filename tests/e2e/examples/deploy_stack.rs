@@ -110,10 +110,13 @@ fn wait_rolled_out(workload: &str, component: &str, timeout: Duration) -> Result
         if r.status.success() {
             return Ok(());
         }
-        let stuck: Vec<String> = pods("kube-system", &format!("app.kubernetes.io/component={component}"))
-            .iter()
-            .flat_map(stuck_containers)
-            .collect();
+        let stuck: Vec<String> = pods(
+            "kube-system",
+            &format!("app.kubernetes.io/component={component}"),
+        )
+        .iter()
+        .flat_map(stuck_containers)
+        .collect();
         match (stuck.is_empty(), stuck_since) {
             (true, _) => stuck_since = None,
             (false, None) => stuck_since = Some(Instant::now()),
@@ -163,9 +166,15 @@ fn explain(component: &str) {
             String::from_utf8_lossy(&r.stderr)
         )
     };
-    eprintln!("\n--- pods\n{}", out(&["get", "pods", "-n", "kube-system", "-l", &sel, "-o", "wide"]));
+    eprintln!(
+        "\n--- pods\n{}",
+        out(&["get", "pods", "-n", "kube-system", "-l", &sel, "-o", "wide"])
+    );
     for p in pods("kube-system", &sel) {
-        let name = p["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = p["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         eprintln!(
             "--- events of pod {name}\n{}",
             out(&[
@@ -181,7 +190,14 @@ fn explain(component: &str) {
         );
         eprintln!(
             "--- last log lines of {name}\n{}",
-            out(&["logs", "-n", "kube-system", &name, "--all-containers", "--tail=20"])
+            out(&[
+                "logs",
+                "-n",
+                "kube-system",
+                &name,
+                "--all-containers",
+                "--tail=20"
+            ])
         );
     }
     eprintln!(

@@ -6,10 +6,17 @@ use std::path::Path;
 use std::process::Command;
 
 fn summary(log: &str) -> String {
-    let path = std::env::temp_dir().join(format!("kuryr-harness-{}-{}.log", std::process::id(), log.len()));
+    let path = std::env::temp_dir().join(format!(
+        "kuryr-harness-{}-{}.log",
+        std::process::id(),
+        log.len()
+    ));
     std::fs::write(&path, log).expect("write log");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/test-summary");
-    let out = Command::new(script).arg(&path).output().expect("run hack/test-summary");
+    let out = Command::new(script)
+        .arg(&path)
+        .output()
+        .expect("run hack/test-summary");
     let _ = std::fs::remove_file(&path);
     assert!(out.status.success(), "hack/test-summary failed: {out:?}");
     String::from_utf8(out.stdout).expect("utf-8")
@@ -29,13 +36,28 @@ test b ... FAILED
 test result: FAILED. 1 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.00s
 ";
     let out = summary(log);
-    assert!(out.contains("'deployed_in_cluster_end_to_end' (4388) panicked at"), "{out}");
-    assert!(out.contains("daemon not ready: the new form, with a thread id"), "{out}");
-    assert!(out.contains("assertion `left == right` failed: the old form"), "{out}");
-    assert!(!out.contains("test a ... ok"), "only the panics, not the whole log: {out}");
+    assert!(
+        out.contains("'deployed_in_cluster_end_to_end' (4388) panicked at"),
+        "{out}"
+    );
+    assert!(
+        out.contains("daemon not ready: the new form, with a thread id"),
+        "{out}"
+    );
+    assert!(
+        out.contains("assertion `left == right` failed: the old form"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("test a ... ok"),
+        "only the panics, not the whole log: {out}"
+    );
 }
 
 #[test]
 fn failure_summary_of_a_clean_log_is_empty() {
-    assert_eq!(summary("running 1 test\ntest a ... ok\ntest result: ok. 1 passed; 0 failed\n"), "");
+    assert_eq!(
+        summary("running 1 test\ntest a ... ok\ntest result: ok. 1 passed; 0 failed\n"),
+        ""
+    );
 }

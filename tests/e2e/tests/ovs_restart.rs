@@ -25,17 +25,35 @@ fn pod_manifest(ns: &str, name: &str) -> serde_json::Value {
 fn vswitchd_pid() -> Option<u32> {
     let p = std::fs::read_to_string(state_dir().join("pids/ovs-vswitchd.pid")).ok()?;
     let pid: u32 = p.trim().parse().ok()?;
-    std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
 }
 
 fn vswitchd_answers() -> bool {
-    run(Command::new("timeout").args(["3", "ovs-appctl", "-t", "/var/run/openvswitch/ovs-vswitchd.ctl", "version"]))
-        .status
-        .success()
+    run(Command::new("timeout").args([
+        "3",
+        "ovs-appctl",
+        "-t",
+        "/var/run/openvswitch/ovs-vswitchd.ctl",
+        "version",
+    ]))
+    .status
+    .success()
 }
 
 fn pod_ip(ns: &str, pod: &str) -> String {
-    must(kubectl().args(["get", "pod", "-n", ns, pod, "-o", "jsonpath={.status.podIP}"])).trim().to_string()
+    must(kubectl().args([
+        "get",
+        "pod",
+        "-n",
+        ns,
+        pod,
+        "-o",
+        "jsonpath={.status.podIP}",
+    ]))
+    .trim()
+    .to_string()
 }
 
 fn exec(ns: &str, pod: &str, cmd: &[&str]) -> Output {
@@ -45,69 +63,143 @@ fn exec(ns: &str, pod: &str, cmd: &[&str]) -> Output {
 /// `(transmitted, received)` from ping's summary line.
 fn ping_counts(out: &Output) -> (u32, u32) {
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or_default();
-    let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
-    (nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0))
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default();
+    let nums: Vec<u32> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    (
+        nums.first().copied().unwrap_or(0),
+        nums.get(1).copied().unwrap_or(0),
+    )
 }
 
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn pods_survive_an_ovs_vswitchd_kill_9() {
-    let Kuryr { mut daemon, controller: _controller } = kuryr::start(&[]);
+    let Kuryr {
+        mut daemon,
+        controller: _controller,
+    } = kuryr::start(&[]);
     let ns = Namespace::create("kst-ovs-");
     for n in ["a", "b"] {
         ns.apply_json(n, &pod_manifest(&ns.0, n));
     }
-    must(kubectl().args(["wait", "--for=condition=Ready", "--timeout=120s", "-n", &ns.0, "pod", "--all"]));
+    must(kubectl().args([
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=120s",
+        "-n",
+        &ns.0,
+        "pod",
+        "--all",
+    ]));
     let (ip_a, ip_b) = (pod_ip(&ns.0, "a"), pod_ip(&ns.0, "b"));
     let before = exec(&ns.0, "a", &["ping", "-c", "3", "-W", "2", &ip_b]);
-    assert!(before.status.success(), "a -> b before the kill: {}", String::from_utf8_lossy(&before.stdout));
+    assert!(
+        before.status.success(),
+        "a -> b before the kill: {}",
+        String::from_utf8_lossy(&before.stdout)
+    );
 
     // 30 s of pings a -> b (5 per second) across the kill.
     let pinger = {
         let (ns, ip_b) = (ns.0.clone(), ip_b.clone());
-        std::thread::spawn(move || exec(&ns, "a", &["ping", "-c", "150", "-i", "0.2", "-W", "1", &ip_b]))
+        std::thread::spawn(move || {
+            exec(
+                &ns,
+                "a",
+                &["ping", "-c", "150", "-i", "0.2", "-W", "1", &ip_b],
+            )
+        })
     };
     std::thread::sleep(Duration::from_secs(3));
     let old = vswitchd_pid().expect("ovs-vswitchd runs (pid file of the stack)");
-    let crashes_before = std::fs::read_to_string(state_dir().join("crashes")).unwrap_or_default().lines().count();
+    let crashes_before = std::fs::read_to_string(state_dir().join("crashes"))
+        .unwrap_or_default()
+        .lines()
+        .count();
     let killed_at = Instant::now();
     must(Command::new("kill").args(["-9", &old.to_string()]));
     // A pod created during the outage: its ADD must not fail (the port goes into OVSDB; vswitchd
     // attaches it once back) or fail retryably and be retried by kubelet.
     ns.apply_json("c", &pod_manifest(&ns.0, "c"));
 
-    let back = wait_for("the supervisor to restart ovs-vswitchd", Duration::from_secs(60), Duration::from_millis(100), || {
-        vswitchd_pid().filter(|p| *p != old && vswitchd_answers())
-    });
+    let back = wait_for(
+        "the supervisor to restart ovs-vswitchd",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || vswitchd_pid().filter(|p| *p != old && vswitchd_answers()),
+    );
     let outage = killed_at.elapsed();
     eprintln!("ovs-vswitchd {old} killed, {back} answering {outage:?} later");
     let crashes = std::fs::read_to_string(state_dir().join("crashes")).unwrap_or_default();
     let new: Vec<&str> = crashes.lines().skip(crashes_before).collect();
     assert!(
-        new.iter().any(|l| l.contains("ovs-vswitchd killed by SIGKILL")),
+        new.iter()
+            .any(|l| l.contains("ovs-vswitchd killed by SIGKILL")),
         "the supervisor recorded no ovs-vswitchd crash: {new:?}"
     );
 
     let ping = pinger.join().expect("pinger");
     let (sent, got) = ping_counts(&ping);
     eprintln!("a -> b across the kill: {got}/{sent} replies (outage {outage:?})");
-    assert!(sent >= 140, "ping did not run: {}", String::from_utf8_lossy(&ping.stdout));
+    assert!(
+        sent >= 140,
+        "ping did not run: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
     // Traffic came back: the last pings were answered (ping prints one line per reply).
     let text = String::from_utf8_lossy(&ping.stdout);
     let last_seq = text
         .lines()
-        .filter_map(|l| l.split("seq=").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse::<u32>().ok()))
+        .filter_map(|l| {
+            l.split("seq=")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|s| s.parse::<u32>().ok())
+        })
         .max()
         .unwrap_or(0);
-    assert!(last_seq >= 140, "a -> b traffic did not come back after the restart (last reply seq {last_seq}):\n{text}");
-    assert!(got >= sent / 2, "more than half of the pings lost ({got}/{sent}): the outage lasted too long\n{text}");
+    assert!(
+        last_seq >= 140,
+        "a -> b traffic did not come back after the restart (last reply seq {last_seq}):\n{text}"
+    );
+    assert!(
+        got >= sent / 2,
+        "more than half of the pings lost ({got}/{sent}): the outage lasted too long\n{text}"
+    );
 
-    must(kubectl().args(["wait", "--for=condition=Ready", "--timeout=120s", "-n", &ns.0, "pod", "c"]));
+    must(kubectl().args([
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=120s",
+        "-n",
+        &ns.0,
+        "pod",
+        "c",
+    ]));
     let ip_c = pod_ip(&ns.0, "c");
-    for (from, to) in [("a", &ip_b), ("b", &ip_a), ("c", &ip_a), ("a", &ip_c), ("b", &ip_c)] {
+    for (from, to) in [
+        ("a", &ip_b),
+        ("b", &ip_a),
+        ("c", &ip_a),
+        ("a", &ip_c),
+        ("b", &ip_c),
+    ] {
         let p = exec(&ns.0, from, &["ping", "-c", "3", "-W", "2", to]);
-        assert!(p.status.success(), "{from} -> {to} after the restart: {}", String::from_utf8_lossy(&p.stdout));
+        assert!(
+            p.status.success(),
+            "{from} -> {to} after the restart: {}",
+            String::from_utf8_lossy(&p.stdout)
+        );
     }
-    assert!(daemon.alive(), "kuryr-daemon died with vswitchd:\n{}", daemon.log_tail(40));
+    assert!(
+        daemon.alive(),
+        "kuryr-daemon died with vswitchd:\n{}",
+        daemon.log_tail(40)
+    );
 }
