@@ -741,14 +741,14 @@ async fn answers_server_inactivity_probes() {
 /// A fake ovs-vswitchd: whenever `next_cfg` changes it records whether Port `watch` exists in
 /// the database at that moment (what a real vswitchd would configure), then copies `next_cfg`
 /// to `cur_cfg` after `delay`.
+/// What the fake vswitchd saw: (next_cfg, whether the watched port existed).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(i64, bool)>>>;
+
 fn fake_vswitchd(
     s: &OvsdbServer,
     watch: &'static str,
     delay: Duration,
-) -> (
-    tokio::task::JoinHandle<()>,
-    std::sync::Arc<std::sync::Mutex<Vec<(i64, bool)>>>,
-) {
+) -> (tokio::task::JoinHandle<()>, Seen) {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let ep = s.endpoint();
     let log = seen.clone();
