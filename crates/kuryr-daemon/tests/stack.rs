@@ -1614,7 +1614,7 @@ async fn stale_ovs_ports_are_found_and_repaired_on_the_stack() {
         assert_eq!(st, 200, "/health: {text}");
         assert_eq!(metric(&d, "kuryr_cni_ovs_stale_ports").await, 0.0);
         for (cid, nsp, pod, uid) in [(&cid_a, &nsa_path, a, &uid_a), (&cid_b, &nsb_path, b, &uid_b)] {
-            let (st, body) = cni(&d.socket_path().to_path_buf(), &verb("DEL", cid, nsp, &ns, pod, uid)).await;
+            let (st, body) = cni(d.socket_path(), &verb("DEL", cid, nsp, &ns, pod, uid)).await;
             assert_eq!(st, 200, "DEL {pod}: {body}");
         }
         d.shutdown().await;
@@ -1648,7 +1648,7 @@ async fn recycled_pool_ports_keep_their_datapath_on_the_stack() {
         let act = s.activate(r);
         let (nsr, nsr_path) = s.netns("kd-rr-");
         let cid_r = unique("kdrecref");
-        let (st, body) = cni(&d.socket_path().to_path_buf(), &add(&cid_r, &nsr_path, &ns, r, &uid_r)).await;
+        let (st, body) = cni(d.socket_path(), &add(&cid_r, &nsr_path, &ns, r, &uid_r)).await;
         assert_eq!(st, 200, "ADD ref: {body}");
         let _ = act.await;
         let ip_r = pr.ips[0].address.to_string();
@@ -1701,7 +1701,7 @@ async fn recycled_pool_ports_keep_their_datapath_on_the_stack() {
             .await;
             // Pre-plugged means vswitchd holds the new tap (the pre-plug waits for it).
             assert_eq!(promiscuity(&tap), Some(1), "round {round}: the recycled port's tap is not held by vswitchd");
-            let (st, body) = cni(&d.socket_path().to_path_buf(), &verb("DEL", &cid, &nsp_path, &ns, &pod, &uid)).await;
+            let (st, body) = cni(d.socket_path(), &verb("DEL", &cid, &nsp_path, &ns, &pod, &uid)).await;
             assert_eq!(st, 200, "round {round}: late DEL: {body}");
             assert!(held(&pool_ns, &p.port_id).is_some(), "round {round}: the late DEL took the pool's interface");
             assert_eq!(promiscuity(&tap), Some(1), "round {round}: the late DEL broke the pool's port");
@@ -1717,7 +1717,7 @@ async fn recycled_pool_ports_keep_their_datapath_on_the_stack() {
         .into_iter()
         .sum();
         assert_eq!(repairs, 0.0, "the plugs must not leave stale ports to repair");
-        let (st, body) = cni(&d.socket_path().to_path_buf(), &verb("DEL", &cid_r, &nsr_path, &ns, r, &uid_r)).await;
+        let (st, body) = cni(d.socket_path(), &verb("DEL", &cid_r, &nsr_path, &ns, r, &uid_r)).await;
         assert_eq!(st, 200, "DEL ref: {body}");
         d.shutdown().await;
     })
