@@ -29,7 +29,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::ports::{self, PodPortRequest};
 use crate::settings::{PoolSettings, Settings};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kuryr_core::crd::KuryrPort;
 use kuryr_core::names::{pool_kuryrport_name, DEVICE_OWNER, POOL_NAMESPACE};
 use kuryr_openstack::neutron::{FixedIpRequest, Port, PortCreate, PortUpdate};
@@ -385,6 +385,77 @@ async fn recover(ctx: Arc<Context>, pools: Arc<Pools>) {
                 tracing::warn!(error = %e, retry_in = ?delay, "cannot recover the warm pools from Neutron");
                 tokio::time::sleep(delay).await;
             }
+        }
+    }
+}
+
+/// Pools off (`vif_pool_driver = noop`): releases what pools of an earlier configuration left.
+/// The nodes' pool KuryrPorts go first (each kuryr-daemon then unplugs the pre-plugged ports
+/// no pod claims), then every free pool port of this cluster that no KuryrPort records is
+/// deleted. Claimed ports (a pod's KuryrPort records them) stay with their pods. Returns
+/// (pool KuryrPorts deleted, ports deleted).
+pub async fn drain(ctx: &Context) -> Result<(usize, usize), Error> {
+    ctx.leader.ensure()?;
+    let kps = ctx.kuryrports.state();
+    let mut deleted_kps = 0;
+    for kp in kps.iter().filter(|k| kuryr_core::names::is_pool(k.metadata.labels.as_ref())) {
+        let (Some(ns), Some(name)) = (kp.metadata.namespace.as_deref(), kp.metadata.name.as_deref()) else { continue };
+        ctx.leader.ensure()?;
+        let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), ns);
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {
+                deleted_kps += 1;
+                tracing::info!(kuryrport = %format!("{ns}/{name}"), "pools are off: deleted the pool KuryrPort");
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::kube("delete", format!("kuryrport {ns}/{name}"), e)),
+        }
+    }
+    let recorded: HashSet<String> = kps
+        .iter()
+        .filter(|k| !kuryr_core::names::is_pool(k.metadata.labels.as_ref()))
+        .flat_map(|k| crate::kuryrport::recorded_ports(k))
+        .collect();
+    let found = ctx.neutron.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER).eq("device_id", "")).await?;
+    let mut deleted = 0;
+    for p in found.iter().filter(|p| is_pool_port(p, &ctx.settings.cluster_name) && !recorded.contains(&p.id)) {
+        ctx.leader.ensure()?;
+        if ctx.neutron.delete_port(&p.id).await? {
+            deleted += 1;
+            tracing::info!(port = %p.id, node = %p.binding_host_id, "pools are off: deleted a free pool port");
+        }
+    }
+    ctx.metrics.pool_event("drained", deleted as u64);
+    Ok((deleted_kps, deleted))
+}
+
+/// [`drain`] each time this replica becomes the leader (once the caches are synced), retried
+/// with backoff while it fails.
+pub async fn run_drain(ctx: Arc<Context>) {
+    let mut leading = ctx.leader.subscribe();
+    loop {
+        if *leading.borrow_and_update() {
+            ctx.wait_synced().await;
+            let mut failures = 0;
+            while ctx.leader.is_leader() {
+                match drain(&ctx).await {
+                    Ok((kps, ports)) => {
+                        if kps + ports > 0 {
+                            tracing::info!(pool_kuryrports = kps, ports, "pools are off (vif_pool_driver = noop): drained the warm pools");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        let delay = crate::context::backoff_delay(failures, e.is_transient());
+                        tracing::warn!(error = %e, retry_in = ?delay, "cannot drain the warm pools");
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }
+        if leading.changed().await.is_err() {
+            return;
         }
     }
 }

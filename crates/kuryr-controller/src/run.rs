@@ -320,8 +320,11 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         }));
     }
     aux.push(tokio::spawn(activator::run(ctx.clone(), activator_rx)));
-    if let (Some(p), Some(jobs)) = (pools, pool_jobs) {
-        aux.push(tokio::spawn(crate::pool::run(ctx.clone(), p, jobs)));
+    match (pools, pool_jobs) {
+        (Some(p), Some(jobs)) => aux.push(tokio::spawn(crate::pool::run(ctx.clone(), p, jobs))),
+        // Pools off: release what an earlier configuration's pools left.
+        _ if !opts.read_only => aux.push(tokio::spawn(crate::pool::run_drain(ctx.clone()))),
+        _ => {}
     }
     if let Some(g) = opts.gc.clone() {
         aux.push(tokio::spawn(gc::run(ctx.clone(), g.interval, opts.namespace.clone(), g.dry_run)));

@@ -87,6 +87,14 @@ impl Attachment {
     pub fn pod(&self) -> String {
         format!("{}/{}", self.pod_namespace, self.pod_name)
     }
+    /// The pod, for Events.
+    pub fn pod_ref(&self) -> crate::api::routes::PodRef {
+        crate::api::routes::PodRef {
+            namespace: self.pod_namespace.clone(),
+            name: self.pod_name.clone(),
+            uid: (!self.pod_uid.is_empty()).then(|| self.pod_uid.clone()),
+        }
+    }
     /// `container_id/ifname`, for messages.
     pub fn key(&self) -> String {
         format!("{}/{}", self.container_id, self.ifname)

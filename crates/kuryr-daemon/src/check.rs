@@ -109,6 +109,7 @@ mod tests {
             oper_state: OperState::Up,
             kind: Some("veth".into()),
             link_index: Some(9),
+            promiscuity: Some(0),
         };
         let obs = PodObservation {
             link: Some(link),

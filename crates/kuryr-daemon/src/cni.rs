@@ -34,6 +34,7 @@ use crate::health::Health;
 use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::stale::{OwnedPort, Repairer, Verdict};
 use crate::watch::{eval_active, eval_vifs, Cluster};
 
 /// Announcement rounds (gratuitous ARP / unsolicited NA) once a port is ACTIVE, and their
@@ -178,7 +179,8 @@ impl Cni {
             Err(last) => {
                 let e = DaemonError::TimedOut {
                     waited: budget,
-                    what: if crate::standalone::is_standalone(&pod, crate::standalone::namespace()) {
+                    what: if crate::standalone::is_standalone(&pod, crate::standalone::namespace())
+                    {
                         format!("KuryrPort {pod} of a standalone container to get its VIFs (create the KuryrPort first; see its Events)")
                     } else {
                         format!("KuryrPort {pod} to get its VIFs (is kuryr-controller running?)")
@@ -355,17 +357,32 @@ impl Cni {
         Ok(l3::cni_result(&att))
     }
 
+    /// The stale-port checker ([`crate::stale`]).
+    pub fn repairer(&self) -> Repairer {
+        Repairer {
+            ovs: self.env.ovs.clone(),
+            host: self.env.host.clone(),
+            pool: self.pool.clone(),
+            metrics: self.metrics.clone(),
+            events: self.events.clone(),
+        }
+    }
+
     /// After-ADD check that ovs-vswitchd attached every OVS port this ADD added (it assigns
-    /// an OpenFlow port, or -1 and an error). Off the request path: records the time it took
-    /// and, on failure, a metric, a log line and an Event on the pod. A port removed before
-    /// vswitchd got to it (a quick DEL) is not a failure.
-    fn confirm_ovs_attach(&self, pod: &crate::api::routes::PodRef, ports: Vec<String>) {
-        for port in ports {
-            let (ovs, metrics, events, pod) = (
+    /// an OpenFlow port, or -1 and an error) and holds its device (a stale port is re-added,
+    /// see [`crate::stale`]). Off the request path: records the time it took and, on
+    /// failure, a metric, a log line and an Event on the pod. A port removed before vswitchd
+    /// got to it (a quick DEL) is not a failure.
+    fn confirm_ovs_attach(&self, pod: &crate::api::routes::PodRef, ports: Vec<OwnedPort>) {
+        for mut owned in ports {
+            owned.pod = Some(pod.clone());
+            let port = owned.ifname.clone();
+            let (ovs, metrics, events, pod, repairer) = (
                 self.env.ovs.clone(),
                 self.metrics.clone(),
                 self.events.clone(),
                 pod.clone(),
+                self.repairer(),
             );
             let t = Instant::now();
             tokio::spawn(async move {
@@ -373,6 +390,15 @@ impl Cni {
                     AttachOutcome::Attached { ofport } => {
                         metrics.stage("ovs_attach", t.elapsed());
                         tracing::debug!(%port, ofport, took = ?t.elapsed(), "ovs-vswitchd attached the port");
+                        match repairer.check(&owned, "after_add").await {
+                            Ok(Verdict::NotStale(_)) => {}
+                            Ok(v) => {
+                                tracing::info!(%port, verdict = ?v, "after-ADD check found a stale OVS port")
+                            }
+                            Err(e) => {
+                                tracing::debug!(%port, error = %e, "cannot judge the OVS port after ADD (pod gone?)")
+                            }
+                        }
                     }
                     AttachOutcome::Removed => {
                         tracing::debug!(%port, "OVS port removed before ovs-vswitchd attached it");
@@ -430,7 +456,7 @@ impl Cni {
         netns: &Netns,
         pod_uid: &str,
         same_sandbox: bool,
-    ) -> Result<(Vec<String>, bool), DaemonError> {
+    ) -> Result<(Vec<OwnedPort>, bool), DaemonError> {
         let mut ovs_ports = Vec::new();
         let mut all_preplugged = !att.interfaces.is_empty();
         for i in 0..att.interfaces.len() {
@@ -446,7 +472,14 @@ impl Cni {
                 // A previous sandbox of this pod may still hold the host device.
                 fresh: !same_sandbox,
             };
-            if let Some(plugged) = self.pool.take(&self.env, &iface.vif, &target).await {
+            // The port's lock: the pool, the stale-port repairs and DEL take it too.
+            let _port_guard = match iface.vif.binding {
+                Binding::Ovs { .. } | Binding::Hybrid { .. } => {
+                    Some(self.pool.lock_port(&iface.port_id).await)
+                }
+                _ => None,
+            };
+            if let Some(plugged) = self.pool.take_locked(&self.env, &iface.vif, &target).await {
                 let slot = &mut att.interfaces[i];
                 slot.host_ifname = plugged.host_ifname;
                 slot.parent = plugged.parent;
@@ -477,7 +510,16 @@ impl Cni {
             slot.parent = plugged.parent;
             slot.mtu = plugged.mtu;
             slot.tx_checksum_off = plugged.tx_checksum_off;
-            ovs_ports.extend(plugged.ovs_port);
+            if let Some(port) = plugged.ovs_port {
+                if let Ok(bridge) = ovs::bridge_of(&iface.vif) {
+                    ovs_ports.push(OwnedPort {
+                        port_id: iface.port_id.clone(),
+                        bridge: bridge.to_owned(),
+                        ifname: port,
+                        pod: None,
+                    });
+                }
+            }
         }
         Ok((ovs_ports, all_preplugged))
     }
@@ -493,10 +535,16 @@ impl Cni {
         host_side: bool,
     ) -> Result<(), BindError> {
         let driver = Driver::for_binding(&iface.vif.binding);
-        if !self.pool.enabled() || !matches!(iface.vif.binding, Binding::Ovs { .. }) {
+        if !matches!(
+            iface.vif.binding,
+            Binding::Ovs { .. } | Binding::Hybrid { .. }
+        ) {
             return driver.unplug(&self.env, iface, netns, host_side).await;
         }
         let guard = self.pool.lock_port(&iface.port_id).await;
+        if !self.pool.enabled() || !matches!(iface.vif.binding, Binding::Ovs { .. }) {
+            return driver.unplug(&self.env, iface, netns, host_side).await;
+        }
         let pooled = host_side && self.pool.holds(&iface.port_id).await;
         if pooled {
             tracing::info!(port = %iface.port_id, host_ifname = %iface.host_ifname, "the port is pre-plugged in the pool again; leaving its host side");
@@ -574,10 +622,7 @@ impl Cni {
             if superseded {
                 tracing::info!(host_ifname = %iface.host_ifname, "host device belongs to a newer sandbox of the pod; leaving it");
             }
-            if let Err(e) = self
-                .unplug_iface(iface, netns.as_ref(), !superseded)
-                .await
-            {
+            if let Err(e) = self.unplug_iface(iface, netns.as_ref(), !superseded).await {
                 tracing::warn!(attachment = %att.key(), port = %iface.port_id, error = %e, "unplug failed");
                 first_err.get_or_insert(DaemonError::Plug {
                     step: "unplug",
@@ -627,6 +672,21 @@ impl Cni {
                     .check_host(&self.env, iface)
                     .await,
             );
+            // A stale OVS port is reported (above) and repaired: the next CHECK passes.
+            if let Some(port) = OwnedPort::of_iface(iface, Some(att.pod_ref())) {
+                match self.repairer().check(&port, "check").await {
+                    Ok(Verdict::Repaired { .. }) => diffs.push(format!(
+                        "OVS port {}: re-added by kuryr-daemon, ovs-vswitchd holds its device now",
+                        port.ifname
+                    )),
+                    Ok(Verdict::Unrepaired { after, .. }) => diffs.push(format!(
+                        "OVS port {}: re-adding it did not help: {after}",
+                        port.ifname
+                    )),
+                    Ok(Verdict::NotStale(_)) => {}
+                    Err(e) => diffs.push(format!("OVS port {}: cannot judge it: {e}", port.ifname)),
+                }
+            }
         }
         if diffs.is_empty() {
             Ok(())

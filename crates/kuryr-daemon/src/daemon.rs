@@ -298,6 +298,13 @@ impl Daemon {
             probed.clone(),
             shutdown_rx.clone(),
         )));
+        if health.bridge.is_some() {
+            background.push(tokio::spawn(ovs_audit_loop(
+                cni.clone(),
+                opts.probe_interval,
+                shutdown_rx.clone(),
+            )));
+        }
         let conflist_path = Arc::new(Mutex::new(None));
         if let Some(c) = &opts.conflist {
             let spec = ConflistSpec {
@@ -447,6 +454,28 @@ async fn probe_loop(
             bridge_error,
         };
         probed.notify_waiters();
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = crate::daemon::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Every `interval`: judges every OVS port the daemon owns (attachments and held pool ports)
+/// against its device and re-adds the stale ones ([`crate::stale`]); what stays wrong goes to
+/// the health report (`/health`) and the `kuryr_cni_ovs_stale_ports` gauge.
+async fn ovs_audit_loop(cni: Arc<Cni>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
+    let repairer = cni.repairer();
+    loop {
+        let problems = match crate::stale::audit(&repairer, &cni.store, &cni.pool).await {
+            Ok(p) => p,
+            Err(e) => vec![format!("cannot audit the OVS ports: {e}")],
+        };
+        if !problems.is_empty() {
+            tracing::warn!(?problems, "OVS port audit");
+        }
+        cni.metrics.set_stale_ports(problems.len());
+        cni.health.set_ovs_port_problems(problems);
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = crate::daemon::stopped(&mut shutdown) => return,

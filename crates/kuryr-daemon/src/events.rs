@@ -20,6 +20,8 @@ pub mod reasons {
     pub const PLUG_FAILED: &str = "CNIPlugFailed";
     /// ovs-vswitchd did not attach a plugged OVS port (after ADD answered).
     pub const OVS_ATTACH_FAILED: &str = "CNIOVSPortNotAttached";
+    /// ovs-vswitchd did not hold the pod's host device (stale OVS port); the daemon re-added it.
+    pub const OVS_PORT_STALE: &str = "CNIOVSPortStale";
 }
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);

@@ -103,6 +103,9 @@ pub struct Health {
     pub watch_stall: Duration,
     /// The OVS bridge readiness depends on (None for nested nodes).
     pub bridge: Option<String>,
+    /// What the last audit of the daemon's OVS ports left unrepaired ([`crate::stale`]), by
+    /// port name. Neither readiness nor liveness: a restart fixes none of it.
+    pub ovs_ports: Mutex<Vec<String>>,
 }
 
 impl Health {
@@ -114,7 +117,22 @@ impl Health {
             probe_stall: Duration::from_secs(60),
             watch_stall: Duration::from_secs(600),
             bridge,
+            ovs_ports: Mutex::default(),
         }
+    }
+
+    /// Records the last OVS port audit's unrepaired problems.
+    pub fn set_ovs_port_problems(&self, problems: Vec<String>) {
+        *self.ovs_ports.lock().unwrap_or_else(|p| p.into_inner()) = problems;
+    }
+
+    /// What is wrong with pods' networking on this node that the daemon could not repair
+    /// (stale OVS ports, vswitchd down); empty = nothing known.
+    pub fn degraded_reasons(&self) -> Vec<String> {
+        self.ovs_ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn record(&self, failed: bool) {

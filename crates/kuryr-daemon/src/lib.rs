@@ -42,6 +42,7 @@ pub mod health;
 pub mod locks;
 pub mod metrics;
 pub mod pool;
+pub mod stale;
 pub mod standalone;
 pub mod watch;
 

@@ -12,6 +12,8 @@
 //! | `kuryr_cni_add_path_total` | `path` (`preplugged`, `plug`) | ADDs served by moving pre-plugged interfaces only, or by plugging |
 //! | `kuryr_cni_pool_held` | | pre-plugged ports waiting in the holding netns |
 //! | `kuryr_cni_pool_operations_total` | `op` (`preplug`, `adopt`, `replug_ovs`, `unplug`) | what the pool reconciler did |
+//! | `kuryr_cni_ovs_stale_repairs_total` | `found_by` (`after_add`, `preplug`, `adopt`, `take`, `check`, `audit`), `result` (`repaired`, `failed`) | OVS ports whose device ovs-vswitchd did not hold (a device re-created under an existing OVS port), re-added |
+//! | `kuryr_cni_ovs_stale_ports` | | ports the last audit found stale and could not repair |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +53,12 @@ struct AddPath {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StaleRepair {
+    found_by: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolOp {
     op: String,
 }
@@ -76,6 +84,8 @@ pub struct Metrics {
     add_paths: Family<AddPath, Counter>,
     pool_held: Gauge,
     pool_ops: Family<PoolOp, Counter>,
+    stale_repairs: Family<StaleRepair, Counter>,
+    stale_ports: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -145,8 +155,22 @@ impl Metrics {
             "Pool reconciler operations: preplug, adopt (found after a restart), replug_ovs (adopted without its OVS port), unplug",
             pool_ops.clone(),
         );
+        let stale_repairs = Family::<StaleRepair, Counter>::default();
+        let stale_ports = Gauge::default();
+        registry.register(
+            "kuryr_cni_ovs_stale_repairs",
+            "OVS ports whose device ovs-vswitchd did not hold (device re-created under an existing OVS port), re-added; by who found it and whether vswitchd held the device afterwards",
+            stale_repairs.clone(),
+        );
+        registry.register(
+            "kuryr_cni_ovs_stale_ports",
+            "OVS ports of this daemon whose device ovs-vswitchd does not hold, after the last audit's repairs",
+            stale_ports.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            stale_repairs,
+            stale_ports,
             requests,
             durations,
             stages,
@@ -218,6 +242,20 @@ impl Metrics {
             .inc();
     }
 
+    /// A stale OVS port re-added: `found_by` (`after_add`, `check`, `audit`, ...), `repaired`.
+    pub fn stale_repair(&self, found_by: &str, repaired: bool) {
+        self.stale_repairs
+            .get_or_create(&StaleRepair {
+                found_by: found_by.to_owned(),
+                result: if repaired { "repaired" } else { "failed" }.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn set_stale_ports(&self, n: usize) {
+        self.stale_ports.set(n as i64);
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -243,10 +281,25 @@ mod tests {
         m.set_pool_held(2);
         m.pool_held_dec();
         m.pool_op("preplug");
+        m.stale_repair("audit", true);
+        m.set_stale_ports(1);
         let text = m.encode();
-        assert!(text.contains(r#"kuryr_cni_add_path_total{path="preplugged"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"kuryr_cni_ovs_stale_repairs_total{found_by="audit",result="repaired"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("kuryr_cni_ovs_stale_ports 1"), "{text}");
+        assert!(
+            text.contains(r#"kuryr_cni_add_path_total{path="preplugged"} 1"#),
+            "{text}"
+        );
         assert!(text.contains("kuryr_cni_pool_held 1"), "{text}");
-        assert!(text.contains(r#"kuryr_cni_pool_operations_total{op="preplug"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"kuryr_cni_pool_operations_total{op="preplug"} 1"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"kuryr_cni_requests_total{command="ADD",result="ok"} 1"#),
             "{text}"

@@ -34,7 +34,7 @@ use kuryr_netplumb::{LinkInfo, Netns};
 use tokio::sync::{watch, Notify};
 
 use crate::attachments::AttachmentStore;
-use crate::binding::ovs::{self, OvsDriver};
+use crate::binding::ovs::{self, Hold, OvsDriver};
 use crate::binding::{
     blocking, port_dev_name, BindError, BindingDriver, HostEnv, PlugTarget, Plugged,
 };
@@ -49,6 +49,9 @@ const SHORT: usize = 11;
 /// Retry backoff after a failed reconcile.
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long a pre-plug (or an adoption) waits for ovs-vswitchd to open the device before the
+/// port counts as ready.
+const VERIFY_WAIT: Duration = Duration::from_secs(10);
 
 /// The first 11 characters of a port id: the key of everything pool-related.
 pub fn short_id(port_id: &str) -> String {
@@ -283,11 +286,21 @@ impl Pool {
     /// TX-checksum answer is cached by the pre-plug). `None`: not held, or the held interface
     /// is not usable (MAC, host end) — then it is discarded and the caller plugs normally.
     pub async fn take(&self, env: &HostEnv, vif: &Vif, target: &PlugTarget) -> Option<Plugged> {
+        let _g = self.lock_port(&vif.port_id).await;
+        self.take_locked(env, vif, target).await
+    }
+
+    /// [`Pool::take`] for a caller that holds the port's lock.
+    pub async fn take_locked(
+        &self,
+        env: &HostEnv,
+        vif: &Vif,
+        target: &PlugTarget,
+    ) -> Option<Plugged> {
         let Binding::Ovs { bridge } = &vif.binding else {
             return None;
         };
         self.holding.as_ref()?;
-        let _g = self.lock_port(&vif.port_id).await;
         let held = match self.find_held(&vif.port_id).await {
             Ok(Some(l)) => l,
             Ok(None) => return None,
@@ -372,6 +385,11 @@ impl Pool {
             Some(h) if held.link_index != Some(h.index) => Err(format!(
                 "host end {tap} (ifindex {}) is not the peer (ifindex {:?})",
                 h.index, held.link_index
+            )),
+            // ovs-vswitchd puts every device it receives on in promiscuous mode: a host end
+            // that is not has no datapath (a stale OVS port, or vswitchd down).
+            Some(h) if h.promiscuity == Some(0) => Err(format!(
+                "ovs-vswitchd does not hold host end {tap} (promiscuity 0)"
             )),
             Some(_) => Ok(()),
         }
@@ -528,11 +546,66 @@ impl Pool {
             self.metrics.pool_op("replug_ovs");
             tracing::warn!(port = %vif.port_id, "adopted a pre-plugged port whose OVS port was missing: re-added it");
         }
+        // The veth may have been re-created while we were down (its OVS port kept): only a
+        // device vswitchd holds counts.
+        self.verify_held(env, bridge, &tap, "adopt").await?;
         self.known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(short_id(&vif.port_id));
         Ok(())
+    }
+
+    /// Waits (bounded) until ovs-vswitchd holds `tap`; a stale port is re-added once.
+    /// Call under the port's lock.
+    async fn verify_held(
+        &self,
+        env: &HostEnv,
+        bridge: &str,
+        tap: &str,
+        found_by: &'static str,
+    ) -> Result<(), BindError> {
+        let t = Instant::now();
+        match ovs::await_hold(&env.ovs, &env.host, tap, VERIFY_WAIT).await? {
+            Hold::Held { ofport } => {
+                self.metrics.stage("preplug_verify", t.elapsed());
+                tracing::debug!(%tap, ofport, "ovs-vswitchd holds the pre-plugged device");
+                Ok(())
+            }
+            Hold::Stale(why) => {
+                tracing::warn!(%tap, %why, found_by, "stale OVS port of a pre-plugged device: re-adding it");
+                let after = ovs::repair(&env.ovs, &env.host, bridge, tap, VERIFY_WAIT).await;
+                let held = matches!(after, Ok(Hold::Held { .. }));
+                self.metrics.stale_repair(found_by, held);
+                if held {
+                    tracing::info!(%tap, "re-added the stale OVS port: ovs-vswitchd holds its device now");
+                    Ok(())
+                } else {
+                    Err(BindError::Unusable(format!(
+                        "OVS port {tap} was stale ({why}) and re-adding it did not help: {after:?}"
+                    )))
+                }
+            }
+            other => Err(BindError::Unusable(format!(
+                "ovs-vswitchd does not hold {tap} after {:?}: {other:?}",
+                t.elapsed()
+            ))),
+        }
+    }
+
+    /// The OVS ports of the held interfaces (`port_id` is the short id, the lock key).
+    pub async fn held_ports(&self) -> Result<Vec<crate::stale::OwnedPort>, BindError> {
+        Ok(self
+            .inventory()
+            .await?
+            .into_keys()
+            .map(|s| crate::stale::OwnedPort {
+                ifname: format!("tap{s}"),
+                port_id: s,
+                bridge: self.default_bridge.clone(),
+                pod: None,
+            })
+            .collect())
     }
 
     /// Pre-plugs one pool port into the holding netns.
@@ -577,14 +650,20 @@ impl Pool {
             fresh: true,
         };
         let res = async {
-            OvsDriver.plug_host(env, vif, "", &target).await?;
+            let plugged = OvsDriver.plug_host(env, vif, "", &target).await?;
             let name = target.ifname.clone();
             blocking(move || {
                 holding
                     .with_netlink(async |nl| nl.set_up(&name).await)
                     .map_err(BindError::from)
             })
-            .await
+            .await?;
+            // Ready only once vswitchd holds the device (ACTIVE in Neutron is not enough).
+            let Binding::Ovs { bridge } = &vif.binding else {
+                return Ok(());
+            };
+            let port = plugged.ovs_port.unwrap_or_else(|| tap.clone());
+            self.verify_held(env, bridge, &port, "preplug").await
         }
         .await;
         match res {

@@ -135,6 +135,9 @@ pub struct LinkInfo {
     pub kind: Option<String>,
     /// IFLA_LINK: parent (macvlan/vlan) or peer (veth) ifindex, possibly in another netns.
     pub link_index: Option<u32>,
+    /// IFLA_PROMISCUITY: how many users put the device in promiscuous mode (ovs-vswitchd is
+    /// one once it has opened the device for its datapath).
+    pub promiscuity: Option<u32>,
 }
 
 impl LinkInfo {
@@ -149,6 +152,7 @@ impl LinkInfo {
             oper_state: OperState::Unknown,
             kind: None,
             link_index: None,
+            promiscuity: None,
         };
         for attr in &msg.attributes {
             match attr {
@@ -157,6 +161,7 @@ impl LinkInfo {
                 LinkAttribute::Mtu(m) => info.mtu = Some(*m),
                 LinkAttribute::OperState(s) => info.oper_state = (*s).into(),
                 LinkAttribute::Link(l) => info.link_index = Some(*l),
+                LinkAttribute::Promiscuity(p) => info.promiscuity = Some(*p),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         if let NlLinkInfo::Kind(k) = i {

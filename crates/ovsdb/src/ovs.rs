@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::client::{Client, DEFAULT_TIMEOUT};
 use crate::endpoint::DEFAULT_ENDPOINT;
@@ -29,6 +29,7 @@ const IFACE_COLUMNS: &[&str] = &[
     "admin_state",
     "link_state",
     "mac_in_use",
+    "ifindex",
 ];
 
 /// A bridge row.
@@ -63,6 +64,10 @@ pub struct InterfaceInfo {
     pub link_state: Option<String>,
     /// MAC address in use.
     pub mac_in_use: Option<String>,
+    /// The kernel ifindex vswitchd sees for the device (unset until it opens it, 0 if it has
+    /// none). With the userspace datapath vswitchd refreshes it from the device name, so it
+    /// can show a re-created device's ifindex while vswitchd still receives on the old one.
+    pub ifindex: Option<i64>,
 }
 
 impl InterfaceInfo {
@@ -82,6 +87,7 @@ impl InterfaceInfo {
             admin_state: s("admin_state"),
             link_state: s("link_state"),
             mac_in_use: s("mac_in_use"),
+            ifindex: row.get_i64("ifindex"),
         })
     }
 }
@@ -112,6 +118,12 @@ pub struct PortSpec {
     pub external_ids: BTreeMap<String, String>,
     /// If set, wait up to this long for vswitchd to apply the change (`--wait=vswitchd`).
     pub wait_vswitchd: Option<Duration>,
+    /// If set, an existing port of that name is not updated in place: it is removed, vswitchd
+    /// is given up to this long to apply the removal, then the port is inserted afresh (like
+    /// `ovs-vsctl del-port` then `add-port`, two transactions). Needed whenever the device was
+    /// (re)created under a name OVS already has: vswitchd keeps an existing port's receive
+    /// side bound to the device it opened, dead or not (userspace datapath).
+    pub replace: Option<Duration>,
 }
 
 impl PortSpec {
@@ -123,6 +135,7 @@ impl PortSpec {
             iface_type: None,
             external_ids: BTreeMap::new(),
             wait_vswitchd: None,
+            replace: None,
         }
     }
 
@@ -163,6 +176,14 @@ impl PortSpec {
         self.wait_vswitchd = Some(timeout);
         self
     }
+
+    /// Replace an existing port instead of updating it (see [`PortSpec::replace`]); `wait`
+    /// bounds the wait for vswitchd between removal and insertion (if vswitchd is down, the
+    /// port is inserted after it: a starting vswitchd opens every device afresh).
+    pub fn replace(mut self, wait: Duration) -> PortSpec {
+        self.replace = Some(wait);
+        self
+    }
 }
 
 /// Result of [`Ovs::add_port`].
@@ -170,6 +191,10 @@ impl PortSpec {
 pub struct AddPortOutcome {
     /// False if the port already existed and only its interface was updated.
     pub created: bool,
+    /// An existing port was removed and inserted again ([`PortSpec::replace`]): `Some(true)`
+    /// if vswitchd applied the removal in between, `Some(false)` if it did not within the
+    /// bound (vswitchd down or slow), `None` if nothing was replaced.
+    pub replaced: Option<bool>,
     /// Port row UUID.
     pub port_uuid: Uuid,
     /// Interface row UUID.
@@ -199,6 +224,18 @@ fn bump_next_cfg() -> [Operation; 2] {
         ),
         Operation::select("Open_vSwitch", root(), &["next_cfg"]),
     ]
+}
+
+/// Aborts the transaction unless no row of `table` is named `name`.
+fn absent(table: &str, name: &str) -> Operation {
+    Operation::wait(
+        table,
+        vec![Condition::eq("name", name)],
+        &["name"],
+        WaitUntil::Eq,
+        vec![],
+        Some(0),
+    )
 }
 
 fn first_row(r: &OpResult) -> Option<&Row> {
@@ -379,7 +416,7 @@ impl Ovs {
             Some(o) => o,
             None => self.add_port_retrying(spec).await?,
         };
-        info!(bridge = %spec.bridge, port = %spec.ifname, created = outcome.created, "ovs port plugged");
+        info!(bridge = %spec.bridge, port = %spec.ifname, created = outcome.created, replaced = ?outcome.replaced, "ovs port plugged");
         if let Some(timeout) = spec.wait_vswitchd {
             let target = outcome.next_cfg.ok_or(Error::NotFound {
                 kind: "Open_vSwitch row",
@@ -419,20 +456,13 @@ impl Ovs {
     /// exists yet. `Ok(None)`: the bridge is missing (nothing was written: unreferenced rows
     /// are garbage-collected); a failed guard is a retryable conflict error.
     async fn add_port_new(&self, spec: &PortSpec) -> Result<Option<AddPortOutcome>> {
-        let absent = |table: &str| {
-            Operation::wait(
-                table,
-                vec![Condition::eq("name", spec.ifname.as_str())],
-                &["name"],
-                WaitUntil::Eq,
-                vec![],
-                Some(0),
-            )
-        };
         debug!(port = %spec.ifname, bridge = %spec.bridge, "creating port (one round trip)");
         self.insert_port(
             spec,
-            vec![absent("Port"), absent("Interface")],
+            vec![
+                absent("Port", &spec.ifname),
+                absent("Interface", &spec.ifname),
+            ],
             Condition::eq("name", spec.bridge.as_str()),
         )
         .await
@@ -488,6 +518,7 @@ impl Ovs {
         };
         Ok(Some(AddPortOutcome {
             created: true,
+            replaced: None,
             interface_uuid: uuid(at)?,
             port_uuid: uuid(at + 1)?,
             next_cfg: first_row(result_at(&res, at + 4)?).and_then(|r| r.get_i64("next_cfg")),
@@ -526,6 +557,9 @@ impl Ovs {
                         "port {name} exists on a bridge other than {}",
                         spec.bridge
                     )));
+                }
+                if let Some(wait) = spec.replace {
+                    return self.replace_port(spec, &br_uuid, &port, wait).await;
                 }
                 let keys: Vec<Atom> = spec
                     .external_ids
@@ -574,6 +608,7 @@ impl Ovs {
                 }
                 Ok(Some(AddPortOutcome {
                     created: false,
+                    replaced: None,
                     port_uuid: port,
                     interface_uuid: iface,
                     next_cfg: first_row(result_at(&res, cfg + 1)?)
@@ -593,6 +628,59 @@ impl Ovs {
                 "interface {name} exists in a port with another name"
             ))),
         }
+    }
+
+    /// The replace path of [`Ovs::add_port`]: removes `port` from the bridge (one transaction),
+    /// waits up to `wait` for vswitchd to apply that, then inserts the port afresh (a second
+    /// transaction, guarded by the name being free). `Ok(None)`: changed under us, retry.
+    async fn replace_port(
+        &self,
+        spec: &PortSpec,
+        br_uuid: &Uuid,
+        port: &Uuid,
+        wait: Duration,
+    ) -> Result<Option<AddPortOutcome>> {
+        let name = spec.ifname.as_str();
+        let mut ops = vec![Operation::mutate(
+            "Bridge",
+            vec![
+                Condition::eq("_uuid", br_uuid),
+                Condition::includes("ports", port),
+            ],
+            vec![Mutation::new(
+                "ports",
+                Mutator::Delete,
+                Value::set([port.clone()]),
+            )],
+        )];
+        ops.extend(bump_next_cfg());
+        let res = self.transact(&ops).await?;
+        if result_at(&res, 0)?.count() != 1 {
+            return Ok(None);
+        }
+        let applied = match first_row(result_at(&res, 2)?).and_then(|r| r.get_i64("next_cfg")) {
+            None => false,
+            Some(target) => match self.wait_for_cfg(target, wait).await {
+                Ok(_) => true,
+                Err(Error::Timeout { .. }) => {
+                    warn!(port = name, ?wait, "ovs-vswitchd did not apply the removal of the old port in time (down?); inserting the new one anyway");
+                    false
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        debug!(port = name, applied, "old port removed, inserting afresh");
+        let out = self
+            .insert_port(
+                spec,
+                vec![absent("Port", name), absent("Interface", name)],
+                Condition::eq("_uuid", br_uuid),
+            )
+            .await?;
+        Ok(out.map(|o| AddPortOutcome {
+            replaced: Some(applied),
+            ..o
+        }))
     }
 
     /// Remove port `ifname` from `bridge`; Ok(false) if it was not there.
@@ -646,6 +734,25 @@ impl Ovs {
             }
         }
         Ok(true)
+    }
+
+    /// Whether ovs-vswitchd is attached to this database: while it runs it holds the OVSDB
+    /// lock `ovs_vswitchd` (RFC 7047 section 4.1.8). Asked on a connection of its own that
+    /// leaves the lock (or its queue) at once, so a starting vswitchd is never held up.
+    pub async fn vswitchd_running(&self) -> Result<bool> {
+        const LOCK: &str = "ovs_vswitchd";
+        let c = Client::connect(&self.endpoint, self.timeout).await?;
+        let r = c.call("lock", serde_json::json!([LOCK])).await;
+        // Leave it whatever the answer was: we hold the lock, or wait in its queue.
+        let left = c.call("unlock", serde_json::json!([LOCK])).await;
+        let got = r?
+            .get("locked")
+            .and_then(serde_json::Value::as_bool)
+            .ok_or_else(|| Error::Protocol("lock reply without \"locked\"".into()))?;
+        if let Err(e) = left {
+            debug!(error = %e, "unlock of the probe lock failed (the connection closes anyway)");
+        }
+        Ok(!got)
     }
 
     /// Watch `req` with a monitor until `f` returns `Some` for a row (initial or updated).

@@ -737,3 +737,193 @@ async fn answers_server_inactivity_probes() {
         .expect("still connected")
         .contains(&OVS_DB.to_owned()));
 }
+
+/// A fake ovs-vswitchd: whenever `next_cfg` changes it records whether Port `watch` exists in
+/// the database at that moment (what a real vswitchd would configure), then copies `next_cfg`
+/// to `cur_cfg` after `delay`.
+/// What the fake vswitchd saw: (next_cfg, whether the watched port existed).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(i64, bool)>>>;
+
+fn fake_vswitchd(
+    s: &OvsdbServer,
+    watch: &'static str,
+    delay: Duration,
+) -> (tokio::task::JoinHandle<()>, Seen) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ep = s.endpoint();
+    let log = seen.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let task = tokio::spawn(async move {
+        let fake = Client::connect(&ep, T).await.expect("connect");
+        let mut mon = fake
+            .monitor(
+                OVS_DB,
+                &[MonitorRequest::new("Open_vSwitch", &["next_cfg"])],
+            )
+            .await
+            .expect("monitor");
+        ready_tx.send(()).expect("ready");
+        loop {
+            let upd = mon.next().await.expect("update");
+            for (uuid, u) in upd.get("Open_vSwitch").into_iter().flatten() {
+                let Some(n) = u.new.as_ref().and_then(|r| r.get_i64("next_cfg")) else {
+                    continue;
+                };
+                let res = fake
+                    .transact(
+                        OVS_DB,
+                        &[Operation::select(
+                            "Port",
+                            vec![Condition::eq("name", watch)],
+                            &["_uuid"],
+                        )],
+                    )
+                    .await
+                    .expect("select");
+                let present = !res[0].rows().is_empty();
+                log.lock().expect("log").push((n, present));
+                tokio::time::sleep(delay).await;
+                fake.transact(
+                    OVS_DB,
+                    &[Operation::update(
+                        "Open_vSwitch",
+                        vec![Condition::eq("_uuid", uuid)],
+                        Row::new().with("cur_cfg", n),
+                    )],
+                )
+                .await
+                .expect("set cur_cfg");
+            }
+        }
+    });
+    // The monitor is in place before the caller changes anything.
+    tokio::task::block_in_place(|| ready_rx.recv().expect("fake vswitchd started"));
+    (task, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_removes_the_port_lets_vswitchd_apply_it_then_inserts_afresh() {
+    let s = OvsdbServer::start();
+    let o = ovs(&s).await;
+    let first = o
+        .add_port(&pod_port("tap-r").external_id("stale-key", "1"))
+        .await
+        .expect("first");
+    let (vswitchd, seen) = fake_vswitchd(&s, "tap-r", Duration::from_millis(100));
+    let t = std::time::Instant::now();
+    let second = o
+        .add_port(&pod_port("tap-r").replace(Duration::from_secs(10)))
+        .await
+        .expect("replace");
+    let took = t.elapsed();
+    vswitchd.abort();
+    assert!(second.created, "{second:?}");
+    assert_eq!(second.replaced, Some(true), "vswitchd applied the removal");
+    assert_ne!(second.port_uuid, first.port_uuid, "a new Port row");
+    assert_ne!(
+        second.interface_uuid, first.interface_uuid,
+        "a new Interface row"
+    );
+    // vswitchd saw a configuration without the port between the two rows (what makes it close
+    // the old device and open the new one): that is the whole point.
+    let seen = seen.lock().expect("log").clone();
+    assert!(
+        seen.iter().any(|(_, present)| !present),
+        "vswitchd never saw the port removed: {seen:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(100),
+        "replace returned after {took:?}, before the fake vswitchd applied the removal"
+    );
+    // Fresh row: the external ids are the spec's, old keys are gone.
+    let ids = vsctl_map(&s.vsctl.run(&["get", "Interface", "tap-r", "external_ids"]));
+    assert_eq!(ids.get("stale-key"), None, "{ids:?}");
+    assert_eq!(
+        ids.get("iface-id").map(String::as_str),
+        Some("6f1e0a3c-0000-4000-8000-000000000001")
+    );
+    assert_eq!(s.vsctl.run(&["port-to-br", "tap-r"]), BRIDGE);
+    assert_eq!(
+        s.vsctl
+            .run(&["--columns=_uuid", "--bare", "find", "Port", "name=tap-r"])
+            .lines()
+            .count(),
+        1
+    );
+    // Without `replace` the same call updates the row in place (the old behaviour).
+    let third = o.add_port(&pod_port("tap-r")).await.expect("update");
+    assert!(!third.created);
+    assert_eq!(third.replaced, None);
+    assert_eq!(third.port_uuid, second.port_uuid);
+}
+
+#[tokio::test]
+async fn replace_goes_on_after_its_bound_when_vswitchd_is_down_and_creates_when_absent() {
+    let s = OvsdbServer::start();
+    let o = ovs(&s).await;
+    // Nothing to replace: a plain insert, no wait.
+    let t = std::time::Instant::now();
+    let created = o
+        .add_port(&pod_port("tap-d").replace(Duration::from_secs(5)))
+        .await
+        .expect("create");
+    assert!(created.created);
+    assert_eq!(created.replaced, None);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // No vswitchd: the removal is never applied; the port is inserted after the bound.
+    let t = std::time::Instant::now();
+    let out = o
+        .add_port(&pod_port("tap-d").replace(Duration::from_millis(400)))
+        .await
+        .expect("replace without vswitchd");
+    let took = t.elapsed();
+    assert_eq!(out.replaced, Some(false));
+    assert_ne!(out.port_uuid, created.port_uuid);
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(s.vsctl.run(&["port-to-br", "tap-d"]), BRIDGE);
+    // ifindex is read (unset without vswitchd).
+    let iface = o.find_interface("tap-d").await.expect("find").expect("row");
+    assert_eq!(iface.uuid, out.interface_uuid);
+    assert_eq!(iface.ifindex, None);
+    let c = Client::connect(&s.endpoint(), T).await.expect("connect");
+    c.transact(
+        OVS_DB,
+        &[Operation::update(
+            "Interface",
+            vec![Condition::eq("name", "tap-d")],
+            Row::new().with("ifindex", Some(42)).with("ofport", Some(7)),
+        )],
+    )
+    .await
+    .expect("set ifindex");
+    let iface = o.find_interface("tap-d").await.expect("find").expect("row");
+    assert_eq!((iface.ifindex, iface.ofport), (Some(42), Some(7)));
+}
+
+#[tokio::test]
+async fn vswitchd_running_is_whether_someone_holds_its_lock_and_never_keeps_it() {
+    let s = OvsdbServer::start();
+    let o = ovs(&s).await;
+    assert!(!o.vswitchd_running().await.expect("probe"), "no vswitchd");
+    // Play vswitchd: hold the lock `ovs_vswitchd` as it does.
+    let fake = Client::connect(&s.endpoint(), T).await.expect("connect");
+    let r = fake
+        .call("lock", serde_json::json!(["ovs_vswitchd"]))
+        .await
+        .expect("lock");
+    assert_eq!(r["locked"], true, "the probe left the lock free: {r}");
+    assert!(o.vswitchd_running().await.expect("probe"), "lock held");
+    // The probe did not stay queued for it: after vswitchd leaves, another holder gets it at once.
+    fake.call("unlock", serde_json::json!(["ovs_vswitchd"]))
+        .await
+        .expect("unlock");
+    let other = Client::connect(&s.endpoint(), T).await.expect("connect");
+    let r = other
+        .call("lock", serde_json::json!(["ovs_vswitchd"]))
+        .await
+        .expect("lock");
+    assert_eq!(r["locked"], true, "{r}");
+}

@@ -218,7 +218,8 @@ pub async fn serve_unix(
 /// What a TCP server serves.
 #[derive(Clone, Debug)]
 pub enum Site {
-    /// `/ready`, `/alive`.
+    /// `/ready`, `/alive`, `/health` (problems with pods' networking that are neither: stale
+    /// OVS ports the daemon could not repair, vswitchd down).
     Health(Arc<Health>),
     /// `/metrics`.
     Metrics(Metrics),
@@ -243,6 +244,14 @@ fn handle_site(site: &Site, method: &str, path: &str) -> HttpResponse {
                 response(200, "text/plain", "ok\n")
             } else {
                 response(500, "text/plain", format!("not alive: {}\n", r.join("; ")))
+            }
+        }
+        (Site::Health(h), "/health") => {
+            let r = h.degraded_reasons();
+            if r.is_empty() {
+                response(200, "text/plain", "ok\n")
+            } else {
+                response(503, "text/plain", format!("degraded: {}\n", r.join("; ")))
             }
         }
         (Site::Metrics(m), "/metrics") => response(
