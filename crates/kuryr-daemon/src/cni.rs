@@ -666,6 +666,8 @@ impl Cni {
                 }
             }
         }
+        // While ovs-vswitchd is down (check_host says so) no port can be judged or repaired.
+        let vswitchd_down = matches!(self.env.ovs.vswitchd_running().await, Ok(false));
         for iface in &att.interfaces {
             diffs.extend(
                 Driver::for_binding(&iface.vif.binding)
@@ -673,7 +675,7 @@ impl Cni {
                     .await,
             );
             // A stale OVS port is reported (above) and repaired: the next CHECK passes.
-            if let Some(port) = OwnedPort::of_iface(iface, Some(att.pod_ref())) {
+            if let Some(port) = OwnedPort::of_iface(iface, Some(att.pod_ref())).filter(|_| !vswitchd_down) {
                 match self.repairer().check(&port, "check").await {
                     Ok(Verdict::Repaired { .. }) => diffs.push(format!(
                         "OVS port {}: re-added by kuryr-daemon, ovs-vswitchd holds its device now",

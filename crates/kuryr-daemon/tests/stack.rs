@@ -1723,3 +1723,130 @@ async fn recycled_pool_ports_keep_their_datapath_on_the_stack() {
     })
     .await;
 }
+
+// ------------------------------------------------------------- ovs-vswitchd outage (issue 18)
+
+/// Holds ovs-vswitchd down: its supervisor (hack/stack/supervise) is stopped with SIGSTOP so it
+/// cannot restart the switch, then the switch is killed with -9 (what its conntrack abort does).
+/// Drop lets the supervisor go on: it sees the exit, records the crash and restarts the switch.
+struct VswitchdOutage {
+    supervisor: String,
+}
+
+impl VswitchdOutage {
+    fn begin() -> VswitchdOutage {
+        let read = |f: &str| std::fs::read_to_string(Path::new(STATE).join("pids").join(f)).expect(f).trim().to_owned();
+        let (supervisor, pid) = (read("ovs-vswitchd.sup"), read("ovs-vswitchd.pid"));
+        assert!(Command::new("kill").args(["-STOP", &supervisor]).status().expect("kill").success());
+        let outage = VswitchdOutage { supervisor };
+        assert!(Command::new("kill").args(["-9", &pid]).status().expect("kill").success());
+        while Path::new(&format!("/proc/{pid}/stat")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        outage
+    }
+}
+
+impl Drop for VswitchdOutage {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.supervisor]).status();
+    }
+}
+
+/// kuryr-daemon through an ovs-vswitchd crash (issue 18): while the switch is down CNI CHECK
+/// says so (and neither calls the pod's port stale nor "repairs" it), an ADD is accepted (its
+/// port waits in OVSDB), no attachment is lost; once the supervisor restarted the switch, the
+/// pod plugged before and the pod added during the outage both carry traffic, and CHECK passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn pods_regain_traffic_after_an_ovs_vswitchd_crash_on_the_stack() {
+    with_stack(|s| async move {
+        let dir = tempfile::tempdir().expect("tmp");
+        let d = start_daemon_probing(&s, dir.path(), Duration::from_secs(60), None, None, Duration::from_secs(1)).await;
+        let sock = d.socket_path().to_path_buf();
+        let ns = s.ns.clone();
+        let ovs = Ovs::connect_default().await.expect("OVSDB");
+        let (a, b) = ("kd-vsw-a", "kd-vsw-b");
+        let (uid_a, uid_b) = (s.create_pod(a).await, s.create_pod(b).await);
+        s.create_kp(a, &uid_a).await;
+        s.create_kp(b, &uid_b).await;
+        let (pa, pb) = (s.create_port(a).await, s.create_port(b).await);
+        s.write_vif(a, &pa).await;
+        s.write_vif(b, &pb).await;
+        let act = s.activate(a);
+        let (nsa, nsa_path) = s.netns("kd-va-");
+        let cid_a = unique("kdvswa");
+        let (st, body) = cni(&sock, &add(&cid_a, &nsa_path, &ns, a, &uid_a)).await;
+        assert_eq!(st, 200, "ADD a: {body}");
+        let _ = act.await;
+        let gw = s.env["POD_GW"].clone();
+        wired(&nsa, &gw, "a -> gateway before the crash").await;
+        assert!(ovs.vswitchd_running().await.expect("lock probe"), "vswitchd runs before the outage");
+
+        let outage = VswitchdOutage::begin();
+        let t0 = Instant::now();
+        eventually(Duration::from_secs(10), "OVSDB to see vswitchd gone", || async {
+            (!ovs.vswitchd_running().await.unwrap_or(true)).then_some(())
+        })
+        .await;
+        // CHECK names the outage, does not call the port stale, and repairs nothing.
+        let t = Instant::now();
+        let (st, body) = cni(&sock, &verb("CHECK", &cid_a, &nsa_path, &ns, a, &uid_a)).await;
+        let msg = body.to_string();
+        eprintln!("CHECK during the outage ({:?}): {st} {msg}", t.elapsed());
+        assert_ne!(st, 200, "CHECK passed while ovs-vswitchd is down: {msg}");
+        assert!(msg.contains("ovs-vswitchd is not running"), "CHECK does not name the outage: {msg}");
+        assert!(!msg.contains("stale"), "CHECK called a port stale during the outage: {msg}");
+        assert!(t.elapsed() < Duration::from_secs(5), "CHECK waited for a repair during the outage: {:?}", t.elapsed());
+        // An ADD during the outage waits within its deadline: its port goes into OVSDB at once,
+        // but Neutron reports it ACTIVE only once the switch (and so OVN) has it.
+        let act = s.activate(b);
+        let (nsb, nsb_path) = s.netns("kd-vb-");
+        let cid_b = unique("kdvswb");
+        let t = Instant::now();
+        let adding = {
+            let (sock, req) = (sock.clone(), add(&cid_b, &nsb_path, &ns, b, &uid_b));
+            tokio::spawn(async move { cni(&sock, &req).await })
+        };
+        let tap_b = pb.host_ifname.clone();
+        eventually(Duration::from_secs(20), "b's OVS port in OVSDB during the outage", || async {
+            ovs.find_interface(&tap_b).await.ok().flatten().map(|_| ())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await; // the outage goes on a little
+        assert!(!adding.is_finished() || t.elapsed() < Duration::from_secs(1), "ADD b returned during the outage");
+        // Let the supervisor restart the switch.
+        drop(outage);
+        eventually(Duration::from_secs(30), "the supervisor to restart ovs-vswitchd", || async {
+            ovs.vswitchd_running().await.unwrap_or(false).then_some(())
+        })
+        .await;
+        eprintln!("ovs-vswitchd back {:?} after the kill", t0.elapsed());
+        let (st, body) = adding.await.expect("ADD task");
+        eprintln!("ADD begun during the outage: {st} after {:?}", t.elapsed());
+        assert_eq!(st, 200, "ADD b begun during the outage: {body}");
+        let _ = act.await;
+        let ip_a = pa.ips[0].address.to_string();
+        let ip_b = pb.ips[0].address.to_string();
+        wired(&nsa, &ip_b, "a (plugged before) -> b (added during the outage)").await;
+        wired(&nsb, &ip_a, "b -> a").await;
+        wired(&nsa, &gw, "a -> gateway after the restart").await;
+        for (cid, nsp, pod, uid) in [(&cid_a, &nsa_path, a, &uid_a), (&cid_b, &nsb_path, b, &uid_b)] {
+            let (st, body) = cni(&sock, &verb("CHECK", cid, nsp, &ns, pod, uid)).await;
+            assert_eq!(st, 200, "CHECK {pod} after the restart: {body}");
+        }
+        assert_eq!(
+            metric(&d, "kuryr_cni_ovs_stale_repairs_total{found_by=\"check\",result=\"repaired\"}").await,
+            0.0,
+            "the outage was mistaken for stale ports"
+        );
+        for (cid, nsp, pod, uid) in [(&cid_a, &nsa_path, a, &uid_a), (&cid_b, &nsb_path, b, &uid_b)] {
+            let (st, body) = cni(&sock, &verb("DEL", cid, nsp, &ns, pod, uid)).await;
+            assert_eq!(st, 200, "DEL {pod}: {body}");
+        }
+        d.shutdown().await;
+    })
+    .await;
+}

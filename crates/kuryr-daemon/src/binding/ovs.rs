@@ -269,6 +269,14 @@ pub(crate) async fn check_ovs_port(
                         i.error.as_deref().unwrap_or("ofport -1")
                     ));
                 }
+                // OVSDB outlives the switch: while ovs-vswitchd is down every row looks fine and
+                // every device looks unheld (nobody opened it). Say that, not "stale".
+                if let Ok(false) = env.ovs.vswitchd_running().await {
+                    out.push(format!(
+                        "ovs-vswitchd is not running: OVS port {ifname} has no datapath until it is back"
+                    ));
+                    return out;
+                }
                 if let Some(i) = iface {
                     let (host, name) = (env.host.clone(), ifname.to_owned());
                     let link = blocking(move || {
