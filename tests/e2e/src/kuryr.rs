@@ -25,10 +25,18 @@ pub fn start(daemon_args: &[&str]) -> Kuryr {
 /// [`start`] with another kuryr.conf (e.g. the stack's plus a few options, see
 /// [`config_with`]).
 pub fn start_with_config(conf: &Path, daemon_args: &[&str]) -> Kuryr {
-    let state = state_dir();
-    let kcfg = state.join("kubeconfig");
+    let mut daemon = spawn_daemon(conf, daemon_args);
+    let controller = spawn_controller(conf);
+    wait_daemon_ready(&mut daemon);
+    Kuryr { daemon, controller }
+}
+
+/// kuryr-daemon alone, as [`start_with_config`] runs it (not waited for: see
+/// [`wait_daemon_ready`]).
+pub fn spawn_daemon(conf: &Path, daemon_args: &[&str]) -> Proc {
+    let kcfg = state_dir().join("kubeconfig");
     let host = stack_env()["STACK_HOST"].clone();
-    let mut daemon = Proc::spawn(
+    Proc::spawn(
         "kuryr-daemon",
         Command::new(workspace_bin("kuryr-daemon"))
             .arg("--config-file")
@@ -40,8 +48,13 @@ pub fn start_with_config(conf: &Path, daemon_args: &[&str]) -> Kuryr {
             .arg(workspace_bin("kuryr-cni"))
             .args(daemon_args)
             .env("RUST_LOG", "info"),
-    );
-    let controller = Proc::spawn(
+    )
+}
+
+/// kuryr-controller alone, as [`start_with_config`] runs it.
+pub fn spawn_controller(conf: &Path) -> Proc {
+    let kcfg = state_dir().join("kubeconfig");
+    Proc::spawn(
         "kuryr-controller",
         Command::new(workspace_bin("kuryr-controller"))
             .arg("--config-file")
@@ -50,7 +63,12 @@ pub fn start_with_config(conf: &Path, daemon_args: &[&str]) -> Kuryr {
             .arg(&kcfg)
             .arg("--install-crds")
             .env("RUST_LOG", "info"),
-    );
+    )
+}
+
+/// Waits until `daemon` wrote the conflist and the node is Ready.
+pub fn wait_daemon_ready(daemon: &mut Proc) {
+    let host = stack_env()["STACK_HOST"].clone();
     // The daemon writes the conflist only once ready; then the node goes Ready.
     wait_for(
         "the kuryr conflist",
@@ -72,7 +90,6 @@ pub fn start_with_config(conf: &Path, daemon_args: &[&str]) -> Kuryr {
         "node",
         &host,
     ]));
-    Kuryr { daemon, controller }
 }
 
 /// A kuryr.conf of a test's own: the stack's plus `extra` (INI text; a repeated option wins),

@@ -144,3 +144,144 @@ fn warm_pool_ports_are_preplugged_active_and_taken_by_pods() {
         std::panic::resume_unwind(p);
     }
 }
+
+/// Pods `names` in `ns` Ready, then every one pings every other and each of `peers` (IPs):
+/// "wired" means traffic, never only ACTIVE (issue 11). Returns name → (uid, ip, port id).
+fn ready_and_talking(cloud: &Cloud, ns: &str, names: &[String], peers: &[String], what: &str) -> Vec<(String, String, String)> {
+    for n in names {
+        ready(ns, n);
+    }
+    let mut out = Vec::new();
+    for n in names {
+        let uid = pod_field(ns, n, ".metadata.uid");
+        let ports = cloud.ports_of_device(&uid);
+        assert_eq!(ports.len(), 1, "{what}: pod {n}: {ports:?}");
+        out.push((pod_field(ns, n, ".status.podIP"), uid, ports[0].id.clone()));
+    }
+    let ips: Vec<String> = out.iter().map(|o| o.0.clone()).chain(peers.iter().cloned()).collect();
+    for (i, n) in names.iter().enumerate() {
+        for (j, to) in ips.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let ping = run(kubectl().args(["exec", "-n", ns, n, "--", "ping", "-c", "2", "-W", "2", to]));
+            assert!(ping.status.success(), "{what}: {n} -> {to}: {}", String::from_utf8_lossy(&ping.stdout));
+        }
+    }
+    out
+}
+
+/// Issue 11 through kubelet: pods on RECYCLED pool ports carry traffic, round after round —
+/// including a round whose pods are deleted while kuryr-daemon is killed with -9 (their DELs
+/// queued by kuryr-cni, the ports recycled and pre-plugged again by the restarted daemon) and a
+/// round after ovs-vswitchd was killed with -9 (restarted by the stack's supervisor). Then
+/// pools are turned off: the free pool ports are released (pool KuryrPort and Neutron ports
+/// gone, nothing held in the holding netns), claimed ones stay with their pods, which still talk.
+#[test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+fn recycled_pool_ports_carry_traffic_and_pools_off_drains_them() {
+    let cloud = Cloud::connect();
+    let node = stack_env()["STACK_HOST"].clone();
+    clear_pool(&cloud, &node, false);
+    // A small pool, oldest port first: pods soon get ports earlier pods used.
+    let conf = kuryr::config_with(
+        "pool-recycle",
+        "[kubernetes]\nvif_pool_driver = neutron\n[vif_pool]\nports_pool_min = 1\nports_pool_batch = 1\nports_pool_max = 4\n",
+    );
+    let Kuryr { mut daemon, mut controller } = kuryr::start_with_config(&conf.0, &[]);
+    let ns = Namespace::create("kst-recycle-");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ns.apply_json("ref", &pod(&ns.0, "ref"));
+        let refp = ready_and_talking(&cloud, &ns.0, &["ref".to_string()], &[], "reference pod");
+        let ref_ip = refp[0].0.clone();
+        let mut used: BTreeSet<String> = BTreeSet::new();
+        let mut recycled_total = 0;
+        for round in 1..=4 {
+            if round == 4 {
+                // ovs-vswitchd killed with -9; the supervisor restarts it.
+                let pidf = kuryr_e2e::state_dir().join("pids/ovs-vswitchd.pid");
+                let old = std::fs::read_to_string(&pidf).expect("vswitchd pid").trim().to_string();
+                must(std::process::Command::new("kill").args(["-9", &old]));
+                wait_for("ovs-vswitchd restarted by the supervisor", Duration::from_secs(60), Duration::from_millis(200), || {
+                    let now = std::fs::read_to_string(&pidf).unwrap_or_default().trim().to_string();
+                    (now != old
+                        && !now.is_empty()
+                        && run(std::process::Command::new("ovs-appctl").args(["-t", "/var/run/openvswitch/ovs-vswitchd.ctl", "version"])).status.success())
+                    .then_some(())
+                });
+                let ping = run(kubectl().args(["exec", "-n", &ns.0, "ref", "--", "ping", "-c", "3", "-W", "2", &refp[0].0]));
+                eprintln!("round 4: ovs-vswitchd {old} killed and restarted; ref alive: {}", ping.status.success());
+            }
+            let names: Vec<String> = (0..3).map(|i| format!("r{round}-{i}")).collect();
+            let t = Instant::now();
+            for n in &names {
+                ns.apply_json(n, &pod(&ns.0, n));
+            }
+            let got = ready_and_talking(&cloud, &ns.0, &names, std::slice::from_ref(&ref_ip), &format!("round {round}"));
+            let recycled = got.iter().filter(|g| used.contains(&g.2)).count();
+            eprintln!("round {round}: 3 pods Ready and talking {:?} after create, {recycled} on recycled ports", t.elapsed());
+            if round > 1 {
+                assert!(recycled >= 1, "round {round}: no pod got a recycled port (used before: {used:?}, now: {got:?})");
+            }
+            recycled_total += recycled;
+            used.extend(got.iter().map(|g| g.2.clone()));
+            if round == 4 {
+                break; // these pods stay for the drain below
+            }
+            if round == 2 {
+                // Deleted while the daemon is down: kuryr-cni queues the DELs, the restarted
+                // daemon replays them; the ports are recycled and pre-plugged again.
+                must(kubectl().args(["delete", "pod", "-n", &ns.0, "--wait=false"]).args(&names));
+                let _ = daemon.child.kill();
+                let _ = daemon.child.wait();
+                eprintln!("round 2: kuryr-daemon killed with -9 while its pods are deleted");
+                std::thread::sleep(Duration::from_secs(2));
+                daemon = kuryr::spawn_daemon(&conf.0, &[]);
+                kuryr::wait_daemon_ready(&mut daemon);
+            } else {
+                must(kubectl().args(["delete", "pod", "-n", &ns.0, "--wait=true"]).args(&names));
+            }
+            wait_for(&format!("round {round}'s pods gone"), Duration::from_secs(120), Duration::from_millis(250), || {
+                names.iter().all(|n| !run(kubectl().args(["get", "pod", "-n", &ns.0, n])).status.success()).then_some(())
+            });
+            wait_for(&format!("a port of round {round} back in the pool"), Duration::from_secs(60), Duration::from_millis(250), || {
+                let p = published(&node);
+                got.iter().any(|g| p.contains(&g.2)).then_some(())
+            });
+        }
+        eprintln!("{recycled_total} pods in rounds 2-4 ran on recycled pool ports");
+
+        // Pools off: free pool ports are released, claimed ones stay.
+        let claimed: Vec<String> = ["ref", "r4-0", "r4-1", "r4-2"].iter().map(|n| cloud.ports_of_device(&pod_field(&ns.0, n, ".metadata.uid"))[0].id.clone()).collect();
+        controller.stop();
+        daemon.stop();
+        let plain = kuryr_e2e::state_dir().join("kuryr.conf");
+        controller = kuryr::spawn_controller(&plain);
+        daemon = kuryr::spawn_daemon(&plain, &[]);
+        kuryr::wait_daemon_ready(&mut daemon);
+        let t = Instant::now();
+        wait_for("pools off: the pool KuryrPort and the free pool ports gone", Duration::from_secs(120), Duration::from_millis(500), || {
+            (published(&node).is_empty() && pool_ports(&cloud).is_empty()).then_some(())
+        });
+        wait_for("pools off: nothing held in the holding netns", Duration::from_secs(60), Duration::from_millis(250), || {
+            let out = run(std::process::Command::new("ip").args(["-n", kuryr_core::names::POOL_NETNS, "-o", "link"]));
+            (!String::from_utf8_lossy(&out.stdout).contains(": kp")).then_some(())
+        });
+        eprintln!("pools off: drained {:?} after the restart", t.elapsed());
+        for id in &claimed {
+            let p = cloud.rt.block_on(cloud.neutron.get_port(id)).expect("a claimed port survives the drain");
+            assert!(!p.device_id.is_empty(), "claimed port {id} lost its pod: {p:?}");
+        }
+        let names: Vec<String> = ["r4-0", "r4-1", "r4-2"].iter().map(|s| s.to_string()).collect();
+        ready_and_talking(&cloud, &ns.0, &names, std::slice::from_ref(&ref_ip), "after the drain");
+    }));
+    let logs = (controller.log_tail(40), daemon.log_tail(40));
+    must(kubectl().args(["delete", "namespace", &ns.0, "--wait=true", "--timeout=120s"]));
+    controller.stop();
+    clear_pool(&cloud, &node, true);
+    daemon.stop();
+    if let Err(p) = result {
+        eprintln!("controller:\n{}\ndaemon:\n{}", logs.0, logs.1);
+        std::panic::resume_unwind(p);
+    }
+}
