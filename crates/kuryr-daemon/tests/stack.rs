@@ -1739,6 +1739,13 @@ impl VswitchdOutage {
         let (supervisor, pid) = (read("ovs-vswitchd.sup"), read("ovs-vswitchd.pid"));
         assert!(Command::new("kill").args(["-STOP", &supervisor]).status().expect("kill").success());
         let outage = VswitchdOutage { supervisor };
+        // hack/test's summary marks this crash as deliberate.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let line = format!("{now} ovs-vswitchd daemon stack test: vswitchd outage\n");
+        let _ = std::io::Write::write_all(
+            &mut std::fs::OpenOptions::new().create(true).append(true).open(Path::new(STATE).join("expected-kills")).expect("expected-kills"),
+            line.as_bytes(),
+        );
         assert!(Command::new("kill").args(["-9", &pid]).status().expect("kill").success());
         while Path::new(&format!("/proc/{pid}/stat")).exists()
             && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")

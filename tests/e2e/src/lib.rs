@@ -124,7 +124,10 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        let log = std::env::temp_dir().join(format!("{}-{}.log", name, std::process::id()));
+        // One file per spawn: a restarted process must not truncate its predecessor's log.
+        static SPAWNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SPAWNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = std::env::temp_dir().join(format!("{}-{}-{n}.log", name, std::process::id()));
         let f = std::fs::File::create(&log).expect("log file");
         let f2 = f.try_clone().expect("log file");
         let child = cmd
@@ -202,4 +205,18 @@ pub fn wait_for<T>(
         }
         std::thread::sleep(every);
     }
+}
+
+/// Tells the stack's supervisor bookkeeping that the test is about to kill `service` on purpose
+/// (`$STATE/expected-kills`): hack/test's summary then marks that crash as deliberate instead
+/// of reporting it as a crash no test caused.
+pub fn announce_kill(service: &str, why: &str) {
+    use std::io::Write;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir().join("expected-kills"))
+        .expect("open expected-kills");
+    writeln!(f, "{now} {service} {why}").expect("write expected-kills");
 }

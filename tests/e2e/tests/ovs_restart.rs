@@ -122,6 +122,7 @@ fn pods_survive_an_ovs_vswitchd_kill_9() {
         .unwrap_or_default()
         .lines()
         .count();
+    kuryr_e2e::announce_kill("ovs-vswitchd", "e2e ovs_restart: kill -9 under pod traffic");
     let killed_at = Instant::now();
     must(Command::new("kill").args(["-9", &old.to_string()]));
     // A pod created during the outage: its ADD must not fail (the port goes into OVSDB; vswitchd
