@@ -17,6 +17,13 @@ use std::time::{Duration, Instant};
 /// The e2e controller's cluster name (its default).
 const CLUSTER: &str = "kubernetes";
 
+/// Each test runs its own kuryr-controller and kuryr-daemon with pools on the one node: one at a
+/// time (hack/test runs a binary's tests two at a time).
+fn node_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn pool_ports(cloud: &Cloud) -> Vec<Port> {
     let q = Query::new().eq("device_owner", kuryr_core::names::DEVICE_OWNER);
     let all = cloud.rt.block_on(cloud.neutron.list_ports(&q)).expect("list ports");
@@ -74,6 +81,7 @@ fn clear_pool(cloud: &Cloud, node: &str, daemon_running: bool) {
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn warm_pool_ports_are_preplugged_active_and_taken_by_pods() {
+    let _node = node_lock();
     let cloud = Cloud::connect();
     let node = stack_env()["STACK_HOST"].clone();
     clear_pool(&cloud, &node, false);
@@ -208,6 +216,7 @@ pods: {out:?}
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn recycled_pool_ports_carry_traffic_and_pools_off_drains_them() {
+    let _node = node_lock();
     let cloud = Cloud::connect();
     let node = stack_env()["STACK_HOST"].clone();
     clear_pool(&cloud, &node, false);
