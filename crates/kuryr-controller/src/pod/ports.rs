@@ -4,15 +4,15 @@
 //! Idempotency key: the pod UID is stamped as the port's `device_id` (with `device_owner =
 //! compute:kuryr`), so a crash between `POST /ports` and the KuryrPort status write leaves a
 //! port that the next reconcile finds (`GET /ports?device_id=<uid>&device_owner=compute:kuryr`)
-//! and adopts instead of creating a second one. With warm pools ([`crate::pool`]) a pod's port is
+//! and adopts instead of creating a second one. With warm pools ([`crate::pod::pool`]) a pod's port is
 //! claimed from its node's pool before one is created.
 
-use crate::context::Context;
-use crate::error::Error;
-use crate::settings::Settings;
-use crate::vif::{build_vif, build_vif_with, VifBuildError, VifDefaults};
-use kuryr_core::vif::{Binding, Vif};
+use crate::pod::vif::{build_vif, build_vif_with, VifBuildError, VifDefaults};
+use crate::runtime::context::Context;
+use crate::runtime::error::Error;
+use crate::runtime::settings::Settings;
 use kuryr_core::names::DEVICE_OWNER;
+use kuryr_core::vif::{Binding, Vif};
 use kuryr_openstack::neutron::{FixedIpRequest, Network, Port, PortCreate, PortUpdate, Subnet, TagResource};
 use kuryr_openstack::{Neutron, Query};
 use std::collections::{BTreeSet, HashMap};
@@ -27,7 +27,7 @@ pub struct PodPortRequest {
     /// The pod's UID, or the `spec.podUid` a standalone container's KuryrPort was given.
     pub pod_uid: String,
     pub node: String,
-    /// For a standalone container (podman, ctr), not a pod: see [`crate::standalone`].
+    /// For a standalone container (podman, ctr), not a pod: see [`crate::pod::standalone`].
     pub standalone: bool,
 }
 
@@ -125,7 +125,7 @@ pub async fn acquire(ctx: &Context, req: &PodPortRequest) -> Result<Acquired, Er
             (p, true, false)
         }
         None => match &ctx.pools {
-            Some(pools) if !req.standalone => match crate::pool::claim(ctx, pools, req, &subnet.network_id).await? {
+            Some(pools) if !req.standalone => match crate::pod::pool::claim(ctx, pools, req, &subnet.network_id).await? {
                 Some(p) => (p, false, true),
                 None => (create(ctx, req, &subnet.network_id).await?, false, false),
             },
@@ -166,7 +166,7 @@ pub async fn release(ctx: &Context, port_id: &str) -> Result<bool, Error> {
 /// `Ok(false)` if it was already gone.
 pub async fn release_or_recycle(ctx: &Context, port_id: &str) -> Result<bool, Error> {
     if let Some(pools) = &ctx.pools {
-        if crate::pool::recycle(ctx, pools, port_id).await? {
+        if crate::pod::pool::recycle(ctx, pools, port_id).await? {
             return Ok(true);
         }
     }

@@ -7,19 +7,19 @@
 //! triggers its pod (to drop the pod finalizer); the final deletion of a pod triggers its
 //! KuryrPort (orphan check). No periodic re-lists, no fixed sleeps.
 
-use crate::activator::{self, Activator};
-use crate::context::{Backoff, Context, Timeline};
-use crate::crds;
-use crate::error::Error;
-use crate::events::Events;
 use crate::gc;
-use crate::health::{self, Health, Reply};
-use crate::kuryrport;
-use crate::lease::{self, LeaderGate, LeaseConfig};
-use crate::metrics::Metrics;
-use crate::pod;
-use crate::ports::NeutronCache;
-use crate::settings::{cloud_config, Settings};
+use crate::pod::activator::{self, Activator};
+use crate::pod::kuryrport;
+use crate::pod::pods as pod;
+use crate::pod::ports::NeutronCache;
+use crate::runtime::context::{Backoff, Context, Timeline};
+use crate::runtime::crds;
+use crate::runtime::error::Error;
+use crate::runtime::events::Events;
+use crate::runtime::health::{self, Health, Reply};
+use crate::runtime::lease::{self, LeaderGate, LeaseConfig};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::settings::{cloud_config, Settings};
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -250,7 +250,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
     let (activator, activator_rx) = Activator::channel();
     let (pools, pool_jobs) = match opts.settings.pool.clone() {
         Some(cfg) => {
-            let (p, jobs) = crate::pool::Pools::new(cfg);
+            let (p, jobs) = crate::pod::pool::Pools::new(cfg);
             (Some(Arc::new(p)), Some(jobs))
         }
         None => (None, None),
@@ -273,7 +273,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         synced: watch::channel(false).0,
         pools: pools.clone(),
         fresh: Mutex::default(),
-        nested: crate::nested::Nested::default(),
+        nested: crate::pod::nested::Nested::default(),
     });
 
     let mut aux = Vec::new();
@@ -321,9 +321,9 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
     }
     aux.push(tokio::spawn(activator::run(ctx.clone(), activator_rx)));
     match (pools, pool_jobs) {
-        (Some(p), Some(jobs)) => aux.push(tokio::spawn(crate::pool::run(ctx.clone(), p, jobs))),
+        (Some(p), Some(jobs)) => aux.push(tokio::spawn(crate::pod::pool::run(ctx.clone(), p, jobs))),
         // Pools off: release what an earlier configuration's pools left.
-        _ if !opts.read_only => aux.push(tokio::spawn(crate::pool::run_drain(ctx.clone()))),
+        _ if !opts.read_only => aux.push(tokio::spawn(crate::pod::pool::run_drain(ctx.clone()))),
         _ => {}
     }
     if let Some(g) = opts.gc.clone() {

@@ -8,16 +8,16 @@
 //!   port); once the KuryrPort is gone the pod finalizer is removed.
 //!
 //! * Standalone containers' KuryrPorts (label `kuryr.openstack.org/standalone=true`, see
-//!   [`crate::standalone`]) are never deleted here, whatever pod shares their name, and pods in
+//!   [`crate::pod::standalone`]) are never deleted here, whatever pod shares their name, and pods in
 //!   the standalone namespace (reserved for those KuryrPorts) are not wired (a Warning Event says
 //!   so; kuryr-daemon refuses their CNI ADD).
 //!
 //! The KuryrPort reconciler owns everything on the Neutron side.
 
-use crate::context::Context;
-use crate::error::{is_not_found, Error};
-use crate::events::{pod_ref, reason};
-use crate::standalone::is_standalone_kp;
+use crate::pod::standalone::is_standalone_kp;
+use crate::runtime::context::Context;
+use crate::runtime::error::{is_not_found, Error};
+use crate::runtime::events::{pod_ref, reason};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -281,7 +281,7 @@ async fn release(pod: &Pod, ns: &str, name: &str, ctx: &Context) -> Result<Actio
 
 /// Requeue with per-object back-off; count the error.
 pub fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Action {
-    crate::run::error_action(CONTROLLER, &pod.namespace().unwrap_or_default(), &pod.name_any(), err, &ctx)
+    crate::runtime::run::error_action(CONTROLLER, &pod.namespace().unwrap_or_default(), &pod.name_any(), err, &ctx)
 }
 
 #[cfg(test)]

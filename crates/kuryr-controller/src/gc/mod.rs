@@ -3,7 +3,7 @@
 //!
 //! *Ours* is decided from OpenStack's side alone:
 //! - pod ports: `device_owner = compute:kuryr`, all `[neutron_defaults] resource_tags`, and a
-//!   description naming this cluster (`…: cluster <name>, …`, see [`crate::ports::description`];
+//!   description naming this cluster (`…: cluster <name>, …`, see [`crate::pod::ports::description`];
 //!   ports made before the cluster tag existed have only that);
 //! - every other kind (trunk subports, security groups, networks, subnets, floating IPs, Octavia
 //!   load balancers): the cluster tag [`kuryr_core::names::cluster_tag`] plus the resource tags;
@@ -29,8 +29,8 @@
 //! `--watch-namespace` it only looks at that namespace's resources (a port's name is
 //! `<namespace>/<name>`; other kinds' descriptions name `<namespace>/<name>`).
 
-use crate::context::Context;
-use crate::error::Error;
+use crate::runtime::context::Context;
+use crate::runtime::error::Error;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kuryr_core::crd::{KuryrLoadBalancer, KuryrNetwork, KuryrNetworkPolicy, KuryrPort};
@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 /// `device_owner` of a trunk subport (Neutron sets it when the port joins a trunk).
-pub use crate::nested::SUBPORT_OWNER;
+pub use crate::pod::nested::SUBPORT_OWNER;
 /// `device_owner`s of router interface ports.
 pub const ROUTER_INTERFACE_OWNERS: [&str; 3] =
     ["network:router_interface", "network:router_interface_distributed", "network:ha_router_replicated_interface"];
@@ -229,8 +229,7 @@ pub struct Scope {
 
 impl Scope {
     fn port_in_scope(&self, p: &Port) -> bool {
-        !self.protected.contains(&p.id)
-            && self.namespace.as_deref().is_none_or(|ns| p.name.split_once('/').is_some_and(|(n, _)| n == ns))
+        !self.protected.contains(&p.id) && self.namespace.as_deref().is_none_or(|ns| p.name.split_once('/').is_some_and(|(n, _)| n == ns))
     }
 
     /// A tagged resource of another kind: carries the cluster tag, and with a namespace scope its
@@ -283,7 +282,7 @@ pub fn find_orphans(inv: &Inventory, scope: &Scope, refs: &Referenced) -> Vec<Or
             && uid.is_none_or(|u| !refs.uids.contains(u))
         {
             let why = format!("pod uid {} is no Pod or KuryrPort UID and no KuryrPort lists the subport", uid.unwrap_or("?"));
-            out.push(orphan(Kind::TrunkSubport, &p.id, &p.name, crate::nested::parent_of(p), why));
+            out.push(orphan(Kind::TrunkSubport, &p.id, &p.name, crate::pod::nested::parent_of(p), why));
         }
     }
     for n in inv.networks.iter().filter(|n| scope.owned(&n.id, &n.tags, &n.description)) {
@@ -395,8 +394,14 @@ pub async fn inventory(ctx: &Context, scope: &Scope) -> Result<Inventory, Error>
     let ports_q = ports_q.fields(["id", "name", "description", "device_id", "device_owner", "tags"]);
     // Free warm-pool ports carry no tags (they get them when claimed): found by their empty
     // device_id, judged by their pool stamp.
-    let pool_q = project(Query::new().eq("device_owner", DEVICE_OWNER).eq("device_id", ""))
-        .fields(["id", "name", "description", "device_id", "device_owner", "tags"]);
+    let pool_q = project(Query::new().eq("device_owner", DEVICE_OWNER).eq("device_id", "")).fields([
+        "id",
+        "name",
+        "description",
+        "device_id",
+        "device_owner",
+        "tags",
+    ]);
     let tagged_q = tagged();
     let subports_q = tagged().eq("device_owner", SUBPORT_OWNER);
     let (mut ports, pool_ports, subports, networks, subnets, security_groups, floating_ips) = tokio::try_join!(
@@ -433,7 +438,10 @@ pub async fn inventory(ctx: &Context, scope: &Scope) -> Result<Inventory, Error>
 
 /// The KuryrNetworks, KuryrNetworkPolicies and KuryrLoadBalancers (listed at each pass: GC is
 /// their only reader in the controller so far).
-async fn list_crds(ctx: &Context, namespace: Option<&str>) -> Result<(Vec<KuryrNetwork>, Vec<KuryrNetworkPolicy>, Vec<KuryrLoadBalancer>), Error> {
+async fn list_crds(
+    ctx: &Context,
+    namespace: Option<&str>,
+) -> Result<(Vec<KuryrNetwork>, Vec<KuryrNetworkPolicy>, Vec<KuryrLoadBalancer>), Error> {
     async fn list<K>(ctx: &Context, namespace: Option<&str>, what: &str) -> Result<Vec<K>, Error>
     where
         K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
@@ -473,7 +481,8 @@ pub fn protected(ctx: &Context) -> HashSet<String> {
 /// Lists this cluster's resources and computes the orphans against the caches and CRDs (no
 /// writes).
 pub async fn orphans(ctx: &Context, namespace: Option<&str>) -> Result<Vec<Orphan>, Error> {
-    let mut scope = Scope { cluster: ctx.settings.cluster_name.clone(), namespace: namespace.map(str::to_string), protected: protected(ctx) };
+    let mut scope =
+        Scope { cluster: ctx.settings.cluster_name.clone(), namespace: namespace.map(str::to_string), protected: protected(ctx) };
     if !ctx.settings.pod_subnet.is_empty() {
         scope.protected.insert(ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?.network_id.clone());
     }
@@ -500,7 +509,7 @@ async fn sweep(ctx: &Context, o: &Orphan) -> Result<bool, Error> {
             }
         }
         // Detached from its trunk (found through the parent port) first, then deleted.
-        Kind::TrunkSubport => crate::nested::release(ctx, &o.id, None).await,
+        Kind::TrunkSubport => crate::pod::nested::release(ctx, &o.id, None).await,
         Kind::Port => gone_ok(n.delete_port(&o.id).await),
         Kind::SecurityGroupRule => gone_ok(n.delete_security_group_rule(&o.id).await),
         Kind::SecurityGroup => gone_ok(n.delete_security_group(&o.id).await),
@@ -518,8 +527,7 @@ pub async fn pass(ctx: &Context, marks: &mut Marks, namespace: Option<&str>, dry
     let mut report = Report { marked: found, ..Report::default() };
     // Pool ports of deleted nodes: out of the pools before they are deleted (no claim may get
     // one), and the node's pool KuryrPort goes after them.
-    let gone_nodes: BTreeSet<String> =
-        to_sweep.iter().filter(|o| o.kind == Kind::Port).filter_map(|o| o.via.clone()).collect();
+    let gone_nodes: BTreeSet<String> = to_sweep.iter().filter(|o| o.kind == Kind::Port).filter_map(|o| o.via.clone()).collect();
     if !dry_run {
         if let Some(pools) = &ctx.pools {
             gone_nodes.iter().for_each(|n| pools.forget_node(n));
@@ -550,7 +558,7 @@ pub async fn pass(ctx: &Context, marks: &mut Marks, namespace: Option<&str>, dry
             let name = kuryr_core::names::pool_kuryrport_name(node);
             match api.delete(&name, &Default::default()).await {
                 Ok(_) => tracing::info!(node = %node, "gc: deleted the pool KuryrPort of a deleted node"),
-                Err(e) if crate::error::is_not_found(&e) => {}
+                Err(e) if crate::runtime::error::is_not_found(&e) => {}
                 Err(e) => tracing::warn!(node = %node, error = %e, "gc: cannot delete the pool KuryrPort of a deleted node"),
             }
         }
@@ -675,7 +683,12 @@ mod tests {
     fn world() -> (Inventory, Referenced) {
         let tag = |c: &str| vec!["kuryr-rs-local".to_string(), cluster_tag(c)];
         let desc = |what: &str, c: &str, ns: &str| kuryr_core::names::resource_description(what, c, ns, "x");
-        let net = |id: &str, c: &str, ns: &str| Network { id: id.into(), tags: tag(c), description: desc("network", c, ns), ..Network::default() };
+        let net = |id: &str, c: &str, ns: &str| Network {
+            id: id.into(),
+            tags: tag(c),
+            description: desc("network", c, ns),
+            ..Network::default()
+        };
         let sub = |id: &str, c: &str, ns: &str| Subnet {
             id: id.into(),
             network_id: format!("net-{id}"),
@@ -683,9 +696,24 @@ mod tests {
             description: desc("subnet", c, ns),
             ..Subnet::default()
         };
-        let sg = |id: &str, c: &str, ns: &str| SecurityGroup { id: id.into(), tags: tag(c), description: desc("sg", c, ns), ..SecurityGroup::default() };
-        let rule = |id: &str, sg: &str, d: String| SecurityGroupRule { id: id.into(), security_group_id: sg.into(), description: d, ..SecurityGroupRule::default() };
-        let fip = |id: &str, c: &str, ns: &str| FloatingIp { id: id.into(), tags: tag(c), description: desc("fip", c, ns), ..FloatingIp::default() };
+        let sg = |id: &str, c: &str, ns: &str| SecurityGroup {
+            id: id.into(),
+            tags: tag(c),
+            description: desc("sg", c, ns),
+            ..SecurityGroup::default()
+        };
+        let rule = |id: &str, sg: &str, d: String| SecurityGroupRule {
+            id: id.into(),
+            security_group_id: sg.into(),
+            description: d,
+            ..SecurityGroupRule::default()
+        };
+        let fip = |id: &str, c: &str, ns: &str| FloatingIp {
+            id: id.into(),
+            tags: tag(c),
+            description: desc("fip", c, ns),
+            ..FloatingIp::default()
+        };
         let lb = |id: &str, c: &str, ns: &str, st: &str| LoadBalancer {
             id: id.into(),
             tags: tag(c),
@@ -710,9 +738,19 @@ mod tests {
         subport_keep.description = "kuryr-rs pod port: cluster c1, pod ns/t (uid uid-t)".into();
         let inv = Inventory {
             subports: vec![subport, subport_keep],
-            networks: vec![net("n-keep", "c1", "ns"), net("n-orphan", "c1", "ns"), net("n-other", "c2", "ns"), net("n-elsewhere", "c1", "ns2")],
+            networks: vec![
+                net("n-keep", "c1", "ns"),
+                net("n-orphan", "c1", "ns"),
+                net("n-other", "c2", "ns"),
+                net("n-elsewhere", "c1", "ns2"),
+            ],
             subnets: vec![sub("s-keep", "c1", "ns"), sub("s-orphan", "c1", "ns"), sub("s-other", "c2", "ns")],
-            router_ports: vec![rif("ri-keep", "s-keep", "r1"), rif("ri-orphan", "s-orphan", "r1"), rif("ri-wrong-router", "s-keep", "r2"), rif("ri-other", "s-other", "r1")],
+            router_ports: vec![
+                rif("ri-keep", "s-keep", "r1"),
+                rif("ri-orphan", "s-orphan", "r1"),
+                rif("ri-wrong-router", "s-keep", "r2"),
+                rif("ri-other", "s-other", "r1"),
+            ],
             security_groups: vec![sg("g-keep", "c1", "ns"), sg("g-orphan", "c1", "ns"), sg("g-other", "c2", "ns")],
             security_group_rules: vec![
                 rule("r-keep", "g-keep", desc("rule", "c1", "ns")),
@@ -721,7 +759,11 @@ mod tests {
                 rule("r-of-orphan-group", "g-orphan", desc("rule", "c1", "ns")),
             ],
             floating_ips: vec![fip("f-keep", "c1", "ns"), fip("f-orphan", "c1", "ns"), fip("f-other", "c2", "ns")],
-            load_balancers: vec![lb("l-keep", "c1", "ns", "ACTIVE"), lb("l-orphan", "c1", "ns", "ACTIVE"), lb("l-deleting", "c1", "ns", "PENDING_DELETE")],
+            load_balancers: vec![
+                lb("l-keep", "c1", "ns", "ACTIVE"),
+                lb("l-orphan", "c1", "ns", "ACTIVE"),
+                lb("l-deleting", "c1", "ns", "PENDING_DELETE"),
+            ],
             ..Inventory::default()
         };
         let knet: KuryrNetwork = serde_json::from_value(json!({
