@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 /// `device_owner` of a trunk subport (Neutron sets it when the port joins a trunk).
-pub use crate::pod::nested::SUBPORT_OWNER;
+pub use kuryr_core::names::SUBPORT_OWNER;
 /// `device_owner`s of router interface ports.
 pub const ROUTER_INTERFACE_OWNERS: [&str; 3] =
     ["network:router_interface", "network:router_interface_distributed", "network:ha_router_replicated_interface"];

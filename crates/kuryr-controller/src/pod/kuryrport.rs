@@ -79,7 +79,7 @@ pub async fn reconcile(kp: Arc<KuryrPort>, ctx: Arc<Context>) -> Result<Action, 
 
 /// Requeue with per-object back-off; count the error.
 pub fn error_policy(kp: Arc<KuryrPort>, err: &Error, ctx: Arc<Context>) -> Action {
-    crate::runtime::run::error_action(CONTROLLER, &kp.namespace().unwrap_or_default(), &kp.name_any(), err, &ctx)
+    crate::runtime::policy::error_action(CONTROLLER, &kp.namespace().unwrap_or_default(), &kp.name_any(), err, &ctx)
 }
 
 fn kp_ref(kp: &KuryrPort) -> ObjectReference {

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// `device_owner` Neutron gives a port attached to a trunk.
-pub const SUBPORT_OWNER: &str = "trunk:subport";
+pub use kuryr_core::names::SUBPORT_OWNER;
 /// `PUT add_subports` attempts for one batch (a 409 re-reads the trunk and picks other ids).
 pub const MAX_ATTACH_ATTEMPTS: usize = 3;
 /// Highest 802.1Q VLAN id.

@@ -281,7 +281,7 @@ async fn release(pod: &Pod, ns: &str, name: &str, ctx: &Context) -> Result<Actio
 
 /// Requeue with per-object back-off; count the error.
 pub fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Action {
-    crate::runtime::run::error_action(CONTROLLER, &pod.namespace().unwrap_or_default(), &pod.name_any(), err, &ctx)
+    crate::runtime::policy::error_action(CONTROLLER, &pod.namespace().unwrap_or_default(), &pod.name_any(), err, &ctx)
 }
 
 #[cfg(test)]

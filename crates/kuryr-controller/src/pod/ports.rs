@@ -1,5 +1,5 @@
 //! The Neutron side of a pod's port: the create request, adoption of a port left by a crash,
-//! tagging, release, and a cache of subnets and networks.
+//! tagging, release (the cache of subnets and networks is [`crate::runtime::cache`]).
 //!
 //! Idempotency key: the pod UID is stamped as the port's `device_id` (with `device_owner =
 //! compute:kuryr`), so a crash between `POST /ports` and the KuryrPort status write leaves a
@@ -13,11 +13,9 @@ use crate::runtime::error::Error;
 use crate::runtime::settings::Settings;
 use kuryr_core::names::DEVICE_OWNER;
 use kuryr_core::vif::{Binding, Vif};
-use kuryr_openstack::neutron::{FixedIpRequest, Network, Port, PortCreate, PortUpdate, Subnet, TagResource};
-use kuryr_openstack::{Neutron, Query};
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use kuryr_openstack::neutron::{FixedIpRequest, Port, PortCreate, PortUpdate, TagResource};
+use kuryr_openstack::Query;
+use std::collections::BTreeSet;
 
 /// Who a port is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,46 +191,6 @@ pub async fn vif_with(ctx: &Context, port: &Port, binding: Option<Binding>) -> R
         Some(b) => build_vif_with(port, &network, &subnets, &defaults, b),
         None => build_vif(port, &network, &subnets, &defaults),
     })
-}
-
-/// Subnets and networks by id. They rarely change; entries expire after a TTL so MTU or
-/// host-route changes are picked up.
-#[derive(Debug)]
-pub struct NeutronCache {
-    ttl: Duration,
-    subnets: Mutex<HashMap<String, (Instant, Arc<Subnet>)>>,
-    networks: Mutex<HashMap<String, (Instant, Arc<Network>)>>,
-}
-
-fn cached<T>(map: &Mutex<HashMap<String, (Instant, Arc<T>)>>, id: &str, ttl: Duration) -> Option<Arc<T>> {
-    let g = map.lock().unwrap_or_else(|e| e.into_inner());
-    g.get(id).filter(|(at, _)| at.elapsed() < ttl).map(|(_, v)| v.clone())
-}
-
-fn store<T>(map: &Mutex<HashMap<String, (Instant, Arc<T>)>>, id: &str, v: T) -> Arc<T> {
-    let v = Arc::new(v);
-    map.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), (Instant::now(), v.clone()));
-    v
-}
-
-impl NeutronCache {
-    pub fn new(ttl: Duration) -> NeutronCache {
-        NeutronCache { ttl, subnets: Mutex::default(), networks: Mutex::default() }
-    }
-
-    pub async fn subnet(&self, neutron: &Neutron, id: &str) -> Result<Arc<Subnet>, Error> {
-        if let Some(s) = cached(&self.subnets, id, self.ttl) {
-            return Ok(s);
-        }
-        Ok(store(&self.subnets, id, neutron.get_subnet(id).await?))
-    }
-
-    pub async fn network(&self, neutron: &Neutron, id: &str) -> Result<Arc<Network>, Error> {
-        if let Some(n) = cached(&self.networks, id, self.ttl) {
-            return Ok(n);
-        }
-        Ok(store(&self.networks, id, neutron.get_network(id).await?))
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! activator handle and the leader gate.
 
 use crate::pod::activator::Activator;
-use crate::pod::ports::NeutronCache;
+use crate::runtime::cache::NeutronCache;
 use crate::runtime::events::Events;
 use crate::runtime::health::Health;
 use crate::runtime::lease::LeaderGate;

@@ -11,7 +11,7 @@ use crate::gc;
 use crate::pod::activator::{self, Activator};
 use crate::pod::kuryrport;
 use crate::pod::pods as pod;
-use crate::pod::ports::NeutronCache;
+use crate::runtime::cache::NeutronCache;
 use crate::runtime::context::{Backoff, Context, Timeline};
 use crate::runtime::crds;
 use crate::runtime::error::Error;
@@ -23,7 +23,7 @@ use crate::runtime::settings::{cloud_config, Settings};
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::{Client, ResourceExt};
@@ -154,18 +154,6 @@ impl Running {
             t.abort();
         }
     }
-}
-
-/// The shared error policy: count, log, requeue with per-object back-off (none for "not the
-/// leader": becoming leader re-reconciles everything).
-pub fn error_action(controller: &'static str, ns: &str, name: &str, err: &Error, ctx: &Context) -> Action {
-    ctx.metrics.reconcile_error(controller, err.metric_label());
-    if matches!(err.inner(), Error::NotLeader) {
-        return Action::await_change();
-    }
-    let delay = ctx.backoff.failed(&format!("{controller}/{ns}/{name}"), err.is_transient());
-    tracing::warn!(controller, object = %format!("{ns}/{name}"), error = %err, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
 }
 
 /// Drops what the controller never reads before a pod enters the cache.
