@@ -265,58 +265,10 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
     });
 
     let mut aux = Vec::new();
-    let mut health_addr = None;
-    if let Some(addr) = opts.health_addr {
-        let h = health.clone();
-        let (bound, task) = health::serve(addr, Arc::new(move |p: &str| health::health_routes(&h, p)))
-            .await
-            .map_err(|e| Error::Config(format!("cannot serve health on {addr}: {e}")))?;
-        tracing::info!(addr = %bound, "health server (/alive, /ready)");
-        health_addr = Some(bound);
-        aux.push(task);
-    }
-    let mut metrics_addr = None;
-    if let Some(addr) = opts.metrics_addr {
-        let m = metrics.clone();
-        let route = move |p: &str| match p {
-            "/metrics" => {
-                Reply { status: 200, content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8", body: m.encode() }
-            }
-            _ => Reply::text(404, "not found\n"),
-        };
-        let (bound, task) =
-            health::serve(addr, Arc::new(route)).await.map_err(|e| Error::Config(format!("cannot serve metrics on {addr}: {e}")))?;
-        tracing::info!(addr = %bound, "metrics server (/metrics)");
-        metrics_addr = Some(bound);
-        aux.push(task);
-    }
+    let (health_addr, metrics_addr) = serve_probes(&opts, &health, &metrics, &mut aux).await?;
 
-    // Keystone readiness: reads the session's cached token; Keystone is called only when the
-    // token nears expiry (or after a failure).
-    {
-        let health = health.clone();
-        aux.push(tokio::spawn(async move {
-            loop {
-                let r = session.token().await.map(drop).map_err(|e| e.to_string());
-                if let Err(e) = &r {
-                    tracing::warn!(error = %e, "no Keystone token");
-                }
-                health.set_keystone(r);
-                health.beat("keystone-check", Duration::from_secs(180));
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            }
-        }));
-    }
-    aux.push(tokio::spawn(activator::run(ctx.clone(), activator_rx)));
-    match (pools, pool_jobs) {
-        (Some(p), Some(jobs)) => aux.push(tokio::spawn(crate::pod::pool::run(ctx.clone(), p, jobs))),
-        // Pools off: release what an earlier configuration's pools left.
-        _ if !opts.read_only => aux.push(tokio::spawn(crate::pod::pool::run_drain(ctx.clone()))),
-        _ => {}
-    }
-    if let Some(g) = opts.gc.clone() {
-        aux.push(tokio::spawn(gc::run(ctx.clone(), g.interval, opts.namespace.clone(), g.dry_run)));
-    }
+    aux.push(spawn_keystone_check(session, health.clone()));
+    spawn_background(&ctx, &opts, activator_rx, pools, pool_jobs, &mut aux);
 
     let lease_task = opts.leader_election.clone().map(|cfg| {
         let (client, leader, metrics, health) = (client.clone(), leader.clone(), metrics.clone(), health.clone());
@@ -423,6 +375,80 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         "kuryr-controller started"
     );
     Ok(Running { health_addr, metrics_addr, context: ctx, shutdown: shutdown_tx, controllers, lease: lease_task, aux })
+}
+
+/// Start phase: the health (`/alive`, `/ready`) and metrics (`/metrics`) servers, when asked
+/// for; returns their bound addresses.
+async fn serve_probes(
+    opts: &Options,
+    health: &Health,
+    metrics: &Arc<Metrics>,
+    aux: &mut Vec<JoinHandle<()>>,
+) -> Result<(Option<SocketAddr>, Option<SocketAddr>), Error> {
+    let mut health_addr = None;
+    if let Some(addr) = opts.health_addr {
+        let h = health.clone();
+        let (bound, task) = health::serve(addr, Arc::new(move |p: &str| health::health_routes(&h, p)))
+            .await
+            .map_err(|e| Error::Config(format!("cannot serve health on {addr}: {e}")))?;
+        tracing::info!(addr = %bound, "health server (/alive, /ready)");
+        health_addr = Some(bound);
+        aux.push(task);
+    }
+    let mut metrics_addr = None;
+    if let Some(addr) = opts.metrics_addr {
+        let m = metrics.clone();
+        let route = move |p: &str| match p {
+            "/metrics" => {
+                Reply { status: 200, content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8", body: m.encode() }
+            }
+            _ => Reply::text(404, "not found\n"),
+        };
+        let (bound, task) =
+            health::serve(addr, Arc::new(route)).await.map_err(|e| Error::Config(format!("cannot serve metrics on {addr}: {e}")))?;
+        tracing::info!(addr = %bound, "metrics server (/metrics)");
+        metrics_addr = Some(bound);
+        aux.push(task);
+    }
+    Ok((health_addr, metrics_addr))
+}
+
+/// Start phase: Keystone readiness. Reads the session's cached token; Keystone is called only
+/// when the token nears expiry (or after a failure).
+fn spawn_keystone_check(session: Session, health: Health) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let r = session.token().await.map(drop).map_err(|e| e.to_string());
+            if let Err(e) = &r {
+                tracing::warn!(error = %e, "no Keystone token");
+            }
+            health.set_keystone(r);
+            health.beat("keystone-check", Duration::from_secs(180));
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    })
+}
+
+/// Start phase: the background tasks: activator, warm pools (or the drain of an earlier
+/// configuration's pools), GC.
+fn spawn_background(
+    ctx: &Arc<Context>,
+    opts: &Options,
+    activator_rx: mpsc::UnboundedReceiver<activator::Cmd>,
+    pools: Option<Arc<crate::pod::pool::Pools>>,
+    pool_jobs: Option<crate::pod::pool::PoolJobs>,
+    aux: &mut Vec<JoinHandle<()>>,
+) {
+    aux.push(tokio::spawn(activator::run(ctx.clone(), activator_rx)));
+    match (pools, pool_jobs) {
+        (Some(p), Some(jobs)) => aux.push(tokio::spawn(crate::pod::pool::run(ctx.clone(), p, jobs))),
+        // Pools off: release what an earlier configuration's pools left.
+        _ if !opts.read_only => aux.push(tokio::spawn(crate::pod::pool::run_drain(ctx.clone()))),
+        _ => {}
+    }
+    if let Some(g) = opts.gc.clone() {
+        aux.push(tokio::spawn(gc::run(ctx.clone(), g.interval, opts.namespace.clone(), g.dry_run)));
+    }
 }
 
 fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
