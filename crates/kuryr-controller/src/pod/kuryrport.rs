@@ -48,6 +48,17 @@ pub const CONTROLLER: &str = "kuryrport";
 pub const DEFAULT_IFNAME: &str = "eth0";
 
 /// Reconciles one KuryrPort. Idempotent; followers (no lease) do nothing.
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(
+        controller = CONTROLLER,
+        namespace = %kp.namespace().unwrap_or_default(),
+        name = %kp.name_any(),
+        uid = %kp.uid().unwrap_or_default(),
+        pod_uid = %kp.spec.pod_uid,
+    )
+)]
 pub async fn reconcile(kp: Arc<KuryrPort>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(CONTROLLER);
     // A node's pool KuryrPort is written by the pools, not reconciled as a pod's.

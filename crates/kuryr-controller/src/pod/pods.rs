@@ -159,6 +159,16 @@ async fn delete_kuryrport(api: &Api<KuryrPort>, kp: &KuryrPort) -> Result<(), Er
 }
 
 /// Reconciles one pod. Idempotent; followers (no lease) do nothing.
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(
+        controller = CONTROLLER,
+        namespace = %pod.namespace().unwrap_or_default(),
+        name = %pod.name_any(),
+        uid = %pod.uid().unwrap_or_default(),
+    )
+)]
 pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(CONTROLLER);
     if !ctx.leader.is_leader() {
