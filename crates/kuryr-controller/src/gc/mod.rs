@@ -29,8 +29,8 @@
 //! `--watch-namespace` it only looks at that namespace's resources (a port's name is
 //! `<namespace>/<name>`; other kinds' descriptions name `<namespace>/<name>`).
 //!
-//! One hop per module: [`inventory`] lists what OpenStack and the cluster hold (no writes);
-//! [`orphans`] decides, purely, what is orphaned and remembers the marks between passes;
+//! One hop per module: [`inventory`](mod@inventory) lists what OpenStack and the cluster hold (no writes);
+//! [`orphans`](mod@orphans) decides, purely, what is orphaned and remembers the marks between passes;
 //! [`sweep`] deletes the twice-marked ones and runs the periodic task.
 
 pub mod inventory;
