@@ -191,7 +191,7 @@ pub fn find_orphans(inv: &Inventory, scope: &Scope, refs: &Referenced) -> Vec<Or
             && uid.is_none_or(|u| !refs.uids.contains(u))
         {
             let why = format!("pod uid {} is no Pod or KuryrPort UID and no KuryrPort lists the subport", uid.unwrap_or("?"));
-            out.push(orphan(Kind::TrunkSubport, &p.id, &p.name, crate::pod::nested::parent_of(p), why));
+            out.push(orphan(Kind::TrunkSubport, &p.id, &p.name, p.trunk_parent(), why));
         }
     }
     for n in inv.networks.iter().filter(|n| scope.owned(&n.id, &n.tags, &n.description)) {

@@ -126,10 +126,7 @@ pub fn select_adoptable(mut ports: Vec<Port>, parent_port_id: &str) -> (Option<P
 
 /// The parent port a subport hangs off (`binding:profile.parent_name`, ML2/OVN).
 pub fn parent_of(port: &Port) -> Option<&str> {
-    if port.device_owner != SUBPORT_OWNER {
-        return None;
-    }
-    port.binding_profile.get("parent_name").and_then(|v| v.as_str()).filter(|s| !s.is_empty())
+    port.trunk_parent()
 }
 
 /// One failure answering every port of a batch.

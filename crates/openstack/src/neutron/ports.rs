@@ -95,7 +95,22 @@ impl Port {
     pub fn ip(&self) -> Option<&str> {
         self.fixed_ips.first().map(|f| f.ip_address.as_str())
     }
+
+    /// The parent port of a trunk subport (`device_owner = trunk:subport`): its
+    /// `binding:profile.parent_name`, if set.
+    pub fn trunk_parent(&self) -> Option<&str> {
+        if self.device_owner != SUBPORT_OWNER {
+            return None;
+        }
+        self.binding_profile
+            .get("parent_name")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+    }
 }
+
+/// `device_owner` Neutron gives a port attached to a trunk.
+pub const SUBPORT_OWNER: &str = "trunk:subport";
 
 /// New port. Empty strings and `None`s are not sent.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
