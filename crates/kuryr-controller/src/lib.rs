@@ -1,40 +1,25 @@
 //! kuryr-controller: Kubernetes pods on OpenStack Neutron ports (the drop-in successor of
 //! upstream kuryr-kubernetes' controller).
 //!
-//! The pod path, one hop per module:
-//! * [`pod`]: Pod → pod finalizer + KuryrPort (upstream `VIFHandler`).
-//! * [`kuryrport`]: KuryrPort → Neutron port (adopt or create) → VIF in `status.vifs`; release on
-//!   deletion (upstream `KuryrPortHandler`).
-//! * [`ports`]: the Neutron calls of that (request body, adoption, tags, release, cache).
-//! * [`nested`]: nested-vlan: the node VM's trunk, subports, per-trunk VLAN ids.
-//! * [`vif`]: Neutron port + network + subnets → the typed VIF (pure).
-//! * [`activator`]: one batched Neutron poll for all ports waiting to become ACTIVE.
-//! * [`standalone`]: KuryrPorts of standalone containers (podman, `ctr run --cni`), made by the
-//!   operator without a Pod: checked, then wired like a pod's, never released as orphans.
-//! * [`run`]: watches, shared stores, controllers, servers; [`lease`]: leader election with
-//!   fencing; [`health`], [`metrics`], [`events`]; [`crds`]: CRD YAML and installation;
-//!   [`settings`]: kuryr.conf → clients and defaults.
+//! One folder per domain, one hop from here:
+//! * [`runtime`]: watches, shared stores, leader gate and lease, back-off and error policy,
+//!   health, metrics, events, settings, CRD installation, [`start`].
+//! * [`pod`]: the pod path: Pod → KuryrPort → Neutron port (or trunk subport) → VIF, activator,
+//!   warm pools, standalone containers.
+//! * [`gc`]: mark-and-sweep garbage collection of the OpenStack resources this controller made.
+//! * [`loadbalancer`], [`policy`], [`namespace`]: reserved for Services, NetworkPolicy and
+//!   namespace networks (empty today).
+//!
+//! Domains reach [`runtime`], never each other except through kuryr-core types.
 #![forbid(unsafe_code)]
 
-pub mod activator;
-pub mod context;
-pub mod crds;
-pub mod error;
-pub mod events;
 pub mod gc;
-pub mod health;
-pub mod kuryrport;
-pub mod lease;
-pub mod metrics;
-pub mod nested;
+pub mod loadbalancer;
+pub mod namespace;
 pub mod pod;
-pub mod pool;
-pub mod ports;
-pub mod run;
-pub mod settings;
-pub mod standalone;
-pub mod vif;
+pub mod policy;
+pub mod runtime;
 
-pub use error::Error;
-pub use run::{start, Options, Running};
-pub use settings::Settings;
+pub use runtime::error::Error;
+pub use runtime::run::{start, Options, Running};
+pub use runtime::settings::Settings;

@@ -18,7 +18,7 @@ use futures_util::FutureExt;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
-use kuryr_controller::lease::LeaseConfig;
+use kuryr_controller::runtime::lease::LeaseConfig;
 use kuryr_controller::{start, Options, Running};
 use kuryr_core::crd::KuryrPort;
 use kuryr_core::names::{DEVICE_OWNER, KURYRPORT_FINALIZER, NODE_NAME_LABEL, POD_FINALIZER};
@@ -790,14 +790,14 @@ async fn standalone_kuryrport_gets_a_port_without_a_pod_and_releases_it_when_del
 async fn plant_port(stack: &Stack, scratch: &Scratch, cluster: &str, ns: &str, name: &str) -> String {
     let mut settings = kuryr_controller::Settings::from_config(&stack.config, cluster).expect("settings");
     settings.cluster_name = cluster.to_string();
-    let req = kuryr_controller::ports::PodPortRequest {
+    let req = kuryr_controller::pod::ports::PodPortRequest {
         namespace: ns.to_string(),
         name: name.to_string(),
         pod_uid: format!("gc-test-{}", unique("uid")),
         node: stack.node(),
         standalone: false,
     };
-    let body = kuryr_controller::ports::port_create(&settings, &req, &stack.env["POD_NET_ID"]);
+    let body = kuryr_controller::pod::ports::port_create(&settings, &req, &stack.env["POD_NET_ID"]);
     let port = stack.neutron.create_port(&body).await.expect("plant port");
     push(&scratch.ports, &port.id);
     stack.neutron.set_tags(kuryr_openstack::neutron::TagResource::Port, &port.id, &settings.tags).await.expect("tag planted port");
@@ -973,7 +973,7 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
     let cluster = "kuryr-rs-test";
     let ours = opts.settings.tags.clone();
     assert!(ours.contains(&kuryr_core::names::cluster_tag(cluster)), "{ours:?}");
-    let theirs = kuryr_controller::settings::all_tags(&opts.settings.resource_tags, "some-other-cluster");
+    let theirs = kuryr_controller::runtime::settings::all_tags(&opts.settings.resource_tags, "some-other-cluster");
     let untagged: Vec<String> = opts.settings.resource_tags.clone();
     let project = opts.settings.project.clone();
     let ctl = start_in(&stack, &scratch, opts).await;
@@ -1042,7 +1042,7 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
         // Trunk subports (nested-vlan): one of this namespace's pods that is gone, and one
         // without the cluster tag.
         let subport = |label: &'static str, tags: Vec<String>| {
-            let req = kuryr_controller::ports::PodPortRequest {
+            let req = kuryr_controller::pod::ports::PodPortRequest {
                 namespace: ns.clone(),
                 name: format!("gc-{label}"),
                 pod_uid: format!("gone-{label}-{}", std::process::id()),
@@ -1052,7 +1052,7 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
             let body = kuryr_openstack::neutron::PortCreate {
                 network_id: stack.env["POD_NET_ID"].clone(),
                 name: format!("{ns}/gc-{label}"),
-                description: kuryr_controller::ports::description(cluster, &req),
+                description: kuryr_controller::pod::ports::description(cluster, &req),
                 project_id: project.clone(),
                 ..kuryr_openstack::neutron::PortCreate::default()
             };
@@ -1429,7 +1429,7 @@ async fn credentials_from_clouds_yaml() {
     let scratch = Scratch::default();
     let ns = create_namespace(&stack, &scratch, "kc-clouds").await;
     // No controller of this test installs them, and this test may run first on a fresh stack.
-    kuryr_controller::crds::install(&stack.client).await.expect("install the CRDs");
+    kuryr_controller::runtime::crds::install(&stack.client).await.expect("install the CRDs");
     run(&stack, &scratch, vec![], async {
         let conf = std::fs::read_to_string(Path::new(STATE).join("kuryr.conf")).expect("kuryr.conf");
         let with_cloud = |cloud: &str| {
@@ -1484,7 +1484,7 @@ const TEST_CLUSTER: &str = "kuryr-rs-test";
 /// Free pool ports of the test cluster in Neutron.
 async fn pool_ports(stack: &Stack) -> Vec<Port> {
     let all = stack.neutron.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER)).await.expect("list ports");
-    all.into_iter().filter(|p| kuryr_controller::pool::is_pool_port(p, TEST_CLUSTER)).collect()
+    all.into_iter().filter(|p| kuryr_controller::pod::pool::is_pool_port(p, TEST_CLUSTER)).collect()
 }
 
 /// Port ids the node's pool KuryrPort publishes.
@@ -1521,7 +1521,7 @@ async fn warm_pool_fills_in_bulk_claims_recycles_and_recovers() {
     let ns = create_namespace(&stack, &scratch, "kc-pool").await;
     let pool_opts = || {
         let mut o = stack.options(&ns);
-        o.settings.pool = Some(kuryr_controller::settings::PoolSettings { min: 2, max: 4, batch: 2 });
+        o.settings.pool = Some(kuryr_controller::runtime::settings::PoolSettings { min: 2, max: 4, batch: 2 });
         o
     };
     let first = start_in(&stack, &scratch, pool_opts()).await;
@@ -1564,7 +1564,7 @@ async fn warm_pool_fills_in_bulk_claims_recycles_and_recovers() {
         pods.delete("pool-b", &DeleteParams::default()).await.expect("delete pod b");
         wait_for("KuryrPort pool-b gone", WAIT, || async { kps.get_opt("pool-b").await.expect("get kp").is_none().then_some(()) }).await;
         let back = stack.neutron.get_port(&vif_b.port_id).await.expect("the recycled port still exists");
-        assert!(kuryr_controller::pool::is_pool_port(&back, TEST_CLUSTER), "restamped as a pool port: {back:?}");
+        assert!(kuryr_controller::pod::pool::is_pool_port(&back, TEST_CLUSTER), "restamped as a pool port: {back:?}");
         wait_for("the recycled port published again", WAIT, || async {
             published(&stack, &node).await.contains(&vif_b.port_id).then_some(())
         })
@@ -1612,15 +1612,15 @@ async fn gc_collects_the_pool_ports_of_a_deleted_node() {
     let ns = create_namespace(&stack, &scratch, "kc-gc-pool").await;
     let mut opts = stack.options(&ns);
     opts.gc = None;
-    opts.settings.pool = Some(kuryr_controller::settings::PoolSettings { min: 0, max: 4, batch: 1 });
+    opts.settings.pool = Some(kuryr_controller::runtime::settings::PoolSettings { min: 0, max: 4, batch: 1 });
     let settings = opts.settings.clone();
     let ctl = start_in(&stack, &scratch, opts).await;
     let ctx = ctl.context.clone();
     let gone = unique("kc-gone-node");
     run(&stack, &scratch, vec![ctl], async {
         // Ports as a pool refill for that node makes them, and the node's pool KuryrPort.
-        let key = kuryr_controller::pool::PoolKey { node: gone.clone(), network_id: stack.env["POD_NET_ID"].clone() };
-        let body = kuryr_controller::pool::pool_port_create(&settings, &key, &settings.pod_security_groups);
+        let key = kuryr_controller::pod::pool::PoolKey { node: gone.clone(), network_id: stack.env["POD_NET_ID"].clone() };
+        let body = kuryr_controller::pod::pool::pool_port_create(&settings, &key, &settings.pod_security_groups);
         let port = stack.neutron.create_port(&body).await.expect("plant pool port");
         push(&scratch.ports, &port.id);
         let kps: Api<KuryrPort> = Api::namespaced(stack.client.clone(), POOL_NAMESPACE);

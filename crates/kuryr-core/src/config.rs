@@ -305,7 +305,43 @@ impl Config {
         Config::from_ini(&Ini::parse(text)?, role)
     }
 
+    /// Reads and checks every section, in this order (the first error wins): `[kubernetes]`,
+    /// `[neutron_defaults]`, `[vif_pool]`, `[namespace_subnet]` and `[binding]`, the
+    /// combinations that cannot work, `[neutron]` (controller), `[octavia_defaults]`,
+    /// `[cni_daemon]`, `[pod_vif_nested]`, the ports.
     pub fn from_ini(ini: &Ini, role: Role) -> Result<Config, ConfigError> {
+        let kubernetes = Self::kubernetes_section(ini)?;
+        let neutron_defaults = Self::neutron_defaults_section(ini)?;
+        let vif_pool = Self::vif_pool_section(ini, kubernetes.vif_pool_driver)?;
+        let ns = "namespace_subnet";
+        let namespace_subnet =
+            NamespaceSubnetConfig { pod_router: ini.opt(ns, "pod_router"), pod_subnet_pool: ini.opt(ns, "pod_subnet_pool") };
+        let link_iface = ini.opt("binding", "link_iface");
+        Self::check_combinations(role, &kubernetes, &neutron_defaults, &namespace_subnet, link_iface.as_deref())?;
+        let neutron = match role {
+            Role::Daemon => None,
+            Role::Controller => Some(neutron_config(ini)?),
+        };
+        let octavia_defaults = Self::octavia_defaults_section(ini)?;
+        let cni_daemon = Self::cni_daemon_section(ini)?;
+        let worker_nodes_subnets = Self::worker_nodes_subnets(ini)?;
+        let ports = Self::ports(ini)?;
+        Ok(Config {
+            kubernetes,
+            neutron,
+            neutron_defaults,
+            vif_pool,
+            namespace_subnet,
+            worker_nodes_subnets,
+            octavia_defaults,
+            cni_daemon,
+            link_iface,
+            ports,
+        })
+    }
+
+    /// `[kubernetes]`: the drivers, the handlers, the API connection.
+    fn kubernetes_section(ini: &Ini) -> Result<KubernetesConfig, ConfigError> {
         let k = "kubernetes";
         let pod_vif_driver = match ini.str_or(k, "pod_vif_driver", "neutron-vif").as_str() {
             "neutron-vif" | "neutron" => PodVifDriver::NeutronVif,
@@ -343,7 +379,7 @@ impl Config {
         if let Some(h) = enabled_handlers.iter().find(|h| !HANDLERS.contains(&h.as_str())) {
             return Err(invalid(k, "enabled_handlers", h, &format!("unknown handler; known: {}", HANDLERS.join(", "))));
         }
-        let kubernetes = KubernetesConfig {
+        Ok(KubernetesConfig {
             api_root: ini.opt(k, "api_root"),
             token_file: ini.str_or(k, "token_file", "/var/run/secrets/kubernetes.io/serviceaccount/token"),
             ssl_ca_crt_file: ini.str_or(k, "ssl_ca_crt_file", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
@@ -357,8 +393,11 @@ impl Config {
             enabled_handlers,
             controller_ha: ini.bool_or(k, "controller_ha", false)?,
             use_events: ini.bool_or(k, "use_events", true)?,
-        };
+        })
+    }
 
+    /// `[neutron_defaults]`.
+    fn neutron_defaults_section(ini: &Ini) -> Result<NeutronDefaults, ConfigError> {
         let nd = "neutron_defaults";
         let neutron_defaults = NeutronDefaults {
             project: ini.str_or(nd, "project", ""),
@@ -374,7 +413,11 @@ impl Config {
         if let Some(t) = neutron_defaults.resource_tags.iter().find(|t| t.len() > 255 || t.contains(',')) {
             return Err(invalid(nd, "resource_tags", t, "a Neutron tag is at most 255 characters and has no comma"));
         }
+        Ok(neutron_defaults)
+    }
 
+    /// `[vif_pool]` (its batch size is checked when a pool driver is on).
+    fn vif_pool_section(ini: &Ini, vif_pool_driver: VifPoolDriver) -> Result<VifPoolConfig, ConfigError> {
         let vp = "vif_pool";
         let vif_pool = VifPoolConfig {
             ports_pool_min: ini.num_or(vp, "ports_pool_min", 5)?,
@@ -393,13 +436,20 @@ impl Config {
         if vif_pool_driver != VifPoolDriver::Noop && vif_pool.ports_pool_batch == 0 {
             return Err(invalid(vp, "ports_pool_batch", "0", "a pool needs a batch size of at least 1"));
         }
+        Ok(vif_pool)
+    }
 
-        let ns = "namespace_subnet";
-        let namespace_subnet =
-            NamespaceSubnetConfig { pod_router: ini.opt(ns, "pod_router"), pod_subnet_pool: ini.opt(ns, "pod_subnet_pool") };
-        let link_iface = ini.opt("binding", "link_iface");
-
-        // Combinations that cannot work.
+    /// Combinations that cannot work (drivers, `link_iface`, what the controller needs).
+    fn check_combinations(
+        role: Role,
+        kubernetes: &KubernetesConfig,
+        neutron_defaults: &NeutronDefaults,
+        namespace_subnet: &NamespaceSubnetConfig,
+        link_iface: Option<&str>,
+    ) -> Result<(), ConfigError> {
+        let (k, nd, ns) = ("kubernetes", "neutron_defaults", "namespace_subnet");
+        let (pod_vif_driver, vif_pool_driver) = (kubernetes.pod_vif_driver, kubernetes.vif_pool_driver);
+        let (pod_subnets_driver, pod_security_groups_driver) = (kubernetes.pod_subnets_driver, kubernetes.pod_security_groups_driver);
         let nested = matches!(pod_vif_driver, PodVifDriver::NestedVlan | PodVifDriver::NestedMacvlan);
         if nested && role == Role::Daemon && link_iface.is_none() {
             return Err(missing("binding", "link_iface", " with a nested pod_vif_driver (the VM NIC pods attach to)"));
@@ -430,25 +480,27 @@ impl Config {
                 return Err(missing(nd, "pod_security_groups", " with pod_security_groups_driver = default"));
             }
         }
+        Ok(())
+    }
 
-        let neutron = match role {
-            Role::Daemon => None,
-            Role::Controller => Some(neutron_config(ini)?),
-        };
-
+    /// `[octavia_defaults]`.
+    fn octavia_defaults_section(ini: &Ini) -> Result<OctaviaDefaults, ConfigError> {
         let od = "octavia_defaults";
         let member_mode = ini.str_or(od, "member_mode", "L3");
         if member_mode != "L3" && member_mode != "L2" {
             return Err(invalid(od, "member_mode", &member_mode, "expected L2 or L3"));
         }
-        let octavia_defaults = OctaviaDefaults {
+        Ok(OctaviaDefaults {
             member_mode,
             enforce_sg_rules: ini.bool_or(od, "enforce_sg_rules", true)?,
             lb_algorithm: ini.str_or(od, "lb_algorithm", "ROUND_ROBIN"),
             timeout_client_data: ini.num_or(od, "timeout_client_data", 0)?,
             timeout_member_data: ini.num_or(od, "timeout_member_data", 0)?,
-        };
+        })
+    }
 
+    /// `[cni_daemon]`.
+    fn cni_daemon_section(ini: &Ini) -> Result<CniDaemonConfig, ConfigError> {
         let cd = "cni_daemon";
         let cni_daemon = CniDaemonConfig {
             vif_annotation_timeout: Duration::from_secs(ini.num_or(cd, "vif_annotation_timeout", 60)?),
@@ -462,6 +514,11 @@ impl Config {
         if let Err(why) = crate::names::check_dns1123_label(&cni_daemon.standalone_namespace) {
             return Err(invalid(cd, "standalone_namespace", &cni_daemon.standalone_namespace, &format!("not a namespace name: {why}")));
         }
+        Ok(cni_daemon)
+    }
+
+    /// `[pod_vif_nested] worker_nodes_subnets`.
+    fn worker_nodes_subnets(ini: &Ini) -> Result<Vec<String>, ConfigError> {
         // Neutron subnet ids (UUIDs): a name or a CIDR here would silently match no parent port.
         let worker_nodes_subnets = ini.list("pod_vif_nested", "worker_nodes_subnets");
         for id in &worker_nodes_subnets {
@@ -469,23 +526,16 @@ impl Config {
                 return Err(invalid("pod_vif_nested", "worker_nodes_subnets", id, "not a Neutron subnet id (UUID)"));
             }
         }
-        let ports = Ports {
+        Ok(worker_nodes_subnets)
+    }
+
+    /// `[health_server]`, `[cni_health_server]`, `[prometheus_exporter]` ports.
+    fn ports(ini: &Ini) -> Result<Ports, ConfigError> {
+        Ok(Ports {
             controller_health: ini.num_or("health_server", "port", 8082)?,
             cni_health: ini.num_or("cni_health_server", "port", 8090)?,
             controller_metrics: ini.num_or("prometheus_exporter", "controller_exporter_port", 9654)?,
             cni_metrics: ini.num_or("prometheus_exporter", "cni_exporter_port", 9655)?,
-        };
-        Ok(Config {
-            kubernetes,
-            neutron,
-            neutron_defaults,
-            vif_pool,
-            namespace_subnet,
-            worker_nodes_subnets,
-            octavia_defaults,
-            cni_daemon,
-            link_iface,
-            ports,
         })
     }
 }

@@ -24,6 +24,8 @@ pub const NODE_NAME_LABEL: &str = "kuryr.openstack.org/nodeName";
 pub const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
 /// Neutron `device_owner` of pod ports (upstream kuryr-lib's value).
 pub const DEVICE_OWNER: &str = "compute:kuryr";
+/// `device_owner` Neutron gives a port attached to a trunk (nested-vlan pod ports).
+pub const SUBPORT_OWNER: &str = "trunk:subport";
 
 /// The Neutron/Octavia tag every resource kuryr-rs creates for cluster `cluster` carries (GC
 /// lists this cluster's resources by it; another cluster's are never candidates).

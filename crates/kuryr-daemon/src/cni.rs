@@ -18,7 +18,7 @@ use kuryr_netplumb::Netns;
 
 use tracing::Instrument;
 
-use crate::api::routes::{AttachmentRequest, Command};
+use crate::api::routes::{AttachmentRequest, Command, PodRef};
 use crate::attachments::{
     now_unix_ms, AttachState, AttachedIface, Attachment, AttachmentStore, FORMAT,
 };
@@ -35,7 +35,7 @@ use crate::locks::KeyedLocks;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::stale::{OwnedPort, Repairer, Verdict};
-use crate::watch::{eval_active, eval_vifs, Cluster};
+use crate::watch::{eval_active, eval_vifs, Cluster, PodVif};
 
 /// Announcement rounds (gratuitous ARP / unsolicited NA) once a port is ACTIVE, and their
 /// spacing (like `arping -U -c 3 -i 0.2`): a peer or router that misses one gets the next.
@@ -149,6 +149,9 @@ impl Cni {
         }
     }
 
+    /// ADD, in its phases: wait for the controller's VIFs; under the pod's lock, record the
+    /// attachment, plug and configure the interfaces; wait for the ports to be ACTIVE;
+    /// announce the addresses.
     async fn add(&self, req: &AttachmentRequest) -> Result<CniResult, DaemonError> {
         let pod = req.pod.clone().ok_or(DaemonError::NotAPod)?;
         // One budget for both waits, and never past the shim's own deadline.
@@ -160,7 +163,34 @@ impl Cni {
         let deadline = tokio::time::Instant::now() + budget;
         let mut seen = false;
 
-        // 1. The controller's VIFs.
+        let vifs = self.add_wait_vifs(req, &pod, deadline, budget, &mut seen).await?;
+        let pod_uid = self.add_pod_uid(&pod);
+
+        // 2. Record, then plug. A crash from here on leaves a record DEL can clean up with.
+        // Only this part holds the pod's lock: a DEL for the pod never waits for an ADD's
+        // waits, only for a plug in progress.
+        let guard = self.locks.lock(&req.lock_key()).await;
+        let (netns, mut att, same_sandbox) = self.add_record(req, &pod, &pod_uid, &vifs).await?;
+        self.add_plug(req, &pod, &pod_uid, &netns, &mut att, same_sandbox).await?;
+        att.state = AttachState::Plugged;
+        self.store.save(&att)?;
+        drop(guard);
+
+        self.add_wait_active(req, &pod, &att, deadline, budget, &mut seen).await?;
+        self.announce(&att, &netns);
+        Ok(l3::cni_result(&att))
+    }
+
+    /// ADD phase 1: the controller's VIFs (waits for the KuryrPort), their interface names
+    /// checked.
+    async fn add_wait_vifs(
+        &self,
+        req: &AttachmentRequest,
+        pod: &PodRef,
+        deadline: tokio::time::Instant,
+        budget: Duration,
+        seen: &mut bool,
+    ) -> Result<Vec<PodVif>, DaemonError> {
         let t = Instant::now();
         let waited = self
             .cluster
@@ -168,9 +198,9 @@ impl Cni {
                 eval_vifs(
                     c.kuryrport(&pod.namespace, &pod.name).as_deref(),
                     c.pod(&pod.namespace, &pod.name).as_deref(),
-                    &pod,
+                    pod,
                     &req.ifname,
-                    &mut seen,
+                    seen,
                 )
             })
             .await;
@@ -179,7 +209,7 @@ impl Cni {
             Err(last) => {
                 let e = DaemonError::TimedOut {
                     waited: budget,
-                    what: if crate::standalone::is_standalone(&pod, crate::standalone::namespace())
+                    what: if crate::standalone::is_standalone(pod, crate::standalone::namespace())
                     {
                         format!("KuryrPort {pod} of a standalone container to get its VIFs (create the KuryrPort first; see its Events)")
                     } else {
@@ -188,7 +218,7 @@ impl Cni {
                     last,
                 };
                 self.events
-                    .warn(&pod, reasons::KURYRPORT_TIMEOUT, e.to_string());
+                    .warn(pod, reasons::KURYRPORT_TIMEOUT, e.to_string());
                 return Err(e);
             }
         };
@@ -199,19 +229,30 @@ impl Cni {
                 why: format!("interface name {:?}: {}", v.ifname, e.msg),
             })?;
         }
-        let pod_uid = match &pod.uid {
+        Ok(vifs)
+    }
+
+    /// The pod UID the attachment records: the runtime's, else the KuryrPort's `spec.podUid`.
+    fn add_pod_uid(&self, pod: &PodRef) -> String {
+        match &pod.uid {
             Some(u) => u.clone(),
             None => self
                 .cluster
                 .kuryrport(&pod.namespace, &pod.name)
                 .map(|kp| kp.spec.pod_uid.clone())
                 .unwrap_or_default(),
-        };
+        }
+    }
 
-        // 2. Record, then plug. A crash from here on leaves a record DEL can clean up with.
-        // Only this part holds the pod's lock: a DEL for the pod never waits for an ADD's
-        // waits, only for a plug in progress.
-        let guard = self.locks.lock(&req.lock_key()).await;
+    /// ADD phase 2a (under the pod's lock): open the netns, unplug the ports a retried ADD's
+    /// KuryrPort no longer holds, save the attachment as `Plugging`.
+    async fn add_record(
+        &self,
+        req: &AttachmentRequest,
+        pod: &PodRef,
+        pod_uid: &str,
+        vifs: &[PodVif],
+    ) -> Result<(Netns, Attachment, bool), DaemonError> {
         let netns = Netns::open(&req.netns).map_err(|e| {
             DaemonError::BadRequest(CniError::invalid_env(
                 format!("cannot open CNI_NETNS {}", req.netns),
@@ -233,14 +274,14 @@ impl Cni {
             }
         }
         let same_sandbox = existing.as_ref().is_some_and(|a| a.netns == req.netns);
-        let mut att = Attachment {
+        let att = Attachment {
             format: FORMAT,
             container_id: req.container_id.clone(),
             ifname: req.ifname.clone(),
             netns: req.netns.clone(),
             pod_namespace: pod.namespace.clone(),
             pod_name: pod.name.clone(),
-            pod_uid: pod_uid.clone(),
+            pod_uid: pod_uid.to_string(),
             created_unix_ms: existing
                 .as_ref()
                 .filter(|_| same_sandbox)
@@ -266,18 +307,31 @@ impl Cni {
         };
         self.store.save(&att)?;
         self.update_gauge();
+        Ok((netns, att, same_sandbox))
+    }
 
+    /// ADD phase 2b (under the pod's lock): plug every interface, then configure its
+    /// addresses and routes in the pod's netns.
+    async fn add_plug(
+        &self,
+        req: &AttachmentRequest,
+        pod: &PodRef,
+        pod_uid: &str,
+        netns: &Netns,
+        att: &mut Attachment,
+        same_sandbox: bool,
+    ) -> Result<(), DaemonError> {
         let t = Instant::now();
         let preplugged = match self
-            .plug_all(&mut att, &netns, &pod_uid, same_sandbox)
+            .plug_all(att, netns, pod_uid, same_sandbox)
             .await
         {
             Ok((ovs_ports, preplugged)) => {
-                self.confirm_ovs_attach(&pod, ovs_ports);
+                self.confirm_ovs_attach(pod, ovs_ports);
                 preplugged
             }
             Err(e) => {
-                self.events.warn(&pod, reasons::PLUG_FAILED, e.to_string());
+                self.events.warn(pod, reasons::PLUG_FAILED, e.to_string());
                 return Err(e);
             }
         };
@@ -302,19 +356,29 @@ impl Cni {
                 kp: pod.to_string(),
                 why,
             })?;
-            if let Err(e) = configure_pod(&netns, cfg).await.map_err(plug_err(
+            if let Err(e) = configure_pod(netns, cfg).await.map_err(plug_err(
                 "configure",
                 format!("{} in {}", iface.ifname, req.netns),
             )) {
-                self.events.warn(&pod, reasons::PLUG_FAILED, e.to_string());
+                self.events.warn(pod, reasons::PLUG_FAILED, e.to_string());
                 return Err(e);
             }
         }
         self.metrics.stage("l3", t.elapsed());
-        att.state = AttachState::Plugged;
-        self.store.save(&att)?;
-        drop(guard);
+        Ok(())
+    }
 
+    /// ADD phase 3: Neutron reports the ports ACTIVE (through the controller's status
+    /// update), and the attachment was not lost to a DEL meanwhile.
+    async fn add_wait_active(
+        &self,
+        req: &AttachmentRequest,
+        pod: &PodRef,
+        att: &Attachment,
+        deadline: tokio::time::Instant,
+        budget: Duration,
+        seen: &mut bool,
+    ) -> Result<(), DaemonError> {
         // 3. Neutron reports the ports ACTIVE (through the controller's status update).
         let t = Instant::now();
         let ids: Vec<String> = att.interfaces.iter().map(|i| i.port_id.clone()).collect();
@@ -324,9 +388,9 @@ impl Cni {
                 eval_active(
                     c.kuryrport(&pod.namespace, &pod.name).as_deref(),
                     c.pod(&pod.namespace, &pod.name).as_deref(),
-                    &pod,
+                    pod,
                     &ids,
-                    &mut seen,
+                    seen,
                 )
             })
             .await;
@@ -339,7 +403,7 @@ impl Cni {
                     last,
                 };
                 self.events
-                    .warn(&pod, reasons::ACTIVE_TIMEOUT, e.to_string());
+                    .warn(pod, reasons::ACTIVE_TIMEOUT, e.to_string());
                 return Err(e);
             }
         }
@@ -353,8 +417,7 @@ impl Cni {
                 ),
             });
         }
-        self.announce(&att, &netns);
-        Ok(l3::cni_result(&att))
+        Ok(())
     }
 
     /// The stale-port checker ([`crate::stale`]).

@@ -2,6 +2,6 @@
 //! `cargo run -p kuryr-controller --bin crdgen > deploy/crds/kuryr-crds.yaml`.
 
 fn main() -> anyhow::Result<()> {
-    print!("{}", kuryr_controller::crds::to_yaml()?);
+    print!("{}", kuryr_controller::runtime::crds::to_yaml()?);
     Ok(())
 }

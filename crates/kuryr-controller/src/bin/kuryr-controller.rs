@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use kuryr_controller::lease::LeaseConfig;
+use kuryr_controller::runtime::lease::LeaseConfig;
 use kuryr_controller::Options;
 use kuryr_core::config::{Config, Role};
 use std::net::SocketAddr;
@@ -107,7 +107,7 @@ async fn gc_list(mut opts: Options) -> anyhow::Result<()> {
     opts.read_only = true;
     let namespace = opts.namespace.clone();
     let client = kube::Client::try_from(opts.kube.clone()).context("connect to the API server")?;
-    kuryr_controller::crds::ensure_served(&client, namespace.as_deref()).await?;
+    kuryr_controller::runtime::crds::ensure_served(&client, namespace.as_deref()).await?;
     let running = kuryr_controller::start(opts).await?;
     running.wait_synced(Duration::from_secs(120)).await?;
     let orphans = kuryr_controller::gc::orphans(&running.context, namespace.as_deref()).await?;
@@ -124,14 +124,16 @@ async fn main() -> anyhow::Result<()> {
     init_logging(args.log_json);
     let config =
         Config::load(&args.config_file, Role::Controller).with_context(|| format!("--config-file {}", args.config_file.display()))?;
-    let kube = kuryr_controller::settings::kube_config(args.kubeconfig.as_deref(), &config.kubernetes).await?;
+    let kube = kuryr_controller::runtime::settings::kube_config(args.kubeconfig.as_deref(), &config.kubernetes).await?;
     let mut opts = Options::from_config(&config, kube, &args.cluster_name)?;
     opts.install_crds = args.install_crds;
     opts.namespace = args.watch_namespace.clone();
     opts.settings.activation_interval = Duration::from_millis(args.activation_interval_ms.max(10));
     opts.settings.activation_deadline = Duration::from_secs(args.activation_deadline_secs.max(1));
-    opts.gc = (args.gc_interval_seconds > 0)
-        .then(|| kuryr_controller::run::GcOptions { interval: Duration::from_secs(args.gc_interval_seconds), dry_run: args.gc_dry_run });
+    opts.gc = (args.gc_interval_seconds > 0).then(|| kuryr_controller::runtime::run::GcOptions {
+        interval: Duration::from_secs(args.gc_interval_seconds),
+        dry_run: args.gc_dry_run,
+    });
     if args.gc_list {
         return gc_list(opts).await;
     }

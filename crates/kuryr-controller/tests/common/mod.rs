@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use kube::Client;
-use kuryr_controller::settings::{cloud_config, kube_config};
+use kuryr_controller::runtime::settings::{cloud_config, kube_config};
 use kuryr_core::config::{Config, Role};
 use kuryr_openstack::{Neutron, Session};
 use std::collections::HashMap;

@@ -1,13 +1,13 @@
 //! What every reconciler gets: clients, shared reflector stores, settings, metrics, events, the
 //! activator handle and the leader gate.
 
-use crate::activator::Activator;
-use crate::events::Events;
-use crate::health::Health;
-use crate::lease::LeaderGate;
-use crate::metrics::{Metrics, Stage};
-use crate::ports::NeutronCache;
-use crate::settings::Settings;
+use crate::pod::activator::Activator;
+use crate::runtime::cache::NeutronCache;
+use crate::runtime::events::Events;
+use crate::runtime::health::Health;
+use crate::runtime::lease::LeaderGate;
+use crate::runtime::metrics::{Metrics, Stage};
+use crate::runtime::settings::Settings;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
 use kube::Client;
@@ -40,13 +40,13 @@ pub struct Context {
     /// [`Context::synced`], [`Context::wait_synced`]).
     pub synced: tokio::sync::watch::Sender<bool>,
     /// Warm pools (`vif_pool_driver = neutron`).
-    pub pools: Option<Arc<crate::pool::Pools>>,
+    pub pools: Option<Arc<crate::pod::pool::Pools>>,
     /// Pods whose KuryrPort this replica created in the current leadership term and for which
     /// no port has been asked for yet: no earlier attempt can have left a port with their UID,
     /// so their first acquire skips the adoption lookup (see [`Context::take_fresh`]).
     pub fresh: Mutex<HashMap<String, u64>>,
     /// nested-vlan: node parents and per-trunk attachment queues.
-    pub nested: crate::nested::Nested,
+    pub nested: crate::pod::nested::Nested,
 }
 
 impl Context {

@@ -1,105 +1,14 @@
-//! Two-phase mark-and-sweep garbage collection of the OpenStack resources this controller
-//! creates, compared with what the cluster still references.
-//!
-//! *Ours* is decided from OpenStack's side alone:
-//! - pod ports: `device_owner = compute:kuryr`, all `[neutron_defaults] resource_tags`, and a
-//!   description naming this cluster (`…: cluster <name>, …`, see [`crate::ports::description`];
-//!   ports made before the cluster tag existed have only that);
-//! - every other kind (trunk subports, security groups, networks, subnets, floating IPs, Octavia
-//!   load balancers): the cluster tag [`kuryr_core::names::cluster_tag`] plus the resource tags;
-//!   router interfaces: those on one of our subnets; security group rules: those in one of our
-//!   groups whose description ([`kuryr_core::names::resource_description`]) names this cluster.
-//!
-//! Another cluster's resources, resources kuryr-rs did not create and the ids kuryr.conf names
-//! (pod subnet and network, pod security groups) are never candidates.
-//!
-//! *Referenced*: a port by a Pod or KuryrPort UID (its `device_id`, or the `(uid …)` of a subport's
-//! description) or a KuryrPort `status.vifs` entry; a network, subnet and router interface by a
-//! KuryrNetwork `status` (`netId`, `subnetId`, `routerId`); a security group and its rules by a
-//! KuryrNetworkPolicy `status` (`securityGroupId`, `securityGroupRules[].id`); a load balancer,
-//! its security groups and floating IP by a KuryrLoadBalancer `status` (`loadbalancer.id`,
-//! `loadbalancer.security_groups`, `service_pub_ip_info.ip_id`).
-//!
-//! A pass *marks* the orphans it sees and *sweeps* (deletes) only those it had already marked in
-//! the previous pass and still sees now: a resource created a moment ago whose CRD the caches have
-//! not delivered yet, or a crash-window port that the next reconcile adopts, is never deleted.
-//! The sweep runs in dependency order ([`Kind`]'s order: load balancers and floating IPs first,
-//! networks last); a delete that fails (e.g. a subnet still holding ports) is logged and stays
-//! marked for the next pass. GC only runs on the leader once the caches are synced; with
-//! `--watch-namespace` it only looks at that namespace's resources (a port's name is
-//! `<namespace>/<name>`; other kinds' descriptions name `<namespace>/<name>`).
+//! Pure orphan finding (`crate::gc::orphans`): what the cluster references, what OpenStack holds,
+//! which of it is an orphan, and the marks between passes. No I/O.
 
-use crate::context::Context;
-use crate::error::Error;
+use super::{Kind, Orphan, ROUTER_INTERFACE_OWNERS, SUBPORT_OWNER};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
 use kuryr_core::crd::{KuryrLoadBalancer, KuryrNetwork, KuryrNetworkPolicy, KuryrPort};
 use kuryr_core::names::{cluster_tag, description_owner, DEVICE_OWNER};
-use kuryr_openstack::neutron::{FloatingIp, Network, Port, RouterInterface, SecurityGroup, SecurityGroupRule, Subnet};
+use kuryr_openstack::neutron::{FloatingIp, Network, Port, SecurityGroup, SecurityGroupRule, Subnet};
 use kuryr_openstack::octavia::LoadBalancer;
-use kuryr_openstack::Query;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::time::Duration;
-
-/// `device_owner` of a trunk subport (Neutron sets it when the port joins a trunk).
-pub use crate::nested::SUBPORT_OWNER;
-/// `device_owner`s of router interface ports.
-pub const ROUTER_INTERFACE_OWNERS: [&str; 3] =
-    ["network:router_interface", "network:router_interface_distributed", "network:ha_router_replicated_interface"];
-
-/// Resource kinds GC knows, in sweep order (what holds another goes first).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    LoadBalancer,
-    FloatingIp,
-    RouterInterface,
-    TrunkSubport,
-    Port,
-    SecurityGroupRule,
-    SecurityGroup,
-    Subnet,
-    Network,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::LoadBalancer => "loadbalancer",
-            Kind::FloatingIp => "floatingip",
-            Kind::RouterInterface => "router_interface",
-            Kind::TrunkSubport => "trunk_subport",
-            Kind::Port => "port",
-            Kind::SecurityGroupRule => "security_group_rule",
-            Kind::SecurityGroup => "security_group",
-            Kind::Subnet => "subnet",
-            Kind::Network => "network",
-        }
-    }
-}
-
-/// One orphaned resource.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Orphan {
-    pub kind: Kind,
-    pub id: String,
-    pub name: String,
-    /// What it hangs off: the router of a router interface (`id` is the interface port), the
-    /// parent port of a subport, the security group of a rule, the deleted node of a pool port.
-    pub via: Option<String>,
-    /// Why it is an orphan (for logs and `--dry-run`).
-    pub reason: String,
-}
-
-impl std::fmt::Display for Orphan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} ({})", self.kind.as_str(), self.id, self.name)?;
-        if let Some(v) = &self.via {
-            write!(f, " on {v}")?;
-        }
-        write!(f, ": {}", self.reason)
-    }
-}
+use std::collections::{BTreeMap, HashSet};
 
 /// What the cluster references.
 #[derive(Debug, Default)]
@@ -229,13 +138,12 @@ pub struct Scope {
 
 impl Scope {
     fn port_in_scope(&self, p: &Port) -> bool {
-        !self.protected.contains(&p.id)
-            && self.namespace.as_deref().is_none_or(|ns| p.name.split_once('/').is_some_and(|(n, _)| n == ns))
+        !self.protected.contains(&p.id) && self.namespace.as_deref().is_none_or(|ns| p.name.split_once('/').is_some_and(|(n, _)| n == ns))
     }
 
     /// A tagged resource of another kind: carries the cluster tag, and with a namespace scope its
     /// description names that namespace.
-    fn owned(&self, id: &str, tags: &[String], description: &str) -> bool {
+    pub(super) fn owned(&self, id: &str, tags: &[String], description: &str) -> bool {
         !self.protected.contains(id)
             && tags.contains(&cluster_tag(&self.cluster))
             && self.namespace.as_deref().is_none_or(|ns| description_owner(description) == Some((self.cluster.as_str(), ns)))
@@ -283,7 +191,7 @@ pub fn find_orphans(inv: &Inventory, scope: &Scope, refs: &Referenced) -> Vec<Or
             && uid.is_none_or(|u| !refs.uids.contains(u))
         {
             let why = format!("pod uid {} is no Pod or KuryrPort UID and no KuryrPort lists the subport", uid.unwrap_or("?"));
-            out.push(orphan(Kind::TrunkSubport, &p.id, &p.name, crate::nested::parent_of(p), why));
+            out.push(orphan(Kind::TrunkSubport, &p.id, &p.name, p.trunk_parent(), why));
         }
     }
     for n in inv.networks.iter().filter(|n| scope.owned(&n.id, &n.tags, &n.description)) {
@@ -369,216 +277,6 @@ impl Marks {
 
     pub fn is_empty(&self) -> bool {
         self.marked.is_empty()
-    }
-}
-
-/// Outcome of one pass.
-#[derive(Debug, Default, PartialEq)]
-pub struct Report {
-    /// Orphans seen (marked) this pass.
-    pub marked: Vec<Orphan>,
-    /// Deleted (or, with dry-run, that would have been deleted).
-    pub swept: Vec<Orphan>,
-    /// Deletes that failed (still marked).
-    pub failed: Vec<Orphan>,
-}
-
-/// Lists what this cluster may own in Neutron and Octavia (no writes).
-pub async fn inventory(ctx: &Context, scope: &Scope) -> Result<Inventory, Error> {
-    let project = |q: Query| if ctx.settings.project.is_empty() { q } else { q.eq("project_id", &ctx.settings.project) };
-    let tagged = || project(Query::new().tags(ctx.settings.tags.iter()));
-    let neutron = &ctx.neutron;
-    let mut ports_q = project(Query::new().eq("device_owner", DEVICE_OWNER));
-    if !ctx.settings.resource_tags.is_empty() {
-        ports_q = ports_q.tags(ctx.settings.resource_tags.iter());
-    }
-    let ports_q = ports_q.fields(["id", "name", "description", "device_id", "device_owner", "tags"]);
-    // Free warm-pool ports carry no tags (they get them when claimed): found by their empty
-    // device_id, judged by their pool stamp.
-    let pool_q = project(Query::new().eq("device_owner", DEVICE_OWNER).eq("device_id", ""))
-        .fields(["id", "name", "description", "device_id", "device_owner", "tags"]);
-    let tagged_q = tagged();
-    let subports_q = tagged().eq("device_owner", SUBPORT_OWNER);
-    let (mut ports, pool_ports, subports, networks, subnets, security_groups, floating_ips) = tokio::try_join!(
-        neutron.list_ports(&ports_q),
-        neutron.list_ports(&pool_q),
-        neutron.list_ports(&subports_q),
-        neutron.list_networks(&tagged_q),
-        neutron.list_subnets(&tagged_q),
-        neutron.list_security_groups(&tagged_q),
-        neutron.list_floating_ips(&tagged_q),
-    )?;
-    let known: HashSet<String> = ports.iter().map(|p| p.id.clone()).collect();
-    ports.extend(pool_ports.into_iter().filter(|p| !known.contains(&p.id)));
-    let mut inv = Inventory { ports, subports, networks, subnets, security_groups, floating_ips, ..Inventory::default() };
-    // Router interfaces can only be ours on one of our subnets: ask for those networks' only.
-    let our_networks: BTreeSet<&str> =
-        inv.subnets.iter().filter(|s| scope.owned(&s.id, &s.tags, &s.description)).map(|s| s.network_id.as_str()).collect();
-    if !our_networks.is_empty() {
-        let q = Query::new().any_of("device_owner", ROUTER_INTERFACE_OWNERS).any_of("network_id", our_networks);
-        inv.router_ports = neutron.list_ports(&q).await?;
-    }
-    if !inv.security_groups.is_empty() {
-        let q = Query::new().any_of("security_group_id", inv.security_groups.iter().map(|g| g.id.as_str()));
-        inv.security_group_rules = neutron.list_security_group_rules(&q).await?;
-    }
-    inv.load_balancers = match ctx.octavia.list_load_balancers(&tagged_q).await {
-        Ok(lbs) => lbs,
-        // A cloud without Octavia has no load balancers of ours.
-        Err(kuryr_openstack::Error::NoEndpoint { .. }) => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(inv)
-}
-
-/// The KuryrNetworks, KuryrNetworkPolicies and KuryrLoadBalancers (listed at each pass: GC is
-/// their only reader in the controller so far).
-async fn list_crds(ctx: &Context, namespace: Option<&str>) -> Result<(Vec<KuryrNetwork>, Vec<KuryrNetworkPolicy>, Vec<KuryrLoadBalancer>), Error> {
-    async fn list<K>(ctx: &Context, namespace: Option<&str>, what: &str) -> Result<Vec<K>, Error>
-    where
-        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let api: Api<K> = match namespace {
-            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-            None => Api::all(ctx.client.clone()),
-        };
-        Ok(api.list(&ListParams::default()).await.map_err(|e| Error::kube("list", what.to_string(), e))?.items)
-    }
-    Ok(tokio::try_join!(
-        list::<KuryrNetwork>(ctx, namespace, "kuryrnetworks"),
-        list::<KuryrNetworkPolicy>(ctx, namespace, "kuryrnetworkpolicies"),
-        list::<KuryrLoadBalancer>(ctx, namespace, "kuryrloadbalancers"),
-    )?)
-}
-
-/// The names of the cluster's Nodes.
-async fn list_nodes(ctx: &Context) -> Result<HashSet<String>, Error> {
-    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(ctx.client.clone());
-    let nodes = api.list_metadata(&ListParams::default()).await.map_err(|e| Error::kube("list", "nodes", e))?;
-    Ok(nodes.items.into_iter().filter_map(|n| n.metadata.name).collect())
-}
-
-/// The ids kuryr.conf names (never collected).
-pub fn protected(ctx: &Context) -> HashSet<String> {
-    let s = &ctx.settings;
-    let mut p: HashSet<String> = s.pod_security_groups.iter().cloned().collect();
-    p.insert(s.pod_subnet.clone());
-    p.retain(|id| !id.is_empty());
-    p
-}
-
-/// Lists this cluster's resources and computes the orphans against the caches and CRDs (no
-/// writes).
-pub async fn orphans(ctx: &Context, namespace: Option<&str>) -> Result<Vec<Orphan>, Error> {
-    let mut scope = Scope { cluster: ctx.settings.cluster_name.clone(), namespace: namespace.map(str::to_string), protected: protected(ctx) };
-    if !ctx.settings.pod_subnet.is_empty() {
-        scope.protected.insert(ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?.network_id.clone());
-    }
-    let (inv, (networks, policies, lbs), nodes) = tokio::try_join!(inventory(ctx, &scope), list_crds(ctx, namespace), list_nodes(ctx))?;
-    let mut refs = Referenced::collect(ctx.pods.state().iter().map(|p| p.as_ref()), ctx.kuryrports.state().iter().map(|k| k.as_ref()));
-    refs.add_crds(&networks, &policies, &lbs);
-    refs.nodes = Some(nodes);
-    Ok(find_orphans(&inv, &scope, &refs))
-}
-
-/// Deletes one orphan (`Ok(false)`: it was already gone).
-async fn sweep(ctx: &Context, o: &Orphan) -> Result<bool, Error> {
-    let n = &ctx.neutron;
-    let gone_ok = |r: Result<bool, kuryr_openstack::Error>| r.map_err(Error::from);
-    match o.kind {
-        Kind::LoadBalancer => gone_ok(ctx.octavia.delete_load_balancer(&o.id, true).await),
-        Kind::FloatingIp => gone_ok(n.delete_floating_ip(&o.id).await),
-        Kind::RouterInterface => {
-            let router = o.via.as_deref().unwrap_or_default();
-            match n.remove_router_interface(router, &RouterInterface::port(&o.id)).await {
-                Ok(_) => Ok(true),
-                Err(e) if e.is_not_found() => Ok(false),
-                Err(e) => Err(e.into()),
-            }
-        }
-        // Detached from its trunk (found through the parent port) first, then deleted.
-        Kind::TrunkSubport => crate::nested::release(ctx, &o.id, None).await,
-        Kind::Port => gone_ok(n.delete_port(&o.id).await),
-        Kind::SecurityGroupRule => gone_ok(n.delete_security_group_rule(&o.id).await),
-        Kind::SecurityGroup => gone_ok(n.delete_security_group(&o.id).await),
-        Kind::Subnet => gone_ok(n.delete_subnet(&o.id).await),
-        Kind::Network => gone_ok(n.delete_network(&o.id).await),
-    }
-}
-
-/// One pass: mark, and sweep what the previous pass marked (unless `dry_run`), in [`Kind`]
-/// order. A failed delete is logged, counted in `failed` and stays marked.
-pub async fn pass(ctx: &Context, marks: &mut Marks, namespace: Option<&str>, dry_run: bool) -> Result<Report, Error> {
-    let found = orphans(ctx, namespace).await?;
-    let mut to_sweep = marks.pass(found.clone());
-    to_sweep.sort();
-    let mut report = Report { marked: found, ..Report::default() };
-    // Pool ports of deleted nodes: out of the pools before they are deleted (no claim may get
-    // one), and the node's pool KuryrPort goes after them.
-    let gone_nodes: BTreeSet<String> =
-        to_sweep.iter().filter(|o| o.kind == Kind::Port).filter_map(|o| o.via.clone()).collect();
-    if !dry_run {
-        if let Some(pools) = &ctx.pools {
-            gone_nodes.iter().for_each(|n| pools.forget_node(n));
-        }
-    }
-    for o in to_sweep {
-        if dry_run {
-            tracing::info!(orphan = %o, "gc (dry run): would delete");
-            report.swept.push(o);
-            continue;
-        }
-        ctx.leader.ensure()?;
-        match sweep(ctx, &o).await {
-            Ok(_) => {
-                tracing::warn!(orphan = %o, "gc: deleted an orphaned resource");
-                ctx.metrics.gc_deleted(o.kind.as_str());
-                report.swept.push(o);
-            }
-            Err(e) => {
-                tracing::warn!(orphan = %o, error = %e, "gc: cannot delete an orphaned resource; retrying next pass");
-                report.failed.push(o);
-            }
-        }
-    }
-    if !dry_run {
-        for node in &gone_nodes {
-            let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), kuryr_core::names::POOL_NAMESPACE);
-            let name = kuryr_core::names::pool_kuryrport_name(node);
-            match api.delete(&name, &Default::default()).await {
-                Ok(_) => tracing::info!(node = %node, "gc: deleted the pool KuryrPort of a deleted node"),
-                Err(e) if crate::error::is_not_found(&e) => {}
-                Err(e) => tracing::warn!(node = %node, error = %e, "gc: cannot delete the pool KuryrPort of a deleted node"),
-            }
-        }
-    }
-    Ok(report)
-}
-
-/// The periodic GC task: a pass every `interval` while this replica leads and the caches are
-/// synced. Errors are logged and retried next interval (never fatal).
-pub async fn run(ctx: std::sync::Arc<Context>, interval: Duration, namespace: Option<String>, dry_run: bool) {
-    let mut marks = Marks::default();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if !ctx.synced() || !ctx.leader.is_leader() {
-            // Marks from another term are stale: start over.
-            marks = Marks::default();
-            continue;
-        }
-        match pass(&ctx, &mut marks, namespace.as_deref(), dry_run).await {
-            Ok(r) => {
-                if !r.marked.is_empty() || !r.swept.is_empty() || !r.failed.is_empty() {
-                    tracing::info!(marked = r.marked.len(), swept = r.swept.len(), failed = r.failed.len(), dry_run, "gc pass");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "gc pass failed; retrying next interval"),
-        }
     }
 }
 
@@ -675,7 +373,12 @@ mod tests {
     fn world() -> (Inventory, Referenced) {
         let tag = |c: &str| vec!["kuryr-rs-local".to_string(), cluster_tag(c)];
         let desc = |what: &str, c: &str, ns: &str| kuryr_core::names::resource_description(what, c, ns, "x");
-        let net = |id: &str, c: &str, ns: &str| Network { id: id.into(), tags: tag(c), description: desc("network", c, ns), ..Network::default() };
+        let net = |id: &str, c: &str, ns: &str| Network {
+            id: id.into(),
+            tags: tag(c),
+            description: desc("network", c, ns),
+            ..Network::default()
+        };
         let sub = |id: &str, c: &str, ns: &str| Subnet {
             id: id.into(),
             network_id: format!("net-{id}"),
@@ -683,9 +386,24 @@ mod tests {
             description: desc("subnet", c, ns),
             ..Subnet::default()
         };
-        let sg = |id: &str, c: &str, ns: &str| SecurityGroup { id: id.into(), tags: tag(c), description: desc("sg", c, ns), ..SecurityGroup::default() };
-        let rule = |id: &str, sg: &str, d: String| SecurityGroupRule { id: id.into(), security_group_id: sg.into(), description: d, ..SecurityGroupRule::default() };
-        let fip = |id: &str, c: &str, ns: &str| FloatingIp { id: id.into(), tags: tag(c), description: desc("fip", c, ns), ..FloatingIp::default() };
+        let sg = |id: &str, c: &str, ns: &str| SecurityGroup {
+            id: id.into(),
+            tags: tag(c),
+            description: desc("sg", c, ns),
+            ..SecurityGroup::default()
+        };
+        let rule = |id: &str, sg: &str, d: String| SecurityGroupRule {
+            id: id.into(),
+            security_group_id: sg.into(),
+            description: d,
+            ..SecurityGroupRule::default()
+        };
+        let fip = |id: &str, c: &str, ns: &str| FloatingIp {
+            id: id.into(),
+            tags: tag(c),
+            description: desc("fip", c, ns),
+            ..FloatingIp::default()
+        };
         let lb = |id: &str, c: &str, ns: &str, st: &str| LoadBalancer {
             id: id.into(),
             tags: tag(c),
@@ -710,9 +428,19 @@ mod tests {
         subport_keep.description = "kuryr-rs pod port: cluster c1, pod ns/t (uid uid-t)".into();
         let inv = Inventory {
             subports: vec![subport, subport_keep],
-            networks: vec![net("n-keep", "c1", "ns"), net("n-orphan", "c1", "ns"), net("n-other", "c2", "ns"), net("n-elsewhere", "c1", "ns2")],
+            networks: vec![
+                net("n-keep", "c1", "ns"),
+                net("n-orphan", "c1", "ns"),
+                net("n-other", "c2", "ns"),
+                net("n-elsewhere", "c1", "ns2"),
+            ],
             subnets: vec![sub("s-keep", "c1", "ns"), sub("s-orphan", "c1", "ns"), sub("s-other", "c2", "ns")],
-            router_ports: vec![rif("ri-keep", "s-keep", "r1"), rif("ri-orphan", "s-orphan", "r1"), rif("ri-wrong-router", "s-keep", "r2"), rif("ri-other", "s-other", "r1")],
+            router_ports: vec![
+                rif("ri-keep", "s-keep", "r1"),
+                rif("ri-orphan", "s-orphan", "r1"),
+                rif("ri-wrong-router", "s-keep", "r2"),
+                rif("ri-other", "s-other", "r1"),
+            ],
             security_groups: vec![sg("g-keep", "c1", "ns"), sg("g-orphan", "c1", "ns"), sg("g-other", "c2", "ns")],
             security_group_rules: vec![
                 rule("r-keep", "g-keep", desc("rule", "c1", "ns")),
@@ -721,7 +449,11 @@ mod tests {
                 rule("r-of-orphan-group", "g-orphan", desc("rule", "c1", "ns")),
             ],
             floating_ips: vec![fip("f-keep", "c1", "ns"), fip("f-orphan", "c1", "ns"), fip("f-other", "c2", "ns")],
-            load_balancers: vec![lb("l-keep", "c1", "ns", "ACTIVE"), lb("l-orphan", "c1", "ns", "ACTIVE"), lb("l-deleting", "c1", "ns", "PENDING_DELETE")],
+            load_balancers: vec![
+                lb("l-keep", "c1", "ns", "ACTIVE"),
+                lb("l-orphan", "c1", "ns", "ACTIVE"),
+                lb("l-deleting", "c1", "ns", "PENDING_DELETE"),
+            ],
             ..Inventory::default()
         };
         let knet: KuryrNetwork = serde_json::from_value(json!({

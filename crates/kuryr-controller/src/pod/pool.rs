@@ -25,10 +25,10 @@
 //! this replica becomes the leader, before it serves a claim; a claimed port carries its pod's
 //! stamp, so it can never be recovered into a pool twice. Followers hold no pool state.
 
-use crate::context::Context;
-use crate::error::Error;
-use crate::ports::{self, PodPortRequest};
-use crate::settings::{PoolSettings, Settings};
+use crate::pod::ports::{self, PodPortRequest};
+use crate::runtime::context::Context;
+use crate::runtime::error::Error;
+use crate::runtime::settings::{PoolSettings, Settings};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kuryr_core::crd::KuryrPort;
 use kuryr_core::names::{pool_kuryrport_name, DEVICE_OWNER, POOL_NAMESPACE};
@@ -210,8 +210,13 @@ impl State {
 
     /// Free and claiming ports of `node` (what its pool KuryrPort lists).
     pub fn published(&self, node: &str) -> BTreeMap<String, Port> {
-        let mut out: BTreeMap<String, Port> =
-            self.free.iter().filter(|(k, _)| k.node == node).flat_map(|(_, g)| g.values().flatten()).map(|p| (p.id.clone(), p.clone())).collect();
+        let mut out: BTreeMap<String, Port> = self
+            .free
+            .iter()
+            .filter(|(k, _)| k.node == node)
+            .flat_map(|(_, g)| g.values().flatten())
+            .map(|p| (p.id.clone(), p.clone()))
+            .collect();
         out.extend(self.claiming.values().filter(|p| p.binding_host_id == node).map(|p| (p.id.clone(), p.clone())));
         out
     }
@@ -306,7 +311,9 @@ async fn stamp(ctx: &Context, port_id: &str, upd: &PortUpdate) {
     match r {
         Ok(()) => {}
         Err(e) if matches!(&e, Error::OpenStack(o) if o.is_not_found()) => {}
-        Err(e) => tracing::warn!(port = %port_id, error = %e, "cannot stamp a claimed pool port with its pod (it stays recorded in the KuryrPort)"),
+        Err(e) => {
+            tracing::warn!(port = %port_id, error = %e, "cannot stamp a claimed pool port with its pod (it stays recorded in the KuryrPort)")
+        }
     }
 }
 
@@ -318,10 +325,14 @@ async fn adopt_strays(ctx: &Context, pools: &Pools) -> Result<usize, Error> {
     let found = ctx.neutron.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER)).await?;
     // A claimed port whose stamp has not been written yet still looks free in Neutron: the
     // KuryrPort that records it says otherwise.
-    let recorded: HashSet<String> =
-        ctx.kuryrports.state().iter().filter(|k| !kuryr_core::names::is_pool(k.metadata.labels.as_ref())).flat_map(|k| crate::kuryrport::recorded_ports(k)).collect();
-    let mine: Vec<Port> =
-        found.into_iter().filter(|p| is_pool_port(p, &ctx.settings.cluster_name) && !recorded.contains(&p.id)).collect();
+    let recorded: HashSet<String> = ctx
+        .kuryrports
+        .state()
+        .iter()
+        .filter(|k| !kuryr_core::names::is_pool(k.metadata.labels.as_ref()))
+        .flat_map(|k| crate::pod::kuryrport::recorded_ports(k))
+        .collect();
+    let mine: Vec<Port> = found.into_iter().filter(|p| is_pool_port(p, &ctx.settings.cluster_name) && !recorded.contains(&p.id)).collect();
     let nodes: BTreeSet<String> = mine.iter().map(|p| p.binding_host_id.clone()).collect();
     let n = pools.with(|s| {
         let before: usize = nodes.iter().map(|n| s.node_count(n)).sum();
@@ -381,7 +392,7 @@ async fn recover(ctx: Arc<Context>, pools: Arc<Pools>) {
             }
             Err(e) => {
                 failures += 1;
-                let delay = crate::context::backoff_delay(failures, e.is_transient());
+                let delay = crate::runtime::context::backoff_delay(failures, e.is_transient());
                 tracing::warn!(error = %e, retry_in = ?delay, "cannot recover the warm pools from Neutron");
                 tokio::time::sleep(delay).await;
             }
@@ -414,7 +425,7 @@ pub async fn drain(ctx: &Context) -> Result<(usize, usize), Error> {
     let recorded: HashSet<String> = kps
         .iter()
         .filter(|k| !kuryr_core::names::is_pool(k.metadata.labels.as_ref()))
-        .flat_map(|k| crate::kuryrport::recorded_ports(k))
+        .flat_map(|k| crate::pod::kuryrport::recorded_ports(k))
         .collect();
     let found = ctx.neutron.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER).eq("device_id", "")).await?;
     let mut deleted = 0;
@@ -447,7 +458,7 @@ pub async fn run_drain(ctx: Arc<Context>) {
                     }
                     Err(e) => {
                         failures += 1;
-                        let delay = crate::context::backoff_delay(failures, e.is_transient());
+                        let delay = crate::runtime::context::backoff_delay(failures, e.is_transient());
                         tracing::warn!(error = %e, retry_in = ?delay, "cannot drain the warm pools");
                         tokio::time::sleep(delay).await;
                     }
@@ -771,9 +782,13 @@ mod tests {
         let p = port("a", "vm", &["sg1"]);
         assert!(is_pool_port(&p, "c1"));
         assert!(!is_pool_port(&p, "c2"), "another cluster's pool");
-        let req = PodPortRequest { namespace: "ns".into(), name: "web".into(), pod_uid: "uid".into(), node: "vm".into(), standalone: false };
+        let req =
+            PodPortRequest { namespace: "ns".into(), name: "web".into(), pod_uid: "uid".into(), node: "vm".into(), standalone: false };
         let same = serde_json::to_value(claim_update(&s, &req, &p, &["sg1".into()])).expect("json");
-        assert_eq!(same, json!({"name": "ns/web", "description": "kuryr-rs pod port: cluster c1, pod ns/web (uid uid)", "device_id": "uid"}));
+        assert_eq!(
+            same,
+            json!({"name": "ns/web", "description": "kuryr-rs pod port: cluster c1, pod ns/web (uid uid)", "device_id": "uid"})
+        );
         let other = serde_json::to_value(claim_update(&s, &req, &p, &["sg9".into()])).expect("json");
         assert_eq!(other["security_groups"], json!(["sg9"]));
         let mut claimed = p.clone();

@@ -10,7 +10,7 @@
 //! * The pod's port: the neutron-vif request without `binding:host_id` and `device_id`.
 //!   Neutron rewrites a subport's `device_owner` to `trunk:subport` (ML2/OVN leaves `device_id`
 //!   and `binding:host_id` empty), so the idempotency key is the port's exact description, which
-//!   names the cluster and the pod UID ([`crate::ports::description`]): a crash between create and
+//!   names the cluster and the pod UID ([`crate::pod::ports::description`]): a crash between create and
 //!   the status write is adopted (`GET /ports?description=…`), never duplicated.
 //! * VLAN ids are per trunk: the trunk's current `sub_ports[].segmentation_id`s are in use, a
 //!   per-trunk cursor moves past the last id handed out (a just-freed id is not reused at once:
@@ -23,9 +23,9 @@
 //! * Release: `PUT /trunks/{id}/remove_subports` (404 = not a subport any more) then
 //!   `DELETE /ports/{id}`.
 
-use crate::context::Context;
-use crate::error::Error;
-use crate::ports::{self, tags_to_set, Acquired, PodPortRequest};
+use crate::pod::ports::{self, tags_to_set, Acquired, PodPortRequest};
+use crate::runtime::context::Context;
+use crate::runtime::error::Error;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use kuryr_openstack::neutron::{Port, PortCreate, SubPort, TagResource};
@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// `device_owner` Neutron gives a port attached to a trunk.
-pub const SUBPORT_OWNER: &str = "trunk:subport";
+pub use kuryr_core::names::SUBPORT_OWNER;
 /// `PUT add_subports` attempts for one batch (a 409 re-reads the trunk and picks other ids).
 pub const MAX_ATTACH_ATTEMPTS: usize = 3;
 /// Highest 802.1Q VLAN id.
@@ -107,7 +107,7 @@ pub fn pick_vlans(used: &BTreeSet<u16>, start: u16, n: usize) -> Vec<u16> {
 }
 
 /// `POST /ports` body of a pod's subport: the neutron-vif one without host and device id.
-pub fn port_create(s: &crate::settings::Settings, req: &PodPortRequest, network_id: &str) -> PortCreate {
+pub fn port_create(s: &crate::runtime::settings::Settings, req: &PodPortRequest, network_id: &str) -> PortCreate {
     PortCreate { device_id: String::new(), binding_host_id: String::new(), ..ports::port_create(s, req, network_id) }
 }
 
@@ -126,10 +126,7 @@ pub fn select_adoptable(mut ports: Vec<Port>, parent_port_id: &str) -> (Option<P
 
 /// The parent port a subport hangs off (`binding:profile.parent_name`, ML2/OVN).
 pub fn parent_of(port: &Port) -> Option<&str> {
-    if port.device_owner != SUBPORT_OWNER {
-        return None;
-    }
-    port.binding_profile.get("parent_name").and_then(|v| v.as_str()).filter(|s| !s.is_empty())
+    port.trunk_parent()
 }
 
 /// One failure answering every port of a batch.
@@ -491,12 +488,12 @@ mod tests {
 
     #[test]
     fn subport_request_and_adoption() {
-        let s = crate::settings::Settings {
+        let s = crate::runtime::settings::Settings {
             project: "proj".into(),
             pod_subnet: "sub-1".into(),
             pod_security_groups: vec!["sg-1".into()],
             cluster_name: "c1".into(),
-            ..crate::settings::Settings::defaults()
+            ..crate::runtime::settings::Settings::defaults()
         };
         let req =
             PodPortRequest { namespace: "ns".into(), name: "web-0".into(), pod_uid: "uid-1".into(), node: "w1".into(), standalone: false };

@@ -12,9 +12,9 @@
 //! The KuryrPort reconciler feeds the set ([`Activator::track`]) whenever it sees an inactive
 //! default VIF, so a restart rebuilds it from the KuryrPorts themselves.
 
-use crate::context::Context;
-use crate::error::Error;
-use crate::events::{kuryrport_ref, pod_ref, reason};
+use crate::runtime::context::Context;
+use crate::runtime::error::Error;
+use crate::runtime::events::{kuryrport_ref, pod_ref, reason};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;

@@ -1,23 +1,21 @@
 //! The Neutron side of a pod's port: the create request, adoption of a port left by a crash,
-//! tagging, release, and a cache of subnets and networks.
+//! tagging, release (the cache of subnets and networks is [`crate::runtime::cache`]).
 //!
 //! Idempotency key: the pod UID is stamped as the port's `device_id` (with `device_owner =
 //! compute:kuryr`), so a crash between `POST /ports` and the KuryrPort status write leaves a
 //! port that the next reconcile finds (`GET /ports?device_id=<uid>&device_owner=compute:kuryr`)
-//! and adopts instead of creating a second one. With warm pools ([`crate::pool`]) a pod's port is
+//! and adopts instead of creating a second one. With warm pools ([`crate::pod::pool`]) a pod's port is
 //! claimed from its node's pool before one is created.
 
-use crate::context::Context;
-use crate::error::Error;
-use crate::settings::Settings;
-use crate::vif::{build_vif, build_vif_with, VifBuildError, VifDefaults};
-use kuryr_core::vif::{Binding, Vif};
+use crate::pod::vif::{build_vif, build_vif_with, VifBuildError, VifDefaults};
+use crate::runtime::context::Context;
+use crate::runtime::error::Error;
+use crate::runtime::settings::Settings;
 use kuryr_core::names::DEVICE_OWNER;
-use kuryr_openstack::neutron::{FixedIpRequest, Network, Port, PortCreate, PortUpdate, Subnet, TagResource};
-use kuryr_openstack::{Neutron, Query};
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use kuryr_core::vif::{Binding, Vif};
+use kuryr_openstack::neutron::{FixedIpRequest, Port, PortCreate, PortUpdate, TagResource};
+use kuryr_openstack::Query;
+use std::collections::BTreeSet;
 
 /// Who a port is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,7 +25,7 @@ pub struct PodPortRequest {
     /// The pod's UID, or the `spec.podUid` a standalone container's KuryrPort was given.
     pub pod_uid: String,
     pub node: String,
-    /// For a standalone container (podman, ctr), not a pod: see [`crate::standalone`].
+    /// For a standalone container (podman, ctr), not a pod: see [`crate::pod::standalone`].
     pub standalone: bool,
 }
 
@@ -125,7 +123,7 @@ pub async fn acquire(ctx: &Context, req: &PodPortRequest) -> Result<Acquired, Er
             (p, true, false)
         }
         None => match &ctx.pools {
-            Some(pools) if !req.standalone => match crate::pool::claim(ctx, pools, req, &subnet.network_id).await? {
+            Some(pools) if !req.standalone => match crate::pod::pool::claim(ctx, pools, req, &subnet.network_id).await? {
                 Some(p) => (p, false, true),
                 None => (create(ctx, req, &subnet.network_id).await?, false, false),
             },
@@ -166,7 +164,7 @@ pub async fn release(ctx: &Context, port_id: &str) -> Result<bool, Error> {
 /// `Ok(false)` if it was already gone.
 pub async fn release_or_recycle(ctx: &Context, port_id: &str) -> Result<bool, Error> {
     if let Some(pools) = &ctx.pools {
-        if crate::pool::recycle(ctx, pools, port_id).await? {
+        if crate::pod::pool::recycle(ctx, pools, port_id).await? {
             return Ok(true);
         }
     }
@@ -193,46 +191,6 @@ pub async fn vif_with(ctx: &Context, port: &Port, binding: Option<Binding>) -> R
         Some(b) => build_vif_with(port, &network, &subnets, &defaults, b),
         None => build_vif(port, &network, &subnets, &defaults),
     })
-}
-
-/// Subnets and networks by id. They rarely change; entries expire after a TTL so MTU or
-/// host-route changes are picked up.
-#[derive(Debug)]
-pub struct NeutronCache {
-    ttl: Duration,
-    subnets: Mutex<HashMap<String, (Instant, Arc<Subnet>)>>,
-    networks: Mutex<HashMap<String, (Instant, Arc<Network>)>>,
-}
-
-fn cached<T>(map: &Mutex<HashMap<String, (Instant, Arc<T>)>>, id: &str, ttl: Duration) -> Option<Arc<T>> {
-    let g = map.lock().unwrap_or_else(|e| e.into_inner());
-    g.get(id).filter(|(at, _)| at.elapsed() < ttl).map(|(_, v)| v.clone())
-}
-
-fn store<T>(map: &Mutex<HashMap<String, (Instant, Arc<T>)>>, id: &str, v: T) -> Arc<T> {
-    let v = Arc::new(v);
-    map.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), (Instant::now(), v.clone()));
-    v
-}
-
-impl NeutronCache {
-    pub fn new(ttl: Duration) -> NeutronCache {
-        NeutronCache { ttl, subnets: Mutex::default(), networks: Mutex::default() }
-    }
-
-    pub async fn subnet(&self, neutron: &Neutron, id: &str) -> Result<Arc<Subnet>, Error> {
-        if let Some(s) = cached(&self.subnets, id, self.ttl) {
-            return Ok(s);
-        }
-        Ok(store(&self.subnets, id, neutron.get_subnet(id).await?))
-    }
-
-    pub async fn network(&self, neutron: &Neutron, id: &str) -> Result<Arc<Network>, Error> {
-        if let Some(n) = cached(&self.networks, id, self.ttl) {
-            return Ok(n);
-        }
-        Ok(store(&self.networks, id, neutron.get_network(id).await?))
-    }
 }
 
 #[cfg(test)]

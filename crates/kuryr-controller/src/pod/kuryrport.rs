@@ -8,27 +8,27 @@
 //! Cleanup (the KuryrPort is deleted; its finalizer): delete every port recorded in the status
 //! and any port stamped with the pod UID (a crash before the status write), 404 = done.
 //!
-//! nested-vlan ([`crate::nested`]): the port is a subport of the node VM's trunk, adopted by its
+//! nested-vlan ([`crate::pod::nested`]): the port is a subport of the node VM's trunk, adopted by its
 //! description, released by detaching it from the trunk first.
 //!
 //! Orphans: a KuryrPort whose pod is gone (force-deleted) or was re-created with another UID is
 //! deleted, which runs the cleanup above.
 //!
-//! Standalone containers ([`crate::standalone`]): a KuryrPort labelled
+//! Standalone containers ([`crate::pod::standalone`]): a KuryrPort labelled
 //! `kuryr.openstack.org/standalone=true` has no pod. It is checked instead of looked up (a refusal
 //! is a Warning Event on the KuryrPort, no port), then wired exactly like a pod's (`device_id` =
 //! `spec.podUid`, host = `spec.podNodeName`), and never deleted as an orphan: only its creator
 //! deletes it, which releases the port through the same finalizer.
 
-use crate::activator::Pending;
-use crate::context::Context;
-use crate::error::Error;
-use crate::events::{pod_ref, reason};
-use crate::nested;
-use crate::ports::{self, adoption_query, PodPortRequest};
-use crate::settings::PodVif;
-use crate::standalone::{self, is_standalone_kp};
-use crate::vif;
+use crate::pod::activator::Pending;
+use crate::pod::nested;
+use crate::pod::ports::{self, adoption_query, PodPortRequest};
+use crate::pod::standalone::{self, is_standalone_kp};
+use crate::pod::vif;
+use crate::runtime::context::Context;
+use crate::runtime::error::Error;
+use crate::runtime::events::{pod_ref, reason};
+use crate::runtime::settings::PodVif;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -48,6 +48,17 @@ pub const CONTROLLER: &str = "kuryrport";
 pub const DEFAULT_IFNAME: &str = "eth0";
 
 /// Reconciles one KuryrPort. Idempotent; followers (no lease) do nothing.
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(
+        controller = CONTROLLER,
+        namespace = %kp.namespace().unwrap_or_default(),
+        name = %kp.name_any(),
+        uid = %kp.uid().unwrap_or_default(),
+        pod_uid = %kp.spec.pod_uid,
+    )
+)]
 pub async fn reconcile(kp: Arc<KuryrPort>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(CONTROLLER);
     // A node's pool KuryrPort is written by the pools, not reconciled as a pod's.
@@ -79,7 +90,7 @@ pub async fn reconcile(kp: Arc<KuryrPort>, ctx: Arc<Context>) -> Result<Action, 
 
 /// Requeue with per-object back-off; count the error.
 pub fn error_policy(kp: Arc<KuryrPort>, err: &Error, ctx: Arc<Context>) -> Action {
-    crate::run::error_action(CONTROLLER, &kp.namespace().unwrap_or_default(), &kp.name_any(), err, &ctx)
+    crate::runtime::policy::error_action(CONTROLLER, &kp.namespace().unwrap_or_default(), &kp.name_any(), err, &ctx)
 }
 
 fn kp_ref(kp: &KuryrPort) -> ObjectReference {
@@ -174,7 +185,7 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
     }
 
     // A completed or deleting pod gets no new port (the pod reconciler deletes this KuryrPort).
-    if pod.is_some_and(|pod| matches!(crate::pod::intent(&pod), crate::pod::Intent::Release)) {
+    if pod.is_some_and(|pod| matches!(crate::pod::pods::intent(&pod), crate::pod::pods::Intent::Release)) {
         return Ok(Action::await_change());
     }
 
@@ -225,7 +236,7 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
     ctx.timeline.vif_written(&uid, &ctx.metrics);
     if let Some(pools) = &ctx.pools {
         // The pod's KuryrPort lists the port now: the node's pool KuryrPort may drop it.
-        crate::pool::recorded(pools, &vif.port_id);
+        crate::pod::pool::recorded(pools, &vif.port_id);
     }
     let ips: Vec<String> = vif.ips.iter().map(|i| i.address.to_string()).collect();
     tracing::info!(

@@ -1,7 +1,7 @@
 //! From `kuryr.conf` (kuryr-core's validated [`Config`]) to what the controller needs: the
 //! OpenStack cloud config, the Kubernetes client config, and the per-port defaults.
 
-use crate::error::Error;
+use crate::runtime::error::Error;
 use kuryr_core::config::{Config, KubernetesConfig, NeutronAuth, NeutronConfig, PodVifDriver, SubnetsDriver, VifPoolDriver};
 use kuryr_openstack::{AuthConfig, AuthType, CloudConfig, Interface};
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ pub struct Settings {
     /// Name of this cluster, written into port descriptions (`--cluster-name`).
     pub cluster_name: String,
     /// `[cni_daemon] standalone_namespace`: where standalone containers' KuryrPorts live (see
-    /// [`crate::standalone`]); Pods there are not wired.
+    /// [`crate::pod::standalone`]); Pods there are not wired.
     pub standalone_namespace: String,
     /// `[kubernetes] use_events`.
     pub use_events: bool,
@@ -42,7 +42,7 @@ pub struct Settings {
     pub reconcile_timeout: Duration,
     /// How long subnets and networks stay in the controller's cache.
     pub neutron_cache_ttl: Duration,
-    /// `[kubernetes] vif_pool_driver = neutron`: warm pools of ports per node ([`crate::pool`]).
+    /// `[kubernetes] vif_pool_driver = neutron`: warm pools of ports per node ([`crate::pod::pool`]).
     pub pool: Option<PoolSettings>,
     /// `[kubernetes] pod_vif_driver`.
     pub pod_vif: PodVif,
@@ -56,7 +56,7 @@ pub struct Settings {
 pub enum PodVif {
     /// `neutron-vif`: a port bound to the node (bare metal / side by side).
     Neutron,
-    /// `nested-vlan`: pods in VMs, a subport of the node VM's trunk ([`crate::nested`]).
+    /// `nested-vlan`: pods in VMs, a subport of the node VM's trunk ([`crate::pod::nested`]).
     NestedVlan,
 }
 
@@ -128,7 +128,8 @@ impl Settings {
             }
             VifPoolDriver::Nested => {
                 return Err(Error::Config(
-                    "[kubernetes] vif_pool_driver = nested: needs pod_vif_driver = nested-vlan, not implemented in kuryr-controller yet".into(),
+                    "[kubernetes] vif_pool_driver = nested: needs pod_vif_driver = nested-vlan, not implemented in kuryr-controller yet"
+                        .into(),
                 ))
             }
         };

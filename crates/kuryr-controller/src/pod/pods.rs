@@ -8,16 +8,16 @@
 //!   port); once the KuryrPort is gone the pod finalizer is removed.
 //!
 //! * Standalone containers' KuryrPorts (label `kuryr.openstack.org/standalone=true`, see
-//!   [`crate::standalone`]) are never deleted here, whatever pod shares their name, and pods in
+//!   [`crate::pod::standalone`]) are never deleted here, whatever pod shares their name, and pods in
 //!   the standalone namespace (reserved for those KuryrPorts) are not wired (a Warning Event says
 //!   so; kuryr-daemon refuses their CNI ADD).
 //!
 //! The KuryrPort reconciler owns everything on the Neutron side.
 
-use crate::context::Context;
-use crate::error::{is_not_found, Error};
-use crate::events::{pod_ref, reason};
-use crate::standalone::is_standalone_kp;
+use crate::pod::standalone::is_standalone_kp;
+use crate::runtime::context::Context;
+use crate::runtime::error::{is_not_found, Error};
+use crate::runtime::events::{pod_ref, reason};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -159,6 +159,16 @@ async fn delete_kuryrport(api: &Api<KuryrPort>, kp: &KuryrPort) -> Result<(), Er
 }
 
 /// Reconciles one pod. Idempotent; followers (no lease) do nothing.
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(
+        controller = CONTROLLER,
+        namespace = %pod.namespace().unwrap_or_default(),
+        name = %pod.name_any(),
+        uid = %pod.uid().unwrap_or_default(),
+    )
+)]
 pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled(CONTROLLER);
     if !ctx.leader.is_leader() {
@@ -281,7 +291,7 @@ async fn release(pod: &Pod, ns: &str, name: &str, ctx: &Context) -> Result<Actio
 
 /// Requeue with per-object back-off; count the error.
 pub fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Action {
-    crate::run::error_action(CONTROLLER, &pod.namespace().unwrap_or_default(), &pod.name_any(), err, &ctx)
+    crate::runtime::policy::error_action(CONTROLLER, &pod.namespace().unwrap_or_default(), &pod.name_any(), err, &ctx)
 }
 
 #[cfg(test)]

@@ -7,23 +7,23 @@
 //! triggers its pod (to drop the pod finalizer); the final deletion of a pod triggers its
 //! KuryrPort (orphan check). No periodic re-lists, no fixed sleeps.
 
-use crate::activator::{self, Activator};
-use crate::context::{Backoff, Context, Timeline};
-use crate::crds;
-use crate::error::Error;
-use crate::events::Events;
 use crate::gc;
-use crate::health::{self, Health, Reply};
-use crate::kuryrport;
-use crate::lease::{self, LeaderGate, LeaseConfig};
-use crate::metrics::Metrics;
-use crate::pod;
-use crate::ports::NeutronCache;
-use crate::settings::{cloud_config, Settings};
+use crate::pod::activator::{self, Activator};
+use crate::pod::kuryrport;
+use crate::pod::pods as pod;
+use crate::runtime::cache::NeutronCache;
+use crate::runtime::context::{Backoff, Context, Timeline};
+use crate::runtime::crds;
+use crate::runtime::error::Error;
+use crate::runtime::events::Events;
+use crate::runtime::health::{self, Health, Reply};
+use crate::runtime::lease::{self, LeaderGate, LeaseConfig};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::settings::{cloud_config, Settings};
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::{Client, ResourceExt};
@@ -156,18 +156,6 @@ impl Running {
     }
 }
 
-/// The shared error policy: count, log, requeue with per-object back-off (none for "not the
-/// leader": becoming leader re-reconciles everything).
-pub fn error_action(controller: &'static str, ns: &str, name: &str, err: &Error, ctx: &Context) -> Action {
-    ctx.metrics.reconcile_error(controller, err.metric_label());
-    if matches!(err.inner(), Error::NotLeader) {
-        return Action::await_change();
-    }
-    let delay = ctx.backoff.failed(&format!("{controller}/{ns}/{name}"), err.is_transient());
-    tracing::warn!(controller, object = %format!("{ns}/{name}"), error = %err, retry_in = ?delay, "reconcile failed");
-    Action::requeue(delay)
-}
-
 /// Drops what the controller never reads before a pod enters the cache.
 pub fn trim_pod(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
@@ -250,7 +238,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
     let (activator, activator_rx) = Activator::channel();
     let (pools, pool_jobs) = match opts.settings.pool.clone() {
         Some(cfg) => {
-            let (p, jobs) = crate::pool::Pools::new(cfg);
+            let (p, jobs) = crate::pod::pool::Pools::new(cfg);
             (Some(Arc::new(p)), Some(jobs))
         }
         None => (None, None),
@@ -273,62 +261,14 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         synced: watch::channel(false).0,
         pools: pools.clone(),
         fresh: Mutex::default(),
-        nested: crate::nested::Nested::default(),
+        nested: crate::pod::nested::Nested::default(),
     });
 
     let mut aux = Vec::new();
-    let mut health_addr = None;
-    if let Some(addr) = opts.health_addr {
-        let h = health.clone();
-        let (bound, task) = health::serve(addr, Arc::new(move |p: &str| health::health_routes(&h, p)))
-            .await
-            .map_err(|e| Error::Config(format!("cannot serve health on {addr}: {e}")))?;
-        tracing::info!(addr = %bound, "health server (/alive, /ready)");
-        health_addr = Some(bound);
-        aux.push(task);
-    }
-    let mut metrics_addr = None;
-    if let Some(addr) = opts.metrics_addr {
-        let m = metrics.clone();
-        let route = move |p: &str| match p {
-            "/metrics" => {
-                Reply { status: 200, content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8", body: m.encode() }
-            }
-            _ => Reply::text(404, "not found\n"),
-        };
-        let (bound, task) =
-            health::serve(addr, Arc::new(route)).await.map_err(|e| Error::Config(format!("cannot serve metrics on {addr}: {e}")))?;
-        tracing::info!(addr = %bound, "metrics server (/metrics)");
-        metrics_addr = Some(bound);
-        aux.push(task);
-    }
+    let (health_addr, metrics_addr) = serve_probes(&opts, &health, &metrics, &mut aux).await?;
 
-    // Keystone readiness: reads the session's cached token; Keystone is called only when the
-    // token nears expiry (or after a failure).
-    {
-        let health = health.clone();
-        aux.push(tokio::spawn(async move {
-            loop {
-                let r = session.token().await.map(drop).map_err(|e| e.to_string());
-                if let Err(e) = &r {
-                    tracing::warn!(error = %e, "no Keystone token");
-                }
-                health.set_keystone(r);
-                health.beat("keystone-check", Duration::from_secs(180));
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            }
-        }));
-    }
-    aux.push(tokio::spawn(activator::run(ctx.clone(), activator_rx)));
-    match (pools, pool_jobs) {
-        (Some(p), Some(jobs)) => aux.push(tokio::spawn(crate::pool::run(ctx.clone(), p, jobs))),
-        // Pools off: release what an earlier configuration's pools left.
-        _ if !opts.read_only => aux.push(tokio::spawn(crate::pool::run_drain(ctx.clone()))),
-        _ => {}
-    }
-    if let Some(g) = opts.gc.clone() {
-        aux.push(tokio::spawn(gc::run(ctx.clone(), g.interval, opts.namespace.clone(), g.dry_run)));
-    }
+    aux.push(spawn_keystone_check(session, health.clone()));
+    spawn_background(&ctx, &opts, activator_rx, pools, pool_jobs, &mut aux);
 
     let lease_task = opts.leader_election.clone().map(|cfg| {
         let (client, leader, metrics, health) = (client.clone(), leader.clone(), metrics.clone(), health.clone());
@@ -435,6 +375,80 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         "kuryr-controller started"
     );
     Ok(Running { health_addr, metrics_addr, context: ctx, shutdown: shutdown_tx, controllers, lease: lease_task, aux })
+}
+
+/// Start phase: the health (`/alive`, `/ready`) and metrics (`/metrics`) servers, when asked
+/// for; returns their bound addresses.
+async fn serve_probes(
+    opts: &Options,
+    health: &Health,
+    metrics: &Arc<Metrics>,
+    aux: &mut Vec<JoinHandle<()>>,
+) -> Result<(Option<SocketAddr>, Option<SocketAddr>), Error> {
+    let mut health_addr = None;
+    if let Some(addr) = opts.health_addr {
+        let h = health.clone();
+        let (bound, task) = health::serve(addr, Arc::new(move |p: &str| health::health_routes(&h, p)))
+            .await
+            .map_err(|e| Error::Config(format!("cannot serve health on {addr}: {e}")))?;
+        tracing::info!(addr = %bound, "health server (/alive, /ready)");
+        health_addr = Some(bound);
+        aux.push(task);
+    }
+    let mut metrics_addr = None;
+    if let Some(addr) = opts.metrics_addr {
+        let m = metrics.clone();
+        let route = move |p: &str| match p {
+            "/metrics" => {
+                Reply { status: 200, content_type: "application/openmetrics-text; version=1.0.0; charset=utf-8", body: m.encode() }
+            }
+            _ => Reply::text(404, "not found\n"),
+        };
+        let (bound, task) =
+            health::serve(addr, Arc::new(route)).await.map_err(|e| Error::Config(format!("cannot serve metrics on {addr}: {e}")))?;
+        tracing::info!(addr = %bound, "metrics server (/metrics)");
+        metrics_addr = Some(bound);
+        aux.push(task);
+    }
+    Ok((health_addr, metrics_addr))
+}
+
+/// Start phase: Keystone readiness. Reads the session's cached token; Keystone is called only
+/// when the token nears expiry (or after a failure).
+fn spawn_keystone_check(session: Session, health: Health) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let r = session.token().await.map(drop).map_err(|e| e.to_string());
+            if let Err(e) = &r {
+                tracing::warn!(error = %e, "no Keystone token");
+            }
+            health.set_keystone(r);
+            health.beat("keystone-check", Duration::from_secs(180));
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    })
+}
+
+/// Start phase: the background tasks: activator, warm pools (or the drain of an earlier
+/// configuration's pools), GC.
+fn spawn_background(
+    ctx: &Arc<Context>,
+    opts: &Options,
+    activator_rx: mpsc::UnboundedReceiver<activator::Cmd>,
+    pools: Option<Arc<crate::pod::pool::Pools>>,
+    pool_jobs: Option<crate::pod::pool::PoolJobs>,
+    aux: &mut Vec<JoinHandle<()>>,
+) {
+    aux.push(tokio::spawn(activator::run(ctx.clone(), activator_rx)));
+    match (pools, pool_jobs) {
+        (Some(p), Some(jobs)) => aux.push(tokio::spawn(crate::pod::pool::run(ctx.clone(), p, jobs))),
+        // Pools off: release what an earlier configuration's pools left.
+        _ if !opts.read_only => aux.push(tokio::spawn(crate::pod::pool::run_drain(ctx.clone()))),
+        _ => {}
+    }
+    if let Some(g) = opts.gc.clone() {
+        aux.push(tokio::spawn(gc::run(ctx.clone(), g.interval, opts.namespace.clone(), g.dry_run)));
+    }
 }
 
 fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>

@@ -1,7 +1,7 @@
 //! The four `openstack.org/v1` CRDs: rendered for `deploy/crds/` (the `crdgen` binary) and
 //! installed by server-side apply at start-up (`--install-crds`).
 
-use crate::error::Error;
+use crate::runtime::error::Error;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::wait::{await_condition, conditions};
@@ -56,10 +56,11 @@ pub async fn ensure_served(client: &Client, namespace: Option<&str>) -> Result<(
     };
     match api.list_metadata(&ListParams::default().limit(1)).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Err(Error::Invalid(format!(
+        Err(kube::Error::Api(e)) if e.code == 404 => Err(Error::Invalid(
             "the API server does not serve kuryrports.openstack.org/v1: the CRDs are not installed \
              (apply deploy/crds/ or start kuryr-controller once with --install-crds)"
-        ))),
+                .to_string(),
+        )),
         Err(e) => Err(Error::kube("list", "kuryrports", e)),
     }
 }

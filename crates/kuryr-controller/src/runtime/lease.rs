@@ -10,8 +10,8 @@
 //! Followers keep their watches and caches warm; when they win the lease the gate's change
 //! channel fires and the controllers reconcile everything in their stores.
 
-use crate::error::{is_conflict, Error};
-use crate::metrics::Metrics;
+use crate::runtime::error::{is_conflict, Error};
+use crate::runtime::metrics::Metrics;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -100,7 +100,8 @@ impl LeaderGate {
     /// A renewal that started at `renew_started` succeeded: writes allowed until
     /// `renew_started + renew_deadline`.
     fn extend(&self, until: Instant) {
-        let lapsed = !self.inner.leading.load(Ordering::Acquire) || self.inner.valid_until_ms.load(Ordering::Acquire) <= self.ms(Instant::now());
+        let lapsed =
+            !self.inner.leading.load(Ordering::Acquire) || self.inner.valid_until_ms.load(Ordering::Acquire) <= self.ms(Instant::now());
         if lapsed {
             self.inner.term.fetch_add(1, Ordering::AcqRel);
         }

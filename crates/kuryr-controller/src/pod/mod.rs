@@ -1,0 +1,20 @@
+//! The pod path (`crate::pod`), one hop per module:
+//! * [`pods`]: Pod → pod finalizer + KuryrPort (upstream `VIFHandler`).
+//! * [`kuryrport`]: KuryrPort → Neutron port (adopt or create) → VIF in `status.vifs`; release on
+//!   deletion (upstream `KuryrPortHandler`).
+//! * [`ports`]: the Neutron calls of that (request body, adoption, tags, release, cache).
+//! * [`nested`]: nested-vlan: the node VM's trunk, subports, per-trunk VLAN ids.
+//! * [`pool`]: warm pools of ports per node and network (`vif_pool_driver = neutron`).
+//! * [`vif`]: Neutron port + network + subnets → the typed VIF (pure).
+//! * [`activator`]: one batched Neutron poll for all ports waiting to become ACTIVE.
+//! * [`standalone`]: KuryrPorts of standalone containers (podman, `ctr run --cni`), made by the
+//!   operator without a Pod: checked, then wired like a pod's, never released as orphans.
+
+pub mod activator;
+pub mod kuryrport;
+pub mod nested;
+pub mod pods;
+pub mod pool;
+pub mod ports;
+pub mod standalone;
+pub mod vif;

@@ -1,0 +1,22 @@
+//! The runtime every domain runs on (`crate::runtime`), one hop per module:
+//! * [`run`]: watches, shared reflector stores, the controllers, servers; [`run::start`].
+//! * [`context`]: what every reconciler gets (clients, stores, settings), back-off, stage timeline.
+//! * [`error`]: the error type and its classification; [`policy`]: the shared error policy
+//!   (count, log, back-off).
+//! * [`cache`]: shared read cache of Neutron subnets and networks.
+//! * [`lease`]: leader election with fencing, the leader gate.
+//! * [`health`], [`metrics`], [`events`]: probes, Prometheus metrics, Kubernetes Events.
+//! * [`settings`]: kuryr.conf → clients and defaults.
+//! * [`crds`]: CRD YAML and installation.
+
+pub mod cache;
+pub mod context;
+pub mod crds;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod lease;
+pub mod metrics;
+pub mod policy;
+pub mod run;
+pub mod settings;
