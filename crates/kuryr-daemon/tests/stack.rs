@@ -404,7 +404,30 @@ async fn ensure_kuryrport_crd(client: &Client) {
 }
 
 /// Runs `f` with a fresh namespace, then cleans up whether it passed or not.
+/// Tests share the node; one that takes the node's OVS down ([`with_stack_alone`]) runs with
+/// no other test of this binary (hack/test runs them two at a time).
+static NODE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 async fn with_stack<F, Fut>(f: F)
+where
+    F: FnOnce(Arc<Stack>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _shared = NODE.read().await;
+    run_with_stack(f).await
+}
+
+/// [`with_stack`] for a test that disturbs the whole node (kills ovs-vswitchd).
+async fn with_stack_alone<F, Fut>(f: F)
+where
+    F: FnOnce(Arc<Stack>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let _alone = NODE.write().await;
+    run_with_stack(f).await
+}
+
+async fn run_with_stack<F, Fut>(f: F)
 where
     F: FnOnce(Arc<Stack>) -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -1769,7 +1792,7 @@ impl Drop for VswitchdOutage {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 async fn pods_regain_traffic_after_an_ovs_vswitchd_crash_on_the_stack() {
-    with_stack(|s| async move {
+    with_stack_alone(|s| async move {
         let dir = tempfile::tempdir().expect("tmp");
         let d = start_daemon_probing(&s, dir.path(), Duration::from_secs(60), None, None, Duration::from_secs(1)).await;
         let sock = d.socket_path().to_path_buf();
