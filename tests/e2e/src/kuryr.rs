@@ -150,3 +150,19 @@ impl Drop for Namespace {
         let _ = run(kubectl().args(["delete", "namespace", &self.0, "--wait=false"]));
     }
 }
+
+/// A busybox pod serving its hostname over HTTP on 8080 (label `app: APP`), as the e2e tests
+/// create them through kubelet.
+pub fn web_pod(ns: &str, name: &str, app: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "web", "image": "localhost/kuryr/busybox:1.35", "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+            }]
+        }
+    })
+}

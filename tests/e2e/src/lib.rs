@@ -220,3 +220,33 @@ pub fn announce_kill(service: &str, why: &str) {
         .expect("open expected-kills");
     writeln!(f, "{now} {service} {why}").expect("write expected-kills");
 }
+
+/// ovs-vswitchd's pid from the stack's pid file, if that process is alive.
+pub fn vswitchd_pid() -> Option<u32> {
+    let p = std::fs::read_to_string(state_dir().join("pids/ovs-vswitchd.pid")).ok()?;
+    let pid: u32 = p.trim().parse().ok()?;
+    std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// Whether ovs-vswitchd answers on its control socket (within 3 s).
+pub fn vswitchd_answers() -> bool {
+    run(Command::new("timeout").args(["3", "ovs-appctl", "-t", "/var/run/openvswitch/ovs-vswitchd.ctl", "version"]))
+        .status
+        .success()
+}
+
+/// Kills ovs-vswitchd with -9, announced as deliberate ([`announce_kill`]): its old pid.
+pub fn kill_vswitchd(why: &str) -> u32 {
+    let old = vswitchd_pid().expect("ovs-vswitchd runs (pid file of the stack)");
+    announce_kill("ovs-vswitchd", why);
+    must(Command::new("kill").args(["-9", &old.to_string()]));
+    old
+}
+
+/// Waits until the stack's supervisor restarted ovs-vswitchd after [`kill_vswitchd`] (a new pid
+/// that answers on its control socket): the new pid.
+pub fn wait_vswitchd_restarted(old: u32) -> u32 {
+    wait_for("the supervisor to restart ovs-vswitchd", std::time::Duration::from_secs(60), std::time::Duration::from_millis(100), || {
+        vswitchd_pid().filter(|p| *p != old && vswitchd_answers())
+    })
+}

@@ -4,42 +4,12 @@
 //! network, and every pod then reaches every other.
 
 use kuryr_e2e::kuryr::{self, Kuryr, Namespace};
-use kuryr_e2e::{kubectl, must, run, state_dir, wait_for};
-use std::process::{Command, Output};
+use kuryr_e2e::{kubectl, must, run, state_dir};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 fn pod_manifest(ns: &str, name: &str) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": {"app": "kst-ovs"}},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "web", "image": "localhost/kuryr/busybox:1.35", "imagePullPolicy": "Never",
-                "command": ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
-            }]
-        }
-    })
-}
-
-fn vswitchd_pid() -> Option<u32> {
-    let p = std::fs::read_to_string(state_dir().join("pids/ovs-vswitchd.pid")).ok()?;
-    let pid: u32 = p.trim().parse().ok()?;
-    std::path::Path::new(&format!("/proc/{pid}"))
-        .exists()
-        .then_some(pid)
-}
-
-fn vswitchd_answers() -> bool {
-    run(Command::new("timeout").args([
-        "3",
-        "ovs-appctl",
-        "-t",
-        "/var/run/openvswitch/ovs-vswitchd.ctl",
-        "version",
-    ]))
-    .status
-    .success()
+    kuryr::web_pod(ns, name, "kst-ovs")
 }
 
 fn pod_ip(ns: &str, pod: &str) -> String {
@@ -117,24 +87,17 @@ fn pods_survive_an_ovs_vswitchd_kill_9() {
         })
     };
     std::thread::sleep(Duration::from_secs(3));
-    let old = vswitchd_pid().expect("ovs-vswitchd runs (pid file of the stack)");
     let crashes_before = std::fs::read_to_string(state_dir().join("crashes"))
         .unwrap_or_default()
         .lines()
         .count();
-    kuryr_e2e::announce_kill("ovs-vswitchd", "e2e ovs_restart: kill -9 under pod traffic");
     let killed_at = Instant::now();
-    must(Command::new("kill").args(["-9", &old.to_string()]));
+    let old = kuryr_e2e::kill_vswitchd("e2e ovs_restart: kill -9 under pod traffic");
     // A pod created during the outage: its ADD must not fail (the port goes into OVSDB; vswitchd
     // attaches it once back) or fail retryably and be retried by kubelet.
     ns.apply_json("c", &pod_manifest(&ns.0, "c"));
 
-    let back = wait_for(
-        "the supervisor to restart ovs-vswitchd",
-        Duration::from_secs(60),
-        Duration::from_millis(100),
-        || vswitchd_pid().filter(|p| *p != old && vswitchd_answers()),
-    );
+    let back = kuryr_e2e::wait_vswitchd_restarted(old);
     let outage = killed_at.elapsed();
     eprintln!("ovs-vswitchd {old} killed, {back} answering {outage:?} later");
     let crashes = std::fs::read_to_string(state_dir().join("crashes")).unwrap_or_default();

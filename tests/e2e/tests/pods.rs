@@ -16,17 +16,7 @@ fn json(cmd: &mut Command) -> serde_json::Value {
 }
 
 fn pod_manifest(ns: &str, name: &str) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": {"app": "kst"}},
-        "spec": {
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "web", "image": "localhost/kuryr/busybox:1.35", "imagePullPolicy": "Never",
-                "command": ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
-            }]
-        }
-    })
+    kuryr::web_pod(ns, name, "kst")
 }
 
 #[test]

@@ -236,19 +236,9 @@ fn recycled_pool_ports_carry_traffic_and_pools_off_drains_them() {
         for round in 1..=4 {
             if round == 4 {
                 // ovs-vswitchd killed with -9; the supervisor restarts it.
-                let pidf = kuryr_e2e::state_dir().join("pids/ovs-vswitchd.pid");
-                let old = std::fs::read_to_string(&pidf).expect("vswitchd pid").trim().to_string();
-                kuryr_e2e::announce_kill("ovs-vswitchd", "e2e pools: recycled ports after a vswitchd crash");
-                must(std::process::Command::new("kill").args(["-9", &old]));
-                wait_for("ovs-vswitchd restarted by the supervisor", Duration::from_secs(60), Duration::from_millis(200), || {
-                    let now = std::fs::read_to_string(&pidf).unwrap_or_default().trim().to_string();
-                    (now != old
-                        && !now.is_empty()
-                        && run(std::process::Command::new("ovs-appctl").args(["-t", "/var/run/openvswitch/ovs-vswitchd.ctl", "version"])).status.success())
-                    .then_some(())
-                });
-                let ping = run(kubectl().args(["exec", "-n", &ns.0, "ref", "--", "ping", "-c", "3", "-W", "2", &refp[0].0]));
-                eprintln!("round 4: ovs-vswitchd {old} killed and restarted; ref alive: {}", ping.status.success());
+                let old = kuryr_e2e::kill_vswitchd("e2e pools: recycled ports after a vswitchd crash");
+                let new = kuryr_e2e::wait_vswitchd_restarted(old);
+                eprintln!("round 4: ovs-vswitchd {old} killed, {new} restarted by the supervisor");
             }
             let names: Vec<String> = (0..3).map(|i| format!("r{round}-{i}")).collect();
             let t = Instant::now();
