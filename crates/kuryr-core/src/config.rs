@@ -202,6 +202,9 @@ pub struct KubernetesConfig {
     pub pod_subnets_driver: SubnetsDriver,
     pub pod_security_groups_driver: SecurityGroupsDriver,
     pub enabled_handlers: Vec<String>,
+    /// `endpoints_driver_octavia_provider`: the Octavia provider of Service load balancers;
+    /// `default` = Octavia's default provider.
+    pub octavia_provider: String,
     pub controller_ha: bool,
     pub use_events: bool,
 }
@@ -218,6 +221,8 @@ pub struct NeutronDefaults {
     pub resource_tags: Vec<String>,
     pub external_svc_net: Option<String>,
     pub external_svc_subnet: Option<String>,
+    /// `lbaas_activation_timeout`: how long a load balancer may stay PENDING_*.
+    pub lbaas_activation_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -391,6 +396,7 @@ impl Config {
             pod_subnets_driver,
             pod_security_groups_driver,
             enabled_handlers,
+            octavia_provider: ini.str_or(k, "endpoints_driver_octavia_provider", "default"),
             controller_ha: ini.bool_or(k, "controller_ha", false)?,
             use_events: ini.bool_or(k, "use_events", true)?,
         })
@@ -409,6 +415,7 @@ impl Config {
             resource_tags: ini.list(nd, "resource_tags"),
             external_svc_net: ini.opt(nd, "external_svc_net"),
             external_svc_subnet: ini.opt(nd, "external_svc_subnet"),
+            lbaas_activation_timeout: Duration::from_secs(ini.num_or(nd, "lbaas_activation_timeout", 300)?),
         };
         if let Some(t) = neutron_defaults.resource_tags.iter().find(|t| t.len() > 255 || t.contains(',')) {
             return Err(invalid(nd, "resource_tags", t, "a Neutron tag is at most 255 characters and has no comma"));

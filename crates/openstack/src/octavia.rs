@@ -116,6 +116,10 @@ pub struct LoadBalancerCreate {
     pub project_id: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Fully populated create: the listeners (with their default pools and members) are created
+    /// in the same call.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerCreate>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -138,14 +142,18 @@ pub struct Listener {
     pub admin_state_up: bool,
     pub connection_limit: Option<i64>,
     pub allowed_cidrs: Option<Vec<String>>,
+    pub timeout_client_data: Option<u32>,
+    pub timeout_member_data: Option<u32>,
     #[serde(deserialize_with = "nullable")]
     pub project_id: String,
     #[serde(deserialize_with = "nullable")]
     pub tags: Vec<String>,
 }
 
+/// New listener. Inside a [`LoadBalancerCreate`] leave `loadbalancer_id` empty.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ListenerCreate {
+    #[serde(skip_serializing_if = "is_empty")]
     pub loadbalancer_id: String,
     /// `TCP`, `UDP`, `SCTP`, `HTTP`...
     pub protocol: String,
@@ -168,6 +176,20 @@ pub struct ListenerCreate {
     pub timeout_member_data: Option<u32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Created with the listener, members included (one call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_pool: Option<PoolCreate>,
+}
+
+/// Changes to a listener (`PUT /listeners/{id}`): only the fields that are `Some`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ListenerUpdate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_client_data: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_member_data: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_cidrs: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -218,6 +240,9 @@ pub struct PoolCreate {
     pub session_persistence: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Created with the pool (inside a listener or load balancer create).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberSpec>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -265,6 +290,59 @@ pub struct MemberSpec {
     pub admin_state_up: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+}
+
+/// `GET /loadbalancers/{id}/status`: the whole tree (listeners, pools, members with address and
+/// port) in one call.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct StatusTree {
+    pub id: String,
+    #[serde(deserialize_with = "nullable")]
+    pub provisioning_status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub operating_status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct ListenerStatus {
+    pub id: String,
+    #[serde(deserialize_with = "nullable")]
+    pub name: String,
+    #[serde(deserialize_with = "nullable")]
+    pub provisioning_status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub pools: Vec<PoolStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct PoolStatus {
+    pub id: String,
+    #[serde(deserialize_with = "nullable")]
+    pub name: String,
+    #[serde(deserialize_with = "nullable")]
+    pub provisioning_status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct MemberStatus {
+    pub id: String,
+    #[serde(deserialize_with = "nullable")]
+    pub name: String,
+    #[serde(deserialize_with = "nullable")]
+    pub address: String,
+    pub protocol_port: u16,
+    #[serde(deserialize_with = "nullable")]
+    pub provisioning_status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub operating_status: String,
 }
 
 /// Outcome of [`Octavia::wait_for_lb`].
@@ -331,6 +409,17 @@ impl Octavia {
         LOADBALANCERS.delete(&self.session, id, q).await
     }
 
+    /// The load balancer's whole tree with statuses, members' addresses and ports included.
+    #[instrument(level = "debug", name = "octavia.status_tree", skip(self))]
+    pub async fn status_tree(&self, id: &str) -> Result<StatusTree> {
+        #[derive(Deserialize)]
+        struct Wrap {
+            loadbalancer: StatusTree,
+        }
+        let w: Wrap = self.session.get_key(LB, format!("{}/status", LOADBALANCERS.item(id)), None, "statuses").await?;
+        Ok(w.loadbalancer)
+    }
+
     /// Polls until the load balancer is `ACTIVE` or gone (404/`DELETED`), backing off
     /// from [`POLL_MIN`] to [`POLL_MAX`]. `ERROR` fails at once; the deadline gives
     /// [`Error::WaitTimeout`].
@@ -390,6 +479,11 @@ impl Octavia {
     #[instrument(level = "debug", name = "octavia.list_listeners", skip(self))]
     pub async fn list_listeners(&self, query: &Query) -> Result<Vec<Listener>> {
         LISTENERS.list(&self.session, query).await
+    }
+
+    #[instrument(level = "debug", name = "octavia.update_listener", skip(self, req))]
+    pub async fn update_listener(&self, id: &str, req: &ListenerUpdate) -> Result<Listener> {
+        LISTENERS.update(&self.session, id, req).await
     }
 
     #[instrument(level = "debug", name = "octavia.delete_listener", skip(self))]

@@ -1,3 +1,233 @@
 //! Services → Octavia load balancers (`crate::loadbalancer`; upstream `ServiceHandler`,
-//! `EndpointsHandler`, `KuryrLoadBalancerHandler`). Empty today: the Service and
-//! KuryrLoadBalancer reconcilers, listeners, pools, members and floating IPs will live here.
+//! `EndpointsHandler`, `KuryrLoadBalancerHandler`). One hop per module:
+//! * [`model`]: pure translation Service + EndpointSlices → KuryrLoadBalancer spec → listeners,
+//!   pools, members.
+//! * [`service`]: Service reconciler (finalizer, KuryrLoadBalancer spec, Events for what is not
+//!   provided).
+//! * [`klb`]: KuryrLoadBalancer reconciler (Octavia: find/adopt, create fully populated,
+//!   converge with batch member updates, release).
+//! * [`settings`]: `kuryr.conf` → [`LbSettings`].
+//! * [`audit`] (here): the periodic comparison with Octavia that repairs out-of-band deletions.
+//!
+//! Watches: Services, EndpointSlices (each change triggers its Service), KuryrLoadBalancers (the
+//! final deletion of one triggers its Service, to drop the Service finalizer).
+
+pub mod klb;
+pub mod model;
+pub mod service;
+pub mod settings;
+
+pub use settings::LbSettings;
+
+use crate::runtime::context::Context;
+use crate::runtime::run::{became_leader, channel_stream, log_controller_error, scoped_api, shutdown_signal, watchdog};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::ResourceExt;
+use kuryr_core::crd::KuryrLoadBalancer;
+use kuryr_core::names::cluster_tag;
+use kuryr_openstack::Query;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// The load balancer domain's state: the shared runtime context, its settings and its stores.
+pub struct Lb {
+    pub ctx: Arc<Context>,
+    pub settings: LbSettings,
+    pub services: Store<Service>,
+    pub slices: Store<EndpointSlice>,
+    pub klbs: Store<KuryrLoadBalancer>,
+    /// How many of the three watches delivered their initial list.
+    listed: AtomicU8,
+    synced: watch::Sender<bool>,
+    /// Notes already published per Service (one Event per change, not per reconcile).
+    noted: Mutex<HashMap<String, String>>,
+}
+
+impl Lb {
+    /// Resolves once the three caches are complete (woken by the watches, no polling).
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    fn one_listed(&self) {
+        if self.listed.fetch_add(1, Ordering::AcqRel) + 1 >= 3 && self.synced.send_if_modified(|s| !std::mem::replace(s, true)) {
+            tracing::info!(services = self.services.len(), endpointslices = self.slices.len(), kuryrloadbalancers = self.klbs.len(), "load balancer caches synced");
+        }
+    }
+}
+
+/// Starts the Service and KuryrLoadBalancer controllers and the audit; returns the controllers'
+/// future (to run beside the pod controllers) and the audit task.
+pub fn start(
+    ctx: &Arc<Context>,
+    settings: LbSettings,
+    namespace: Option<&str>,
+    concurrency: u16,
+    shutdown: watch::Receiver<bool>,
+) -> (impl Future<Output = ()> + Send + 'static, JoinHandle<()>) {
+    let client = ctx.client.clone();
+    let (svc_store, svc_writer) = reflector::store::<Service>();
+    let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
+    let (klb_store, klb_writer) = reflector::store::<KuryrLoadBalancer>();
+    let lb = Arc::new(Lb {
+        ctx: ctx.clone(),
+        settings,
+        services: svc_store.clone(),
+        slices: slice_store,
+        klbs: klb_store.clone(),
+        listed: AtomicU8::new(0),
+        synced: watch::channel(false).0,
+        noted: Mutex::default(),
+    });
+    let (svc_tx, svc_rx) = mpsc::unbounded_channel::<ObjectRef<Service>>();
+    let (klb_tx, klb_rx) = mpsc::unbounded_channel::<ObjectRef<KuryrLoadBalancer>>();
+
+    let (h, l) = (ctx.health.clone(), lb.clone());
+    let svc_stream = watcher(scoped_api::<Service>(&client, namespace), watcher::Config::default())
+        .default_backoff()
+        .modify(|s: &mut Service| s.metadata.managed_fields = None)
+        .reflect(svc_writer)
+        .inspect(move |ev| match ev {
+            Ok(watcher::Event::InitDone) => {
+                h.watch_ok("services");
+                l.one_listed();
+            }
+            Ok(_) => h.watch_ok("services"),
+            Err(e) => h.watch_err("services", e.to_string()),
+        })
+        .applied_objects();
+
+    let (h, l, tx) = (ctx.health.clone(), lb.clone(), svc_tx.clone());
+    let slices = watcher(scoped_api::<EndpointSlice>(&client, namespace), watcher::Config::default())
+        .default_backoff()
+        .modify(|s: &mut EndpointSlice| s.metadata.managed_fields = None)
+        .reflect(slice_writer)
+        .for_each(move |ev| {
+            match &ev {
+                Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => {
+                    h.watch_ok("endpointslices");
+                    if let Some(r) = service::slice_service(s) {
+                        let _ = tx.send(r);
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    h.watch_ok("endpointslices");
+                    l.one_listed();
+                }
+                Ok(_) => h.watch_ok("endpointslices"),
+                Err(e) => h.watch_err("endpointslices", e.to_string()),
+            }
+            async {}
+        });
+
+    let (h, l, tx) = (ctx.health.clone(), lb.clone(), svc_tx);
+    let klb_stream = watcher(scoped_api::<KuryrLoadBalancer>(&client, namespace), watcher::Config::default())
+        .default_backoff()
+        .modify(|k: &mut KuryrLoadBalancer| k.metadata.managed_fields = None)
+        .reflect(klb_writer)
+        .inspect(move |ev| match ev {
+            Ok(watcher::Event::Delete(k)) => {
+                h.watch_ok("kuryrloadbalancers");
+                if let Some(r) = service::klb_service(k) {
+                    let _ = tx.send(r);
+                }
+            }
+            Ok(watcher::Event::InitDone) => {
+                h.watch_ok("kuryrloadbalancers");
+                l.one_listed();
+            }
+            Ok(_) => h.watch_ok("kuryrloadbalancers"),
+            Err(e) => h.watch_err("kuryrloadbalancers", e.to_string()),
+        })
+        .applied_objects();
+
+    let ccfg = ControllerConfig::default().concurrency(concurrency);
+    let svc_controller = Controller::for_stream(svc_stream, svc_store)
+        .with_config(ccfg.clone())
+        .reconcile_on(channel_stream(svc_rx))
+        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
+        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
+        .run(service::reconcile, service::error_policy, lb.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                log_controller_error(service::CONTROLLER, &e);
+            }
+        });
+    let klb_controller = Controller::for_stream(klb_stream, klb_store)
+        .with_config(ccfg)
+        .reconcile_on(channel_stream(klb_rx))
+        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
+        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
+        .run(klb::reconcile, klb::error_policy, lb.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                log_controller_error(klb::CONTROLLER, &e);
+            }
+        });
+    let audit_task = tokio::spawn(audit(lb.clone(), klb_tx));
+    let health = ctx.health.clone();
+    let fut = async move {
+        let s = watchdog("service-controller", svc_controller, shutdown.clone(), health.clone());
+        let k = watchdog("kuryrloadbalancer-controller", klb_controller, shutdown.clone(), health.clone());
+        let e = watchdog("endpointslice-watch", slices, shutdown, health);
+        tokio::join!(s, k, e);
+    };
+    (fut, audit_task)
+}
+
+/// Every `audit_interval`, while leading: three tag-filtered lists (load balancers, listeners,
+/// pools of this cluster) compared with the KuryrLoadBalancers' status; a KuryrLoadBalancer whose
+/// load balancer, listener or pool is missing or in ERROR is reconciled again (which recreates
+/// what is missing). Members changed out of band are repaired at the next endpoint change.
+async fn audit(lb: Arc<Lb>, trigger: mpsc::UnboundedSender<ObjectRef<KuryrLoadBalancer>>) {
+    let oct = lb.ctx.octavia.clone();
+    let tag = cluster_tag(&lb.settings.cluster_name);
+    loop {
+        tokio::time::sleep(lb.settings.audit_interval).await;
+        if !lb.ctx.leader.is_leader() || !*lb.synced.borrow() {
+            continue;
+        }
+        let q = Query::new().eq("tags", &tag);
+        let (lbs, listeners, pools) = match tokio::try_join!(oct.list_load_balancers(&q), oct.list_listeners(&q), oct.list_pools(&q)) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "load balancer audit: cannot list Octavia objects");
+                continue;
+            }
+        };
+        let healthy: HashSet<&str> =
+            lbs.iter().filter(|l| l.provisioning_status != kuryr_openstack::octavia::status::ERROR).map(|l| l.id.as_str()).collect();
+        let listener_ids: HashSet<&str> = listeners.iter().map(|l| l.id.as_str()).collect();
+        let pool_ids: HashSet<&str> = pools.iter().map(|p| p.id.as_str()).collect();
+        for k in lb.klbs.state() {
+            if k.metadata.deletion_timestamp.is_some() || k.spec.ip.is_none() {
+                continue;
+            }
+            let Some(st) = k.status.as_ref() else { continue };
+            let id = st.loadbalancer.get("id").and_then(|v| v.as_str()).unwrap_or_default();
+            let ids = |v: &[serde_json::Value]| -> Vec<String> { v.iter().filter_map(|x| x["id"].as_str().map(String::from)).collect() };
+            let missing = if id.is_empty() || !healthy.contains(id) {
+                Some(format!("load balancer {id:?}"))
+            } else if let Some(l) = ids(&st.listeners).into_iter().find(|l| !listener_ids.contains(l.as_str())) {
+                Some(format!("listener {l}"))
+            } else {
+                ids(&st.pools).into_iter().find(|p| !pool_ids.contains(p.as_str())).map(|p| format!("pool {p}"))
+            };
+            if let Some(m) = missing {
+                let r = ObjectRef::from_obj(k.as_ref());
+                tracing::info!(klb = %format!("{}/{}", k.namespace().unwrap_or_default(), k.name_any()), missing = %m, "audit: not in Octavia (or in ERROR): reconciling");
+                let _ = trigger.send(r);
+            }
+        }
+    }
+}

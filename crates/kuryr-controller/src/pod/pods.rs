@@ -16,18 +16,17 @@
 
 use crate::pod::standalone::is_standalone_kp;
 use crate::runtime::context::Context;
-use crate::runtime::error::{is_not_found, Error};
+use crate::runtime::error::Error;
 use crate::runtime::events::{pod_ref, reason};
+pub use crate::runtime::finalizers::{add_finalizer_patch, json_patch, remove_finalizer_patch};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use kuryr_core::crd::{KuryrPort, KuryrPortSpec};
 use kuryr_core::names::{CONFIG_SOURCE_ANNOTATION, KURYRPORT_FINALIZER, NODE_NAME_LABEL, POD_FINALIZER};
-use serde::de::DeserializeOwned;
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -103,38 +102,6 @@ pub fn kuryrport_for(pod: &Pod) -> Result<KuryrPort, Error> {
         ..ObjectMeta::default()
     };
     Ok(kp)
-}
-
-/// JSON patch adding `finalizer`, guarded by a test of the current list (as kube's finalizer
-/// helper does), so a concurrent writer makes it fail instead of being overwritten.
-pub fn add_finalizer_patch<K: Resource>(obj: &K, finalizer: &str) -> serde_json::Value {
-    let current = obj.finalizers();
-    if current.is_empty() {
-        json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
-               {"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}])
-    } else {
-        json!([{"op": "test", "path": "/metadata/finalizers", "value": current},
-               {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}])
-    }
-}
-
-/// JSON patch removing `finalizer` (`None` if absent), guarded by a test of its position.
-pub fn remove_finalizer_patch<K: Resource>(obj: &K, finalizer: &str) -> Option<serde_json::Value> {
-    let i = obj.finalizers().iter().position(|f| f == finalizer)?;
-    Some(json!([{"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": finalizer},
-                {"op": "remove", "path": format!("/metadata/finalizers/{i}")}]))
-}
-
-async fn json_patch<K>(api: &Api<K>, name: &str, patch: serde_json::Value) -> Result<Option<K>, kube::Error>
-where
-    K: Resource + Clone + DeserializeOwned + Debug,
-{
-    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
-    match api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
-        Ok(o) => Ok(Some(o)),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 fn kp_key(ns: &str, name: &str) -> ObjectRef<KuryrPort> {

@@ -14,6 +14,7 @@ pub mod context;
 pub mod crds;
 pub mod error;
 pub mod events;
+pub mod finalizers;
 pub mod health;
 pub mod lease;
 pub mod metrics;

@@ -65,6 +65,8 @@ pub struct Options {
     pub gc: Option<GcOptions>,
     /// Never lead, never write (caches and reads only): `--gc-list`.
     pub read_only: bool,
+    /// Services through Octavia ([`crate::loadbalancer`]); `None` = off.
+    pub services: Option<crate::loadbalancer::LbSettings>,
 }
 
 /// `--gc-interval-seconds`, `--gc-dry-run`.
@@ -102,6 +104,7 @@ impl Options {
             namespace: None,
             gc: Some(GcOptions::default()),
             read_only: false,
+            services: crate::loadbalancer::LbSettings::from_config(config, cluster_name)?,
         })
     }
 }
@@ -189,12 +192,12 @@ pub fn pod_fingerprint(pod: &Pod) -> Option<u64> {
     Some(h.finish())
 }
 
-fn channel_stream<T: Send + 'static>(rx: mpsc::UnboundedReceiver<T>) -> impl Stream<Item = T> + Send {
+pub(crate) fn channel_stream<T: Send + 'static>(rx: mpsc::UnboundedReceiver<T>) -> impl Stream<Item = T> + Send {
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
 }
 
 /// Emits once each time this replica becomes leader.
-fn became_leader(mut rx: watch::Receiver<bool>) -> impl Stream<Item = ()> + Send {
+pub(crate) fn became_leader(mut rx: watch::Receiver<bool>) -> impl Stream<Item = ()> + Send {
     rx.mark_unchanged();
     futures_util::stream::unfold(rx, |mut rx| async move {
         loop {
@@ -206,7 +209,7 @@ fn became_leader(mut rx: watch::Receiver<bool>) -> impl Stream<Item = ()> + Send
     })
 }
 
-fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync + 'static {
+pub(crate) fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync + 'static {
     let (tx, done) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = rx.wait_for(|v| *v).await;
@@ -360,17 +363,33 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
             }
         });
 
+    let lb_controllers = match opts.services.clone() {
+        Some(s) if !opts.read_only => {
+            let (fut, audit) = crate::loadbalancer::start(&ctx, s, opts.namespace.as_deref(), opts.concurrency, shutdown_rx.clone());
+            aux.push(audit);
+            Some(fut)
+        }
+        _ => None,
+    };
     let controllers = tokio::spawn({
         let p = watchdog("pod-controller", pod_controller, shutdown_rx.clone(), health.clone());
         let k = watchdog("kuryrport-controller", kp_controller, shutdown_rx.clone(), health.clone());
         async move {
-            tokio::join!(p, k);
+            match lb_controllers {
+                Some(lb) => {
+                    tokio::join!(p, k, lb);
+                }
+                None => {
+                    tokio::join!(p, k);
+                }
+            }
         }
     });
     tracing::info!(
         leader_election = opts.leader_election.is_some(),
         namespace = opts.namespace.as_deref().unwrap_or("<all>"),
         pod_subnet = %opts.settings.pod_subnet,
+        services = opts.services.is_some(),
         activation_interval = ?opts.settings.activation_interval,
         "kuryr-controller started"
     );
@@ -451,7 +470,7 @@ fn spawn_background(
     }
 }
 
-fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+pub(crate) fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
     K::DynamicType: Default,
@@ -463,14 +482,14 @@ where
 }
 
 /// Runs a controller loop; if it ends while not shutting down, `/alive` fails.
-async fn watchdog(name: &'static str, fut: impl Future<Output = ()>, stopping: watch::Receiver<bool>, health: Health) {
+pub(crate) async fn watchdog(name: &'static str, fut: impl Future<Output = ()>, stopping: watch::Receiver<bool>, health: Health) {
     fut.await;
     if !*stopping.borrow() {
         health.dead(name, "controller loop ended");
     }
 }
 
-fn log_controller_error(controller: &'static str, e: &kube::runtime::controller::Error<Error, watcher::Error>) {
+pub(crate) fn log_controller_error(controller: &'static str, e: &kube::runtime::controller::Error<Error, watcher::Error>) {
     use kube::runtime::controller::Error as E;
     match e {
         // Already logged and counted by the error policy.

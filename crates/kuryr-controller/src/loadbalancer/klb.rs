@@ -1,0 +1,439 @@
+//! KuryrLoadBalancer reconciler (upstream `KuryrLoadBalancerHandler`): spec → Octavia.
+//!
+//! * **Find** the load balancer: by `status.loadbalancer.id` (ours or upstream's), else by the
+//!   owner tag `kuryr-rs-klb=<KuryrLoadBalancer uid>` every object we create carries, so a
+//!   controller killed between create and status write adopts it instead of creating another.
+//! * **Replace** one in `ERROR`, with another VIP or another provider (cascade delete, then create).
+//! * **Create** a missing one fully populated: load balancer, listeners, pools and members in one
+//!   call; the status is written at once (ids), before waiting for `ACTIVE`.
+//! * **Converge** an existing one with reads first (listeners by load balancer, the status tree
+//!   with members): a missing listener is created with its pool and members (one call), a
+//!   missing pool with its members (one call), a pool whose members differ is replaced in one
+//!   batch call (`PUT /pools/{id}/members`), listeners no longer asked for go. Octavia refuses
+//!   writes while the load balancer is `PENDING_*`: each write waits for `ACTIVE` by following
+//!   `provisioning_status` ([`kuryr_openstack::Octavia::wait_for_lb`]); a 409 waits and retries once.
+//! * **Release** (finalizer): cascade delete, wait until gone, drop the finalizer.
+//!
+//! Out-of-band deletions are found by [`super::audit`], which re-triggers the affected objects.
+
+use super::model::{self, WantListener, WantMember};
+use super::{service::service_ref, Lb};
+use crate::runtime::error::Error;
+use crate::runtime::finalizers::{add_finalizer_patch, json_patch, remove_finalizer_patch};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+use kuryr_core::crd::KuryrLoadBalancer;
+use kuryr_core::names::{resource_description, KURYRLB_FINALIZER};
+use kuryr_openstack::octavia::{
+    status as lbstatus, LbState, ListenerCreate, ListenerUpdate, LoadBalancer, LoadBalancerCreate, MemberSpec, PoolCreate, StatusTree,
+};
+use kuryr_openstack::Query;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "kuryrloadbalancer";
+
+/// The tag naming the KuryrLoadBalancer (by uid) an Octavia load balancer was created for.
+pub fn owner_tag(uid: &str) -> String {
+    format!("kuryr-rs-klb={uid}")
+}
+
+#[tracing::instrument(
+    skip_all,
+    fields(controller = CONTROLLER, namespace = %klb.namespace().unwrap_or_default(), name = %klb.name_any())
+)]
+pub async fn reconcile(klb: Arc<KuryrLoadBalancer>, lb: Arc<Lb>) -> Result<Action, Error> {
+    let ctx = &lb.ctx;
+    ctx.metrics.reconciled(CONTROLLER);
+    if !ctx.leader.is_leader() {
+        return Ok(Action::await_change());
+    }
+    lb.wait_synced().await;
+    let ns = klb.namespace().ok_or_else(|| Error::Invalid(format!("kuryrloadbalancer {} has no namespace", klb.name_any())))?;
+    let name = klb.name_any();
+    let what = format!("{ns}/{name}");
+    let budget = ctx.settings.reconcile_timeout + lb.settings.activation_timeout;
+    let fut = async {
+        if klb.metadata.deletion_timestamp.is_some() {
+            return release(&klb, &ns, &name, &lb).await;
+        }
+        if !klb.finalizers().iter().any(|f| f == KURYRLB_FINALIZER) {
+            ctx.leader.ensure()?;
+            let api: Api<KuryrLoadBalancer> = Api::namespaced(ctx.client.clone(), &ns);
+            json_patch(&api, &name, add_finalizer_patch(klb.as_ref(), KURYRLB_FINALIZER))
+                .await
+                .map_err(|e| Error::kube("add finalizer to", format!("kuryrloadbalancer {what}"), e))?;
+            return Ok(Action::await_change());
+        }
+        converge(&klb, &ns, &name, &lb).await
+    };
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(budget, fut)
+        .await
+        .map_err(|_| Error::Timeout { what: format!("reconcile of kuryrloadbalancer {what}"), after: budget })?;
+    if r.is_ok() {
+        ctx.backoff.succeeded(&format!("{CONTROLLER}/{what}"));
+        tracing::debug!(took = ?started.elapsed(), "converged");
+    }
+    r
+}
+
+pub fn error_policy(klb: Arc<KuryrLoadBalancer>, err: &Error, lb: Arc<Lb>) -> Action {
+    let ns = klb.namespace().unwrap_or_default();
+    if !matches!(err.inner(), Error::NotLeader) {
+        if let Some(svc) = lb.services.get(&ObjectRef::new(&klb.name_any()).within(&ns)) {
+            let who = match err.inner() {
+                Error::OpenStack(e) if e.fault() == kuryr_openstack::Fault::OpenStack => "Octavia/Neutron",
+                _ => "kuryr-rs",
+            };
+            lb.ctx.events.warning(service_ref(&svc), "KuryrEnsureLBError", "EnsureLB", format!("{who} fault: {err}"));
+        }
+    }
+    crate::runtime::policy::error_action(CONTROLLER, &ns, &klb.name_any(), err, &lb.ctx)
+}
+
+/// `ok_if_gone(get)`: a 404 is `None`.
+fn found<T>(r: Result<T, kuryr_openstack::Error>) -> Result<Option<T>, Error> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn status_id(klb: &KuryrLoadBalancer) -> Option<String> {
+    klb.status.as_ref()?.loadbalancer.get("id")?.as_str().filter(|s| !s.is_empty()).map(String::from)
+}
+
+/// The load balancer this KuryrLoadBalancer stands for, if it exists (not being deleted).
+async fn find(klb: &KuryrLoadBalancer, lb: &Lb) -> Result<Option<LoadBalancer>, Error> {
+    let oct = &lb.ctx.octavia;
+    if let Some(id) = status_id(klb) {
+        if let Some(l) = found(oct.get_load_balancer(&id).await)? {
+            if !matches!(l.provisioning_status.as_str(), lbstatus::PENDING_DELETE | lbstatus::DELETED) {
+                return Ok(Some(l));
+            }
+        }
+    }
+    let Some(uid) = klb.uid() else { return Ok(None) };
+    let tagged = oct.list_load_balancers(&Query::new().eq("tags", owner_tag(&uid))).await?;
+    Ok(tagged.into_iter().find(|l| !matches!(l.provisioning_status.as_str(), lbstatus::PENDING_DELETE | lbstatus::DELETED)))
+}
+
+/// Cascade-deletes a load balancer and waits until Octavia says it is gone.
+async fn delete_lb(id: &str, lb: &Lb) -> Result<(), Error> {
+    let oct = &lb.ctx.octavia;
+    let deadline = Instant::now() + lb.settings.activation_timeout;
+    // A load balancer still PENDING_* refuses the delete: let it settle first.
+    match oct.wait_for_lb(id, deadline).await {
+        Ok(LbState::Deleted) => return Ok(()),
+        Ok(LbState::Active(_)) | Err(kuryr_openstack::Error::Provisioning { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    oct.delete_load_balancer(id, true).await?;
+    match oct.wait_for_lb(id, deadline).await {
+        Ok(LbState::Deleted) => Ok(()),
+        Ok(LbState::Active(_)) => Err(Error::Invalid(format!("octavia load balancer {id} is still ACTIVE after its delete"))),
+        // ERROR while deleting: report it; the next attempt deletes again.
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits for `ACTIVE` (the load balancer accepts writes again).
+async fn settle(id: &str, lb: &Lb) -> Result<LoadBalancer, Error> {
+    let deadline = Instant::now() + lb.settings.activation_timeout;
+    match lb.ctx.octavia.wait_for_lb(id, deadline).await? {
+        LbState::Active(l) => Ok(*l),
+        LbState::Deleted => Err(Error::Invalid(format!("octavia load balancer {id} disappeared while being changed"))),
+    }
+}
+
+/// One write to a load balancer: on 409 (immutable while `PENDING_*`: someone else is changing
+/// it) wait for `ACTIVE` and retry once; after the write, wait for `ACTIVE` again.
+async fn write<T, F, Fut>(id: &str, lb: &Lb, f: F) -> Result<T, Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kuryr_openstack::Error>>,
+{
+    let out = match f().await {
+        Err(e) if e.is_conflict() => {
+            settle(id, lb).await?;
+            f().await?
+        }
+        r => r?,
+    };
+    settle(id, lb).await?;
+    Ok(out)
+}
+
+/// The Neutron subnet a member address is in: one of the configured member subnets, or the VIP
+/// subnet (routed) when none holds it.
+async fn member_subnet(address: &str, lb: &Lb) -> Result<String, Error> {
+    let Ok(ip) = address.parse::<std::net::IpAddr>() else { return Ok(lb.settings.service_subnet.clone()) };
+    for id in &lb.settings.member_subnets {
+        let s = lb.ctx.cache.subnet(&lb.ctx.neutron, id).await?;
+        if s.cidr.parse::<ipnet::IpNet>().is_ok_and(|n| n.contains(&ip)) {
+            return Ok(id.clone());
+        }
+    }
+    Ok(lb.settings.service_subnet.clone())
+}
+
+async fn member_specs(members: &BTreeSet<WantMember>, lb: &Lb) -> Result<Vec<MemberSpec>, Error> {
+    let mut out = Vec::with_capacity(members.len());
+    for m in members {
+        out.push(MemberSpec {
+            address: m.address.clone(),
+            protocol_port: m.port,
+            subnet_id: member_subnet(&m.address, lb).await?,
+            name: m.name.clone(),
+            tags: lb.settings.tags.clone(),
+            ..MemberSpec::default()
+        });
+    }
+    Ok(out)
+}
+
+fn timeout(v: Option<i64>) -> Option<u32> {
+    v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0)
+}
+
+async fn pool_create(w: &WantListener, listener_id: &str, tags: &[String], lb: &Lb) -> Result<PoolCreate, Error> {
+    Ok(PoolCreate {
+        protocol: w.protocol.clone(),
+        lb_algorithm: lb.settings.lb_algorithm.clone(),
+        listener_id: listener_id.to_string(),
+        name: w.name.clone(),
+        tags: tags.to_vec(),
+        members: member_specs(&w.members, lb).await?,
+        ..PoolCreate::default()
+    })
+}
+
+async fn listener_create(klb: &KuryrLoadBalancer, w: &WantListener, lb_id: &str, tags: &[String], lb: &Lb) -> Result<ListenerCreate, Error> {
+    Ok(ListenerCreate {
+        loadbalancer_id: lb_id.to_string(),
+        protocol: w.protocol.clone(),
+        protocol_port: w.port,
+        name: w.name.clone(),
+        timeout_client_data: timeout(klb.spec.timeout_client_data),
+        timeout_member_data: timeout(klb.spec.timeout_member_data),
+        tags: tags.to_vec(),
+        default_pool: Some(pool_create(w, "", tags, lb).await?),
+        ..ListenerCreate::default()
+    })
+}
+
+async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Result<Action, Error> {
+    let ctx = &lb.ctx;
+    let oct = &ctx.octavia;
+    let Some(ip) = klb.spec.ip.clone().filter(|s| !s.is_empty()) else { return Ok(Action::await_change()) };
+    let uid = klb.uid().ok_or_else(|| Error::Invalid(format!("kuryrloadbalancer {ns}/{name} has no uid")))?;
+    let lb_name = model::lb_name(ns, name);
+    let want = model::listeners(&lb_name, &klb.spec);
+    let mut tags = lb.settings.tags.clone();
+    tags.push(owner_tag(&uid));
+    let subnet = klb.spec.subnet_id.clone().unwrap_or_else(|| lb.settings.service_subnet.clone());
+    let provider = klb.spec.provider.clone().or_else(|| lb.settings.provider.clone());
+
+    let mut current = find(klb, lb).await?;
+    if let Some(l) = &current {
+        let why = if l.provisioning_status == lbstatus::ERROR {
+            Some("it is in ERROR".to_string())
+        } else if model::normalize_ip(&l.vip_address) != ip {
+            Some(format!("its VIP {} is not the ClusterIP {ip}", l.vip_address))
+        } else if provider.as_deref().is_some_and(|p| p != l.provider) {
+            Some(format!("its provider {} is not {}", l.provider, provider.as_deref().unwrap_or_default()))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            ctx.leader.ensure()?;
+            tracing::warn!(lb = %l.id, %why, "replacing the load balancer");
+            if let Some(svc) = lb.services.get(&ObjectRef::new(name).within(ns)) {
+                ctx.events.normal(service_ref(&svc), "KuryrReplaceLB", "EnsureLB", format!("replacing Octavia load balancer {}: {why}", l.id));
+            }
+            delete_lb(&l.id, lb).await?;
+            current = None;
+        }
+    }
+
+    let mut changed = false;
+    let l = match current {
+        Some(l) if l.provisioning_status == lbstatus::ACTIVE => l,
+        Some(l) => settle(&l.id, lb).await?,
+        None => {
+            ctx.leader.ensure()?;
+            let mut listeners = Vec::with_capacity(want.len());
+            for w in &want {
+                listeners.push(listener_create(klb, w, "", &tags, lb).await?);
+            }
+            let req = LoadBalancerCreate {
+                name: lb_name.clone(),
+                description: resource_description("load balancer", &lb.settings.cluster_name, ns, name),
+                vip_subnet_id: subnet.clone(),
+                vip_address: ip.clone(),
+                provider: provider.clone().unwrap_or_default(),
+                project_id: klb.spec.project_id.clone().unwrap_or_else(|| lb.settings.project.clone()),
+                tags: tags.clone(),
+                listeners,
+                ..LoadBalancerCreate::default()
+            };
+            let created = oct.create_load_balancer(&req).await?;
+            tracing::info!(lb = %created.id, vip = %ip, listeners = want.len(), "octavia load balancer created (fully populated)");
+            // Record it before waiting: a crash from here on finds it by id (and by tag).
+            write_status(klb, ns, name, &status_json(&created, &[], &StatusTree::default(), &BTreeMap::new()), lb).await?;
+            changed = true;
+            settle(&created.id, lb).await?
+        }
+    };
+
+    // Converge with reads first: listeners of this load balancer, and its status tree.
+    let listeners = oct.list_listeners(&Query::new().eq("loadbalancer_id", &l.id)).await?;
+    let tree = oct.status_tree(&l.id).await?;
+    let pool_members = |pool_id: &str| -> Option<BTreeSet<(String, u16)>> {
+        tree.listeners
+            .iter()
+            .flat_map(|x| x.pools.iter())
+            .find(|p| p.id == pool_id)
+            .map(|p| p.members.iter().filter(|m| m.provisioning_status != lbstatus::PENDING_DELETE).map(|m| (model::normalize_ip(&m.address), m.protocol_port)).collect())
+    };
+    for w in &want {
+        let have = listeners.iter().find(|x| x.protocol.eq_ignore_ascii_case(&w.protocol) && x.protocol_port == w.port);
+        let Some(have) = have else {
+            ctx.leader.ensure()?;
+            let req = listener_create(klb, w, &l.id, &tags, lb).await?;
+            write(&l.id, lb, || oct.create_listener(&req)).await?;
+            tracing::info!(listener = %w.name, members = w.members.len(), "listener created with its pool");
+            changed = true;
+            continue;
+        };
+        let (tc, tm) = (timeout(klb.spec.timeout_client_data), timeout(klb.spec.timeout_member_data));
+        if (tc.is_some() && tc != have.timeout_client_data) || (tm.is_some() && tm != have.timeout_member_data) {
+            ctx.leader.ensure()?;
+            let req = ListenerUpdate { timeout_client_data: tc, timeout_member_data: tm, ..ListenerUpdate::default() };
+            write(&l.id, lb, || oct.update_listener(&have.id, &req)).await?;
+            changed = true;
+        }
+        let pool = have.default_pool_id.as_deref().filter(|p| pool_members(p).is_some());
+        match pool {
+            None => {
+                ctx.leader.ensure()?;
+                let req = pool_create(w, &have.id, &tags, lb).await?;
+                write(&l.id, lb, || oct.create_pool(&req)).await?;
+                tracing::info!(listener = %w.name, members = w.members.len(), "pool created");
+                changed = true;
+            }
+            Some(pool_id) => {
+                let want_set: BTreeSet<(String, u16)> = w.members.iter().map(|m| (m.address.clone(), m.port)).collect();
+                if pool_members(pool_id).as_ref() != Some(&want_set) {
+                    ctx.leader.ensure()?;
+                    let specs = member_specs(&w.members, lb).await?;
+                    write(&l.id, lb, || oct.replace_members(pool_id, &specs)).await?;
+                    tracing::info!(pool = %pool_id, members = specs.len(), "pool members replaced (one batch call)");
+                    changed = true;
+                }
+            }
+        }
+    }
+    for extra in listeners.iter().filter(|x| !want.iter().any(|w| x.protocol.eq_ignore_ascii_case(&w.protocol) && x.protocol_port == w.port)) {
+        ctx.leader.ensure()?;
+        if let Some(p) = extra.default_pool_id.as_deref() {
+            write(&l.id, lb, || oct.delete_pool(p)).await?;
+        }
+        write(&l.id, lb, || oct.delete_listener(&extra.id)).await?;
+        tracing::info!(listener = %extra.name, "listener no longer asked for: deleted");
+        changed = true;
+    }
+
+    // Status: from fresh reads when anything changed, else from what was just read.
+    let (listeners, tree) = if changed {
+        (oct.list_listeners(&Query::new().eq("loadbalancer_id", &l.id)).await?, oct.status_tree(&l.id).await?)
+    } else {
+        (listeners, tree)
+    };
+    let mut subnets = BTreeMap::new();
+    for w in &want {
+        for m in &w.members {
+            if !subnets.contains_key(&m.address) {
+                subnets.insert(m.address.clone(), member_subnet(&m.address, lb).await?);
+            }
+        }
+    }
+    let status = status_json(&l, &listeners, &tree, &subnets);
+    if klb.status.as_ref().map(|s| serde_json::to_value(s).unwrap_or_default()) != Some(status.clone()) {
+        write_status(klb, ns, name, &status, lb).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// The status upstream kuryr writes: `loadbalancer`, `listeners`, `pools`, `members`.
+fn status_json(
+    l: &LoadBalancer,
+    listeners: &[kuryr_openstack::octavia::Listener],
+    tree: &StatusTree,
+    subnets: &BTreeMap<String, String>,
+) -> Value {
+    let project = &l.project_id;
+    let mut ls: Vec<Value> = listeners
+        .iter()
+        .map(|x| {
+            json!({"id": x.id, "loadbalancer_id": l.id, "name": x.name, "port": x.protocol_port, "project_id": project,
+                   "protocol": x.protocol, "timeout_client_data": x.timeout_client_data, "timeout_member_data": x.timeout_member_data})
+        })
+        .collect();
+    ls.sort_by_key(|v| v["name"].to_string());
+    let mut pools = Vec::new();
+    let mut members = Vec::new();
+    for x in listeners {
+        let Some(pid) = x.default_pool_id.as_deref() else { continue };
+        let Some(p) = tree.listeners.iter().flat_map(|t| t.pools.iter()).find(|p| p.id == pid) else { continue };
+        pools.push(json!({"id": p.id, "listener_id": x.id, "loadbalancer_id": l.id, "name": p.name, "project_id": project, "protocol": x.protocol}));
+        for m in p.members.iter().filter(|m| m.provisioning_status != lbstatus::PENDING_DELETE) {
+            let ip = model::normalize_ip(&m.address);
+            members.push(json!({"id": m.id, "ip": ip, "name": m.name, "pool_id": p.id, "port": m.protocol_port,
+                                "project_id": project, "subnet_id": subnets.get(&ip)}));
+        }
+    }
+    pools.sort_by_key(|v| v["name"].to_string());
+    members.sort_by_key(|v| (v["pool_id"].to_string(), v["ip"].to_string(), v["port"].to_string()));
+    json!({
+        "loadbalancer": {"id": l.id, "ip": l.vip_address, "name": l.name, "port_id": l.vip_port_id, "project_id": project,
+                         "provider": l.provider, "security_groups": [], "subnet_id": l.vip_subnet_id},
+        "listeners": ls, "pools": pools, "members": members,
+        "service_pub_ip_info": {},
+    })
+}
+
+async fn write_status(klb: &KuryrLoadBalancer, ns: &str, name: &str, status: &Value, lb: &Lb) -> Result<(), Error> {
+    lb.ctx.leader.ensure()?;
+    let api: Api<KuryrLoadBalancer> = Api::namespaced(lb.ctx.client.clone(), ns);
+    tracing::debug!(klb = %klb.name_any(), "writing status");
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({"status": status})))
+        .await
+        .map_err(|e| Error::kube("write status of", format!("kuryrloadbalancer {ns}/{name}"), e))?;
+    Ok(())
+}
+
+/// Finalizer: delete the load balancer (by status id and by owner tag), then drop the finalizer.
+async fn release(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Result<Action, Error> {
+    let ctx = &lb.ctx;
+    if !klb.finalizers().iter().any(|f| f == KURYRLB_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    ctx.leader.ensure()?;
+    while let Some(l) = find(klb, lb).await? {
+        delete_lb(&l.id, lb).await?;
+        tracing::info!(lb = %l.id, "octavia load balancer deleted");
+    }
+    let api: Api<KuryrLoadBalancer> = Api::namespaced(ctx.client.clone(), ns);
+    if let Some(patch) = remove_finalizer_patch(klb, KURYRLB_FINALIZER) {
+        json_patch(&api, name, patch).await.map_err(|e| Error::kube("remove finalizer from", format!("kuryrloadbalancer {ns}/{name}"), e))?;
+    }
+    Ok(Action::await_change())
+}

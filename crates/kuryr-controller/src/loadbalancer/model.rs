@@ -1,0 +1,394 @@
+//! Pure translation (`crate::loadbalancer::model`): Service + EndpointSlices → KuryrLoadBalancer
+//! spec, and KuryrLoadBalancer spec → the Octavia listeners, pools and members it asks for. No
+//! I/O: every decision here is unit-tested.
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
+use kuryr_core::crd::{KuryrLoadBalancerPort, KuryrLoadBalancerSpec};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Annotations of upstream kuryr for listener timeouts (milliseconds).
+pub const TIMEOUT_CLIENT_DATA: &str = "openstack.org/kuryr-timeout-client-data";
+pub const TIMEOUT_MEMBER_DATA: &str = "openstack.org/kuryr-timeout-member-data";
+/// A Service still carrying upstream's pre-CRD annotation is left to whoever wrote it.
+pub const LEGACY_LBAAS_SPEC: &str = "openstack.org/kuryr-lbaas-spec";
+/// The label EndpointSlices name their Service with.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What the Service controller does with a Service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// No load balancer: why (logged at debug; DNS serves headless and ExternalName Services).
+    Skip(&'static str),
+    /// A load balancer with this spec; `notes` are things asked for that are not provided
+    /// (one Warning Event each).
+    Balance { spec: KuryrLoadBalancerSpec, notes: Vec<String> },
+}
+
+/// Defaults the spec takes from `kuryr.conf`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpecDefaults {
+    pub project_id: String,
+    pub subnet_id: String,
+    /// `None` = Octavia's default provider.
+    pub provider: Option<String>,
+    pub timeout_client_data: u32,
+    pub timeout_member_data: u32,
+}
+
+/// Decides what to do with `svc` and builds the KuryrLoadBalancer spec from it and its
+/// EndpointSlices.
+pub fn plan(svc: &Service, slices: &[&EndpointSlice], d: &SpecDefaults) -> Plan {
+    let Some(spec) = svc.spec.as_ref() else { return Plan::Skip("no spec") };
+    let typ = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if typ == "ExternalName" {
+        return Plan::Skip("ExternalName (served by DNS)");
+    }
+    if svc.annotations().contains_key(LEGACY_LBAAS_SPEC) {
+        return Plan::Skip("carries the legacy openstack.org/kuryr-lbaas-spec annotation");
+    }
+    if spec.load_balancer_class.as_deref().is_some_and(|c| !c.is_empty()) {
+        return Plan::Skip("spec.loadBalancerClass names another implementation");
+    }
+    let ip = match spec.cluster_ip.as_deref() {
+        None | Some("") => return Plan::Skip("no clusterIP allocated yet"),
+        Some("None") => return Plan::Skip("headless (served by DNS)"),
+        Some(ip) => normalize_ip(ip),
+    };
+    let ports: Vec<KuryrLoadBalancerPort> = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| KuryrLoadBalancerPort {
+            name: p.name.clone().filter(|n| !n.is_empty()),
+            port: p.port,
+            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            target_port: p.target_port.as_ref().map(|t| match t {
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => i.to_string(),
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(),
+            }),
+        })
+        .collect();
+    if ports.is_empty() {
+        return Plan::Skip("no ports");
+    }
+    let mut notes = Vec::new();
+    if typ == "NodePort" || (typ == "LoadBalancer" && spec.allocate_load_balancer_node_ports != Some(false)) {
+        notes.push(format!(
+            "type {typ}: the ClusterIP is an Octavia load balancer; node ports ({}) are not provided by kuryr-rs (there is no kube-proxy)",
+            spec.ports.iter().flatten().filter_map(|p| p.node_port).map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let others: Vec<&str> = spec.cluster_ips.iter().flatten().map(String::as_str).filter(|c| normalize_ip(c) != ip).collect();
+    if !others.is_empty() {
+        notes.push(format!(
+            "dual-stack: the load balancer serves {ip} only; the service subnet has no room for {} (one VIP per load balancer)",
+            others.join(", ")
+        ));
+    }
+    if spec.load_balancer_source_ranges.as_ref().is_some_and(|r| !r.is_empty()) && typ == "LoadBalancer" {
+        notes.push("loadBalancerSourceRanges are not enforced: the provider has no listener allowed_cidrs".into());
+    }
+    let timeout = |key: &str, default: u32| -> Option<i64> {
+        match svc.annotations().get(key).and_then(|v| v.trim().parse::<i64>().ok()) {
+            Some(v) if v > 0 => Some(v),
+            _ => (default > 0).then_some(i64::from(default)),
+        }
+    };
+    let svc_name = svc.name_any();
+    let mine: Vec<&EndpointSlice> = slices
+        .iter()
+        .copied()
+        .filter(|s| s.labels().get(SERVICE_NAME_LABEL) == Some(&svc_name) && s.namespace() == svc.namespace())
+        .collect();
+    let spec = KuryrLoadBalancerSpec {
+        ip: Some(ip.clone()),
+        lb_ip: spec.load_balancer_ip.clone().filter(|s| !s.is_empty()),
+        type_: Some(if typ == "LoadBalancer" { "LoadBalancer".into() } else { "ClusterIP".into() }),
+        ports,
+        project_id: Some(d.project_id.clone()),
+        subnet_id: Some(d.subnet_id.clone()),
+        security_groups_ids: Vec::new(),
+        provider: d.provider.clone(),
+        timeout_client_data: timeout(TIMEOUT_CLIENT_DATA, d.timeout_client_data),
+        timeout_member_data: timeout(TIMEOUT_MEMBER_DATA, d.timeout_member_data),
+        endpoint_slices: endpoint_slices(&mine, ip_family(&ip)),
+    };
+    Plan::Balance { spec, notes }
+}
+
+/// `010.096.000.001` → `10.96.0.1` (upstream normalises too: leading zeros are legal in a
+/// Service but not in Octavia).
+pub fn normalize_ip(ip: &str) -> String {
+    if ip.contains(':') {
+        return ip.parse::<std::net::Ipv6Addr>().map(|a| a.to_string()).unwrap_or_else(|_| ip.to_string());
+    }
+    let parts: Vec<&str> = ip.split('.').collect();
+    if parts.len() == 4 && parts.iter().all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit())) {
+        return parts.iter().map(|p| p.trim_start_matches('0')).map(|p| if p.is_empty() { "0" } else { p }).collect::<Vec<_>>().join(".");
+    }
+    ip.to_string()
+}
+
+fn ip_family(ip: &str) -> &'static str {
+    if ip.contains(':') {
+        "IPv6"
+    } else {
+        "IPv4"
+    }
+}
+
+/// The KuryrLoadBalancer `spec.endpointSlices` (upstream's shape): ready endpoints of the
+/// Service's slices of one address family, with their ports. Sorted, so the spec is stable.
+pub fn endpoint_slices(slices: &[&EndpointSlice], family: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = slices
+        .iter()
+        .filter(|s| s.address_type == family)
+        .filter_map(|s| {
+            let mut endpoints: Vec<Value> = s
+                .endpoints
+                .iter()
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                .map(|e| {
+                    let mut addrs = e.addresses.clone();
+                    addrs.sort();
+                    let mut v = json!({"addresses": addrs, "conditions": {"ready": true}});
+                    if let Some(t) = &e.target_ref {
+                        v["targetRef"] = json!({"kind": t.kind, "name": t.name, "namespace": t.namespace, "uid": t.uid});
+                    }
+                    if let Some(h) = &e.hostname {
+                        v["hostname"] = json!(h);
+                    }
+                    if let Some(n) = &e.node_name {
+                        v["nodeName"] = json!(n);
+                    }
+                    v
+                })
+                .collect();
+            if endpoints.is_empty() {
+                return None;
+            }
+            endpoints.sort_by_key(|e| e.to_string());
+            let mut ports: Vec<Value> = s
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| {
+                    p.port.map(|port| {
+                        json!({"name": p.name.clone().unwrap_or_default(), "port": port, "protocol": p.protocol.clone().unwrap_or_else(|| "TCP".into())})
+                    })
+                })
+                .collect();
+            ports.sort_by_key(|p| p.to_string());
+            Some(json!({"endpoints": endpoints, "ports": ports}))
+        })
+        .collect();
+    out.sort_by_key(|s| s.to_string());
+    out
+}
+
+/// One Octavia listener (and its default pool) the spec asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantListener {
+    pub protocol: String,
+    pub port: u16,
+    /// `<lb name>:<PROTO>:<port>` (upstream's listener and pool name).
+    pub name: String,
+    pub members: BTreeSet<WantMember>,
+}
+
+/// One member of a pool: where traffic goes. `subnet` is resolved by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WantMember {
+    pub address: String,
+    pub port: u16,
+    /// `<namespace>/<pod>:<port>` for pod endpoints, `<address>:<port>` otherwise.
+    pub name: String,
+}
+
+/// The load balancer name (upstream's: `<namespace>/<service>`).
+pub fn lb_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// Listeners, pools and members from a KuryrLoadBalancer spec: one listener per (protocol,
+/// port); members are the ready endpoint addresses × the slice port with the Service port's
+/// name and protocol (so a named `targetPort` resolves per slice, as the EndpointSlice
+/// controller resolved it per pod). Ports Octavia cannot serve (not 1–65535) are left out.
+pub fn listeners(lb_name: &str, spec: &KuryrLoadBalancerSpec) -> Vec<WantListener> {
+    let mut out: BTreeMap<(String, u16), WantListener> = BTreeMap::new();
+    for p in &spec.ports {
+        let Ok(port) = u16::try_from(p.port) else { continue };
+        if port == 0 {
+            continue;
+        }
+        let protocol = p.protocol.to_ascii_uppercase();
+        let want_name = p.name.clone().unwrap_or_default();
+        let entry = out.entry((protocol.clone(), port)).or_insert_with(|| WantListener {
+            name: format!("{lb_name}:{protocol}:{port}"),
+            protocol: protocol.clone(),
+            port,
+            members: BTreeSet::new(),
+        });
+        for slice in &spec.endpoint_slices {
+            let Some(sport) = slice["ports"].as_array().and_then(|ps| {
+                ps.iter().find(|sp| {
+                    sp["name"].as_str().unwrap_or_default() == want_name
+                        && sp["protocol"].as_str().unwrap_or("TCP").eq_ignore_ascii_case(&protocol)
+                })
+            }) else {
+                continue;
+            };
+            let Some(target) = sport["port"].as_u64().and_then(|v| u16::try_from(v).ok()).filter(|v| *v > 0) else { continue };
+            for ep in slice["endpoints"].as_array().into_iter().flatten() {
+                if ep["conditions"]["ready"].as_bool() == Some(false) {
+                    continue;
+                }
+                for addr in ep["addresses"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                    let addr = normalize_ip(addr);
+                    let name = match (ep["targetRef"]["namespace"].as_str(), ep["targetRef"]["name"].as_str()) {
+                        (Some(ns), Some(n)) => format!("{ns}/{n}:{target}"),
+                        _ => format!("{addr}:{target}"),
+                    };
+                    entry.members.insert(WantMember { address: addr, port: target, name });
+                }
+            }
+        }
+    }
+    // One member per (address, port): the name of the first wins.
+    for l in out.values_mut() {
+        let mut seen = BTreeSet::new();
+        l.members.retain(|m| seen.insert((m.address.clone(), m.port)));
+    }
+    out.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(v: Value) -> Service {
+        let mut base = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "ns", "uid": "s-1"},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
+                     "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]}
+        });
+        merge(&mut base, v);
+        serde_json::from_value(base).expect("service")
+    }
+
+    fn merge(a: &mut Value, b: Value) {
+        match (a, b) {
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+
+    fn slice(name: &str, port_name: &str, port: i32, eps: &[(&str, Option<bool>, &str)]) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": name, "namespace": "ns", "labels": {SERVICE_NAME_LABEL: "web"}},
+            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+            "endpoints": eps.iter().map(|(ip, ready, pod)| json!({
+                "addresses": [ip], "conditions": {"ready": ready},
+                "targetRef": {"kind": "Pod", "name": pod, "namespace": "ns", "uid": format!("u-{pod}")}
+            })).collect::<Vec<_>>()
+        }))
+        .expect("slice")
+    }
+
+    fn defaults() -> SpecDefaults {
+        SpecDefaults { project_id: "p".into(), subnet_id: "svc-sub".into(), provider: Some("ovn".into()), ..Default::default() }
+    }
+
+    fn balanced(p: Plan) -> (KuryrLoadBalancerSpec, Vec<String>) {
+        match p {
+            Plan::Balance { spec, notes } => (spec, notes),
+            Plan::Skip(why) => panic!("skipped: {why}"),
+        }
+    }
+
+    #[test]
+    fn skips_what_needs_no_load_balancer() {
+        let d = defaults();
+        assert_eq!(plan(&svc(json!({"spec": {"clusterIP": "None", "clusterIPs": ["None"]}})), &[], &d), Plan::Skip("headless (served by DNS)"));
+        assert!(matches!(plan(&svc(json!({"spec": {"type": "ExternalName", "externalName": "x.example"}})), &[], &d), Plan::Skip(_)));
+        assert!(matches!(plan(&svc(json!({"spec": {"loadBalancerClass": "other.io/lb", "type": "LoadBalancer"}})), &[], &d), Plan::Skip(_)));
+        assert!(matches!(plan(&svc(json!({"metadata": {"annotations": {LEGACY_LBAAS_SPEC: "{}"}}})), &[], &d), Plan::Skip(_)));
+        assert!(matches!(plan(&svc(json!({"spec": {"ports": []}})), &[], &d), Plan::Skip("no ports")));
+    }
+
+    #[test]
+    fn spec_has_upstream_fields_and_only_ready_endpoints_of_this_service() {
+        let s = svc(json!({"metadata": {"annotations": {TIMEOUT_CLIENT_DATA: "70000"}}}));
+        let a = slice("web-a", "http", 8080, &[("10.244.0.5", Some(true), "w1"), ("10.244.0.6", Some(false), "w2"), ("10.244.0.7", None, "w3")]);
+        let mut other = slice("db-a", "http", 5432, &[("10.244.0.9", Some(true), "db")]);
+        other.metadata.labels.as_mut().map(|l| l.insert(SERVICE_NAME_LABEL.into(), "db".into()));
+        let (spec, notes) = balanced(plan(&s, &[&a, &other], &defaults()));
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(spec.ip.as_deref(), Some("10.96.0.20"));
+        assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+        assert_eq!(spec.subnet_id.as_deref(), Some("svc-sub"));
+        assert_eq!(spec.provider.as_deref(), Some("ovn"));
+        assert_eq!(spec.timeout_client_data, Some(70000));
+        assert_eq!(spec.timeout_member_data, None);
+        assert_eq!(spec.ports[0].target_port.as_deref(), Some("http"));
+        assert_eq!(spec.endpoint_slices.len(), 1);
+        let addrs: Vec<&str> = spec.endpoint_slices[0]["endpoints"].as_array().unwrap().iter().map(|e| e["addresses"][0].as_str().unwrap()).collect();
+        assert_eq!(addrs, ["10.244.0.5", "10.244.0.7"], "the unready 10.244.0.6 and the other Service's endpoint are left out");
+    }
+
+    #[test]
+    fn nodeport_dual_stack_and_source_ranges_are_noted() {
+        let s = svc(json!({"spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080, "protocol": "TCP"}]}}));
+        let (_, notes) = balanced(plan(&s, &[], &defaults()));
+        assert!(notes[0].contains("30080"), "{notes:?}");
+        let s = svc(json!({"spec": {"clusterIPs": ["10.96.0.20", "fd00::20"]}}));
+        let (spec, notes) = balanced(plan(&s, &[], &defaults()));
+        assert_eq!(spec.ip.as_deref(), Some("10.96.0.20"));
+        assert!(notes[0].contains("fd00::20"), "{notes:?}");
+        let s = svc(json!({"spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "loadBalancerSourceRanges": ["1.2.3.0/24"], "loadBalancerIP": "172.24.4.50"}}));
+        let (spec, notes) = balanced(plan(&s, &[], &defaults()));
+        assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(spec.lb_ip.as_deref(), Some("172.24.4.50"));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("loadBalancerSourceRanges"));
+    }
+
+    #[test]
+    fn listeners_per_protocol_and_port_with_members_resolved_per_slice() {
+        let s = svc(json!({"spec": {"ports": [
+            {"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"},
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 5353}]}}));
+        // Two slices: pods whose named port "http" is 8080, and one where it is 9090.
+        let mut a = slice("web-a", "http", 8080, &[("10.244.0.5", Some(true), "w1"), ("10.244.0.6", Some(true), "w2")]);
+        a.ports.as_mut().unwrap().push(serde_json::from_value(json!({"name": "dns", "port": 5353, "protocol": "UDP"})).unwrap());
+        let b = slice("web-b", "http", 9090, &[("10.244.0.7", Some(true), "w3")]);
+        let (spec, _) = balanced(plan(&s, &[&a, &b], &defaults()));
+        let ls = listeners("ns/web", &spec);
+        let keys: Vec<(&str, u16)> = ls.iter().map(|l| (l.protocol.as_str(), l.port)).collect();
+        assert_eq!(keys, [("TCP", 53), ("TCP", 80), ("UDP", 53)]);
+        assert_eq!(ls[1].name, "ns/web:TCP:80");
+        let http: Vec<(&str, u16)> = ls[1].members.iter().map(|m| (m.address.as_str(), m.port)).collect();
+        assert_eq!(http, [("10.244.0.5", 8080), ("10.244.0.6", 8080), ("10.244.0.7", 9090)]);
+        assert_eq!(ls[1].members.iter().next().unwrap().name, "ns/w1:8080");
+        let udp: Vec<(&str, u16)> = ls[2].members.iter().map(|m| (m.address.as_str(), m.port)).collect();
+        assert_eq!(udp, [("10.244.0.5", 5353), ("10.244.0.6", 5353)]);
+        assert!(ls[0].members.is_empty(), "no slice has a dns-tcp port");
+    }
+
+    #[test]
+    fn normalizes_addresses() {
+        assert_eq!(normalize_ip("010.096.000.001"), "10.96.0.1");
+        assert_eq!(normalize_ip("fd00:0::1"), "fd00::1");
+        assert_eq!(normalize_ip("10.0.0.1"), "10.0.0.1");
+    }
+}
