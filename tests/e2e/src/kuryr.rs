@@ -53,6 +53,11 @@ pub fn spawn_daemon(conf: &Path, daemon_args: &[&str]) -> Proc {
 
 /// kuryr-controller alone, as [`start_with_config`] runs it.
 pub fn spawn_controller(conf: &Path) -> Proc {
+    spawn_controller_with(conf, &[])
+}
+
+/// [`spawn_controller`] with extra flags (e.g. `--lb-audit-seconds 5`).
+pub fn spawn_controller_with(conf: &Path, args: &[&str]) -> Proc {
     let kcfg = state_dir().join("kubeconfig");
     Proc::spawn(
         "kuryr-controller",
@@ -62,6 +67,7 @@ pub fn spawn_controller(conf: &Path) -> Proc {
             .arg("--kubeconfig")
             .arg(&kcfg)
             .arg("--install-crds")
+            .args(args)
             .env("RUST_LOG", "info"),
     )
 }

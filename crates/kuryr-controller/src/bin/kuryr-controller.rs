@@ -58,6 +58,11 @@ struct Args {
     /// then exit: 0 if none, 3 if some. Writes nothing.
     #[arg(long)]
     gc_list: bool,
+    /// Seconds between the comparisons of Octavia with the KuryrLoadBalancers (three
+    /// tag-filtered lists per pass) that repair load balancers, listeners and pools deleted out
+    /// of band.
+    #[arg(long, default_value_t = 30)]
+    lb_audit_seconds: u64,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -134,6 +139,9 @@ async fn main() -> anyhow::Result<()> {
         interval: Duration::from_secs(args.gc_interval_seconds),
         dry_run: args.gc_dry_run,
     });
+    if let Some(s) = opts.services.as_mut() {
+        s.audit_interval = Duration::from_secs(args.lb_audit_seconds.max(1));
+    }
     if args.gc_list {
         return gc_list(opts).await;
     }

@@ -67,6 +67,9 @@ pub struct Options {
     pub read_only: bool,
     /// Services through Octavia ([`crate::loadbalancer`]); `None` = off.
     pub services: Option<crate::loadbalancer::LbSettings>,
+    /// The pod path (Pod and KuryrPort reconcilers): `[kubernetes] enabled_handlers` names `vif`
+    /// or `kuryrport`. Off, this replica handles only what else is enabled (e.g. Services).
+    pub pods: bool,
 }
 
 /// `--gc-interval-seconds`, `--gc-dry-run`.
@@ -105,6 +108,7 @@ impl Options {
             gc: Some(GcOptions::default()),
             read_only: false,
             services: crate::loadbalancer::LbSettings::from_config(config, cluster_name)?,
+            pods: config.kubernetes.enabled_handlers.iter().any(|h| h == "vif" || h == "kuryrport"),
         })
     }
 }
@@ -371,9 +375,20 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         }
         _ => None,
     };
+    let pods_on = opts.pods;
     let controllers = tokio::spawn({
-        let p = watchdog("pod-controller", pod_controller, shutdown_rx.clone(), health.clone());
-        let k = watchdog("kuryrport-controller", kp_controller, shutdown_rx.clone(), health.clone());
+        let (stop, h) = (shutdown_rx.clone(), health.clone());
+        let p = async move {
+            if pods_on {
+                watchdog("pod-controller", pod_controller, stop, h).await;
+            }
+        };
+        let (stop, h) = (shutdown_rx.clone(), health.clone());
+        let k = async move {
+            if pods_on {
+                watchdog("kuryrport-controller", kp_controller, stop, h).await;
+            }
+        };
         async move {
             match lb_controllers {
                 Some(lb) => {
