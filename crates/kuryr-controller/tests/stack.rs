@@ -816,6 +816,7 @@ async fn gc_sweeps_a_planted_orphan_on_the_second_pass_and_nothing_else() {
     opts.gc = None; // passes are driven by the test
     let ctl = start_in(&stack, &scratch, opts).await;
     let ctx = ctl.context.clone();
+    let hooks = ctl.pod.clone();
     run(&stack, &scratch, vec![ctl], async {
         // A live pod with its port: never a candidate.
         let pod = create_pod(&stack, &scratch, &ns, "live").await;
@@ -830,10 +831,10 @@ async fn gc_sweeps_a_planted_orphan_on_the_second_pass_and_nothing_else() {
         // Dry run: lists the orphan on the second pass, deletes nothing.
         let mut marks = Marks::default();
         let ids = |v: &[gc::Orphan]| v.iter().map(|o| o.id.clone()).collect::<Vec<_>>();
-        let r = gc::pass(&ctx, &mut marks, Some(&ns), true).await.expect("dry pass 1");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), true).await.expect("dry pass 1");
         assert_eq!(ids(&r.marked), [orphan.clone()], "{r:?}");
         assert!(r.swept.is_empty(), "first pass only marks: {r:?}");
-        let r = gc::pass(&ctx, &mut marks, Some(&ns), true).await.expect("dry pass 2");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), true).await.expect("dry pass 2");
         assert_eq!(ids(&r.swept), [orphan.clone()], "{r:?}");
         assert!(!port_gone(&stack, &orphan).await, "dry run deleted the orphan");
 
@@ -855,10 +856,10 @@ async fn gc_sweeps_a_planted_orphan_on_the_second_pass_and_nothing_else() {
 
         // For real: the first pass marks, the second deletes the orphan and nothing else.
         let mut marks = Marks::default();
-        let r = gc::pass(&ctx, &mut marks, Some(&ns), false).await.expect("pass 1");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), false).await.expect("pass 1");
         assert!(r.swept.is_empty(), "{r:?}");
         assert!(!port_gone(&stack, &orphan).await, "deleted on the first pass");
-        let r = gc::pass(&ctx, &mut marks, Some(&ns), false).await.expect("pass 2");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), false).await.expect("pass 2");
         assert_eq!(ids(&r.swept), [orphan.clone()], "{r:?}");
         assert!(port_gone(&stack, &orphan).await, "orphan {orphan} survived the sweep");
         for keep in [&live.port_id, &other_cluster, &other_ns] {
@@ -978,6 +979,7 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
     let project = opts.settings.project.clone();
     let ctl = start_in(&stack, &scratch, opts).await;
     let ctx = ctl.context.clone();
+    let hooks = ctl.pod.clone();
     let octavia = kuryr_openstack::Octavia::new(stack.neutron.session().clone());
     let planted = Mutex::new(Vec::<Planted>::new());
     let plant = |p: Planted| planted.lock().unwrap_or_else(|e| e.into_inner()).push(p);
@@ -1231,10 +1233,10 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
         // order (the orphan subnet's router interface goes before the subnet, the subnet before
         // its network), with no failed delete.
         let mut marks = Marks::default();
-        let r = gc::pass(&ctx, &mut marks, Some(&ns), false).await.expect("pass 1");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), false).await.expect("pass 1");
         assert_eq!(kinds(&r.marked), want, "{r:?}");
         assert!(r.swept.is_empty() && r.failed.is_empty(), "{r:?}");
-        let r = gc::pass(&ctx, &mut marks, Some(&ns), false).await.expect("pass 2");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), false).await.expect("pass 2");
         assert!(r.failed.is_empty(), "deletes failed: {:?}", r.failed);
         assert_eq!(kinds(&r.swept), want, "{r:?}");
 
@@ -1579,7 +1581,7 @@ async fn warm_pool_fills_in_bulk_claims_recycles_and_recovers() {
             c.shutdown().await;
         }
         let second = start_in(&stack, &scratch, pool_opts()).await;
-        let (health, pools) = (second.health_addr.expect("health"), second.context.pools.clone().expect("pools on"));
+        let (health, pools) = (second.health_addr.expect("health"), second.pod.pools.clone().expect("pools on"));
         *ctl.lock().unwrap_or_else(|e| e.into_inner()) = Some(second);
         // Readiness waits for the recovery: once /ready answers 200 the pools already hold every
         // pool port Neutron has, before any pod asked for one.
@@ -1616,6 +1618,7 @@ async fn gc_collects_the_pool_ports_of_a_deleted_node() {
     let settings = opts.settings.clone();
     let ctl = start_in(&stack, &scratch, opts).await;
     let ctx = ctl.context.clone();
+    let hooks = ctl.pod.clone();
     let gone = unique("kc-gone-node");
     run(&stack, &scratch, vec![ctl], async {
         // Ports as a pool refill for that node makes them, and the node's pool KuryrPort.
@@ -1634,11 +1637,11 @@ async fn gc_collects_the_pool_ports_of_a_deleted_node() {
         wait_for("caches synced", WAIT, || async { ctx.synced().then_some(()) }).await;
 
         let mut marks = Marks::default();
-        let r = gc::pass(&ctx, &mut marks, Some(POOL_NAMESPACE), false).await.expect("pass 1");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(POOL_NAMESPACE), false).await.expect("pass 1");
         let mine: Vec<_> = r.marked.iter().filter(|o| o.kind == Kind::Port).map(|o| o.id.clone()).collect();
         assert_eq!(mine, [port.id.clone()], "{r:?}");
         assert!(!port_gone(&stack, &port.id).await, "deleted on the first pass");
-        let r = gc::pass(&ctx, &mut marks, Some(POOL_NAMESPACE), false).await.expect("pass 2");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(POOL_NAMESPACE), false).await.expect("pass 2");
         assert!(r.failed.is_empty(), "{r:?}");
         assert!(r.swept.iter().any(|o| o.id == port.id && o.via.as_deref() == Some(gone.as_str())), "{r:?}");
         assert!(port_gone(&stack, &port.id).await, "the deleted node's pool port survived");
