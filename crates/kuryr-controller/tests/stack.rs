@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{push, take, unique, wait_for, Stack, STATE};
+use common::{push, state_file, take, unique, wait_for, Stack};
 use futures_util::FutureExt;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -841,9 +841,9 @@ async fn gc_sweeps_a_planted_orphan_on_the_second_pass_and_nothing_else() {
         // The operator's view: `kuryr-controller --gc-list` prints it and exits 3.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"))
             .arg("--config-file")
-            .arg(Path::new(STATE).join("kuryr.conf"))
+            .arg(state_file("kuryr.conf"))
             .arg("--kubeconfig")
-            .arg(Path::new(STATE).join("kubeconfig"))
+            .arg(state_file("kubeconfig"))
             .args(["--cluster-name", "kuryr-rs-test", "--watch-namespace", &ns, "--gc-list"])
             .output()
             .expect("run kuryr-controller --gc-list");
@@ -1213,9 +1213,9 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
         // The operator's view first: `--gc-list` prints exactly the orphans.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"))
             .arg("--config-file")
-            .arg(Path::new(STATE).join("kuryr.conf"))
+            .arg(state_file("kuryr.conf"))
             .arg("--kubeconfig")
-            .arg(Path::new(STATE).join("kubeconfig"))
+            .arg(state_file("kubeconfig"))
             .args(["--cluster-name", cluster, "--watch-namespace", &ns, "--gc-list"])
             .output()
             .expect("run kuryr-controller --gc-list");
@@ -1290,9 +1290,9 @@ fn spawn_controller_process(ns: &str) -> std::process::Child {
 fn controller_command(ns: &str) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"));
     c.arg("--config-file")
-        .arg(Path::new(STATE).join("kuryr.conf"))
+        .arg(state_file("kuryr.conf"))
         .arg("--kubeconfig")
-        .arg(Path::new(STATE).join("kubeconfig"))
+        .arg(state_file("kubeconfig"))
         .args(["--cluster-name", "kuryr-rs-test", "--watch-namespace", ns, "--gc-interval-seconds", "0"])
         .args(["--health-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
@@ -1433,7 +1433,7 @@ async fn credentials_from_clouds_yaml() {
     // No controller of this test installs them, and this test may run first on a fresh stack.
     kuryr_controller::runtime::crds::install(&stack.client).await.expect("install the CRDs");
     run(&stack, &scratch, vec![], async {
-        let conf = std::fs::read_to_string(Path::new(STATE).join("kuryr.conf")).expect("kuryr.conf");
+        let conf = std::fs::read_to_string(state_file("kuryr.conf")).expect("kuryr.conf");
         let with_cloud = |cloud: &str| {
             // [neutron] replaced by a reference into clouds.yaml.
             let mut out = String::new();
@@ -1443,7 +1443,7 @@ async fn credentials_from_clouds_yaml() {
                 if t.starts_with('[') {
                     skip = t == "[neutron]";
                     if skip {
-                        out.push_str(&format!("[neutron]\ncloud = {cloud}\nclouds_file = {STATE}/clouds.yaml\n"));
+                        out.push_str(&format!("[neutron]\ncloud = {cloud}\nclouds_file = {}\n", state_file("clouds.yaml").display()));
                     }
                 }
                 if !skip {
@@ -1460,7 +1460,7 @@ async fn credentials_from_clouds_yaml() {
                 .arg("--config-file")
                 .arg(conf)
                 .arg("--kubeconfig")
-                .arg(Path::new(STATE).join("kubeconfig"))
+                .arg(state_file("kubeconfig"))
                 .args(["--cluster-name", "kuryr-rs-test", "--watch-namespace", &ns, "--gc-list"])
                 .output()
                 .expect("run kuryr-controller")
