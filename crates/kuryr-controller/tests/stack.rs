@@ -832,10 +832,10 @@ async fn gc_sweeps_a_planted_orphan_on_the_second_pass_and_nothing_else() {
         let mut marks = Marks::default();
         let ids = |v: &[gc::Orphan]| v.iter().map(|o| o.id.clone()).collect::<Vec<_>>();
         let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), true).await.expect("dry pass 1");
-        assert_eq!(ids(&r.marked), [orphan.clone()], "{r:?}");
+        assert_eq!(ids(&r.marked), std::slice::from_ref(&orphan), "{r:?}");
         assert!(r.swept.is_empty(), "first pass only marks: {r:?}");
         let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), true).await.expect("dry pass 2");
-        assert_eq!(ids(&r.swept), [orphan.clone()], "{r:?}");
+        assert_eq!(ids(&r.swept), std::slice::from_ref(&orphan), "{r:?}");
         assert!(!port_gone(&stack, &orphan).await, "dry run deleted the orphan");
 
         // The operator's view: `kuryr-controller --gc-list` prints it and exits 3.
@@ -860,7 +860,7 @@ async fn gc_sweeps_a_planted_orphan_on_the_second_pass_and_nothing_else() {
         assert!(r.swept.is_empty(), "{r:?}");
         assert!(!port_gone(&stack, &orphan).await, "deleted on the first pass");
         let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), false).await.expect("pass 2");
-        assert_eq!(ids(&r.swept), [orphan.clone()], "{r:?}");
+        assert_eq!(ids(&r.swept), std::slice::from_ref(&orphan), "{r:?}");
         assert!(port_gone(&stack, &orphan).await, "orphan {orphan} survived the sweep");
         for keep in [&live.port_id, &other_cluster, &other_ns] {
             assert!(!port_gone(&stack, keep).await, "GC deleted {keep}, which is not an orphan of this cluster/namespace");
@@ -1639,7 +1639,7 @@ async fn gc_collects_the_pool_ports_of_a_deleted_node() {
         let mut marks = Marks::default();
         let r = gc::pass(&ctx, &*hooks, &mut marks, Some(POOL_NAMESPACE), false).await.expect("pass 1");
         let mine: Vec<_> = r.marked.iter().filter(|o| o.kind == Kind::Port).map(|o| o.id.clone()).collect();
-        assert_eq!(mine, [port.id.clone()], "{r:?}");
+        assert_eq!(mine, std::slice::from_ref(&port.id), "{r:?}");
         assert!(!port_gone(&stack, &port.id).await, "deleted on the first pass");
         let r = gc::pass(&ctx, &*hooks, &mut marks, Some(POOL_NAMESPACE), false).await.expect("pass 2");
         assert!(r.failed.is_empty(), "{r:?}");
