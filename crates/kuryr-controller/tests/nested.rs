@@ -495,7 +495,7 @@ async fn scenario(stack: &Stack, scratch: &Scratch, controller: &tokio::sync::Mu
     // attached, `b` and `c` queue up and go in one add_subports. `b` is a subport of another
     // trunk already, so Neutron answers 409 (TrunkPortInUse) to every try of that batch; after
     // the bounded retries the batch is split, `c` gets its id and only `b` fails.
-    let ctx = controller.lock().await.as_ref().expect("controller").context.clone();
+    let ctx = controller.lock().await.as_ref().expect("controller").pod.clone();
     let other = make_vm(stack, scratch, &format!("{name}-other"), true, Some((&vm.network, &vm.subnet))).await;
     let [a, b, c] = [
         pod_net_port(stack, scratch, &format!("{name}-a"), "kuryr-rs nested test: batch a").await,

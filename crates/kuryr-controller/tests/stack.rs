@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{push, take, unique, wait_for, Stack, STATE};
+use common::{push, state_file, take, unique, wait_for, Stack};
 use futures_util::FutureExt;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -816,6 +816,7 @@ async fn gc_sweeps_a_planted_orphan_on_the_second_pass_and_nothing_else() {
     opts.gc = None; // passes are driven by the test
     let ctl = start_in(&stack, &scratch, opts).await;
     let ctx = ctl.context.clone();
+    let hooks = ctl.pod.clone();
     run(&stack, &scratch, vec![ctl], async {
         // A live pod with its port: never a candidate.
         let pod = create_pod(&stack, &scratch, &ns, "live").await;
@@ -830,19 +831,19 @@ async fn gc_sweeps_a_planted_orphan_on_the_second_pass_and_nothing_else() {
         // Dry run: lists the orphan on the second pass, deletes nothing.
         let mut marks = Marks::default();
         let ids = |v: &[gc::Orphan]| v.iter().map(|o| o.id.clone()).collect::<Vec<_>>();
-        let r = gc::pass(&ctx, &mut marks, Some(&ns), true).await.expect("dry pass 1");
-        assert_eq!(ids(&r.marked), [orphan.clone()], "{r:?}");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), true).await.expect("dry pass 1");
+        assert_eq!(ids(&r.marked), std::slice::from_ref(&orphan), "{r:?}");
         assert!(r.swept.is_empty(), "first pass only marks: {r:?}");
-        let r = gc::pass(&ctx, &mut marks, Some(&ns), true).await.expect("dry pass 2");
-        assert_eq!(ids(&r.swept), [orphan.clone()], "{r:?}");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), true).await.expect("dry pass 2");
+        assert_eq!(ids(&r.swept), std::slice::from_ref(&orphan), "{r:?}");
         assert!(!port_gone(&stack, &orphan).await, "dry run deleted the orphan");
 
         // The operator's view: `kuryr-controller --gc-list` prints it and exits 3.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"))
             .arg("--config-file")
-            .arg(Path::new(STATE).join("kuryr.conf"))
+            .arg(state_file("kuryr.conf"))
             .arg("--kubeconfig")
-            .arg(Path::new(STATE).join("kubeconfig"))
+            .arg(state_file("kubeconfig"))
             .args(["--cluster-name", "kuryr-rs-test", "--watch-namespace", &ns, "--gc-list"])
             .output()
             .expect("run kuryr-controller --gc-list");
@@ -855,11 +856,11 @@ async fn gc_sweeps_a_planted_orphan_on_the_second_pass_and_nothing_else() {
 
         // For real: the first pass marks, the second deletes the orphan and nothing else.
         let mut marks = Marks::default();
-        let r = gc::pass(&ctx, &mut marks, Some(&ns), false).await.expect("pass 1");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), false).await.expect("pass 1");
         assert!(r.swept.is_empty(), "{r:?}");
         assert!(!port_gone(&stack, &orphan).await, "deleted on the first pass");
-        let r = gc::pass(&ctx, &mut marks, Some(&ns), false).await.expect("pass 2");
-        assert_eq!(ids(&r.swept), [orphan.clone()], "{r:?}");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), false).await.expect("pass 2");
+        assert_eq!(ids(&r.swept), std::slice::from_ref(&orphan), "{r:?}");
         assert!(port_gone(&stack, &orphan).await, "orphan {orphan} survived the sweep");
         for keep in [&live.port_id, &other_cluster, &other_ns] {
             assert!(!port_gone(&stack, keep).await, "GC deleted {keep}, which is not an orphan of this cluster/namespace");
@@ -978,6 +979,7 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
     let project = opts.settings.project.clone();
     let ctl = start_in(&stack, &scratch, opts).await;
     let ctx = ctl.context.clone();
+    let hooks = ctl.pod.clone();
     let octavia = kuryr_openstack::Octavia::new(stack.neutron.session().clone());
     let planted = Mutex::new(Vec::<Planted>::new());
     let plant = |p: Planted| planted.lock().unwrap_or_else(|e| e.into_inner()).push(p);
@@ -1211,9 +1213,9 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
         // The operator's view first: `--gc-list` prints exactly the orphans.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"))
             .arg("--config-file")
-            .arg(Path::new(STATE).join("kuryr.conf"))
+            .arg(state_file("kuryr.conf"))
             .arg("--kubeconfig")
-            .arg(Path::new(STATE).join("kubeconfig"))
+            .arg(state_file("kubeconfig"))
             .args(["--cluster-name", cluster, "--watch-namespace", &ns, "--gc-list"])
             .output()
             .expect("run kuryr-controller --gc-list");
@@ -1231,10 +1233,10 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
         // order (the orphan subnet's router interface goes before the subnet, the subnet before
         // its network), with no failed delete.
         let mut marks = Marks::default();
-        let r = gc::pass(&ctx, &mut marks, Some(&ns), false).await.expect("pass 1");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), false).await.expect("pass 1");
         assert_eq!(kinds(&r.marked), want, "{r:?}");
         assert!(r.swept.is_empty() && r.failed.is_empty(), "{r:?}");
-        let r = gc::pass(&ctx, &mut marks, Some(&ns), false).await.expect("pass 2");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(&ns), false).await.expect("pass 2");
         assert!(r.failed.is_empty(), "deletes failed: {:?}", r.failed);
         assert_eq!(kinds(&r.swept), want, "{r:?}");
 
@@ -1288,9 +1290,9 @@ fn spawn_controller_process(ns: &str) -> std::process::Child {
 fn controller_command(ns: &str) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"));
     c.arg("--config-file")
-        .arg(Path::new(STATE).join("kuryr.conf"))
+        .arg(state_file("kuryr.conf"))
         .arg("--kubeconfig")
-        .arg(Path::new(STATE).join("kubeconfig"))
+        .arg(state_file("kubeconfig"))
         .args(["--cluster-name", "kuryr-rs-test", "--watch-namespace", ns, "--gc-interval-seconds", "0"])
         .args(["--health-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
@@ -1431,7 +1433,7 @@ async fn credentials_from_clouds_yaml() {
     // No controller of this test installs them, and this test may run first on a fresh stack.
     kuryr_controller::runtime::crds::install(&stack.client).await.expect("install the CRDs");
     run(&stack, &scratch, vec![], async {
-        let conf = std::fs::read_to_string(Path::new(STATE).join("kuryr.conf")).expect("kuryr.conf");
+        let conf = std::fs::read_to_string(state_file("kuryr.conf")).expect("kuryr.conf");
         let with_cloud = |cloud: &str| {
             // [neutron] replaced by a reference into clouds.yaml.
             let mut out = String::new();
@@ -1441,7 +1443,7 @@ async fn credentials_from_clouds_yaml() {
                 if t.starts_with('[') {
                     skip = t == "[neutron]";
                     if skip {
-                        out.push_str(&format!("[neutron]\ncloud = {cloud}\nclouds_file = {STATE}/clouds.yaml\n"));
+                        out.push_str(&format!("[neutron]\ncloud = {cloud}\nclouds_file = {}\n", state_file("clouds.yaml").display()));
                     }
                 }
                 if !skip {
@@ -1458,7 +1460,7 @@ async fn credentials_from_clouds_yaml() {
                 .arg("--config-file")
                 .arg(conf)
                 .arg("--kubeconfig")
-                .arg(Path::new(STATE).join("kubeconfig"))
+                .arg(state_file("kubeconfig"))
                 .args(["--cluster-name", "kuryr-rs-test", "--watch-namespace", &ns, "--gc-list"])
                 .output()
                 .expect("run kuryr-controller")
@@ -1579,7 +1581,7 @@ async fn warm_pool_fills_in_bulk_claims_recycles_and_recovers() {
             c.shutdown().await;
         }
         let second = start_in(&stack, &scratch, pool_opts()).await;
-        let (health, pools) = (second.health_addr.expect("health"), second.context.pools.clone().expect("pools on"));
+        let (health, pools) = (second.health_addr.expect("health"), second.pod.pools.clone().expect("pools on"));
         *ctl.lock().unwrap_or_else(|e| e.into_inner()) = Some(second);
         // Readiness waits for the recovery: once /ready answers 200 the pools already hold every
         // pool port Neutron has, before any pod asked for one.
@@ -1616,6 +1618,7 @@ async fn gc_collects_the_pool_ports_of_a_deleted_node() {
     let settings = opts.settings.clone();
     let ctl = start_in(&stack, &scratch, opts).await;
     let ctx = ctl.context.clone();
+    let hooks = ctl.pod.clone();
     let gone = unique("kc-gone-node");
     run(&stack, &scratch, vec![ctl], async {
         // Ports as a pool refill for that node makes them, and the node's pool KuryrPort.
@@ -1634,11 +1637,11 @@ async fn gc_collects_the_pool_ports_of_a_deleted_node() {
         wait_for("caches synced", WAIT, || async { ctx.synced().then_some(()) }).await;
 
         let mut marks = Marks::default();
-        let r = gc::pass(&ctx, &mut marks, Some(POOL_NAMESPACE), false).await.expect("pass 1");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(POOL_NAMESPACE), false).await.expect("pass 1");
         let mine: Vec<_> = r.marked.iter().filter(|o| o.kind == Kind::Port).map(|o| o.id.clone()).collect();
-        assert_eq!(mine, [port.id.clone()], "{r:?}");
+        assert_eq!(mine, std::slice::from_ref(&port.id), "{r:?}");
         assert!(!port_gone(&stack, &port.id).await, "deleted on the first pass");
-        let r = gc::pass(&ctx, &mut marks, Some(POOL_NAMESPACE), false).await.expect("pass 2");
+        let r = gc::pass(&ctx, &*hooks, &mut marks, Some(POOL_NAMESPACE), false).await.expect("pass 2");
         assert!(r.failed.is_empty(), "{r:?}");
         assert!(r.swept.iter().any(|o| o.id == port.id && o.via.as_deref() == Some(gone.as_str())), "{r:?}");
         assert!(port_gone(&stack, &port.id).await, "the deleted node's pool port survived");

@@ -40,18 +40,7 @@ use kuryr_openstack::{CloudConfig, Neutron, Session};
 use kuryr_ovsdb::Ovs;
 use serde_json::{json, Value};
 
-const STATE: &str = "/var/lib/kuryr-stack";
-
-fn stack_env() -> HashMap<String, String> {
-    let text = std::fs::read_to_string(Path::new(STATE).join("stack.env")).unwrap_or_else(|e| {
-        panic!("{STATE}/stack.env unreadable ({e}): is the stack up? run hack/stack/stack up")
-    });
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
+use kuryr_test_support::{stack_env, state_file};
 
 #[derive(Default)]
 struct Leftovers {
@@ -81,9 +70,9 @@ impl Stack {
     async fn new() -> Stack {
         let env = stack_env();
         let config =
-            Config::load(&Path::new(STATE).join("kuryr.conf"), Role::Daemon).expect("kuryr.conf");
+            Config::load(&state_file("kuryr.conf"), Role::Daemon).expect("kuryr.conf");
         let client = kube_client(
-            Some(&Path::new(STATE).join("kubeconfig")),
+            Some(&state_file("kubeconfig")),
             &config.kubernetes,
         )
         .await
@@ -98,7 +87,7 @@ impl Stack {
             .create(&PostParams::default(), &nsobj)
             .await
             .expect("create namespace");
-        let cloud = CloudConfig::from_clouds_yaml(Path::new(STATE).join("clouds.yaml"), "kuryr")
+        let cloud = CloudConfig::from_clouds_yaml(state_file("clouds.yaml"), "kuryr")
             .expect("clouds.yaml");
         let neutron = Neutron::new(Session::from_cloud(&cloud).await.expect("keystone"));
         let net = neutron
@@ -998,9 +987,9 @@ async fn binary_writes_the_conflist_when_ready_and_removes_it_on_sigterm() {
     let child = Child(
         Command::new(env!("CARGO_BIN_EXE_kuryr-daemon"))
             .arg("--config-file")
-            .arg(Path::new(STATE).join("kuryr.conf"))
+            .arg(state_file("kuryr.conf"))
             .arg("--kubeconfig")
-            .arg(Path::new(STATE).join("kubeconfig"))
+            .arg(state_file("kubeconfig"))
             .args([
                 "--node-name",
                 &unique("kd-node-"),
@@ -1758,7 +1747,7 @@ struct VswitchdOutage {
 
 impl VswitchdOutage {
     fn begin() -> VswitchdOutage {
-        let read = |f: &str| std::fs::read_to_string(Path::new(STATE).join("pids").join(f)).expect(f).trim().to_owned();
+        let read = |f: &str| std::fs::read_to_string(state_file("pids").join(f)).expect(f).trim().to_owned();
         let (supervisor, pid) = (read("ovs-vswitchd.sup"), read("ovs-vswitchd.pid"));
         assert!(Command::new("kill").args(["-STOP", &supervisor]).status().expect("kill").success());
         let outage = VswitchdOutage { supervisor };
@@ -1766,7 +1755,7 @@ impl VswitchdOutage {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let line = format!("{now} ovs-vswitchd daemon stack test: vswitchd outage\n");
         let _ = std::io::Write::write_all(
-            &mut std::fs::OpenOptions::new().create(true).append(true).open(Path::new(STATE).join("expected-kills")).expect("expected-kills"),
+            &mut std::fs::OpenOptions::new().create(true).append(true).open(state_file("expected-kills")).expect("expected-kills"),
             line.as_bytes(),
         );
         assert!(Command::new("kill").args(["-9", &pid]).status().expect("kill").success());

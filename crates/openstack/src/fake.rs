@@ -1,5 +1,7 @@
-//! Tiny scripted HTTP/1.1 server on 127.0.0.1, only for error paths real services
-//! cannot produce on demand (5xx, hangs, 401 then 200, garbage bodies).
+//! Tiny scripted HTTP/1.1 server on 127.0.0.1: this crate's tests use it for error paths real
+//! services cannot produce on demand (5xx, hangs, 401 then 200, garbage bodies); other crates'
+//! tests (the controller's reconciler tests) get it through the `test-support` feature, as an
+//! in-process Keystone + Neutron + Octavia double. Test code only: it panics when it cannot bind.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,10 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::config::CloudConfig;
+use serde_json::json;
 
 /// A request the fake received.
 #[derive(Clone, Debug)]
-pub(crate) struct Seen {
+pub struct Seen {
     pub method: String,
     pub target: String,
     pub headers: Vec<(String, String)>,
@@ -36,7 +39,7 @@ impl Seen {
 }
 
 /// What to answer.
-pub(crate) enum Reply {
+pub enum Reply {
     Json(u16, String),
     WithHeaders(u16, Vec<(&'static str, String)>, String),
     /// Headers promise more body than is sent, then the connection closes.
@@ -65,14 +68,46 @@ impl Reply {
         Reply::WithHeaders(
             201,
             vec![("X-Subject-Token", secret.to_owned())],
-            crate::keystone::tests::token_body(base, issued, expires),
+            token_body(base, issued, expires),
         )
     }
 }
 
+/// A realistic Keystone token response, with `base` as every endpoint URL.
+pub fn token_body(base: &str, issued_at: &str, expires_at: &str) -> String {
+    json!({"token": {
+        "methods": ["application_credential"],
+        "user": {"domain": {"id": "default", "name": "Default"},
+                 "id": "8a3c5b9e0f7d4c2ba1e6d5f4c3b2a190", "name": "kuryr",
+                 "password_expires_at": null},
+        "audit_ids": ["nC1Kd0ZrQ7ShmKx5Rr0b2A"],
+        "expires_at": expires_at,
+        "issued_at": issued_at,
+        "project": {"domain": {"id": "default", "name": "Default"},
+                    "id": "5e1a9b0c7d3f4e2a8b6c5d4e3f2a1b0c", "name": "k8s"},
+        "is_domain": false,
+        "roles": [{"id": "r1", "name": "member"}, {"id": "r2", "name": "service"}],
+        "application_credential": {"id": "ac1", "name": "kuryr", "restricted": true},
+        "catalog": [
+            {"endpoints": [
+                {"id": "e1", "interface": "internal", "region_id": "RegionOne", "url": format!("{base}/internal-net"), "region": "RegionOne"},
+                {"id": "e2", "interface": "public", "region_id": "RegionOne", "url": base, "region": "RegionOne"},
+                {"id": "e3", "interface": "public", "region_id": "RegionTwo", "url": "http://192.0.2.1:9696", "region": "RegionTwo"}],
+             "id": "s1", "type": "network", "name": "neutron"},
+            {"endpoints": [
+                {"id": "e4", "interface": "public", "region_id": "RegionOne", "url": base, "region": "RegionOne"}],
+             "id": "s2", "type": "load-balancer", "name": "octavia"},
+            {"endpoints": [
+                {"id": "e5", "interface": "public", "region_id": "RegionOne", "url": "http://127.0.0.1:5000/v3/", "region": "RegionOne"}],
+             "id": "s3", "type": "identity", "name": "keystone"}
+        ]
+    }})
+    .to_string()
+}
+
 type Handler = dyn Fn(&Seen, &str) -> Reply + Send + Sync;
 
-pub(crate) struct Fake {
+pub struct Fake {
     pub base: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: JoinHandle<()>,
@@ -213,7 +248,7 @@ async fn serve(
 
 /// Counts calls per key, for scripting "first call fails, second succeeds".
 #[derive(Default)]
-pub(crate) struct Counter(AtomicUsize);
+pub struct Counter(AtomicUsize);
 
 impl Counter {
     /// 1-based number of this call.

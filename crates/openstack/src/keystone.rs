@@ -472,37 +472,7 @@ pub(crate) fn parse_timestamp(s: &str) -> Option<SystemTime> {
 pub(crate) mod tests {
     use super::*;
 
-    /// A realistic Keystone token response, with `base` as every endpoint URL.
-    pub(crate) fn token_body(base: &str, issued_at: &str, expires_at: &str) -> String {
-        json!({"token": {
-            "methods": ["application_credential"],
-            "user": {"domain": {"id": "default", "name": "Default"},
-                     "id": "8a3c5b9e0f7d4c2ba1e6d5f4c3b2a190", "name": "kuryr",
-                     "password_expires_at": null},
-            "audit_ids": ["nC1Kd0ZrQ7ShmKx5Rr0b2A"],
-            "expires_at": expires_at,
-            "issued_at": issued_at,
-            "project": {"domain": {"id": "default", "name": "Default"},
-                        "id": "5e1a9b0c7d3f4e2a8b6c5d4e3f2a1b0c", "name": "k8s"},
-            "is_domain": false,
-            "roles": [{"id": "r1", "name": "member"}, {"id": "r2", "name": "service"}],
-            "application_credential": {"id": "ac1", "name": "kuryr", "restricted": true},
-            "catalog": [
-                {"endpoints": [
-                    {"id": "e1", "interface": "internal", "region_id": "RegionOne", "url": format!("{base}/internal-net"), "region": "RegionOne"},
-                    {"id": "e2", "interface": "public", "region_id": "RegionOne", "url": base, "region": "RegionOne"},
-                    {"id": "e3", "interface": "public", "region_id": "RegionTwo", "url": "http://192.0.2.1:9696", "region": "RegionTwo"}],
-                 "id": "s1", "type": "network", "name": "neutron"},
-                {"endpoints": [
-                    {"id": "e4", "interface": "public", "region_id": "RegionOne", "url": base, "region": "RegionOne"}],
-                 "id": "s2", "type": "load-balancer", "name": "octavia"},
-                {"endpoints": [
-                    {"id": "e5", "interface": "public", "region_id": "RegionOne", "url": "http://127.0.0.1:5000/v3/", "region": "RegionOne"}],
-                 "id": "s3", "type": "identity", "name": "keystone"}
-            ]
-        }})
-        .to_string()
-    }
+    use crate::fake::token_body;
 
     #[test]
     fn timestamps() {

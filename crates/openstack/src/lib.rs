@@ -22,8 +22,8 @@ mod resource;
 mod serde_util;
 pub mod session;
 
-#[cfg(test)]
-mod fake;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake;
 
 pub use config::{AuthConfig, AuthType, CloudConfig, CloudsFile, Interface};
 pub use error::{Error, Fault, Result};

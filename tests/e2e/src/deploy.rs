@@ -291,7 +291,7 @@ pub fn pod_ready(p: &Value) -> bool {
 pub fn run_netns_propagation() -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
     // The last mount on the path is the one in effect.
-    info.lines().filter(|l| l.split(' ').nth(4) == Some("/run/netns")).last().map(|l| {
+    info.lines().rfind(|l| l.split(' ').nth(4) == Some("/run/netns")).map(|l| {
         let fields: Vec<&str> = l.split(' ').collect();
         let end = fields.iter().position(|f| *f == "-").unwrap_or(fields.len());
         fields[6..end].join(" ")

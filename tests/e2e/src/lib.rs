@@ -9,32 +9,12 @@ pub mod deploy;
 pub mod kuryr;
 pub mod vm;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The stack's state directory (same default as hack/stack/lib.sh).
-pub fn state_dir() -> PathBuf {
-    std::env::var_os("STACK_STATE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/kuryr-stack"))
-}
-
-/// Key/value pairs from `$STACK_STATE/stack.env` (ids of the stack's OpenStack objects).
-pub fn stack_env() -> HashMap<String, String> {
-    let path = state_dir().join("stack.env");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{} unreadable ({e}): is the stack up? run hack/stack/stack up",
-            path.display()
-        )
-    });
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
+/// The stack's state directory, its `stack.env` (ids of the stack's OpenStack objects), and names
+/// unique to this test process: shared with the crates' stack tests.
+pub use kuryr_test_support::{stack_env, state_dir, unique};
 
 /// Run a command, returning its output; panics with the command line if it cannot start.
 pub fn run(cmd: &mut Command) -> Output {
@@ -84,16 +64,6 @@ pub fn openstack(cloud: &str) -> Command {
     c
 }
 
-/// A name unique to this test process, for objects a test creates.
-pub fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// Where cargo put the workspace's binaries (`kuryr-controller`, `kuryr-daemon`, `kuryr-cni`).
 pub fn bin_dir() -> PathBuf {

@@ -1,11 +1,13 @@
 //! The sweep (`crate::gc::sweep`): a pass marks, deletes what the previous pass marked (in
-//! [`Kind`] order), and the periodic task runs passes while this replica leads.
+//! [`Kind`] order), and the periodic task runs passes while this replica leads. What the domains
+//! keep about swept resources (pool ports, trunk subports) goes through [`SweepHooks`].
 
 use super::inventory::orphans;
 use super::orphans::Marks;
 use super::{Kind, Orphan};
 use crate::runtime::context::Context;
 use crate::runtime::error::Error;
+use crate::runtime::hooks::SweepHooks;
 use kube::api::Api;
 use kuryr_core::crd::KuryrPort;
 use kuryr_openstack::neutron::RouterInterface;
@@ -24,7 +26,7 @@ pub struct Report {
 }
 
 /// Deletes one orphan (`Ok(false)`: it was already gone).
-async fn sweep(ctx: &Context, o: &Orphan) -> Result<bool, Error> {
+async fn sweep(ctx: &Context, hooks: &dyn SweepHooks, o: &Orphan) -> Result<bool, Error> {
     let n = &ctx.neutron;
     let gone_ok = |r: Result<bool, kuryr_openstack::Error>| r.map_err(Error::from);
     match o.kind {
@@ -39,7 +41,7 @@ async fn sweep(ctx: &Context, o: &Orphan) -> Result<bool, Error> {
             }
         }
         // Detached from its trunk (found through the parent port) first, then deleted.
-        Kind::TrunkSubport => crate::pod::nested::release(ctx, &o.id, None).await,
+        Kind::TrunkSubport => hooks.release_subport(&o.id).await,
         Kind::Port => gone_ok(n.delete_port(&o.id).await),
         Kind::SecurityGroupRule => gone_ok(n.delete_security_group_rule(&o.id).await),
         Kind::SecurityGroup => gone_ok(n.delete_security_group(&o.id).await),
@@ -50,7 +52,7 @@ async fn sweep(ctx: &Context, o: &Orphan) -> Result<bool, Error> {
 
 /// One pass: mark, and sweep what the previous pass marked (unless `dry_run`), in [`Kind`]
 /// order. A failed delete is logged, counted in `failed` and stays marked.
-pub async fn pass(ctx: &Context, marks: &mut Marks, namespace: Option<&str>, dry_run: bool) -> Result<Report, Error> {
+pub async fn pass(ctx: &Context, hooks: &dyn SweepHooks, marks: &mut Marks, namespace: Option<&str>, dry_run: bool) -> Result<Report, Error> {
     let found = orphans(ctx, namespace).await?;
     let mut to_sweep = marks.pass(found.clone());
     to_sweep.sort();
@@ -59,9 +61,7 @@ pub async fn pass(ctx: &Context, marks: &mut Marks, namespace: Option<&str>, dry
     // one), and the node's pool KuryrPort goes after them.
     let gone_nodes: BTreeSet<String> = to_sweep.iter().filter(|o| o.kind == Kind::Port).filter_map(|o| o.via.clone()).collect();
     if !dry_run {
-        if let Some(pools) = &ctx.pools {
-            gone_nodes.iter().for_each(|n| pools.forget_node(n));
-        }
+        gone_nodes.iter().for_each(|n| hooks.node_gone(n));
     }
     for o in to_sweep {
         if dry_run {
@@ -70,7 +70,7 @@ pub async fn pass(ctx: &Context, marks: &mut Marks, namespace: Option<&str>, dry
             continue;
         }
         ctx.leader.ensure()?;
-        match sweep(ctx, &o).await {
+        match sweep(ctx, hooks, &o).await {
             Ok(_) => {
                 tracing::warn!(orphan = %o, "gc: deleted an orphaned resource");
                 ctx.metrics.gc_deleted(o.kind.as_str());
@@ -98,7 +98,7 @@ pub async fn pass(ctx: &Context, marks: &mut Marks, namespace: Option<&str>, dry
 
 /// The periodic GC task: a pass every `interval` while this replica leads and the caches are
 /// synced. Errors are logged and retried next interval (never fatal).
-pub async fn run(ctx: std::sync::Arc<Context>, interval: Duration, namespace: Option<String>, dry_run: bool) {
+pub async fn run(ctx: std::sync::Arc<Context>, hooks: std::sync::Arc<dyn SweepHooks>, interval: Duration, namespace: Option<String>, dry_run: bool) {
     let mut marks = Marks::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -109,7 +109,7 @@ pub async fn run(ctx: std::sync::Arc<Context>, interval: Duration, namespace: Op
             marks = Marks::default();
             continue;
         }
-        match pass(&ctx, &mut marks, namespace.as_deref(), dry_run).await {
+        match pass(&ctx, &*hooks, &mut marks, namespace.as_deref(), dry_run).await {
             Ok(r) => {
                 if !r.marked.is_empty() || !r.swept.is_empty() || !r.failed.is_empty() {
                     tracing::info!(marked = r.marked.len(), swept = r.swept.len(), failed = r.failed.len(), dry_run, "gc pass");

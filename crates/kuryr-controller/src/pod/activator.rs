@@ -12,7 +12,7 @@
 //! The KuryrPort reconciler feeds the set ([`Activator::track`]) whenever it sees an inactive
 //! default VIF, so a restart rebuilds it from the KuryrPorts themselves.
 
-use crate::runtime::context::Context;
+use crate::pod::context::PodContext;
 use crate::runtime::error::Error;
 use crate::runtime::events::{kuryrport_ref, pod_ref, reason};
 use futures_util::StreamExt;
@@ -134,7 +134,7 @@ enum Marked {
     Gone,
 }
 
-async fn mark_active(ctx: &Context, p: &Pending) -> Result<Marked, Error> {
+async fn mark_active(ctx: &PodContext, p: &Pending) -> Result<Marked, Error> {
     ctx.leader.ensure()?;
     let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), &p.namespace);
     let patch: json_patch::Patch = serde_json::from_value(active_patch(p)).map_err(|e| Error::Invalid(format!("activation patch: {e}")))?;
@@ -171,7 +171,7 @@ fn scheduled_at(pod: &Pod) -> Option<Timestamp> {
         .map(|t| t.0)
 }
 
-async fn poll(ctx: &Context, entries: &mut HashMap<String, Entry>) {
+async fn poll(ctx: &PodContext, entries: &mut HashMap<String, Entry>) {
     let s = &ctx.settings;
     let now = Instant::now();
     let ids = due(entries, now, s.activation_deadline, s.activation_slow_interval);
@@ -236,7 +236,7 @@ async fn poll(ctx: &Context, entries: &mut HashMap<String, Entry>) {
 }
 
 /// The activator task: runs until every [`Activator`] handle is dropped.
-pub async fn run(ctx: Arc<Context>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+pub async fn run(ctx: Arc<PodContext>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     let mut entries: HashMap<String, Entry> = HashMap::new();
     let mut leader = ctx.leader.subscribe();
     let mut next_poll = Instant::now();

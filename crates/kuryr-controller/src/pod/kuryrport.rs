@@ -25,7 +25,7 @@ use crate::pod::nested;
 use crate::pod::ports::{self, adoption_query, PodPortRequest};
 use crate::pod::standalone::{self, is_standalone_kp};
 use crate::pod::vif;
-use crate::runtime::context::Context;
+use crate::pod::context::PodContext;
 use crate::runtime::error::Error;
 use crate::runtime::events::{pod_ref, reason};
 use crate::runtime::settings::PodVif;
@@ -59,7 +59,7 @@ pub const DEFAULT_IFNAME: &str = "eth0";
         pod_uid = %kp.spec.pod_uid,
     )
 )]
-pub async fn reconcile(kp: Arc<KuryrPort>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(kp: Arc<KuryrPort>, ctx: Arc<PodContext>) -> Result<Action, Error> {
     ctx.metrics.reconciled(CONTROLLER);
     // A node's pool KuryrPort is written by the pools, not reconciled as a pod's.
     if !ctx.leader.is_leader() || kuryr_core::names::is_pool(kp.metadata.labels.as_ref()) {
@@ -89,7 +89,7 @@ pub async fn reconcile(kp: Arc<KuryrPort>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 /// Requeue with per-object back-off; count the error.
-pub fn error_policy(kp: Arc<KuryrPort>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(kp: Arc<KuryrPort>, err: &Error, ctx: Arc<PodContext>) -> Action {
     crate::runtime::policy::error_action(CONTROLLER, &kp.namespace().unwrap_or_default(), &kp.name_any(), err, &ctx)
 }
 
@@ -103,7 +103,7 @@ enum Owner {
     Gone(&'static str),
 }
 
-async fn owner(kp: &KuryrPort, ns: &str, ctx: &Context) -> Result<Owner, Error> {
+async fn owner(kp: &KuryrPort, ns: &str, ctx: &PodContext) -> Result<Owner, Error> {
     let name = kp.name_any();
     let uid_ok = |p: &Pod| p.metadata.uid.as_deref() == Some(kp.spec.pod_uid.as_str());
     if let Some(pod) = ctx.pods.get(&ObjectRef::new(&name).within(ns)) {
@@ -121,7 +121,7 @@ async fn owner(kp: &KuryrPort, ns: &str, ctx: &Context) -> Result<Owner, Error> 
 }
 
 /// Checks a standalone container's KuryrPort; `Some(action)` if it is refused.
-fn refuse_standalone(kp: &KuryrPort, ctx: &Context) -> Option<Action> {
+fn refuse_standalone(kp: &KuryrPort, ctx: &PodContext) -> Option<Action> {
     let all = ctx.kuryrports.state();
     let refusal = standalone::check(kp, &ctx.settings.standalone_namespace, all.iter().map(|k| k.as_ref())).err()?;
     let what = format!("{}/{}", kp.namespace().unwrap_or_default(), kp.name_any());
@@ -132,7 +132,7 @@ fn refuse_standalone(kp: &KuryrPort, ctx: &Context) -> Option<Action> {
     Some(if refusal.retry { Action::requeue(std::time::Duration::from_secs(30)) } else { Action::await_change() })
 }
 
-async fn apply(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
+async fn apply(kp: Arc<KuryrPort>, ctx: &PodContext) -> Result<Action, Error> {
     let ns = kp.namespace().unwrap_or_default();
     let name = kp.name_any();
     let uid = kp.spec.pod_uid.clone();
@@ -283,7 +283,7 @@ pub fn recorded_ports(kp: &KuryrPort) -> BTreeSet<String> {
     kp.status.as_ref().map(|s| s.vifs.values().filter_map(|e| vif::port_id_of(&e.vif)).collect()).unwrap_or_default()
 }
 
-async fn cleanup(kp: Arc<KuryrPort>, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(kp: Arc<KuryrPort>, ctx: &PodContext) -> Result<Action, Error> {
     let ns = kp.namespace().unwrap_or_default();
     let name = kp.name_any();
     let mut ids = recorded_ports(&kp);

@@ -1,4 +1,6 @@
 //! The pod path (`crate::pod`), one hop per module:
+//! * [`context`]: [`context::PodContext`]: the runtime's context plus the pod path's state (activator,
+//!   pools, fresh marks, nested-vlan trunks, [`timeline`] of stage times); implements GC's sweep hooks.
 //! * [`pods`]: Pod → pod finalizer + KuryrPort (upstream `VIFHandler`).
 //! * [`kuryrport`]: KuryrPort → Neutron port (adopt or create) → VIF in `status.vifs`; release on
 //!   deletion (upstream `KuryrPortHandler`).
@@ -11,10 +13,12 @@
 //!   operator without a Pod: checked, then wired like a pod's, never released as orphans.
 
 pub mod activator;
+pub mod context;
 pub mod kuryrport;
 pub mod nested;
 pub mod pods;
 pub mod pool;
 pub mod ports;
 pub mod standalone;
+pub mod timeline;
 pub mod vif;

@@ -24,7 +24,7 @@
 //!   `DELETE /ports/{id}`.
 
 use crate::pod::ports::{self, tags_to_set, Acquired, PodPortRequest};
-use crate::runtime::context::Context;
+use crate::pod::context::PodContext;
 use crate::runtime::error::Error;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
@@ -185,7 +185,7 @@ impl Nested {
 }
 
 /// The node's parent port and trunk (cached for [`PARENT_TTL`]).
-pub async fn node_parent(ctx: &Context, node: &str) -> Result<Arc<NodeParent>, Error> {
+pub async fn node_parent(ctx: &PodContext, node: &str) -> Result<Arc<NodeParent>, Error> {
     if let Some((at, p)) = lock(&ctx.nested.parents).get(node) {
         if at.elapsed() < PARENT_TTL {
             return Ok(p.clone());
@@ -209,7 +209,7 @@ pub async fn node_parent(ctx: &Context, node: &str) -> Result<Arc<NodeParent>, E
 
 /// Adopts the pod's port or creates one, tags it, and attaches it to the node's trunk. Returns
 /// the port and its VLAN id.
-pub async fn acquire(ctx: &Context, req: &PodPortRequest) -> Result<(Acquired, u16), Error> {
+pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<(Acquired, u16), Error> {
     // A node without a trunk fails before any port is created.
     let parent = node_parent(ctx, &req.node).await?;
     let subnet = ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?;
@@ -247,7 +247,7 @@ pub async fn acquire(ctx: &Context, req: &PodPortRequest) -> Result<(Acquired, u
 
 /// Attaches `port_id` to `trunk_id` (or finds it attached) and returns its VLAN id. Joins the
 /// trunk's next batch.
-pub async fn attach(ctx: &Context, trunk_id: &str, port_id: &str) -> Result<u16, Error> {
+pub async fn attach(ctx: &PodContext, trunk_id: &str, port_id: &str) -> Result<u16, Error> {
     let (tx, rx) = oneshot::channel();
     let gate = {
         let mut trunks = lock(&ctx.nested.trunks);
@@ -276,7 +276,7 @@ pub async fn attach(ctx: &Context, trunk_id: &str, port_id: &str) -> Result<u16,
     }
 }
 
-async fn attach_batch(ctx: &Context, trunk_id: &str, batch: Vec<Waiter>) {
+async fn attach_batch(ctx: &PodContext, trunk_id: &str, batch: Vec<Waiter>) {
     let ids: Vec<String> = batch.iter().map(|w| w.port_id.clone()).collect();
     let mut results = match try_attach(ctx, trunk_id, &ids).await {
         Ok(v) => v.into_iter().map(Ok).collect::<Vec<_>>(),
@@ -297,7 +297,7 @@ async fn attach_batch(ctx: &Context, trunk_id: &str, batch: Vec<Waiter>) {
 }
 
 /// Attaches all `port_ids` in one `PUT add_subports` (ports already on the trunk keep their id).
-async fn try_attach(ctx: &Context, trunk_id: &str, port_ids: &[String]) -> Result<Vec<u16>, AttachFailure> {
+async fn try_attach(ctx: &PodContext, trunk_id: &str, port_ids: &[String]) -> Result<Vec<u16>, AttachFailure> {
     let mut last = AttachFailure { reason: "no attempt".into(), transient: true };
     // The ids of the last attempt, if Neutron answered 409.
     let mut clashed: Vec<u16> = Vec::new();
@@ -378,7 +378,7 @@ async fn try_attach(ctx: &Context, trunk_id: &str, port_ids: &[String]) -> Resul
 
 /// The trunk a subport is attached to, if any (from its parent port, through the cache of node
 /// parents when possible; else the node's trunk when `node` is given).
-async fn trunk_of(ctx: &Context, port: &Port, node: Option<&str>) -> Result<Option<String>, Error> {
+async fn trunk_of(ctx: &PodContext, port: &Port, node: Option<&str>) -> Result<Option<String>, Error> {
     if port.device_owner != SUBPORT_OWNER {
         return Ok(None);
     }
@@ -399,7 +399,7 @@ async fn trunk_of(ctx: &Context, port: &Port, node: Option<&str>) -> Result<Opti
 }
 
 /// Detaches the port from its trunk and deletes it; `Ok(false)` if it was already gone.
-pub async fn release(ctx: &Context, port_id: &str, node: Option<&str>) -> Result<bool, Error> {
+pub async fn release(ctx: &PodContext, port_id: &str, node: Option<&str>) -> Result<bool, Error> {
     let port = match ctx.neutron.get_port(port_id).await {
         Ok(p) => p,
         Err(e) if e.is_not_found() => return Ok(false),
@@ -408,7 +408,7 @@ pub async fn release(ctx: &Context, port_id: &str, node: Option<&str>) -> Result
     release_port(ctx, &port, node).await
 }
 
-async fn release_port(ctx: &Context, port: &Port, node: Option<&str>) -> Result<bool, Error> {
+async fn release_port(ctx: &PodContext, port: &Port, node: Option<&str>) -> Result<bool, Error> {
     if let Some(trunk_id) = trunk_of(ctx, port, node).await? {
         ctx.leader.ensure()?;
         match ctx.neutron.remove_subports(&trunk_id, &[port.id.as_str()]).await {

@@ -15,7 +15,7 @@
 //! The KuryrPort reconciler owns everything on the Neutron side.
 
 use crate::pod::standalone::is_standalone_kp;
-use crate::runtime::context::Context;
+use crate::pod::context::PodContext;
 use crate::runtime::error::Error;
 use crate::runtime::events::{pod_ref, reason};
 pub use crate::runtime::finalizers::{add_finalizer_patch, json_patch, remove_finalizer_patch};
@@ -136,7 +136,7 @@ async fn delete_kuryrport(api: &Api<KuryrPort>, kp: &KuryrPort) -> Result<(), Er
         uid = %pod.uid().unwrap_or_default(),
     )
 )]
-pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<PodContext>) -> Result<Action, Error> {
     ctx.metrics.reconciled(CONTROLLER);
     if !ctx.leader.is_leader() {
         return Ok(Action::await_change());
@@ -177,7 +177,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Error
     r
 }
 
-async fn wire(pod: &Pod, ns: &str, name: &str, ctx: &Context) -> Result<Action, Error> {
+async fn wire(pod: &Pod, ns: &str, name: &str, ctx: &PodContext) -> Result<Action, Error> {
     let uid = required(pod.metadata.uid.as_deref(), "uid", pod)?;
     ctx.timeline.pod_seen(uid);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
@@ -223,7 +223,7 @@ async fn wire(pod: &Pod, ns: &str, name: &str, ctx: &Context) -> Result<Action, 
     }
 }
 
-async fn release(pod: &Pod, ns: &str, name: &str, ctx: &Context) -> Result<Action, Error> {
+async fn release(pod: &Pod, ns: &str, name: &str, ctx: &PodContext) -> Result<Action, Error> {
     let has_finalizer = pod.finalizers().iter().any(|f| f == POD_FINALIZER);
     let kps: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), ns);
     // A standalone container's KuryrPort of the same name is not the pod's to release.
@@ -257,7 +257,7 @@ async fn release(pod: &Pod, ns: &str, name: &str, ctx: &Context) -> Result<Actio
 }
 
 /// Requeue with per-object back-off; count the error.
-pub fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<PodContext>) -> Action {
     crate::runtime::policy::error_action(CONTROLLER, &pod.namespace().unwrap_or_default(), &pod.name_any(), err, &ctx)
 }
 

@@ -26,7 +26,7 @@
 //! stamp, so it can never be recovered into a pool twice. Followers hold no pool state.
 
 use crate::pod::ports::{self, PodPortRequest};
-use crate::runtime::context::Context;
+use crate::pod::context::PodContext;
 use crate::runtime::error::Error;
 use crate::runtime::settings::{PoolSettings, Settings};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -226,7 +226,7 @@ impl State {
     }
 }
 
-/// Work for the pool task (it owns the `Arc<Context>` the reconcilers do not have).
+/// Work for the pool task (it owns the `Arc<PodContext>` the reconcilers do not have).
 #[derive(Debug)]
 enum Job {
     Populate(PoolKey, SgSet),
@@ -298,7 +298,7 @@ impl Pools {
 /// Writes a claimed port's pod stamp and the resource tags (best effort: the KuryrPort status
 /// already records the claim; a port left with the pool stamp is still the pod's because it is
 /// recorded, and recovery skips recorded ports).
-async fn stamp(ctx: &Context, port_id: &str, upd: &PortUpdate) {
+async fn stamp(ctx: &PodContext, port_id: &str, upd: &PortUpdate) {
     let r = async {
         ctx.leader.ensure()?;
         let port = ctx.neutron.update_port(port_id, upd).await?;
@@ -321,7 +321,7 @@ async fn stamp(ctx: &Context, port_id: &str, upd: &PortUpdate) {
 pub const BULK_CHUNK: usize = 20;
 
 /// Adds every free pool port of this cluster Neutron has and the pools do not know.
-async fn adopt_strays(ctx: &Context, pools: &Pools) -> Result<usize, Error> {
+async fn adopt_strays(ctx: &PodContext, pools: &Pools) -> Result<usize, Error> {
     let found = ctx.neutron.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER)).await?;
     // A claimed port whose stamp has not been written yet still looks free in Neutron: the
     // KuryrPort that records it says otherwise.
@@ -346,7 +346,7 @@ async fn adopt_strays(ctx: &Context, pools: &Pools) -> Result<usize, Error> {
 }
 
 /// Rebuilds the pools from Neutron once per leadership: every free pool port of this cluster.
-async fn ensure_recovered(ctx: &Context, pools: &Pools) -> Result<(), Error> {
+async fn ensure_recovered(ctx: &PodContext, pools: &Pools) -> Result<(), Error> {
     if pools.with(|s| s.recovered) {
         return Ok(());
     }
@@ -365,7 +365,7 @@ async fn ensure_recovered(ctx: &Context, pools: &Pools) -> Result<(), Error> {
 }
 
 /// One batched status read of the pool ports not known ACTIVE yet (`GET /ports?id=…`).
-async fn follow_status(ctx: &Context, pools: &Pools, ids: &[String]) {
+async fn follow_status(ctx: &PodContext, pools: &Pools, ids: &[String]) {
     match ctx.neutron.list_ports_by_id(ids, &["id", "status"]).await {
         Ok(ports) => {
             let active: Vec<&Port> = ports.iter().filter(|p| p.status == "ACTIVE").collect();
@@ -380,7 +380,7 @@ async fn follow_status(ctx: &Context, pools: &Pools, ids: &[String]) {
 
 /// Rebuilds the pools as soon as this replica leads and the caches are synced (readiness waits
 /// for it), retrying with backoff while Neutron fails; stops when leadership is lost.
-async fn recover(ctx: Arc<Context>, pools: Arc<Pools>) {
+async fn recover(ctx: Arc<PodContext>, pools: Arc<Pools>) {
     ctx.health.set_pools_recovered(Some(false));
     ctx.wait_synced().await;
     let mut failures = 0;
@@ -405,7 +405,7 @@ async fn recover(ctx: Arc<Context>, pools: Arc<Pools>) {
 /// no pod claims), then every free pool port of this cluster that no KuryrPort records is
 /// deleted. Claimed ports (a pod's KuryrPort records them) stay with their pods. Returns
 /// (pool KuryrPorts deleted, ports deleted).
-pub async fn drain(ctx: &Context) -> Result<(usize, usize), Error> {
+pub async fn drain(ctx: &PodContext) -> Result<(usize, usize), Error> {
     ctx.leader.ensure()?;
     let kps = ctx.kuryrports.state();
     let mut deleted_kps = 0;
@@ -442,7 +442,7 @@ pub async fn drain(ctx: &Context) -> Result<(usize, usize), Error> {
 
 /// [`drain`] each time this replica becomes the leader (once the caches are synced), retried
 /// with backoff while it fails.
-pub async fn run_drain(ctx: Arc<Context>) {
+pub async fn run_drain(ctx: Arc<PodContext>) {
     let mut leading = ctx.leader.subscribe();
     loop {
         if *leading.borrow_and_update() {
@@ -473,7 +473,7 @@ pub async fn run_drain(ctx: Arc<Context>) {
 
 /// Claims a pool port for `req` (one `PUT`), or `None` when the pool is empty (a refill is
 /// started; the caller creates a port directly so this pod does not wait for the bulk create).
-pub async fn claim(ctx: &Context, pools: &Pools, req: &PodPortRequest, network_id: &str) -> Result<Option<Port>, Error> {
+pub async fn claim(ctx: &PodContext, pools: &Pools, req: &PodPortRequest, network_id: &str) -> Result<Option<Port>, Error> {
     ensure_recovered(ctx, pools).await?;
     let key = PoolKey { node: req.node.clone(), network_id: network_id.to_string() };
     let sgs = ctx.settings.pod_security_groups.clone();
@@ -529,7 +529,7 @@ pub fn recorded(pools: &Pools, port_id: &str) {
 
 /// Returns a released port to its node's pool (`Ok(true)`), or `Ok(false)` when the pool is full
 /// or the port does not fit a pool (the caller deletes it).
-pub async fn recycle(ctx: &Context, pools: &Pools, port_id: &str) -> Result<bool, Error> {
+pub async fn recycle(ctx: &PodContext, pools: &Pools, port_id: &str) -> Result<bool, Error> {
     ensure_recovered(ctx, pools).await?;
     pools.with(|s| s.claimed(port_id));
     let port = match ctx.neutron.get_port(port_id).await {
@@ -554,7 +554,7 @@ pub async fn recycle(ctx: &Context, pools: &Pools, port_id: &str) -> Result<bool
 }
 
 /// Serves the pool jobs (bulk creates, publishing) and drops the state when leadership is lost.
-pub async fn run(ctx: Arc<Context>, pools: Arc<Pools>, PoolJobs(mut rx): PoolJobs) {
+pub async fn run(ctx: Arc<PodContext>, pools: Arc<Pools>, PoolJobs(mut rx): PoolJobs) {
     let mut leading = ctx.leader.subscribe();
     let mut pending: BTreeSet<String> = BTreeSet::new();
     // Bulk creates and stamps run on their own; publishing is collected per node.
@@ -610,7 +610,7 @@ pub async fn run(ctx: Arc<Context>, pools: Arc<Pools>, PoolJobs(mut rx): PoolJob
     }
 }
 
-async fn populate(ctx: &Context, pools: &Pools, key: PoolKey, sgs: SgSet) {
+async fn populate(ctx: &PodContext, pools: &Pools, key: PoolKey, sgs: SgSet) {
     let r = async {
         ensure_recovered(ctx, pools).await?;
         let free = pools.free(&key);
@@ -665,7 +665,7 @@ async fn populate(ctx: &Context, pools: &Pools, key: PoolKey, sgs: SgSet) {
 
 /// Writes the node's pool KuryrPort: creates it if missing, then one merge patch of
 /// `status.vifs` (new ports added, gone ones set to null).
-async fn publish(ctx: &Context, pools: &Pools, node: &str) -> Result<(), Error> {
+async fn publish(ctx: &PodContext, pools: &Pools, node: &str) -> Result<(), Error> {
     ctx.leader.ensure()?;
     let want = pools.with(|s| s.published(node));
     let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), POOL_NAMESPACE);
@@ -700,7 +700,7 @@ async fn publish(ctx: &Context, pools: &Pools, node: &str) -> Result<(), Error> 
     Ok(())
 }
 
-async fn create_pool_kuryrport(ctx: &Context, api: &Api<KuryrPort>, node: &str, name: &str) -> Result<KuryrPort, Error> {
+async fn create_pool_kuryrport(ctx: &PodContext, api: &Api<KuryrPort>, node: &str, name: &str) -> Result<KuryrPort, Error> {
     let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
     let ns = serde_json::from_value(json!({"metadata": {"name": POOL_NAMESPACE}})).map_err(|e| Error::Invalid(e.to_string()))?;
     match nss.create(&PostParams::default(), &ns).await {

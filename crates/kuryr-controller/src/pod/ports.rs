@@ -8,7 +8,7 @@
 //! claimed from its node's pool before one is created.
 
 use crate::pod::vif::{build_vif, build_vif_with, VifBuildError, VifDefaults};
-use crate::runtime::context::Context;
+use crate::pod::context::PodContext;
 use crate::runtime::error::Error;
 use crate::runtime::settings::Settings;
 use kuryr_core::names::DEVICE_OWNER;
@@ -101,7 +101,7 @@ pub struct Acquired {
 
 /// Adopts the pod's existing port or creates one; makes sure it is bound to the node and
 /// tagged. Checks the leader gate before every write.
-pub async fn acquire(ctx: &Context, req: &PodPortRequest) -> Result<Acquired, Error> {
+pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<Acquired, Error> {
     let subnet = ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?;
     // A KuryrPort this replica created in this term, first attempt: nothing to adopt, no lookup.
     let existing = if ctx.take_fresh(&req.pod_uid) {
@@ -149,20 +149,20 @@ pub async fn acquire(ctx: &Context, req: &PodPortRequest) -> Result<Acquired, Er
     Ok(Acquired { port, adopted, pooled })
 }
 
-async fn create(ctx: &Context, req: &PodPortRequest, network_id: &str) -> Result<Port, Error> {
+async fn create(ctx: &PodContext, req: &PodPortRequest, network_id: &str) -> Result<Port, Error> {
     ctx.leader.ensure()?;
     Ok(ctx.neutron.create_port(&port_create(&ctx.settings, req, network_id)).await?)
 }
 
 /// Deletes a port; `Ok(false)` if it was already gone.
-pub async fn release(ctx: &Context, port_id: &str) -> Result<bool, Error> {
+pub async fn release(ctx: &PodContext, port_id: &str) -> Result<bool, Error> {
     ctx.leader.ensure()?;
     Ok(ctx.neutron.delete_port(port_id).await?)
 }
 
 /// A released pod's port: back into its node's warm pool if there is room, else deleted.
 /// `Ok(false)` if it was already gone.
-pub async fn release_or_recycle(ctx: &Context, port_id: &str) -> Result<bool, Error> {
+pub async fn release_or_recycle(ctx: &PodContext, port_id: &str) -> Result<bool, Error> {
     if let Some(pools) = &ctx.pools {
         if crate::pod::pool::recycle(ctx, pools, port_id).await? {
             return Ok(true);
@@ -173,13 +173,13 @@ pub async fn release_or_recycle(ctx: &Context, port_id: &str) -> Result<bool, Er
 
 /// The typed VIF of `port`, its network and subnets read through the cache. `Ok(Err(_))`: the
 /// port cannot be a VIF (e.g. not bound yet); `Err(_)`: reading the network or a subnet failed.
-pub async fn vif_of(ctx: &Context, port: &Port) -> Result<Result<Vif, VifBuildError>, Error> {
+pub async fn vif_of(ctx: &PodContext, port: &Port) -> Result<Result<Vif, VifBuildError>, Error> {
     vif_with(ctx, port, None).await
 }
 
 /// [`vif_of`] with the binding chosen by the controller (`Some`: nested-vlan) instead of the one
 /// `binding:vif_type` says.
-pub async fn vif_with(ctx: &Context, port: &Port, binding: Option<Binding>) -> Result<Result<Vif, VifBuildError>, Error> {
+pub async fn vif_with(ctx: &PodContext, port: &Port, binding: Option<Binding>) -> Result<Result<Vif, VifBuildError>, Error> {
     let network = ctx.cache.network(&ctx.neutron, &port.network_id).await?;
     let subnet_ids: BTreeSet<&str> = port.fixed_ips.iter().map(|f| f.subnet_id.as_str()).collect();
     let mut subnets = Vec::with_capacity(subnet_ids.len());

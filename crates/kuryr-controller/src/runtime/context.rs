@@ -1,12 +1,12 @@
-//! What every reconciler gets: clients, shared reflector stores, settings, metrics, events, the
-//! activator handle and the leader gate.
+//! What every reconciler gets from the runtime: clients, shared reflector stores, settings,
+//! metrics, events, the leader gate, health and back-off. Domain state (the pod path's activator,
+//! pools, nested-vlan trunks, stage timeline) lives in its domain (`crate::pod::context`).
 
-use crate::pod::activator::Activator;
 use crate::runtime::cache::NeutronCache;
 use crate::runtime::events::Events;
 use crate::runtime::health::Health;
 use crate::runtime::lease::LeaderGate;
-use crate::runtime::metrics::{Metrics, Stage};
+use crate::runtime::metrics::Metrics;
 use crate::runtime::settings::Settings;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::Store;
@@ -15,9 +15,9 @@ use kuryr_core::crd::KuryrPort;
 use kuryr_openstack::{Neutron, Octavia};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Shared state of the controllers.
+/// Shared clients and stores of the controllers.
 pub struct Context {
     pub client: Client,
     pub neutron: Neutron,
@@ -31,22 +31,12 @@ pub struct Context {
     pub cache: NeutronCache,
     pub metrics: Arc<Metrics>,
     pub events: Events,
-    pub activator: Activator,
     pub leader: LeaderGate,
     pub health: Health,
-    pub timeline: Timeline,
     pub backoff: Backoff,
     /// Both reflector stores have their initial lists (set once by the watches; see
     /// [`Context::synced`], [`Context::wait_synced`]).
     pub synced: tokio::sync::watch::Sender<bool>,
-    /// Warm pools (`vif_pool_driver = neutron`).
-    pub pools: Option<Arc<crate::pod::pool::Pools>>,
-    /// Pods whose KuryrPort this replica created in the current leadership term and for which
-    /// no port has been asked for yet: no earlier attempt can have left a port with their UID,
-    /// so their first acquire skips the adoption lookup (see [`Context::take_fresh`]).
-    pub fresh: Mutex<HashMap<String, u64>>,
-    /// nested-vlan: node parents and per-trunk attachment queues.
-    pub nested: crate::pod::nested::Nested,
 }
 
 impl Context {
@@ -62,102 +52,9 @@ impl Context {
         let _ = rx.wait_for(|s| *s).await;
     }
 
-    /// Records that this replica just created the KuryrPort of pod `uid`.
-    pub fn mark_fresh(&self, uid: &str) {
-        let term = self.leader.term();
-        self.fresh.lock().unwrap_or_else(|e| e.into_inner()).insert(uid.to_string(), term);
-    }
-
-    /// Whether pod `uid`'s KuryrPort was created by this replica in the current term with no port
-    /// attempt since; the first call answers for the one attempt it starts (later calls: `false`).
-    pub fn take_fresh(&self, uid: &str) -> bool {
-        let entry = self.fresh.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
-        entry.is_some_and(|term| term == self.leader.term() && self.leader.is_leader())
-    }
-
-    /// Drops pod `uid`'s fresh mark (its KuryrPort is gone before any port was asked for).
-    pub fn forget_fresh(&self, uid: &str) {
-        self.fresh.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
-    }
-
     /// Marks the caches synced; `true` the first time.
     pub fn set_synced(&self) -> bool {
         self.synced.send_if_modified(|s| !std::mem::replace(s, true))
-    }
-}
-
-/// When each pod passed each stage, for the stage histograms. Keyed by pod UID.
-#[derive(Debug, Default)]
-pub struct Timeline {
-    inner: Mutex<HashMap<String, Times>>,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Times {
-    seen: Option<Instant>,
-    port: Option<Instant>,
-    vif: Option<Instant>,
-}
-
-/// Entries are dropped after this long even if the pod never got ACTIVE.
-const TIMELINE_MAX_AGE: Duration = Duration::from_secs(1800);
-
-impl Timeline {
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Times>) -> T) -> T {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut g)
-    }
-
-    /// The pod controller saw the pod (first time only counts).
-    pub fn pod_seen(&self, uid: &str) {
-        self.with(|m| {
-            if m.len() > 10_000 {
-                m.retain(|_, t| t.seen.is_some_and(|s| s.elapsed() < TIMELINE_MAX_AGE));
-            }
-            m.entry(uid.to_string()).or_default().seen.get_or_insert_with(Instant::now);
-        });
-    }
-
-    /// The port exists (created or adopted): observes `pod_to_port`.
-    pub fn port_ready(&self, uid: &str, metrics: &Metrics) {
-        self.with(|m| {
-            let t = m.entry(uid.to_string()).or_default();
-            let now = Instant::now();
-            if let (Some(seen), None) = (t.seen, t.port) {
-                metrics.observe_stage(Stage::PodToPort, now - seen);
-            }
-            t.port.get_or_insert(now);
-        });
-    }
-
-    /// The VIF is in the KuryrPort status: observes `port_to_vif`.
-    pub fn vif_written(&self, uid: &str, metrics: &Metrics) {
-        self.with(|m| {
-            let t = m.entry(uid.to_string()).or_default();
-            let now = Instant::now();
-            if let (Some(port), None) = (t.port, t.vif) {
-                metrics.observe_stage(Stage::PortToVif, now - port);
-            }
-            t.vif.get_or_insert(now);
-        });
-    }
-
-    /// The port is ACTIVE: observes `vif_to_active` and `pod_to_active`, forgets the pod.
-    pub fn active(&self, uid: &str, metrics: &Metrics) {
-        if let Some(t) = self.with(|m| m.remove(uid)) {
-            let now = Instant::now();
-            if let Some(vif) = t.vif {
-                metrics.observe_stage(Stage::VifToActive, now - vif);
-            }
-            if let Some(seen) = t.seen {
-                metrics.observe_stage(Stage::PodToActive, now - seen);
-            }
-        }
-    }
-
-    /// The pod's port is gone: forget it.
-    pub fn forget(&self, uid: &str) {
-        self.with(|m| m.remove(uid));
     }
 }
 
@@ -213,26 +110,5 @@ mod tests {
         assert!(b.failed("a", true) >= Duration::from_secs(1));
         b.succeeded("a");
         assert!(b.failed("a", true) < Duration::from_secs(1));
-    }
-
-    #[test]
-    fn timeline_observes_each_stage_once() {
-        let m = Metrics::new();
-        let t = Timeline::default();
-        t.pod_seen("u");
-        t.pod_seen("u");
-        t.port_ready("u", &m);
-        t.port_ready("u", &m);
-        t.vif_written("u", &m);
-        t.active("u", &m);
-        t.active("u", &m);
-        let text = m.encode();
-        for stage in ["pod_to_port", "port_to_vif", "vif_to_active", "pod_to_active"] {
-            assert!(
-                text.lines()
-                    .any(|l| l.starts_with("kuryr_controller_stage_duration_seconds_count") && l.contains(stage) && l.ends_with(" 1")),
-                "{stage} once:\n{text}"
-            );
-        }
     }
 }

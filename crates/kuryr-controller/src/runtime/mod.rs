@@ -1,6 +1,7 @@
 //! The runtime every domain runs on (`crate::runtime`), one hop per module:
 //! * [`run`]: watches, shared reflector stores, the controllers, servers; [`run::start`].
-//! * [`context`]: what every reconciler gets (clients, stores, settings), back-off, stage timeline.
+//! * [`context`]: what every reconciler gets (clients, stores, settings), back-off.
+//! * [`hooks`]: what GC's sweep asks of the domains ([`hooks::SweepHooks`], the pod path implements it).
 //! * [`error`]: the error type and its classification; [`policy`]: the shared error policy
 //!   (count, log, back-off).
 //! * [`cache`]: shared read cache of Neutron subnets and networks.
@@ -16,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod finalizers;
 pub mod health;
+pub mod hooks;
 pub mod lease;
 pub mod metrics;
 pub mod policy;

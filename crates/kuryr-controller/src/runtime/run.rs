@@ -8,15 +8,17 @@
 //! KuryrPort (orphan check). No periodic re-lists, no fixed sleeps.
 
 use crate::gc;
-use crate::pod::activator::{self, Activator};
+use crate::pod::activator;
+use crate::pod::context::{PodContext, PodTasks};
 use crate::pod::kuryrport;
 use crate::pod::pods as pod;
 use crate::runtime::cache::NeutronCache;
-use crate::runtime::context::{Backoff, Context, Timeline};
+use crate::runtime::context::{Backoff, Context};
 use crate::runtime::crds;
 use crate::runtime::error::Error;
 use crate::runtime::events::Events;
 use crate::runtime::health::{self, Health, Reply};
+use crate::runtime::hooks::SweepHooks;
 use crate::runtime::lease::{self, LeaderGate, LeaseConfig};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::settings::{cloud_config, Settings};
@@ -35,7 +37,7 @@ use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -120,6 +122,8 @@ pub struct Running {
     /// Where `/metrics` is served.
     pub metrics_addr: Option<SocketAddr>,
     pub context: Arc<Context>,
+    /// The pod path's state (activator, pools, nested-vlan trunks) on [`Running::context`].
+    pub pod: Arc<PodContext>,
     shutdown: watch::Sender<bool>,
     controllers: JoinHandle<()>,
     lease: Option<JoinHandle<()>>,
@@ -242,14 +246,6 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
 
     let (pod_store, pod_writer) = reflector::store::<Pod>();
     let (kp_store, kp_writer) = reflector::store::<KuryrPort>();
-    let (activator, activator_rx) = Activator::channel();
-    let (pools, pool_jobs) = match opts.settings.pool.clone() {
-        Some(cfg) => {
-            let (p, jobs) = crate::pod::pool::Pools::new(cfg);
-            (Some(Arc::new(p)), Some(jobs))
-        }
-        None => (None, None),
-    };
     let ctx = Arc::new(Context {
         client: client.clone(),
         neutron,
@@ -260,22 +256,19 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         cache: NeutronCache::new(opts.settings.neutron_cache_ttl),
         metrics: metrics.clone(),
         events: Events::new(client.clone(), &opts.instance, opts.settings.use_events),
-        activator,
         leader: leader.clone(),
         health: health.clone(),
-        timeline: Timeline::default(),
         backoff: Backoff::default(),
         synced: watch::channel(false).0,
-        pools: pools.clone(),
-        fresh: Mutex::default(),
-        nested: crate::pod::nested::Nested::default(),
     });
+    let (pod_ctx, pod_tasks) = PodContext::new(ctx.clone());
+    let pod_ctx = Arc::new(pod_ctx);
 
     let mut aux = Vec::new();
     let (health_addr, metrics_addr) = serve_probes(&opts, &health, &metrics, &mut aux).await?;
 
     aux.push(spawn_keystone_check(session, health.clone()));
-    spawn_background(&ctx, &opts, activator_rx, pools, pool_jobs, &mut aux);
+    spawn_background(&ctx, &pod_ctx, &opts, pod_tasks, &mut aux);
 
     let lease_task = opts.leader_election.clone().map(|cfg| {
         let (client, leader, metrics, health) = (client.clone(), leader.clone(), metrics.clone(), health.clone());
@@ -349,7 +342,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         .reconcile_on(channel_stream(pod_trigger_rx))
         .reconcile_all_on(became_leader(leader.subscribe()))
         .graceful_shutdown_on(shutdown_signal(shutdown_rx.clone()))
-        .run(pod::reconcile, pod::error_policy, ctx.clone())
+        .run(pod::reconcile, pod::error_policy, pod_ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 log_controller_error(pod::CONTROLLER, &e);
@@ -360,7 +353,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         .reconcile_on(channel_stream(kp_trigger_rx))
         .reconcile_all_on(became_leader(leader.subscribe()))
         .graceful_shutdown_on(shutdown_signal(shutdown_rx.clone()))
-        .run(kuryrport::reconcile, kuryrport::error_policy, ctx.clone())
+        .run(kuryrport::reconcile, kuryrport::error_policy, pod_ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 log_controller_error(kuryrport::CONTROLLER, &e);
@@ -408,7 +401,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         activation_interval = ?opts.settings.activation_interval,
         "kuryr-controller started"
     );
-    Ok(Running { health_addr, metrics_addr, context: ctx, shutdown: shutdown_tx, controllers, lease: lease_task, aux })
+    Ok(Running { health_addr, metrics_addr, context: ctx, pod: pod_ctx, shutdown: shutdown_tx, controllers, lease: lease_task, aux })
 }
 
 /// Start phase: the health (`/alive`, `/ready`) and metrics (`/metrics`) servers, when asked
@@ -465,23 +458,17 @@ fn spawn_keystone_check(session: Session, health: Health) -> JoinHandle<()> {
 
 /// Start phase: the background tasks: activator, warm pools (or the drain of an earlier
 /// configuration's pools), GC.
-fn spawn_background(
-    ctx: &Arc<Context>,
-    opts: &Options,
-    activator_rx: mpsc::UnboundedReceiver<activator::Cmd>,
-    pools: Option<Arc<crate::pod::pool::Pools>>,
-    pool_jobs: Option<crate::pod::pool::PoolJobs>,
-    aux: &mut Vec<JoinHandle<()>>,
-) {
-    aux.push(tokio::spawn(activator::run(ctx.clone(), activator_rx)));
-    match (pools, pool_jobs) {
-        (Some(p), Some(jobs)) => aux.push(tokio::spawn(crate::pod::pool::run(ctx.clone(), p, jobs))),
+fn spawn_background(ctx: &Arc<Context>, pod_ctx: &Arc<PodContext>, opts: &Options, tasks: PodTasks, aux: &mut Vec<JoinHandle<()>>) {
+    aux.push(tokio::spawn(activator::run(pod_ctx.clone(), tasks.activator)));
+    match (pod_ctx.pools.clone(), tasks.pool_jobs) {
+        (Some(p), Some(jobs)) => aux.push(tokio::spawn(crate::pod::pool::run(pod_ctx.clone(), p, jobs))),
         // Pools off: release what an earlier configuration's pools left.
-        _ if !opts.read_only => aux.push(tokio::spawn(crate::pod::pool::run_drain(ctx.clone()))),
+        _ if !opts.read_only => aux.push(tokio::spawn(crate::pod::pool::run_drain(pod_ctx.clone()))),
         _ => {}
     }
     if let Some(g) = opts.gc.clone() {
-        aux.push(tokio::spawn(gc::run(ctx.clone(), g.interval, opts.namespace.clone(), g.dry_run)));
+        let hooks: Arc<dyn SweepHooks> = pod_ctx.clone();
+        aux.push(tokio::spawn(gc::run(ctx.clone(), hooks, g.interval, opts.namespace.clone(), g.dry_run)));
     }
 }
 

@@ -9,27 +9,14 @@ use kuryr_core::config::{Config, Role};
 use kuryr_openstack::{Neutron, Session};
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub const STATE: &str = "/var/lib/kuryr-stack";
+pub use kuryr_test_support::{stack_env, state_file};
 
-pub fn stack_env() -> HashMap<String, String> {
-    let path = Path::new(STATE).join("stack.env");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{} unreadable ({e}): is the stack up? run hack/stack/stack up", path.display()));
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
+/// `<prefix>-<pid>-<n>` ([`kuryr_test_support::unique`] with a dash).
 pub fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    kuryr_test_support::unique(&format!("{prefix}-"))
 }
 
 pub fn push(v: &Mutex<Vec<String>>, s: &str) {
@@ -61,8 +48,8 @@ impl Stack {
             .with_test_writer()
             .try_init();
         let env = stack_env();
-        let config = Config::load(&Path::new(STATE).join("kuryr.conf"), Role::Controller).expect("kuryr.conf");
-        let kube = kube_config(Some(&Path::new(STATE).join("kubeconfig")), &config.kubernetes).await.expect("kubeconfig");
+        let config = Config::load(&state_file("kuryr.conf"), Role::Controller).expect("kuryr.conf");
+        let kube = kube_config(Some(&state_file("kubeconfig")), &config.kubernetes).await.expect("kubeconfig");
         let client = Client::try_from(kube.clone()).expect("kube client");
         let cloud = cloud_config(config.neutron.as_ref().expect("[neutron]")).expect("cloud config");
         let neutron = Neutron::new(Session::new(&cloud).expect("session"));

@@ -9,15 +9,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-/// A name unique to this test process.
+/// A name unique to this test process (`<prefix><pid>-<n>`).
 pub fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    kuryr_test_support::unique(prefix)
 }
 
 /// One HTTP request over the unix socket; returns (status, parsed JSON body or Null).
