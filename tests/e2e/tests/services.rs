@@ -169,7 +169,7 @@ fn wait_members(ns: &str, name: &str, want: &BTreeSet<String>, what: &str) -> Du
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn cluster_ip_services_balance_resolve_and_follow_endpoints() {
-    let mut s = start();
+    let s = start();
     let ns = Namespace::create("kst-svc-");
     let n = &ns.0;
     ns.apply_json("web", &web_deployment(n, 2));
@@ -283,7 +283,7 @@ fn slice_generations(ns: &str, svc: &str) -> u64 {
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn selectorless_multi_protocol_and_skipped_services() {
-    let mut s = start();
+    let s = start();
     let ns = Namespace::create("kst-svc2-");
     let n = &ns.0;
     ns.apply_json("web", &web_deployment(n, 2));

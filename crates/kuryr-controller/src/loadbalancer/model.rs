@@ -24,7 +24,7 @@ pub enum Plan {
     Skip(&'static str),
     /// A load balancer with this spec; `notes` are things asked for that are not provided
     /// (one Warning Event each).
-    Balance { spec: KuryrLoadBalancerSpec, notes: Vec<String> },
+    Balance { spec: Box<KuryrLoadBalancerSpec>, notes: Vec<String> },
 }
 
 /// Defaults the spec takes from `kuryr.conf`.
@@ -116,7 +116,7 @@ pub fn plan(svc: &Service, slices: &[&EndpointSlice], d: &SpecDefaults) -> Plan 
         timeout_member_data: timeout(TIMEOUT_MEMBER_DATA, d.timeout_member_data),
         endpoint_slices: endpoint_slices(&mine, ip_family(&ip)),
     };
-    Plan::Balance { spec, notes }
+    Plan::Balance { spec: Box::new(spec), notes }
 }
 
 /// `010.096.000.001` → `10.96.0.1` (upstream normalises too: leading zeros are legal in a
@@ -310,7 +310,7 @@ mod tests {
 
     fn balanced(p: Plan) -> (KuryrLoadBalancerSpec, Vec<String>) {
         match p {
-            Plan::Balance { spec, notes } => (spec, notes),
+            Plan::Balance { spec, notes } => (*spec, notes),
             Plan::Skip(why) => panic!("skipped: {why}"),
         }
     }

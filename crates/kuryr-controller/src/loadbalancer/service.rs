@@ -63,7 +63,7 @@ pub async fn reconcile(svc: Arc<Service>, lb: Arc<Lb>) -> Result<Action, Error> 
             }
             Plan::Balance { spec, notes } => {
                 note(&svc, &notes, &lb);
-                ensure(&svc, &ns, &name, spec, &lb).await
+                ensure(&svc, &ns, &name, *spec, &lb).await
             }
         }
     };
