@@ -4,7 +4,11 @@
 # as a veth whose host end `kst-pod0` carries the port's MAC and IP, a route to the pod CIDR
 # through it, and SNAT of other host sources (the node IP, hostPort DNAT) to the port's IP so
 # Neutron port security accepts them. Gives kubelet (probes), hostPort (portmap) and the host's
-# tools a path to pods. Idempotent.
+# tools a path to pods. The service CIDR (ClusterIPs = Octavia VIPs on the `kuryr-services`
+# subnet) is routed through the pod network's gateway (kuryr-router), from the port's IP: the host
+# reaches ClusterIPs as a node on a real cloud does, through its NIC and the Neutron router, with
+# no kube-proxy. Pods reach the host (the apiserver advertises the port's IP) on this port too.
+# Idempotent.
 #   hack/stack/node-port.sh up | down
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,6 +42,7 @@ up)
   ip link set "$PEER" up; ip link set "$DEV" up
   grep -q "inet $ip/32" <<<"$(ip addr show dev "$DEV")" || ip addr add "$ip/32" dev "$DEV"
   ip route replace "$POD_CIDR" dev "$DEV" src "$ip"
+  ip route replace "$SVC_CIDR" via "$POD_GW" dev "$DEV" src "$ip"
   ovs-vsctl --may-exist add-port br-int "$PEER" -- set Interface "$PEER" \
     external_ids:iface-id="$id" external_ids:attached-mac="$mac" external_ids:iface-status=active \
     external_ids:vm-uuid="$HOST"
@@ -57,6 +62,7 @@ down)
     # shellcheck disable=SC2046
     iptables -t nat -D $(snat_rule "$NODE_PORT_IP") 2>/dev/null || true
   fi
+  ip route del "$SVC_CIDR" dev "$DEV" 2>/dev/null || true
   ovs-vsctl --timeout=5 --if-exists del-port br-int "$PEER" 2>/dev/null || true
   ip link del "$DEV" 2>/dev/null || true
   ;;
