@@ -49,6 +49,16 @@ up)
   # shellcheck disable=SC2046
   iptables -t nat -C $(snat_rule "$ip") 2>/dev/null || iptables -t nat -A $(snat_rule "$ip")
   sysctl -qw "net.ipv4.conf.$DEV.rp_filter=0" || true
+  # Pods' interfaces have their host ends (kuryr-daemon's tap veths) in this kernel too, which by
+  # default answers ARP for any local address on any interface: a pod asking for this port's IP
+  # got the MAC of its own tap and its packets never reached the port (pod -> NODE_PORT_IP:6443
+  # timed out). arp_filter answers only on the interface the kernel routes the asker through
+  # (kst-pod0 for the pod CIDR). A node on a real cloud has no pod taps in its kernel. Host-wide
+  # (taps come and go): the fresh value is saved and `down` puts it back.
+  if [ "$(sysctl -n net.ipv4.conf.all.arp_filter)" != 1 ]; then
+    [ -f "$STATE/host-sysctl" ] || echo "net.ipv4.conf.all.arp_filter=$(sysctl -n net.ipv4.conf.all.arp_filter)" > "$STATE/host-sysctl"
+    sysctl -qw net.ipv4.conf.all.arp_filter=1
+  fi
   {
     echo "NODE_PORT_ID=$id"
     echo "NODE_PORT_IP=$ip"
@@ -63,6 +73,10 @@ down)
     iptables -t nat -D $(snat_rule "$NODE_PORT_IP") 2>/dev/null || true
   fi
   ip route del "$SVC_CIDR" dev "$DEV" 2>/dev/null || true
+  if [ -f "$STATE/host-sysctl" ]; then
+    while read -r kv; do sysctl -qw "$kv" || true; done < "$STATE/host-sysctl"
+    rm -f "$STATE/host-sysctl"
+  fi
   ovs-vsctl --timeout=5 --if-exists del-port br-int "$PEER" 2>/dev/null || true
   ip link del "$DEV" 2>/dev/null || true
   ;;
