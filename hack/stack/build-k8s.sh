@@ -3,6 +3,7 @@
 # into a cache outside the repo keyed by version:
 #   $KURYR_CACHE/k8s-$K8S_VERSION/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kubectl}
 #   $KURYR_CACHE/etcd-$ETCD_VERSION/bin/{etcd,etcdctl}
+#   $KURYR_CACHE/coredns-$COREDNS_VERSION/bin/coredns   (the cluster DNS; images.sh makes its image)
 # A second run with the binaries present does nothing. k8s.io/kubernetes keeps its
 # staging modules as `replace => ./staging/...`; a module that depends on it needs
 # those replaced by the published k8s.io/<name> v0.<minor>.<patch> versions, which this
@@ -94,9 +95,28 @@ EOF
   log "etcd $ETCD_VERSION built in $((SECONDS - t0))s"
 }
 
+# CoreDNS is built inside its own module (as downloaded from the module proxy, go.sum included),
+# so its dependencies are exactly the ones upstream pins for the release; static (CGO_ENABLED=0).
+build_coredns() {
+  local out="$CACHE/coredns-$COREDNS_VERSION"
+  [ -x "$out/bin/coredns" ] && { log "coredns $COREDNS_VERSION cached in $out/bin"; return; }
+  mkdir -p "$out/bin"
+  local dir
+  dir=$(go mod download -json "github.com/coredns/coredns@$COREDNS_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -f "$dir/coredns.go" ] || { echo "cannot download github.com/coredns/coredns@$COREDNS_VERSION" >&2; exit 1; }
+  log "building coredns $COREDNS_VERSION"
+  local t0=$SECONDS
+  (cd "$dir" && GOFLAGS=-mod=readonly CGO_ENABLED=0 go build -trimpath \
+    -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" -o "$out/bin/coredns.tmp" .) \
+    >"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; echo "coredns build failed (log: $out/build.log)" >&2; exit 1; }
+  mv "$out/bin/coredns.tmp" "$out/bin/coredns"
+  log "coredns $COREDNS_VERSION built in $((SECONDS - t0))s"
+}
+
 case "${1:-all}" in
   k8s) build_k8s ;;
   etcd) build_etcd ;;
-  all) build_etcd; build_k8s ;;
-  *) echo "usage: $0 [all|k8s|etcd]" >&2; exit 2 ;;
+  coredns) build_coredns ;;
+  all) build_etcd; build_k8s; build_coredns ;;
+  *) echo "usage: $0 [all|k8s|etcd|coredns]" >&2; exit 2 ;;
 esac

@@ -2,6 +2,8 @@
 # Build the local OCI image archives the stack needs (there is no registry here):
 #   localhost/kuryr/pause:3.10   - a static pause binary (hack/stack/pause.c), the CRI sandbox image
 #   localhost/kuryr/busybox:1.35 - busybox-static with an applet symlink farm, for test pods
+#   localhost/kuryr/coredns:$COREDNS_VERSION - the static CoreDNS that build-k8s.sh built, user 65532
+#     (the cluster DNS, hack/stack/coredns.yaml)
 # Reproducible: fixed mtimes/owners, sorted tar, so the same inputs give the same digests.
 # Output: $KURYR_CACHE/images/*.tar (OCI image layout archives), rebuilt only when missing.
 set -euo pipefail
@@ -55,5 +57,21 @@ if [ ! -f "$OUT/busybox.tar" ]; then
   printf 'root:x:0:\nnobody:x:65534:\n' > "$r/etc/group"
   find "$r" -exec touch -h -d @0 {} +
   oci_archive localhost/kuryr/busybox 1.35 "$r" "$OUT/busybox.tar" '{"Cmd":["/bin/sh"],"Env":["PATH=/bin"]}'
+  rm -rf "$r"
+fi
+
+COREDNS_TAR=$OUT/coredns-$COREDNS_VERSION.tar
+if [ ! -f "$COREDNS_TAR" ]; then
+  bin=$KURYR_CACHE/coredns-$COREDNS_VERSION/bin/coredns
+  [ -x "$bin" ] || "$HERE/build-k8s.sh" coredns
+  r=$(mktemp -d)
+  mkdir -p "$r/etc/coredns" "$r/tmp"
+  cp "$bin" "$r/coredns"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' > "$r/etc/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' > "$r/etc/group"
+  chmod 1777 "$r/tmp"
+  find "$r" -exec touch -h -d @0 {} +
+  oci_archive localhost/kuryr/coredns "$COREDNS_VERSION" "$r" "$COREDNS_TAR" \
+    '{"Entrypoint":["/coredns"],"Cmd":["-conf","/etc/coredns/Corefile"],"User":"65532:65532","ExposedPorts":{"53/tcp":{},"53/udp":{},"9153/tcp":{}}}'
   rm -rf "$r"
 fi

@@ -12,6 +12,8 @@ KUBELET_DIR=$STATE/kubelet
 # at their InternalIP. A /32 on a local veth end keeps it on this machine.
 NODE_IF=kst-node0
 NODE_IP=172.31.255.1
+# The Service kube-dns (CoreDNS); kubelet gives it to pods as their nameserver.
+CLUSTER_DNS_IP=10.96.0.10
 
 # cert NAME CN ORG [SANs]: a client/server certificate signed by the stack CA.
 cert() {
@@ -57,7 +59,16 @@ pki_up() {
     openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
     openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   fi
-  cert apiserver kube-apiserver "" "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,DNS:$HOST,IP:127.0.0.1,IP:10.96.0.1"
+  # The serving certificate names every address pods and the host use: loopback, the
+  # `kubernetes` Service's ClusterIP and the node port's IP (the advertised address, what the
+  # `kubernetes` EndpointSlice points at). A certificate made before that IP was in it (an older
+  # PKI, or a node port that got another IP) is made again; the running apiserver reloads it.
+  if [ -f "$PKI/apiserver.crt" ] && ! grep -q "IP Address:$NODE_PORT_IP\(,\|\$\)" \
+      <<<"$(openssl x509 -in "$PKI/apiserver.crt" -noout -ext subjectAltName 2>/dev/null)"; then
+    log "the apiserver certificate lacks IP $NODE_PORT_IP: making it again"
+    rm -f "$PKI/apiserver.crt" "$PKI/apiserver.key"
+  fi
+  cert apiserver kube-apiserver "" "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,DNS:$HOST,IP:127.0.0.1,IP:10.96.0.1,IP:$NODE_PORT_IP"
   cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
   cert admin kubernetes-admin system:masters
   cert controller-manager system:kube-controller-manager ""
@@ -81,11 +92,20 @@ etcd_up() {
   ready etcd "$LOGDIR/etcd.log" 30 curl -sf -m 2 http://127.0.0.1:2381/health
 }
 
+# Pods reach the apiserver as on a real cluster: the `kubernetes` Service (10.96.0.1) is backed by
+# the advertised address, the node port's IP on the pod network (NODE_PORT_IP, node-port.sh), and
+# pods can also dial it directly. kube-apiserver takes one bind address: 0.0.0.0 (as kubeadm's
+# default) so that both 127.0.0.1 (kubeconfigs, tests) and NODE_PORT_IP answer.
 apiserver_up() {
+  if running kube-apiserver && ! grep -q -- "--advertise-address=$NODE_PORT_IP " \
+      <<<"$(tr '\0' ' ' < "/proc/$(pid_of kube-apiserver)/cmdline" 2>/dev/null)"; then
+    log "NOTE: the running kube-apiserver does not advertise $NODE_PORT_IP (started by an older stack);" \
+      "apply with: . hack/stack/lib.sh; stop_pid kube-apiserver kube-apiserver; hack/stack/stack up"
+  fi
   if ! running kube-apiserver; then
-    log "starting kube-apiserver $K8S_VERSION on 127.0.0.1:6443 (service range $K8S_SVC_CIDR)"
+    log "starting kube-apiserver $K8S_VERSION on 0.0.0.0:6443, advertising $NODE_PORT_IP (service range $K8S_SVC_CIDR)"
     start kube-apiserver "$LOGDIR/kube-apiserver.log" "$K8S_BIN/kube-apiserver" \
-      --etcd-servers=http://127.0.0.1:2379 --bind-address=127.0.0.1 --advertise-address=127.0.0.1 \
+      --etcd-servers=http://127.0.0.1:2379 --bind-address=0.0.0.0 --advertise-address="$NODE_PORT_IP" \
       --secure-port=6443 --service-cluster-ip-range="$K8S_SVC_CIDR" \
       --client-ca-file="$PKI/ca.crt" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
       --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
@@ -170,11 +190,13 @@ EOF
     start containerd "$LOGDIR/containerd.log" /usr/bin/containerd --config "$STATE/containerd/config.toml"
   fi
   ready containerd "$LOGDIR/containerd.log" 30 ctr --address "$CONTAINERD_SOCK" version
-  local img
-  for img in pause busybox; do
-    if ! grep -q "localhost/kuryr/$img:" <<<"$(ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q)"; then
-      ctr --address "$CONTAINERD_SOCK" -n k8s.io images import --all-platforms "$KURYR_CACHE/images/$img.tar" \
-        >> "$LOGDIR/containerd.log" 2>&1 || fail containerd "$LOGDIR/containerd.log" "image import $img"
+  local img ref have
+  have=$(ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q)
+  for img in pause:3.10:pause busybox:1.35:busybox "coredns:$COREDNS_VERSION:coredns-$COREDNS_VERSION"; do
+    ref=localhost/kuryr/${img%:*}
+    if ! grep -qxF "$ref" <<<"$have"; then
+      ctr --address "$CONTAINERD_SOCK" -n k8s.io images import --all-platforms "$KURYR_CACHE/images/${img##*:}.tar" \
+        >> "$LOGDIR/containerd.log" 2>&1 || fail containerd "$LOGDIR/containerd.log" "image import $ref"
     fi
   done
 }
@@ -190,6 +212,10 @@ node_if_up() {
 
 kubelet_up() {
   node_if_up
+  if running kubelet && ! grep -q "clusterDNS: \[$CLUSTER_DNS_IP\]" "$STATE/kubelet.yaml" 2>/dev/null; then
+    log "NOTE: the running kubelet has no clusterDNS $CLUSTER_DNS_IP (started by an older stack);" \
+      "apply with: . hack/stack/lib.sh; stop_pid kubelet kubelet; hack/stack/stack up"
+  fi
   if ! running kubelet; then
     mkdir -p "$KUBELET_DIR" "$STATE/manifests"
     cat > "$STATE/kubelet.yaml" <<EOF
@@ -211,6 +237,7 @@ containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 staticPodPath: '$STATE/manifests'
 failSwapOn: false
 clusterDomain: cluster.local
+clusterDNS: [$CLUSTER_DNS_IP]
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
@@ -227,13 +254,31 @@ EOF
   ready kubelet "$LOGDIR/kubelet.log" 60 "$K8S_BIN/kubectl" --kubeconfig "$KCFG" get node "$HOST"
 }
 
+# The cluster DNS (hack/stack/coredns.yaml): CoreDNS in kube-system on kuryr-rs pod networking
+# behind the Service kube-dns ($CLUSTER_DNS_IP), applied once the node is registered, as kubeadm
+# applies it with the control plane. Its pods stay ContainerCreating until kuryr-rs runs (no CNI
+# before that), as on a kubeadm cluster before its network add-on. `kubectl apply` of an
+# unchanged manifest changes nothing.
+coredns_up() {
+  sed -e "s|@CLUSTER_DNS_IP@|$CLUSTER_DNS_IP|g" -e "s|@COREDNS_VERSION@|$COREDNS_VERSION|g" \
+    "$HERE/coredns.yaml" > "$STATE/coredns.yaml"
+  "$K8S_BIN/kubectl" --kubeconfig "$KCFG" apply -f "$STATE/coredns.yaml" > "$LOGDIR/coredns-apply.log" 2>&1 \
+    || fail coredns "$LOGDIR/coredns-apply.log" "kubectl apply $STATE/coredns.yaml"
+  grep -qv 'unchanged$' "$LOGDIR/coredns-apply.log" && log "cluster DNS (CoreDNS $COREDNS_VERSION, Service kube-dns $CLUSTER_DNS_IP) applied"
+  return 0
+}
+
 k8s_up() {
+  [ -f "$STATE/node-port.env" ] || fail node-port "$LOGDIR/objects.log" "$STATE/node-port.env missing (node-port.sh up runs before k8s_up)"
+  # shellcheck source=/dev/null
+  . "$STATE/node-port.env"
   pki_up
   etcd_up
   apiserver_up
   controllers_up
   containerd_up
   kubelet_up
+  coredns_up
 }
 
 k8s_down() {

@@ -4,7 +4,11 @@
 # as a veth whose host end `kst-pod0` carries the port's MAC and IP, a route to the pod CIDR
 # through it, and SNAT of other host sources (the node IP, hostPort DNAT) to the port's IP so
 # Neutron port security accepts them. Gives kubelet (probes), hostPort (portmap) and the host's
-# tools a path to pods. Idempotent.
+# tools a path to pods. The service CIDR (ClusterIPs = Octavia VIPs on the `kuryr-services`
+# subnet) is routed through the pod network's gateway (kuryr-router), from the port's IP: the host
+# reaches ClusterIPs as a node on a real cloud does, through its NIC and the Neutron router, with
+# no kube-proxy. Pods reach the host (the apiserver advertises the port's IP) on this port too.
+# Idempotent.
 #   hack/stack/node-port.sh up | down
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,12 +42,23 @@ up)
   ip link set "$PEER" up; ip link set "$DEV" up
   grep -q "inet $ip/32" <<<"$(ip addr show dev "$DEV")" || ip addr add "$ip/32" dev "$DEV"
   ip route replace "$POD_CIDR" dev "$DEV" src "$ip"
+  ip route replace "$SVC_CIDR" via "$POD_GW" dev "$DEV" src "$ip"
   ovs-vsctl --may-exist add-port br-int "$PEER" -- set Interface "$PEER" \
     external_ids:iface-id="$id" external_ids:attached-mac="$mac" external_ids:iface-status=active \
     external_ids:vm-uuid="$HOST"
   # shellcheck disable=SC2046
   iptables -t nat -C $(snat_rule "$ip") 2>/dev/null || iptables -t nat -A $(snat_rule "$ip")
   sysctl -qw "net.ipv4.conf.$DEV.rp_filter=0" || true
+  # Pods' interfaces have their host ends (kuryr-daemon's tap veths) in this kernel too, which by
+  # default answers ARP for any local address on any interface: a pod asking for this port's IP
+  # got the MAC of its own tap and its packets never reached the port (pod -> NODE_PORT_IP:6443
+  # timed out). arp_filter answers only on the interface the kernel routes the asker through
+  # (kst-pod0 for the pod CIDR). A node on a real cloud has no pod taps in its kernel. Host-wide
+  # (taps come and go): the fresh value is saved and `down` puts it back.
+  if [ "$(sysctl -n net.ipv4.conf.all.arp_filter)" != 1 ]; then
+    [ -f "$STATE/host-sysctl" ] || echo "net.ipv4.conf.all.arp_filter=$(sysctl -n net.ipv4.conf.all.arp_filter)" > "$STATE/host-sysctl"
+    sysctl -qw net.ipv4.conf.all.arp_filter=1
+  fi
   {
     echo "NODE_PORT_ID=$id"
     echo "NODE_PORT_IP=$ip"
@@ -56,6 +71,11 @@ down)
     . "$STATE/node-port.env"
     # shellcheck disable=SC2046
     iptables -t nat -D $(snat_rule "$NODE_PORT_IP") 2>/dev/null || true
+  fi
+  ip route del "$SVC_CIDR" dev "$DEV" 2>/dev/null || true
+  if [ -f "$STATE/host-sysctl" ]; then
+    while read -r kv; do sysctl -qw "$kv" || true; done < "$STATE/host-sysctl"
+    rm -f "$STATE/host-sysctl"
   fi
   ovs-vsctl --timeout=5 --if-exists del-port br-int "$PEER" 2>/dev/null || true
   ip link del "$DEV" 2>/dev/null || true
