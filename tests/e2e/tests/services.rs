@@ -85,11 +85,31 @@ fn ready_pod_ips(ns: &str, selector: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Hostnames answering `url` from `client`, over `n` requests (each a new connection).
-fn answers(ns: &str, client: &str, url: &str, n: usize) -> Vec<String> {
-    let script = format!("for i in $(seq {n}); do wget -q -T 3 -O- {url} || echo FAIL; done");
+/// Hostnames answering HTTP at `host` `port` from `client`, over `n` requests (each a new
+/// connection; busybox nc speaks HTTP/1.0: busybox-static's wget crashes on this Debian). A
+/// request without an answer gives `FAIL`.
+fn answers(ns: &str, client: &str, host: &str, port: u16, n: usize) -> Vec<String> {
+    let script = format!(
+        "for i in $(seq {n}); do r=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} | tail -n 1); echo \"${{r:-FAIL}}\"; done"
+    );
     let out = exec(ns, client, &script);
     String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+}
+
+/// The host PID of a process of pod `ns/pod` (found by the pod UID in its cgroup path), to run
+/// host tools in the pod's network namespace.
+fn pod_pid(ns: &str, pod: &str) -> u32 {
+    let uid = kjson(kubectl().args(["get", "pod", "-n", ns, pod, "-o", "json"]))["metadata"]["uid"].as_str().expect("uid").to_string();
+    let forms = [format!("pod{uid}"), format!("pod{}", uid.replace('-', "_"))];
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if forms.iter().any(|f| cg.contains(f.as_str())) && comm.trim() != "pause" {
+            return pid;
+        }
+    }
+    panic!("no process of pod {ns}/{pod} (uid {uid}) found in /proc");
 }
 
 fn web_deployment(ns: &str, replicas: u32) -> Value {
@@ -189,32 +209,43 @@ fn cluster_ip_services_balance_resolve_and_follow_endpoints() {
         assert_eq!(ips.len(), 2);
         let took = wait_members(n, "web", &ips, "the web pool to hold both pods");
         eprintln!("members converged {took:?} after the pods were Ready");
-        let k = klb(n, "web").expect("klb");
+        // The status follows Octavia (written after the load balancer is ACTIVE again).
+        let k = wait_for("the KuryrLoadBalancer status to list both members", Duration::from_secs(30), Duration::from_millis(200), || {
+            klb(n, "web").filter(|k| k["status"]["members"].as_array().map(Vec::len) == Some(2))
+        });
         assert_eq!(k["metadata"]["ownerReferences"][0]["kind"], "Service");
         assert!(k["metadata"]["finalizers"].to_string().contains("kuryr.openstack.org/kuryrloadbalancer-finalizers"));
         let svc = kjson(kubectl().args(["get", "svc", "-n", n, "web", "-o", "json"]));
         assert!(svc["metadata"]["finalizers"].to_string().contains("kuryr.openstack.org/service-finalizer"));
         assert_eq!(k["status"]["loadbalancer"]["ip"], svc["spec"]["clusterIP"], "the VIP is the ClusterIP");
-        assert_eq!(k["status"]["members"].as_array().map(Vec::len), Some(2), "{k}");
 
         // By name through CoreDNS (UDP to the kube-dns Service), spread over both backends.
-        let got = answers(n, "client", "http://web/", 30);
+        let got = answers(n, "client", "web", 80, 30);
         let hosts: BTreeSet<&str> = got.iter().map(String::as_str).collect();
         assert!(!hosts.contains("FAIL"), "some requests to web failed: {got:?}");
         assert_eq!(hosts.len(), 2, "30 connections to web reached {hosts:?}, not both pods");
-        let fqdn = answers(n, "client", &format!("http://web.{n}.svc.cluster.local/"), 1);
+        let fqdn = answers(n, "client", &format!("web.{n}.svc.cluster.local"), 80, 1);
         assert_eq!(fqdn.len(), 1, "{fqdn:?}");
         assert_ne!(fqdn[0], "FAIL");
 
-        // The API through the `kubernetes` Service, as in-cluster clients use it.
-        let api = exec(
-            n,
-            "client",
-            &format!(
-                "wget -q -T 5 -O- --no-check-certificate --header \"Authorization: Bearer $(cat /var/run/secrets/kubernetes.io/serviceaccount/token)\" \
-                 https://kubernetes.default.svc/api/v1/namespaces/{n}/pods"
-            ),
-        );
+        // The API through the `kubernetes` Service, as in-cluster clients use it: from the
+        // client pod's network namespace (the host's curl: busybox has no TLS client that works
+        // here), its ServiceAccount token and CA, the name resolved by CoreDNS in the pod.
+        let token = must(kubectl().args(["exec", "-n", n, "client", "--", "cat", "/var/run/secrets/kubernetes.io/serviceaccount/token"]));
+        let ca = must(kubectl().args(["exec", "-n", n, "client", "--", "cat", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"]));
+        let ca_path = std::env::temp_dir().join(format!("{n}-ca.crt"));
+        std::fs::write(&ca_path, ca).expect("write ca");
+        let resolved = exec(n, "client", "nslookup kubernetes.default.svc.cluster.local | grep ^Address | tail -n 1");
+        let vip = String::from_utf8_lossy(&resolved.stdout).split_whitespace().last().unwrap_or_default().to_string();
+        assert_eq!(vip, "10.96.0.1", "CoreDNS answer for kubernetes.default: {:?}", String::from_utf8_lossy(&resolved.stdout));
+        let pid = pod_pid(n, "client");
+        let api = run(Command::new("nsenter").arg(format!("--net=/proc/{pid}/ns/net")).args([
+            "curl", "-sS", "-m", "10", "--cacert",
+        ]).arg(&ca_path).args([
+            "--resolve", &format!("kubernetes.default.svc:443:{vip}"),
+            "-H", &format!("Authorization: Bearer {}", token.trim()),
+            &format!("https://kubernetes.default.svc/api/v1/namespaces/{n}/pods"),
+        ]));
         let body = String::from_utf8_lossy(&api.stdout);
         assert!(body.contains("\"PodList\"") && body.contains("\"client\""), "pod list through the kubernetes Service: {body} {}", String::from_utf8_lossy(&api.stderr));
 
@@ -236,7 +267,7 @@ fn cluster_ip_services_balance_resolve_and_follow_endpoints() {
             assert_eq!(one, 0, "per-member Octavia calls were made");
             assert!(batch >= 1 && batch <= changes, "{batch} batch calls for {changes} endpoint changes (one per change at most)");
         }
-        let got = answers(n, "client", "http://web/", 20);
+        let got = answers(n, "client", "web", 80, 20);
         assert_eq!(got.iter().collect::<BTreeSet<_>>().len(), 2, "after scaling back to 2: {got:?}");
 
         // An unready pod leaves the pool; traffic goes to the other one only.
@@ -247,13 +278,21 @@ fn cluster_ip_services_balance_resolve_and_follow_endpoints() {
         let rest: BTreeSet<String> = ready_pod_ips(n, "app=web").into_iter().filter(|ip| *ip != victim_ip).collect();
         let took = wait_members(n, "web", &rest, "the unready pod to leave the pool");
         eprintln!("unready pod left the pool {took:?} after it failed its probe");
-        let got = answers(n, "client", "http://web/", 10);
+        let got = answers(n, "client", "web", 80, 10);
         assert!(!got.contains(&victim), "the unready pod {victim} still got traffic: {got:?}");
         must(kubectl().args(["exec", "-n", n, &victim, "--", "rm", "/tmp/unready"]));
+        let both = wait_for("the pod to be Ready again", Duration::from_secs(30), Duration::from_millis(200), || {
+            let ips = ready_pod_ips(n, "app=web");
+            (ips.len() == 2).then_some(ips)
+        });
+        wait_members(n, "web", &both, "the pod to rejoin the pool");
 
         // Deleted out of band: comes back by itself (audit every 5 s) and answers again.
         let old = lb_id(n, "web").expect("lb id");
-        must(openstack("kuryr").args(["loadbalancer", "delete", "--cascade", "--wait", &old]));
+        wait_for("the out-of-band delete to be accepted", Duration::from_secs(30), Duration::from_secs(1), || {
+            // 409 while the controller's last change is still PENDING_UPDATE: try again.
+            run(openstack("kuryr").args(["loadbalancer", "delete", "--cascade", "--wait", &old])).status.success().then_some(())
+        });
         let t0 = Instant::now();
         let new = wait_for("the load balancer to come back", Duration::from_secs(90), Duration::from_millis(500), || {
             lb_id(n, "web").filter(|id| *id != old)
@@ -261,7 +300,7 @@ fn cluster_ip_services_balance_resolve_and_follow_endpoints() {
         let ips = ready_pod_ips(n, "app=web");
         wait_members(n, "web", &ips, "the recreated pool");
         eprintln!("load balancer deleted with the CLI came back as {new} after {:?}", t0.elapsed());
-        let got = answers(n, "client", "http://web/", 6);
+        let got = answers(n, "client", "web", 80, 6);
         assert!(!got.iter().any(|g| g == "FAIL"), "after the re-creation: {got:?}");
 
         delete_services_and_wait(n, &[new]);
@@ -314,7 +353,7 @@ fn selectorless_multi_protocol_and_skipped_services() {
 
         let want: BTreeSet<String> = [ips[0].clone()].into();
         wait_members(n, "manual", &want, "the hand-written EndpointSlice's address as member");
-        let got = answers(n, "client", "http://manual:8000/", 4);
+        let got = answers(n, "client", "manual", 8000, 4);
         assert!(got.iter().all(|g| g != "FAIL") && got.len() == 4, "selector-less Service: {got:?}");
 
         let both = wait_for("the TCP+UDP Service's load balancer", Duration::from_secs(60), Duration::from_millis(300), || {
@@ -323,7 +362,7 @@ fn selectorless_multi_protocol_and_skipped_services() {
         });
         let protos: BTreeSet<&str> = both["status"]["listeners"].as_array().unwrap().iter().filter_map(|l| l["protocol"].as_str()).collect();
         assert_eq!(protos, BTreeSet::from(["TCP", "UDP"]), "{both}");
-        let got = answers(n, "client", "http://both:53/", 4);
+        let got = answers(n, "client", "both", 53, 4);
         assert!(got.iter().all(|g| g != "FAIL"), "TCP 53 of the TCP+UDP Service: {got:?}");
 
         let np = wait_for("the NodePort Service's load balancer", Duration::from_secs(60), Duration::from_millis(300), || lb_id(n, "np"));

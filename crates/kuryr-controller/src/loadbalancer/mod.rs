@@ -112,6 +112,7 @@ pub fn start(
         .default_backoff()
         .modify(|s: &mut EndpointSlice| s.metadata.managed_fields = None)
         .reflect(slice_writer)
+        .take_until(shutdown_signal(shutdown.clone()))
         .for_each(move |ev| {
             match &ev {
                 Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => {
@@ -185,6 +186,18 @@ pub fn start(
     (fut, audit_task)
 }
 
+/// Whether Octavia has load balancer `id`, not in ERROR (a failed GET counts as present: the
+/// next pass asks again).
+async fn exists_healthy(oct: &kuryr_openstack::Octavia, id: &str) -> bool {
+    match oct.get_load_balancer(id).await {
+        Ok(l) => !matches!(
+            l.provisioning_status.as_str(),
+            kuryr_openstack::octavia::status::ERROR | kuryr_openstack::octavia::status::DELETED | kuryr_openstack::octavia::status::PENDING_DELETE
+        ),
+        Err(e) => !e.is_not_found(),
+    }
+}
+
 /// Every `audit_interval`, while leading: three tag-filtered lists (load balancers, listeners,
 /// pools of this cluster) compared with the KuryrLoadBalancers' status; a KuryrLoadBalancer whose
 /// load balancer, listener or pool is missing or in ERROR is reconciled again (which recreates
@@ -216,8 +229,15 @@ async fn audit(lb: Arc<Lb>, trigger: mpsc::UnboundedSender<ObjectRef<KuryrLoadBa
             let Some(st) = k.status.as_ref() else { continue };
             let id = st.loadbalancer.get("id").and_then(|v| v.as_str()).unwrap_or_default();
             let ids = |v: &[serde_json::Value]| -> Vec<String> { v.iter().filter_map(|x| x["id"].as_str().map(String::from)).collect() };
-            let missing = if id.is_empty() || !healthy.contains(id) {
-                Some(format!("load balancer {id:?}"))
+            let missing = if id.is_empty() {
+                Some("load balancer (none recorded)".to_string())
+            } else if !healthy.contains(id) && !exists_healthy(&oct, id).await {
+                // Not in this cluster's tagged list (or in ERROR): one GET tells a load balancer
+                // made by upstream kuryr or another cluster name from a missing one.
+                Some(format!("load balancer {id}"))
+            } else if !healthy.contains(id) {
+                // Not ours to audit further (its listeners and pools carry no cluster tag).
+                None
             } else if let Some(l) = ids(&st.listeners).into_iter().find(|l| !listener_ids.contains(l.as_str())) {
                 Some(format!("listener {l}"))
             } else {
