@@ -384,43 +384,82 @@ fn selectorless_multi_protocol_and_skipped_services() {
 }
 
 /// kill -9 of the controller while load balancers exist whose KuryrLoadBalancer status does not
-/// name them yet: after a restart every Service has exactly one load balancer (adopted by its
-/// owner tag, not duplicated), and deleting the Services leaves none.
+/// name them: after a restart every Service has exactly one load balancer (adopted by its owner
+/// tag, not duplicated), and deleting the Services leaves none. The window between Octavia's
+/// create and the status write is made deterministic with the API server itself: a
+/// ValidatingAdmissionPolicy denies the status writes in the test namespace until the kill.
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn kill_9_between_lb_create_and_status_write_leaves_one_lb_per_service() {
     let conf = services_conf();
     let ns = Namespace::create("kst-svc-kill-");
     let n = &ns.0;
-    let names: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    let policy = format!("{n}-block-klb-status");
+    ns.apply_json(
+        "policy",
+        &json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{"apiGroups": ["openstack.org"], "apiVersions": ["v1"],
+                    "operations": ["UPDATE"], "resources": ["kuryrloadbalancers/status"]}]},
+                "validations": [{"expression": "false", "message": "e2e: KuryrLoadBalancer status writes are blocked"}]
+            }
+        }),
+    );
+    ns.apply_json(
+        "binding",
+        &json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {"policyName": policy, "validationActions": ["Deny"],
+                     "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": n}}}}
+        }),
+    );
+    let unblock = || {
+        let _ = run(kubectl().args(["delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", &policy, "--ignore-not-found"]));
+    };
+    // The policy takes effect within a moment; creating the Services only then keeps the window.
+    std::thread::sleep(Duration::from_secs(2));
+    let names: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
     let mut first = kuryr::spawn_controller_with(&conf.0, &controller_args());
     for name in &names {
         ns.apply_json(name, &service(n, name, json!({"ports": [{"port": 80, "targetPort": 8080}]})));
     }
-    // Watch Octavia for a load balancer of ours whose KuryrLoadBalancer has no status yet.
-    let hit = wait_for("a load balancer created before its status write", Duration::from_secs(60), Duration::from_millis(50), || {
+    let ours = || -> Vec<Value> {
         let lbs = kjson(openstack("kuryr").args(["loadbalancer", "list", "-f", "json"]));
-        for l in lbs.as_array().into_iter().flatten() {
-            let Some((lns, lname)) = l["name"].as_str().and_then(|x| x.split_once('/')) else { continue };
-            if lns == n && lb_id(n, lname).is_none() {
-                return Some(lname.to_string());
-            }
+        let prefix = format!("{n}/");
+        lbs.as_array().cloned().unwrap_or_default().into_iter().filter(|l| l["name"].as_str().is_some_and(|x| x.starts_with(&prefix))).collect()
+    };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("a load balancer per Service, none recorded in a status", Duration::from_secs(90), Duration::from_millis(500), || {
+            (ours().len() >= names.len()).then_some(())
+        });
+        for name in &names {
+            assert_eq!(lb_id(n, name), None, "{name}: its status was written although the policy denies it");
         }
-        None
-    });
+        let before = ours();
+        assert_eq!(before.len(), names.len(), "load balancers duplicated while the status writes failed: {before:?}");
+    }));
     first.child.kill().expect("kill -9");
     let _ = first.child.wait();
-    eprintln!("SIGKILLed the controller while {hit}'s load balancer existed without a KuryrLoadBalancer status");
+    unblock();
+    if let Err(p) = r {
+        eprintln!("controller:\n{}", first.log_tail(60));
+        std::panic::resume_unwind(p);
+    }
+    eprintln!("SIGKILLed the controller while {} load balancers existed without a KuryrLoadBalancer status", names.len());
     let mut second = kuryr::spawn_controller_with(&conf.0, &controller_args());
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for name in &names {
             wait_for(&format!("{name}'s status"), Duration::from_secs(90), Duration::from_millis(300), || lb_id(n, name));
         }
-        let lbs = kjson(openstack("kuryr").args(["loadbalancer", "list", "-f", "json"]));
+        let lbs = ours();
         let mut ids = Vec::new();
         for name in &names {
             let full = format!("{n}/{name}");
-            let mine: Vec<&Value> = lbs.as_array().unwrap().iter().filter(|l| l["name"] == full.as_str()).collect();
+            let mine: Vec<&Value> = lbs.iter().filter(|l| l["name"] == full.as_str()).collect();
             assert_eq!(mine.len(), 1, "{full} has {} load balancers after the crash: {mine:?}", mine.len());
             assert_eq!(mine[0]["id"].as_str(), lb_id(n, name).as_deref(), "{full}: the status names another load balancer");
             ids.push(mine[0]["id"].as_str().unwrap().to_string());
