@@ -120,7 +120,8 @@ pod_vif_driver = neutron-vif
 vif_pool_driver = noop
 pod_subnets_driver = default
 pod_security_groups_driver = default
-enabled_handlers = vif,kuryrport
+enabled_handlers = vif,kuryrport,service,endpoints,kuryrloadbalancer
+endpoints_driver_octavia_provider = ovn
 
 [neutron]
 auth_type = v3applicationcredential
@@ -144,6 +145,7 @@ pod_router = $ROUTER
 pod_subnet_pool = $SUBNETPOOL
 
 [octavia_defaults]
+member_mode = L2
 enforce_sg_rules = false
 lb_algorithm = SOURCE_IP_PORT
 

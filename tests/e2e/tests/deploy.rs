@@ -338,6 +338,13 @@ fn rbac_is_least_privilege() {
         &["create", "leases.coordination.k8s.io", "-n", NAMESPACE],
         &["update", "leases.coordination.k8s.io/kuryr-controller", "-n", NAMESPACE],
         &["list", "services", "--all-namespaces"],
+        // Services through Octavia: the Service finalizer, status.loadBalancer, EndpointSlices,
+        // KuryrLoadBalancers and their status.
+        &["patch", "services", "-n", "default"],
+        &["patch", "services", "--subresource=status", "-n", "default"],
+        &["watch", "endpointslices.discovery.k8s.io", "--all-namespaces"],
+        &["create", "kuryrloadbalancers.openstack.org", "-n", "default"],
+        &["patch", "kuryrloadbalancers.openstack.org", "--subresource=status", "-n", "default"],
     ] {
         check(&controller, true, a);
     }

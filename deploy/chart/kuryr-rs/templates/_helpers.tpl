@@ -46,6 +46,7 @@ https://{{ .Values.apiServer.host }}:{{ .Values.apiServer.port }}
 {{- include "kuryr.opt" (list "pod_subnets_driver" $v.kubernetes.podSubnetsDriver) }}
 {{- include "kuryr.opt" (list "pod_security_groups_driver" $v.kubernetes.podSecurityGroupsDriver) }}
 {{- include "kuryr.opt" (list "enabled_handlers" $v.kubernetes.enabledHandlers) }}
+{{- include "kuryr.opt" (list "endpoints_driver_octavia_provider" $v.kubernetes.octaviaProvider) }}
 {{- include "kuryr.opt" (list "controller_ha" $v.controller.leaderElect) }}
 {{- include "kuryr.opt" (list "use_events" $v.kubernetes.useEvents) }}
 
