@@ -41,13 +41,13 @@ pub struct Opts {
     pub timeout: Duration,
 }
 
-struct Controller {
+pub(crate) struct Controller {
     child: Child,
     metrics: String,
 }
 
 impl Controller {
-    fn start(bin: &Path, conf: &Path, ns: &str, log: &Path, metrics_port: u16) -> Result<Controller> {
+    pub(crate) fn start(bin: &Path, conf: &Path, ns: &str, log: &Path, metrics_port: u16) -> Result<Controller> {
         if !bin.is_file() {
             bail!("{} does not exist (build it: see hack/bench)", bin.display());
         }
@@ -70,7 +70,7 @@ impl Controller {
         Ok(Controller { child, metrics: format!("127.0.0.1:{metrics_port}") })
     }
 
-    async fn scrape(&self) -> Result<Scrape> {
+    pub(crate) async fn scrape(&self) -> Result<Scrape> {
         let (code, text) = crate::http::tcp_get(&self.metrics, "/metrics").await?;
         if code != 200 {
             bail!("GET /metrics: HTTP {code}");
@@ -78,12 +78,12 @@ impl Controller {
         Ok(Scrape::parse(&text))
     }
 
-    fn rss_kib(&self, field: &str) -> Option<f64> {
+    pub(crate) fn rss_kib(&self, field: &str) -> Option<f64> {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         s.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -97,7 +97,7 @@ impl Controller {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

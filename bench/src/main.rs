@@ -21,6 +21,7 @@ mod guard;
 mod http;
 mod prom;
 mod results;
+mod services;
 mod stack;
 mod stats;
 
@@ -33,6 +34,7 @@ use clap::{Args, Parser, Subcommand};
 const CNI_EXEC_DESC: &str = "kuryr-cni exec overhead: fork/exec + stdin + stdout + exit, the way a container runtime runs the plugin. Target ≤ 3 ms (p50).";
 const DAEMON_ADD_DESC: &str = "kuryr-daemon (release, static) on the local stack: CNI ADD/DEL latency on its unix socket for pods whose VIF is already present and active (the daemon's own work: KuryrPort look-up, attachment record, veth + OVSDB plug into br-int, L3 in the netns; vswitchd's attach and the gratuitous ARPs happen after the answer). Targets ADD p50 ≤ 20 ms, p99 ≤ 100 ms.";
 const BURST_DESC: &str = "kuryr-controller (release) on the local stack: a burst of pods created at once (bound to the node, never sandboxed), without and with a pre-filled warm pool: pod created → KuryrPort VIF written (→ active when the port is already ACTIVE), OpenStack calls per pod, controller RSS.";
+const SERVICES_DESC: &str = "Services through Octavia (ovn provider) with kuryr-controller (release) on the local stack: Service created → first HTTP answer through its ClusterIP (from the node), EndpointSlice change → Octavia pool converged, Octavia member calls per endpoint change next to upstream kuryr's algorithm for the same changes. Targets: first connection p50 ≤ 2 s, converged p50 ≤ 1 s, 1 member call per change.";
 const DAEMON_RSS_DESC: &str = "kuryr-daemon resident memory (VmRSS from /proc/<pid>/status) idle after start and after the daemon-add runs; VmHWM is the peak. Target ≤ 30 MiB.";
 
 fn target_dir() -> PathBuf {
@@ -171,6 +173,23 @@ enum Cmd {
         #[command(flatten)]
         out: Out,
     },
+    /// Services through Octavia: first connection, endpoint convergence, Octavia calls (needs the stack).
+    Services {
+        /// The kuryr-controller binary [default: $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kuryr-controller].
+        #[arg(long)]
+        controller_bin: Option<PathBuf>,
+        /// Services created one after the other.
+        #[arg(long, default_value_t = 20)]
+        services: usize,
+        /// EndpointSlice changes.
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
+        /// Give up on one Service or change after this long (s).
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        #[command(flatten)]
+        out: Out,
+    },
     /// Remove everything a benchmark run may have left on the stack.
     Cleanup,
 }
@@ -264,6 +283,18 @@ fn main() -> Result<()> {
             };
             let run = rt.block_on(burst::run(&o, &repo()))?;
             record(run, &out, "controller-burst", BURST_DESC)
+        }
+        Cmd::Services { controller_bin, services, changes, timeout, out } => {
+            require_root()?;
+            let o = services::Opts {
+                controller_bin: controller_bin
+                    .unwrap_or_else(|| target_dir().join("x86_64-unknown-linux-gnu/release/kuryr-controller")),
+                services,
+                changes,
+                timeout: Duration::from_secs(timeout),
+            };
+            let run = rt.block_on(services::run(&o, &repo()))?;
+            record(run, &out, "services", SERVICES_DESC)
         }
         Cmd::Summary { results_dir } => {
             let p = results::write_summary(&results_dir)?;

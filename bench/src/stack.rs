@@ -520,3 +520,12 @@ async fn sweep_namespace(client: &Client, ns: &str, s: &mut Swept) {
         Err(e) => s.errors.push(format!("delete namespace {ns}: {e}")),
     }
 }
+
+pub async fn octavia() -> Result<kuryr_openstack::Octavia> {
+    let cloud = CloudConfig::from_clouds_yaml(Path::new(STATE).join("clouds.yaml"), "kuryr")
+        .context("clouds.yaml")?
+        .with_timeout(Duration::from_secs(300));
+    Ok(kuryr_openstack::Octavia::new(
+        Session::from_cloud(&cloud).await.context("Keystone")?,
+    ))
+}
