@@ -15,6 +15,13 @@ const METRICS: &str = "127.0.0.1:19654";
 const MEMBER_BATCH: &str = r#"method="PUT",path="/v2/lbaas/pools/{id}/members""#;
 const MEMBER_ONE: &str = r#"method="POST",path="/v2/lbaas/pools/{id}/members""#;
 
+/// One test of this file at a time: each runs its own kuryr-controller (metrics on METRICS) and
+/// kuryr-daemon (the node's conflist), and hack/test runs tests two at a time.
+fn node_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn services_conf() -> ConfigFile {
     kuryr::config_with(
         "svc",
@@ -189,6 +196,7 @@ fn wait_members(ns: &str, name: &str, want: &BTreeSet<String>, what: &str) -> Du
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn cluster_ip_services_balance_resolve_and_follow_endpoints() {
+    let _node = node_lock();
     let s = start();
     let ns = Namespace::create("kst-svc-");
     let n = &ns.0;
@@ -322,6 +330,7 @@ fn slice_generations(ns: &str, svc: &str) -> u64 {
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn selectorless_multi_protocol_and_skipped_services() {
+    let _node = node_lock();
     let s = start();
     let ns = Namespace::create("kst-svc2-");
     let n = &ns.0;
@@ -391,6 +400,7 @@ fn selectorless_multi_protocol_and_skipped_services() {
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn kill_9_between_lb_create_and_status_write_leaves_one_lb_per_service() {
+    let _node = node_lock();
     let conf = services_conf();
     let ns = Namespace::create("kst-svc-kill-");
     let n = &ns.0;
