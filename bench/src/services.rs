@@ -78,7 +78,10 @@ fn http_ok(vip: &str) -> bool {
 }
 
 fn member_writes(s: &crate::prom::Scrape) -> f64 {
-    s.0.iter().filter(|(k, _)| MEMBER_WRITES.iter().any(|w| k.contains(w))).map(|(_, v)| v).sum()
+    s.0.iter()
+        .filter(|(k, _)| k.starts_with("kuryr_openstack_requests_total") && MEMBER_WRITES.iter().any(|w| k.contains(w)))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 fn octavia_requests(s: &crate::prom::Scrape) -> f64 {

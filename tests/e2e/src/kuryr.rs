@@ -172,3 +172,28 @@ pub fn web_pod(ns: &str, name: &str, app: &str) -> serde_json::Value {
         }
     })
 }
+
+/// A Deployment `web` of [`web_pod`]-like pods (label `app: web`, named port `http` 8080) whose
+/// readiness probe fails while `/tmp/unready` exists.
+pub fn web_deployment(ns: &str, replicas: u32) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{
+                        "name": "web", "image": "localhost/kuryr/busybox:1.35", "imagePullPolicy": "Never",
+                        "command": ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                        "ports": [{"name": "http", "containerPort": 8080}],
+                        "readinessProbe": {"exec": {"command": ["sh", "-c", "test ! -e /tmp/unready"]}, "periodSeconds": 1, "failureThreshold": 1}
+                    }]
+                }
+            }
+        }
+    })
+}

@@ -464,27 +464,6 @@ fn install_host_places_cni_units_and_conflist() {
     let _ = std::fs::remove_file(&conf);
 }
 
-fn app_deployment(ns: &str, replicas: u32) -> Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [{
-                        "name": "web", "image": "localhost/kuryr/busybox:1.35", "imagePullPolicy": "Never",
-                        "command": ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
-                    }]
-                }
-            }
-        }
-    })
-}
-
 struct App<'a> {
     ns: &'a str,
     cloud: &'a Cloud,
@@ -679,7 +658,7 @@ fn deployed_in_cluster_end_to_end() {
     let ns = TestNamespace::create("kst-deploy-");
     let app = App { ns: &ns.0, cloud: &cloud, node: node.clone() };
     let dep_file = tmp("app.json");
-    std::fs::write(&dep_file, app_deployment(&ns.0, 2).to_string()).expect("write app");
+    std::fs::write(&dep_file, kuryr_e2e::kuryr::web_deployment(&ns.0, 2).to_string()).expect("write app");
     must(kubectl().arg("apply").arg("-f").arg(&dep_file));
     let first = app.networked(2, Duration::from_secs(180));
     app.ping(&first[0].0, &first[1].2);

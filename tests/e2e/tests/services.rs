@@ -119,29 +119,6 @@ fn pod_pid(ns: &str, pod: &str) -> u32 {
     panic!("no process of pod {ns}/{pod} (uid {uid}) found in /proc");
 }
 
-fn web_deployment(ns: &str, replicas: u32) -> Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": ns},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [{
-                        "name": "web", "image": "localhost/kuryr/busybox:1.35", "imagePullPolicy": "Never",
-                        "command": ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"],
-                        "ports": [{"name": "http", "containerPort": 8080}],
-                        "readinessProbe": {"exec": {"command": ["sh", "-c", "test ! -e /tmp/unready"]}, "periodSeconds": 1, "failureThreshold": 1}
-                    }]
-                }
-            }
-        }
-    })
-}
-
 fn client_pod(ns: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -151,6 +128,16 @@ fn client_pod(ns: &str) -> Value {
             "containers": [{"name": "c", "image": "localhost/kuryr/busybox:1.35", "imagePullPolicy": "Never", "command": ["sleep", "3600"]}]
         }
     })
+}
+
+/// A namespace with the `web` Deployment (2 pods) and the `client` pod, all Ready.
+fn web_and_client(prefix: &str) -> Namespace {
+    let ns = Namespace::create(prefix);
+    ns.apply_json("web", &kuryr::web_deployment(&ns.0, 2));
+    ns.apply_json("client", &client_pod(&ns.0));
+    must(kubectl().args(["wait", "--for=condition=Available", "--timeout=120s", "-n", &ns.0, "deployment/web"]));
+    must(kubectl().args(["wait", "--for=condition=Ready", "--timeout=120s", "-n", &ns.0, "pod/client"]));
+    ns
 }
 
 fn service(ns: &str, name: &str, spec: Value) -> Value {
@@ -198,10 +185,8 @@ fn wait_members(ns: &str, name: &str, want: &BTreeSet<String>, what: &str) -> Du
 fn cluster_ip_services_balance_resolve_and_follow_endpoints() {
     let _node = node_lock();
     let s = start();
-    let ns = Namespace::create("kst-svc-");
+    let ns = web_and_client("kst-svc-");
     let n = &ns.0;
-    ns.apply_json("web", &web_deployment(n, 2));
-    ns.apply_json("client", &client_pod(n));
     ns.apply_json(
         "svc",
         &service(n, "web", json!({"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]})),
@@ -209,8 +194,6 @@ fn cluster_ip_services_balance_resolve_and_follow_endpoints() {
     // The client may list pods through the `kubernetes` Service with its ServiceAccount token.
     must(kubectl().args(["create", "role", "pod-reader", "-n", n, "--verb=list", "--resource=pods"]));
     must(kubectl().args(["create", "rolebinding", "pod-reader", "-n", n, "--role=pod-reader", &format!("--serviceaccount={n}:default")]));
-    must(kubectl().args(["wait", "--for=condition=Available", "--timeout=120s", "-n", n, "deployment/web"]));
-    must(kubectl().args(["wait", "--for=condition=Ready", "--timeout=120s", "-n", n, "pod/client"]));
 
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let ips = ready_pod_ips(n, "app=web");
@@ -332,12 +315,8 @@ fn slice_generations(ns: &str, svc: &str) -> u64 {
 fn selectorless_multi_protocol_and_skipped_services() {
     let _node = node_lock();
     let s = start();
-    let ns = Namespace::create("kst-svc2-");
+    let ns = web_and_client("kst-svc2-");
     let n = &ns.0;
-    ns.apply_json("web", &web_deployment(n, 2));
-    ns.apply_json("client", &client_pod(n));
-    must(kubectl().args(["wait", "--for=condition=Available", "--timeout=120s", "-n", n, "deployment/web"]));
-    must(kubectl().args(["wait", "--for=condition=Ready", "--timeout=120s", "-n", n, "pod/client"]));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let ips: Vec<String> = ready_pod_ips(n, "app=web").into_iter().collect();
         ns.apply_json("manual", &service(n, "manual", json!({"ports": [{"name": "http", "port": 8000, "targetPort": 8080}]})));
@@ -371,6 +350,9 @@ fn selectorless_multi_protocol_and_skipped_services() {
         });
         let protos: BTreeSet<&str> = both["status"]["listeners"].as_array().unwrap().iter().filter_map(|l| l["protocol"].as_str()).collect();
         assert_eq!(protos, BTreeSet::from(["TCP", "UDP"]), "{both}");
+        // Its EndpointSlice may come after the load balancer was created: wait for the members.
+        let all: BTreeSet<String> = ips.iter().cloned().collect();
+        wait_members(n, "both", &all, "both pods as members of the TCP+UDP Service");
         let got = answers(n, "client", "both", 53, 4);
         assert!(got.iter().all(|g| g != "FAIL"), "TCP 53 of the TCP+UDP Service: {got:?}");
 

@@ -38,6 +38,18 @@ use tokio::time::Instant;
 /// Name of this controller in metrics and logs.
 pub const CONTROLLER: &str = "kuryrloadbalancer";
 
+/// What the KuryrLoadBalancer reconciler acts on: the spec (its generation), deletion and the
+/// finalizers. Its own status writes do not wake it (they are the result, not a request).
+pub fn fingerprint(k: &KuryrLoadBalancer) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    k.metadata.uid.hash(&mut h);
+    k.metadata.generation.hash(&mut h);
+    k.metadata.deletion_timestamp.is_some().hash(&mut h);
+    k.metadata.finalizers.hash(&mut h);
+    Some(h.finish())
+}
+
 /// The tag naming the KuryrLoadBalancer (by uid) an Octavia load balancer was created for.
 pub fn owner_tag(uid: &str) -> String {
     format!("kuryr-rs-klb={uid}")
@@ -63,12 +75,17 @@ pub async fn reconcile(klb: Arc<KuryrLoadBalancer>, lb: Arc<Lb>) -> Result<Actio
             return release(&klb, &ns, &name, &lb).await;
         }
         if !klb.finalizers().iter().any(|f| f == KURYRLB_FINALIZER) {
+            // Upstream's and ours carry it from creation; one without gets it before any
+            // Octavia object exists (then converges in this same pass).
             ctx.leader.ensure()?;
             let api: Api<KuryrLoadBalancer> = Api::namespaced(ctx.client.clone(), &ns);
-            json_patch(&api, &name, add_finalizer_patch(klb.as_ref(), KURYRLB_FINALIZER))
+            if json_patch(&api, &name, add_finalizer_patch(klb.as_ref(), KURYRLB_FINALIZER))
                 .await
-                .map_err(|e| Error::kube("add finalizer to", format!("kuryrloadbalancer {what}"), e))?;
-            return Ok(Action::await_change());
+                .map_err(|e| Error::kube("add finalizer to", format!("kuryrloadbalancer {what}"), e))?
+                .is_none()
+            {
+                return Ok(Action::await_change());
+            }
         }
         converge(&klb, &ns, &name, &lb).await
     };

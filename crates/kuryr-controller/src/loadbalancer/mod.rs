@@ -26,7 +26,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::ResourceExt;
 use kuryr_core::crd::KuryrLoadBalancer;
 use kuryr_core::names::cluster_tag;
@@ -150,7 +150,8 @@ pub fn start(
             Ok(_) => h.watch_ok("kuryrloadbalancers"),
             Err(e) => h.watch_err("kuryrloadbalancers", e.to_string()),
         })
-        .applied_objects();
+        .applied_objects()
+        .predicate_filter(klb::fingerprint, PredicateConfig::default());
 
     let ccfg = ControllerConfig::default().concurrency(concurrency);
     let svc_controller = Controller::for_stream(svc_stream, svc_store)
