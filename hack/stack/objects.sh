@@ -72,7 +72,8 @@ fi
 find_or_create "$TOK" security-groups kuryr-pods '{"security_group":{"name":"kuryr-pods","description":"kuryr-rs default pod security group"}}'
 SG=$(last)
 rules=$(api "$TOK" GET "/security-group-rules?security_group_id=$SG&direction=ingress" | jq -r '[.security_group_rules[].remote_ip_prefix] | join(" ")')
-for c in $POD_CIDR $SVC_CIDR; do
+# EXT_CIDR: clients through floating IPs (OVN load balancers keep the client's source address).
+for c in $POD_CIDR $SVC_CIDR $EXT_CIDR; do
   case " $rules " in *" $c "*) ;; *)
     api "$TOK" POST /security-group-rules "{\"security_group_rule\":{\"security_group_id\":\"$SG\",\"direction\":\"ingress\",\"ethertype\":\"IPv4\",\"remote_ip_prefix\":\"$c\"}}" >/dev/null
     echo "sg rule ingress from $c";; esac

@@ -464,3 +464,77 @@ fn kill_9_between_lb_create_and_status_write_leaves_one_lb_per_service() {
     }
     second.stop();
 }
+
+fn ingress_ip(ns: &str, name: &str) -> Option<String> {
+    let svc = kjson(kubectl().args(["get", "svc", "-n", ns, name, "-o", "json"]));
+    svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().map(String::from)
+}
+
+fn fip_json(address: &str) -> Option<Value> {
+    let out = run(openstack("kuryr").args(["floating", "ip", "show", address, "-f", "json"]));
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("fip json"))
+}
+
+/// HTTP from the host (the node) to `ip:80`: the answering pod's hostname, if any.
+fn host_http(ip: &str) -> Option<String> {
+    let out = run(Command::new("curl").args(["-s", "-m", "3", &format!("http://{ip}/")]));
+    let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !body.is_empty()).then_some(body)
+}
+
+/// `type: LoadBalancer`: a floating IP from the external network on the VIP port, in the
+/// Service's `status.loadBalancer.ingress`, answering from the host; freed with the Service. A
+/// user's `loadBalancerIP` (an existing free floating IP) is associated and given back, never
+/// deleted.
+#[test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+fn load_balancer_services_get_floating_ips_that_answer_from_the_host() {
+    let _node = node_lock();
+    let s = start();
+    let ns = web_and_client("kst-svc-fip-");
+    let n = &ns.0;
+    let lb_spec = |extra: Value| {
+        let mut spec = json!({"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "selector": {"app": "web"},
+                              "ports": [{"name": "http", "port": 80, "targetPort": "http"}]});
+        if let (Some(a), Some(b)) = (spec.as_object_mut(), extra.as_object()) {
+            a.extend(b.clone());
+        }
+        spec
+    };
+    let user_fip = must(openstack("kuryr").args(["floating", "ip", "create", "public", "-f", "value", "-c", "floating_ip_address"])).trim().to_string();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ns.apply_json("pub", &service(n, "pub", lb_spec(json!({}))));
+        let fip = wait_for("a floating IP in the Service's status", Duration::from_secs(90), Duration::from_millis(500), || ingress_ip(n, "pub"));
+        let k = klb(n, "pub").expect("klb");
+        assert_eq!(k["status"]["service_pub_ip_info"]["ip_addr"], fip.as_str(), "{k}");
+        assert_eq!(k["status"]["service_pub_ip_info"]["alloc_method"], "pool");
+        let f = fip_json(&fip).expect("the floating IP exists in Neutron");
+        assert_eq!(f["port_id"], k["status"]["loadbalancer"]["port_id"], "the floating IP is on the VIP port: {f}");
+        let ips = ready_pod_ips(n, "app=web");
+        wait_members(n, "pub", &ips, "both pods behind the LoadBalancer Service");
+        let t0 = Instant::now();
+        let hosts: BTreeSet<String> = wait_for("the floating IP to answer from the host", Duration::from_secs(60), Duration::from_millis(500), || {
+            let got: Vec<String> = (0..6).filter_map(|_| host_http(&fip)).collect();
+            (got.len() == 6).then(|| got.into_iter().collect())
+        });
+        eprintln!("floating IP {fip} answered from the host {:?} after its Service status; backends {hosts:?}", t0.elapsed());
+
+        ns.apply_json("user", &service(n, "user", lb_spec(json!({"loadBalancerIP": user_fip}))));
+        let got = wait_for("the user's floating IP in the Service's status", Duration::from_secs(90), Duration::from_millis(500), || ingress_ip(n, "user"));
+        assert_eq!(got, user_fip);
+        let k = klb(n, "user").expect("klb");
+        assert_eq!(k["status"]["service_pub_ip_info"]["alloc_method"], "user", "{k}");
+        wait_for("the user's floating IP to answer from the host", Duration::from_secs(60), Duration::from_millis(500), || host_http(&user_fip));
+
+        let lbs: Vec<String> = ["pub", "user"].iter().filter_map(|x| lb_id(n, x)).collect();
+        delete_services_and_wait(n, &lbs);
+        assert!(fip_json(&fip).is_none(), "the floating IP kuryr-rs allocated ({fip}) is still there after its Service was deleted");
+        let f = fip_json(&user_fip).expect("the user's floating IP is never deleted");
+        assert!(f["port_id"].is_null(), "the user's floating IP is still associated: {f}");
+    }));
+    let _ = run(openstack("kuryr").args(["floating", "ip", "delete", &user_fip]));
+    if let Err(p) = r {
+        eprintln!("controller:\n{}\ndaemon:\n{}", s.controller.log_tail(60), s.daemon.log_tail(20));
+        std::panic::resume_unwind(p);
+    }
+}

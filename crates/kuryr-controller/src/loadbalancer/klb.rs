@@ -17,6 +17,7 @@
 //! Out-of-band deletions are found by [`super::audit`], which re-triggers the affected objects.
 
 use super::model::{self, WantListener, WantMember};
+use super::public_ip::{self, PublicIp};
 use super::{service::service_ref, Lb};
 use crate::runtime::error::Error;
 use crate::runtime::finalizers::{add_finalizer_patch, json_patch, remove_finalizer_patch};
@@ -304,7 +305,8 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
             let created = oct.create_load_balancer(&req).await?;
             tracing::info!(lb = %created.id, vip = %ip, listeners = want.len(), "octavia load balancer created (fully populated)");
             // Record it before waiting: a crash from here on finds it by id (and by tag).
-            write_status(klb, ns, name, &status_json(&created, &[], &StatusTree::default(), &BTreeMap::new()), lb).await?;
+            let keep = PublicIp::from_status(klb);
+            write_status(klb, ns, name, &status_json(&created, &[], &StatusTree::default(), &BTreeMap::new(), keep.as_ref()), lb).await?;
             changed = true;
             settle(&created.id, lb).await?
         }
@@ -382,10 +384,12 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
             }
         }
     }
-    let status = status_json(&l, &listeners, &tree, &subnets);
+    let public = public_ip::ensure(klb, ns, name, &l.vip_port_id, lb).await?;
+    let status = status_json(&l, &listeners, &tree, &subnets, public.as_ref());
     if klb.status.as_ref().map(|s| serde_json::to_value(s).unwrap_or_default()) != Some(status.clone()) {
         write_status(klb, ns, name, &status, lb).await?;
     }
+    public_ip::publish(ns, name, public.as_ref(), lb).await?;
     Ok(Action::await_change())
 }
 
@@ -395,6 +399,7 @@ fn status_json(
     listeners: &[kuryr_openstack::octavia::Listener],
     tree: &StatusTree,
     subnets: &BTreeMap<String, String>,
+    public: Option<&PublicIp>,
 ) -> Value {
     let project = &l.project_id;
     let mut ls: Vec<Value> = listeners
@@ -423,7 +428,7 @@ fn status_json(
         "loadbalancer": {"id": l.id, "ip": l.vip_address, "name": l.name, "port_id": l.vip_port_id, "project_id": project,
                          "provider": l.provider, "security_groups": [], "subnet_id": l.vip_subnet_id},
         "listeners": ls, "pools": pools, "members": members,
-        "service_pub_ip_info": {},
+        "service_pub_ip_info": public.map_or_else(|| json!({}), PublicIp::to_json),
     })
 }
 
@@ -444,7 +449,11 @@ async fn release(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Resu
         return Ok(Action::await_change());
     }
     ctx.leader.ensure()?;
+    if let Some(ip) = PublicIp::from_status(klb) {
+        public_ip::release(&ip, lb).await?;
+    }
     while let Some(l) = find(klb, lb).await? {
+        public_ip::release_on_port(&l.vip_port_id, ns, name, lb).await?;
         delete_lb(&l.id, lb).await?;
         tracing::info!(lb = %l.id, "octavia load balancer deleted");
     }

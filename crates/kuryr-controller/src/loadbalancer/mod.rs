@@ -6,6 +6,7 @@
 //!   provided).
 //! * [`klb`]: KuryrLoadBalancer reconciler (Octavia: find/adopt, create fully populated,
 //!   converge with batch member updates, release).
+//! * [`public_ip`]: floating IPs of `type: LoadBalancer` Services.
 //! * [`settings`]: `kuryr.conf` → [`LbSettings`].
 //! * [`audit`] (here): the periodic comparison with Octavia that repairs out-of-band deletions.
 //!
@@ -14,6 +15,7 @@
 
 pub mod klb;
 pub mod model;
+pub mod public_ip;
 pub mod service;
 pub mod settings;
 

@@ -36,6 +36,8 @@ pub struct SpecDefaults {
     pub provider: Option<String>,
     pub timeout_client_data: u32,
     pub timeout_member_data: u32,
+    /// `[neutron_defaults] external_svc_net` is set: `type: LoadBalancer` gets a floating IP.
+    pub public_ips: bool,
 }
 
 /// Decides what to do with `svc` and builds the KuryrLoadBalancer spec from it and its
@@ -87,6 +89,9 @@ pub fn plan(svc: &Service, slices: &[&EndpointSlice], d: &SpecDefaults) -> Plan 
             "dual-stack: the load balancer serves {ip} only; the service subnet has no room for {} (one VIP per load balancer)",
             others.join(", ")
         ));
+    }
+    if typ == "LoadBalancer" && !d.public_ips {
+        notes.push("type LoadBalancer: no floating IP, [neutron_defaults] external_svc_net is not set (the ClusterIP works)".into());
     }
     if spec.load_balancer_source_ranges.as_ref().is_some_and(|r| !r.is_empty()) && typ == "LoadBalancer" {
         notes.push("loadBalancerSourceRanges are not enforced: the provider has no listener allowed_cidrs".into());
@@ -305,7 +310,7 @@ mod tests {
     }
 
     fn defaults() -> SpecDefaults {
-        SpecDefaults { project_id: "p".into(), subnet_id: "svc-sub".into(), provider: Some("ovn".into()), ..Default::default() }
+        SpecDefaults { project_id: "p".into(), subnet_id: "svc-sub".into(), provider: Some("ovn".into()), public_ips: true, ..Default::default() }
     }
 
     fn balanced(p: Plan) -> (KuryrLoadBalancerSpec, Vec<String>) {

@@ -88,6 +88,7 @@ fn defaults(lb: &Lb) -> SpecDefaults {
         provider: s.provider.clone(),
         timeout_client_data: s.timeout_client_data,
         timeout_member_data: s.timeout_member_data,
+        public_ips: s.external_net.is_some(),
     }
 }
 

@@ -39,6 +39,8 @@ pub struct FloatingIpCreate {
     pub port_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub floating_ip_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
     #[serde(skip_serializing_if = "is_empty")]
     pub description: String,
     #[serde(skip_serializing_if = "is_empty")]
@@ -56,6 +58,17 @@ impl Neutron {
     #[instrument(level = "debug", name = "neutron.list_floating_ips", skip(self))]
     pub async fn list_floating_ips(&self, query: &Query) -> Result<Vec<FloatingIp>> {
         FLOATING_IPS.list(&self.session, query).await
+    }
+
+    #[instrument(level = "debug", name = "neutron.get_floating_ip", skip(self))]
+    pub async fn get_floating_ip(&self, id: &str) -> Result<FloatingIp> {
+        FLOATING_IPS.get(&self.session, id).await
+    }
+
+    /// Associates the floating IP with `port_id`, or disassociates it (`None`).
+    #[instrument(level = "debug", name = "neutron.associate_floating_ip", skip(self))]
+    pub async fn associate_floating_ip(&self, id: &str, port_id: Option<&str>) -> Result<FloatingIp> {
+        FLOATING_IPS.update(&self.session, id, &serde_json::json!({ "port_id": port_id })).await
     }
 
     /// `Ok(false)` if it was already gone.
