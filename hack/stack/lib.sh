@@ -27,7 +27,8 @@ SVC_POOL_START=10.96.128.2     # Neutron allocates only from the upper half
 SVC_POOL_END=10.96.255.253
 SVC_GW=10.96.255.254
 SUBNETPOOL_PREFIX=10.128.0.0/14 # per-namespace subnets (/24 each)
-EXT_CIDR=172.24.4.0/24
+EXT_CIDR=172.24.4.0/24        # Neutron external network `public` (flat, physnet public on br-ex)
+EXT_HOST_IP=172.24.4.1         # the host's address on br-ex = the public subnet's gateway_ip (ext-net.sh)
 
 log() { echo "[stack $(date +%T)] $*"; }
 now() { date +%s.%N; }

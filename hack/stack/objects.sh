@@ -4,7 +4,8 @@
 #   network kuryr-pods + subnet kuryr-pods (POD_CIDR), subnet pool kuryr-namespaces,
 #   network kuryr-services + subnet kuryr-services (SVC_CIDR, Neutron allocates only from
 #   the upper half; the apiserver's service range is the lower half), router kuryr-router
-#   with interfaces on both subnets, external network public (admin) as router gateway,
+#   with interfaces on both subnets, external network public (admin; its gateway_ip is the host's
+#   address on br-ex, hack/stack/ext-net.sh) as router gateway,
 #   security group kuryr-pods (all traffic from the pod and service subnets).
 # Writes $STACK_STATE/stack.env (ids) and $STACK_STATE/kuryr.conf.
 set -euo pipefail
@@ -45,7 +46,7 @@ last() { cat "$STATE/.last_id"; }
 
 find_or_create "$ATOK" networks public '{"network":{"name":"public","router:external":true,"provider:network_type":"flat","provider:physical_network":"public","shared":false}}'
 EXT_NET=$(last)
-find_or_create "$ATOK" subnets public-subnet "{\"subnet\":{\"name\":\"public-subnet\",\"network_id\":\"$EXT_NET\",\"ip_version\":4,\"cidr\":\"$EXT_CIDR\",\"enable_dhcp\":false}}"
+find_or_create "$ATOK" subnets public-subnet "{\"subnet\":{\"name\":\"public-subnet\",\"network_id\":\"$EXT_NET\",\"ip_version\":4,\"cidr\":\"$EXT_CIDR\",\"gateway_ip\":\"$EXT_HOST_IP\",\"enable_dhcp\":false}}"
 EXT_SUBNET=$(last)
 
 find_or_create "$TOK" networks kuryr-pods '{"network":{"name":"kuryr-pods","description":"kuryr-rs default pod network"}}'

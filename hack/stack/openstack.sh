@@ -204,6 +204,9 @@ octavia_up() {
 openstack_up() {
   render_configs
   ovs_up
+  # br-ex and the chassis' bridge mapping / gateway option before ovn-controller registers the
+  # chassis and before objects.sh sets kuryr-router's gateway (issue 13: FIPs answer from the host).
+  "$HERE/ext-net.sh" up || fail ext-net "$LOGDIR/ext-net.log" "the external network's bridge br-ex"
   ovn_up
   mariadb_up
   db_migrations
@@ -211,6 +214,7 @@ openstack_up() {
   neutron_up
   octavia_up
   "$HERE/objects.sh" || fail objects "$LOGDIR/objects.log" "initial OpenStack objects"
+  "$HERE/ext-net.sh" check || fail ext-net "$LOGDIR/ext-net.log" "kuryr-router's gateway port is not on this chassis"
   "$HERE/node-port.sh" up || fail node-port "$LOGDIR/objects.log" "the node's port on the pod network"
 }
 
