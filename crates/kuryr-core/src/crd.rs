@@ -196,7 +196,12 @@ pub struct KuryrNetworkPolicyStatus {
     shortname = "klb",
     namespaced,
     status = "KuryrLoadBalancerStatus",
-    printcolumn = r#"{"name":"PROJECT-ID","type":"string","jsonPath":".spec.project_id"}"#,
+    printcolumn = r#"{"name":"VIP","type":"string","jsonPath":".status.loadbalancer.ip"}"#,
+    printcolumn = r#"{"name":"PROVIDER","type":"string","jsonPath":".status.loadbalancer.provider"}"#,
+    printcolumn = r#"{"name":"STATE","type":"string","jsonPath":".status.loadbalancer.provisioning_status"}"#,
+    printcolumn = r#"{"name":"MEMBERS","type":"string","jsonPath":".status.members[*].ip"}"#,
+    printcolumn = r#"{"name":"PUBLIC-IP","type":"string","jsonPath":".status.service_pub_ip_info.ip_addr"}"#,
+    printcolumn = r#"{"name":"PROJECT-ID","type":"string","priority":1,"jsonPath":".spec.project_id"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 pub struct KuryrLoadBalancerSpec {

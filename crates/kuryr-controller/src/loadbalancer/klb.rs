@@ -390,6 +390,7 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
         write_status(klb, ns, name, &status, lb).await?;
     }
     public_ip::publish(ns, name, public.as_ref(), lb).await?;
+    lb.converged(&format!("{ns}/{name}"));
     Ok(Action::await_change())
 }
 
@@ -426,7 +427,8 @@ fn status_json(
     members.sort_by_key(|v| (v["pool_id"].to_string(), v["ip"].to_string(), v["port"].to_string()));
     json!({
         "loadbalancer": {"id": l.id, "ip": l.vip_address, "name": l.name, "port_id": l.vip_port_id, "project_id": project,
-                         "provider": l.provider, "security_groups": [], "subnet_id": l.vip_subnet_id},
+                         "provider": l.provider, "security_groups": [], "subnet_id": l.vip_subnet_id,
+                         "provisioning_status": l.provisioning_status, "operating_status": l.operating_status},
         "listeners": ls, "pools": pools, "members": members,
         "service_pub_ip_info": public.map_or_else(|| json!({}), PublicIp::to_json),
     })

@@ -52,9 +52,24 @@ pub struct Lb {
     synced: watch::Sender<bool>,
     /// Notes already published per Service (one Event per change, not per reconcile).
     noted: Mutex<HashMap<String, String>>,
+    /// When the Service reconciler last wrote each KuryrLoadBalancer's spec (by namespace/name),
+    /// for the convergence histogram.
+    changed_at: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl Lb {
+    /// The Service reconciler wrote the spec of `key` (`namespace/name`).
+    pub fn spec_changed(&self, key: &str) {
+        self.changed_at.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), std::time::Instant::now());
+    }
+
+    /// Octavia converged for `key`: observes the time since its last spec change.
+    pub fn converged(&self, key: &str) {
+        if let Some(t) = self.changed_at.lock().unwrap_or_else(|e| e.into_inner()).remove(key) {
+            self.ctx.metrics.observe_lb_converge(t.elapsed());
+        }
+    }
+
     /// Resolves once the three caches are complete (woken by the watches, no polling).
     pub async fn wait_synced(&self) {
         let mut rx = self.synced.subscribe();
@@ -90,6 +105,7 @@ pub fn start(
         listed: AtomicU8::new(0),
         synced: watch::channel(false).0,
         noted: Mutex::default(),
+        changed_at: Mutex::default(),
     });
     let (svc_tx, svc_rx) = mpsc::unbounded_channel::<ObjectRef<Service>>();
     let (klb_tx, klb_rx) = mpsc::unbounded_channel::<ObjectRef<KuryrLoadBalancer>>();

@@ -180,6 +180,7 @@ async fn ensure(svc: &Service, ns: &str, name: &str, spec: KuryrLoadBalancerSpec
             ctx.leader.ensure()?;
             // Merge patch of the whole spec, guarded by the resourceVersion we diffed against.
             let patch = json!({"metadata": {"resourceVersion": k.resource_version()}, "spec": spec});
+            lb.spec_changed(&format!("{ns}/{name}"));
             match klbs.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => {
                     tracing::debug!(klb = %format!("{ns}/{name}"), "spec updated");
@@ -191,6 +192,7 @@ async fn ensure(svc: &Service, ns: &str, name: &str, spec: KuryrLoadBalancerSpec
         }
         None => {
             ctx.leader.ensure()?;
+            lb.spec_changed(&format!("{ns}/{name}"));
             match klbs.create(&PostParams::default(), &klb_for(svc, spec)?).await {
                 Ok(_) => {
                     tracing::info!(klb = %format!("{ns}/{name}"), "kuryrloadbalancer created");

@@ -108,6 +108,7 @@ pub struct Metrics {
     pool_ports: Family<NodeLabels, Gauge>,
     pool_events: Family<OutcomeLabels, Counter>,
     adoption_lookups: Family<OutcomeLabels, Counter>,
+    lb_converge: Histogram,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -213,6 +214,13 @@ impl Metrics {
             "Warm-pool port events: created (bulk), claimed, recycled, deleted, miss (pool empty)",
             pool_events.clone(),
         );
+        let lb_converge = Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0]);
+        registry.register_with_unit(
+            "kuryr_controller_lb_converge",
+            "From a Service or EndpointSlice change (the KuryrLoadBalancer spec written) to Octavia converged (load balancer ACTIVE again)",
+            Unit::Seconds,
+            lb_converge.clone(),
+        );
         Metrics {
             registry,
             stages,
@@ -229,7 +237,12 @@ impl Metrics {
             pool_ports,
             pool_events,
             adoption_lookups,
+            lb_converge,
         }
+    }
+
+    pub fn observe_lb_converge(&self, d: Duration) {
+        self.lb_converge.observe(d.as_secs_f64());
     }
 
     pub fn observe_stage(&self, stage: Stage, d: Duration) {
