@@ -225,6 +225,10 @@ pub struct KuryrLoadBalancerSpec {
     pub timeout_client_data: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_member_data: Option<i64>,
+    /// `sessionAffinity: ClientIP`: seconds a client sticks to its backend (kuryr-rs; upstream
+    /// had no session affinity). Absent = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_timeout: Option<i64>,
     #[serde(default, rename = "endpointSlices")]
     #[schemars(schema_with = "preserve_unknown_list")]
     pub endpoint_slices: Vec<Value>,

@@ -508,6 +508,12 @@ impl Octavia {
         POOLS.list(&self.session, query).await
     }
 
+    /// Changes a pool (`PUT /pools/{id}`), e.g. `{"session_persistence": …}`.
+    #[instrument(level = "debug", name = "octavia.update_pool", skip(self, body))]
+    pub async fn update_pool(&self, id: &str, body: &serde_json::Value) -> Result<Pool> {
+        POOLS.update(&self.session, id, body).await
+    }
+
     #[instrument(level = "debug", name = "octavia.delete_pool", skip(self))]
     pub async fn delete_pool(&self, id: &str) -> Result<bool> {
         POOLS.delete(&self.session, id, None).await

@@ -335,6 +335,11 @@ fn selectorless_multi_protocol_and_skipped_services() {
                 {"name": "t", "port": 53, "protocol": "TCP", "targetPort": 8080},
                 {"name": "u", "port": 53, "protocol": "UDP", "targetPort": 8080}]})),
         );
+        ns.apply_json(
+            "sticky",
+            &service(n, "sticky", json!({"selector": {"app": "web"}, "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 120}}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]})),
+        );
         ns.apply_json("headless", &service(n, "headless", json!({"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 80}]})));
         ns.apply_json("ext", &service(n, "ext", json!({"type": "ExternalName", "externalName": "example.org"})));
         ns.apply_json("np", &service(n, "np", json!({"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]})));
@@ -356,6 +361,18 @@ fn selectorless_multi_protocol_and_skipped_services() {
         let got = answers(n, "client", "both", 53, 4);
         assert!(got.iter().all(|g| g != "FAIL"), "TCP 53 of the TCP+UDP Service: {got:?}");
 
+        // sessionAffinity: ClientIP → Octavia SOURCE_IP persistence → OVN affinity: one client,
+        // one backend (without it these connections spread, see the ClusterIP test).
+        let all: BTreeSet<String> = ips.iter().cloned().collect();
+        wait_members(n, "sticky", &all, "both pods behind the sticky Service");
+        let got = answers(n, "client", "sticky", 80, 12);
+        let hosts: BTreeSet<&String> = got.iter().collect();
+        assert!(!got.iter().any(|g| g == "FAIL"), "sticky: {got:?}");
+        assert_eq!(hosts.len(), 1, "sessionAffinity ClientIP: 12 connections of one client reached {hosts:?}");
+        let pools = kjson(openstack("kuryr").args(["loadbalancer", "pool", "list", "--loadbalancer", &lb_id(n, "sticky").expect("lb"), "-f", "json"]));
+        let pool = kjson(openstack("kuryr").args(["loadbalancer", "pool", "show", pools[0]["id"].as_str().expect("pool id"), "-f", "json"]));
+        assert!(pool["session_persistence"].to_string().contains("SOURCE_IP"), "{pool}");
+
         let np = wait_for("the NodePort Service's load balancer", Duration::from_secs(60), Duration::from_millis(300), || lb_id(n, "np"));
         assert!(!np.is_empty());
         wait_for("the NodePort Event", Duration::from_secs(30), Duration::from_millis(500), || {
@@ -365,7 +382,7 @@ fn selectorless_multi_protocol_and_skipped_services() {
         for skipped in ["headless", "ext"] {
             assert!(klb(n, skipped).is_none(), "{skipped} got a KuryrLoadBalancer");
         }
-        let lbs: Vec<String> = ["manual", "both", "np"].iter().filter_map(|x| lb_id(n, x)).collect();
+        let lbs: Vec<String> = ["manual", "both", "np", "sticky"].iter().filter_map(|x| lb_id(n, x)).collect();
         delete_services_and_wait(n, &lbs);
     }));
     if let Err(p) = r {

@@ -221,13 +221,26 @@ fn timeout(v: Option<i64>) -> Option<u32> {
     v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0)
 }
 
-async fn pool_create(w: &WantListener, listener_id: &str, tags: &[String], lb: &Lb) -> Result<PoolCreate, Error> {
+/// Octavia's `session_persistence` for `sessionAffinity: ClientIP` (`SOURCE_IP`; the ovn provider
+/// turns `persistence_timeout` into the OVN load balancer's affinity timeout).
+fn persistence(klb: &KuryrLoadBalancer) -> Option<serde_json::Value> {
+    klb.spec.session_affinity_timeout.map(|t| json!({"type": "SOURCE_IP", "persistence_timeout": t}))
+}
+
+/// Whether a pool's `session_persistence` is what `want` asks (only type and timeout count).
+fn persistence_matches(have: Option<&serde_json::Value>, want: Option<&serde_json::Value>) -> bool {
+    let key = |v: Option<&serde_json::Value>| v.filter(|v| !v.is_null()).map(|v| (v["type"].clone(), v["persistence_timeout"].clone()));
+    key(have) == key(want)
+}
+
+async fn pool_create(klb: &KuryrLoadBalancer, w: &WantListener, listener_id: &str, tags: &[String], lb: &Lb) -> Result<PoolCreate, Error> {
     Ok(PoolCreate {
         protocol: w.protocol.clone(),
         lb_algorithm: lb.settings.lb_algorithm.clone(),
         listener_id: listener_id.to_string(),
         name: w.name.clone(),
         tags: tags.to_vec(),
+        session_persistence: persistence(klb),
         members: member_specs(&w.members, lb).await?,
         ..PoolCreate::default()
     })
@@ -242,7 +255,7 @@ async fn listener_create(klb: &KuryrLoadBalancer, w: &WantListener, lb_id: &str,
         timeout_client_data: timeout(klb.spec.timeout_client_data),
         timeout_member_data: timeout(klb.spec.timeout_member_data),
         tags: tags.to_vec(),
-        default_pool: Some(pool_create(w, "", tags, lb).await?),
+        default_pool: Some(pool_create(klb, w, "", tags, lb).await?),
         ..ListenerCreate::default()
     })
 }
@@ -315,6 +328,8 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
     // Converge with reads first: listeners of this load balancer, and its status tree.
     let listeners = oct.list_listeners(&Query::new().eq("loadbalancer_id", &l.id)).await?;
     let tree = oct.status_tree(&l.id).await?;
+    // Pools' settings (session persistence) are not in the tree.
+    let pools = oct.list_pools(&Query::new().eq("loadbalancer_id", &l.id)).await?;
     let pool_members = |pool_id: &str| -> Option<BTreeSet<(String, u16)>> {
         tree.listeners
             .iter()
@@ -343,12 +358,21 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
         match pool {
             None => {
                 ctx.leader.ensure()?;
-                let req = pool_create(w, &have.id, &tags, lb).await?;
+                let req = pool_create(klb, w, &have.id, &tags, lb).await?;
                 write(&l.id, lb, || oct.create_pool(&req)).await?;
                 tracing::info!(listener = %w.name, members = w.members.len(), "pool created");
                 changed = true;
             }
             Some(pool_id) => {
+                let want_p = persistence(klb);
+                let have_p = pools.iter().find(|p| p.id == pool_id).and_then(|p| p.session_persistence.as_ref());
+                if !persistence_matches(have_p, want_p.as_ref()) {
+                    ctx.leader.ensure()?;
+                    let body = json!({ "session_persistence": want_p });
+                    write(&l.id, lb, || oct.update_pool(pool_id, &body)).await?;
+                    tracing::info!(pool = %pool_id, persistence = %body, "pool session persistence updated");
+                    changed = true;
+                }
                 let want_set: BTreeSet<(String, u16)> = w.members.iter().map(|m| (m.address.clone(), m.port)).collect();
                 if pool_members(pool_id).as_ref() != Some(&want_set) {
                     ctx.leader.ensure()?;

@@ -119,6 +119,13 @@ pub fn plan(svc: &Service, slices: &[&EndpointSlice], d: &SpecDefaults) -> Plan 
         provider: d.provider.clone(),
         timeout_client_data: timeout(TIMEOUT_CLIENT_DATA, d.timeout_client_data),
         timeout_member_data: timeout(TIMEOUT_MEMBER_DATA, d.timeout_member_data),
+        session_affinity_timeout: (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .map_or(10800, i64::from)
+        }),
         endpoint_slices: endpoint_slices(&mine, ip_family(&ip)),
     };
     Plan::Balance { spec: Box::new(spec), notes }
@@ -388,6 +395,15 @@ mod tests {
         let udp: Vec<(&str, u16)> = ls[2].members.iter().map(|m| (m.address.as_str(), m.port)).collect();
         assert_eq!(udp, [("10.244.0.5", 5353), ("10.244.0.6", 5353)]);
         assert!(ls[0].members.is_empty(), "no slice has a dns-tcp port");
+    }
+
+    #[test]
+    fn client_ip_affinity_with_its_timeout() {
+        let (spec, _) = balanced(plan(&svc(json!({"spec": {"sessionAffinity": "ClientIP"}})), &[], &defaults()));
+        assert_eq!(spec.session_affinity_timeout, Some(10800), "Kubernetes' default timeout");
+        let s = svc(json!({"spec": {"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}}));
+        assert_eq!(balanced(plan(&s, &[], &defaults())).0.session_affinity_timeout, Some(60));
+        assert_eq!(balanced(plan(&svc(json!({})), &[], &defaults())).0.session_affinity_timeout, None);
     }
 
     #[test]
