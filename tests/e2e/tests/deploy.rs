@@ -357,7 +357,8 @@ fn rbac_is_least_privilege() {
         &["patch", "nodes"],
         &["update", "leases.coordination.k8s.io/kube-scheduler", "-n", NAMESPACE],
         &["create", "leases.coordination.k8s.io", "-n", "default"],
-        &["patch", "services", "-n", "default"],
+        &["delete", "services", "-n", "default"],
+        &["create", "services", "-n", "default"],
         &["create", "customresourcedefinitions.apiextensions.k8s.io"],
         &["create", "clusterrolebindings.rbac.authorization.k8s.io"],
     ] {
