@@ -180,7 +180,7 @@ neutron_up() {
   ADMIN_TOKEN=${ADMIN_TOKEN:-$(admin_token)}
   ready neutron-api "$LOGDIR/neutron-server.log" 120 curl -sf -m 5 -H "X-Auth-Token: $ADMIN_TOKEN" http://127.0.0.1:9696/v2.0/networks
   ready neutron-api "$LOGDIR/neutron-server.log" 60 sh -c \
-    "curl -sf -m 5 -H 'X-Auth-Token: $ADMIN_TOKEN' 'http://127.0.0.1:9696/v2.0/agents?host=$HOST' | jq -e '[.agents[] | select(.agent_type==\"OVN Controller agent\" and .alive)] | length > 0'"
+    "curl -sf -m 5 -H 'X-Auth-Token: $ADMIN_TOKEN' 'http://127.0.0.1:9696/v2.0/agents?host=$HOST' | jq -e '[.agents[] | select((.agent_type==\"OVN Controller agent\" or .agent_type==\"OVN Controller Gateway agent\") and .alive)] | length > 0'"
 }
 
 octavia_up() {
