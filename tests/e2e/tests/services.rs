@@ -365,6 +365,10 @@ fn selectorless_multi_protocol_and_skipped_services() {
         // one backend (without it these connections spread, see the ClusterIP test).
         let all: BTreeSet<String> = ips.iter().cloned().collect();
         wait_members(n, "sticky", &all, "both pods behind the sticky Service");
+        // Octavia lists the members a moment before OVN has the flows: first one answer.
+        wait_for("the sticky Service to answer", Duration::from_secs(30), Duration::from_millis(500), || {
+            answers(n, "client", "sticky", 80, 1).into_iter().find(|g| g != "FAIL")
+        });
         let got = answers(n, "client", "sticky", 80, 12);
         let hosts: BTreeSet<&String> = got.iter().collect();
         assert!(!got.iter().any(|g| g == "FAIL"), "sticky: {got:?}");
