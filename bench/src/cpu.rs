@@ -10,7 +10,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Processes whose CPU is reported by name (`comm`, at most 15 characters).
-pub const WATCHED: [&str; 6] = ["ovs-vswitchd", "ovsdb-server", "ovn-controller", "kube-apiserver", "etcd", "kuryr-daemon"];
+pub const WATCHED: [&str; 6] = [
+    "ovs-vswitchd",
+    "ovsdb-server",
+    "ovn-controller",
+    "kube-apiserver",
+    "etcd",
+    "kuryr-daemon",
+];
 
 /// USER_HZ on Linux.
 const TICK_MS: f64 = 10.0;
@@ -25,13 +32,22 @@ pub struct Snapshot {
 }
 
 pub fn ncpu() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn machine_busy() -> Result<u64> {
     let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
-    let line = stat.lines().find(|l| l.starts_with("cpu ")).context("no cpu line in /proc/stat")?;
-    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("no cpu line in /proc/stat")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     // user nice system idle iowait irq softirq steal ...
     let at = |i: usize| f.get(i).copied().unwrap_or(0);
     Ok(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
@@ -40,15 +56,27 @@ fn machine_busy() -> Result<u64> {
 fn process_ticks() -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
         let comm = &stat[open + 1..close];
-        let Some(name) = WATCHED.iter().find(|w| comm == &w[..w.len().min(15)]) else { continue };
+        let Some(name) = WATCHED.iter().find(|w| comm == &w[..w.len().min(15)]) else {
+            continue;
+        };
         let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks = f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        let ticks = f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+            + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
         *out.entry((*name).to_string()).or_default() += ticks;
     }
     out
@@ -56,7 +84,11 @@ fn process_ticks() -> BTreeMap<String, u64> {
 
 impl Snapshot {
     pub fn take() -> Result<Snapshot> {
-        Ok(Snapshot { at: Instant::now(), busy: machine_busy()?, procs: process_ticks() })
+        Ok(Snapshot {
+            at: Instant::now(),
+            busy: machine_busy()?,
+            procs: process_ticks(),
+        })
     }
 
     /// The CPU used between `self` and `later`, `baseline_busy_per_s` (ms of machine CPU per
@@ -67,9 +99,19 @@ impl Snapshot {
         let procs = later
             .procs
             .iter()
-            .map(|(k, v)| (k.clone(), v.saturating_sub(self.procs.get(k).copied().unwrap_or(0)) as f64 * TICK_MS))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.saturating_sub(self.procs.get(k).copied().unwrap_or(0)) as f64 * TICK_MS,
+                )
+            })
             .collect();
-        Usage { wall, busy_ms, above_idle_ms: (busy_ms - baseline_busy_per_s * wall.as_secs_f64()).max(0.0), procs }
+        Usage {
+            wall,
+            busy_ms,
+            above_idle_ms: (busy_ms - baseline_busy_per_s * wall.as_secs_f64()).max(0.0),
+            procs,
+        }
     }
 }
 

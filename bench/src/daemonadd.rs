@@ -403,7 +403,9 @@ async fn body(o: &Opts, st: &Stack, dir: &Path, add: &mut Run, rss: &mut Run) ->
     let u1 = crate::cpu::Snapshot::take()?;
     let m1 = d.scrape().await?;
     let c1 = d.cpu_time()?;
-    add.checks["cpu_add_sequential"] = u0.until(&u1, idle).to_json(o.sequential, crate::cpu::ncpu());
+    add.checks["cpu_add_sequential"] = u0
+        .until(&u1, idle)
+        .to_json(o.sequential, crate::cpu::ncpu());
     eprintln!(
         "daemon-add: {} sequential ADDs done ({} failed)",
         seq_add.ok.len(),
@@ -667,13 +669,16 @@ async fn preplugged(
     });
     tokio::time::sleep(o.settle).await;
     let still = held_names(pool_netns)?;
-    add.checks["preplugged_held_before_add"] =
-        json!(format!("{}/{n}", want.iter().filter(|w| still.contains(*w)).count()));
+    add.checks["preplugged_held_before_add"] = json!(format!(
+        "{}/{n}",
+        want.iter().filter(|w| still.contains(*w)).count()
+    ));
 
     let (seq_pods, conc_pods) = pods.split_at(o.sequential);
     let sock = d.socket.clone();
     let ns = st.ns.clone();
-    let path_count = |s: &Scrape, path: &str| s.value("kuryr_cni_add_path_total", &[("path", path)]);
+    let path_count =
+        |s: &Scrape, path: &str| s.value("kuryr_cni_add_path_total", &[("path", path)]);
     let m0 = d.scrape().await?;
     let c0 = d.cpu_time()?;
     let seq_add = sequential(&sock, "ADD", seq_pods, &ns).await;
@@ -684,7 +689,12 @@ async fn preplugged(
     let u2 = crate::cpu::Snapshot::take()?;
     let m2 = d.scrape().await?;
     let c2 = d.cpu_time()?;
-    floor_metric(add, "concurrent_preplugged", &u1.until(&u2, idle_cpu_ms_per_s), o.concurrent);
+    floor_metric(
+        add,
+        "concurrent_preplugged",
+        &u1.until(&u2, idle_cpu_ms_per_s),
+        o.concurrent,
+    );
     eprintln!(
         "daemon-add preplugged: {} sequential + {} concurrent ADDs done ({} + {} failed)",
         seq_add.ok.len(),
@@ -700,9 +710,20 @@ async fn preplugged(
     let conc_del = concurrent(&sock, "DEL", conc_pods, &ns).await;
     let left = held_names(pool_netns)?;
     add.checks["preplugged_held_after_del"] = json!(left.len());
-    record_phases(add, o, Some("preplugged"), [&seq_add, &conc_add, &seq_del, &conc_del]);
+    record_phases(
+        add,
+        o,
+        Some("preplugged"),
+        [&seq_add, &conc_add, &seq_del, &conc_del],
+    );
     for (name, before, after, cpu, requests) in [
-        ("sequential_preplugged", m0, m1.clone(), c1 - c0, o.sequential),
+        (
+            "sequential_preplugged",
+            m0,
+            m1.clone(),
+            c1 - c0,
+            o.sequential,
+        ),
         ("concurrent_preplugged", m1, m2, c2 - c1, o.concurrent),
     ] {
         daemon_side(
@@ -723,22 +744,45 @@ async fn preplugged(
 /// Notes the failures of the four phases (ADD and DEL, sequential and concurrent) of a variant
 /// and records its two ADD latencies against the target. `variant`: `None` for the plain run,
 /// `Some("preplugged")` for the warm-pool one (suffix of names and labels).
-fn record_phases(add: &mut Run, o: &Opts, variant: Option<&str>, [seq_add, conc_add, seq_del, conc_del]: [&Timed; 4]) {
+fn record_phases(
+    add: &mut Run,
+    o: &Opts,
+    variant: Option<&str>,
+    [seq_add, conc_add, seq_del, conc_del]: [&Timed; 4],
+) {
     let label = variant.map(|v| format!(" {v}")).unwrap_or_default();
-    for (name, t) in [("ADD sequential", seq_add), ("ADD concurrent", conc_add), ("DEL sequential", seq_del), ("DEL concurrent", conc_del)] {
+    for (name, t) in [
+        ("ADD sequential", seq_add),
+        ("ADD concurrent", conc_add),
+        ("DEL sequential", seq_del),
+        ("DEL concurrent", conc_del),
+    ] {
         if let Some(e) = &t.first_error {
             add.note(format!("{name}{label}: {} failed; first: {e}", t.errors));
         }
     }
     let suffix = variant.map(|v| format!("_{v}")).unwrap_or_default();
-    let how = if variant.is_some() { ", ports pre-plugged (warm pool)" } else { "" };
+    let how = if variant.is_some() {
+        ", ports pre-plugged (warm pool)"
+    } else {
+        ""
+    };
     for (phase, t, what) in [
-        ("sequential", seq_add, format!("{} pods one after the other", o.sequential)),
-        ("concurrent", conc_add, format!("{} pods released at once", o.concurrent)),
+        (
+            "sequential",
+            seq_add,
+            format!("{} pods one after the other", o.sequential),
+        ),
+        (
+            "concurrent",
+            conc_add,
+            format!("{} pods released at once", o.concurrent),
+        ),
     ] {
         add.metric(
             &format!("add_{phase}{suffix}"),
-            t.metric(&format!("ADD latency, client side, {what}{how}")).with_target(&ADD_TARGET),
+            t.metric(&format!("ADD latency, client side, {what}{how}"))
+                .with_target(&ADD_TARGET),
         );
     }
 }

@@ -273,10 +273,17 @@ fn main() -> Result<()> {
             let (_, rss) = rt.block_on(daemonadd::run(&d.opts(), &repo()))?;
             record(rss, &out, "daemon-rss", DAEMON_RSS_DESC)
         }
-        Cmd::ControllerBurst { controller_bin, pods, pool_size, timeout, out } => {
+        Cmd::ControllerBurst {
+            controller_bin,
+            pods,
+            pool_size,
+            timeout,
+            out,
+        } => {
             let o = burst::Opts {
-                controller_bin: controller_bin
-                    .unwrap_or_else(|| target_dir().join("x86_64-unknown-linux-gnu/release/kuryr-controller")),
+                controller_bin: controller_bin.unwrap_or_else(|| {
+                    target_dir().join("x86_64-unknown-linux-gnu/release/kuryr-controller")
+                }),
                 pods,
                 pool_size,
                 timeout: Duration::from_secs(timeout),
@@ -284,11 +291,18 @@ fn main() -> Result<()> {
             let run = rt.block_on(burst::run(&o, &repo()))?;
             record(run, &out, "controller-burst", BURST_DESC)
         }
-        Cmd::Services { controller_bin, services, changes, timeout, out } => {
+        Cmd::Services {
+            controller_bin,
+            services,
+            changes,
+            timeout,
+            out,
+        } => {
             require_root()?;
             let o = services::Opts {
-                controller_bin: controller_bin
-                    .unwrap_or_else(|| target_dir().join("x86_64-unknown-linux-gnu/release/kuryr-controller")),
+                controller_bin: controller_bin.unwrap_or_else(|| {
+                    target_dir().join("x86_64-unknown-linux-gnu/release/kuryr-controller")
+                }),
                 services,
                 changes,
                 timeout: Duration::from_secs(timeout),

@@ -48,7 +48,8 @@ const MEMBER_WRITES: [&str; 3] = [
 
 /// An HTTP server answering `kuryr-bench` to every connection, on `ip`.
 fn serve(ip: &str) -> Result<SocketAddr> {
-    let l = TcpListener::bind((ip, 0)).with_context(|| format!("listen on {ip} (the node's address on the pod network)"))?;
+    let l = TcpListener::bind((ip, 0))
+        .with_context(|| format!("listen on {ip} (the node's address on the pod network)"))?;
     let addr = l.local_addr()?;
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
@@ -66,8 +67,12 @@ fn serve(ip: &str) -> Result<SocketAddr> {
 
 /// One HTTP GET through `vip:80`; `true` if the backend answered.
 fn http_ok(vip: &str) -> bool {
-    let Ok(addr) = format!("{vip}:80").parse::<SocketAddr>() else { return false };
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else { return false };
+    let Ok(addr) = format!("{vip}:80").parse::<SocketAddr>() else {
+        return false;
+    };
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
     if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
         return false;
@@ -79,13 +84,21 @@ fn http_ok(vip: &str) -> bool {
 
 fn member_writes(s: &crate::prom::Scrape) -> f64 {
     s.0.iter()
-        .filter(|(k, _)| k.starts_with("kuryr_openstack_requests_total") && MEMBER_WRITES.iter().any(|w| k.contains(w)))
+        .filter(|(k, _)| {
+            k.starts_with("kuryr_openstack_requests_total")
+                && MEMBER_WRITES.iter().any(|w| k.contains(w))
+        })
         .map(|(_, v)| v)
         .sum()
 }
 
 fn octavia_requests(s: &crate::prom::Scrape) -> f64 {
-    s.0.iter().filter(|(k, _)| k.starts_with("kuryr_openstack_requests_total") && k.contains("/v2/lbaas/")).map(|(_, v)| v).sum()
+    s.0.iter()
+        .filter(|(k, _)| {
+            k.starts_with("kuryr_openstack_requests_total") && k.contains("/v2/lbaas/")
+        })
+        .map(|(_, v)| v)
+        .sum()
 }
 
 fn slice(ns: &str, svc: &str, addrs: &[String], port: u16) -> Result<EndpointSlice> {
@@ -131,7 +144,12 @@ pub async fn run(o: &Opts, repo: &Path) -> Result<Run> {
     let ns = format!("kuryr-bench-svc-{id}");
     let nsapi: Api<Namespace> = Api::all(client.clone());
     nsapi
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns, "labels": {"kuryr-bench": "true"}}}))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": ns, "labels": {"kuryr-bench": "true"}}}),
+            )?,
+        )
         .await?;
     let conf = std::env::temp_dir().join(format!("kuryr-bench-svc-{id}.conf"));
     let base = std::fs::read_to_string(Path::new(STATE).join("kuryr.conf"))?;
@@ -263,7 +281,9 @@ pub async fn run(o: &Opts, repo: &Path) -> Result<Run> {
     .await;
 
     // Clean up: Services first (their finalizers need the controller), then the namespace.
-    let _ = svcs.delete_collection(&DeleteParams::default(), &Default::default()).await;
+    let _ = svcs
+        .delete_collection(&DeleteParams::default(), &Default::default())
+        .await;
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(120) {
         match klbs.list(&Default::default()).await {

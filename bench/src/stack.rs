@@ -281,21 +281,31 @@ impl Stack {
         let mut kp = KuryrPort::pool(&self.node);
         let name = kp.metadata.name.clone().unwrap_or_default();
         // Also the bench's own label, for its sweep.
-        kp.metadata.labels.get_or_insert_with(Default::default).insert(TAG.to_string(), "true".to_string());
+        kp.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(TAG.to_string(), "true".to_string());
         self.kps()
             .create(&PostParams::default(), &kp)
             .await
             .context("create the pool KuryrPort")?;
         let mut vifs = serde_json::Map::new();
         for p in pods {
-            let vif = p.vif.as_ref().ok_or_else(|| anyhow!("{} has no VIF", p.name))?;
+            let vif = p
+                .vif
+                .as_ref()
+                .ok_or_else(|| anyhow!("{} has no VIF", p.name))?;
             vifs.insert(
                 vif.port_id.clone(),
                 json!({"default": false, "vif": vif.to_status_value()}),
             );
         }
         self.kps()
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": {"vifs": vifs}})))
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": {"vifs": vifs}})),
+            )
             .await
             .context("write the pool KuryrPort's VIFs")?;
         Ok(name)
@@ -309,7 +319,11 @@ impl Stack {
             .map(|v| (v.port_id.clone(), serde_json::Value::Null))
             .collect();
         self.kps()
-            .patch_status(pool, &PatchParams::default(), &Patch::Merge(&json!({"status": {"vifs": vifs}})))
+            .patch_status(
+                pool,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": {"vifs": vifs}})),
+            )
             .await
             .context("remove the claimed ports from the pool")?;
         Ok(())

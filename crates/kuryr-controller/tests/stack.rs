@@ -457,10 +457,8 @@ async fn existing_port_of_the_pod_is_adopted_not_duplicated() {
         push(&scratch.ports, &pre.id);
         // The crashed controller had created the pod's KuryrPort (it always does before asking
         // Neutron), without a VIF.
-        let mut kp = KuryrPort::new(
-            "web",
-            kuryr_core::crd::KuryrPortSpec { pod_uid: uid.clone(), pod_node_name: stack.node(), pod_static: false },
-        );
+        let mut kp =
+            KuryrPort::new("web", kuryr_core::crd::KuryrPortSpec { pod_uid: uid.clone(), pod_node_name: stack.node(), pod_static: false });
         kp.metadata.labels = Some([(NODE_NAME_LABEL.to_string(), stack.node())].into());
         Api::<KuryrPort>::namespaced(stack.client.clone(), &ns).create(&PostParams::default(), &kp).await.expect("KuryrPort");
 
@@ -875,7 +873,10 @@ async fn gc_sweeps_a_planted_orphan_on_the_second_pass_and_nothing_else() {
 enum Planted {
     LoadBalancer(String),
     FloatingIp(String),
-    RouterInterface { router: String, subnet: String },
+    RouterInterface {
+        router: String,
+        subnet: String,
+    },
     Router(String),
     /// A trunk, then its parent and sub ports.
     Trunk(String),
@@ -961,8 +962,8 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
     use kuryr_core::crd::{KuryrLoadBalancer, KuryrNetwork, KuryrNetworkPolicy};
     use kuryr_core::names::resource_description;
     use kuryr_openstack::neutron::{
-        Direction, EtherType, FloatingIpCreate, NetworkCreate, RouterCreate, RouterInterface, SecurityGroupCreate,
-        SecurityGroupRuleCreate, SubnetCreate, TagResource,
+        Direction, EtherType, FloatingIpCreate, NetworkCreate, RouterCreate, RouterInterface, SecurityGroupCreate, SecurityGroupRuleCreate,
+        SubnetCreate, TagResource,
     };
     use kuryr_openstack::octavia::LoadBalancerCreate;
     let _serial = SERIAL.lock().await;
@@ -1075,7 +1076,11 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
             .id;
         plant(Planted::Port(parent.clone()));
         let trunk = n
-            .create_trunk(&kuryr_openstack::neutron::TrunkCreate { port_id: parent.clone(), name: "gc-test-trunk".into(), ..Default::default() })
+            .create_trunk(&kuryr_openstack::neutron::TrunkCreate {
+                port_id: parent.clone(),
+                name: "gc-test-trunk".into(),
+                ..Default::default()
+            })
             .await
             .expect("trunk")
             .id;
@@ -1084,16 +1089,24 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
         plant(Planted::Port(sp_orphan.clone()));
         let sp_untagged = subport("subport-untagged", untagged.clone()).await;
         plant(Planted::Port(sp_untagged.clone()));
-        n.add_subports(&trunk, &[kuryr_openstack::neutron::SubPort::vlan(&sp_orphan, 101), kuryr_openstack::neutron::SubPort::vlan(&sp_untagged, 102)])
-            .await
-            .expect("add subports");
+        n.add_subports(
+            &trunk,
+            &[kuryr_openstack::neutron::SubPort::vlan(&sp_orphan, 101), kuryr_openstack::neutron::SubPort::vlan(&sp_untagged, 102)],
+        )
+        .await
+        .expect("add subports");
 
         // Security groups and rules.
         let sg = |label: &'static str, tags: Vec<String>| {
             let d = desc("network policy security group");
             let project = project.clone();
             async move {
-                let req = SecurityGroupCreate { name: format!("gc-{label}"), description: d, project_id: project, ..SecurityGroupCreate::default() };
+                let req = SecurityGroupCreate {
+                    name: format!("gc-{label}"),
+                    description: d,
+                    project_id: project,
+                    ..SecurityGroupCreate::default()
+                };
                 let id = n.create_security_group(&req).await.expect("create sg").id;
                 tag(TagResource::SecurityGroup, id.clone(), tags).await;
                 id
@@ -1172,12 +1185,11 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
         let (l_keep, l_orphan, l_untagged) = (lbs[0].clone(), lbs[1].clone(), lbs[2].clone());
 
         // The CRDs that reference the `keep` resources.
-        let status = |api_kind: &str, name: &str, spec: serde_json::Value, status: serde_json::Value| {
-            json!({"apiVersion": "openstack.org/v1", "kind": api_kind, "metadata": {"name": name, "namespace": ns}, "spec": spec, "status": status})
-        };
+        let status = |api_kind: &str, name: &str, spec: serde_json::Value, status: serde_json::Value| json!({"apiVersion": "openstack.org/v1", "kind": api_kind, "metadata": {"name": name, "namespace": ns}, "spec": spec, "status": status});
         let pp = PostParams::default();
         let knets: Api<KuryrNetwork> = Api::namespaced(stack.client.clone(), &ns);
-        let knet: KuryrNetwork = serde_json::from_value(status("KuryrNetwork", &ns, json!({"nsName": ns, "projectId": project}), json!({}))).expect("knet");
+        let knet: KuryrNetwork =
+            serde_json::from_value(status("KuryrNetwork", &ns, json!({"nsName": ns, "projectId": project}), json!({}))).expect("knet");
         knets.create(&pp, &knet).await.expect("create KuryrNetwork");
         let st = json!({"status": {"netId": n_keep, "subnetId": s_keep, "routerId": router, "populated": true}});
         knets.patch_status(&ns, &PatchParams::default(), &Patch::Merge(st)).await.expect("KuryrNetwork status");
@@ -1187,7 +1199,8 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
         let st = json!({"status": {"securityGroupId": g_keep, "securityGroupRules": [{"id": r_keep, "security_group_id": g_keep, "direction": "ingress"}]}});
         knps.patch_status("web", &PatchParams::default(), &Patch::Merge(st)).await.expect("KuryrNetworkPolicy status");
         let klbs: Api<KuryrLoadBalancer> = Api::namespaced(stack.client.clone(), &ns);
-        let klb: KuryrLoadBalancer = serde_json::from_value(status("KuryrLoadBalancer", "svc", json!({"ports": []}), json!({}))).expect("klb");
+        let klb: KuryrLoadBalancer =
+            serde_json::from_value(status("KuryrLoadBalancer", "svc", json!({"ports": []}), json!({}))).expect("klb");
         klbs.create(&pp, &klb).await.expect("create KuryrLoadBalancer");
         let st = json!({"status": {"loadbalancer": {"id": l_keep}, "service_pub_ip_info": {"ip_id": f_keep.id, "ip_addr": f_keep.floating_ip_address, "alloc_method": "pool"}}});
         klbs.patch_status("svc", &PatchParams::default(), &Patch::Merge(st)).await.expect("KuryrLoadBalancer status");
@@ -1204,11 +1217,25 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
             (Kind::Network, n_orphan.clone()),
         ];
         let kinds = |v: &[gc::Orphan]| v.iter().map(|o| (o.kind, o.id.clone())).collect::<Vec<_>>();
-        let keep: Vec<String> = [&n_keep, &n_untagged, &n_other, &s_keep, &g_keep, &g_untagged, &r_keep, &f_keep.id, &f_other.id, &l_keep, &l_untagged, &sp_untagged, &parent]
-            .into_iter()
-            .chain(defaults.iter())
-            .cloned()
-            .collect();
+        let keep: Vec<String> = [
+            &n_keep,
+            &n_untagged,
+            &n_other,
+            &s_keep,
+            &g_keep,
+            &g_untagged,
+            &r_keep,
+            &f_keep.id,
+            &f_other.id,
+            &l_keep,
+            &l_untagged,
+            &sp_untagged,
+            &parent,
+        ]
+        .into_iter()
+        .chain(defaults.iter())
+        .cloned()
+        .collect();
 
         // The operator's view first: `--gc-list` prints exactly the orphans.
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"))
@@ -1242,7 +1269,10 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
 
         // What is gone is gone; everything else is still there.
         let lb_status = octavia.get_load_balancer(&l_orphan).await.map(|l| l.provisioning_status);
-        assert!(matches!(&lb_status, Err(e) if e.is_not_found()) || matches!(lb_status.as_deref(), Ok("PENDING_DELETE" | "DELETED")), "{lb_status:?}");
+        assert!(
+            matches!(&lb_status, Err(e) if e.is_not_found()) || matches!(lb_status.as_deref(), Ok("PENDING_DELETE" | "DELETED")),
+            "{lb_status:?}"
+        );
         for (kind, id) in &want {
             if *kind != Kind::LoadBalancer {
                 assert!(!exists(&stack, *kind, id).await, "{kind:?} {id} survived the sweep");
@@ -1550,8 +1580,7 @@ async fn warm_pool_fills_in_bulk_claims_recycles_and_recovers() {
         // The pod's stamp follows in the background.
         wait_for("pod b's stamp on its port", WAIT, || async {
             let p = stack.neutron.get_port(&vif_b.port_id).await.expect("port b");
-            (p.device_id == b_uid && p.name == format!("{ns}/pool-b") && p.tags.iter().any(|t| t == "kuryr-rs-local"))
-                .then_some(())
+            (p.device_id == b_uid && p.name == format!("{ns}/pool-b") && p.tags.iter().any(|t| t == "kuryr-rs-local")).then_some(())
         })
         .await;
         let refilled = wait_for("the claimed port unpublished and the pool refilled to >= 2", WAIT, || async {
@@ -1651,5 +1680,7 @@ async fn gc_collects_the_pool_ports_of_a_deleted_node() {
         }
     })
     .await;
-    let _ = Api::<KuryrPort>::namespaced(stack.client.clone(), POOL_NAMESPACE).delete(&pool_kuryrport_name(&gone), &DeleteParams::default()).await;
+    let _ = Api::<KuryrPort>::namespaced(stack.client.clone(), POOL_NAMESPACE)
+        .delete(&pool_kuryrport_name(&gone), &DeleteParams::default())
+        .await;
 }

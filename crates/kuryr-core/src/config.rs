@@ -14,9 +14,18 @@ pub enum ConfigError {
     #[error("kuryr.conf line {line}: {reason}")]
     Syntax { line: usize, reason: String },
     #[error("[{section}] {option} = {value:?}: {reason}")]
-    Invalid { section: String, option: String, value: String, reason: String },
+    Invalid {
+        section: String,
+        option: String,
+        value: String,
+        reason: String,
+    },
     #[error("[{section}] {option} is required{reason}")]
-    Missing { section: String, option: String, reason: String },
+    Missing {
+        section: String,
+        option: String,
+        reason: String,
+    },
 }
 
 /// The raw INI: section → option → value. `[DEFAULT]` values are visible in every section, as
@@ -46,15 +55,24 @@ impl Ini {
                         continue;
                     }
                 }
-                return Err(ConfigError::Syntax { line: line_no, reason: "indented line continues nothing".into() });
+                return Err(ConfigError::Syntax {
+                    line: line_no,
+                    reason: "indented line continues nothing".into(),
+                });
             }
             if let Some(name) = trimmed.strip_prefix('[') {
                 let name = name
                     .strip_suffix(']')
-                    .ok_or_else(|| ConfigError::Syntax { line: line_no, reason: format!("unterminated section header {trimmed:?}") })?
+                    .ok_or_else(|| ConfigError::Syntax {
+                        line: line_no,
+                        reason: format!("unterminated section header {trimmed:?}"),
+                    })?
                     .trim();
                 if name.is_empty() {
-                    return Err(ConfigError::Syntax { line: line_no, reason: "empty section name".into() });
+                    return Err(ConfigError::Syntax {
+                        line: line_no,
+                        reason: "empty section name".into(),
+                    });
                 }
                 ini.sections.entry(name.to_string()).or_default();
                 section = Some(name.to_string());
@@ -64,12 +82,19 @@ impl Ini {
             let (k, v) = trimmed
                 .split_once('=')
                 .or_else(|| trimmed.split_once(':'))
-                .ok_or_else(|| ConfigError::Syntax { line: line_no, reason: format!("expected `option = value`, got {trimmed:?}") })?;
-            let s = section
-                .clone()
-                .ok_or_else(|| ConfigError::Syntax { line: line_no, reason: "option before any [section]".into() })?;
+                .ok_or_else(|| ConfigError::Syntax {
+                    line: line_no,
+                    reason: format!("expected `option = value`, got {trimmed:?}"),
+                })?;
+            let s = section.clone().ok_or_else(|| ConfigError::Syntax {
+                line: line_no,
+                reason: "option before any [section]".into(),
+            })?;
             let (k, v) = (k.trim().to_string(), v.trim().to_string());
-            ini.sections.entry(s.clone()).or_default().insert(k.clone(), v);
+            ini.sections
+                .entry(s.clone())
+                .or_default()
+                .insert(k.clone(), v);
             last = Some((s, k));
         }
         Ok(ini)
@@ -89,12 +114,20 @@ impl Ini {
     }
 
     fn opt(&self, section: &str, option: &str) -> Option<String> {
-        self.get(section, option).filter(|v| !v.is_empty()).map(str::to_string)
+        self.get(section, option)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
     }
 
     fn list(&self, section: &str, option: &str) -> Vec<String> {
         self.get(section, option)
-            .map(|v| v.split([',', '\n']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+            .map(|v| {
+                v.split([',', '\n'])
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -109,20 +142,36 @@ impl Ini {
         }
     }
 
-    fn num_or<T: std::str::FromStr>(&self, section: &str, option: &str, default: T) -> Result<T, ConfigError> {
+    fn num_or<T: std::str::FromStr>(
+        &self,
+        section: &str,
+        option: &str,
+        default: T,
+    ) -> Result<T, ConfigError> {
         match self.get(section, option) {
             None | Some("") => Ok(default),
-            Some(v) => v.parse().map_err(|_| invalid(section, option, v, "expected a number")),
+            Some(v) => v
+                .parse()
+                .map_err(|_| invalid(section, option, v, "expected a number")),
         }
     }
 }
 
 fn invalid(section: &str, option: &str, value: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid { section: section.into(), option: option.into(), value: value.into(), reason: reason.into() }
+    ConfigError::Invalid {
+        section: section.into(),
+        option: option.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
 }
 
 fn missing(section: &str, option: &str, reason: &str) -> ConfigError {
-    ConfigError::Missing { section: section.into(), option: option.into(), reason: reason.into() }
+    ConfigError::Missing {
+        section: section.into(),
+        option: option.into(),
+        reason: reason.into(),
+    }
 }
 
 /// `[kubernetes] pod_vif_driver`.
@@ -172,7 +221,13 @@ pub enum NeutronAuth {
         project_id: Option<String>,
         project_domain_name: String,
     },
-    ApplicationCredential { id: Option<String>, name: Option<String>, secret: String, username: Option<String>, user_domain_name: String },
+    ApplicationCredential {
+        id: Option<String>,
+        name: Option<String>,
+        secret: String,
+        username: Option<String>,
+        user_domain_name: String,
+    },
     /// kuryr-rs extension: `[neutron] cloud = NAME` (and optionally `clouds_file = PATH`) takes
     /// the credentials from a `clouds.yaml` (os-client-config); `auth_url` etc. come from there.
     CloudsYaml { cloud: String, file: Option<String> },
@@ -301,8 +356,10 @@ pub enum Role {
 
 impl Config {
     pub fn load(path: &Path, role: Role) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         Config::parse(&text, role)
     }
 
@@ -319,10 +376,18 @@ impl Config {
         let neutron_defaults = Self::neutron_defaults_section(ini)?;
         let vif_pool = Self::vif_pool_section(ini, kubernetes.vif_pool_driver)?;
         let ns = "namespace_subnet";
-        let namespace_subnet =
-            NamespaceSubnetConfig { pod_router: ini.opt(ns, "pod_router"), pod_subnet_pool: ini.opt(ns, "pod_subnet_pool") };
+        let namespace_subnet = NamespaceSubnetConfig {
+            pod_router: ini.opt(ns, "pod_router"),
+            pod_subnet_pool: ini.opt(ns, "pod_subnet_pool"),
+        };
         let link_iface = ini.opt("binding", "link_iface");
-        Self::check_combinations(role, &kubernetes, &neutron_defaults, &namespace_subnet, link_iface.as_deref())?;
+        Self::check_combinations(
+            role,
+            &kubernetes,
+            &neutron_defaults,
+            &namespace_subnet,
+            link_iface.as_deref(),
+        )?;
         let neutron = match role {
             Role::Daemon => None,
             Role::Controller => Some(neutron_config(ini)?),
@@ -353,41 +418,103 @@ impl Config {
             "nested-vlan" => PodVifDriver::NestedVlan,
             "nested-macvlan" => PodVifDriver::NestedMacvlan,
             other => {
-                return Err(invalid(k, "pod_vif_driver", other, "supported: neutron-vif, nested-vlan, nested-macvlan"))
+                return Err(invalid(
+                    k,
+                    "pod_vif_driver",
+                    other,
+                    "supported: neutron-vif, nested-vlan, nested-macvlan",
+                ))
             }
         };
         let vif_pool_driver = match ini.str_or(k, "vif_pool_driver", "noop").as_str() {
             "noop" => VifPoolDriver::Noop,
             "neutron" => VifPoolDriver::Neutron,
             "nested" => VifPoolDriver::Nested,
-            other => return Err(invalid(k, "vif_pool_driver", other, "supported: noop, neutron, nested")),
+            other => {
+                return Err(invalid(
+                    k,
+                    "vif_pool_driver",
+                    other,
+                    "supported: noop, neutron, nested",
+                ))
+            }
         };
         let pod_subnets_driver = match ini.str_or(k, "pod_subnets_driver", "default").as_str() {
             "default" => SubnetsDriver::Default,
             "namespace" => SubnetsDriver::Namespace,
-            other => return Err(invalid(k, "pod_subnets_driver", other, "supported: default, namespace")),
+            other => {
+                return Err(invalid(
+                    k,
+                    "pod_subnets_driver",
+                    other,
+                    "supported: default, namespace",
+                ))
+            }
         };
-        let pod_security_groups_driver = match ini.str_or(k, "pod_security_groups_driver", "default").as_str() {
+        let pod_security_groups_driver = match ini
+            .str_or(k, "pod_security_groups_driver", "default")
+            .as_str()
+        {
             "default" => SecurityGroupsDriver::Default,
             "namespace" => SecurityGroupsDriver::Namespace,
             "policy" => SecurityGroupsDriver::Policy,
-            other => return Err(invalid(k, "pod_security_groups_driver", other, "supported: default, namespace, policy")),
+            other => {
+                return Err(invalid(
+                    k,
+                    "pod_security_groups_driver",
+                    other,
+                    "supported: default, namespace, policy",
+                ))
+            }
         };
         let mut enabled_handlers = ini.list(k, "enabled_handlers");
         if enabled_handlers.is_empty() {
-            enabled_handlers = ["vif", "endpoints", "service", "kuryrloadbalancer", "kuryrport"].map(String::from).to_vec();
+            enabled_handlers = [
+                "vif",
+                "endpoints",
+                "service",
+                "kuryrloadbalancer",
+                "kuryrport",
+            ]
+            .map(String::from)
+            .to_vec();
         }
         const HANDLERS: &[&str] = &[
-            "vif", "kuryrport", "endpoints", "service", "kuryrloadbalancer", "namespace", "kuryrnetwork",
-            "kuryrnetwork_population", "policy", "kuryrnetworkpolicy", "pod_label",
+            "vif",
+            "kuryrport",
+            "endpoints",
+            "service",
+            "kuryrloadbalancer",
+            "namespace",
+            "kuryrnetwork",
+            "kuryrnetwork_population",
+            "policy",
+            "kuryrnetworkpolicy",
+            "pod_label",
         ];
-        if let Some(h) = enabled_handlers.iter().find(|h| !HANDLERS.contains(&h.as_str())) {
-            return Err(invalid(k, "enabled_handlers", h, &format!("unknown handler; known: {}", HANDLERS.join(", "))));
+        if let Some(h) = enabled_handlers
+            .iter()
+            .find(|h| !HANDLERS.contains(&h.as_str()))
+        {
+            return Err(invalid(
+                k,
+                "enabled_handlers",
+                h,
+                &format!("unknown handler; known: {}", HANDLERS.join(", ")),
+            ));
         }
         Ok(KubernetesConfig {
             api_root: ini.opt(k, "api_root"),
-            token_file: ini.str_or(k, "token_file", "/var/run/secrets/kubernetes.io/serviceaccount/token"),
-            ssl_ca_crt_file: ini.str_or(k, "ssl_ca_crt_file", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"),
+            token_file: ini.str_or(
+                k,
+                "token_file",
+                "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            ),
+            ssl_ca_crt_file: ini.str_or(
+                k,
+                "ssl_ca_crt_file",
+                "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+            ),
             ssl_verify_server_crt: ini.bool_or(k, "ssl_verify_server_crt", true)?,
             ssl_client_crt_file: ini.opt(k, "ssl_client_crt_file"),
             ssl_client_key_file: ini.opt(k, "ssl_client_key_file"),
@@ -415,22 +542,42 @@ impl Config {
             resource_tags: ini.list(nd, "resource_tags"),
             external_svc_net: ini.opt(nd, "external_svc_net"),
             external_svc_subnet: ini.opt(nd, "external_svc_subnet"),
-            lbaas_activation_timeout: Duration::from_secs(ini.num_or(nd, "lbaas_activation_timeout", 300)?),
+            lbaas_activation_timeout: Duration::from_secs(ini.num_or(
+                nd,
+                "lbaas_activation_timeout",
+                300,
+            )?),
         };
-        if let Some(t) = neutron_defaults.resource_tags.iter().find(|t| t.len() > 255 || t.contains(',')) {
-            return Err(invalid(nd, "resource_tags", t, "a Neutron tag is at most 255 characters and has no comma"));
+        if let Some(t) = neutron_defaults
+            .resource_tags
+            .iter()
+            .find(|t| t.len() > 255 || t.contains(','))
+        {
+            return Err(invalid(
+                nd,
+                "resource_tags",
+                t,
+                "a Neutron tag is at most 255 characters and has no comma",
+            ));
         }
         Ok(neutron_defaults)
     }
 
     /// `[vif_pool]` (its batch size is checked when a pool driver is on).
-    fn vif_pool_section(ini: &Ini, vif_pool_driver: VifPoolDriver) -> Result<VifPoolConfig, ConfigError> {
+    fn vif_pool_section(
+        ini: &Ini,
+        vif_pool_driver: VifPoolDriver,
+    ) -> Result<VifPoolConfig, ConfigError> {
         let vp = "vif_pool";
         let vif_pool = VifPoolConfig {
             ports_pool_min: ini.num_or(vp, "ports_pool_min", 5)?,
             ports_pool_max: ini.num_or(vp, "ports_pool_max", 0)?,
             ports_pool_batch: ini.num_or(vp, "ports_pool_batch", 10)?,
-            ports_pool_update_frequency: Duration::from_secs(ini.num_or(vp, "ports_pool_update_frequency", 20)?),
+            ports_pool_update_frequency: Duration::from_secs(ini.num_or(
+                vp,
+                "ports_pool_update_frequency",
+                20,
+            )?),
         };
         if vif_pool.ports_pool_max != 0 && vif_pool.ports_pool_min > vif_pool.ports_pool_max {
             return Err(invalid(
@@ -441,7 +588,12 @@ impl Config {
             ));
         }
         if vif_pool_driver != VifPoolDriver::Noop && vif_pool.ports_pool_batch == 0 {
-            return Err(invalid(vp, "ports_pool_batch", "0", "a pool needs a batch size of at least 1"));
+            return Err(invalid(
+                vp,
+                "ports_pool_batch",
+                "0",
+                "a pool needs a batch size of at least 1",
+            ));
         }
         Ok(vif_pool)
     }
@@ -455,17 +607,38 @@ impl Config {
         link_iface: Option<&str>,
     ) -> Result<(), ConfigError> {
         let (k, nd, ns) = ("kubernetes", "neutron_defaults", "namespace_subnet");
-        let (pod_vif_driver, vif_pool_driver) = (kubernetes.pod_vif_driver, kubernetes.vif_pool_driver);
-        let (pod_subnets_driver, pod_security_groups_driver) = (kubernetes.pod_subnets_driver, kubernetes.pod_security_groups_driver);
-        let nested = matches!(pod_vif_driver, PodVifDriver::NestedVlan | PodVifDriver::NestedMacvlan);
+        let (pod_vif_driver, vif_pool_driver) =
+            (kubernetes.pod_vif_driver, kubernetes.vif_pool_driver);
+        let (pod_subnets_driver, pod_security_groups_driver) = (
+            kubernetes.pod_subnets_driver,
+            kubernetes.pod_security_groups_driver,
+        );
+        let nested = matches!(
+            pod_vif_driver,
+            PodVifDriver::NestedVlan | PodVifDriver::NestedMacvlan
+        );
         if nested && role == Role::Daemon && link_iface.is_none() {
-            return Err(missing("binding", "link_iface", " with a nested pod_vif_driver (the VM NIC pods attach to)"));
+            return Err(missing(
+                "binding",
+                "link_iface",
+                " with a nested pod_vif_driver (the VM NIC pods attach to)",
+            ));
         }
         if vif_pool_driver == VifPoolDriver::Nested && !nested {
-            return Err(invalid(k, "vif_pool_driver", "nested", "needs pod_vif_driver = nested-vlan"));
+            return Err(invalid(
+                k,
+                "vif_pool_driver",
+                "nested",
+                "needs pod_vif_driver = nested-vlan",
+            ));
         }
         if vif_pool_driver == VifPoolDriver::Neutron && nested {
-            return Err(invalid(k, "vif_pool_driver", "neutron", "pods in VMs need vif_pool_driver = nested or noop"));
+            return Err(invalid(
+                k,
+                "vif_pool_driver",
+                "neutron",
+                "pods in VMs need vif_pool_driver = nested or noop",
+            ));
         }
         if role == Role::Controller {
             if neutron_defaults.project.is_empty() {
@@ -473,18 +646,36 @@ impl Config {
             }
             match pod_subnets_driver {
                 SubnetsDriver::Default if neutron_defaults.pod_subnet.is_none() => {
-                    return Err(missing(nd, "pod_subnet", " with pod_subnets_driver = default"))
+                    return Err(missing(
+                        nd,
+                        "pod_subnet",
+                        " with pod_subnets_driver = default",
+                    ))
                 }
                 SubnetsDriver::Namespace if namespace_subnet.pod_subnet_pool.is_none() => {
-                    return Err(missing(ns, "pod_subnet_pool", " with pod_subnets_driver = namespace"))
+                    return Err(missing(
+                        ns,
+                        "pod_subnet_pool",
+                        " with pod_subnets_driver = namespace",
+                    ))
                 }
                 SubnetsDriver::Namespace if namespace_subnet.pod_router.is_none() => {
-                    return Err(missing(ns, "pod_router", " with pod_subnets_driver = namespace"))
+                    return Err(missing(
+                        ns,
+                        "pod_router",
+                        " with pod_subnets_driver = namespace",
+                    ))
                 }
                 _ => {}
             }
-            if pod_security_groups_driver == SecurityGroupsDriver::Default && neutron_defaults.pod_security_groups.is_empty() {
-                return Err(missing(nd, "pod_security_groups", " with pod_security_groups_driver = default"));
+            if pod_security_groups_driver == SecurityGroupsDriver::Default
+                && neutron_defaults.pod_security_groups.is_empty()
+            {
+                return Err(missing(
+                    nd,
+                    "pod_security_groups",
+                    " with pod_security_groups_driver = default",
+                ));
             }
         }
         Ok(())
@@ -495,7 +686,12 @@ impl Config {
         let od = "octavia_defaults";
         let member_mode = ini.str_or(od, "member_mode", "L3");
         if member_mode != "L3" && member_mode != "L2" {
-            return Err(invalid(od, "member_mode", &member_mode, "expected L2 or L3"));
+            return Err(invalid(
+                od,
+                "member_mode",
+                &member_mode,
+                "expected L2 or L3",
+            ));
         }
         Ok(OctaviaDefaults {
             member_mode,
@@ -510,16 +706,34 @@ impl Config {
     fn cni_daemon_section(ini: &Ini) -> Result<CniDaemonConfig, ConfigError> {
         let cd = "cni_daemon";
         let cni_daemon = CniDaemonConfig {
-            vif_annotation_timeout: Duration::from_secs(ini.num_or(cd, "vif_annotation_timeout", 60)?),
+            vif_annotation_timeout: Duration::from_secs(ini.num_or(
+                cd,
+                "vif_annotation_timeout",
+                60,
+            )?),
             socket_path: ini.str_or(cd, "socket_path", "/run/kuryr/kuryr-daemon.sock"),
             cni_failures_count: ini.num_or(cd, "cni_failures_count", 3)?,
-            standalone_namespace: ini.str_or(cd, "standalone_namespace", DEFAULT_STANDALONE_NAMESPACE),
+            standalone_namespace: ini.str_or(
+                cd,
+                "standalone_namespace",
+                DEFAULT_STANDALONE_NAMESPACE,
+            ),
         };
         if cni_daemon.vif_annotation_timeout.is_zero() {
-            return Err(invalid(cd, "vif_annotation_timeout", "0", "must be at least 1 second"));
+            return Err(invalid(
+                cd,
+                "vif_annotation_timeout",
+                "0",
+                "must be at least 1 second",
+            ));
         }
         if let Err(why) = crate::names::check_dns1123_label(&cni_daemon.standalone_namespace) {
-            return Err(invalid(cd, "standalone_namespace", &cni_daemon.standalone_namespace, &format!("not a namespace name: {why}")));
+            return Err(invalid(
+                cd,
+                "standalone_namespace",
+                &cni_daemon.standalone_namespace,
+                &format!("not a namespace name: {why}"),
+            ));
         }
         Ok(cni_daemon)
     }
@@ -530,7 +744,12 @@ impl Config {
         let worker_nodes_subnets = ini.list("pod_vif_nested", "worker_nodes_subnets");
         for id in &worker_nodes_subnets {
             if !id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-                return Err(invalid("pod_vif_nested", "worker_nodes_subnets", id, "not a Neutron subnet id (UUID)"));
+                return Err(invalid(
+                    "pod_vif_nested",
+                    "worker_nodes_subnets",
+                    id,
+                    "not a Neutron subnet id (UUID)",
+                ));
             }
         }
         Ok(worker_nodes_subnets)
@@ -541,7 +760,11 @@ impl Config {
         Ok(Ports {
             controller_health: ini.num_or("health_server", "port", 8082)?,
             cni_health: ini.num_or("cni_health_server", "port", 8090)?,
-            controller_metrics: ini.num_or("prometheus_exporter", "controller_exporter_port", 9654)?,
+            controller_metrics: ini.num_or(
+                "prometheus_exporter",
+                "controller_exporter_port",
+                9654,
+            )?,
             cni_metrics: ini.num_or("prometheus_exporter", "cni_exporter_port", 9655)?,
         })
     }
@@ -551,25 +774,42 @@ fn neutron_config(ini: &Ini) -> Result<NeutronConfig, ConfigError> {
     let n = "neutron";
     if let Some(cloud) = ini.opt(n, "cloud") {
         if cloud.trim().is_empty() {
-            return Err(invalid(n, "cloud", &cloud, "the name of a cloud in clouds.yaml"));
+            return Err(invalid(
+                n,
+                "cloud",
+                &cloud,
+                "the name of a cloud in clouds.yaml",
+            ));
         }
         return Ok(NeutronConfig {
             auth_url: ini.opt(n, "auth_url").unwrap_or_default(),
-            auth: NeutronAuth::CloudsYaml { cloud, file: ini.opt(n, "clouds_file") },
+            auth: NeutronAuth::CloudsYaml {
+                cloud,
+                file: ini.opt(n, "clouds_file"),
+            },
             region_name: ini.opt(n, "region_name"),
             endpoint_type: ini.str_or(n, "endpoint_type", "public"),
             cafile: ini.opt(n, "cafile"),
             insecure: ini.bool_or(n, "insecure", false)?,
         });
     }
-    let auth_url =
-        ini.opt(n, "auth_url").ok_or_else(|| missing(n, "auth_url", " (Keystone v3 URL), unless `cloud` names a cloud of a clouds.yaml"))?;
+    let auth_url = ini.opt(n, "auth_url").ok_or_else(|| {
+        missing(
+            n,
+            "auth_url",
+            " (Keystone v3 URL), unless `cloud` names a cloud of a clouds.yaml",
+        )
+    })?;
     let auth_type = ini.str_or(n, "auth_type", "password");
     let user_domain_name = ini.str_or(n, "user_domain_name", "Default");
     let auth = match auth_type.as_str() {
         "password" | "v3password" => NeutronAuth::Password {
-            username: ini.opt(n, "username").ok_or_else(|| missing(n, "username", " with auth_type = password"))?,
-            password: ini.opt(n, "password").ok_or_else(|| missing(n, "password", " with auth_type = password"))?,
+            username: ini
+                .opt(n, "username")
+                .ok_or_else(|| missing(n, "username", " with auth_type = password"))?,
+            password: ini
+                .opt(n, "password")
+                .ok_or_else(|| missing(n, "password", " with auth_type = password"))?,
             user_domain_name,
             project_name: ini.opt(n, "project_name"),
             project_id: ini.opt(n, "project_id"),
@@ -579,11 +819,19 @@ fn neutron_config(ini: &Ini) -> Result<NeutronConfig, ConfigError> {
             let id = ini.opt(n, "application_credential_id");
             let name = ini.opt(n, "application_credential_name");
             if id.is_none() && name.is_none() {
-                return Err(missing(n, "application_credential_id", " (or application_credential_name) with an application credential auth_type"));
+                return Err(missing(
+                    n,
+                    "application_credential_id",
+                    " (or application_credential_name) with an application credential auth_type",
+                ));
             }
             let username = ini.opt(n, "username");
             if id.is_none() && username.is_none() {
-                return Err(missing(n, "username", " with application_credential_name (a name is only unique per user)"));
+                return Err(missing(
+                    n,
+                    "username",
+                    " with application_credential_name (a name is only unique per user)",
+                ));
             }
             NeutronAuth::ApplicationCredential {
                 id,
@@ -595,10 +843,26 @@ fn neutron_config(ini: &Ini) -> Result<NeutronConfig, ConfigError> {
                 user_domain_name,
             }
         }
-        other => return Err(invalid(n, "auth_type", other, "supported: password, v3password, v3applicationcredential")),
+        other => {
+            return Err(invalid(
+                n,
+                "auth_type",
+                other,
+                "supported: password, v3password, v3applicationcredential",
+            ))
+        }
     };
-    if let NeutronAuth::Password { project_name: None, project_id: None, .. } = auth {
-        return Err(missing(n, "project_name", " (or project_id) with auth_type = password"));
+    if let NeutronAuth::Password {
+        project_name: None,
+        project_id: None,
+        ..
+    } = auth
+    {
+        return Err(missing(
+            n,
+            "project_name",
+            " (or project_id) with auth_type = password",
+        ));
     }
     Ok(NeutronConfig {
         auth_url,
@@ -642,39 +906,68 @@ resource_tags = kuryr-rs-local
 
     #[test]
     fn neutron_credentials_from_clouds_yaml() {
-        let conf = STACK_CONF.replace("[neutron]", "[neutron]\ncloud = kuryr\nclouds_file = /etc/kuryr/clouds.yaml");
+        let conf = STACK_CONF.replace(
+            "[neutron]",
+            "[neutron]\ncloud = kuryr\nclouds_file = /etc/kuryr/clouds.yaml",
+        );
         let c = Config::parse(&conf, Role::Controller).expect("valid");
         let n = c.neutron.expect("[neutron]");
-        assert_eq!(n.auth, NeutronAuth::CloudsYaml { cloud: "kuryr".into(), file: Some("/etc/kuryr/clouds.yaml".into()) });
+        assert_eq!(
+            n.auth,
+            NeutronAuth::CloudsYaml {
+                cloud: "kuryr".into(),
+                file: Some("/etc/kuryr/clouds.yaml".into())
+            }
+        );
         // Without auth_url or any credential option: the cloud has them.
         let minimal = "[kubernetes]\npod_vif_driver = neutron-vif\n[neutron]\ncloud = c1\n[neutron_defaults]\nproject = p\npod_subnet = s\npod_security_groups = g\n";
         let c = Config::parse(minimal, Role::Controller).expect("valid");
-        assert_eq!(c.neutron.expect("neutron").auth, NeutronAuth::CloudsYaml { cloud: "c1".into(), file: None });
-        let e = Config::parse(&minimal.replace("cloud = c1", "cloud = "), Role::Controller).expect_err("empty cloud");
+        assert_eq!(
+            c.neutron.expect("neutron").auth,
+            NeutronAuth::CloudsYaml {
+                cloud: "c1".into(),
+                file: None
+            }
+        );
+        let e = Config::parse(&minimal.replace("cloud = c1", "cloud = "), Role::Controller)
+            .expect_err("empty cloud");
         assert!(e.to_string().contains("`cloud`"), "{e}");
     }
 
     #[test]
     fn reads_the_stack_conf() {
         let c = Config::parse(STACK_CONF, Role::Controller).expect("valid");
-        assert_eq!(c.kubernetes.api_root.as_deref(), Some("https://127.0.0.1:6443"));
-        assert!(c.kubernetes.ssl_verify_server_crt, "TLS verification is on by default");
+        assert_eq!(
+            c.kubernetes.api_root.as_deref(),
+            Some("https://127.0.0.1:6443")
+        );
+        assert!(
+            c.kubernetes.ssl_verify_server_crt,
+            "TLS verification is on by default"
+        );
         assert_eq!(c.kubernetes.enabled_handlers, ["vif", "kuryrport"]);
         assert_eq!(c.neutron_defaults.pod_security_groups, ["sg-1", "sg-2"]);
         assert_eq!(c.neutron_defaults.ovs_bridge, "br-int");
         assert_eq!(c.vif_pool.ports_pool_batch, 10);
         assert_eq!(c.cni_daemon.vif_annotation_timeout, Duration::from_secs(60));
         assert_eq!(c.cni_daemon.standalone_namespace, "kuryr-standalone");
-        let other = Config::parse("[cni_daemon]\nstandalone_namespace = podman-ports\n", Role::Daemon).expect("valid");
+        let other = Config::parse(
+            "[cni_daemon]\nstandalone_namespace = podman-ports\n",
+            Role::Daemon,
+        )
+        .expect("valid");
         assert_eq!(other.cni_daemon.standalone_namespace, "podman-ports");
         let n = c.neutron.expect("neutron");
-        assert!(matches!(n.auth, NeutronAuth::ApplicationCredential { ref id, ref secret, .. } if id.as_deref() == Some("abc") && secret == "s3cret"));
+        assert!(
+            matches!(n.auth, NeutronAuth::ApplicationCredential { ref id, ref secret, .. } if id.as_deref() == Some("abc") && secret == "s3cret")
+        );
         assert_eq!(c.ports.controller_health, 8082);
     }
 
     #[test]
     fn the_daemon_needs_no_credentials() {
-        let c = Config::parse("[kubernetes]\npod_vif_driver = neutron-vif\n", Role::Daemon).expect("valid");
+        let c = Config::parse("[kubernetes]\npod_vif_driver = neutron-vif\n", Role::Daemon)
+            .expect("valid");
         assert!(c.neutron.is_none());
     }
 
@@ -718,14 +1011,23 @@ resource_tags = kuryr-rs-local
         ];
         for (text, role, want) in cases {
             let err = Config::parse(text, *role).expect_err(text).to_string();
-            assert!(err.contains(want), "{text:?}: got {err:?}, want it to contain {want:?}");
+            assert!(
+                err.contains(want),
+                "{text:?}: got {err:?}, want it to contain {want:?}"
+            );
         }
     }
 
     #[test]
     fn default_section_and_continuations() {
-        let ini = Ini::parse("[DEFAULT]\nregion_name = R1\n[neutron_defaults]\npod_security_groups = a,\n  b\n").expect("parse");
+        let ini = Ini::parse(
+            "[DEFAULT]\nregion_name = R1\n[neutron_defaults]\npod_security_groups = a,\n  b\n",
+        )
+        .expect("parse");
         assert_eq!(ini.get("neutron", "region_name"), Some("R1"));
-        assert_eq!(ini.list("neutron_defaults", "pod_security_groups"), ["a", "b"]);
+        assert_eq!(
+            ini.list("neutron_defaults", "pod_security_groups"),
+            ["a", "b"]
+        );
     }
 }

@@ -68,7 +68,10 @@ pub struct VifEntry {
 
 impl VifEntry {
     pub fn new(default: bool, vif: &Vif) -> Self {
-        VifEntry { default, vif: vif.to_status_value() }
+        VifEntry {
+            default,
+            vif: vif.to_status_value(),
+        }
     }
 
     /// The VIF, whichever form it was stored in.
@@ -84,7 +87,11 @@ impl KuryrPort {
         use crate::names::{pool_kuryrport_name, NODE_NAME_LABEL, POOL_LABEL, POOL_LABEL_VALUE};
         let mut kp = KuryrPort::new(
             &pool_kuryrport_name(node),
-            KuryrPortSpec { pod_uid: String::new(), pod_node_name: node.to_string(), pod_static: false },
+            KuryrPortSpec {
+                pod_uid: String::new(),
+                pod_node_name: node.to_string(),
+                pod_static: false,
+            },
         );
         kp.metadata.labels = Some(BTreeMap::from([
             (NODE_NAME_LABEL.to_string(), node.to_string()),
@@ -97,7 +104,10 @@ impl KuryrPort {
 impl KuryrPortStatus {
     /// The default interface and its VIF, if the controller has written one.
     pub fn default_vif(&self) -> Option<(&str, Result<Vif, VifError>)> {
-        self.vifs.iter().find(|(_, e)| e.default).map(|(k, e)| (k.as_str(), e.vif()))
+        self.vifs
+            .iter()
+            .find(|(_, e)| e.default)
+            .map(|(k, e)| (k.as_str(), e.vif()))
     }
 }
 
@@ -131,7 +141,11 @@ pub struct KuryrNetworkStatus {
     pub net_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet_id: Option<String>,
-    #[serde(default, rename = "subnetCIDR", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "subnetCIDR",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub subnet_cidr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router_id: Option<String>,
@@ -279,11 +293,20 @@ mod tests {
         ] {
             assert_eq!(crd.spec.group, "openstack.org");
             assert_eq!(crd.spec.names.plural, plural);
-            assert_eq!(crd.spec.names.short_names.as_deref(), Some(&[short.to_string()][..]));
+            assert_eq!(
+                crd.spec.names.short_names.as_deref(),
+                Some(&[short.to_string()][..])
+            );
             assert_eq!(crd.spec.scope, "Namespaced");
             let v = &crd.spec.versions[0];
             assert_eq!(v.name, "v1");
-            assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{plural}: status subresource");
+            assert!(
+                v.subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some(),
+                "{plural}: status subresource"
+            );
             assert!(v.schema.is_some(), "{plural}: schema");
         }
     }
@@ -293,7 +316,12 @@ mod tests {
         let crd = KuryrPort::crd();
         let schema = serde_json::to_value(&crd.spec.versions[0].schema).expect("schema");
         let required = &schema["openAPIV3Schema"]["properties"]["spec"]["required"];
-        assert!(required.as_array().is_some_and(|r| r.contains(&"podUid".into()) && r.contains(&"podNodeName".into())), "{required}");
+        assert!(
+            required
+                .as_array()
+                .is_some_and(|r| r.contains(&"podUid".into()) && r.contains(&"podNodeName".into())),
+            "{required}"
+        );
     }
 
     #[test]

@@ -39,11 +39,19 @@ pub fn check_cluster_name(cluster: &str) -> Result<(), String> {
     if cluster.is_empty() {
         return Err("the cluster name is empty".into());
     }
-    if let Some(c) = cluster.chars().find(|c| matches!(c, '/' | ',' | '?' | '#' | '%') || c.is_whitespace() || c.is_control()) {
-        return Err(format!("the cluster name {cluster:?} contains {c:?}, which a Neutron tag cannot hold"));
+    if let Some(c) = cluster
+        .chars()
+        .find(|c| matches!(c, '/' | ',' | '?' | '#' | '%') || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "the cluster name {cluster:?} contains {c:?}, which a Neutron tag cannot hold"
+        ));
     }
     if cluster_tag(cluster).len() > 255 {
-        return Err(format!("the cluster name {cluster:?} is too long for a Neutron tag (at most {} characters)", 255 - cluster_tag("").len()));
+        return Err(format!(
+            "the cluster name {cluster:?} is too long for a Neutron tag (at most {} characters)",
+            255 - cluster_tag("").len()
+        ));
     }
     Ok(())
 }
@@ -69,7 +77,8 @@ pub fn description_owner(description: &str) -> Option<(&str, &str)> {
     let (_, rest) = rest.split_once(": cluster ")?;
     let (cluster, rest) = rest.split_once(", ")?;
     let (namespace, _) = rest.split_once('/')?;
-    (!cluster.is_empty() && !namespace.is_empty() && !namespace.contains(' ')).then_some((cluster, namespace))
+    (!cluster.is_empty() && !namespace.is_empty() && !namespace.contains(' '))
+        .then_some((cluster, namespace))
 }
 
 /// Whether an object with these labels is a standalone container's KuryrPort.
@@ -103,12 +112,17 @@ pub fn pool_port_description(cluster: &str, node: &str) -> String {
 
 /// Whether a Neutron port description is the pool stamp of `cluster` (any node).
 pub fn is_pool_port_description(description: &str, cluster: &str) -> bool {
-    description.strip_prefix("kuryr-rs pool port: cluster ").and_then(|r| r.strip_prefix(cluster)).is_some_and(|r| r.starts_with(", node "))
+    description
+        .strip_prefix("kuryr-rs pool port: cluster ")
+        .and_then(|r| r.strip_prefix(cluster))
+        .is_some_and(|r| r.starts_with(", node "))
 }
 
 /// Whether an object with these labels is a node's pool KuryrPort.
 pub fn is_pool(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
-    labels.and_then(|l| l.get(POOL_LABEL)).is_some_and(|v| v == POOL_LABEL_VALUE)
+    labels
+        .and_then(|l| l.get(POOL_LABEL))
+        .is_some_and(|v| v == POOL_LABEL_VALUE)
 }
 
 /// A DNS-1123 subdomain (the name rule of most Kubernetes objects, KuryrPorts included): at
@@ -167,13 +181,26 @@ fn check_label_chars(part: &str) -> Result<(), String> {
 mod tests {
     #[test]
     fn resource_descriptions_name_their_owner() {
-        let d = super::resource_description("network policy security group", "c1", "ns-a", "allow-web");
-        assert_eq!(d, "kuryr-rs network policy security group: cluster c1, ns-a/allow-web");
+        let d =
+            super::resource_description("network policy security group", "c1", "ns-a", "allow-web");
+        assert_eq!(
+            d,
+            "kuryr-rs network policy security group: cluster c1, ns-a/allow-web"
+        );
         assert_eq!(super::description_owner(&d), Some(("c1", "ns-a")));
-        assert_eq!(super::description_owner("Kuryr-Kubernetes NetPolicy SG for ns-a/x"), None);
-        assert_eq!(super::description_owner("kuryr-rs x: cluster c1, no-slash"), None);
+        assert_eq!(
+            super::description_owner("Kuryr-Kubernetes NetPolicy SG for ns-a/x"),
+            None
+        );
+        assert_eq!(
+            super::description_owner("kuryr-rs x: cluster c1, no-slash"),
+            None
+        );
         // Pod port descriptions have their own form (GC scopes ports by their `<ns>/<name>` name).
-        assert_eq!(super::description_owner("kuryr-rs pod port: cluster c1, pod ns/a (uid u)"), None);
+        assert_eq!(
+            super::description_owner("kuryr-rs pod port: cluster c1, pod ns/a (uid u)"),
+            None
+        );
     }
 
     use super::*;
@@ -183,8 +210,14 @@ mod tests {
         let d = pool_port_description("c1", "vm");
         assert_eq!(d, "kuryr-rs pool port: cluster c1, node vm");
         assert!(is_pool_port_description(&d, "c1"));
-        assert!(!is_pool_port_description(&d, "c"), "a prefix of the cluster name is another cluster");
-        assert!(!is_pool_port_description("kuryr-rs pod port: cluster c1, pod ns/p (uid u)", "c1"));
+        assert!(
+            !is_pool_port_description(&d, "c"),
+            "a prefix of the cluster name is another cluster"
+        );
+        assert!(!is_pool_port_description(
+            "kuryr-rs pod port: cluster c1, pod ns/p (uid u)",
+            "c1"
+        ));
     }
 
     #[test]

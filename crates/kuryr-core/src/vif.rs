@@ -21,7 +21,10 @@ pub enum Binding {
     Ovs { bridge: String },
     /// veth pair into a per-port Linux bridge `qbr…`, which is plugged into OVS by a second veth
     /// (ML2/OVS with the iptables hybrid firewall: `binding:vif_details.ovs_hybrid_plug`).
-    Hybrid { bridge: String, linux_bridge: String },
+    Hybrid {
+        bridge: String,
+        linux_bridge: String,
+    },
     /// VLAN sub-interface of the VM's NIC (pods inside Nova VMs, trunk subports).
     #[serde(rename_all = "camelCase")]
     NestedVlan { vlan_id: u16 },
@@ -70,16 +73,24 @@ pub struct VifIp {
 impl VifIp {
     /// Prefix length of the subnet (the `/N` of `subnet_cidr`).
     pub fn prefix_len(&self) -> Result<u8, VifError> {
-        let (_, len) = self
-            .subnet_cidr
-            .split_once('/')
-            .ok_or_else(|| VifError::Invalid(format!("subnet cidr {:?} has no prefix length", self.subnet_cidr)))?;
-        let len: u8 = len
-            .parse()
-            .map_err(|_| VifError::Invalid(format!("subnet cidr {:?}: bad prefix length", self.subnet_cidr)))?;
+        let (_, len) = self.subnet_cidr.split_once('/').ok_or_else(|| {
+            VifError::Invalid(format!(
+                "subnet cidr {:?} has no prefix length",
+                self.subnet_cidr
+            ))
+        })?;
+        let len: u8 = len.parse().map_err(|_| {
+            VifError::Invalid(format!(
+                "subnet cidr {:?}: bad prefix length",
+                self.subnet_cidr
+            ))
+        })?;
         let max = if self.address.is_ipv4() { 32 } else { 128 };
         if len > max {
-            return Err(VifError::Invalid(format!("subnet cidr {:?}: prefix length > {max}", self.subnet_cidr)));
+            return Err(VifError::Invalid(format!(
+                "subnet cidr {:?}: prefix length > {max}",
+                self.subnet_cidr
+            )));
         }
         Ok(len)
     }
@@ -145,11 +156,14 @@ fn ovo_objects(v: &Value) -> Vec<&Value> {
 }
 
 fn req_str<'a>(d: &'a Value, field: &str) -> Result<&'a str, VifError> {
-    d.get(field).and_then(Value::as_str).ok_or_else(|| VifError::Missing(field.to_string()))
+    d.get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| VifError::Missing(field.to_string()))
 }
 
 fn parse_ip(s: &str, what: &str) -> Result<IpAddr, VifError> {
-    s.parse().map_err(|_| VifError::Invalid(format!("{what} {s:?} is not an IP address")))
+    s.parse()
+        .map_err(|_| VifError::Invalid(format!("{what} {s:?} is not an IP address")))
 }
 
 impl Vif {
@@ -158,7 +172,8 @@ impl Vif {
         if v.get("versioned_object.name").is_some() {
             return Vif::from_os_vif(v);
         }
-        let vif: Vif = serde_json::from_value(v.clone()).map_err(|e| VifError::Invalid(e.to_string()))?;
+        let vif: Vif =
+            serde_json::from_value(v.clone()).map_err(|e| VifError::Invalid(e.to_string()))?;
         vif.validate()?;
         Ok(vif)
     }
@@ -175,21 +190,33 @@ impl Vif {
             return Err(VifError::Invalid("empty port id".into()));
         }
         let octets: Vec<&str> = self.mac.split(':').collect();
-        if octets.len() != 6 || octets.iter().any(|o| o.len() != 2 || u8::from_str_radix(o, 16).is_err()) {
-            return Err(VifError::Invalid(format!("MAC {:?} is not aa:bb:cc:dd:ee:ff", self.mac)));
+        if octets.len() != 6
+            || octets
+                .iter()
+                .any(|o| o.len() != 2 || u8::from_str_radix(o, 16).is_err())
+        {
+            return Err(VifError::Invalid(format!(
+                "MAC {:?} is not aa:bb:cc:dd:ee:ff",
+                self.mac
+            )));
         }
         if self.mtu < 68 || self.mtu > 65535 {
             return Err(VifError::Invalid(format!("MTU {} out of range", self.mtu)));
         }
         if self.host_ifname.is_empty() || self.host_ifname.len() > 15 {
-            return Err(VifError::Invalid(format!("host interface name {:?} must be 1-15 bytes", self.host_ifname)));
+            return Err(VifError::Invalid(format!(
+                "host interface name {:?} must be 1-15 bytes",
+                self.host_ifname
+            )));
         }
         for ip in &self.ips {
             ip.prefix_len()?;
         }
         if let Binding::NestedVlan { vlan_id } = self.binding {
             if !(1..=4094).contains(&vlan_id) {
-                return Err(VifError::Invalid(format!("VLAN id {vlan_id} out of 1-4094")));
+                return Err(VifError::Invalid(format!(
+                    "VLAN id {vlan_id} out of 1-4094"
+                )));
             }
         }
         Ok(())
@@ -197,15 +224,31 @@ impl Vif {
 
     /// Read an upstream os-vif primitive (what kuryr-kubernetes stored in KuryrPort status).
     pub fn from_os_vif(v: &Value) -> Result<Vif, VifError> {
-        let name = v.get("versioned_object.name").and_then(Value::as_str).unwrap_or_default();
+        let name = v
+            .get("versioned_object.name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let d = ovo_data(v).ok_or_else(|| VifError::Missing("versioned_object.data".into()))?;
         let port_id = req_str(d, "id")?.to_string();
         let mac = req_str(d, "address")?.to_ascii_lowercase();
         let active = d.get("active").and_then(Value::as_bool).unwrap_or(false);
-        let port_filter = d.get("has_traffic_filtering").and_then(Value::as_bool).unwrap_or(false);
-        let vif_name = d.get("vif_name").and_then(Value::as_str).map(str::to_string);
-        let net = d.get("network").and_then(ovo_data).ok_or_else(|| VifError::Missing("network".into()))?;
-        let network_id = net.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let port_filter = d
+            .get("has_traffic_filtering")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let vif_name = d
+            .get("vif_name")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let net = d
+            .get("network")
+            .and_then(ovo_data)
+            .ok_or_else(|| VifError::Missing("network".into()))?;
+        let network_id = net
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let mtu = net.get("mtu").and_then(Value::as_u64).unwrap_or(1500) as u32;
         let bridge = d
             .get("bridge_name")
@@ -218,7 +261,11 @@ impl Vif {
             // Upstream's VIFBridge is the hybrid plug: bridge_name is the qbr Linux bridge and the
             // network's bridge is the OVS integration bridge.
             "VIFBridge" => Binding::Hybrid {
-                bridge: net.get("bridge").and_then(Value::as_str).unwrap_or("br-int").to_string(),
+                bridge: net
+                    .get("bridge")
+                    .and_then(Value::as_str)
+                    .unwrap_or("br-int")
+                    .to_string(),
                 linux_bridge: d
                     .get("bridge_name")
                     .and_then(Value::as_str)
@@ -226,8 +273,12 @@ impl Vif {
                     .to_string(),
             },
             "VIFVlanNested" => {
-                let id = d.get("vlan_id").and_then(Value::as_u64).ok_or_else(|| VifError::Missing("vlan_id".into()))?;
-                let vlan_id = u16::try_from(id).map_err(|_| VifError::Invalid(format!("vlan_id {id}")))?;
+                let id = d
+                    .get("vlan_id")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| VifError::Missing("vlan_id".into()))?;
+                let vlan_id =
+                    u16::try_from(id).map_err(|_| VifError::Invalid(format!("vlan_id {id}")))?;
                 Binding::NestedVlan { vlan_id }
             }
             "VIFMacvlanNested" => Binding::NestedMacvlan,
@@ -244,7 +295,12 @@ impl Vif {
                 let dns = s
                     .get("dns")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(|x| parse_ip(x, "dns")).collect::<Result<Vec<_>, _>>())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(|x| parse_ip(x, "dns"))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
                     .transpose()?
                     .unwrap_or_default();
                 let mut routes = Vec::new();
@@ -303,8 +359,14 @@ mod tests {
 
     /// What upstream kuryr-kubernetes stored for an OVS pod port (shape from os-vif objects).
     fn upstream_ovs() -> Value {
-        let route = ovo("Route", json!({"cidr": "10.128.0.0/14", "gateway": "10.244.0.254"}));
-        let ip = ovo("FixedIP", json!({"address": "10.244.0.17", "floating_ips": []}));
+        let route = ovo(
+            "Route",
+            json!({"cidr": "10.128.0.0/14", "gateway": "10.244.0.254"}),
+        );
+        let ip = ovo(
+            "FixedIP",
+            json!({"address": "10.244.0.17", "floating_ips": []}),
+        );
         let subnet = ovo(
             "Subnet",
             json!({"cidr": "10.244.0.0/16", "gateway": "10.244.0.1", "dns": ["10.96.0.10"],
@@ -333,14 +395,22 @@ mod tests {
         assert_eq!(vif.port_id, "6d3b7c52-1a2b-4c5d-8e9f-001122334455");
         assert_eq!(vif.mac, "fa:16:3e:01:02:03");
         assert_eq!(vif.mtu, 1442);
-        assert_eq!(vif.binding, Binding::Ovs { bridge: "br-int".into() });
+        assert_eq!(
+            vif.binding,
+            Binding::Ovs {
+                bridge: "br-int".into()
+            }
+        );
         assert_eq!(vif.host_ifname, "tap6d3b7c52-1a");
         assert!(vif.active && vif.port_filter);
         assert_eq!(vif.ips.len(), 1);
         let ip = &vif.ips[0];
         assert_eq!(ip.address.to_string(), "10.244.0.17");
         assert_eq!(ip.prefix_len(), Ok(16));
-        assert_eq!(ip.gateway.map(|g| g.to_string()).as_deref(), Some("10.244.0.1"));
+        assert_eq!(
+            ip.gateway.map(|g| g.to_string()).as_deref(),
+            Some("10.244.0.1")
+        );
         assert_eq!(ip.routes[0].destination, "10.128.0.0/14");
         assert_eq!(ip.dns[0].to_string(), "10.96.0.10");
     }
@@ -350,16 +420,25 @@ mod tests {
         let mut v = upstream_ovs();
         v["versioned_object.name"] = json!("VIFVlanNested");
         v["versioned_object.data"]["vlan_id"] = json!(101);
-        assert_eq!(Vif::from_status_value(&v).expect("vlan").binding, Binding::NestedVlan { vlan_id: 101 });
+        assert_eq!(
+            Vif::from_status_value(&v).expect("vlan").binding,
+            Binding::NestedVlan { vlan_id: 101 }
+        );
 
         v["versioned_object.name"] = json!("VIFMacvlanNested");
-        assert_eq!(Vif::from_status_value(&v).expect("macvlan").binding, Binding::NestedMacvlan);
+        assert_eq!(
+            Vif::from_status_value(&v).expect("macvlan").binding,
+            Binding::NestedMacvlan
+        );
 
         v["versioned_object.name"] = json!("VIFBridge");
         v["versioned_object.data"]["bridge_name"] = json!("qbr6d3b7c52-1a");
         assert_eq!(
             Vif::from_status_value(&v).expect("bridge").binding,
-            Binding::Hybrid { bridge: "br-int".into(), linux_bridge: "qbr6d3b7c52-1a".into() }
+            Binding::Hybrid {
+                bridge: "br-int".into(),
+                linux_bridge: "qbr6d3b7c52-1a".into()
+            }
         );
     }
 
@@ -367,16 +446,27 @@ mod tests {
     fn rejects_unsupported_and_broken_upstream_vifs() {
         let mut v = upstream_ovs();
         v["versioned_object.name"] = json!("VIFVHostUser");
-        assert_eq!(Vif::from_status_value(&v), Err(VifError::Unsupported("VIFVHostUser".into())));
+        assert_eq!(
+            Vif::from_status_value(&v),
+            Err(VifError::Unsupported("VIFVHostUser".into()))
+        );
 
         let mut v = upstream_ovs();
         v["versioned_object.data"]["vlan_id"] = json!(5000);
         v["versioned_object.name"] = json!("VIFVlanNested");
-        assert!(matches!(Vif::from_status_value(&v), Err(VifError::Invalid(_))));
+        assert!(matches!(
+            Vif::from_status_value(&v),
+            Err(VifError::Invalid(_))
+        ));
 
         let mut v = upstream_ovs();
-        v["versioned_object.data"].as_object_mut().map(|o| o.remove("address"));
-        assert_eq!(Vif::from_status_value(&v), Err(VifError::Missing("address".into())));
+        v["versioned_object.data"]
+            .as_object_mut()
+            .map(|o| o.remove("address"));
+        assert_eq!(
+            Vif::from_status_value(&v),
+            Err(VifError::Missing("address".into()))
+        );
     }
 
     #[test]
@@ -395,7 +485,9 @@ mod tests {
                 routes: vec![],
                 dns: vec![],
             }],
-            binding: Binding::Ovs { bridge: "br-int".into() },
+            binding: Binding::Ovs {
+                bridge: "br-int".into(),
+            },
             host_ifname: host_ifname("p1"),
             active: false,
             port_filter: true,
@@ -410,11 +502,15 @@ mod tests {
     fn typed_form_is_validated() {
         let v = json!({"portId": "p", "mac": "nope", "mtu": 1500, "ips": [], "binding": {"type": "nested-macvlan"},
                        "hostIfname": "tapp"});
-        assert!(matches!(Vif::from_status_value(&v), Err(VifError::Invalid(m)) if m.contains("MAC")));
+        assert!(
+            matches!(Vif::from_status_value(&v), Err(VifError::Invalid(m)) if m.contains("MAC"))
+        );
         let v = json!({"portId": "p", "mac": "fa:16:3e:00:00:01", "mtu": 1500,
                        "ips": [{"address": "10.0.0.1", "subnetCidr": "10.0.0.0/40"}],
                        "binding": {"type": "nested-macvlan"}, "hostIfname": "tapp"});
-        assert!(matches!(Vif::from_status_value(&v), Err(VifError::Invalid(m)) if m.contains("prefix")));
+        assert!(
+            matches!(Vif::from_status_value(&v), Err(VifError::Invalid(m)) if m.contains("prefix"))
+        );
     }
 
     #[test]

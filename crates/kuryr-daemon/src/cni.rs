@@ -163,7 +163,9 @@ impl Cni {
         let deadline = tokio::time::Instant::now() + budget;
         let mut seen = false;
 
-        let vifs = self.add_wait_vifs(req, &pod, deadline, budget, &mut seen).await?;
+        let vifs = self
+            .add_wait_vifs(req, &pod, deadline, budget, &mut seen)
+            .await?;
         let pod_uid = self.add_pod_uid(&pod);
 
         // 2. Record, then plug. A crash from here on leaves a record DEL can clean up with.
@@ -171,12 +173,14 @@ impl Cni {
         // waits, only for a plug in progress.
         let guard = self.locks.lock(&req.lock_key()).await;
         let (netns, mut att, same_sandbox) = self.add_record(req, &pod, &pod_uid, &vifs).await?;
-        self.add_plug(req, &pod, &pod_uid, &netns, &mut att, same_sandbox).await?;
+        self.add_plug(req, &pod, &pod_uid, &netns, &mut att, same_sandbox)
+            .await?;
         att.state = AttachState::Plugged;
         self.store.save(&att)?;
         drop(guard);
 
-        self.add_wait_active(req, &pod, &att, deadline, budget, &mut seen).await?;
+        self.add_wait_active(req, &pod, &att, deadline, budget, &mut seen)
+            .await?;
         self.announce(&att, &netns);
         Ok(l3::cni_result(&att))
     }
@@ -209,8 +213,7 @@ impl Cni {
             Err(last) => {
                 let e = DaemonError::TimedOut {
                     waited: budget,
-                    what: if crate::standalone::is_standalone(pod, crate::standalone::namespace())
-                    {
+                    what: if crate::standalone::is_standalone(pod, crate::standalone::namespace()) {
                         format!("KuryrPort {pod} of a standalone container to get its VIFs (create the KuryrPort first; see its Events)")
                     } else {
                         format!("KuryrPort {pod} to get its VIFs (is kuryr-controller running?)")
@@ -322,10 +325,7 @@ impl Cni {
         same_sandbox: bool,
     ) -> Result<(), DaemonError> {
         let t = Instant::now();
-        let preplugged = match self
-            .plug_all(att, netns, pod_uid, same_sandbox)
-            .await
-        {
+        let preplugged = match self.plug_all(att, netns, pod_uid, same_sandbox).await {
             Ok((ovs_ports, preplugged)) => {
                 self.confirm_ovs_attach(pod, ovs_ports);
                 preplugged
@@ -738,7 +738,9 @@ impl Cni {
                     .await,
             );
             // A stale OVS port is reported (above) and repaired: the next CHECK passes.
-            if let Some(port) = OwnedPort::of_iface(iface, Some(att.pod_ref())).filter(|_| !vswitchd_down) {
+            if let Some(port) =
+                OwnedPort::of_iface(iface, Some(att.pod_ref())).filter(|_| !vswitchd_down)
+            {
                 match self.repairer().check(&port, "check").await {
                     Ok(Verdict::Repaired { .. }) => diffs.push(format!(
                         "OVS port {}: re-added by kuryr-daemon, ovs-vswitchd holds its device now",

@@ -55,7 +55,11 @@ fn share_netns_dir(ns: &std::path::Path) -> anyhow::Result<()> {
     };
     let kthreadd = ns
         .ends_with("1/ns/mnt")
-        .then(|| ns.ancestors().nth(3).map(|proc_root| proc_root.join("2/ns/mnt")))
+        .then(|| {
+            ns.ancestors()
+                .nth(3)
+                .map(|proc_root| proc_root.join("2/ns/mnt"))
+        })
         .flatten();
     let (used, done) = match share_run_dir_in(ns) {
         Ok(done) => (ns.to_path_buf(), done),

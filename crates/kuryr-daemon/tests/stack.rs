@@ -69,14 +69,10 @@ struct Stack {
 impl Stack {
     async fn new() -> Stack {
         let env = stack_env();
-        let config =
-            Config::load(&state_file("kuryr.conf"), Role::Daemon).expect("kuryr.conf");
-        let client = kube_client(
-            Some(&state_file("kubeconfig")),
-            &config.kubernetes,
-        )
-        .await
-        .expect("kube client");
+        let config = Config::load(&state_file("kuryr.conf"), Role::Daemon).expect("kuryr.conf");
+        let client = kube_client(Some(&state_file("kubeconfig")), &config.kubernetes)
+            .await
+            .expect("kube client");
         ensure_kuryrport_crd(&client).await;
         let ns = unique("kd-test-");
         let nsobj: Namespace = serde_json::from_value(
@@ -87,8 +83,8 @@ impl Stack {
             .create(&PostParams::default(), &nsobj)
             .await
             .expect("create namespace");
-        let cloud = CloudConfig::from_clouds_yaml(state_file("clouds.yaml"), "kuryr")
-            .expect("clouds.yaml");
+        let cloud =
+            CloudConfig::from_clouds_yaml(state_file("clouds.yaml"), "kuryr").expect("clouds.yaml");
         let neutron = Neutron::new(Session::from_cloud(&cloud).await.expect("keystone"));
         let net = neutron
             .get_network(&env["POD_NET_ID"])
@@ -446,7 +442,15 @@ async fn start_daemon_with_pool(
     conflist_dir: Option<&Path>,
     pool_netns: Option<&str>,
 ) -> Daemon {
-    start_daemon_probing(s, dir, vif_timeout, conflist_dir, pool_netns, Duration::from_secs(1)).await
+    start_daemon_probing(
+        s,
+        dir,
+        vif_timeout,
+        conflist_dir,
+        pool_netns,
+        Duration::from_secs(1),
+    )
+    .await
 }
 
 /// [`start_daemon_with_pool`] with a probe (and OVS port audit) interval.
@@ -1177,7 +1181,14 @@ async fn pool_ports_are_preplugged_taken_by_add_unplugged_and_adopted_on_the_sta
         // A holding netns of our own (a daemon of the real node may use kuryr-pool).
         let pool_ns = unique("kd-pool-");
         s.left.lock().expect("lock").netns.push(pool_ns.clone());
-        let d = start_daemon_with_pool(&s, dir.path(), Duration::from_secs(60), None, Some(&pool_ns)).await;
+        let d = start_daemon_with_pool(
+            &s,
+            dir.path(),
+            Duration::from_secs(60),
+            None,
+            Some(&pool_ns),
+        )
+        .await;
         let sock = d.socket_path().to_path_buf();
         let ns = s.ns.clone();
         let gw = s.env["POD_GW"].clone();
@@ -1192,12 +1203,17 @@ async fn pool_ports_are_preplugged_taken_by_add_unplugged_and_adopted_on_the_sta
         let pool = s.create_pool_kp(&p.iter().collect::<Vec<_>>()).await;
         for v in &p {
             // Up is the pre-plug's last step.
-            let (_, mac, _) = eventually(Duration::from_secs(30), "the port pre-plugged", || async {
-                held(&pool_ns, &v.port_id).filter(|h| h.2)
-            })
-            .await;
+            let (_, mac, _) =
+                eventually(Duration::from_secs(30), "the port pre-plugged", || async {
+                    held(&pool_ns, &v.port_id).filter(|h| h.2)
+                })
+                .await;
             assert_eq!(mac, v.mac, "pre-plugged end has the port's MAC");
-            assert!(host_link_exists(&v.host_ifname), "host end {}", v.host_ifname);
+            assert!(
+                host_link_exists(&v.host_ifname),
+                "host end {}",
+                v.host_ifname
+            );
             assert_eq!(
                 ovs_iface_id(&v.host_ifname).await.map(|x| x.0),
                 Some(v.port_id.clone()),
@@ -1208,26 +1224,40 @@ async fn pool_ports_are_preplugged_taken_by_add_unplugged_and_adopted_on_the_sta
             s.wait_active(&v.port_id).await;
         }
         assert_eq!(metric(&d, "kuryr_cni_pool_held").await, 4.0);
-        assert_eq!(metric(&d, "kuryr_cni_pool_operations_total{op=\"preplug\"}").await, 4.0);
+        assert_eq!(
+            metric(&d, "kuryr_cni_pool_operations_total{op=\"preplug\"}").await,
+            4.0
+        );
 
         // (b) A pod claims p[0]: ADD takes the fast path.
         let a = "kd-pool-a";
         let uid_a = s.create_pod(a).await;
         s.claim(&pool, a, &uid_a, &p[0]).await;
-        let iface_uuid = ovs_iface_uuid(&p[0].host_ifname).await.expect("OVS interface of p0");
+        let iface_uuid = ovs_iface_uuid(&p[0].host_ifname)
+            .await
+            .expect("OVS interface of p0");
         let (nsa, nsa_path) = s.netns("kd-pa-");
         let cid_a = unique("kdpoola");
         let t = Instant::now();
         let (st, body) = cni(&sock, &add(&cid_a, &nsa_path, &ns, a, &uid_a)).await;
         assert_eq!(st, 200, "ADD a: {body}");
         eprintln!("pre-plugged ADD took {:?}", t.elapsed());
-        assert_eq!(metric(&d, "kuryr_cni_add_path_total{path=\"preplugged\"}").await, 1.0);
-        assert_eq!(metric(&d, "kuryr_cni_add_path_total{path=\"plug\"}").await, 0.0);
+        assert_eq!(
+            metric(&d, "kuryr_cni_add_path_total{path=\"preplugged\"}").await,
+            1.0
+        );
+        assert_eq!(
+            metric(&d, "kuryr_cni_add_path_total{path=\"plug\"}").await,
+            0.0
+        );
         let r = &body["result"];
         assert_eq!(r["interfaces"][0]["name"], p[0].host_ifname.as_str(), "{r}");
         assert_eq!(r["interfaces"][1]["name"], "eth0", "{r}");
         assert_eq!(r["interfaces"][1]["mac"], p[0].mac.as_str(), "{r}");
-        assert!(held(&pool_ns, &p[0].port_id).is_none(), "still in the holding netns");
+        assert!(
+            held(&pool_ns, &p[0].port_id).is_none(),
+            "still in the holding netns"
+        );
         let (ok, out) = ip(&["-n", &nsa, "-o", "addr", "show", "dev", "eth0"]);
         assert!(ok, "{out}");
         assert!(out.contains(&format!("{}/", p[0].ips[0].address)), "{out}");
@@ -1238,38 +1268,80 @@ async fn pool_ports_are_preplugged_taken_by_add_unplugged_and_adopted_on_the_sta
             Some(iface_uuid),
             "the fast path touched the OVS Interface row"
         );
-        assert!(ping(&nsa, &gw), "pod on a pre-plugged port cannot ping the gateway {gw}");
+        assert!(
+            ping(&nsa, &gw),
+            "pod on a pre-plugged port cannot ping the gateway {gw}"
+        );
         // Claimed ports stay out of the gauge; nothing else moved.
         assert_eq!(metric(&d, "kuryr_cni_pool_held").await, 3.0);
 
         // (c) p[1] given back without a claim: unplugged (veth and OVS port gone).
         s.pool_remove(&pool, &p[1].port_id).await;
-        eventually(Duration::from_secs(30), "the unclaimed port unplugged", || async {
-            (held(&pool_ns, &p[1].port_id).is_none() && !host_link_exists(&p[1].host_ifname))
-                .then_some(())
-        })
+        eventually(
+            Duration::from_secs(30),
+            "the unclaimed port unplugged",
+            || async {
+                (held(&pool_ns, &p[1].port_id).is_none() && !host_link_exists(&p[1].host_ifname))
+                    .then_some(())
+            },
+        )
         .await;
         assert_eq!(ovs_iface_id(&p[1].host_ifname).await, None, "OVS port left");
-        assert_eq!(metric(&d, "kuryr_cni_pool_operations_total{op=\"unplug\"}").await, 1.0);
+        assert_eq!(
+            metric(&d, "kuryr_cni_pool_operations_total{op=\"unplug\"}").await,
+            1.0
+        );
 
         // (d) Restart: p[2] and p[3] adopted, same ifindex; p[3]'s OVS port, removed while the
         // daemon was down, is re-added; nothing is pre-plugged again.
-        let before = [held(&pool_ns, &p[2].port_id).expect("p2 held"), held(&pool_ns, &p[3].port_id).expect("p3 held")];
+        let before = [
+            held(&pool_ns, &p[2].port_id).expect("p2 held"),
+            held(&pool_ns, &p[3].port_id).expect("p3 held"),
+        ];
         d.shutdown().await;
         let ovs = Ovs::connect_default().await.expect("OVSDB");
-        assert!(ovs.del_port("br-int", &p[3].host_ifname).await.expect("del OVS port"));
-        let d = start_daemon_with_pool(&s, dir.path(), Duration::from_secs(60), None, Some(&pool_ns)).await;
-        let sock = d.socket_path().to_path_buf();
-        eventually(Duration::from_secs(30), "the held ports adopted", || async {
-            let adopted = metric(&d, "kuryr_cni_pool_operations_total{op=\"adopt\"}").await;
-            let replugged = metric(&d, "kuryr_cni_pool_operations_total{op=\"replug_ovs\"}").await;
-            (adopted == 1.0 && replugged == 1.0).then_some(())
-        })
+        assert!(ovs
+            .del_port("br-int", &p[3].host_ifname)
+            .await
+            .expect("del OVS port"));
+        let d = start_daemon_with_pool(
+            &s,
+            dir.path(),
+            Duration::from_secs(60),
+            None,
+            Some(&pool_ns),
+        )
         .await;
-        assert_eq!(metric(&d, "kuryr_cni_pool_operations_total{op=\"preplug\"}").await, 0.0);
-        assert_eq!(held(&pool_ns, &p[2].port_id).map(|h| h.0), Some(before[0].0), "p2 re-plugged");
-        assert_eq!(held(&pool_ns, &p[3].port_id).map(|h| h.0), Some(before[1].0), "p3 re-plugged");
-        assert_eq!(ovs_iface_id(&p[3].host_ifname).await.map(|x| x.0), Some(p[3].port_id.clone()));
+        let sock = d.socket_path().to_path_buf();
+        eventually(
+            Duration::from_secs(30),
+            "the held ports adopted",
+            || async {
+                let adopted = metric(&d, "kuryr_cni_pool_operations_total{op=\"adopt\"}").await;
+                let replugged =
+                    metric(&d, "kuryr_cni_pool_operations_total{op=\"replug_ovs\"}").await;
+                (adopted == 1.0 && replugged == 1.0).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(
+            metric(&d, "kuryr_cni_pool_operations_total{op=\"preplug\"}").await,
+            0.0
+        );
+        assert_eq!(
+            held(&pool_ns, &p[2].port_id).map(|h| h.0),
+            Some(before[0].0),
+            "p2 re-plugged"
+        );
+        assert_eq!(
+            held(&pool_ns, &p[3].port_id).map(|h| h.0),
+            Some(before[1].0),
+            "p3 re-plugged"
+        );
+        assert_eq!(
+            ovs_iface_id(&p[3].host_ifname).await.map(|x| x.0),
+            Some(p[3].port_id.clone())
+        );
         assert_eq!(metric(&d, "kuryr_cni_pool_held").await, 2.0);
         // The attachment made before the restart is still served.
         let (st, body) = cni(&sock, &verb("CHECK", &cid_a, &nsa_path, &ns, a, &uid_a)).await;
@@ -1279,7 +1351,11 @@ async fn pool_ports_are_preplugged_taken_by_add_unplugged_and_adopted_on_the_sta
         let (st, body) = cni(&sock, &verb("DEL", &cid_a, &nsa_path, &ns, a, &uid_a)).await;
         assert_eq!(st, 200, "DEL a: {body}");
         assert!(!host_link_exists(&p[0].host_ifname), "tap of a left");
-        assert_eq!(ovs_iface_id(&p[0].host_ifname).await, None, "OVS port of a left");
+        assert_eq!(
+            ovs_iface_id(&p[0].host_ifname).await,
+            None,
+            "OVS port of a left"
+        );
         let (ok, out) = ip(&["-n", &nsa, "link", "show", "eth0"]);
         assert!(!ok, "eth0 left in the pod: {out}");
 
@@ -1293,13 +1369,21 @@ async fn pool_ports_are_preplugged_taken_by_add_unplugged_and_adopted_on_the_sta
         let cid_b = unique("kdpoolb");
         let (st, body) = cni(&sock, &add(&cid_b, &nsb_path, &ns, b, &uid_b)).await;
         assert_eq!(st, 200, "ADD b: {body}");
-        assert_eq!(metric(&d, "kuryr_cni_add_path_total{path=\"preplugged\"}").await, 1.0);
+        assert_eq!(
+            metric(&d, "kuryr_cni_add_path_total{path=\"preplugged\"}").await,
+            1.0
+        );
         Netns::delete_named(&nsb).expect("delete netns b");
-        eventually(Duration::from_secs(10), "b's veth gone with its netns", || async {
-            (!host_link_exists(&p[2].host_ifname)).then_some(())
-        })
+        eventually(
+            Duration::from_secs(10),
+            "b's veth gone with its netns",
+            || async { (!host_link_exists(&p[2].host_ifname)).then_some(()) },
+        )
         .await;
-        s.kps().delete(b, &DeleteParams::default()).await.expect("delete KuryrPort b");
+        s.kps()
+            .delete(b, &DeleteParams::default())
+            .await
+            .expect("delete KuryrPort b");
         s.pool_put(&pool, &p[2]).await;
         let (idx, _, _) = eventually(Duration::from_secs(30), "p2 pre-plugged again", || async {
             held(&pool_ns, &p[2].port_id).filter(|h| h.2)
@@ -1307,9 +1391,17 @@ async fn pool_ports_are_preplugged_taken_by_add_unplugged_and_adopted_on_the_sta
         .await;
         let (st, body) = cni(&sock, &verb("DEL", &cid_b, &nsb_path, &ns, b, &uid_b)).await;
         assert_eq!(st, 200, "late DEL b: {body}");
-        assert_eq!(held(&pool_ns, &p[2].port_id).map(|h| h.0), Some(idx), "late DEL removed the pool's interface");
+        assert_eq!(
+            held(&pool_ns, &p[2].port_id).map(|h| h.0),
+            Some(idx),
+            "late DEL removed the pool's interface"
+        );
         assert!(host_link_exists(&p[2].host_ifname));
-        assert_eq!(ovs_iface_id(&p[2].host_ifname).await.map(|x| x.0), Some(p[2].port_id.clone()), "late DEL removed the pool's OVS port");
+        assert_eq!(
+            ovs_iface_id(&p[2].host_ifname).await.map(|x| x.0),
+            Some(p[2].port_id.clone()),
+            "late DEL removed the pool's OVS port"
+        );
         d.shutdown().await;
     })
     .await;
@@ -1328,7 +1420,11 @@ async fn dual_stack_pods_get_ipv6_and_ping_over_it_on_the_stack() {
     with_stack(|s| async move {
         let e = &s.env;
         // An IPv6 subnet on the pod network, and a group that lets both families in.
-        let cidr6 = format!("fd00:{:x}:{:x}::/64", std::process::id() & 0xffff, Instant::now().elapsed().subsec_nanos() & 0xffff);
+        let cidr6 = format!(
+            "fd00:{:x}:{:x}::/64",
+            std::process::id() & 0xffff,
+            Instant::now().elapsed().subsec_nanos() & 0xffff
+        );
         let sub6 = s
             .neutron
             .create_subnet(&SubnetCreate {
@@ -1342,13 +1438,25 @@ async fn dual_stack_pods_get_ipv6_and_ping_over_it_on_the_stack() {
             .await
             .expect("create IPv6 subnet");
         s.left.lock().expect("lock").subnets.push(sub6.id.clone());
-        let gw6: std::net::IpAddr = sub6.gateway_ip.clone().expect("v6 gateway").parse().expect("gw6");
+        let gw6: std::net::IpAddr = sub6
+            .gateway_ip
+            .clone()
+            .expect("v6 gateway")
+            .parse()
+            .expect("gw6");
         let sg = s
             .neutron
-            .create_security_group(&SecurityGroupCreate { name: "kd-test-v6".into(), ..SecurityGroupCreate::default() })
+            .create_security_group(&SecurityGroupCreate {
+                name: "kd-test-v6".into(),
+                ..SecurityGroupCreate::default()
+            })
             .await
             .expect("create sg");
-        s.left.lock().expect("lock").security_groups.push(sg.id.clone());
+        s.left
+            .lock()
+            .expect("lock")
+            .security_groups
+            .push(sg.id.clone());
         for et in [EtherType::IPv4, EtherType::IPv6] {
             s.neutron
                 .create_security_group_rule(&SecurityGroupRuleCreate {
@@ -1399,9 +1507,19 @@ async fn dual_stack_pods_get_ipv6_and_ping_over_it_on_the_stack() {
                     let (subnet_cidr, gateway) = if address.is_ipv6() {
                         (cidr6.clone(), Some(gw6))
                     } else {
-                        (e["POD_CIDR"].clone(), Some(e["POD_GW"].parse().expect("gw")))
+                        (
+                            e["POD_CIDR"].clone(),
+                            Some(e["POD_GW"].parse().expect("gw")),
+                        )
                     };
-                    VifIp { address, subnet_cidr, subnet_id: Some(f.subnet_id.clone()), gateway, routes: vec![], dns: vec![] }
+                    VifIp {
+                        address,
+                        subnet_cidr,
+                        subnet_id: Some(f.subnet_id.clone()),
+                        gateway,
+                        routes: vec![],
+                        dns: vec![],
+                    }
                 })
                 .collect::<Vec<_>>();
             assert_eq!(ips.len(), 2, "a dual-stack port: {:?}", p.fixed_ips);
@@ -1412,7 +1530,9 @@ async fn dual_stack_pods_get_ipv6_and_ping_over_it_on_the_stack() {
                 mac: p.mac_address.clone(),
                 mtu: s.mtu,
                 ips,
-                binding: Binding::Ovs { bridge: "br-int".into() },
+                binding: Binding::Ovs {
+                    bridge: "br-int".into(),
+                },
                 host_ifname: host_ifname(&p.id),
                 active: false,
                 port_filter: true,
@@ -1427,26 +1547,85 @@ async fn dual_stack_pods_get_ipv6_and_ping_over_it_on_the_stack() {
             pods.push((name, uid, netns, path, cid, vif, body));
         }
         for (name, _, netns, _, _, vif, body) in &pods {
-            let v6 = vif.ips.iter().find(|i| i.address.is_ipv6()).expect("v6 ip").address;
-            let v4 = vif.ips.iter().find(|i| i.address.is_ipv4()).expect("v4 ip").address;
+            let v6 = vif
+                .ips
+                .iter()
+                .find(|i| i.address.is_ipv6())
+                .expect("v6 ip")
+                .address;
+            let v4 = vif
+                .ips
+                .iter()
+                .find(|i| i.address.is_ipv4())
+                .expect("v4 ip")
+                .address;
             // The CNI result names both addresses with their gateways, and both defaults.
             let r = &body["result"];
-            let ips: Vec<String> = r["ips"].as_array().expect("ips").iter().map(|i| i["address"].as_str().unwrap_or_default().to_string()).collect();
-            assert!(ips.contains(&format!("{v6}/64")) && ips.iter().any(|i| i.starts_with(&format!("{v4}/"))), "{name}: {r}");
+            let ips: Vec<String> = r["ips"]
+                .as_array()
+                .expect("ips")
+                .iter()
+                .map(|i| i["address"].as_str().unwrap_or_default().to_string())
+                .collect();
+            assert!(
+                ips.contains(&format!("{v6}/64"))
+                    && ips.iter().any(|i| i.starts_with(&format!("{v4}/"))),
+                "{name}: {r}"
+            );
             let routes = r["routes"].as_array().expect("routes");
-            assert!(routes.iter().any(|x| x["dst"] == "::/0" && x["gw"] == gw6.to_string().as_str()), "{name}: {r}");
+            assert!(
+                routes
+                    .iter()
+                    .any(|x| x["dst"] == "::/0" && x["gw"] == gw6.to_string().as_str()),
+                "{name}: {r}"
+            );
             // In the pod netns: the address, usable (not tentative), the routes.
             let (_, addr) = ip(&["-n", netns, "-6", "addr", "show", "dev", "eth0"]);
-            let line = addr.lines().find(|l| l.contains(&format!("{v6}/64"))).unwrap_or_else(|| panic!("{name}: no {v6}/64 on eth0: {addr}"));
-            assert!(!line.contains("tentative") && !line.contains("dadfailed"), "{name}: {line}");
+            let line = addr
+                .lines()
+                .find(|l| l.contains(&format!("{v6}/64")))
+                .unwrap_or_else(|| panic!("{name}: no {v6}/64 on eth0: {addr}"));
+            assert!(
+                !line.contains("tentative") && !line.contains("dadfailed"),
+                "{name}: {line}"
+            );
             let (_, routes) = ip(&["-n", netns, "-6", "route", "show"]);
-            assert!(routes.contains(&format!("default via {gw6} dev eth0")), "{name}: {routes}");
+            assert!(
+                routes.contains(&format!("default via {gw6} dev eth0")),
+                "{name}: {routes}"
+            );
             assert!(routes.contains(&cidr6), "{name}: {routes}");
         }
-        let v6_of = |i: usize| pods[i].5.ips.iter().find(|x| x.address.is_ipv6()).expect("v6").address.to_string();
-        let v4_of = |i: usize| pods[i].5.ips.iter().find(|x| x.address.is_ipv4()).expect("v4").address.to_string();
-        assert!(ping(&pods[0].2, &v6_of(1)), "ping6 a -> b ({}) failed", v6_of(1));
-        assert!(ping(&pods[1].2, &v6_of(0)), "ping6 b -> a ({}) failed", v6_of(0));
+        let v6_of = |i: usize| {
+            pods[i]
+                .5
+                .ips
+                .iter()
+                .find(|x| x.address.is_ipv6())
+                .expect("v6")
+                .address
+                .to_string()
+        };
+        let v4_of = |i: usize| {
+            pods[i]
+                .5
+                .ips
+                .iter()
+                .find(|x| x.address.is_ipv4())
+                .expect("v4")
+                .address
+                .to_string()
+        };
+        assert!(
+            ping(&pods[0].2, &v6_of(1)),
+            "ping6 a -> b ({}) failed",
+            v6_of(1)
+        );
+        assert!(
+            ping(&pods[1].2, &v6_of(0)),
+            "ping6 b -> a ({}) failed",
+            v6_of(0)
+        );
         assert!(ping(&pods[0].2, &v4_of(1)), "ping a -> b over IPv4 failed");
         // CHECK agrees with what ADD made; DEL removes it.
         for (name, uid, _, path, cid, _, _) in &pods {
@@ -1477,14 +1656,36 @@ fn promiscuity(dev: &str) -> Option<u32> {
 /// (sent, received) of `ping -c count -i 0.2` from `from_ns` to `to`.
 fn ping_stats(from_ns: &str, to: &str, count: u32) -> (u32, u32) {
     let out = Command::new("ip")
-        .args(["netns", "exec", from_ns, "ping", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "1", to])
+        .args([
+            "netns",
+            "exec",
+            from_ns,
+            "ping",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            to,
+        ])
         .output()
         .expect("run ping");
     let text = String::from_utf8_lossy(&out.stdout);
     // "5 packets transmitted, 5 received, 0% packet loss, time 801ms"
-    let line = text.lines().find(|l| l.contains("packets transmitted")).unwrap_or_default();
-    let nums: Vec<u32> = line.split(',').filter_map(|p| p.split_whitespace().next()?.parse().ok()).collect();
-    (nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0))
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default();
+    let nums: Vec<u32> = line
+        .split(',')
+        .filter_map(|p| p.split_whitespace().next()?.parse().ok())
+        .collect();
+    (
+        nums.first().copied().unwrap_or(0),
+        nums.get(1).copied().unwrap_or(0),
+    )
 }
 
 /// Waits until vswitchd holds `tap` (promiscuous), then `ping_stats` must lose nothing after
@@ -1492,14 +1693,20 @@ fn ping_stats(from_ns: &str, to: &str, count: u32) -> (u32, u32) {
 async fn wired(from_ns: &str, to: &str, what: &str) -> (u32, u32) {
     // One answer first (bounded), then a clean run.
     let t = Instant::now();
-    eventually(Duration::from_secs(20), &format!("{what}: a first ping answer"), || async {
-        ping(from_ns, to).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        &format!("{what}: a first ping answer"),
+        || async { ping(from_ns, to).then_some(()) },
+    )
     .await;
     let first = t.elapsed();
     let (sent, recv) = ping_stats(from_ns, to, 10);
     eprintln!("{what}: first answer after {first:?}, then {recv}/{sent} pings answered");
-    assert_eq!((sent, recv), (10, 10), "{what}: packet loss after the first answer");
+    assert_eq!(
+        (sent, recv),
+        (10, 10),
+        "{what}: packet loss after the first answer"
+    );
     (sent, recv)
 }
 
@@ -1512,11 +1719,36 @@ fn recreate_veth(tap: &str, pod_ns: &str, vif: &Vif, mtu: u32, prefix: &str, gw:
         assert!(ok, "ip {args:?}: {out}");
     };
     run(&["link", "del", tap]);
-    run(&["link", "add", tap, "mtu", &mtu.to_string(), "type", "veth", "peer", "name", "eth0", "mtu", &mtu.to_string(), "netns", pod_ns]);
+    run(&[
+        "link",
+        "add",
+        tap,
+        "mtu",
+        &mtu.to_string(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "mtu",
+        &mtu.to_string(),
+        "netns",
+        pod_ns,
+    ]);
     run(&["-n", pod_ns, "link", "set", "eth0", "address", &vif.mac]);
-    run(&["-n", pod_ns, "addr", "add", &format!("{}/{prefix}", vif.ips[0].address), "dev", "eth0"]);
+    run(&[
+        "-n",
+        pod_ns,
+        "addr",
+        "add",
+        &format!("{}/{prefix}", vif.ips[0].address),
+        "dev",
+        "eth0",
+    ]);
     run(&["-n", pod_ns, "link", "set", "eth0", "up"]);
-    run(&["-n", pod_ns, "route", "add", "default", "via", gw, "dev", "eth0"]);
+    run(&[
+        "-n", pod_ns, "route", "add", "default", "via", gw, "dev", "eth0",
+    ]);
     run(&["link", "set", tap, "up"]);
 }
 
@@ -1531,10 +1763,22 @@ async fn stale_ovs_ports_are_found_and_repaired_on_the_stack() {
     with_stack(|s| async move {
         let dir = tempfile::tempdir().expect("tmp");
         // No audit while the bug is shown by hand: one round at start, the next in an hour.
-        let d = start_daemon_probing(&s, dir.path(), Duration::from_secs(60), None, None, Duration::from_secs(3600)).await;
+        let d = start_daemon_probing(
+            &s,
+            dir.path(),
+            Duration::from_secs(60),
+            None,
+            None,
+            Duration::from_secs(3600),
+        )
+        .await;
         let sock = d.socket_path().to_path_buf();
         let (ns, gw) = (s.ns.clone(), s.env["POD_GW"].clone());
-        let prefix = s.env["POD_CIDR"].split('/').nth(1).expect("prefix").to_owned();
+        let prefix = s.env["POD_CIDR"]
+            .split('/')
+            .nth(1)
+            .expect("prefix")
+            .to_owned();
         let ovs = Ovs::connect_default().await.expect("OVSDB");
 
         // (1) A row left by a dead device of the same name, then a normal ADD.
@@ -1544,13 +1788,28 @@ async fn stale_ovs_ports_are_found_and_repaired_on_the_stack() {
         s.create_kp(b, &uid_b).await;
         let (pa, pb) = (s.create_port(a).await, s.create_port(b).await);
         let tap_a = pa.host_ifname.clone();
-        let (ok, out) = ip(&["link", "add", &tap_a, "type", "veth", "peer", "name", "kdstalepeer"]);
+        let (ok, out) = ip(&[
+            "link",
+            "add",
+            &tap_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "kdstalepeer",
+        ]);
         assert!(ok, "{out}");
         ip(&["link", "set", &tap_a, "up"]);
-        ovs.add_port(&kuryr_ovsdb::PortSpec::new("br-int", &tap_a).iface_id(&pa.port_id).attached_mac(&pa.mac))
+        ovs.add_port(
+            &kuryr_ovsdb::PortSpec::new("br-int", &tap_a)
+                .iface_id(&pa.port_id)
+                .attached_mac(&pa.mac),
+        )
+        .await
+        .expect("add the leftover OVS port");
+        ovs.wait_ofport(&tap_a, Duration::from_secs(10))
             .await
-            .expect("add the leftover OVS port");
-        ovs.wait_ofport(&tap_a, Duration::from_secs(10)).await.expect("vswitchd opened the leftover device");
+            .expect("vswitchd opened the leftover device");
         assert_eq!(promiscuity(&tap_a), Some(1));
         let (ok, out) = ip(&["link", "del", &tap_a]);
         assert!(ok, "{out}");
@@ -1567,14 +1826,20 @@ async fn stale_ovs_ports_are_found_and_repaired_on_the_stack() {
         let _ = tokio::join!(act_a, act_b);
         let ip_b = pb.ips[0].address.to_string();
         let ip_a = pa.ips[0].address.to_string();
-        eventually(Duration::from_secs(10), "vswitchd to hold a's new tap", || async {
-            (promiscuity(&tap_a) == Some(1)).then_some(())
-        })
+        eventually(
+            Duration::from_secs(10),
+            "vswitchd to hold a's new tap",
+            || async { (promiscuity(&tap_a) == Some(1)).then_some(()) },
+        )
         .await;
         wired(&nsa, &ip_b, "(1) a -> b after ADD over a leftover OVS row").await;
         wired(&nsa, &gw, "(1) a -> gateway").await;
         assert_eq!(
-            metric(&d, "kuryr_cni_ovs_stale_repairs_total{found_by=\"after_add\",result=\"repaired\"}").await,
+            metric(
+                &d,
+                "kuryr_cni_ovs_stale_repairs_total{found_by=\"after_add\",result=\"repaired\"}"
+            )
+            .await,
             0.0,
             "the plug itself must re-add the port, not the after-ADD repair"
         );
@@ -1582,50 +1847,115 @@ async fn stale_ovs_ports_are_found_and_repaired_on_the_stack() {
         assert_eq!(st, 200, "CHECK a: {body}");
 
         // (2) Issue 11 by hand: a's veth re-created, its OVS row untouched.
-        let ofport_before = ovs.find_interface(&tap_a).await.expect("find").expect("row").ofport;
+        let ofport_before = ovs
+            .find_interface(&tap_a)
+            .await
+            .expect("find")
+            .expect("row")
+            .ofport;
         recreate_veth(&tap_a, &nsa, &pa, s.mtu, &prefix, &gw);
-        assert_eq!(promiscuity(&tap_a), Some(0), "vswitchd opened the re-created device by itself");
-        let iface = ovs.find_interface(&tap_a).await.expect("find").expect("row");
-        assert_eq!(iface.ofport, ofport_before, "the OVS port kept its OpenFlow port");
+        assert_eq!(
+            promiscuity(&tap_a),
+            Some(0),
+            "vswitchd opened the re-created device by itself"
+        );
+        let iface = ovs
+            .find_interface(&tap_a)
+            .await
+            .expect("find")
+            .expect("row");
+        assert_eq!(
+            iface.ofport, ofport_before,
+            "the OVS port kept its OpenFlow port"
+        );
         let (sent, recv) = ping_stats(&nsa, &ip_b, 5);
         eprintln!("(2) stale port: {recv}/{sent} pings a -> b answered");
-        assert_eq!(recv, 0, "a stale port carried traffic: the bug was not reproduced");
+        assert_eq!(
+            recv, 0,
+            "a stale port carried traffic: the bug was not reproduced"
+        );
         let t = Instant::now();
         let (st, body) = cni(&sock, &verb("CHECK", &cid_a, &nsa_path, &ns, a, &uid_a)).await;
-        eprintln!("(2) CHECK with the stale port took {:?}: {body}", t.elapsed());
+        eprintln!(
+            "(2) CHECK with the stale port took {:?}: {body}",
+            t.elapsed()
+        );
         assert_ne!(st, 200, "CHECK of a stale port passed: {body}");
         let msg = body.to_string();
-        assert!(msg.contains(&tap_a) && msg.contains("stale"), "CHECK does not name the stale port: {msg}");
-        assert_eq!(promiscuity(&tap_a), Some(1), "CHECK did not repair the port");
+        assert!(
+            msg.contains(&tap_a) && msg.contains("stale"),
+            "CHECK does not name the stale port: {msg}"
+        );
+        assert_eq!(
+            promiscuity(&tap_a),
+            Some(1),
+            "CHECK did not repair the port"
+        );
         wired(&nsa, &ip_b, "(2) a -> b after CHECK repaired the port").await;
         let (st, body) = cni(&sock, &verb("CHECK", &cid_a, &nsa_path, &ns, a, &uid_a)).await;
         assert_eq!(st, 200, "second CHECK a: {body}");
-        assert_eq!(metric(&d, "kuryr_cni_ovs_stale_repairs_total{found_by=\"check\",result=\"repaired\"}").await, 1.0);
+        assert_eq!(
+            metric(
+                &d,
+                "kuryr_cni_ovs_stale_repairs_total{found_by=\"check\",result=\"repaired\"}"
+            )
+            .await,
+            1.0
+        );
         let events = s.events_for(a).await;
         assert!(
-            events.iter().any(|e| e.reason.as_deref() == Some("CNIOVSPortStale")
-                && e.message.as_deref().is_some_and(|m| m.contains(&tap_a))),
+            events
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("CNIOVSPortStale")
+                    && e.message.as_deref().is_some_and(|m| m.contains(&tap_a))),
             "no CNIOVSPortStale Event naming {tap_a}: {:?}",
-            events.iter().map(|e| (&e.reason, &e.message)).collect::<Vec<_>>()
+            events
+                .iter()
+                .map(|e| (&e.reason, &e.message))
+                .collect::<Vec<_>>()
         );
 
         // (3) The audit alone: a daemon auditing every second, b's veth re-created.
         d.shutdown().await;
-        let d = start_daemon_probing(&s, dir.path(), Duration::from_secs(60), None, None, Duration::from_secs(1)).await;
+        let d = start_daemon_probing(
+            &s,
+            dir.path(),
+            Duration::from_secs(60),
+            None,
+            None,
+            Duration::from_secs(1),
+        )
+        .await;
         let tap_b = pb.host_ifname.clone();
         recreate_veth(&tap_b, &nsb, &pb, s.mtu, &prefix, &gw);
         let t = Instant::now();
-        eventually(Duration::from_secs(30), "the audit to repair b's stale port", || async {
-            (metric(&d, "kuryr_cni_ovs_stale_repairs_total{found_by=\"audit\",result=\"repaired\"}").await == 1.0).then_some(())
-        })
+        eventually(
+            Duration::from_secs(30),
+            "the audit to repair b's stale port",
+            || async {
+                (metric(
+                    &d,
+                    "kuryr_cni_ovs_stale_repairs_total{found_by=\"audit\",result=\"repaired\"}",
+                )
+                .await
+                    == 1.0)
+                    .then_some(())
+            },
+        )
         .await;
-        eprintln!("(3) the audit repaired b's stale port {:?} after the veth was re-created", t.elapsed());
+        eprintln!(
+            "(3) the audit repaired b's stale port {:?} after the veth was re-created",
+            t.elapsed()
+        );
         assert_eq!(promiscuity(&tap_b), Some(1));
         wired(&nsb, &ip_a, "(3) b -> a after the audit repaired the port").await;
         let (st, text) = http_tcp(d.health_addr(), "/health").await;
         assert_eq!(st, 200, "/health: {text}");
         assert_eq!(metric(&d, "kuryr_cni_ovs_stale_ports").await, 0.0);
-        for (cid, nsp, pod, uid) in [(&cid_a, &nsa_path, a, &uid_a), (&cid_b, &nsb_path, b, &uid_b)] {
+        for (cid, nsp, pod, uid) in [
+            (&cid_a, &nsa_path, a, &uid_a),
+            (&cid_b, &nsb_path, b, &uid_b),
+        ] {
             let (st, body) = cni(d.socket_path(), &verb("DEL", cid, nsp, &ns, pod, uid)).await;
             assert_eq!(st, 200, "DEL {pod}: {body}");
         }
@@ -1747,20 +2077,42 @@ struct VswitchdOutage {
 
 impl VswitchdOutage {
     fn begin() -> VswitchdOutage {
-        let read = |f: &str| std::fs::read_to_string(state_file("pids").join(f)).expect(f).trim().to_owned();
+        let read = |f: &str| {
+            std::fs::read_to_string(state_file("pids").join(f))
+                .expect(f)
+                .trim()
+                .to_owned()
+        };
         let (supervisor, pid) = (read("ovs-vswitchd.sup"), read("ovs-vswitchd.pid"));
-        assert!(Command::new("kill").args(["-STOP", &supervisor]).status().expect("kill").success());
+        assert!(Command::new("kill")
+            .args(["-STOP", &supervisor])
+            .status()
+            .expect("kill")
+            .success());
         let outage = VswitchdOutage { supervisor };
         // hack/test's summary marks this crash as deliberate.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let line = format!("{now} ovs-vswitchd daemon stack test: vswitchd outage\n");
         let _ = std::io::Write::write_all(
-            &mut std::fs::OpenOptions::new().create(true).append(true).open(state_file("expected-kills")).expect("expected-kills"),
+            &mut std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(state_file("expected-kills"))
+                .expect("expected-kills"),
             line.as_bytes(),
         );
-        assert!(Command::new("kill").args(["-9", &pid]).status().expect("kill").success());
+        assert!(Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .expect("kill")
+            .success());
         while Path::new(&format!("/proc/{pid}/stat")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z")
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z")
         {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -1770,7 +2122,9 @@ impl VswitchdOutage {
 
 impl Drop for VswitchdOutage {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.supervisor]).status();
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.supervisor])
+            .status();
     }
 }
 
@@ -1783,7 +2137,15 @@ impl Drop for VswitchdOutage {
 async fn pods_regain_traffic_after_an_ovs_vswitchd_crash_on_the_stack() {
     with_stack_alone(|s| async move {
         let dir = tempfile::tempdir().expect("tmp");
-        let d = start_daemon_probing(&s, dir.path(), Duration::from_secs(60), None, None, Duration::from_secs(1)).await;
+        let d = start_daemon_probing(
+            &s,
+            dir.path(),
+            Duration::from_secs(60),
+            None,
+            None,
+            Duration::from_secs(1),
+        )
+        .await;
         let sock = d.socket_path().to_path_buf();
         let ns = s.ns.clone();
         let ovs = Ovs::connect_default().await.expect("OVSDB");
@@ -1802,13 +2164,18 @@ async fn pods_regain_traffic_after_an_ovs_vswitchd_crash_on_the_stack() {
         let _ = act.await;
         let gw = s.env["POD_GW"].clone();
         wired(&nsa, &gw, "a -> gateway before the crash").await;
-        assert!(ovs.vswitchd_running().await.expect("lock probe"), "vswitchd runs before the outage");
+        assert!(
+            ovs.vswitchd_running().await.expect("lock probe"),
+            "vswitchd runs before the outage"
+        );
 
         let outage = VswitchdOutage::begin();
         let t0 = Instant::now();
-        eventually(Duration::from_secs(10), "OVSDB to see vswitchd gone", || async {
-            (!ovs.vswitchd_running().await.unwrap_or(true)).then_some(())
-        })
+        eventually(
+            Duration::from_secs(10),
+            "OVSDB to see vswitchd gone",
+            || async { (!ovs.vswitchd_running().await.unwrap_or(true)).then_some(()) },
+        )
         .await;
         // CHECK names the outage, does not call the port stale, and repairs nothing.
         let t = Instant::now();
@@ -1816,9 +2183,19 @@ async fn pods_regain_traffic_after_an_ovs_vswitchd_crash_on_the_stack() {
         let msg = body.to_string();
         eprintln!("CHECK during the outage ({:?}): {st} {msg}", t.elapsed());
         assert_ne!(st, 200, "CHECK passed while ovs-vswitchd is down: {msg}");
-        assert!(msg.contains("ovs-vswitchd is not running"), "CHECK does not name the outage: {msg}");
-        assert!(!msg.contains("stale"), "CHECK called a port stale during the outage: {msg}");
-        assert!(t.elapsed() < Duration::from_secs(5), "CHECK waited for a repair during the outage: {:?}", t.elapsed());
+        assert!(
+            msg.contains("ovs-vswitchd is not running"),
+            "CHECK does not name the outage: {msg}"
+        );
+        assert!(
+            !msg.contains("stale"),
+            "CHECK called a port stale during the outage: {msg}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "CHECK waited for a repair during the outage: {:?}",
+            t.elapsed()
+        );
         // An ADD during the outage waits within its deadline: its port goes into OVSDB at once,
         // but Neutron reports it ACTIVE only once the switch (and so OVN) has it.
         let act = s.activate(b);
@@ -1830,17 +2207,24 @@ async fn pods_regain_traffic_after_an_ovs_vswitchd_crash_on_the_stack() {
             tokio::spawn(async move { cni(&sock, &req).await })
         };
         let tap_b = pb.host_ifname.clone();
-        eventually(Duration::from_secs(20), "b's OVS port in OVSDB during the outage", || async {
-            ovs.find_interface(&tap_b).await.ok().flatten().map(|_| ())
-        })
+        eventually(
+            Duration::from_secs(20),
+            "b's OVS port in OVSDB during the outage",
+            || async { ovs.find_interface(&tap_b).await.ok().flatten().map(|_| ()) },
+        )
         .await;
         tokio::time::sleep(Duration::from_secs(2)).await; // the outage goes on a little
-        assert!(!adding.is_finished() || t.elapsed() < Duration::from_secs(1), "ADD b returned during the outage");
+        assert!(
+            !adding.is_finished() || t.elapsed() < Duration::from_secs(1),
+            "ADD b returned during the outage"
+        );
         // Let the supervisor restart the switch.
         drop(outage);
-        eventually(Duration::from_secs(30), "the supervisor to restart ovs-vswitchd", || async {
-            ovs.vswitchd_running().await.unwrap_or(false).then_some(())
-        })
+        eventually(
+            Duration::from_secs(30),
+            "the supervisor to restart ovs-vswitchd",
+            || async { ovs.vswitchd_running().await.unwrap_or(false).then_some(()) },
+        )
         .await;
         eprintln!("ovs-vswitchd back {:?} after the kill", t0.elapsed());
         let (st, body) = adding.await.expect("ADD task");
@@ -1849,19 +2233,34 @@ async fn pods_regain_traffic_after_an_ovs_vswitchd_crash_on_the_stack() {
         let _ = act.await;
         let ip_a = pa.ips[0].address.to_string();
         let ip_b = pb.ips[0].address.to_string();
-        wired(&nsa, &ip_b, "a (plugged before) -> b (added during the outage)").await;
+        wired(
+            &nsa,
+            &ip_b,
+            "a (plugged before) -> b (added during the outage)",
+        )
+        .await;
         wired(&nsb, &ip_a, "b -> a").await;
         wired(&nsa, &gw, "a -> gateway after the restart").await;
-        for (cid, nsp, pod, uid) in [(&cid_a, &nsa_path, a, &uid_a), (&cid_b, &nsb_path, b, &uid_b)] {
+        for (cid, nsp, pod, uid) in [
+            (&cid_a, &nsa_path, a, &uid_a),
+            (&cid_b, &nsb_path, b, &uid_b),
+        ] {
             let (st, body) = cni(&sock, &verb("CHECK", cid, nsp, &ns, pod, uid)).await;
             assert_eq!(st, 200, "CHECK {pod} after the restart: {body}");
         }
         assert_eq!(
-            metric(&d, "kuryr_cni_ovs_stale_repairs_total{found_by=\"check\",result=\"repaired\"}").await,
+            metric(
+                &d,
+                "kuryr_cni_ovs_stale_repairs_total{found_by=\"check\",result=\"repaired\"}"
+            )
+            .await,
             0.0,
             "the outage was mistaken for stale ports"
         );
-        for (cid, nsp, pod, uid) in [(&cid_a, &nsa_path, a, &uid_a), (&cid_b, &nsb_path, b, &uid_b)] {
+        for (cid, nsp, pod, uid) in [
+            (&cid_a, &nsa_path, a, &uid_a),
+            (&cid_b, &nsb_path, b, &uid_b),
+        ] {
             let (st, body) = cni(&sock, &verb("DEL", cid, nsp, &ns, pod, uid)).await;
             assert_eq!(st, 200, "DEL {pod}: {body}");
         }

@@ -416,7 +416,15 @@ impl Octavia {
         struct Wrap {
             loadbalancer: StatusTree,
         }
-        let w: Wrap = self.session.get_key(LB, format!("{}/status", LOADBALANCERS.item(id)), None, "statuses").await?;
+        let w: Wrap = self
+            .session
+            .get_key(
+                LB,
+                format!("{}/status", LOADBALANCERS.item(id)),
+                None,
+                "statuses",
+            )
+            .await?;
         Ok(w.loadbalancer)
     }
 

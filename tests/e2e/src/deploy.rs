@@ -14,7 +14,10 @@ pub const NAMESPACE: &str = "kube-system";
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 pub fn deploy_dir() -> PathBuf {
@@ -36,7 +39,11 @@ pub fn kjson(cmd: &mut Command) -> Value {
 /// The objects of a manifest file (multi-document YAML), as JSON, via kubectl's client side.
 pub fn manifest_objects(path: &Path) -> Vec<Value> {
     // One JSON document per object, one after the other (or a List).
-    let text = must(kubectl().args(["create", "--dry-run=client", "-o", "json", "-f"]).arg(path));
+    let text = must(
+        kubectl()
+            .args(["create", "--dry-run=client", "-o", "json", "-f"])
+            .arg(path),
+    );
     let mut out = Vec::new();
     for v in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
         let v = v.expect("kubectl printed JSON");
@@ -65,11 +72,15 @@ pub fn name(o: &Value) -> &str {
 /// The stack's kuryr.conf made fit for the pods: the API server CA and token are the pod's
 /// service account ones (the host path of the stack's CA is not mounted), everything else as is.
 pub fn stack_conf_for_pods() -> String {
-    let text = std::fs::read_to_string(state_dir().join("kuryr.conf")).expect("the stack's kuryr.conf");
+    let text =
+        std::fs::read_to_string(state_dir().join("kuryr.conf")).expect("the stack's kuryr.conf");
     text.lines()
         .filter(|l| {
             let k = l.split('=').next().unwrap_or("").trim();
-            !matches!(k, "ssl_ca_crt_file" | "token_file" | "ssl_client_crt_file" | "ssl_client_key_file")
+            !matches!(
+                k,
+                "ssl_ca_crt_file" | "token_file" | "ssl_client_crt_file" | "ssl_client_key_file"
+            )
         })
         .map(|l| format!("{l}\n"))
         .collect()
@@ -118,10 +129,18 @@ pub fn overlay_for_stack(objects: &mut [Value]) {
                 if kind(o) == "Deployment" {
                     o["spec"]["replicas"] = json!(1);
                 }
-                for c in o["spec"]["template"]["spec"]["containers"].as_array_mut().expect("containers") {
+                for c in o["spec"]["template"]["spec"]["containers"]
+                    .as_array_mut()
+                    .expect("containers")
+                {
                     c["imagePullPolicy"] = json!("Never");
                     let env = c["env"].as_array_mut().expect("env");
-                    env.retain(|e| !e["name"].as_str().unwrap_or("").starts_with("KUBERNETES_SERVICE_"));
+                    env.retain(|e| {
+                        !e["name"]
+                            .as_str()
+                            .unwrap_or("")
+                            .starts_with("KUBERNETES_SERVICE_")
+                    });
                     env.extend(api_env.as_array().expect("env").iter().cloned());
                 }
             }
@@ -134,14 +153,25 @@ pub fn overlay_for_stack(objects: &mut [Value]) {
 /// mention the names do not count).
 pub fn kuryr_processes() -> Vec<(u32, String)> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-        let base = Path::new(std::str::from_utf8(argv0).unwrap_or("")).file_name().map(|s| s.to_string_lossy().into_owned());
+        let base = Path::new(std::str::from_utf8(argv0).unwrap_or(""))
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned());
         if matches!(base.as_deref(), Some("kuryr-controller" | "kuryr-daemon")) {
-            let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
             out.push((pid, args.join(" ").trim().to_string()));
         }
     }
@@ -158,7 +188,10 @@ pub fn wait_for_no_host_kuryr(timeout: Duration) {
         if p.is_empty() {
             return;
         }
-        assert!(std::time::Instant::now() < end, "kuryr host processes still running after {timeout:?}: {p:?}");
+        assert!(
+            std::time::Instant::now() < end,
+            "kuryr host processes still running after {timeout:?}: {p:?}"
+        );
         eprintln!("waiting for host kuryr processes to end: {p:?}");
         std::thread::sleep(Duration::from_secs(30));
     }
@@ -175,10 +208,15 @@ impl HostFile {
     pub fn save(path: &str) -> HostFile {
         use std::os::unix::fs::PermissionsExt;
         let saved = std::fs::read(path).ok().map(|b| {
-            let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0o644);
+            let mode = std::fs::metadata(path)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0o644);
             (b, mode)
         });
-        HostFile { path: PathBuf::from(path), saved }
+        HostFile {
+            path: PathBuf::from(path),
+            saved,
+        }
     }
 
     pub fn existed(&self) -> bool {
@@ -210,7 +248,15 @@ pub struct Installed {
 impl Drop for Installed {
     fn drop(&mut self) {
         if self.armed {
-            let _ = run(kubectl().args(["delete", "--ignore-not-found", "--wait=true", "--timeout=120s", "-f"]).arg(&self.manifest));
+            let _ = run(kubectl()
+                .args([
+                    "delete",
+                    "--ignore-not-found",
+                    "--wait=true",
+                    "--timeout=120s",
+                    "-f",
+                ])
+                .arg(&self.manifest));
         }
     }
 }
@@ -231,12 +277,27 @@ impl Drop for TestNamespace {
     /// for it; if that does not finish (a failing test), strips the finalizers so the namespace
     /// does not stay behind forever.
     fn drop(&mut self) {
-        let gone = run(kubectl().args(["delete", "namespace", &self.0, "--ignore-not-found", "--wait=true", "--timeout=180s"]));
+        let gone = run(kubectl().args([
+            "delete",
+            "namespace",
+            &self.0,
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=180s",
+        ]));
         if !gone.status.success() {
             for res in ["pods", "kuryrports.openstack.org"] {
                 let names = run(kubectl().args(["get", res, "-n", &self.0, "-o", "name"]));
                 for n in String::from_utf8_lossy(&names.stdout).lines() {
-                    let _ = run(kubectl().args(["patch", "-n", &self.0, n, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]));
+                    let _ = run(kubectl().args([
+                        "patch",
+                        "-n",
+                        &self.0,
+                        n,
+                        "--type=merge",
+                        "-p",
+                        r#"{"metadata":{"finalizers":null}}"#,
+                    ]));
                 }
             }
         }
@@ -245,13 +306,21 @@ impl Drop for TestNamespace {
 
 /// The node's Ready condition status ("True", "False", "Unknown").
 pub fn node_ready(node: &str) -> String {
-    let out = run(kubectl().args(["get", "node", node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]));
+    let out = run(kubectl().args([
+        "get",
+        "node",
+        node,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// `kubectl auth can-i VERB RESOURCE [flags] --as SUBJECT`: true for "yes".
 pub fn can_i(subject: &str, args: &[&str]) -> bool {
-    let out = run(kubectl().args(["auth", "can-i", "--as", subject]).args(args));
+    let out = run(kubectl()
+        .args(["auth", "can-i", "--as", subject])
+        .args(args));
     String::from_utf8_lossy(&out.stdout).trim() == "yes"
 }
 
@@ -272,17 +341,26 @@ pub fn build_and_import_images() -> Vec<String> {
 /// $PATH with ~/.cargo/bin first (the project's toolchain lives there).
 pub fn path_with_cargo() -> String {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    format!("{home}/.cargo/bin:{}", std::env::var("PATH").unwrap_or_default())
+    format!(
+        "{home}/.cargo/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// Pods of a namespace matching a label selector, as JSON items.
 pub fn pods(ns: &str, selector: &str) -> Vec<Value> {
-    kjson(kubectl().args(["get", "pods", "-n", ns, "-l", selector, "-o", "json"]))["items"].as_array().cloned().unwrap_or_default()
+    kjson(kubectl().args(["get", "pods", "-n", ns, "-l", selector, "-o", "json"]))["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 pub fn pod_ready(p: &Value) -> bool {
     p["metadata"]["deletionTimestamp"].is_null()
-        && p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && p["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 /// How `/run/netns` is mounted in the host's mount namespace (this test process's): `None` when
@@ -291,11 +369,16 @@ pub fn pod_ready(p: &Value) -> bool {
 pub fn run_netns_propagation() -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
     // The last mount on the path is the one in effect.
-    info.lines().rfind(|l| l.split(' ').nth(4) == Some("/run/netns")).map(|l| {
-        let fields: Vec<&str> = l.split(' ').collect();
-        let end = fields.iter().position(|f| *f == "-").unwrap_or(fields.len());
-        fields[6..end].join(" ")
-    })
+    info.lines()
+        .rfind(|l| l.split(' ').nth(4) == Some("/run/netns"))
+        .map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let end = fields
+                .iter()
+                .position(|f| *f == "-")
+                .unwrap_or(fields.len());
+            fields[6..end].join(" ")
+        })
 }
 
 /// Puts `/run/netns` back to what a fresh host without systemd has, so the DaemonSet must cope
@@ -304,7 +387,9 @@ pub fn run_netns_propagation() -> Option<String> {
 /// HostToContainer volume just the same. Returns what it left, for the log.
 pub fn make_run_netns_unshared() -> String {
     let dir = Path::new("/run/netns");
-    let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true);
+    let empty = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
     if run_netns_propagation().is_some() && empty {
         // Several stacked mounts are possible (each `ip netns add` on an unshared dir adds one).
         while run_netns_propagation().is_some() {
@@ -316,5 +401,8 @@ pub fn make_run_netns_unshared() -> String {
         return "no mount point (fresh host)".into();
     }
     must(Command::new("mount").args(["--make-private", "/run/netns"]));
-    format!("a private mount ({} netns kept)", std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0))
+    format!(
+        "a private mount ({} netns kept)",
+        std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+    )
 }

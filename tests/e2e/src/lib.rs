@@ -64,7 +64,6 @@ pub fn openstack(cloud: &str) -> Command {
     c
 }
 
-
 /// Where cargo put the workspace's binaries (`kuryr-controller`, `kuryr-daemon`, `kuryr-cni`).
 pub fn bin_dir() -> PathBuf {
     // Test executables live in <target>/<profile>/deps; binaries one level up.
@@ -182,7 +181,10 @@ pub fn wait_for<T>(
 /// of reporting it as a crash no test caused.
 pub fn announce_kill(service: &str, why: &str) {
     use std::io::Write;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -195,14 +197,22 @@ pub fn announce_kill(service: &str, why: &str) {
 pub fn vswitchd_pid() -> Option<u32> {
     let p = std::fs::read_to_string(state_dir().join("pids/ovs-vswitchd.pid")).ok()?;
     let pid: u32 = p.trim().parse().ok()?;
-    std::path::Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
 }
 
 /// Whether ovs-vswitchd answers on its control socket (within 3 s).
 pub fn vswitchd_answers() -> bool {
-    run(Command::new("timeout").args(["3", "ovs-appctl", "-t", "/var/run/openvswitch/ovs-vswitchd.ctl", "version"]))
-        .status
-        .success()
+    run(Command::new("timeout").args([
+        "3",
+        "ovs-appctl",
+        "-t",
+        "/var/run/openvswitch/ovs-vswitchd.ctl",
+        "version",
+    ]))
+    .status
+    .success()
 }
 
 /// Kills ovs-vswitchd with -9, announced as deliberate ([`announce_kill`]): its old pid.
@@ -216,7 +226,10 @@ pub fn kill_vswitchd(why: &str) -> u32 {
 /// Waits until the stack's supervisor restarted ovs-vswitchd after [`kill_vswitchd`] (a new pid
 /// that answers on its control socket): the new pid.
 pub fn wait_vswitchd_restarted(old: u32) -> u32 {
-    wait_for("the supervisor to restart ovs-vswitchd", std::time::Duration::from_secs(60), std::time::Duration::from_millis(100), || {
-        vswitchd_pid().filter(|p| *p != old && vswitchd_answers())
-    })
+    wait_for(
+        "the supervisor to restart ovs-vswitchd",
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_millis(100),
+        || vswitchd_pid().filter(|p| *p != old && vswitchd_answers()),
+    )
 }

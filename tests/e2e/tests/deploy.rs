@@ -26,13 +26,17 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn helm() -> String {
-    must(&mut Command::new(deploy_dir().join("helm.sh"))).trim().to_string()
+    must(&mut Command::new(deploy_dir().join("helm.sh")))
+        .trim()
+        .to_string()
 }
 
 /// `helm template` of the chart with extra `--set` flags, as JSON objects.
 fn render(sets: &[&str]) -> Vec<Value> {
     let mut cmd = Command::new(helm());
-    cmd.args(["template", "kuryr-rs"]).arg(deploy_dir().join("chart/kuryr-rs")).args(["--namespace", NAMESPACE, "--include-crds"]);
+    cmd.args(["template", "kuryr-rs"])
+        .arg(deploy_dir().join("chart/kuryr-rs"))
+        .args(["--namespace", NAMESPACE, "--include-crds"]);
     for s in sets {
         cmd.args(["--set", s]);
     }
@@ -45,12 +49,21 @@ fn render(sets: &[&str]) -> Vec<Value> {
 }
 
 fn find<'a>(objs: &'a [Value], k: &str, n: &str) -> &'a Value {
-    objs.iter().find(|o| kind(o) == k && name(o) == n).unwrap_or_else(|| panic!("no {k} {n} in the render"))
+    objs.iter()
+        .find(|o| kind(o) == k && name(o) == n)
+        .unwrap_or_else(|| panic!("no {k} {n} in the render"))
 }
 
 fn server_dry_run(path: &Path) -> std::process::Output {
     run(kubectl()
-        .args(["apply", "--server-side", "--force-conflicts", "--field-manager=kuryr-e2e-deploy", "--dry-run=server", "-f"])
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=kuryr-e2e-deploy",
+            "--dry-run=server",
+            "-f",
+        ])
         .arg(path))
 }
 
@@ -59,7 +72,14 @@ fn container(o: &Value) -> &Value {
 }
 
 fn env_names(o: &Value) -> Vec<String> {
-    container(o)["env"].as_array().map(|a| a.iter().filter_map(|e| e["name"].as_str().map(String::from)).collect()).unwrap_or_default()
+    container(o)["env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `neutron.cloud` + `neutron.cloudsYaml`: the clouds.yaml goes into the controller's Secret and
@@ -68,19 +88,39 @@ fn env_names(o: &Value) -> Vec<String> {
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn chart_takes_credentials_from_a_clouds_yaml() {
-    let objs = render(&["neutron.cloud=kuryr", "neutron.cloudsYaml=clouds: {kuryr: {auth: {auth_url: 'https://k:5000/v3'}}}"]);
+    let objs = render(&[
+        "neutron.cloud=kuryr",
+        "neutron.cloudsYaml=clouds: {kuryr: {auth: {auth_url: 'https://k:5000/v3'}}}",
+    ]);
     let secret = find(&objs, "Secret", "kuryr-controller-config");
-    let data = |k: &str| secret["stringData"][k].as_str().unwrap_or_else(|| panic!("Secret stringData.{k}: {secret}")).to_string();
+    let data = |k: &str| {
+        secret["stringData"][k]
+            .as_str()
+            .unwrap_or_else(|| panic!("Secret stringData.{k}: {secret}"))
+            .to_string()
+    };
     let conf = data("kuryr.conf");
-    assert!(conf.contains("[neutron]\ncloud = kuryr\nclouds_file = /etc/kuryr/clouds.yaml"), "{conf}");
-    assert!(!conf.contains("auth_url") && !conf.contains("auth_type"), "{conf}");
-    assert!(data("clouds.yaml").contains("kuryr"), "clouds.yaml not in the Secret");
+    assert!(
+        conf.contains("[neutron]\ncloud = kuryr\nclouds_file = /etc/kuryr/clouds.yaml"),
+        "{conf}"
+    );
+    assert!(
+        !conf.contains("auth_url") && !conf.contains("auth_type"),
+        "{conf}"
+    );
+    assert!(
+        data("clouds.yaml").contains("kuryr"),
+        "clouds.yaml not in the Secret"
+    );
     let ctl = find(&objs, "Deployment", "kuryr-controller");
     let mounts = container(ctl)["volumeMounts"].to_string();
     assert!(mounts.contains("/etc/kuryr/clouds.yaml"), "{mounts}");
     let cm = find(&objs, "ConfigMap", "kuryr-config");
     let daemon_conf = cm["data"]["kuryr.conf"].as_str().expect("daemon conf");
-    assert!(!daemon_conf.contains("[neutron]") && !daemon_conf.contains("clouds"), "{daemon_conf}");
+    assert!(
+        !daemon_conf.contains("[neutron]") && !daemon_conf.contains("clouds"),
+        "{daemon_conf}"
+    );
 }
 
 /// The chart is the one source of truth: the checked-in manifests are its current render, its
@@ -98,7 +138,10 @@ fn chart_renders_and_the_checked_in_manifests_are_current() {
     );
 
     let objs = manifest_objects(&manifests());
-    let kinds: BTreeSet<String> = objs.iter().map(|o| format!("{}/{}", kind(o), name(o))).collect();
+    let kinds: BTreeSet<String> = objs
+        .iter()
+        .map(|o| format!("{}/{}", kind(o), name(o)))
+        .collect();
     for want in [
         "CustomResourceDefinition/kuryrports.openstack.org",
         "CustomResourceDefinition/kuryrnetworks.openstack.org",
@@ -114,29 +157,64 @@ fn chart_renders_and_the_checked_in_manifests_are_current() {
         "Deployment/kuryr-controller",
         "DaemonSet/kuryr-daemon",
     ] {
-        assert!(kinds.contains(want), "{want} missing from the manifests: {kinds:?}");
+        assert!(
+            kinds.contains(want),
+            "{want} missing from the manifests: {kinds:?}"
+        );
     }
-    let cm = find(&objs, "ConfigMap", "kuryr-config")["data"]["kuryr.conf"].as_str().expect("kuryr.conf").to_string();
-    assert!(!cm.contains("[neutron]") && !cm.contains("application_credential"), "daemon config has credentials:\n{cm}");
-    for s in ["[kubernetes]", "[neutron_defaults]", "[vif_pool]", "[namespace_subnet]", "[octavia_defaults]", "[cni_daemon]", "[binding]"] {
+    let cm = find(&objs, "ConfigMap", "kuryr-config")["data"]["kuryr.conf"]
+        .as_str()
+        .expect("kuryr.conf")
+        .to_string();
+    assert!(
+        !cm.contains("[neutron]") && !cm.contains("application_credential"),
+        "daemon config has credentials:\n{cm}"
+    );
+    for s in [
+        "[kubernetes]",
+        "[neutron_defaults]",
+        "[vif_pool]",
+        "[namespace_subnet]",
+        "[octavia_defaults]",
+        "[cni_daemon]",
+        "[binding]",
+    ] {
         assert!(cm.contains(s), "{s} missing from kuryr.conf:\n{cm}");
     }
     let sec = find(&objs, "Secret", "kuryr-controller-config");
-    let conf = sec["stringData"]["kuryr.conf"].as_str().expect("controller kuryr.conf");
-    assert!(conf.contains("[neutron]") && conf.contains("auth_type = v3applicationcredential"), "{conf}");
+    let conf = sec["stringData"]["kuryr.conf"]
+        .as_str()
+        .expect("controller kuryr.conf");
+    assert!(
+        conf.contains("[neutron]") && conf.contains("auth_type = v3applicationcredential"),
+        "{conf}"
+    );
 
     // Controller: HA with a Lease, probes, hostNetwork, tolerates not-ready nodes, non-root.
     let dep = find(&objs, "Deployment", "kuryr-controller");
     assert_eq!(dep["spec"]["replicas"], 2);
     let args = container(dep)["args"].to_string();
-    assert!(args.contains("--leader-elect") && !args.contains("--install-crds"), "{args}");
+    assert!(
+        args.contains("--leader-elect") && !args.contains("--install-crds"),
+        "{args}"
+    );
     assert_eq!(dep["spec"]["template"]["spec"]["hostNetwork"], true);
-    assert_eq!(container(dep)["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(
+        container(dep)["readinessProbe"]["httpGet"]["path"],
+        "/ready"
+    );
     assert_eq!(container(dep)["livenessProbe"]["httpGet"]["path"], "/alive");
     assert!(container(dep)["resources"]["requests"]["cpu"].is_string());
     let tol = dep["spec"]["template"]["spec"]["tolerations"].to_string();
-    assert!(tol.contains("node.kubernetes.io/not-ready") && tol.contains("node.cloudprovider.kubernetes.io/uninitialized"), "{tol}");
-    assert_eq!(dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert!(
+        tol.contains("node.kubernetes.io/not-ready")
+            && tol.contains("node.cloudprovider.kubernetes.io/uninitialized"),
+        "{tol}"
+    );
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
 
     // Daemon: privileged, hostNetwork, no hostPID, downward API, host mounts, preStop.
     let ds = find(&objs, "DaemonSet", "kuryr-daemon");
@@ -144,25 +222,63 @@ fn chart_renders_and_the_checked_in_manifests_are_current() {
     assert_eq!(spec["hostNetwork"], true);
     assert_eq!(spec["hostPID"], false);
     assert_eq!(container(ds)["securityContext"]["privileged"], true);
-    assert_eq!(ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"], 1);
+    assert_eq!(
+        ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"],
+        1
+    );
     let env = env_names(ds);
-    assert!(env.contains(&"KUBERNETES_NODE_NAME".into()) && env.contains(&"POD_NAME".into()), "{env:?}");
-    let mounts = container(ds)["volumeMounts"].as_array().expect("mounts").clone();
-    let mount = |p: &str| mounts.iter().find(|m| m["mountPath"] == p).unwrap_or_else(|| panic!("no mount at {p}: {mounts:?}")).clone();
-    for p in ["/opt/cni/bin", "/etc/cni/net.d", "/var/run/openvswitch", "/var/lib/kuryr", "/run/kuryr", "/host_proc"] {
+    assert!(
+        env.contains(&"KUBERNETES_NODE_NAME".into()) && env.contains(&"POD_NAME".into()),
+        "{env:?}"
+    );
+    let mounts = container(ds)["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .clone();
+    let mount = |p: &str| {
+        mounts
+            .iter()
+            .find(|m| m["mountPath"] == p)
+            .unwrap_or_else(|| panic!("no mount at {p}: {mounts:?}"))
+            .clone()
+    };
+    for p in [
+        "/opt/cni/bin",
+        "/etc/cni/net.d",
+        "/var/run/openvswitch",
+        "/var/lib/kuryr",
+        "/run/kuryr",
+        "/host_proc",
+    ] {
         mount(p);
     }
     assert_eq!(mount("/run/netns")["mountPropagation"], "HostToContainer");
     // ...which needs /run/netns shared on the host first: the init container does it (issue 10).
     let init = &spec["initContainers"][0];
     assert_eq!(init["name"], "share-netns-dir", "{init}");
-    assert_eq!(init["command"], json!(["/usr/bin/kuryr-daemon", "--share-netns-dir-in=/host_proc/1/ns/mnt"]), "{init}");
+    assert_eq!(
+        init["command"],
+        json!([
+            "/usr/bin/kuryr-daemon",
+            "--share-netns-dir-in=/host_proc/1/ns/mnt"
+        ]),
+        "{init}"
+    );
     assert_eq!(init["securityContext"]["privileged"], true, "{init}");
     assert_eq!(init["volumeMounts"][0]["mountPath"], "/host_proc", "{init}");
     let pre = container(ds)["lifecycle"]["preStop"]["exec"]["command"].to_string();
-    assert!(pre.contains(CONFLIST) && pre.contains(CNI_BIN), "preStop: {pre}");
+    assert!(
+        pre.contains(CONFLIST) && pre.contains(CNI_BIN),
+        "preStop: {pre}"
+    );
     assert!(spec["terminationGracePeriodSeconds"].as_i64().unwrap_or(0) >= 10);
-    assert!(container(ds)["args"].to_string().contains("--install-cni-from="), "{}", container(ds)["args"]);
+    assert!(
+        container(ds)["args"]
+            .to_string()
+            .contains("--install-cni-from="),
+        "{}",
+        container(ds)["args"]
+    );
 
     // Values: API server override, --install-crds with its RBAC, CA bundle, an existing Secret.
     let objs = render(&[
@@ -175,23 +291,51 @@ fn chart_renders_and_the_checked_in_manifests_are_current() {
     ]);
     let dep = find(&objs, "Deployment", "kuryr-controller");
     assert!(env_names(dep).contains(&"KUBERNETES_SERVICE_HOST".into()));
-    assert!(container(dep)["args"].to_string().contains("--install-crds"));
+    assert!(container(dep)["args"]
+        .to_string()
+        .contains("--install-crds"));
     let cr = find(&objs, "ClusterRole", "kuryr-controller")["rules"].to_string();
     assert!(cr.contains("customresourcedefinitions"), "{cr}");
-    let conf = find(&objs, "Secret", "kuryr-controller-config")["stringData"]["kuryr.conf"].as_str().expect("conf").to_string();
-    for want in ["api_root = https://10.0.0.5:6443", "cafile = /etc/kuryr/ca/ca.crt", "pod_security_groups = sg-1,sg-2", "project = p-1"] {
+    let conf = find(&objs, "Secret", "kuryr-controller-config")["stringData"]["kuryr.conf"]
+        .as_str()
+        .expect("conf")
+        .to_string();
+    for want in [
+        "api_root = https://10.0.0.5:6443",
+        "cafile = /etc/kuryr/ca/ca.crt",
+        "pod_security_groups = sg-1,sg-2",
+        "project = p-1",
+    ] {
         assert!(conf.contains(want), "{want} not in\n{conf}");
     }
-    assert!(container(find(&objs, "DaemonSet", "kuryr-daemon"))["args"].to_string().contains("--chain=portmap"));
-    let objs = render(&["neutron.existingSecret=my-kuryr", "controller.leaderElect=false"]);
-    assert!(!objs.iter().any(|o| kind(o) == "Secret"), "existingSecret: no Secret rendered");
-    assert!(!objs.iter().any(|o| kind(o) == "Role"), "no Lease Role without leader election");
+    assert!(container(find(&objs, "DaemonSet", "kuryr-daemon"))["args"]
+        .to_string()
+        .contains("--chain=portmap"));
+    let objs = render(&[
+        "neutron.existingSecret=my-kuryr",
+        "controller.leaderElect=false",
+    ]);
+    assert!(
+        !objs.iter().any(|o| kind(o) == "Secret"),
+        "existingSecret: no Secret rendered"
+    );
+    assert!(
+        !objs.iter().any(|o| kind(o) == "Role"),
+        "no Lease Role without leader election"
+    );
     let dep = find(&objs, "Deployment", "kuryr-controller");
-    assert_eq!(dep["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"], "my-kuryr");
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+        "my-kuryr"
+    );
     let path = tmp("existing.json");
     write_list(&objs, &path);
     let out = server_dry_run(&path);
-    assert!(out.status.success(), "dry-run of the existingSecret render: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dry-run of the existingSecret render: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// (a) The rendered manifests and the CRDs pass a server-side dry-run apply against the real API
@@ -215,10 +359,27 @@ fn manifests_pass_server_side_dry_run_and_crds_validate() {
     }
 
     // CR validation needs the CRDs for real (the controller installs the same ones).
-    if !run(kubectl().args(["get", "crd", "kuryrports.openstack.org"])).status.success() {
-        must(kubectl().args(["apply", "--server-side", "--field-manager=kuryr-e2e-deploy", "-f"]).arg(crds()));
+    if !run(kubectl().args(["get", "crd", "kuryrports.openstack.org"]))
+        .status
+        .success()
+    {
+        must(
+            kubectl()
+                .args([
+                    "apply",
+                    "--server-side",
+                    "--field-manager=kuryr-e2e-deploy",
+                    "-f",
+                ])
+                .arg(crds()),
+        );
     }
-    must(kubectl().args(["wait", "--for=condition=Established", "--timeout=30s", "crd/kuryrports.openstack.org"]));
+    must(kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/kuryrports.openstack.org",
+    ]));
 
     let bad = json!({
         "apiVersion": "openstack.org/v1", "kind": "KuryrPort",
@@ -227,11 +388,19 @@ fn manifests_pass_server_side_dry_run_and_crds_validate() {
     });
     let path = tmp("bad-kp.json");
     std::fs::write(&path, bad.to_string()).expect("write");
-    let out = run(kubectl().args(["create", "--dry-run=server", "-v=6", "-f"]).arg(&path));
+    let out = run(kubectl()
+        .args(["create", "--dry-run=server", "-v=6", "-f"])
+        .arg(&path));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a malformed KuryrPort was accepted");
-    assert!(err.contains("422"), "expected HTTP 422 Unprocessable Entity:\n{err}");
-    assert!(err.contains("spec.podUid") && err.contains("spec.podNodeName"), "the error should name both fields:\n{err}");
+    assert!(
+        err.contains("422"),
+        "expected HTTP 422 Unprocessable Entity:\n{err}"
+    );
+    assert!(
+        err.contains("spec.podUid") && err.contains("spec.podNodeName"),
+        "the error should name both fields:\n{err}"
+    );
 
     let good = json!({
         "apiVersion": "openstack.org/v1", "kind": "KuryrPort",
@@ -239,8 +408,14 @@ fn manifests_pass_server_side_dry_run_and_crds_validate() {
         "spec": {"podUid": "00000000-0000-0000-0000-000000000000", "podNodeName": "vm"}
     });
     std::fs::write(&path, good.to_string()).expect("write");
-    let out = run(kubectl().args(["create", "--dry-run=server", "-f"]).arg(&path));
-    assert!(out.status.success(), "a well-formed KuryrPort was rejected: {}", String::from_utf8_lossy(&out.stderr));
+    let out = run(kubectl()
+        .args(["create", "--dry-run=server", "-f"])
+        .arg(&path));
+    assert!(
+        out.status.success(),
+        "a well-formed KuryrPort was rejected: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_file(&path);
 }
 
@@ -254,7 +429,12 @@ fn rbac_is_least_privilege() {
     // manifests (identical to what a deployment applies), and remove what was not there before.
     let rbac: Vec<Value> = manifest_objects(&manifests())
         .into_iter()
-        .filter(|o| matches!(kind(o), "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding"))
+        .filter(|o| {
+            matches!(
+                kind(o),
+                "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding"
+            )
+        })
         .collect();
     assert_eq!(rbac.len(), 8, "{rbac:?}");
     let preexisting: Vec<bool> = rbac
@@ -270,14 +450,31 @@ fn rbac_is_least_privilege() {
         .collect();
     let path = tmp("rbac.json");
     write_list(&rbac, &path);
-    must(kubectl().args(["apply", "--server-side", "--force-conflicts", "--field-manager=kuryr-e2e-deploy", "-f"]).arg(&path));
-    let created: Vec<Value> = rbac.iter().zip(&preexisting).filter(|(_, pre)| !**pre).map(|(o, _)| o.clone()).collect();
+    must(
+        kubectl()
+            .args([
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=kuryr-e2e-deploy",
+                "-f",
+            ])
+            .arg(&path),
+    );
+    let created: Vec<Value> = rbac
+        .iter()
+        .zip(&preexisting)
+        .filter(|(_, pre)| !**pre)
+        .map(|(o, _)| o.clone())
+        .collect();
     struct Cleanup(Vec<Value>, PathBuf);
     impl Drop for Cleanup {
         fn drop(&mut self) {
             if !self.0.is_empty() {
                 write_list(&self.0, &self.1);
-                let _ = run(kubectl().args(["delete", "--ignore-not-found", "-f"]).arg(&self.1));
+                let _ = run(kubectl()
+                    .args(["delete", "--ignore-not-found", "-f"])
+                    .arg(&self.1));
             }
             let _ = std::fs::remove_file(&self.1);
         }
@@ -289,7 +486,14 @@ fn rbac_is_least_privilege() {
     let mut wrong = Vec::new();
     let mut check = |who: &str, allowed: bool, args: &[&str]| {
         if can_i(who, args) != allowed {
-            wrong.push(format!("{who} {} {args:?}", if allowed { "should be allowed" } else { "should be refused" }));
+            wrong.push(format!(
+                "{who} {} {args:?}",
+                if allowed {
+                    "should be allowed"
+                } else {
+                    "should be refused"
+                }
+            ));
         }
     };
     // What the daemon needs.
@@ -313,7 +517,13 @@ fn rbac_is_least_privilege() {
         &["create", "kuryrports.openstack.org", "-n", "default"],
         &["patch", "kuryrports.openstack.org", "-n", "default"],
         &["delete", "kuryrports.openstack.org", "-n", "default"],
-        &["patch", "kuryrports.openstack.org", "--subresource=status", "-n", "default"],
+        &[
+            "patch",
+            "kuryrports.openstack.org",
+            "--subresource=status",
+            "-n",
+            "default",
+        ],
         &["get", "secrets", "-n", NAMESPACE],
         &["list", "secrets", "--all-namespaces"],
         &["get", "configmaps", "-n", NAMESPACE],
@@ -332,19 +542,45 @@ fn rbac_is_least_privilege() {
         &["patch", "pods", "-n", "default"],
         &["create", "kuryrports.openstack.org", "-n", "default"],
         &["delete", "kuryrports.openstack.org", "-n", "default"],
-        &["patch", "kuryrports.openstack.org", "--subresource=status", "-n", "default"],
+        &[
+            "patch",
+            "kuryrports.openstack.org",
+            "--subresource=status",
+            "-n",
+            "default",
+        ],
         &["create", "events.events.k8s.io", "-n", "default"],
         &["patch", "events.events.k8s.io", "-n", "default"],
         &["create", "leases.coordination.k8s.io", "-n", NAMESPACE],
-        &["update", "leases.coordination.k8s.io/kuryr-controller", "-n", NAMESPACE],
+        &[
+            "update",
+            "leases.coordination.k8s.io/kuryr-controller",
+            "-n",
+            NAMESPACE,
+        ],
         &["list", "services", "--all-namespaces"],
         // Services through Octavia: the Service finalizer, status.loadBalancer, EndpointSlices,
         // KuryrLoadBalancers and their status.
         &["patch", "services", "-n", "default"],
         &["patch", "services", "--subresource=status", "-n", "default"],
-        &["watch", "endpointslices.discovery.k8s.io", "--all-namespaces"],
-        &["create", "kuryrloadbalancers.openstack.org", "-n", "default"],
-        &["patch", "kuryrloadbalancers.openstack.org", "--subresource=status", "-n", "default"],
+        &[
+            "watch",
+            "endpointslices.discovery.k8s.io",
+            "--all-namespaces",
+        ],
+        &[
+            "create",
+            "kuryrloadbalancers.openstack.org",
+            "-n",
+            "default",
+        ],
+        &[
+            "patch",
+            "kuryrloadbalancers.openstack.org",
+            "--subresource=status",
+            "-n",
+            "default",
+        ],
     ] {
         check(&controller, true, a);
     }
@@ -355,7 +591,12 @@ fn rbac_is_least_privilege() {
         &["create", "pods", "-n", "default"],
         &["update", "pods", "--subresource=status", "-n", "default"],
         &["patch", "nodes"],
-        &["update", "leases.coordination.k8s.io/kube-scheduler", "-n", NAMESPACE],
+        &[
+            "update",
+            "leases.coordination.k8s.io/kube-scheduler",
+            "-n",
+            NAMESPACE,
+        ],
         &["create", "leases.coordination.k8s.io", "-n", "default"],
         &["delete", "services", "-n", "default"],
         &["create", "services", "-n", "default"],
@@ -364,7 +605,11 @@ fn rbac_is_least_privilege() {
     ] {
         check(&controller, false, a);
     }
-    assert!(wrong.is_empty(), "RBAC is not as designed:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "RBAC is not as designed:\n{}",
+        wrong.join("\n")
+    );
 }
 
 /// The bare-metal path: install-host.sh places kuryr-cni (atomically), the daemon and
@@ -401,22 +646,41 @@ fn install_host_places_cni_units_and_conflist() {
         assert!(at(p).exists(), "{p} not installed");
     }
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(at("/etc/kuryr/kuryr.conf")).expect("conf").permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(at("/etc/kuryr/kuryr.conf"))
+            .expect("conf")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     let cni = std::fs::read(at("/opt/cni/bin/kuryr-cni")).expect("cni");
-    assert_eq!(cni, std::fs::read(bins.join("kuryr-cni")).expect("built cni"), "kuryr-cni copied whole");
+    assert_eq!(
+        cni,
+        std::fs::read(bins.join("kuryr-cni")).expect("built cni"),
+        "kuryr-cni copied whole"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(at("/opt/cni/bin"))
         .expect("dir")
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-    assert!(std::fs::read_to_string(at("/etc/default/kuryr-daemon")).expect("defaults").contains("--no-conflist"));
+    assert!(std::fs::read_to_string(at("/etc/default/kuryr-daemon"))
+        .expect("defaults")
+        .contains("--no-conflist"));
 
     // The conflist is what the daemon writes, and kuryr-cni accepts it (VERSION needs no daemon).
-    let cl: Value = serde_json::from_slice(&std::fs::read(at("/etc/cni/net.d/10-kuryr.conflist")).expect("conflist")).expect("json");
+    let cl: Value = serde_json::from_slice(
+        &std::fs::read(at("/etc/cni/net.d/10-kuryr.conflist")).expect("conflist"),
+    )
+    .expect("json");
     assert_eq!(cl["cniVersion"], "1.0.0");
     assert_eq!(cl["plugins"][0]["type"], "kuryr-cni");
-    assert_eq!(cl["plugins"][0]["daemon_socket"], "/run/kuryr/kuryr-daemon.sock");
+    assert_eq!(
+        cl["plugins"][0]["daemon_socket"],
+        "/run/kuryr/kuryr-daemon.sock"
+    );
     let mut plugin = cl["plugins"][0].clone();
     plugin["cniVersion"] = cl["cniVersion"].clone();
     plugin["name"] = cl["name"].clone();
@@ -427,9 +691,17 @@ fn install_host_places_cni_units_and_conflist() {
         .spawn()
         .expect("kuryr-cni");
     use std::io::Write;
-    child.stdin.take().expect("stdin").write_all(plugin.to_string().as_bytes()).expect("stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(plugin.to_string().as_bytes())
+        .expect("stdin");
     let out = child.wait_with_output().expect("kuryr-cni VERSION");
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1.1.0"), "{out:?}");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1.1.0"),
+        "{out:?}"
+    );
 
     // systemd accepts the units: no unknown keys or bad values (their binaries pointed at the
     // ones installed under the scratch root, which systemd-analyze checks are executable).
@@ -438,19 +710,36 @@ fn install_host_places_cni_units_and_conflist() {
         std::fs::create_dir_all(&units).expect("units dir");
         let mut files = Vec::new();
         for u in ["kuryr-daemon.service", "kuryr-controller.service"] {
-            let text = std::fs::read_to_string(at(&format!("/etc/systemd/system/{u}"))).expect("unit");
+            let text =
+                std::fs::read_to_string(at(&format!("/etc/systemd/system/{u}"))).expect("unit");
             assert!(text.contains("ExecStart=/usr/local/bin/"), "{u}: {text}");
             let f = units.join(u);
-            std::fs::write(&f, text.replace("/usr/local/bin/", &format!("{}/", at("/usr/local/bin").display()))).expect("unit copy");
+            std::fs::write(
+                &f,
+                text.replace(
+                    "/usr/local/bin/",
+                    &format!("{}/", at("/usr/local/bin").display()),
+                ),
+            )
+            .expect("unit copy");
             files.push(f);
         }
-        let out = run(Command::new("systemd-analyze").args(["verify", "--man=no"]).args(&files));
+        let out = run(Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .args(&files));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && !err.contains("kuryr-"), "systemd-analyze verify:\n{err}");
+        assert!(
+            out.status.success() && !err.contains("kuryr-"),
+            "systemd-analyze verify:\n{err}"
+        );
         let _ = std::fs::remove_dir_all(&units);
     }
 
-    must(Command::new(deploy_dir().join("install-host.sh")).args(["--role", "all", "--uninstall", "--root"]).arg(&root));
+    must(
+        Command::new(deploy_dir().join("install-host.sh"))
+            .args(["--role", "all", "--uninstall", "--root"])
+            .arg(&root),
+    );
     for p in [
         "/opt/cni/bin/kuryr-cni",
         "/usr/local/bin/kuryr-daemon",
@@ -476,10 +765,15 @@ impl App<'_> {
     /// the pod IP; returns (name, uid, ip, port id).
     fn networked(&self, want: usize, timeout: Duration) -> Vec<(String, String, String, String)> {
         let t0 = Instant::now();
-        wait_for(&format!("{want} app pods Ready"), timeout, Duration::from_secs(1), || {
-            let ps = pods(self.ns, "app=web");
-            (ps.len() == want && ps.iter().all(pod_ready)).then_some(())
-        });
+        wait_for(
+            &format!("{want} app pods Ready"),
+            timeout,
+            Duration::from_secs(1),
+            || {
+                let ps = pods(self.ns, "app=web");
+                (ps.len() == want && ps.iter().all(pod_ready)).then_some(())
+            },
+        );
         eprintln!("{want} app pods Ready after {:?}", t0.elapsed());
         let mut out = Vec::new();
         for p in pods(self.ns, "app=web") {
@@ -487,12 +781,20 @@ impl App<'_> {
             let uid = p["metadata"]["uid"].as_str().expect("uid").to_string();
             let ip = p["status"]["podIP"].as_str().expect("podIP").to_string();
             let ports = self.cloud.ports_of_device(&uid);
-            assert_eq!(ports.len(), 1, "pod {name}: exactly one Neutron port, got {ports:?}");
+            assert_eq!(
+                ports.len(),
+                1,
+                "pod {name}: exactly one Neutron port, got {ports:?}"
+            );
             let port = &ports[0];
             assert_eq!(port.status, "ACTIVE", "{port:?}");
             assert_eq!(port.device_owner, kuryr_core::names::DEVICE_OWNER);
             assert_eq!(port.binding_host_id, self.node);
-            assert_eq!(port.ip(), Some(ip.as_str()), "pod {name}: the pod IP is its port's");
+            assert_eq!(
+                port.ip(),
+                Some(ip.as_str()),
+                "pod {name}: the pod IP is its port's"
+            );
             out.push((name, uid, ip, port.id.clone()));
         }
         out
@@ -504,7 +806,12 @@ impl App<'_> {
 
     fn ping(&self, from: &str, to: &str) {
         let out = self.exec(from, &["ping", "-c", "2", "-W", "2", to]);
-        assert!(out.status.success(), "{from} -> {to}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{from} -> {to}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -513,11 +820,22 @@ impl App<'_> {
 /// controller names ports `<namespace>/<pod>`) and of its pods' UIDs.
 fn kuryr_ports(cloud: &Cloud) -> Vec<(String, String, String)> {
     let q = kuryr_openstack::Query::new().eq("device_owner", kuryr_core::names::DEVICE_OWNER);
-    cloud.rt.block_on(cloud.neutron.list_ports(&q)).expect("list ports").into_iter().map(|p| (p.id, p.name, p.device_id)).collect()
+    cloud
+        .rt
+        .block_on(cloud.neutron.list_ports(&q))
+        .expect("list ports")
+        .into_iter()
+        .map(|p| (p.id, p.name, p.device_id))
+        .collect()
 }
 
 /// Ports of namespace `ns` or of one of `uids` whose device is not one of `live`.
-fn leaked(cloud: &Cloud, ns: &str, uids: &BTreeSet<String>, live: &BTreeSet<String>) -> Vec<(String, String, String)> {
+fn leaked(
+    cloud: &Cloud,
+    ns: &str,
+    uids: &BTreeSet<String>,
+    live: &BTreeSet<String>,
+) -> Vec<(String, String, String)> {
     kuryr_ports(cloud)
         .into_iter()
         .filter(|(_, name, dev)| name.starts_with(&format!("{ns}/")) || uids.contains(dev))
@@ -526,15 +844,29 @@ fn leaked(cloud: &Cloud, ns: &str, uids: &BTreeSet<String>, live: &BTreeSet<Stri
 }
 
 fn daemon_pods() -> Vec<Value> {
-    pods(NAMESPACE, "app.kubernetes.io/name=kuryr-rs,app.kubernetes.io/component=daemon")
+    pods(
+        NAMESPACE,
+        "app.kubernetes.io/name=kuryr-rs,app.kubernetes.io/component=daemon",
+    )
 }
 
 fn controller_pods() -> Vec<Value> {
-    pods(NAMESPACE, "app.kubernetes.io/name=kuryr-rs,app.kubernetes.io/component=controller")
+    pods(
+        NAMESPACE,
+        "app.kubernetes.io/name=kuryr-rs,app.kubernetes.io/component=controller",
+    )
 }
 
 fn logs(selector: &str) -> String {
-    let out = run(kubectl().args(["logs", "-n", NAMESPACE, "-l", selector, "--tail=40", "--prefix"]));
+    let out = run(kubectl().args([
+        "logs",
+        "-n",
+        NAMESPACE,
+        "-l",
+        selector,
+        "--tail=40",
+        "--prefix",
+    ]));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -553,9 +885,18 @@ fn deployed_in_cluster_end_to_end() {
     // Images first (minutes on a cold cache), before claiming the node.
     let t = Instant::now();
     let images = build_and_import_images();
-    eprintln!("images built and imported in {:?}:\n{}", t.elapsed(), images.join("\n"));
+    eprintln!(
+        "images built and imported in {:?}:\n{}",
+        t.elapsed(),
+        images.join("\n")
+    );
     for name in ["kuryr-controller", "kuryr-daemon"] {
-        assert!(images.iter().any(|l| l.starts_with(&format!("localhost/kuryr/{name}:"))), "{images:?}");
+        assert!(
+            images
+                .iter()
+                .any(|l| l.starts_with(&format!("localhost/kuryr/{name}:"))),
+            "{images:?}"
+        );
     }
 
     wait_for_no_host_kuryr(Duration::from_secs(20 * 60));
@@ -571,26 +912,55 @@ fn deployed_in_cluster_end_to_end() {
     // The manifests as a kubectl user adapts them to this cloud.
     let mut objs = manifest_objects(&manifests());
     overlay_for_stack(&mut objs);
-    let (crd_objs, objs): (Vec<Value>, Vec<Value>) = objs.into_iter().partition(|o| kind(o) == "CustomResourceDefinition");
+    let (crd_objs, objs): (Vec<Value>, Vec<Value>) = objs
+        .into_iter()
+        .partition(|o| kind(o) == "CustomResourceDefinition");
     let crd_file = tmp("crds.json");
     write_list(&crd_objs, &crd_file);
     let manifest = tmp("kuryr-rs.json");
     write_list(&objs, &manifest);
 
     // Without a kuryr daemon the node's network is not ready.
-    wait_for("node NotReady without the CNI", Duration::from_secs(120), Duration::from_secs(2), || {
-        (node_ready(&node) != "True").then_some(())
-    });
+    wait_for(
+        "node NotReady without the CNI",
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        || (node_ready(&node) != "True").then_some(()),
+    );
 
     // The host as a fresh node without systemd has it (issue 10): /run/netns is no shared
     // mount, and the daemon is the node's first pod. Its init container must fix that.
     let before = make_run_netns_unshared();
     eprintln!("/run/netns before the DaemonSet: {before}");
-    assert!(!run_netns_propagation().unwrap_or_default().contains("shared:"), "/run/netns still shared");
+    assert!(
+        !run_netns_propagation()
+            .unwrap_or_default()
+            .contains("shared:"),
+        "/run/netns still shared"
+    );
 
-    must(kubectl().args(["apply", "--server-side", "--force-conflicts", "--field-manager=kuryr-e2e-deploy", "-f"]).arg(&crd_file));
-    must(kubectl().args(["wait", "--for=condition=Established", "--timeout=30s", "crd", "--all"]));
-    let installed = Installed { manifest: manifest.clone(), armed: true };
+    must(
+        kubectl()
+            .args([
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=kuryr-e2e-deploy",
+                "-f",
+            ])
+            .arg(&crd_file),
+    );
+    must(kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd",
+        "--all",
+    ]));
+    let installed = Installed {
+        manifest: manifest.clone(),
+        armed: true,
+    };
     let watching = Arc::new(AtomicBool::new(true));
     let watcher = {
         let (watching, node) = (watching.clone(), node.clone());
@@ -621,9 +991,26 @@ fn deployed_in_cluster_end_to_end() {
         })
     };
     let t0 = Instant::now();
-    must(kubectl().args(["apply", "--server-side", "--force-conflicts", "--field-manager=kuryr-e2e-deploy", "-f"]).arg(&manifest));
+    must(
+        kubectl()
+            .args([
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=kuryr-e2e-deploy",
+                "-f",
+            ])
+            .arg(&manifest),
+    );
 
-    let rollout = run(kubectl().args(["rollout", "status", "-n", NAMESPACE, "daemonset/kuryr-daemon", "--timeout=180s"]));
+    let rollout = run(kubectl().args([
+        "rollout",
+        "status",
+        "-n",
+        NAMESPACE,
+        "daemonset/kuryr-daemon",
+        "--timeout=180s",
+    ]));
     assert!(
         rollout.status.success(),
         "daemon not ready:\n{}\n{}",
@@ -636,7 +1023,14 @@ fn deployed_in_cluster_end_to_end() {
         after.as_deref().unwrap_or_default().contains("shared:"),
         "the init container did not make /run/netns a shared mount point on the host: {after:?}"
     );
-    let rollout = run(kubectl().args(["rollout", "status", "-n", NAMESPACE, "deployment/kuryr-controller", "--timeout=180s"]));
+    let rollout = run(kubectl().args([
+        "rollout",
+        "status",
+        "-n",
+        NAMESPACE,
+        "deployment/kuryr-controller",
+        "--timeout=180s",
+    ]));
     assert!(
         rollout.status.success(),
         "controller not ready:\n{}\n{}",
@@ -644,30 +1038,73 @@ fn deployed_in_cluster_end_to_end() {
         logs("app.kubernetes.io/component=controller")
     );
     eprintln!("controller Ready {:?} after apply", t0.elapsed());
-    must(kubectl().args(["wait", "--for=condition=Ready", "--timeout=90s", "node", &node]));
+    must(kubectl().args([
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=90s",
+        "node",
+        &node,
+    ]));
     watching.store(false, Ordering::Relaxed);
     let (ready_at, conf_at, violations) = watcher.join().expect("watcher");
     eprintln!("conflist written at {conf_at:?}, node Ready at {ready_at:?}");
-    assert!(violations.is_empty(), "node Ready without the kuryr conflist at {violations:?}");
-    assert!(conf_at.is_some() && ready_at.is_some() && conf_at <= ready_at, "conflist {conf_at:?} must precede node Ready {ready_at:?}");
-    assert!(Path::new(CNI_BIN).exists(), "the DaemonSet installed kuryr-cni");
-    let cl: Value = serde_json::from_slice(&std::fs::read(CONFLIST).expect("conflist")).expect("json");
-    assert_eq!(cl["plugins"][0]["daemon_socket"], "/run/kuryr/kuryr-daemon.sock", "{cl}");
-    assert!(Path::new("/run/kuryr/kuryr-daemon.sock").exists(), "the socket the conflist names exists on the host");
+    assert!(
+        violations.is_empty(),
+        "node Ready without the kuryr conflist at {violations:?}"
+    );
+    assert!(
+        conf_at.is_some() && ready_at.is_some() && conf_at <= ready_at,
+        "conflist {conf_at:?} must precede node Ready {ready_at:?}"
+    );
+    assert!(
+        Path::new(CNI_BIN).exists(),
+        "the DaemonSet installed kuryr-cni"
+    );
+    let cl: Value =
+        serde_json::from_slice(&std::fs::read(CONFLIST).expect("conflist")).expect("json");
+    assert_eq!(
+        cl["plugins"][0]["daemon_socket"], "/run/kuryr/kuryr-daemon.sock",
+        "{cl}"
+    );
+    assert!(
+        Path::new("/run/kuryr/kuryr-daemon.sock").exists(),
+        "the socket the conflist names exists on the host"
+    );
 
     // An app: a Deployment of 2 pods, networked, talking to each other and to a VM.
     let ns = TestNamespace::create("kst-deploy-");
-    let app = App { ns: &ns.0, cloud: &cloud, node: node.clone() };
+    let app = App {
+        ns: &ns.0,
+        cloud: &cloud,
+        node: node.clone(),
+    };
     let dep_file = tmp("app.json");
-    std::fs::write(&dep_file, kuryr_e2e::kuryr::web_deployment(&ns.0, 2).to_string()).expect("write app");
+    std::fs::write(
+        &dep_file,
+        kuryr_e2e::kuryr::web_deployment(&ns.0, 2).to_string(),
+    )
+    .expect("write app");
     must(kubectl().arg("apply").arg("-f").arg(&dep_file));
     let first = app.networked(2, Duration::from_secs(180));
     app.ping(&first[0].0, &first[1].2);
     app.ping(&first[1].0, &first[0].2);
     // TCP (busybox nc: busybox-static 1.35's wget crashes on this Debian).
-    let get = app.exec(&first[1].0, &["sh", "-c", &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {} 8080", first[0].2)]);
+    let get = app.exec(
+        &first[1].0,
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {} 8080",
+                first[0].2
+            ),
+        ],
+    );
     let body = String::from_utf8_lossy(&get.stdout);
-    assert!(body.contains("200 OK") && body.trim_end().ends_with(first[0].0.as_str()), "TCP between the pods: {get:?}");
+    assert!(
+        body.contains("200 OK") && body.trim_end().ends_with(first[0].0.as_str()),
+        "TCP between the pods: {get:?}"
+    );
     {
         let vm = PlainPort::create(&cloud, 1);
         cloud.wait_active(&[vm[0].port.id.clone()]);
@@ -677,67 +1114,155 @@ fn deployed_in_cluster_end_to_end() {
     }
 
     // Kill the daemon and the controller while pods are being created.
-    let names =
-        |ps: Vec<Value>| -> BTreeSet<String> { ps.iter().filter_map(|p| p["metadata"]["name"].as_str().map(String::from)).collect() };
+    let names = |ps: Vec<Value>| -> BTreeSet<String> {
+        ps.iter()
+            .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+            .collect()
+    };
     let (old_daemon, old_controller) = (names(daemon_pods()), names(controller_pods()));
-    must(kubectl().args(["delete", "pod", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=daemon", "--wait=false"]));
+    must(kubectl().args([
+        "delete",
+        "pod",
+        "-n",
+        NAMESPACE,
+        "-l",
+        "app.kubernetes.io/component=daemon",
+        "--wait=false",
+    ]));
     must(kubectl().args(["scale", "-n", &ns.0, "deployment/web", "--replicas=5"]));
     std::thread::sleep(Duration::from_secs(1));
-    must(kubectl().args(["delete", "pod", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=controller", "--wait=false"]));
+    must(kubectl().args([
+        "delete",
+        "pod",
+        "-n",
+        NAMESPACE,
+        "-l",
+        "app.kubernetes.io/component=controller",
+        "--wait=false",
+    ]));
     let t = Instant::now();
-    for (what, pods_of, old) in
-        [("daemon", daemon_pods as fn() -> Vec<Value>, &old_daemon), ("controller", controller_pods, &old_controller)]
-    {
-        wait_for(&format!("a new {what} pod Ready"), Duration::from_secs(180), Duration::from_secs(1), || {
-            let ps = pods_of();
-            (ps.iter().any(|p| pod_ready(p) && !old.contains(p["metadata"]["name"].as_str().unwrap_or("")))
-                && ps.iter().all(|p| !old.contains(p["metadata"]["name"].as_str().unwrap_or(""))))
-            .then_some(())
-        });
+    for (what, pods_of, old) in [
+        ("daemon", daemon_pods as fn() -> Vec<Value>, &old_daemon),
+        ("controller", controller_pods, &old_controller),
+    ] {
+        wait_for(
+            &format!("a new {what} pod Ready"),
+            Duration::from_secs(180),
+            Duration::from_secs(1),
+            || {
+                let ps = pods_of();
+                (ps.iter().any(|p| {
+                    pod_ready(p) && !old.contains(p["metadata"]["name"].as_str().unwrap_or(""))
+                }) && ps
+                    .iter()
+                    .all(|p| !old.contains(p["metadata"]["name"].as_str().unwrap_or(""))))
+                .then_some(())
+            },
+        );
         eprintln!("new {what} pod Ready {:?} after the kill", t.elapsed());
     }
     let all = app.networked(5, Duration::from_secs(300));
-    eprintln!("5 pods networked {:?} after killing the daemon and the controller", t.elapsed());
+    eprintln!(
+        "5 pods networked {:?} after killing the daemon and the controller",
+        t.elapsed()
+    );
     for (name, _, _, _) in &all {
         app.ping(name, &first[0].2);
     }
     let ours: BTreeSet<String> = all.iter().map(|(_, uid, _, _)| uid.clone()).collect();
-    let seen: BTreeSet<String> = ours.iter().chain(first.iter().map(|f| &f.1)).cloned().collect();
+    let seen: BTreeSet<String> = ours
+        .iter()
+        .chain(first.iter().map(|f| &f.1))
+        .cloned()
+        .collect();
     let extra = leaked(&cloud, &ns.0, &seen, &ours);
-    assert!(extra.is_empty(), "leaked kuryr ports (not of a live pod): {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "leaked kuryr ports (not of a live pod): {extra:?}"
+    );
 
     // A rolling update of the DaemonSet: existing pods keep talking.
     let pinger = {
         let (ns, from, to) = (ns.0.clone(), all[0].0.clone(), all[1].2.clone());
-        std::thread::spawn(move || run(kubectl().args(["exec", "-n", &ns, &from, "--", "ping", "-c", "40", "-i", "0.5", "-W", "1", &to])))
+        std::thread::spawn(move || {
+            run(kubectl().args([
+                "exec", "-n", &ns, &from, "--", "ping", "-c", "40", "-i", "0.5", "-W", "1", &to,
+            ]))
+        })
     };
     std::thread::sleep(Duration::from_secs(2));
-    must(kubectl().args(["rollout", "restart", "-n", NAMESPACE, "daemonset/kuryr-daemon"]));
-    must(kubectl().args(["rollout", "status", "-n", NAMESPACE, "daemonset/kuryr-daemon", "--timeout=180s"]));
+    must(kubectl().args([
+        "rollout",
+        "restart",
+        "-n",
+        NAMESPACE,
+        "daemonset/kuryr-daemon",
+    ]));
+    must(kubectl().args([
+        "rollout",
+        "status",
+        "-n",
+        NAMESPACE,
+        "daemonset/kuryr-daemon",
+        "--timeout=180s",
+    ]));
     let ping = pinger.join().expect("pinger");
     let said = String::from_utf8_lossy(&ping.stdout);
-    assert!(said.contains(" 0% packet loss"), "traffic interrupted by the DaemonSet rolling update:\n{said}");
-    eprintln!("during the DaemonSet rolling update: {}", said.lines().find(|l| l.contains("packet loss")).unwrap_or(""));
+    assert!(
+        said.contains(" 0% packet loss"),
+        "traffic interrupted by the DaemonSet rolling update:\n{said}"
+    );
+    eprintln!(
+        "during the DaemonSet rolling update: {}",
+        said.lines()
+            .find(|l| l.contains("packet loss"))
+            .unwrap_or("")
+    );
     let after = app.networked(5, Duration::from_secs(60));
-    let seen: BTreeSet<String> = seen.into_iter().chain(after.iter().map(|a| a.1.clone())).collect();
+    let seen: BTreeSet<String> = seen
+        .into_iter()
+        .chain(after.iter().map(|a| a.1.clone()))
+        .collect();
 
     // Pods gone -> their ports gone; then uninstall -> nothing left on the host or the cloud.
     let ns_name = ns.0.clone();
     drop(ns);
-    wait_for("the app's Neutron ports to be deleted", Duration::from_secs(180), Duration::from_secs(1), || {
-        leaked(&cloud, &ns_name, &seen, &BTreeSet::new()).is_empty().then_some(())
-    });
+    wait_for(
+        "the app's Neutron ports to be deleted",
+        Duration::from_secs(180),
+        Duration::from_secs(1),
+        || {
+            leaked(&cloud, &ns_name, &seen, &BTreeSet::new())
+                .is_empty()
+                .then_some(())
+        },
+    );
     drop(installed);
-    wait_for("kuryr pods gone", Duration::from_secs(120), Duration::from_secs(1), || {
-        (daemon_pods().is_empty() && controller_pods().is_empty()).then_some(())
-    });
-    assert!(!Path::new(CONFLIST).exists(), "conflist left after uninstall");
-    assert!(!Path::new(CNI_BIN).exists(), "kuryr-cni left in /opt/cni/bin after uninstall");
+    wait_for(
+        "kuryr pods gone",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || (daemon_pods().is_empty() && controller_pods().is_empty()).then_some(()),
+    );
+    assert!(
+        !Path::new(CONFLIST).exists(),
+        "conflist left after uninstall"
+    );
+    assert!(
+        !Path::new(CNI_BIN).exists(),
+        "kuryr-cni left in /opt/cni/bin after uninstall"
+    );
     let left = leaked(&cloud, &ns_name, &seen, &BTreeSet::new());
-    assert!(left.is_empty(), "kuryr Neutron ports left after uninstall: {left:?}");
-    wait_for("node NotReady after uninstall", Duration::from_secs(120), Duration::from_secs(2), || {
-        (node_ready(&node) != "True").then_some(())
-    });
+    assert!(
+        left.is_empty(),
+        "kuryr Neutron ports left after uninstall: {left:?}"
+    );
+    wait_for(
+        "node NotReady after uninstall",
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        || (node_ready(&node) != "True").then_some(()),
+    );
     let _ = std::fs::remove_file(&manifest);
     let _ = std::fs::remove_file(&crd_file);
     let _ = std::fs::remove_file(&dep_file);

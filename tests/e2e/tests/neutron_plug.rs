@@ -15,7 +15,11 @@ fn neutron_ports_plugged_into_br_int_go_active_and_talk() {
     let plugged = PlainPort::create(&cloud, 2);
     let (a, b) = (&plugged[0], &plugged[1]);
     for p in &plugged {
-        assert_eq!(p.port.binding_vif_type, "ovs", "port {} not bound: {:?}", p.port.id, p.port.binding_vif_type);
+        assert_eq!(
+            p.port.binding_vif_type, "ovs",
+            "port {} not bound: {:?}",
+            p.port.id, p.port.binding_vif_type
+        );
     }
     let ids: Vec<String> = plugged.iter().map(|p| p.port.id.clone()).collect();
     let took = cloud.wait_active(&ids);
@@ -26,11 +30,10 @@ fn neutron_ports_plugged_into_br_int_go_active_and_talk() {
 
     // TCP through the userspace datapath (fails silently if checksum offload is mishandled).
     let listen = SocketAddr::new(b.ip, 8080);
-    let listener = b
-        .ns
-        .run(|| Ok::<_, kuryr_netplumb::Error>(TcpListener::bind(listen)))
-        .expect("netns thread")
-        .expect("bind in b");
+    let listener =
+        b.ns.run(|| Ok::<_, kuryr_netplumb::Error>(TcpListener::bind(listen)))
+            .expect("netns thread")
+            .expect("bind in b");
     let server = std::thread::spawn(move || -> std::io::Result<String> {
         let (mut s, _) = listener.accept()?;
         let mut buf = [0u8; 64];
@@ -38,9 +41,8 @@ fn neutron_ports_plugged_into_br_int_go_active_and_talk() {
         s.write_all(b"pong")?;
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     });
-    let reply = a
-        .ns
-        .run(|| {
+    let reply =
+        a.ns.run(|| {
             Ok::<_, kuryr_netplumb::Error>((|| -> std::io::Result<String> {
                 let mut s = TcpStream::connect_timeout(&listen, Duration::from_secs(5))?;
                 s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -53,5 +55,8 @@ fn neutron_ports_plugged_into_br_int_go_active_and_talk() {
         .expect("netns thread")
         .expect("TCP a -> b:8080 through OVN");
     assert_eq!(reply, "pong");
-    assert_eq!(server.join().expect("server thread").expect("server"), "ping");
+    assert_eq!(
+        server.join().expect("server thread").expect("server"),
+        "ping"
+    );
 }

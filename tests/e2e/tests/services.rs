@@ -31,7 +31,14 @@ fn services_conf() -> ConfigFile {
 }
 
 fn controller_args() -> Vec<&'static str> {
-    vec!["--lb-audit-seconds", "5", "--metrics-addr", METRICS, "--health-addr", "127.0.0.1:0"]
+    vec![
+        "--lb-audit-seconds",
+        "5",
+        "--metrics-addr",
+        METRICS,
+        "--health-addr",
+        "127.0.0.1:0",
+    ]
 }
 
 fn kjson(cmd: &mut Command) -> Value {
@@ -40,11 +47,16 @@ fn kjson(cmd: &mut Command) -> Value {
 
 fn klb(ns: &str, name: &str) -> Option<Value> {
     let out = run(kubectl().args(["get", "klb", "-n", ns, name, "-o", "json"]));
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("klb json"))
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("klb json"))
 }
 
 fn lb_id(ns: &str, name: &str) -> Option<String> {
-    klb(ns, name)?["status"]["loadbalancer"]["id"].as_str().filter(|s| !s.is_empty()).map(String::from)
+    klb(ns, name)?["status"]["loadbalancer"]["id"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(String::from)
 }
 
 /// Members of the Octavia pool of `listener` (`NS/NAME:TCP:80`), as Octavia lists them.
@@ -62,12 +74,15 @@ fn octavia_members(lb: &str) -> BTreeSet<String> {
 }
 
 fn lb_exists(id: &str) -> bool {
-    run(openstack("kuryr").args(["loadbalancer", "show", id, "-f", "json"])).status.success()
+    run(openstack("kuryr").args(["loadbalancer", "show", id, "-f", "json"]))
+        .status
+        .success()
 }
 
 /// One counter of the controller's OpenStack request metric (summed over status codes).
 fn os_requests(series: &str) -> u64 {
-    let text = must(Command::new("curl").args(["-sf", "-m", "5", &format!("http://{METRICS}/metrics")]));
+    let text =
+        must(Command::new("curl").args(["-sf", "-m", "5", &format!("http://{METRICS}/metrics")]));
     text.lines()
         .filter(|l| l.starts_with("kuryr_openstack_requests_total") && l.contains(series))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -86,7 +101,11 @@ fn ready_pod_ips(ns: &str, selector: &str) -> BTreeSet<String> {
         .flatten()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .filter(|p| {
-            p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
         })
         .filter_map(|p| p["status"]["podIP"].as_str().map(String::from))
         .collect()
@@ -100,16 +119,25 @@ fn answers(ns: &str, client: &str, host: &str, port: u16, n: usize) -> Vec<Strin
         "for i in $(seq {n}); do r=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port} | tail -n 1); echo \"${{r:-FAIL}}\"; done"
     );
     let out = exec(ns, client, &script);
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// The host PID of a process of pod `ns/pod` (found by the pod UID in its cgroup path), to run
 /// host tools in the pod's network namespace.
 fn pod_pid(ns: &str, pod: &str) -> u32 {
-    let uid = kjson(kubectl().args(["get", "pod", "-n", ns, pod, "-o", "json"]))["metadata"]["uid"].as_str().expect("uid").to_string();
+    let uid = kjson(kubectl().args(["get", "pod", "-n", ns, pod, "-o", "json"]))["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
     let forms = [format!("pod{uid}"), format!("pod{}", uid.replace('-', "_"))];
     for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         if forms.iter().any(|f| cg.contains(f.as_str())) && comm.trim() != "pause" {
@@ -135,8 +163,22 @@ fn web_and_client(prefix: &str) -> Namespace {
     let ns = Namespace::create(prefix);
     ns.apply_json("web", &kuryr::web_deployment(&ns.0, 2));
     ns.apply_json("client", &client_pod(&ns.0));
-    must(kubectl().args(["wait", "--for=condition=Available", "--timeout=120s", "-n", &ns.0, "deployment/web"]));
-    must(kubectl().args(["wait", "--for=condition=Ready", "--timeout=120s", "-n", &ns.0, "pod/client"]));
+    must(kubectl().args([
+        "wait",
+        "--for=condition=Available",
+        "--timeout=120s",
+        "-n",
+        &ns.0,
+        "deployment/web",
+    ]));
+    must(kubectl().args([
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=120s",
+        "-n",
+        &ns.0,
+        "pod/client",
+    ]));
     ns
 }
 
@@ -147,13 +189,32 @@ fn service(ns: &str, name: &str, spec: Value) -> Value {
 /// Deletes the Services of `ns` and waits until they, their KuryrLoadBalancers and their
 /// Octavia load balancers are gone (the controller must still run: the finalizers are its).
 fn delete_services_and_wait(ns: &str, lbs: &[String]) {
-    must(kubectl().args(["delete", "svc", "--all", "-n", ns, "--wait=true", "--timeout=120s"]));
-    wait_for("KuryrLoadBalancers gone", Duration::from_secs(60), Duration::from_millis(500), || {
-        let k = kjson(kubectl().args(["get", "klb", "-n", ns, "-o", "json"]));
-        k["items"].as_array().is_some_and(|a| a.is_empty()).then_some(())
-    });
+    must(kubectl().args([
+        "delete",
+        "svc",
+        "--all",
+        "-n",
+        ns,
+        "--wait=true",
+        "--timeout=120s",
+    ]));
+    wait_for(
+        "KuryrLoadBalancers gone",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            let k = kjson(kubectl().args(["get", "klb", "-n", ns, "-o", "json"]));
+            k["items"]
+                .as_array()
+                .is_some_and(|a| a.is_empty())
+                .then_some(())
+        },
+    );
     for id in lbs {
-        assert!(!lb_exists(id), "Octavia load balancer {id} left behind after its Service was deleted");
+        assert!(
+            !lb_exists(id),
+            "Octavia load balancer {id} left behind after its Service was deleted"
+        );
     }
 }
 
@@ -168,15 +229,24 @@ fn start() -> Setup {
     let mut daemon = kuryr::spawn_daemon(&conf.0, &[]);
     let controller = kuryr::spawn_controller_with(&conf.0, &controller_args());
     kuryr::wait_daemon_ready(&mut daemon);
-    Setup { _conf: conf, daemon, controller }
+    Setup {
+        _conf: conf,
+        daemon,
+        controller,
+    }
 }
 
 fn wait_members(ns: &str, name: &str, want: &BTreeSet<String>, what: &str) -> Duration {
     let t0 = Instant::now();
-    wait_for(what, Duration::from_secs(90), Duration::from_millis(200), || {
-        let id = lb_id(ns, name)?;
-        (octavia_members(&id) == *want).then_some(())
-    });
+    wait_for(
+        what,
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || {
+            let id = lb_id(ns, name)?;
+            (octavia_members(&id) == *want).then_some(())
+        },
+    );
     t0.elapsed()
 }
 
@@ -192,8 +262,24 @@ fn cluster_ip_services_balance_resolve_and_follow_endpoints() {
         &service(n, "web", json!({"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]})),
     );
     // The client may list pods through the `kubernetes` Service with its ServiceAccount token.
-    must(kubectl().args(["create", "role", "pod-reader", "-n", n, "--verb=list", "--resource=pods"]));
-    must(kubectl().args(["create", "rolebinding", "pod-reader", "-n", n, "--role=pod-reader", &format!("--serviceaccount={n}:default")]));
+    must(kubectl().args([
+        "create",
+        "role",
+        "pod-reader",
+        "-n",
+        n,
+        "--verb=list",
+        "--resource=pods",
+    ]));
+    must(kubectl().args([
+        "create",
+        "rolebinding",
+        "pod-reader",
+        "-n",
+        n,
+        "--role=pod-reader",
+        &format!("--serviceaccount={n}:default"),
+    ]));
 
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let ips = ready_pod_ips(n, "app=web");
@@ -201,20 +287,48 @@ fn cluster_ip_services_balance_resolve_and_follow_endpoints() {
         let took = wait_members(n, "web", &ips, "the web pool to hold both pods");
         eprintln!("members converged {took:?} after the pods were Ready");
         // The status follows Octavia (written after the load balancer is ACTIVE again).
-        let k = wait_for("the KuryrLoadBalancer status to list both members", Duration::from_secs(30), Duration::from_millis(200), || {
-            klb(n, "web").filter(|k| k["status"]["members"].as_array().map(Vec::len) == Some(2))
-        });
+        let k = wait_for(
+            "the KuryrLoadBalancer status to list both members",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || klb(n, "web").filter(|k| k["status"]["members"].as_array().map(Vec::len) == Some(2)),
+        );
         assert_eq!(k["metadata"]["ownerReferences"][0]["kind"], "Service");
-        assert!(k["metadata"]["finalizers"].to_string().contains("kuryr.openstack.org/kuryrloadbalancer-finalizers"));
+        assert!(k["metadata"]["finalizers"]
+            .to_string()
+            .contains("kuryr.openstack.org/kuryrloadbalancer-finalizers"));
         let svc = kjson(kubectl().args(["get", "svc", "-n", n, "web", "-o", "json"]));
-        assert!(svc["metadata"]["finalizers"].to_string().contains("kuryr.openstack.org/service-finalizer"));
-        assert_eq!(k["status"]["loadbalancer"]["ip"], svc["spec"]["clusterIP"], "the VIP is the ClusterIP");
+        assert!(svc["metadata"]["finalizers"]
+            .to_string()
+            .contains("kuryr.openstack.org/service-finalizer"));
+        assert_eq!(
+            k["status"]["loadbalancer"]["ip"], svc["spec"]["clusterIP"],
+            "the VIP is the ClusterIP"
+        );
 
         // By name through CoreDNS (UDP to the kube-dns Service), spread over both backends.
         let got = answers(n, "client", "web", 80, 30);
         let hosts: BTreeSet<&str> = got.iter().map(String::as_str).collect();
-        assert!(!hosts.contains("FAIL"), "some requests to web failed: {got:?}");
-        assert_eq!(hosts.len(), 2, "30 connections to web reached {hosts:?}, not both pods");
+        assert!(
+            !hosts.contains("FAIL"),
+            "some requests to web failed: {got:?}"
+        );
+        assert_eq!(
+            hosts.len(),
+            2,
+            "30 connections to web reached {hosts:?}, not both pods"
+        );
+        // The node (and so every host-network pod) reaches the ClusterIP through its Neutron port.
+        let vip = svc["spec"]["clusterIP"]
+            .as_str()
+            .expect("clusterIP")
+            .to_string();
+        let from_host: Vec<String> = (0..6).filter_map(|_| host_http(&vip)).collect();
+        assert_eq!(
+            from_host.len(),
+            6,
+            "HTTP from the node to the ClusterIP {vip}: {from_host:?}"
+        );
         let fqdn = answers(n, "client", &format!("web.{n}.svc.cluster.local"), 80, 1);
         assert_eq!(fqdn.len(), 1, "{fqdn:?}");
         assert_ne!(fqdn[0], "FAIL");
@@ -222,90 +336,213 @@ fn cluster_ip_services_balance_resolve_and_follow_endpoints() {
         // The API through the `kubernetes` Service, as in-cluster clients use it: from the
         // client pod's network namespace (the host's curl: busybox has no TLS client that works
         // here), its ServiceAccount token and CA, the name resolved by CoreDNS in the pod.
-        let token = must(kubectl().args(["exec", "-n", n, "client", "--", "cat", "/var/run/secrets/kubernetes.io/serviceaccount/token"]));
-        let ca = must(kubectl().args(["exec", "-n", n, "client", "--", "cat", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"]));
+        let token = must(kubectl().args([
+            "exec",
+            "-n",
+            n,
+            "client",
+            "--",
+            "cat",
+            "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        ]));
+        let ca = must(kubectl().args([
+            "exec",
+            "-n",
+            n,
+            "client",
+            "--",
+            "cat",
+            "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+        ]));
         let ca_path = std::env::temp_dir().join(format!("{n}-ca.crt"));
         std::fs::write(&ca_path, ca).expect("write ca");
-        let resolved = exec(n, "client", "nslookup kubernetes.default.svc.cluster.local | grep ^Address | tail -n 1");
-        let vip = String::from_utf8_lossy(&resolved.stdout).split_whitespace().last().unwrap_or_default().to_string();
-        assert_eq!(vip, "10.96.0.1", "CoreDNS answer for kubernetes.default: {:?}", String::from_utf8_lossy(&resolved.stdout));
+        let resolved = exec(
+            n,
+            "client",
+            "nslookup kubernetes.default.svc.cluster.local | grep ^Address | tail -n 1",
+        );
+        let vip = String::from_utf8_lossy(&resolved.stdout)
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(
+            vip,
+            "10.96.0.1",
+            "CoreDNS answer for kubernetes.default: {:?}",
+            String::from_utf8_lossy(&resolved.stdout)
+        );
         let pid = pod_pid(n, "client");
-        let api = run(Command::new("nsenter").arg(format!("--net=/proc/{pid}/ns/net")).args([
-            "curl", "-sS", "-m", "10", "--cacert",
-        ]).arg(&ca_path).args([
-            "--resolve", &format!("kubernetes.default.svc:443:{vip}"),
-            "-H", &format!("Authorization: Bearer {}", token.trim()),
-            &format!("https://kubernetes.default.svc/api/v1/namespaces/{n}/pods"),
-        ]));
+        let api = run(Command::new("nsenter")
+            .arg(format!("--net=/proc/{pid}/ns/net"))
+            .args(["curl", "-sS", "-m", "10", "--cacert"])
+            .arg(&ca_path)
+            .args([
+                "--resolve",
+                &format!("kubernetes.default.svc:443:{vip}"),
+                "-H",
+                &format!("Authorization: Bearer {}", token.trim()),
+                &format!("https://kubernetes.default.svc/api/v1/namespaces/{n}/pods"),
+            ]));
         let body = String::from_utf8_lossy(&api.stdout);
-        assert!(body.contains("\"PodList\"") && body.contains("\"client\""), "pod list through the kubernetes Service: {body} {}", String::from_utf8_lossy(&api.stderr));
+        assert!(
+            body.contains("\"PodList\"") && body.contains("\"client\""),
+            "pod list through the kubernetes Service: {body} {}",
+            String::from_utf8_lossy(&api.stderr)
+        );
 
         // Scale 2 → 5 → 0 → 2: the members follow, in batch calls only (no per-member call).
         for replicas in [5u32, 0, 2] {
             let (batch0, one0) = (os_requests(MEMBER_BATCH), os_requests(MEMBER_ONE));
             let slices0 = slice_generations(n, "web");
-            must(kubectl().args(["scale", "-n", n, "deployment/web", &format!("--replicas={replicas}")]));
-            let want = wait_for("the deployment to settle", Duration::from_secs(120), Duration::from_millis(300), || {
-                let ips = ready_pod_ips(n, "app=web");
-                let all = kjson(kubectl().args(["get", "pods", "-n", n, "-l", "app=web", "-o", "json"]));
-                let count = all["items"].as_array().map_or(0, Vec::len);
-                (ips.len() == replicas as usize && count == replicas as usize).then_some(ips)
-            });
-            let took = wait_members(n, "web", &want, &format!("the pool to follow the scale to {replicas}"));
-            let (batch, one) = (os_requests(MEMBER_BATCH) - batch0, os_requests(MEMBER_ONE) - one0);
+            must(kubectl().args([
+                "scale",
+                "-n",
+                n,
+                "deployment/web",
+                &format!("--replicas={replicas}"),
+            ]));
+            let want = wait_for(
+                "the deployment to settle",
+                Duration::from_secs(120),
+                Duration::from_millis(300),
+                || {
+                    let ips = ready_pod_ips(n, "app=web");
+                    let all = kjson(
+                        kubectl().args(["get", "pods", "-n", n, "-l", "app=web", "-o", "json"]),
+                    );
+                    let count = all["items"].as_array().map_or(0, Vec::len);
+                    (ips.len() == replicas as usize && count == replicas as usize).then_some(ips)
+                },
+            );
+            let took = wait_members(
+                n,
+                "web",
+                &want,
+                &format!("the pool to follow the scale to {replicas}"),
+            );
+            let (batch, one) = (
+                os_requests(MEMBER_BATCH) - batch0,
+                os_requests(MEMBER_ONE) - one0,
+            );
             let changes = slice_generations(n, "web").saturating_sub(slices0).max(1);
             eprintln!("scale to {replicas}: pool converged {took:?} after the pods; {batch} batch member call(s) for {changes} EndpointSlice change(s), {one} per-member calls");
             assert_eq!(one, 0, "per-member Octavia calls were made");
-            assert!(batch >= 1 && batch <= changes, "{batch} batch calls for {changes} endpoint changes (one per change at most)");
+            assert!(
+                batch >= 1 && batch <= changes,
+                "{batch} batch calls for {changes} endpoint changes (one per change at most)"
+            );
         }
         let got = answers(n, "client", "web", 80, 20);
-        assert_eq!(got.iter().collect::<BTreeSet<_>>().len(), 2, "after scaling back to 2: {got:?}");
+        assert_eq!(
+            got.iter().collect::<BTreeSet<_>>().len(),
+            2,
+            "after scaling back to 2: {got:?}"
+        );
 
         // An unready pod leaves the pool; traffic goes to the other one only.
         let pods = kjson(kubectl().args(["get", "pods", "-n", n, "-l", "app=web", "-o", "json"]));
-        let victim = pods["items"][0]["metadata"]["name"].as_str().expect("name").to_string();
-        let victim_ip = pods["items"][0]["status"]["podIP"].as_str().expect("ip").to_string();
+        let victim = pods["items"][0]["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_string();
+        let victim_ip = pods["items"][0]["status"]["podIP"]
+            .as_str()
+            .expect("ip")
+            .to_string();
         must(kubectl().args(["exec", "-n", n, &victim, "--", "touch", "/tmp/unready"]));
-        let rest: BTreeSet<String> = ready_pod_ips(n, "app=web").into_iter().filter(|ip| *ip != victim_ip).collect();
+        let rest: BTreeSet<String> = ready_pod_ips(n, "app=web")
+            .into_iter()
+            .filter(|ip| *ip != victim_ip)
+            .collect();
         let took = wait_members(n, "web", &rest, "the unready pod to leave the pool");
         eprintln!("unready pod left the pool {took:?} after it failed its probe");
         let got = answers(n, "client", "web", 80, 10);
-        assert!(!got.contains(&victim), "the unready pod {victim} still got traffic: {got:?}");
+        assert!(
+            !got.contains(&victim),
+            "the unready pod {victim} still got traffic: {got:?}"
+        );
         must(kubectl().args(["exec", "-n", n, &victim, "--", "rm", "/tmp/unready"]));
-        let both = wait_for("the pod to be Ready again", Duration::from_secs(30), Duration::from_millis(200), || {
-            let ips = ready_pod_ips(n, "app=web");
-            (ips.len() == 2).then_some(ips)
-        });
+        let both = wait_for(
+            "the pod to be Ready again",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                let ips = ready_pod_ips(n, "app=web");
+                (ips.len() == 2).then_some(ips)
+            },
+        );
         wait_members(n, "web", &both, "the pod to rejoin the pool");
 
         // Deleted out of band: comes back by itself (audit every 5 s) and answers again.
         let old = lb_id(n, "web").expect("lb id");
-        wait_for("the out-of-band delete to be accepted", Duration::from_secs(30), Duration::from_secs(1), || {
-            // 409 while the controller's last change is still PENDING_UPDATE: try again.
-            run(openstack("kuryr").args(["loadbalancer", "delete", "--cascade", "--wait", &old])).status.success().then_some(())
-        });
+        wait_for(
+            "the out-of-band delete to be accepted",
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            || {
+                // 409 while the controller's last change is still PENDING_UPDATE: try again.
+                run(openstack("kuryr").args([
+                    "loadbalancer",
+                    "delete",
+                    "--cascade",
+                    "--wait",
+                    &old,
+                ]))
+                .status
+                .success()
+                .then_some(())
+            },
+        );
         let t0 = Instant::now();
-        let new = wait_for("the load balancer to come back", Duration::from_secs(90), Duration::from_millis(500), || {
-            lb_id(n, "web").filter(|id| *id != old)
-        });
+        let new = wait_for(
+            "the load balancer to come back",
+            Duration::from_secs(90),
+            Duration::from_millis(500),
+            || lb_id(n, "web").filter(|id| *id != old),
+        );
         let ips = ready_pod_ips(n, "app=web");
         wait_members(n, "web", &ips, "the recreated pool");
-        eprintln!("load balancer deleted with the CLI came back as {new} after {:?}", t0.elapsed());
+        eprintln!(
+            "load balancer deleted with the CLI came back as {new} after {:?}",
+            t0.elapsed()
+        );
         let got = answers(n, "client", "web", 80, 6);
-        assert!(!got.iter().any(|g| g == "FAIL"), "after the re-creation: {got:?}");
+        assert!(
+            !got.iter().any(|g| g == "FAIL"),
+            "after the re-creation: {got:?}"
+        );
 
         delete_services_and_wait(n, &[new]);
     }));
     if let Err(p) = r {
-        eprintln!("controller:\n{}\ndaemon:\n{}", s.controller.log_tail(60), s.daemon.log_tail(20));
+        eprintln!(
+            "controller:\n{}\ndaemon:\n{}",
+            s.controller.log_tail(60),
+            s.daemon.log_tail(20)
+        );
         std::panic::resume_unwind(p);
     }
 }
 
 /// Sum of the `metadata.generation` of a Service's EndpointSlices (each change bumps it).
 fn slice_generations(ns: &str, svc: &str) -> u64 {
-    let v = kjson(kubectl().args(["get", "endpointslices", "-n", ns, "-l", &format!("kubernetes.io/service-name={svc}"), "-o", "json"]));
-    v["items"].as_array().into_iter().flatten().filter_map(|s| s["metadata"]["generation"].as_u64()).sum()
+    let v = kjson(kubectl().args([
+        "get",
+        "endpointslices",
+        "-n",
+        ns,
+        "-l",
+        &format!("kubernetes.io/service-name={svc}"),
+        "-o",
+        "json",
+    ]));
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["metadata"]["generation"].as_u64())
+        .sum()
 }
 
 /// Services without a selector and hand-written EndpointSlices; a UDP+TCP Service on one port;
@@ -319,7 +556,14 @@ fn selectorless_multi_protocol_and_skipped_services() {
     let n = &ns.0;
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let ips: Vec<String> = ready_pod_ips(n, "app=web").into_iter().collect();
-        ns.apply_json("manual", &service(n, "manual", json!({"ports": [{"name": "http", "port": 8000, "targetPort": 8080}]})));
+        ns.apply_json(
+            "manual",
+            &service(
+                n,
+                "manual",
+                json!({"ports": [{"name": "http", "port": 8000, "targetPort": 8080}]}),
+            ),
+        );
         ns.apply_json(
             "manual-slice",
             &json!({
@@ -331,66 +575,170 @@ fn selectorless_multi_protocol_and_skipped_services() {
         );
         ns.apply_json(
             "both",
-            &service(n, "both", json!({"selector": {"app": "web"}, "ports": [
+            &service(
+                n,
+                "both",
+                json!({"selector": {"app": "web"}, "ports": [
                 {"name": "t", "port": 53, "protocol": "TCP", "targetPort": 8080},
-                {"name": "u", "port": 53, "protocol": "UDP", "targetPort": 8080}]})),
+                {"name": "u", "port": 53, "protocol": "UDP", "targetPort": 8080}]}),
+            ),
         );
         ns.apply_json(
             "sticky",
             &service(n, "sticky", json!({"selector": {"app": "web"}, "sessionAffinity": "ClientIP",
                 "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 120}}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]})),
         );
-        ns.apply_json("headless", &service(n, "headless", json!({"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 80}]})));
-        ns.apply_json("ext", &service(n, "ext", json!({"type": "ExternalName", "externalName": "example.org"})));
+        ns.apply_json(
+            "headless",
+            &service(
+                n,
+                "headless",
+                json!({"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 80}]}),
+            ),
+        );
+        ns.apply_json(
+            "ext",
+            &service(
+                n,
+                "ext",
+                json!({"type": "ExternalName", "externalName": "example.org"}),
+            ),
+        );
         ns.apply_json("np", &service(n, "np", json!({"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]})));
 
         let want: BTreeSet<String> = [ips[0].clone()].into();
-        wait_members(n, "manual", &want, "the hand-written EndpointSlice's address as member");
+        wait_members(
+            n,
+            "manual",
+            &want,
+            "the hand-written EndpointSlice's address as member",
+        );
         let got = answers(n, "client", "manual", 8000, 4);
-        assert!(got.iter().all(|g| g != "FAIL") && got.len() == 4, "selector-less Service: {got:?}");
+        assert!(
+            got.iter().all(|g| g != "FAIL") && got.len() == 4,
+            "selector-less Service: {got:?}"
+        );
 
-        let both = wait_for("the TCP+UDP Service's load balancer", Duration::from_secs(60), Duration::from_millis(300), || {
-            let k = klb(n, "both")?;
-            (k["status"]["listeners"].as_array()?.len() == 2).then_some(k)
-        });
-        let protos: BTreeSet<&str> = both["status"]["listeners"].as_array().unwrap().iter().filter_map(|l| l["protocol"].as_str()).collect();
+        let both = wait_for(
+            "the TCP+UDP Service's load balancer",
+            Duration::from_secs(60),
+            Duration::from_millis(300),
+            || {
+                let k = klb(n, "both")?;
+                (k["status"]["listeners"].as_array()?.len() == 2).then_some(k)
+            },
+        );
+        let protos: BTreeSet<&str> = both["status"]["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["protocol"].as_str())
+            .collect();
         assert_eq!(protos, BTreeSet::from(["TCP", "UDP"]), "{both}");
         // Its EndpointSlice may come after the load balancer was created: wait for the members.
         let all: BTreeSet<String> = ips.iter().cloned().collect();
-        wait_members(n, "both", &all, "both pods as members of the TCP+UDP Service");
+        wait_members(
+            n,
+            "both",
+            &all,
+            "both pods as members of the TCP+UDP Service",
+        );
         let got = answers(n, "client", "both", 53, 4);
-        assert!(got.iter().all(|g| g != "FAIL"), "TCP 53 of the TCP+UDP Service: {got:?}");
+        assert!(
+            got.iter().all(|g| g != "FAIL"),
+            "TCP 53 of the TCP+UDP Service: {got:?}"
+        );
 
         // sessionAffinity: ClientIP → Octavia SOURCE_IP persistence → OVN affinity: one client,
         // one backend (without it these connections spread, see the ClusterIP test).
         let all: BTreeSet<String> = ips.iter().cloned().collect();
         wait_members(n, "sticky", &all, "both pods behind the sticky Service");
         // Octavia lists the members a moment before OVN has the flows: first one answer.
-        wait_for("the sticky Service to answer", Duration::from_secs(30), Duration::from_millis(500), || {
-            answers(n, "client", "sticky", 80, 1).into_iter().find(|g| g != "FAIL")
-        });
+        wait_for(
+            "the sticky Service to answer",
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+            || {
+                answers(n, "client", "sticky", 80, 1)
+                    .into_iter()
+                    .find(|g| g != "FAIL")
+            },
+        );
         let got = answers(n, "client", "sticky", 80, 12);
         let hosts: BTreeSet<&String> = got.iter().collect();
         assert!(!got.iter().any(|g| g == "FAIL"), "sticky: {got:?}");
-        assert_eq!(hosts.len(), 1, "sessionAffinity ClientIP: 12 connections of one client reached {hosts:?}");
-        let pools = kjson(openstack("kuryr").args(["loadbalancer", "pool", "list", "--loadbalancer", &lb_id(n, "sticky").expect("lb"), "-f", "json"]));
-        let pool = kjson(openstack("kuryr").args(["loadbalancer", "pool", "show", pools[0]["id"].as_str().expect("pool id"), "-f", "json"]));
-        assert!(pool["session_persistence"].to_string().contains("SOURCE_IP"), "{pool}");
+        assert_eq!(
+            hosts.len(),
+            1,
+            "sessionAffinity ClientIP: 12 connections of one client reached {hosts:?}"
+        );
+        let pools = kjson(openstack("kuryr").args([
+            "loadbalancer",
+            "pool",
+            "list",
+            "--loadbalancer",
+            &lb_id(n, "sticky").expect("lb"),
+            "-f",
+            "json",
+        ]));
+        let pool = kjson(openstack("kuryr").args([
+            "loadbalancer",
+            "pool",
+            "show",
+            pools[0]["id"].as_str().expect("pool id"),
+            "-f",
+            "json",
+        ]));
+        assert!(
+            pool["session_persistence"]
+                .to_string()
+                .contains("SOURCE_IP"),
+            "{pool}"
+        );
 
-        let np = wait_for("the NodePort Service's load balancer", Duration::from_secs(60), Duration::from_millis(300), || lb_id(n, "np"));
+        let np = wait_for(
+            "the NodePort Service's load balancer",
+            Duration::from_secs(60),
+            Duration::from_millis(300),
+            || lb_id(n, "np"),
+        );
         assert!(!np.is_empty());
-        wait_for("the NodePort Event", Duration::from_secs(30), Duration::from_millis(500), || {
-            let ev = must(kubectl().args(["get", "events", "-n", n, "--field-selector", "involvedObject.name=np", "-o", "json"]));
-            ev.contains("node ports").then_some(())
-        });
+        wait_for(
+            "the NodePort Event",
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+            || {
+                let ev = must(kubectl().args([
+                    "get",
+                    "events",
+                    "-n",
+                    n,
+                    "--field-selector",
+                    "involvedObject.name=np",
+                    "-o",
+                    "json",
+                ]));
+                ev.contains("node ports").then_some(())
+            },
+        );
         for skipped in ["headless", "ext"] {
-            assert!(klb(n, skipped).is_none(), "{skipped} got a KuryrLoadBalancer");
+            assert!(
+                klb(n, skipped).is_none(),
+                "{skipped} got a KuryrLoadBalancer"
+            );
         }
-        let lbs: Vec<String> = ["manual", "both", "np", "sticky"].iter().filter_map(|x| lb_id(n, x)).collect();
+        let lbs: Vec<String> = ["manual", "both", "np", "sticky"]
+            .iter()
+            .filter_map(|x| lb_id(n, x))
+            .collect();
         delete_services_and_wait(n, &lbs);
     }));
     if let Err(p) = r {
-        eprintln!("controller:\n{}\ndaemon:\n{}", s.controller.log_tail(60), s.daemon.log_tail(20));
+        eprintln!(
+            "controller:\n{}\ndaemon:\n{}",
+            s.controller.log_tail(60),
+            s.daemon.log_tail(20)
+        );
         std::panic::resume_unwind(p);
     }
 }
@@ -431,29 +779,57 @@ fn kill_9_between_lb_create_and_status_write_leaves_one_lb_per_service() {
         }),
     );
     let unblock = || {
-        let _ = run(kubectl().args(["delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", &policy, "--ignore-not-found"]));
+        let _ = run(kubectl().args([
+            "delete",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            &policy,
+            "--ignore-not-found",
+        ]));
     };
     // The policy takes effect within a moment; creating the Services only then keeps the window.
     std::thread::sleep(Duration::from_secs(2));
     let names: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
     let mut first = kuryr::spawn_controller_with(&conf.0, &controller_args());
     for name in &names {
-        ns.apply_json(name, &service(n, name, json!({"ports": [{"port": 80, "targetPort": 8080}]})));
+        ns.apply_json(
+            name,
+            &service(
+                n,
+                name,
+                json!({"ports": [{"port": 80, "targetPort": 8080}]}),
+            ),
+        );
     }
     let ours = || -> Vec<Value> {
         let lbs = kjson(openstack("kuryr").args(["loadbalancer", "list", "-f", "json"]));
         let prefix = format!("{n}/");
-        lbs.as_array().cloned().unwrap_or_default().into_iter().filter(|l| l["name"].as_str().is_some_and(|x| x.starts_with(&prefix))).collect()
+        lbs.as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l["name"].as_str().is_some_and(|x| x.starts_with(&prefix)))
+            .collect()
     };
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_for("a load balancer per Service, none recorded in a status", Duration::from_secs(90), Duration::from_millis(500), || {
-            (ours().len() >= names.len()).then_some(())
-        });
+        wait_for(
+            "a load balancer per Service, none recorded in a status",
+            Duration::from_secs(90),
+            Duration::from_millis(500),
+            || (ours().len() >= names.len()).then_some(()),
+        );
         for name in &names {
-            assert_eq!(lb_id(n, name), None, "{name}: its status was written although the policy denies it");
+            assert_eq!(
+                lb_id(n, name),
+                None,
+                "{name}: its status was written although the policy denies it"
+            );
         }
         let before = ours();
-        assert_eq!(before.len(), names.len(), "load balancers duplicated while the status writes failed: {before:?}");
+        assert_eq!(
+            before.len(),
+            names.len(),
+            "load balancers duplicated while the status writes failed: {before:?}"
+        );
     }));
     first.child.kill().expect("kill -9");
     let _ = first.child.wait();
@@ -466,15 +842,29 @@ fn kill_9_between_lb_create_and_status_write_leaves_one_lb_per_service() {
     let mut second = kuryr::spawn_controller_with(&conf.0, &controller_args());
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for name in &names {
-            wait_for(&format!("{name}'s status"), Duration::from_secs(90), Duration::from_millis(300), || lb_id(n, name));
+            wait_for(
+                &format!("{name}'s status"),
+                Duration::from_secs(90),
+                Duration::from_millis(300),
+                || lb_id(n, name),
+            );
         }
         let lbs = ours();
         let mut ids = Vec::new();
         for name in &names {
             let full = format!("{n}/{name}");
             let mine: Vec<&Value> = lbs.iter().filter(|l| l["name"] == full.as_str()).collect();
-            assert_eq!(mine.len(), 1, "{full} has {} load balancers after the crash: {mine:?}", mine.len());
-            assert_eq!(mine[0]["id"].as_str(), lb_id(n, name).as_deref(), "{full}: the status names another load balancer");
+            assert_eq!(
+                mine.len(),
+                1,
+                "{full} has {} load balancers after the crash: {mine:?}",
+                mine.len()
+            );
+            assert_eq!(
+                mine[0]["id"].as_str(),
+                lb_id(n, name).as_deref(),
+                "{full}: the status names another load balancer"
+            );
             ids.push(mine[0]["id"].as_str().unwrap().to_string());
         }
         delete_services_and_wait(n, &ids);
@@ -488,12 +878,16 @@ fn kill_9_between_lb_create_and_status_write_leaves_one_lb_per_service() {
 
 fn ingress_ip(ns: &str, name: &str) -> Option<String> {
     let svc = kjson(kubectl().args(["get", "svc", "-n", ns, name, "-o", "json"]));
-    svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str().map(String::from)
+    svc["status"]["loadBalancer"]["ingress"][0]["ip"]
+        .as_str()
+        .map(String::from)
 }
 
 fn fip_json(address: &str) -> Option<Value> {
     let out = run(openstack("kuryr").args(["floating", "ip", "show", address, "-f", "json"]));
-    out.status.success().then(|| serde_json::from_slice(&out.stdout).expect("fip json"))
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("fip json"))
 }
 
 /// HTTP from the host (the node) to `ip:80`: the answering pod's hostname, if any.
@@ -522,40 +916,91 @@ fn load_balancer_services_get_floating_ips_that_answer_from_the_host() {
         }
         spec
     };
-    let user_fip = must(openstack("kuryr").args(["floating", "ip", "create", "public", "-f", "value", "-c", "floating_ip_address"])).trim().to_string();
+    let user_fip = must(openstack("kuryr").args([
+        "floating",
+        "ip",
+        "create",
+        "public",
+        "-f",
+        "value",
+        "-c",
+        "floating_ip_address",
+    ]))
+    .trim()
+    .to_string();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         ns.apply_json("pub", &service(n, "pub", lb_spec(json!({}))));
-        let fip = wait_for("a floating IP in the Service's status", Duration::from_secs(90), Duration::from_millis(500), || ingress_ip(n, "pub"));
+        let fip = wait_for(
+            "a floating IP in the Service's status",
+            Duration::from_secs(90),
+            Duration::from_millis(500),
+            || ingress_ip(n, "pub"),
+        );
         let k = klb(n, "pub").expect("klb");
-        assert_eq!(k["status"]["service_pub_ip_info"]["ip_addr"], fip.as_str(), "{k}");
+        assert_eq!(
+            k["status"]["service_pub_ip_info"]["ip_addr"],
+            fip.as_str(),
+            "{k}"
+        );
         assert_eq!(k["status"]["service_pub_ip_info"]["alloc_method"], "pool");
         let f = fip_json(&fip).expect("the floating IP exists in Neutron");
-        assert_eq!(f["port_id"], k["status"]["loadbalancer"]["port_id"], "the floating IP is on the VIP port: {f}");
+        assert_eq!(
+            f["port_id"], k["status"]["loadbalancer"]["port_id"],
+            "the floating IP is on the VIP port: {f}"
+        );
         let ips = ready_pod_ips(n, "app=web");
         wait_members(n, "pub", &ips, "both pods behind the LoadBalancer Service");
         let t0 = Instant::now();
-        let hosts: BTreeSet<String> = wait_for("the floating IP to answer from the host", Duration::from_secs(60), Duration::from_millis(500), || {
-            let got: Vec<String> = (0..6).filter_map(|_| host_http(&fip)).collect();
-            (got.len() == 6).then(|| got.into_iter().collect())
-        });
+        let hosts: BTreeSet<String> = wait_for(
+            "the floating IP to answer from the host",
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || {
+                let got: Vec<String> = (0..6).filter_map(|_| host_http(&fip)).collect();
+                (got.len() == 6).then(|| got.into_iter().collect())
+            },
+        );
         eprintln!("floating IP {fip} answered from the host {:?} after its Service status; backends {hosts:?}", t0.elapsed());
 
-        ns.apply_json("user", &service(n, "user", lb_spec(json!({"loadBalancerIP": user_fip}))));
-        let got = wait_for("the user's floating IP in the Service's status", Duration::from_secs(90), Duration::from_millis(500), || ingress_ip(n, "user"));
+        ns.apply_json(
+            "user",
+            &service(n, "user", lb_spec(json!({"loadBalancerIP": user_fip}))),
+        );
+        let got = wait_for(
+            "the user's floating IP in the Service's status",
+            Duration::from_secs(90),
+            Duration::from_millis(500),
+            || ingress_ip(n, "user"),
+        );
         assert_eq!(got, user_fip);
         let k = klb(n, "user").expect("klb");
-        assert_eq!(k["status"]["service_pub_ip_info"]["alloc_method"], "user", "{k}");
-        wait_for("the user's floating IP to answer from the host", Duration::from_secs(60), Duration::from_millis(500), || host_http(&user_fip));
+        assert_eq!(
+            k["status"]["service_pub_ip_info"]["alloc_method"], "user",
+            "{k}"
+        );
+        wait_for(
+            "the user's floating IP to answer from the host",
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || host_http(&user_fip),
+        );
 
         let lbs: Vec<String> = ["pub", "user"].iter().filter_map(|x| lb_id(n, x)).collect();
         delete_services_and_wait(n, &lbs);
         assert!(fip_json(&fip).is_none(), "the floating IP kuryr-rs allocated ({fip}) is still there after its Service was deleted");
         let f = fip_json(&user_fip).expect("the user's floating IP is never deleted");
-        assert!(f["port_id"].is_null(), "the user's floating IP is still associated: {f}");
+        assert!(
+            f["port_id"].is_null(),
+            "the user's floating IP is still associated: {f}"
+        );
     }));
     let _ = run(openstack("kuryr").args(["floating", "ip", "delete", &user_fip]));
     if let Err(p) = r {
-        eprintln!("controller:\n{}\ndaemon:\n{}", s.controller.log_tail(60), s.daemon.log_tail(20));
+        eprintln!(
+            "controller:\n{}\ndaemon:\n{}",
+            s.controller.log_tail(60),
+            s.daemon.log_tail(20)
+        );
         std::panic::resume_unwind(p);
     }
 }

@@ -18,7 +18,10 @@ fn kubectl_lists_the_node() {
         .iter()
         .filter_map(|n| n["metadata"]["name"].as_str())
         .collect();
-    assert!(names.contains(&host.as_str()), "node {host} not in {names:?}");
+    assert!(
+        names.contains(&host.as_str()),
+        "node {host} not in {names:?}"
+    );
 }
 
 #[test]
@@ -43,7 +46,13 @@ fn host_network_pod_runs_through_kubelet_and_containerd() {
     let path = std::env::temp_dir().join(format!("{name}.json"));
     std::fs::write(&path, manifest.to_string()).expect("write manifest");
     must(kubectl().args(["apply", "-f"]).arg(&path));
-    let ok = run(kubectl().args(["wait", "--for=condition=Ready", "--timeout=120s", "pod", &name]));
+    let ok = run(kubectl().args([
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=120s",
+        "pod",
+        &name,
+    ]));
     let logs = run(kubectl().args(["logs", &name]));
     let describe = run(kubectl().args(["describe", "pod", &name]));
     run(kubectl().args(["delete", "pod", &name, "--wait=false"]));
@@ -64,7 +73,11 @@ fn openstack_cli_token_issue_with_application_credential() {
     let out = must(openstack("kuryr").args(["token", "issue", "-f", "json"]));
     let v: serde_json::Value = serde_json::from_str(&out).expect("token issue json");
     let env = stack_env();
-    assert_eq!(v["project_id"].as_str(), Some(env["K8S_PROJECT_ID"].as_str()), "{v}");
+    assert_eq!(
+        v["project_id"].as_str(),
+        Some(env["K8S_PROJECT_ID"].as_str()),
+        "{v}"
+    );
     assert!(v["id"].as_str().is_some_and(|t| !t.is_empty()), "{v}");
 }
 
@@ -73,7 +86,12 @@ fn openstack_cli_token_issue_with_application_credential() {
 fn openstack_cli_lists_the_stack_networks() {
     let out = must(openstack("kuryr").args(["network", "list", "-f", "json"]));
     let v: serde_json::Value = serde_json::from_str(&out).expect("network list json");
-    let names: Vec<&str> = v.as_array().expect("list").iter().filter_map(|n| n["Name"].as_str()).collect();
+    let names: Vec<&str> = v
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|n| n["Name"].as_str())
+        .collect();
     for want in ["kuryr-pods", "kuryr-services"] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
@@ -84,7 +102,12 @@ fn openstack_cli_lists_the_stack_networks() {
 fn octavia_offers_the_ovn_provider() {
     let out = must(openstack("kuryr").args(["loadbalancer", "provider", "list", "-f", "json"]));
     let v: serde_json::Value = serde_json::from_str(&out).expect("provider list json");
-    let names: Vec<&str> = v.as_array().expect("list").iter().filter_map(|n| n["name"].as_str()).collect();
+    let names: Vec<&str> = v
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
     assert!(names.contains(&"ovn"), "providers: {names:?}");
 }
 
@@ -99,7 +122,13 @@ fn second_up_is_fast_and_changes_nothing() {
             .filter_map(|e| e.ok())
             .map(|e| {
                 let p = e.path();
-                (p.file_name().unwrap_or_default().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap_or_default())
+                (
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    std::fs::read_to_string(&p).unwrap_or_default(),
+                )
             })
             .collect();
         v.sort();
@@ -130,13 +159,23 @@ fn a_service_that_dies_fails_up_with_its_name_and_log() {
         d = dir.display()
     );
     let t = Instant::now();
-    let out = run(std::process::Command::new("bash").arg("-c").arg(&script).env("STACK_STATE", &dir));
+    let out = run(std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("STACK_STATE", &dir));
     let took = t.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(!out.status.success(), "ready must fail");
-    assert!(stderr.contains("FAILED: bogus-svc: process") && stderr.contains("exited before it was ready"), "{stderr}");
-    assert!(stderr.contains("config error: port 1 taken"), "log tail missing: {stderr}");
+    assert!(
+        stderr.contains("FAILED: bogus-svc: process")
+            && stderr.contains("exited before it was ready"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("config error: port 1 taken"),
+        "log tail missing: {stderr}"
+    );
     // It noticed the death, it did not wait for the 30 s deadline.
     assert!(took.as_secs() < 25, "took {took:?}");
 }

@@ -52,7 +52,13 @@ async fn sweep(ctx: &Context, hooks: &dyn SweepHooks, o: &Orphan) -> Result<bool
 
 /// One pass: mark, and sweep what the previous pass marked (unless `dry_run`), in [`Kind`]
 /// order. A failed delete is logged, counted in `failed` and stays marked.
-pub async fn pass(ctx: &Context, hooks: &dyn SweepHooks, marks: &mut Marks, namespace: Option<&str>, dry_run: bool) -> Result<Report, Error> {
+pub async fn pass(
+    ctx: &Context,
+    hooks: &dyn SweepHooks,
+    marks: &mut Marks,
+    namespace: Option<&str>,
+    dry_run: bool,
+) -> Result<Report, Error> {
     let found = orphans(ctx, namespace).await?;
     let mut to_sweep = marks.pass(found.clone());
     to_sweep.sort();
@@ -98,7 +104,13 @@ pub async fn pass(ctx: &Context, hooks: &dyn SweepHooks, marks: &mut Marks, name
 
 /// The periodic GC task: a pass every `interval` while this replica leads and the caches are
 /// synced. Errors are logged and retried next interval (never fatal).
-pub async fn run(ctx: std::sync::Arc<Context>, hooks: std::sync::Arc<dyn SweepHooks>, interval: Duration, namespace: Option<String>, dry_run: bool) {
+pub async fn run(
+    ctx: std::sync::Arc<Context>,
+    hooks: std::sync::Arc<dyn SweepHooks>,
+    interval: Duration,
+    namespace: Option<String>,
+    dry_run: bool,
+) {
     let mut marks = Marks::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -246,7 +246,13 @@ async fn pool_create(klb: &KuryrLoadBalancer, w: &WantListener, listener_id: &st
     })
 }
 
-async fn listener_create(klb: &KuryrLoadBalancer, w: &WantListener, lb_id: &str, tags: &[String], lb: &Lb) -> Result<ListenerCreate, Error> {
+async fn listener_create(
+    klb: &KuryrLoadBalancer,
+    w: &WantListener,
+    lb_id: &str,
+    tags: &[String],
+    lb: &Lb,
+) -> Result<ListenerCreate, Error> {
     Ok(ListenerCreate {
         loadbalancer_id: lb_id.to_string(),
         protocol: w.protocol.clone(),
@@ -287,7 +293,12 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
             ctx.leader.ensure()?;
             tracing::warn!(lb = %l.id, %why, "replacing the load balancer");
             if let Some(svc) = lb.services.get(&ObjectRef::new(name).within(ns)) {
-                ctx.events.normal(service_ref(&svc), "KuryrReplaceLB", "EnsureLB", format!("replacing Octavia load balancer {}: {why}", l.id));
+                ctx.events.normal(
+                    service_ref(&svc),
+                    "KuryrReplaceLB",
+                    "EnsureLB",
+                    format!("replacing Octavia load balancer {}: {why}", l.id),
+                );
             }
             delete_lb(&l.id, lb).await?;
             current = None;
@@ -331,11 +342,13 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
     // Pools' settings (session persistence) are not in the tree.
     let pools = oct.list_pools(&Query::new().eq("loadbalancer_id", &l.id)).await?;
     let pool_members = |pool_id: &str| -> Option<BTreeSet<(String, u16)>> {
-        tree.listeners
-            .iter()
-            .flat_map(|x| x.pools.iter())
-            .find(|p| p.id == pool_id)
-            .map(|p| p.members.iter().filter(|m| m.provisioning_status != lbstatus::PENDING_DELETE).map(|m| (model::normalize_ip(&m.address), m.protocol_port)).collect())
+        tree.listeners.iter().flat_map(|x| x.pools.iter()).find(|p| p.id == pool_id).map(|p| {
+            p.members
+                .iter()
+                .filter(|m| m.provisioning_status != lbstatus::PENDING_DELETE)
+                .map(|m| (model::normalize_ip(&m.address), m.protocol_port))
+                .collect()
+        })
     };
     for w in &want {
         let have = listeners.iter().find(|x| x.protocol.eq_ignore_ascii_case(&w.protocol) && x.protocol_port == w.port);
@@ -384,7 +397,9 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
             }
         }
     }
-    for extra in listeners.iter().filter(|x| !want.iter().any(|w| x.protocol.eq_ignore_ascii_case(&w.protocol) && x.protocol_port == w.port)) {
+    for extra in
+        listeners.iter().filter(|x| !want.iter().any(|w| x.protocol.eq_ignore_ascii_case(&w.protocol) && x.protocol_port == w.port))
+    {
         ctx.leader.ensure()?;
         if let Some(p) = extra.default_pool_id.as_deref() {
             write(&l.id, lb, || oct.delete_pool(p)).await?;
@@ -485,7 +500,9 @@ async fn release(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Resu
     }
     let api: Api<KuryrLoadBalancer> = Api::namespaced(ctx.client.clone(), ns);
     if let Some(patch) = remove_finalizer_patch(klb, KURYRLB_FINALIZER) {
-        json_patch(&api, name, patch).await.map_err(|e| Error::kube("remove finalizer from", format!("kuryrloadbalancer {ns}/{name}"), e))?;
+        json_patch(&api, name, patch)
+            .await
+            .map_err(|e| Error::kube("remove finalizer from", format!("kuryrloadbalancer {ns}/{name}"), e))?;
     }
     Ok(Action::await_change())
 }

@@ -78,7 +78,12 @@ impl Lb {
 
     fn one_listed(&self) {
         if self.listed.fetch_add(1, Ordering::AcqRel) + 1 >= 3 && self.synced.send_if_modified(|s| !std::mem::replace(s, true)) {
-            tracing::info!(services = self.services.len(), endpointslices = self.slices.len(), kuryrloadbalancers = self.klbs.len(), "load balancer caches synced");
+            tracing::info!(
+                services = self.services.len(),
+                endpointslices = self.slices.len(),
+                kuryrloadbalancers = self.klbs.len(),
+                "load balancer caches synced"
+            );
         }
     }
 }
@@ -211,7 +216,9 @@ async fn exists_healthy(oct: &kuryr_openstack::Octavia, id: &str) -> bool {
     match oct.get_load_balancer(id).await {
         Ok(l) => !matches!(
             l.provisioning_status.as_str(),
-            kuryr_openstack::octavia::status::ERROR | kuryr_openstack::octavia::status::DELETED | kuryr_openstack::octavia::status::PENDING_DELETE
+            kuryr_openstack::octavia::status::ERROR
+                | kuryr_openstack::octavia::status::DELETED
+                | kuryr_openstack::octavia::status::PENDING_DELETE
         ),
         Err(e) => !e.is_not_found(),
     }

@@ -317,7 +317,13 @@ mod tests {
     }
 
     fn defaults() -> SpecDefaults {
-        SpecDefaults { project_id: "p".into(), subnet_id: "svc-sub".into(), provider: Some("ovn".into()), public_ips: true, ..Default::default() }
+        SpecDefaults {
+            project_id: "p".into(),
+            subnet_id: "svc-sub".into(),
+            provider: Some("ovn".into()),
+            public_ips: true,
+            ..Default::default()
+        }
     }
 
     fn balanced(p: Plan) -> (KuryrLoadBalancerSpec, Vec<String>) {
@@ -330,9 +336,15 @@ mod tests {
     #[test]
     fn skips_what_needs_no_load_balancer() {
         let d = defaults();
-        assert_eq!(plan(&svc(json!({"spec": {"clusterIP": "None", "clusterIPs": ["None"]}})), &[], &d), Plan::Skip("headless (served by DNS)"));
+        assert_eq!(
+            plan(&svc(json!({"spec": {"clusterIP": "None", "clusterIPs": ["None"]}})), &[], &d),
+            Plan::Skip("headless (served by DNS)")
+        );
         assert!(matches!(plan(&svc(json!({"spec": {"type": "ExternalName", "externalName": "x.example"}})), &[], &d), Plan::Skip(_)));
-        assert!(matches!(plan(&svc(json!({"spec": {"loadBalancerClass": "other.io/lb", "type": "LoadBalancer"}})), &[], &d), Plan::Skip(_)));
+        assert!(matches!(
+            plan(&svc(json!({"spec": {"loadBalancerClass": "other.io/lb", "type": "LoadBalancer"}})), &[], &d),
+            Plan::Skip(_)
+        ));
         assert!(matches!(plan(&svc(json!({"metadata": {"annotations": {LEGACY_LBAAS_SPEC: "{}"}}})), &[], &d), Plan::Skip(_)));
         assert!(matches!(plan(&svc(json!({"spec": {"ports": []}})), &[], &d), Plan::Skip("no ports")));
     }
@@ -340,7 +352,12 @@ mod tests {
     #[test]
     fn spec_has_upstream_fields_and_only_ready_endpoints_of_this_service() {
         let s = svc(json!({"metadata": {"annotations": {TIMEOUT_CLIENT_DATA: "70000"}}}));
-        let a = slice("web-a", "http", 8080, &[("10.244.0.5", Some(true), "w1"), ("10.244.0.6", Some(false), "w2"), ("10.244.0.7", None, "w3")]);
+        let a = slice(
+            "web-a",
+            "http",
+            8080,
+            &[("10.244.0.5", Some(true), "w1"), ("10.244.0.6", Some(false), "w2"), ("10.244.0.7", None, "w3")],
+        );
         let mut other = slice("db-a", "http", 5432, &[("10.244.0.9", Some(true), "db")]);
         other.metadata.labels.as_mut().map(|l| l.insert(SERVICE_NAME_LABEL.into(), "db".into()));
         let (spec, notes) = balanced(plan(&s, &[&a, &other], &defaults()));
@@ -353,7 +370,8 @@ mod tests {
         assert_eq!(spec.timeout_member_data, None);
         assert_eq!(spec.ports[0].target_port.as_deref(), Some("http"));
         assert_eq!(spec.endpoint_slices.len(), 1);
-        let addrs: Vec<&str> = spec.endpoint_slices[0]["endpoints"].as_array().unwrap().iter().map(|e| e["addresses"][0].as_str().unwrap()).collect();
+        let addrs: Vec<&str> =
+            spec.endpoint_slices[0]["endpoints"].as_array().unwrap().iter().map(|e| e["addresses"][0].as_str().unwrap()).collect();
         assert_eq!(addrs, ["10.244.0.5", "10.244.0.7"], "the unready 10.244.0.6 and the other Service's endpoint are left out");
     }
 
@@ -366,7 +384,9 @@ mod tests {
         let (spec, notes) = balanced(plan(&s, &[], &defaults()));
         assert_eq!(spec.ip.as_deref(), Some("10.96.0.20"));
         assert!(notes[0].contains("fd00::20"), "{notes:?}");
-        let s = svc(json!({"spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "loadBalancerSourceRanges": ["1.2.3.0/24"], "loadBalancerIP": "172.24.4.50"}}));
+        let s = svc(
+            json!({"spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false, "loadBalancerSourceRanges": ["1.2.3.0/24"], "loadBalancerIP": "172.24.4.50"}}),
+        );
         let (spec, notes) = balanced(plan(&s, &[], &defaults()));
         assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
         assert_eq!(spec.lb_ip.as_deref(), Some("172.24.4.50"));

@@ -105,7 +105,8 @@ pub async fn ensure(klb: &KuryrLoadBalancer, ns: &str, name: &str, vip_port: &st
             if f.port_id.as_deref() != Some(vip_port) {
                 neutron.associate_floating_ip(&f.id, Some(vip_port)).await?;
             }
-            let alloc = if ours(&f, lb, ns, name) || current.as_ref().is_some_and(|c| c.id == f.id && c.alloc == "pool") { "pool" } else { "user" };
+            let alloc =
+                if ours(&f, lb, ns, name) || current.as_ref().is_some_and(|c| c.id == f.id && c.alloc == "pool") { "pool" } else { "user" };
             PublicIp { id: f.id, address: f.floating_ip_address, alloc: alloc.into() }
         } else {
             let req = FloatingIpCreate {

@@ -176,17 +176,21 @@ async fn ensure(svc: &Service, ns: &str, name: &str, spec: KuryrLoadBalancerSpec
             Ok(Action::await_change())
         }
         Some(k) if k.spec == spec => Ok(Action::await_change()),
-        Some(k) => {
+        Some(_) => {
             ctx.leader.ensure()?;
-            // Merge patch of the whole spec, guarded by the resourceVersion we diffed against.
-            let patch = json!({"metadata": {"resourceVersion": k.resource_version()}, "spec": spec});
+            // The whole spec replaced (this reconciler is its only writer; no resourceVersion
+            // guard: the status writes of the KuryrLoadBalancer reconciler bump it, and a lost
+            // race must not lose an endpoint change). A JSON patch, so removed fields go too.
+            let patch: json_patch::Patch = serde_json::from_value(json!([{"op": "replace", "path": "/spec", "value": spec}]))
+                .map_err(|e| Error::Invalid(format!("kuryrloadbalancer {ns}/{name}: spec patch: {e}")))?;
             lb.spec_changed(&format!("{ns}/{name}"));
-            match klbs.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match klbs.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
                 Ok(_) => {
                     tracing::debug!(klb = %format!("{ns}/{name}"), "spec updated");
                     Ok(Action::await_change())
                 }
-                Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(Action::await_change()),
+                // Gone meanwhile: its deletion event brings this Service back.
+                Err(e) if is_not_found(&e) => Ok(Action::await_change()),
                 Err(e) => Err(Error::kube("patch", format!("kuryrloadbalancer {ns}/{name}"), e)),
             }
         }
@@ -214,7 +218,10 @@ fn owned_by(k: &KuryrLoadBalancer, svc: &Service) -> bool {
 
 async fn delete_klb(api: &Api<KuryrLoadBalancer>, k: &KuryrLoadBalancer) -> Result<(), Error> {
     let name = k.name_any();
-    let dp = DeleteParams { preconditions: k.uid().map(|uid| Preconditions { uid: Some(uid), resource_version: None }), ..DeleteParams::default() };
+    let dp = DeleteParams {
+        preconditions: k.uid().map(|uid| Preconditions { uid: Some(uid), resource_version: None }),
+        ..DeleteParams::default()
+    };
     match api.delete(&name, &dp).await {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),

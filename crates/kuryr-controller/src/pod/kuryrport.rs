@@ -21,11 +21,11 @@
 //! deletes it, which releases the port through the same finalizer.
 
 use crate::pod::activator::Pending;
+use crate::pod::context::PodContext;
 use crate::pod::nested;
 use crate::pod::ports::{self, adoption_query, PodPortRequest};
 use crate::pod::standalone::{self, is_standalone_kp};
 use crate::pod::vif;
-use crate::pod::context::PodContext;
 use crate::runtime::error::Error;
 use crate::runtime::events::{pod_ref, reason};
 use crate::runtime::settings::PodVif;

@@ -23,8 +23,8 @@
 //! * Release: `PUT /trunks/{id}/remove_subports` (404 = not a subport any more) then
 //!   `DELETE /ports/{id}`.
 
-use crate::pod::ports::{self, tags_to_set, Acquired, PodPortRequest};
 use crate::pod::context::PodContext;
+use crate::pod::ports::{self, tags_to_set, Acquired, PodPortRequest};
 use crate::runtime::error::Error;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;

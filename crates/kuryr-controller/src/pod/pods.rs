@@ -14,8 +14,8 @@
 //!
 //! The KuryrPort reconciler owns everything on the Neutron side.
 
-use crate::pod::standalone::is_standalone_kp;
 use crate::pod::context::PodContext;
+use crate::pod::standalone::is_standalone_kp;
 use crate::runtime::error::Error;
 use crate::runtime::events::{pod_ref, reason};
 pub use crate::runtime::finalizers::{add_finalizer_patch, json_patch, remove_finalizer_patch};

@@ -25,8 +25,8 @@
 //! this replica becomes the leader, before it serves a claim; a claimed port carries its pod's
 //! stamp, so it can never be recovered into a pool twice. Followers hold no pool state.
 
-use crate::pod::ports::{self, PodPortRequest};
 use crate::pod::context::PodContext;
+use crate::pod::ports::{self, PodPortRequest};
 use crate::runtime::error::Error;
 use crate::runtime::settings::{PoolSettings, Settings};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};

@@ -7,8 +7,8 @@
 //! and adopts instead of creating a second one. With warm pools ([`crate::pod::pool`]) a pod's port is
 //! claimed from its node's pool before one is created.
 
-use crate::pod::vif::{build_vif, build_vif_with, VifBuildError, VifDefaults};
 use crate::pod::context::PodContext;
+use crate::pod::vif::{build_vif, build_vif_with, VifBuildError, VifDefaults};
 use crate::runtime::error::Error;
 use crate::runtime::settings::Settings;
 use kuryr_core::names::DEVICE_OWNER;

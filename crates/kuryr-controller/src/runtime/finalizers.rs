@@ -40,4 +40,3 @@ where
         Err(e) => Err(e),
     }
 }
-

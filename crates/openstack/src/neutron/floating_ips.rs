@@ -67,8 +67,18 @@ impl Neutron {
 
     /// Associates the floating IP with `port_id`, or disassociates it (`None`).
     #[instrument(level = "debug", name = "neutron.associate_floating_ip", skip(self))]
-    pub async fn associate_floating_ip(&self, id: &str, port_id: Option<&str>) -> Result<FloatingIp> {
-        FLOATING_IPS.update(&self.session, id, &serde_json::json!({ "port_id": port_id })).await
+    pub async fn associate_floating_ip(
+        &self,
+        id: &str,
+        port_id: Option<&str>,
+    ) -> Result<FloatingIp> {
+        FLOATING_IPS
+            .update(
+                &self.session,
+                id,
+                &serde_json::json!({ "port_id": port_id }),
+            )
+            .await
     }
 
     /// `Ok(false)` if it was already gone.
