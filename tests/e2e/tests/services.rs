@@ -606,6 +606,24 @@ fn selectorless_multi_protocol_and_skipped_services() {
         );
         ns.apply_json("np", &service(n, "np", json!({"type": "NodePort", "selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]})));
 
+        // Services created while their EndpointSlices appear (as `kubectl apply` of an app does):
+        // every one gets its members (a spec change made before the cache held the
+        // KuryrLoadBalancer was once lost this way).
+        for i in 0..4 {
+            let name = format!("burst-{i}");
+            let spec =
+                json!({"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]});
+            ns.apply_json(&name, &service(n, &name, spec));
+        }
+        let all_web: BTreeSet<String> = ips.iter().cloned().collect();
+        for i in 0..4 {
+            wait_members(
+                n,
+                &format!("burst-{i}"),
+                &all_web,
+                &format!("burst-{i}'s members"),
+            );
+        }
         let want: BTreeSet<String> = [ips[0].clone()].into();
         wait_members(
             n,
@@ -727,10 +745,12 @@ fn selectorless_multi_protocol_and_skipped_services() {
                 "{skipped} got a KuryrLoadBalancer"
             );
         }
-        let lbs: Vec<String> = ["manual", "both", "np", "sticky"]
-            .iter()
-            .filter_map(|x| lb_id(n, x))
-            .collect();
+        let lbs: Vec<String> = [
+            "manual", "both", "np", "sticky", "burst-0", "burst-1", "burst-2", "burst-3",
+        ]
+        .iter()
+        .filter_map(|x| lb_id(n, x))
+        .collect();
         delete_services_and_wait(n, &lbs);
     }));
     if let Err(p) = r {

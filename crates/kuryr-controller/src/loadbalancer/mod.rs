@@ -10,8 +10,9 @@
 //! * [`settings`]: `kuryr.conf` → [`LbSettings`].
 //! * [`audit`] (here): the periodic comparison with Octavia that repairs out-of-band deletions.
 //!
-//! Watches: Services, EndpointSlices (each change triggers its Service), KuryrLoadBalancers (the
-//! final deletion of one triggers its Service, to drop the Service finalizer).
+//! Watches: Services, EndpointSlices (each change triggers its Service), KuryrLoadBalancers (each
+//! change, the final deletion included, triggers its Service: a spec written before the cache
+//! had the object is re-checked, and the Service finalizer goes once the object is gone).
 
 pub mod klb;
 pub mod model;
@@ -160,7 +161,10 @@ pub fn start(
         .modify(|k: &mut KuryrLoadBalancer| k.metadata.managed_fields = None)
         .reflect(klb_writer)
         .inspect(move |ev| match ev {
-            Ok(watcher::Event::Delete(k)) => {
+            // Every change (its final deletion too) wakes its Service: the Service reconciler
+            // compares its plan with the KuryrLoadBalancer it has just seen (no API call when they
+            // agree), so a change it made before its cache had the object is never lost.
+            Ok(watcher::Event::Delete(k) | watcher::Event::Apply(k)) => {
                 h.watch_ok("kuryrloadbalancers");
                 if let Some(r) = service::klb_service(k) {
                     let _ = tx.send(r);

@@ -202,8 +202,10 @@ async fn ensure(svc: &Service, ns: &str, name: &str, spec: KuryrLoadBalancerSpec
                     tracing::info!(klb = %format!("{ns}/{name}"), "kuryrloadbalancer created");
                     Ok(Action::await_change())
                 }
-                // The cache had not seen it yet: its watch event brings us back.
-                Err(e) if is_conflict(&e) => Ok(Action::await_change()),
+                // The cache had not seen it yet: its watch event brings us back (every
+                // KuryrLoadBalancer event triggers its Service), and a retry in case it was
+                // already seen.
+                Err(e) if is_conflict(&e) => Ok(Action::requeue(std::time::Duration::from_millis(500))),
                 Err(e) => Err(Error::kube("create", format!("kuryrloadbalancer {ns}/{name}"), e)),
             }
         }
