@@ -506,3 +506,76 @@ async fn release(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Resu
     }
     Ok(Action::await_change())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kuryr_openstack::octavia::{Listener, ListenerStatus, MemberStatus, PoolStatus};
+
+    #[test]
+    fn status_has_upstream_fields() {
+        let l = LoadBalancer {
+            id: "lb1".into(),
+            name: "ns/web".into(),
+            vip_address: "10.96.0.20".into(),
+            vip_port_id: "vp1".into(),
+            vip_subnet_id: "svc".into(),
+            provider: "ovn".into(),
+            project_id: "p".into(),
+            provisioning_status: "ACTIVE".into(),
+            ..LoadBalancer::default()
+        };
+        let listeners = [Listener {
+            id: "l1".into(),
+            name: "ns/web:TCP:80".into(),
+            protocol: "TCP".into(),
+            protocol_port: 80,
+            default_pool_id: Some("p1".into()),
+            ..Listener::default()
+        }];
+        let member = |id: &str, ip: &str, st: &str| MemberStatus {
+            id: id.into(),
+            address: ip.into(),
+            protocol_port: 8080,
+            provisioning_status: st.into(),
+            ..MemberStatus::default()
+        };
+        let tree = StatusTree {
+            listeners: vec![ListenerStatus {
+                id: "l1".into(),
+                pools: vec![PoolStatus {
+                    id: "p1".into(),
+                    name: "ns/web:TCP:80".into(),
+                    members: vec![member("m1", "10.244.0.5", "ACTIVE"), member("m2", "10.244.0.6", "PENDING_DELETE")],
+                    ..PoolStatus::default()
+                }],
+                ..ListenerStatus::default()
+            }],
+            ..StatusTree::default()
+        };
+        let subnets = BTreeMap::from([("10.244.0.5".to_string(), "pods".to_string())]);
+        let fip = PublicIp { id: "f1".into(), address: "172.24.4.9".into(), alloc: "pool".into() };
+        let s = status_json(&l, &listeners, &tree, &subnets, Some(&fip));
+        for key in ["id", "ip", "name", "port_id", "project_id", "provider", "security_groups", "subnet_id"] {
+            assert!(s["loadbalancer"].get(key).is_some(), "loadbalancer.{key} missing: {s}");
+        }
+        assert_eq!(s["listeners"][0]["port"], 80);
+        assert_eq!(s["listeners"][0]["loadbalancer_id"], "lb1");
+        assert_eq!(s["pools"][0]["listener_id"], "l1");
+        assert_eq!(s["members"].as_array().map(Vec::len), Some(1), "a member being deleted is not listed: {s}");
+        assert_eq!(s["members"][0]["subnet_id"], "pods");
+        assert_eq!(s["service_pub_ip_info"], json!({"ip_id": "f1", "ip_addr": "172.24.4.9", "alloc_method": "pool"}));
+        assert_eq!(status_json(&l, &listeners, &tree, &subnets, None)["service_pub_ip_info"], json!({}));
+    }
+
+    #[test]
+    fn session_persistence_compares_type_and_timeout_only() {
+        let want = json!({"type": "SOURCE_IP", "persistence_timeout": 60});
+        let have = json!({"type": "SOURCE_IP", "persistence_timeout": 60, "cookie_name": null, "persistence_granularity": null});
+        assert!(persistence_matches(Some(&have), Some(&want)));
+        assert!(!persistence_matches(Some(&have), Some(&json!({"type": "SOURCE_IP", "persistence_timeout": 120}))));
+        assert!(!persistence_matches(Some(&have), None), "affinity removed: the pool must change");
+        assert!(persistence_matches(Some(&Value::Null), None));
+        assert!(persistence_matches(None, None));
+    }
+}
