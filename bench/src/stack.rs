@@ -66,13 +66,20 @@ pub async fn kube_client() -> Result<Client> {
     Client::try_from(cfg).context("Kubernetes client")
 }
 
-pub async fn neutron() -> Result<Neutron> {
+/// A Keystone session as the stack's `kuryr` cloud (clouds.yaml).
+async fn session() -> Result<Session> {
     let cloud = CloudConfig::from_clouds_yaml(Path::new(STATE).join("clouds.yaml"), "kuryr")
         .context("clouds.yaml")?
         .with_timeout(Duration::from_secs(300));
-    Ok(Neutron::new(
-        Session::from_cloud(&cloud).await.context("Keystone")?,
-    ))
+    Session::from_cloud(&cloud).await.context("Keystone")
+}
+
+pub async fn neutron() -> Result<Neutron> {
+    Ok(Neutron::new(session().await?))
+}
+
+pub async fn octavia() -> Result<kuryr_openstack::Octavia> {
+    Ok(kuryr_openstack::Octavia::new(session().await?))
 }
 
 /// One benchmark pod: its API objects, its sandbox, its port.
@@ -533,13 +540,4 @@ async fn sweep_namespace(client: &Client, ns: &str, s: &mut Swept) {
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => s.errors.push(format!("delete namespace {ns}: {e}")),
     }
-}
-
-pub async fn octavia() -> Result<kuryr_openstack::Octavia> {
-    let cloud = CloudConfig::from_clouds_yaml(Path::new(STATE).join("clouds.yaml"), "kuryr")
-        .context("clouds.yaml")?
-        .with_timeout(Duration::from_secs(300));
-    Ok(kuryr_openstack::Octavia::new(
-        Session::from_cloud(&cloud).await.context("Keystone")?,
-    ))
 }

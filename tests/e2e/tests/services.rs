@@ -4,6 +4,7 @@
 //! has: ClusterIPs, cluster DNS (CoreDNS behind the `kube-dns` Service, UDP), the `kubernetes`
 //! Service, the `openstack loadbalancer` CLI and the controller's `/metrics`.
 
+use kuryr_e2e::deploy::{kjson, pod_ready, pods};
 use kuryr_e2e::kuryr::{self, ConfigFile, Namespace};
 use kuryr_e2e::{kubectl, must, openstack, run, wait_for, Proc};
 use serde_json::{json, Value};
@@ -39,10 +40,6 @@ fn controller_args() -> Vec<&'static str> {
         "--health-addr",
         "127.0.0.1:0",
     ]
-}
-
-fn kjson(cmd: &mut Command) -> Value {
-    serde_json::from_str(&must(cmd)).expect("json")
 }
 
 fn klb(ns: &str, name: &str) -> Option<Value> {
@@ -94,19 +91,9 @@ fn exec(ns: &str, pod: &str, script: &str) -> std::process::Output {
 }
 
 fn ready_pod_ips(ns: &str, selector: &str) -> BTreeSet<String> {
-    let pods = kjson(kubectl().args(["get", "pods", "-n", ns, "-l", selector, "-o", "json"]));
-    pods["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .filter(|p| {
-            p["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
+    pods(ns, selector)
+        .iter()
+        .filter(|p| pod_ready(p))
         .filter_map(|p| p["status"]["podIP"].as_str().map(String::from))
         .collect()
 }

@@ -18,13 +18,13 @@
 
 use super::model::{self, WantListener, WantMember};
 use super::public_ip::{self, PublicIp};
-use super::{service::service_ref, Lb};
+use super::Lb;
 use crate::runtime::error::Error;
 use crate::runtime::finalizers::{add_finalizer_patch, json_patch, remove_finalizer_patch};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use kuryr_core::crd::KuryrLoadBalancer;
 use kuryr_core::names::{resource_description, KURYRLB_FINALIZER};
 use kuryr_openstack::octavia::{
@@ -109,7 +109,7 @@ pub fn error_policy(klb: Arc<KuryrLoadBalancer>, err: &Error, lb: Arc<Lb>) -> Ac
                 Error::OpenStack(e) if e.fault() == kuryr_openstack::Fault::OpenStack => "Octavia/Neutron",
                 _ => "kuryr-rs",
             };
-            lb.ctx.events.warning(service_ref(&svc), "KuryrEnsureLBError", "EnsureLB", format!("{who} fault: {err}"));
+            lb.ctx.events.warning(svc.object_ref(&()), "KuryrEnsureLBError", "EnsureLB", format!("{who} fault: {err}"));
         }
     }
     crate::runtime::policy::error_action(CONTROLLER, &ns, &klb.name_any(), err, &lb.ctx)
@@ -202,19 +202,35 @@ async fn member_subnet(address: &str, lb: &Lb) -> Result<String, Error> {
     Ok(lb.settings.service_subnet.clone())
 }
 
-async fn member_specs(members: &BTreeSet<WantMember>, lb: &Lb) -> Result<Vec<MemberSpec>, Error> {
-    let mut out = Vec::with_capacity(members.len());
-    for m in members {
-        out.push(MemberSpec {
+/// The subnet of every member address the spec asks for, resolved once per pass (for the
+/// members' `subnet_id` and the status).
+async fn member_subnets(want: &[WantListener], lb: &Lb) -> Result<BTreeMap<String, String>, Error> {
+    let mut subnets = BTreeMap::new();
+    for m in want.iter().flat_map(|w| w.members.iter()) {
+        if !subnets.contains_key(&m.address) {
+            subnets.insert(m.address.clone(), member_subnet(&m.address, lb).await?);
+        }
+    }
+    Ok(subnets)
+}
+
+fn member_specs(members: &BTreeSet<WantMember>, subnets: &BTreeMap<String, String>, lb: &Lb) -> Vec<MemberSpec> {
+    members
+        .iter()
+        .map(|m| MemberSpec {
             address: m.address.clone(),
             protocol_port: m.port,
-            subnet_id: member_subnet(&m.address, lb).await?,
+            subnet_id: subnets.get(&m.address).cloned().unwrap_or_else(|| lb.settings.service_subnet.clone()),
             name: m.name.clone(),
             tags: lb.settings.tags.clone(),
             ..MemberSpec::default()
-        });
-    }
-    Ok(out)
+        })
+        .collect()
+}
+
+/// Whether Octavia listener `x` is the one `w` asks for (same protocol and port).
+fn serves(x: &kuryr_openstack::octavia::Listener, w: &WantListener) -> bool {
+    x.protocol.eq_ignore_ascii_case(&w.protocol) && x.protocol_port == w.port
 }
 
 fn timeout(v: Option<i64>) -> Option<u32> {
@@ -233,27 +249,35 @@ fn persistence_matches(have: Option<&serde_json::Value>, want: Option<&serde_jso
     key(have) == key(want)
 }
 
-async fn pool_create(klb: &KuryrLoadBalancer, w: &WantListener, listener_id: &str, tags: &[String], lb: &Lb) -> Result<PoolCreate, Error> {
-    Ok(PoolCreate {
+fn pool_create(
+    klb: &KuryrLoadBalancer,
+    w: &WantListener,
+    listener_id: &str,
+    tags: &[String],
+    subnets: &BTreeMap<String, String>,
+    lb: &Lb,
+) -> PoolCreate {
+    PoolCreate {
         protocol: w.protocol.clone(),
         lb_algorithm: lb.settings.lb_algorithm.clone(),
         listener_id: listener_id.to_string(),
         name: w.name.clone(),
         tags: tags.to_vec(),
         session_persistence: persistence(klb),
-        members: member_specs(&w.members, lb).await?,
+        members: member_specs(&w.members, subnets, lb),
         ..PoolCreate::default()
-    })
+    }
 }
 
-async fn listener_create(
+fn listener_create(
     klb: &KuryrLoadBalancer,
     w: &WantListener,
     lb_id: &str,
     tags: &[String],
+    subnets: &BTreeMap<String, String>,
     lb: &Lb,
-) -> Result<ListenerCreate, Error> {
-    Ok(ListenerCreate {
+) -> ListenerCreate {
+    ListenerCreate {
         loadbalancer_id: lb_id.to_string(),
         protocol: w.protocol.clone(),
         protocol_port: w.port,
@@ -261,9 +285,9 @@ async fn listener_create(
         timeout_client_data: timeout(klb.spec.timeout_client_data),
         timeout_member_data: timeout(klb.spec.timeout_member_data),
         tags: tags.to_vec(),
-        default_pool: Some(pool_create(klb, w, "", tags, lb).await?),
+        default_pool: Some(pool_create(klb, w, "", tags, subnets, lb)),
         ..ListenerCreate::default()
-    })
+    }
 }
 
 async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Result<Action, Error> {
@@ -277,6 +301,7 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
     tags.push(owner_tag(&uid));
     let subnet = klb.spec.subnet_id.clone().unwrap_or_else(|| lb.settings.service_subnet.clone());
     let provider = klb.spec.provider.clone().or_else(|| lb.settings.provider.clone());
+    let subnets = member_subnets(&want, lb).await?;
 
     let mut current = find(klb, lb).await?;
     if let Some(l) = &current {
@@ -294,7 +319,7 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
             tracing::warn!(lb = %l.id, %why, "replacing the load balancer");
             if let Some(svc) = lb.services.get(&ObjectRef::new(name).within(ns)) {
                 ctx.events.normal(
-                    service_ref(&svc),
+                    svc.object_ref(&()),
                     "KuryrReplaceLB",
                     "EnsureLB",
                     format!("replacing Octavia load balancer {}: {why}", l.id),
@@ -311,10 +336,7 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
         Some(l) => settle(&l.id, lb).await?,
         None => {
             ctx.leader.ensure()?;
-            let mut listeners = Vec::with_capacity(want.len());
-            for w in &want {
-                listeners.push(listener_create(klb, w, "", &tags, lb).await?);
-            }
+            let listeners = want.iter().map(|w| listener_create(klb, w, "", &tags, &subnets, lb)).collect();
             let req = LoadBalancerCreate {
                 name: lb_name.clone(),
                 description: resource_description("load balancer", &lb.settings.cluster_name, ns, name),
@@ -351,10 +373,9 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
         })
     };
     for w in &want {
-        let have = listeners.iter().find(|x| x.protocol.eq_ignore_ascii_case(&w.protocol) && x.protocol_port == w.port);
-        let Some(have) = have else {
+        let Some(have) = listeners.iter().find(|x| serves(x, w)) else {
             ctx.leader.ensure()?;
-            let req = listener_create(klb, w, &l.id, &tags, lb).await?;
+            let req = listener_create(klb, w, &l.id, &tags, &subnets, lb);
             write(&l.id, lb, || oct.create_listener(&req)).await?;
             tracing::info!(listener = %w.name, members = w.members.len(), "listener created with its pool");
             changed = true;
@@ -371,7 +392,7 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
         match pool {
             None => {
                 ctx.leader.ensure()?;
-                let req = pool_create(klb, w, &have.id, &tags, lb).await?;
+                let req = pool_create(klb, w, &have.id, &tags, &subnets, lb);
                 write(&l.id, lb, || oct.create_pool(&req)).await?;
                 tracing::info!(listener = %w.name, members = w.members.len(), "pool created");
                 changed = true;
@@ -389,7 +410,7 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
                 let want_set: BTreeSet<(String, u16)> = w.members.iter().map(|m| (m.address.clone(), m.port)).collect();
                 if pool_members(pool_id).as_ref() != Some(&want_set) {
                     ctx.leader.ensure()?;
-                    let specs = member_specs(&w.members, lb).await?;
+                    let specs = member_specs(&w.members, &subnets, lb);
                     write(&l.id, lb, || oct.replace_members(pool_id, &specs)).await?;
                     tracing::info!(pool = %pool_id, members = specs.len(), "pool members replaced (one batch call)");
                     changed = true;
@@ -397,9 +418,7 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
             }
         }
     }
-    for extra in
-        listeners.iter().filter(|x| !want.iter().any(|w| x.protocol.eq_ignore_ascii_case(&w.protocol) && x.protocol_port == w.port))
-    {
+    for extra in listeners.iter().filter(|x| !want.iter().any(|w| serves(x, w))) {
         ctx.leader.ensure()?;
         if let Some(p) = extra.default_pool_id.as_deref() {
             write(&l.id, lb, || oct.delete_pool(p)).await?;
@@ -415,14 +434,6 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
     } else {
         (listeners, tree)
     };
-    let mut subnets = BTreeMap::new();
-    for w in &want {
-        for m in &w.members {
-            if !subnets.contains_key(&m.address) {
-                subnets.insert(m.address.clone(), member_subnet(&m.address, lb).await?);
-            }
-        }
-    }
     let public = public_ip::ensure(klb, ns, name, &l.vip_port_id, lb).await?;
     let status = status_json(&l, &listeners, &tree, &subnets, public.as_ref());
     if klb.status.as_ref().map(|s| serde_json::to_value(s).unwrap_or_default()) != Some(status.clone()) {

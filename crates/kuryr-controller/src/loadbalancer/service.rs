@@ -16,13 +16,13 @@ use super::model::{self, Plan, SpecDefaults};
 use super::Lb;
 use crate::runtime::error::{is_conflict, is_not_found, Error};
 use crate::runtime::finalizers::{add_finalizer_patch, json_patch, remove_finalizer_patch};
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use kuryr_core::crd::{KuryrLoadBalancer, KuryrLoadBalancerSpec};
 use kuryr_core::names::{KURYRLB_FINALIZER, SERVICE_FINALIZER};
 use serde_json::json;
@@ -109,19 +109,7 @@ fn note(svc: &Service, notes: &[String], lb: &Lb) {
     }
     for n in notes {
         tracing::info!(service = %svc.name_any(), note = %n, "not provided");
-        lb.ctx.events.warning(service_ref(svc), "KuryrServiceNotProvided", "EnsureLB", n.clone());
-    }
-}
-
-/// The Event `regarding` of a Service.
-pub fn service_ref(svc: &Service) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Service".into()),
-        namespace: svc.namespace(),
-        name: Some(svc.name_any()),
-        uid: svc.uid(),
-        ..ObjectReference::default()
+        lb.ctx.events.warning(svc.object_ref(&()), "KuryrServiceNotProvided", "EnsureLB", n.clone());
     }
 }
 
