@@ -166,6 +166,23 @@ fn web_and_client(prefix: &str) -> Namespace {
         &ns.0,
         "pod/client",
     ]));
+    // On a fresh stack CoreDNS becomes Ready only once this test's controller made the
+    // `kubernetes` and `kube-dns` load balancers: resolve through it before measuring traffic.
+    wait_for(
+        "cluster DNS (CoreDNS behind kube-dns) to answer",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || {
+            let out = exec(
+                &ns.0,
+                "client",
+                "nslookup kubernetes.default.svc.cluster.local",
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .contains("10.96.0.1")
+                .then_some(())
+        },
+    );
     ns
 }
 
