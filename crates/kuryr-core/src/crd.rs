@@ -243,9 +243,46 @@ pub struct KuryrLoadBalancerSpec {
     /// had no session affinity). Absent = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_affinity_timeout: Option<i64>,
+    /// A health monitor on every pool (kuryr-rs, from cloud-provider-openstack's
+    /// `loadbalancer.openstack.org/enable-health-monitor`). Absent = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_monitor: Option<KuryrLoadBalancerHealthMonitor>,
+    /// Listener `allowed_cidrs` (kuryr-rs, from `loadBalancerSourceRanges`; only where the
+    /// provider enforces them). Empty = everyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_cidrs: Vec<String>,
+    /// Octavia flavor of the load balancer (kuryr-rs, `loadbalancer.openstack.org/flavor-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor_id: Option<String>,
+    /// TCP pools speak the PROXY protocol to members: Octavia's pool protocol `PROXY` or
+    /// `PROXYV2` (kuryr-rs, `loadbalancer.openstack.org/proxy-protocol`). Absent = plain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<String>,
+    /// Network the floating IP comes from instead of `[neutron_defaults] external_svc_net`
+    /// (kuryr-rs, `loadbalancer.openstack.org/floating-network-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floating_network_id: Option<String>,
+    /// The floating IP we allocated outlives the Service (disassociated, not deleted; kuryr-rs,
+    /// `loadbalancer.openstack.org/keep-floatingip`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_floating_ip: bool,
     #[serde(default, rename = "endpointSlices")]
     #[schemars(schema_with = "preserve_unknown_list")]
     pub endpoint_slices: Vec<Value>,
+}
+
+/// Health monitor settings of every pool (Octavia's fields; the type follows the pool's
+/// protocol: TCP → `TCP`, UDP → `UDP-CONNECT`, SCTP → `SCTP`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct KuryrLoadBalancerHealthMonitor {
+    /// Seconds between probes.
+    pub delay: u32,
+    /// Seconds a probe may take.
+    pub timeout: u32,
+    /// Successes before a member is ONLINE again.
+    pub max_retries: u32,
+    /// Failures before a member is ERROR.
+    pub max_retries_down: u32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -214,6 +214,7 @@ pub struct Pool {
     pub operating_status: String,
     pub admin_state_up: bool,
     pub session_persistence: Option<serde_json::Value>,
+    pub healthmonitor_id: Option<String>,
     #[serde(deserialize_with = "nullable")]
     pub project_id: String,
     #[serde(deserialize_with = "nullable")]
@@ -243,6 +244,62 @@ pub struct PoolCreate {
     /// Created with the pool (inside a listener or load balancer create).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberSpec>,
+    /// Created with the pool (inside a listener or load balancer create, or with a pool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthmonitor: Option<HealthMonitorCreate>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HealthMonitor {
+    pub id: String,
+    #[serde(deserialize_with = "nullable")]
+    pub name: String,
+    /// `TCP`, `UDP-CONNECT`, `SCTP`, `HTTP`, `PING`...
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub delay: u32,
+    pub timeout: u32,
+    pub max_retries: u32,
+    pub max_retries_down: u32,
+    #[serde(deserialize_with = "nullable")]
+    pub pools: Vec<IdRef>,
+    #[serde(deserialize_with = "nullable")]
+    pub provisioning_status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub operating_status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub tags: Vec<String>,
+}
+
+/// New health monitor: give `pool_id`, or leave it empty inside a [`PoolCreate`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HealthMonitorCreate {
+    #[serde(skip_serializing_if = "is_empty")]
+    pub pool_id: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Seconds between probes.
+    pub delay: u32,
+    /// Seconds a probe may take (at most `delay`).
+    pub timeout: u32,
+    /// Successes before a member is ONLINE again (1–10).
+    pub max_retries: u32,
+    /// Failures before a member is ERROR (1–10).
+    pub max_retries_down: u32,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// Changes to a health monitor (`PUT /healthmonitors/{id}`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HealthMonitorUpdate {
+    pub delay: u32,
+    pub timeout: u32,
+    pub max_retries: u32,
+    pub max_retries_down: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -361,6 +418,7 @@ const fn kind(path: &'static str, one: &'static str, many: &'static str) -> Kind
 const LOADBALANCERS: Kind = kind("loadbalancers", "loadbalancer", "loadbalancers");
 const LISTENERS: Kind = kind("listeners", "listener", "listeners");
 const POOLS: Kind = kind("pools", "pool", "pools");
+const HEALTHMONITORS: Kind = kind("healthmonitors", "healthmonitor", "healthmonitors");
 
 /// Octavia client over a shared [`Session`].
 #[derive(Clone, Debug)]
@@ -525,6 +583,36 @@ impl Octavia {
     #[instrument(level = "debug", name = "octavia.delete_pool", skip(self))]
     pub async fn delete_pool(&self, id: &str) -> Result<bool> {
         POOLS.delete(&self.session, id, None).await
+    }
+
+    // health monitors
+
+    #[instrument(level = "debug", name = "octavia.create_health_monitor", skip_all, fields(pool = %req.pool_id, kind = %req.type_))]
+    pub async fn create_health_monitor(&self, req: &HealthMonitorCreate) -> Result<HealthMonitor> {
+        HEALTHMONITORS.create(&self.session, req).await
+    }
+
+    #[instrument(level = "debug", name = "octavia.list_health_monitors", skip(self))]
+    pub async fn list_health_monitors(&self, query: &Query) -> Result<Vec<HealthMonitor>> {
+        HEALTHMONITORS.list(&self.session, query).await
+    }
+
+    #[instrument(
+        level = "debug",
+        name = "octavia.update_health_monitor",
+        skip(self, req)
+    )]
+    pub async fn update_health_monitor(
+        &self,
+        id: &str,
+        req: &HealthMonitorUpdate,
+    ) -> Result<HealthMonitor> {
+        HEALTHMONITORS.update(&self.session, id, req).await
+    }
+
+    #[instrument(level = "debug", name = "octavia.delete_health_monitor", skip(self))]
+    pub async fn delete_health_monitor(&self, id: &str) -> Result<bool> {
+        HEALTHMONITORS.delete(&self.session, id, None).await
     }
 
     // members

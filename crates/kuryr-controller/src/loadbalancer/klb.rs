@@ -28,7 +28,8 @@ use kube::{Resource, ResourceExt};
 use kuryr_core::crd::KuryrLoadBalancer;
 use kuryr_core::names::{resource_description, KURYRLB_FINALIZER};
 use kuryr_openstack::octavia::{
-    status as lbstatus, LbState, ListenerCreate, ListenerUpdate, LoadBalancer, LoadBalancerCreate, MemberSpec, PoolCreate, StatusTree,
+    status as lbstatus, HealthMonitor, HealthMonitorCreate, HealthMonitorUpdate, LbState, ListenerCreate, ListenerUpdate, LoadBalancer,
+    LoadBalancerCreate, MemberSpec, PoolCreate, StatusTree,
 };
 use kuryr_openstack::Query;
 use serde_json::{json, Value};
@@ -249,6 +250,47 @@ fn persistence_matches(have: Option<&serde_json::Value>, want: Option<&serde_jso
     key(have) == key(want)
 }
 
+/// The pool protocol for listener `w`: the listener's, or `PROXY`/`PROXYV2` for a TCP one when
+/// the spec asks for the PROXY protocol.
+fn pool_protocol(klb: &KuryrLoadBalancer, w: &WantListener) -> String {
+    match klb.spec.proxy_protocol.as_deref() {
+        Some(p) if w.protocol == "TCP" => p.to_string(),
+        _ => w.protocol.clone(),
+    }
+}
+
+/// The health monitor a pool of listener `w` should have, if any (its type follows the
+/// protocol; a provider without one for it gets none: the Service has an Event saying so).
+fn monitor(klb: &KuryrLoadBalancer, w: &WantListener, tags: &[String], lb: &Lb) -> Option<HealthMonitorCreate> {
+    let hm = klb.spec.health_monitor.as_ref()?;
+    let provider = klb.spec.provider.as_deref().or(lb.settings.provider.as_deref());
+    let type_ = model::ProviderCaps::of(provider).monitor_type(&w.protocol)?;
+    Some(HealthMonitorCreate {
+        type_: type_.to_string(),
+        delay: hm.delay,
+        timeout: hm.timeout,
+        max_retries: hm.max_retries,
+        max_retries_down: hm.max_retries_down,
+        name: w.name.clone(),
+        tags: tags.to_vec(),
+        ..HealthMonitorCreate::default()
+    })
+}
+
+/// Listener `allowed_cidrs`: `None` when the spec restricts nothing; otherwise the spec's
+/// ranges plus the cluster's own subnets (pods, nodes, services), so that restricting who reaches
+/// the floating IP never cuts in-cluster clients off the ClusterIP (the same listener serves both).
+async fn allowed_cidrs(klb: &KuryrLoadBalancer, lb: &Lb) -> Result<Option<Vec<String>>, Error> {
+    if klb.spec.allowed_cidrs.is_empty() {
+        return Ok(None);
+    }
+    let mut out: BTreeSet<String> = klb.spec.allowed_cidrs.iter().cloned().collect();
+    for id in lb.settings.member_subnets.iter().chain(std::iter::once(&lb.settings.service_subnet)) {
+        out.insert(lb.ctx.cache.subnet(&lb.ctx.neutron, id).await?.cidr.clone());
+    }
+    Ok(Some(out.into_iter().collect()))
+}
+
 fn pool_create(
     klb: &KuryrLoadBalancer,
     w: &WantListener,
@@ -258,13 +300,14 @@ fn pool_create(
     lb: &Lb,
 ) -> PoolCreate {
     PoolCreate {
-        protocol: w.protocol.clone(),
+        protocol: pool_protocol(klb, w),
         lb_algorithm: lb.settings.lb_algorithm.clone(),
         listener_id: listener_id.to_string(),
         name: w.name.clone(),
         tags: tags.to_vec(),
         session_persistence: persistence(klb),
         members: member_specs(&w.members, subnets, lb),
+        healthmonitor: monitor(klb, w, tags, lb),
         ..PoolCreate::default()
     }
 }
@@ -275,6 +318,7 @@ fn listener_create(
     lb_id: &str,
     tags: &[String],
     subnets: &BTreeMap<String, String>,
+    allowed: Option<&Vec<String>>,
     lb: &Lb,
 ) -> ListenerCreate {
     ListenerCreate {
@@ -285,6 +329,7 @@ fn listener_create(
         timeout_client_data: timeout(klb.spec.timeout_client_data),
         timeout_member_data: timeout(klb.spec.timeout_member_data),
         tags: tags.to_vec(),
+        allowed_cidrs: allowed.cloned(),
         default_pool: Some(pool_create(klb, w, "", tags, subnets, lb)),
         ..ListenerCreate::default()
     }
@@ -302,6 +347,8 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
     let subnet = klb.spec.subnet_id.clone().unwrap_or_else(|| lb.settings.service_subnet.clone());
     let provider = klb.spec.provider.clone().or_else(|| lb.settings.provider.clone());
     let subnets = member_subnets(&want, lb).await?;
+    let allowed = allowed_cidrs(klb, lb).await?;
+    let flavor = klb.spec.flavor_id.clone().filter(|f| !f.is_empty());
 
     let mut current = find(klb, lb).await?;
     if let Some(l) = &current {
@@ -311,6 +358,8 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
             Some(format!("its VIP {} is not the ClusterIP {ip}", l.vip_address))
         } else if provider.as_deref().is_some_and(|p| p != l.provider) {
             Some(format!("its provider {} is not {}", l.provider, provider.as_deref().unwrap_or_default()))
+        } else if flavor.is_some() && flavor != l.flavor_id {
+            Some(format!("its flavor {} is not {}", l.flavor_id.as_deref().unwrap_or("(none)"), flavor.as_deref().unwrap_or_default()))
         } else {
             None
         };
@@ -336,13 +385,14 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
         Some(l) => settle(&l.id, lb).await?,
         None => {
             ctx.leader.ensure()?;
-            let listeners = want.iter().map(|w| listener_create(klb, w, "", &tags, &subnets, lb)).collect();
+            let listeners = want.iter().map(|w| listener_create(klb, w, "", &tags, &subnets, allowed.as_ref(), lb)).collect();
             let req = LoadBalancerCreate {
                 name: lb_name.clone(),
                 description: resource_description("load balancer", &lb.settings.cluster_name, ns, name),
                 vip_subnet_id: subnet.clone(),
                 vip_address: ip.clone(),
                 provider: provider.clone().unwrap_or_default(),
+                flavor_id: flavor.clone().unwrap_or_default(),
                 project_id: klb.spec.project_id.clone().unwrap_or_else(|| lb.settings.project.clone()),
                 tags: tags.clone(),
                 listeners,
@@ -363,6 +413,12 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
     let tree = oct.status_tree(&l.id).await?;
     // Pools' settings (session persistence) are not in the tree.
     let pools = oct.list_pools(&Query::new().eq("loadbalancer_id", &l.id)).await?;
+    // Health monitors only when one is asked for or a pool has one (one tag-filtered list).
+    let monitors = if klb.spec.health_monitor.is_some() || pools.iter().any(|p| p.healthmonitor_id.is_some()) {
+        oct.list_health_monitors(&Query::new().eq("tags", owner_tag(&uid))).await?
+    } else {
+        Vec::new()
+    };
     let pool_members = |pool_id: &str| -> Option<BTreeSet<(String, u16)>> {
         tree.listeners.iter().flat_map(|x| x.pools.iter()).find(|p| p.id == pool_id).map(|p| {
             p.members
@@ -375,20 +431,39 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
     for w in &want {
         let Some(have) = listeners.iter().find(|x| serves(x, w)) else {
             ctx.leader.ensure()?;
-            let req = listener_create(klb, w, &l.id, &tags, &subnets, lb);
+            let req = listener_create(klb, w, &l.id, &tags, &subnets, allowed.as_ref(), lb);
             write(&l.id, lb, || oct.create_listener(&req)).await?;
             tracing::info!(listener = %w.name, members = w.members.len(), "listener created with its pool");
             changed = true;
             continue;
         };
         let (tc, tm) = (timeout(klb.spec.timeout_client_data), timeout(klb.spec.timeout_member_data));
-        if (tc.is_some() && tc != have.timeout_client_data) || (tm.is_some() && tm != have.timeout_member_data) {
+        let have_cidrs = have.allowed_cidrs.clone().filter(|c| !c.is_empty()).map(|mut c| {
+            c.sort();
+            c
+        });
+        let cidrs_differ = have_cidrs != allowed;
+        if (tc.is_some() && tc != have.timeout_client_data) || (tm.is_some() && tm != have.timeout_member_data) || cidrs_differ {
             ctx.leader.ensure()?;
-            let req = ListenerUpdate { timeout_client_data: tc, timeout_member_data: tm, ..ListenerUpdate::default() };
+            let req = ListenerUpdate {
+                timeout_client_data: tc,
+                timeout_member_data: tm,
+                // `[]` lifts a restriction.
+                allowed_cidrs: cidrs_differ.then(|| allowed.clone().unwrap_or_default()),
+            };
             write(&l.id, lb, || oct.update_listener(&have.id, &req)).await?;
             changed = true;
         }
-        let pool = have.default_pool_id.as_deref().filter(|p| pool_members(p).is_some());
+        let mut pool = have.default_pool_id.as_deref().filter(|p| pool_members(p).is_some());
+        // A pool speaking another protocol (PROXY on or off) cannot be changed: it is replaced.
+        if let Some(p) = pool.and_then(|id| pools.iter().find(|p| p.id == id)) {
+            if !p.protocol.eq_ignore_ascii_case(&pool_protocol(klb, w)) {
+                ctx.leader.ensure()?;
+                write(&l.id, lb, || oct.delete_pool(&p.id)).await?;
+                tracing::info!(pool = %p.id, from = %p.protocol, to = %pool_protocol(klb, w), "pool protocol changed: pool replaced");
+                pool = None;
+            }
+        }
         match pool {
             None => {
                 ctx.leader.ensure()?;
@@ -407,6 +482,8 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
                     tracing::info!(pool = %pool_id, persistence = %body, "pool session persistence updated");
                     changed = true;
                 }
+                let have_hm = pools.iter().find(|p| p.id == pool_id).and_then(|p| p.healthmonitor_id.clone());
+                changed |= converge_monitor(klb, w, pool_id, have_hm.as_deref(), &monitors, &tags, &l.id, lb).await?;
                 let want_set: BTreeSet<(String, u16)> = w.members.iter().map(|m| (m.address.clone(), m.port)).collect();
                 if pool_members(pool_id).as_ref() != Some(&want_set) {
                     ctx.leader.ensure()?;
@@ -442,6 +519,63 @@ async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Res
     public_ip::publish(ns, name, public.as_ref(), lb).await?;
     lb.converged(&format!("{ns}/{name}"));
     Ok(Action::await_change())
+}
+
+/// Makes pool `pool_id`'s health monitor what the spec asks: created, changed, or deleted.
+/// `Ok(true)` when Octavia was written.
+#[allow(clippy::too_many_arguments)]
+async fn converge_monitor(
+    klb: &KuryrLoadBalancer,
+    w: &WantListener,
+    pool_id: &str,
+    have: Option<&str>,
+    monitors: &[HealthMonitor],
+    tags: &[String],
+    lb_id: &str,
+    lb: &Lb,
+) -> Result<bool, Error> {
+    let oct = &lb.ctx.octavia;
+    let want = monitor(klb, w, tags, lb);
+    match (have, want) {
+        (None, None) => Ok(false),
+        (Some(id), None) => {
+            lb.ctx.leader.ensure()?;
+            write(lb_id, lb, || oct.delete_health_monitor(id)).await?;
+            tracing::info!(pool = %pool_id, monitor = %id, "health monitor no longer asked for: deleted");
+            Ok(true)
+        }
+        (None, Some(mut req)) => {
+            lb.ctx.leader.ensure()?;
+            req.pool_id = pool_id.to_string();
+            write(lb_id, lb, || oct.create_health_monitor(&req)).await?;
+            tracing::info!(pool = %pool_id, kind = %req.type_, "health monitor created");
+            Ok(true)
+        }
+        (Some(id), Some(req)) => {
+            // One we did not tag (adopted) is left as it is: its settings are unknown here.
+            let Some(h) = monitors.iter().find(|h| h.id == id) else { return Ok(false) };
+            if !h.type_.eq_ignore_ascii_case(&req.type_) {
+                lb.ctx.leader.ensure()?;
+                write(lb_id, lb, || oct.delete_health_monitor(id)).await?;
+                let req = HealthMonitorCreate { pool_id: pool_id.to_string(), ..req };
+                write(lb_id, lb, || oct.create_health_monitor(&req)).await?;
+                return Ok(true);
+            }
+            let upd = HealthMonitorUpdate {
+                delay: req.delay,
+                timeout: req.timeout,
+                max_retries: req.max_retries,
+                max_retries_down: req.max_retries_down,
+            };
+            if (h.delay, h.timeout, h.max_retries, h.max_retries_down) == (upd.delay, upd.timeout, upd.max_retries, upd.max_retries_down) {
+                return Ok(false);
+            }
+            lb.ctx.leader.ensure()?;
+            write(lb_id, lb, || oct.update_health_monitor(id, &upd)).await?;
+            tracing::info!(pool = %pool_id, monitor = %id, "health monitor settings updated");
+            Ok(true)
+        }
+    }
 }
 
 /// The status upstream kuryr writes: `loadbalancer`, `listeners`, `pools`, `members`.
@@ -501,11 +635,12 @@ async fn release(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Resu
         return Ok(Action::await_change());
     }
     ctx.leader.ensure()?;
+    let keep = klb.spec.keep_floating_ip;
     if let Some(ip) = PublicIp::from_status(klb) {
-        public_ip::release(&ip, lb).await?;
+        public_ip::release(&ip, keep, ns, name, lb).await?;
     }
     while let Some(l) = find(klb, lb).await? {
-        public_ip::release_on_port(&l.vip_port_id, ns, name, lb).await?;
+        public_ip::release_on_port(&l.vip_port_id, keep, ns, name, lb).await?;
         delete_lb(&l.id, lb).await?;
         tracing::info!(lb = %l.id, "octavia load balancer deleted");
     }

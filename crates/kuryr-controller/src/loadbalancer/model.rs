@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
-use kuryr_core::crd::{KuryrLoadBalancerPort, KuryrLoadBalancerSpec};
+use kuryr_core::crd::{KuryrLoadBalancerHealthMonitor, KuryrLoadBalancerPort, KuryrLoadBalancerSpec};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,6 +16,74 @@ pub const TIMEOUT_MEMBER_DATA: &str = "openstack.org/kuryr-timeout-member-data";
 pub const LEGACY_LBAAS_SPEC: &str = "openstack.org/kuryr-lbaas-spec";
 /// The label EndpointSlices name their Service with.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// cloud-provider-openstack's Service annotations that kuryr-rs honours (README: "Service
+/// annotations"); any other `loadbalancer.openstack.org/*` one gets an Event saying it is not.
+pub mod cpo {
+    pub const PREFIX: &str = "loadbalancer.openstack.org/";
+    pub const FLOATING_NETWORK_ID: &str = "loadbalancer.openstack.org/floating-network-id";
+    pub const KEEP_FLOATINGIP: &str = "loadbalancer.openstack.org/keep-floatingip";
+    pub const ENABLE_HEALTH_MONITOR: &str = "loadbalancer.openstack.org/enable-health-monitor";
+    pub const HEALTH_MONITOR_DELAY: &str = "loadbalancer.openstack.org/health-monitor-delay";
+    pub const HEALTH_MONITOR_TIMEOUT: &str = "loadbalancer.openstack.org/health-monitor-timeout";
+    pub const HEALTH_MONITOR_MAX_RETRIES: &str = "loadbalancer.openstack.org/health-monitor-max-retries";
+    pub const HEALTH_MONITOR_MAX_RETRIES_DOWN: &str = "loadbalancer.openstack.org/health-monitor-max-retries-down";
+    pub const FLAVOR_ID: &str = "loadbalancer.openstack.org/flavor-id";
+    pub const PROXY_PROTOCOL: &str = "loadbalancer.openstack.org/proxy-protocol";
+    /// The annotation form of `spec.loadBalancerSourceRanges` (used when the field is empty).
+    pub const SOURCE_RANGES: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
+    pub const HONOURED: [&str; 9] = [
+        FLOATING_NETWORK_ID,
+        KEEP_FLOATINGIP,
+        ENABLE_HEALTH_MONITOR,
+        HEALTH_MONITOR_DELAY,
+        HEALTH_MONITOR_TIMEOUT,
+        HEALTH_MONITOR_MAX_RETRIES,
+        HEALTH_MONITOR_MAX_RETRIES_DOWN,
+        FLAVOR_ID,
+        PROXY_PROTOCOL,
+    ];
+    /// cloud-provider-openstack's defaults for the health monitor (seconds, counts).
+    pub const DEFAULT_DELAY: u32 = 5;
+    pub const DEFAULT_TIMEOUT: u32 = 3;
+    pub const DEFAULT_MAX_RETRIES: u32 = 1;
+    pub const DEFAULT_MAX_RETRIES_DOWN: u32 = 3;
+}
+
+/// What an Octavia provider accepts of what kuryr-rs may ask. Measured against the real API:
+/// the ovn provider answers 501 to listener `allowed_cidrs`, `PROXY` pools, flavors and
+/// `SCTP`/`HTTP` health monitors (it takes `TCP` and `UDP-CONNECT` ones, and SCTP listeners).
+/// Other providers (amphora) take all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderCaps {
+    pub allowed_cidrs: bool,
+    pub proxy_protocol: bool,
+    pub flavors: bool,
+    pub sctp_monitor: bool,
+}
+
+impl ProviderCaps {
+    pub fn of(provider: Option<&str>) -> ProviderCaps {
+        match provider {
+            Some("ovn") => ProviderCaps { allowed_cidrs: false, proxy_protocol: false, flavors: false, sctp_monitor: false },
+            _ => ProviderCaps { allowed_cidrs: true, proxy_protocol: true, flavors: true, sctp_monitor: true },
+        }
+    }
+
+    /// The health monitor type for a pool of `protocol`, if the provider has one.
+    pub fn monitor_type(&self, protocol: &str) -> Option<&'static str> {
+        match protocol.to_ascii_uppercase().as_str() {
+            "TCP" => Some("TCP"),
+            "UDP" => Some("UDP-CONNECT"),
+            "SCTP" if self.sctp_monitor => Some("SCTP"),
+            _ => None,
+        }
+    }
+}
+
+fn truthy(v: Option<&String>) -> bool {
+    v.is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "yes" | "1"))
+}
 
 /// What the Service controller does with a Service.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +104,8 @@ pub struct SpecDefaults {
     pub provider: Option<String>,
     pub timeout_client_data: u32,
     pub timeout_member_data: u32,
-    /// `[neutron_defaults] external_svc_net` is set: `type: LoadBalancer` gets a floating IP.
+    /// `[neutron_defaults] external_svc_net` is set: `type: LoadBalancer` gets a floating IP
+    /// (also without it when the Service names a floating network).
     pub public_ips: bool,
 }
 
@@ -90,11 +159,101 @@ pub fn plan(svc: &Service, slices: &[&EndpointSlice], d: &SpecDefaults) -> Plan 
             others.join(", ")
         ));
     }
-    if typ == "LoadBalancer" && !d.public_ips {
-        notes.push("type LoadBalancer: no floating IP, [neutron_defaults] external_svc_net is not set (the ClusterIP works)".into());
+    let ann = svc.annotations();
+    let caps = ProviderCaps::of(d.provider.as_deref());
+    let provider_name = d.provider.as_deref().unwrap_or("default");
+    let floating_network_id = ann.get(cpo::FLOATING_NETWORK_ID).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    if typ == "LoadBalancer" && !d.public_ips && floating_network_id.is_none() {
+        notes.push(format!(
+            "type LoadBalancer: no floating IP, [neutron_defaults] external_svc_net is not set and there is no {} annotation (the ClusterIP works)",
+            cpo::FLOATING_NETWORK_ID
+        ));
     }
-    if spec.load_balancer_source_ranges.as_ref().is_some_and(|r| !r.is_empty()) && typ == "LoadBalancer" {
-        notes.push("loadBalancerSourceRanges are not enforced: the provider has no listener allowed_cidrs".into());
+    let mut ranges: Vec<String> = spec.load_balancer_source_ranges.clone().unwrap_or_default();
+    if ranges.is_empty() {
+        ranges = ann
+            .get(cpo::SOURCE_RANGES)
+            .map(|v| v.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect())
+            .unwrap_or_default();
+    }
+    let mut allowed_cidrs = Vec::new();
+    if !ranges.is_empty() && typ == "LoadBalancer" {
+        let (good, bad): (Vec<String>, Vec<String>) = ranges.into_iter().partition(|r| r.parse::<ipnet::IpNet>().is_ok());
+        if !bad.is_empty() {
+            notes.push(format!("loadBalancerSourceRanges: {} are not CIDRs and are left out", bad.join(", ")));
+        }
+        if caps.allowed_cidrs {
+            allowed_cidrs = good;
+            allowed_cidrs.sort();
+            allowed_cidrs.dedup();
+        } else if !good.is_empty() {
+            notes.push(format!(
+                "loadBalancerSourceRanges are not enforced: the {provider_name} Octavia provider has no listener allowed_cidrs (everyone reaches the floating IP)"
+            ));
+        }
+    }
+    let health_monitor = truthy(ann.get(cpo::ENABLE_HEALTH_MONITOR)).then(|| {
+        let num = |key: &str, default: u32, lo: u32, hi: u32, notes: &mut Vec<String>| match ann.get(key) {
+            None => default,
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) if (lo..=hi).contains(&n) => n,
+                _ => {
+                    notes.push(format!("{key}: {v:?} is not a number from {lo} to {hi}; using {default}"));
+                    default
+                }
+            },
+        };
+        let delay = num(cpo::HEALTH_MONITOR_DELAY, cpo::DEFAULT_DELAY, 1, 86_400, &mut notes);
+        let mut timeout = num(cpo::HEALTH_MONITOR_TIMEOUT, cpo::DEFAULT_TIMEOUT, 1, 86_400, &mut notes);
+        if timeout > delay {
+            notes.push(format!("{}: a probe cannot take longer than the delay ({delay} s); using {delay}", cpo::HEALTH_MONITOR_TIMEOUT));
+            timeout = delay;
+        }
+        let max_retries = num(cpo::HEALTH_MONITOR_MAX_RETRIES, cpo::DEFAULT_MAX_RETRIES, 1, 10, &mut notes);
+        let max_retries_down = num(cpo::HEALTH_MONITOR_MAX_RETRIES_DOWN, cpo::DEFAULT_MAX_RETRIES_DOWN, 1, 10, &mut notes);
+        KuryrLoadBalancerHealthMonitor { delay, timeout, max_retries, max_retries_down }
+    });
+    if health_monitor.is_some() {
+        let unmonitored: BTreeSet<String> = spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.protocol.clone().unwrap_or_else(|| "TCP".into()))
+            .filter(|p| caps.monitor_type(p).is_none())
+            .collect();
+        if !unmonitored.is_empty() {
+            notes.push(format!(
+                "{}: the {provider_name} Octavia provider has no health monitor for {} pools; they are not monitored",
+                cpo::ENABLE_HEALTH_MONITOR,
+                unmonitored.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    let flavor_id = ann.get(cpo::FLAVOR_ID).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).filter(|f| {
+        if !caps.flavors {
+            notes.push(format!("{}: the {provider_name} Octavia provider has no flavors; {f} is not used", cpo::FLAVOR_ID));
+        }
+        caps.flavors
+    });
+    let proxy_protocol = match ann.get(cpo::PROXY_PROTOCOL).map(|v| v.trim().to_ascii_lowercase()) {
+        None => None,
+        Some(v) if matches!(v.as_str(), "false" | "no" | "0" | "") => None,
+        Some(v) => {
+            let protocol = if v == "v2" { "PROXYV2" } else { "PROXY" };
+            if caps.proxy_protocol {
+                Some(protocol.to_string())
+            } else {
+                notes.push(format!(
+                    "{}: the {provider_name} Octavia provider cannot speak the PROXY protocol to members; they see the client's address directly",
+                    cpo::PROXY_PROTOCOL
+                ));
+                None
+            }
+        }
+    };
+    let ignored: Vec<&str> = ann.keys().map(String::as_str).filter(|k| k.starts_with(cpo::PREFIX) && !cpo::HONOURED.contains(k)).collect();
+    if !ignored.is_empty() {
+        notes.push(format!("not honoured by kuryr-rs (see its README, Service annotations): {}", ignored.join(", ")));
     }
     let timeout = |key: &str, default: u32| -> Option<i64> {
         match svc.annotations().get(key).and_then(|v| v.trim().parse::<i64>().ok()) {
@@ -126,6 +285,12 @@ pub fn plan(svc: &Service, slices: &[&EndpointSlice], d: &SpecDefaults) -> Plan 
                 .and_then(|c| c.timeout_seconds)
                 .map_or(10800, i64::from)
         }),
+        health_monitor,
+        allowed_cidrs,
+        flavor_id,
+        proxy_protocol,
+        floating_network_id: floating_network_id.filter(|_| typ == "LoadBalancer"),
+        keep_floating_ip: truthy(ann.get(cpo::KEEP_FLOATINGIP)),
         endpoint_slices: endpoint_slices(&mine, ip_family(&ip)),
     };
     Plan::Balance { spec: Box::new(spec), notes }
@@ -424,6 +589,74 @@ mod tests {
         let s = svc(json!({"spec": {"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}}));
         assert_eq!(balanced(plan(&s, &[], &defaults())).0.session_affinity_timeout, Some(60));
         assert_eq!(balanced(plan(&svc(json!({})), &[], &defaults())).0.session_affinity_timeout, None);
+    }
+
+    fn lb_svc(annotations: Value) -> Service {
+        svc(json!({"metadata": {"annotations": annotations},
+                   "spec": {"type": "LoadBalancer", "allocateLoadBalancerNodePorts": false,
+                            "ports": [{"name": "http", "port": 80, "protocol": "TCP"},
+                                      {"name": "sig", "port": 3868, "protocol": "SCTP"}]}}))
+    }
+
+    #[test]
+    fn cloud_provider_annotations_on_the_ovn_provider() {
+        let s = lb_svc(json!({
+            cpo::FLOATING_NETWORK_ID: "ext-2", cpo::KEEP_FLOATINGIP: "true",
+            cpo::ENABLE_HEALTH_MONITOR: "true", cpo::HEALTH_MONITOR_DELAY: "7", cpo::HEALTH_MONITOR_MAX_RETRIES_DOWN: "2",
+            cpo::FLAVOR_ID: "f-1", cpo::PROXY_PROTOCOL: "true", cpo::SOURCE_RANGES: "192.0.2.0/24, 198.51.100.7/32",
+            "loadbalancer.openstack.org/x-forwarded-for": "true", "example.com/other": "x"
+        }));
+        let (spec, notes) = balanced(plan(&s, &[], &defaults()));
+        assert_eq!(spec.floating_network_id.as_deref(), Some("ext-2"));
+        assert!(spec.keep_floating_ip);
+        assert_eq!(spec.health_monitor, Some(KuryrLoadBalancerHealthMonitor { delay: 7, timeout: 3, max_retries: 1, max_retries_down: 2 }));
+        assert_eq!(spec.flavor_id, None, "ovn has no flavors");
+        assert_eq!(spec.proxy_protocol, None, "ovn cannot speak PROXY");
+        assert!(spec.allowed_cidrs.is_empty(), "ovn has no allowed_cidrs");
+        let want = [
+            "no health monitor for SCTP",
+            "no flavors; f-1",
+            "PROXY protocol",
+            "loadBalancerSourceRanges are not enforced",
+            "x-forwarded-for",
+        ];
+        for w in want {
+            assert!(notes.iter().any(|n| n.contains(w)), "no note about {w:?}: {notes:?}");
+        }
+        assert_eq!(notes.len(), want.len(), "{notes:?}");
+        assert!(!notes.iter().any(|n| n.contains("example.com/other")), "only loadbalancer.openstack.org/* are ours to judge");
+    }
+
+    #[test]
+    fn cloud_provider_annotations_on_a_provider_that_takes_them() {
+        let d = SpecDefaults { provider: Some("amphora".into()), public_ips: false, ..defaults() };
+        let s = lb_svc(json!({cpo::FLAVOR_ID: "f-1", cpo::PROXY_PROTOCOL: "v2", cpo::ENABLE_HEALTH_MONITOR: "yes",
+                              cpo::HEALTH_MONITOR_TIMEOUT: "9", cpo::HEALTH_MONITOR_MAX_RETRIES: "11"}));
+        let mut s2 = s.clone();
+        s2.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["198.51.100.0/24".into(), "192.0.2.0/24".into(), "bogus".into()]);
+        let (spec, notes) = balanced(plan(&s2, &[], &d));
+        assert_eq!(spec.flavor_id.as_deref(), Some("f-1"));
+        assert_eq!(spec.proxy_protocol.as_deref(), Some("PROXYV2"));
+        assert_eq!(spec.allowed_cidrs, ["192.0.2.0/24", "198.51.100.0/24"], "sorted, the bad one left out");
+        assert_eq!(spec.health_monitor, Some(KuryrLoadBalancerHealthMonitor { delay: 5, timeout: 5, max_retries: 1, max_retries_down: 3 }));
+        for w in ["bogus", "longer than the delay", "max-retries: \"11\"", "no floating IP"] {
+            assert!(notes.iter().any(|n| n.contains(w)), "no note about {w:?}: {notes:?}");
+        }
+        assert_eq!(notes.len(), 4, "{notes:?}");
+        // The Service's own field wins over the annotation; a ClusterIP Service restricts nothing.
+        let mut c = s2.clone();
+        c.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        assert!(balanced(plan(&c, &[], &d)).0.allowed_cidrs.is_empty());
+        assert_eq!(balanced(plan(&c, &[], &d)).0.floating_network_id, None);
+    }
+
+    #[test]
+    fn monitor_types_follow_the_pool_protocol() {
+        let ovn = ProviderCaps::of(Some("ovn"));
+        assert_eq!(ovn.monitor_type("TCP"), Some("TCP"));
+        assert_eq!(ovn.monitor_type("udp"), Some("UDP-CONNECT"));
+        assert_eq!(ovn.monitor_type("SCTP"), None);
+        assert_eq!(ProviderCaps::of(None).monitor_type("SCTP"), Some("SCTP"));
     }
 
     #[test]

@@ -7,15 +7,21 @@
 //!   `alloc_method: user`, and never deleted (only disassociated on release).
 //! * Otherwise a floating IP already on the VIP port is reused (a crash between create and status
 //!   write is adopted this way), else one is created (`alloc_method: pool`, its description names
-//!   the cluster and the Service, so GC knows it), and deleted on release.
+//!   the cluster and the Service and it carries the cluster tag, so GC knows it), and deleted on
+//!   release.
+//! * cloud-provider-openstack's annotations: `floating-network-id` picks the network instead of
+//!   `external_svc_net` (a floating IP on another network is replaced); `keep-floatingip` makes
+//!   release disassociate ours instead of deleting it, and hand it over (cluster tag removed,
+//!   description saying so), so GC leaves it alone.
 
+use super::model;
 use super::Lb;
 use crate::runtime::error::Error;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
 use kuryr_core::crd::KuryrLoadBalancer;
 use kuryr_core::names::resource_description;
-use kuryr_openstack::neutron::{FloatingIp, FloatingIpCreate};
+use kuryr_openstack::neutron::{FloatingIp, FloatingIpCreate, TagResource};
 use kuryr_openstack::Query;
 use serde_json::{json, Value};
 
@@ -54,9 +60,12 @@ pub async fn ensure(klb: &KuryrLoadBalancer, ns: &str, name: &str, vip_port: &st
     let neutron = &lb.ctx.neutron;
     let current = PublicIp::from_status(klb);
     let wanted = klb.spec.type_.as_deref() == Some("LoadBalancer");
-    let Some(ext_net) = lb.settings.external_net.clone().filter(|_| wanted) else {
+    let annotated = klb.spec.floating_network_id.clone().filter(|n| !n.is_empty());
+    // The configured subnet belongs to the configured network only.
+    let subnet = if annotated.is_some() { None } else { lb.settings.external_subnet.clone() };
+    let Some(ext_net) = annotated.or_else(|| lb.settings.external_net.clone()).filter(|_| wanted) else {
         if let Some(c) = current {
-            release(&c, lb).await?;
+            release(&c, klb.spec.keep_floating_ip, ns, name, lb).await?;
         }
         return Ok(None);
     };
@@ -80,18 +89,24 @@ pub async fn ensure(klb: &KuryrLoadBalancer, ns: &str, name: &str, vip_port: &st
             }
         }
         if let Some(c) = current.as_ref().filter(|c| c.id != fip.id) {
-            release(c, lb).await?;
+            release(c, klb.spec.keep_floating_ip, ns, name, lb).await?;
         }
         PublicIp { id: fip.id, address: fip.floating_ip_address, alloc: "user".into() }
     } else {
         if let Some(c) = current.as_ref().filter(|c| c.alloc == "user") {
             // loadBalancerIP was removed: give the user's address back.
-            release(c, lb).await?;
+            release(c, false, ns, name, lb).await?;
         }
-        // Ours already: keep its address, also across a replaced load balancer (new VIP port).
+        // Ours already: keep its address, also across a replaced load balancer (new VIP port),
+        // unless it is on another network than the one now asked for.
         let kept = match current.as_ref().filter(|c| c.alloc == "pool") {
             Some(c) => match neutron.get_floating_ip(&c.id).await {
-                Ok(f) => Some(f),
+                Ok(f) if f.floating_network_id == ext_net => Some(f),
+                Ok(_) => {
+                    tracing::info!(fip = %c.address, network = %ext_net, "floating IP is on another network than asked: replaced");
+                    release(c, false, ns, name, lb).await?;
+                    None
+                }
                 Err(e) if e.is_not_found() => None,
                 Err(e) => return Err(e.into()),
             },
@@ -99,7 +114,12 @@ pub async fn ensure(klb: &KuryrLoadBalancer, ns: &str, name: &str, vip_port: &st
         };
         let on_port = match kept {
             Some(f) => vec![f],
-            None => neutron.list_floating_ips(&Query::new().eq("port_id", vip_port)).await?,
+            None => neutron
+                .list_floating_ips(&Query::new().eq("port_id", vip_port))
+                .await?
+                .into_iter()
+                .filter(|f| f.floating_network_id == ext_net)
+                .collect(),
         };
         if let Some(f) = on_port.into_iter().next() {
             if f.port_id.as_deref() != Some(vip_port) {
@@ -112,13 +132,15 @@ pub async fn ensure(klb: &KuryrLoadBalancer, ns: &str, name: &str, vip_port: &st
             let req = FloatingIpCreate {
                 floating_network_id: ext_net,
                 port_id: Some(vip_port.to_string()),
-                subnet_id: lb.settings.external_subnet.clone(),
+                subnet_id: subnet,
                 description: resource_description("floating IP", &lb.settings.cluster_name, ns, name),
                 project_id: lb.settings.project.clone(),
                 ..FloatingIpCreate::default()
             };
             let f = neutron.create_floating_ip(&req).await?;
             tracing::info!(fip = %f.floating_ip_address, id = %f.id, "floating IP created on the VIP port");
+            // The cluster tag makes it GC's to find should its record be lost.
+            neutron.set_tags(TagResource::FloatingIp, &f.id, &lb.settings.tags).await?;
             PublicIp { id: f.id, address: f.floating_ip_address, alloc: "pool".into() }
         }
     };
@@ -127,20 +149,42 @@ pub async fn ensure(klb: &KuryrLoadBalancer, ns: &str, name: &str, vip_port: &st
 
 /// Floating IPs on a VIP port that this KuryrLoadBalancer made (a crash between create and
 /// status write leaves one unrecorded): released with the load balancer.
-pub async fn release_on_port(vip_port: &str, ns: &str, name: &str, lb: &Lb) -> Result<(), Error> {
+pub async fn release_on_port(vip_port: &str, keep: bool, ns: &str, name: &str, lb: &Lb) -> Result<(), Error> {
     if vip_port.is_empty() {
         return Ok(());
     }
     for f in lb.ctx.neutron.list_floating_ips(&Query::new().eq("port_id", vip_port)).await? {
         let alloc = if ours(&f, lb, ns, name) { "pool" } else { "user" };
-        release(&PublicIp { id: f.id, address: f.floating_ip_address, alloc: alloc.into() }, lb).await?;
+        release(&PublicIp { id: f.id, address: f.floating_ip_address, alloc: alloc.into() }, keep, ns, name, lb).await?;
     }
     Ok(())
 }
 
 /// Gives a floating IP back: deleted when we allocated it, disassociated when it is the user's.
-pub async fn release(ip: &PublicIp, lb: &Lb) -> Result<(), Error> {
+/// `keep` (`loadbalancer.openstack.org/keep-floatingip`): ours is disassociated and handed over
+/// instead (no cluster tag, a description saying whose it was), so neither we nor GC delete it.
+pub async fn release(ip: &PublicIp, keep: bool, ns: &str, name: &str, lb: &Lb) -> Result<(), Error> {
     let neutron = &lb.ctx.neutron;
+    if ip.alloc == "pool" && keep {
+        match neutron.associate_floating_ip(&ip.id, None).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        neutron.set_tags::<&str>(TagResource::FloatingIp, &ip.id, &[]).await?;
+        neutron
+            .describe_floating_ip(
+                &ip.id,
+                &format!(
+                    "kept after Service {ns}/{name} of kuryr-rs cluster {} ({})",
+                    lb.settings.cluster_name,
+                    model::cpo::KEEP_FLOATINGIP
+                ),
+            )
+            .await?;
+        tracing::info!(fip = %ip.address, "floating IP kept (keep-floatingip): disassociated and handed over");
+        return Ok(());
+    }
     if ip.alloc == "user" {
         match neutron.associate_floating_ip(&ip.id, None).await {
             Ok(_) => {}

@@ -81,6 +81,18 @@ impl Neutron {
             .await
     }
 
+    /// Sets the floating IP's description.
+    #[instrument(level = "debug", name = "neutron.describe_floating_ip", skip(self))]
+    pub async fn describe_floating_ip(&self, id: &str, description: &str) -> Result<FloatingIp> {
+        FLOATING_IPS
+            .update(
+                &self.session,
+                id,
+                &serde_json::json!({ "description": description }),
+            )
+            .await
+    }
+
     /// `Ok(false)` if it was already gone.
     #[instrument(level = "debug", name = "neutron.delete_floating_ip", skip(self))]
     pub async fn delete_floating_ip(&self, id: &str) -> Result<bool> {
