@@ -1,9 +1,9 @@
 //! KuryrPort reconciler (upstream `KuryrPortHandler`): owns the Neutron side.
 //!
 //! Apply (no default VIF yet): the port driver ([`crate::pod::driver`]) adopts the pod's port if
-//! a previous attempt left one, else makes it; build the typed VIF (with the driver's binding); merge-patch
-//! `status.vifs = {eth0: {default: true, vif}}` on the status subresource; hand the port to the
-//! activator. With an inactive VIF already written: (re)hand it to the activator.
+//! a previous attempt left one, else makes it; build the typed VIF (with the driver's binding);
+//! merge-patch `status.vifs = {eth0: {default: true, vif}}` on the status subresource; hand the
+//! port to the activator. With an inactive VIF already written: (re)hand it to the activator.
 //!
 //! Cleanup (the KuryrPort is deleted; its finalizer): the driver releases every port recorded in
 //! the status and every port of the pod it finds unrecorded (a crash before the status write),

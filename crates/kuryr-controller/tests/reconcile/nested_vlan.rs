@@ -1,13 +1,15 @@
 //! The nested-vlan driver through the KuryrPort reconciler (`pod_vif_driver = nested-vlan`): the
 //! node's parent port found by the Node's InternalIP, its trunk, the pod's port created and
 //! attached as a VLAN subport; no parent port → no port at all; release detaches each subport
-//! from its trunk before deleting it, and finds unrecorded ports by their description.
+//! from its trunk before deleting it, and finds unrecorded ports by their description; GC's hook
+//! releases an orphaned subport the same way, whatever the driver.
 
 use crate::fixtures::*;
 use kube::runtime::controller::Action;
 use kuryr_controller::pod::driver::PortDriver;
 use kuryr_controller::pod::kuryrport;
 use kuryr_controller::runtime::error::Error;
+use kuryr_controller::runtime::hooks::SweepHooks;
 use kuryr_controller::runtime::settings::{PodVif, Settings};
 use kuryr_core::crd::KuryrPort;
 use kuryr_core::vif::{Binding, Vif};
@@ -212,4 +214,31 @@ async fn release_detaches_each_subport_before_deleting_it() {
         "only the other subport stays"
     );
     assert_eq!(api.lines(), [format!("PATCH {KP_PATH}?")], "the finalizer goes last; the Node was not needed");
+}
+
+/// GC's sweep hook (whatever the driver: here neutron-vif): an orphaned subport is detached from
+/// the trunk its parent port names, then deleted; one already gone is reported as such.
+#[tokio::test]
+async fn gc_hook_detaches_an_orphaned_subport_then_deletes_it() {
+    let neutron = NeutronSim::start().await;
+    node_vm(&neutron);
+    pod_subport(&neutron, "port-sub", Some(5));
+    let (client, api) = ApiServer::start(default_kube);
+    let h = Harness::new(client, &neutron, settings(None)).await;
+    assert_eq!(h.ctx.driver, PortDriver::Neutron);
+
+    assert!(h.ctx.release_subport("port-sub").await.expect("released"), "it existed");
+
+    assert_eq!(
+        neutron.lines(),
+        [
+            "GET /v2.0/ports/port-sub".to_string(),
+            format!("GET /v2.0/ports/{PARENT}"),
+            format!("PUT /v2.0/trunks/{TRUNK}/remove_subports"),
+            "DELETE /v2.0/ports/port-sub".into(),
+        ]
+    );
+    assert!(neutron.port("port-sub").is_none());
+    assert!(!h.ctx.release_subport("port-sub").await.expect("gone"), "already gone");
+    assert!(api.lines().is_empty(), "{:?}", api.lines());
 }
