@@ -4,8 +4,8 @@
 //! One folder per domain, one hop from here:
 //! * [`runtime`]: watches, shared stores, leader gate and lease, back-off and error policy,
 //!   health, metrics, events, settings, CRD installation, [`start`].
-//! * [`pod`]: the pod path: Pod → KuryrPort → Neutron port (or trunk subport) → VIF, activator,
-//!   warm pools, standalone containers.
+//! * [`pod`]: the pod path: Pod → KuryrPort → Neutron port through a port driver (neutron-vif, or
+//!   nested-vlan: a trunk subport) → VIF, activator, warm pools, standalone containers.
 //! * [`gc`]: mark-and-sweep garbage collection of the OpenStack resources this controller made.
 //! * [`loadbalancer`], [`policy`], [`namespace`]: reserved for Services, NetworkPolicy and
 //!   namespace networks (empty today).

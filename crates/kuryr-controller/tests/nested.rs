@@ -21,7 +21,7 @@ use futures_util::FutureExt;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
-use kuryr_controller::pod::nested::SUBPORT_OWNER;
+use kuryr_controller::pod::driver::nested::SUBPORT_OWNER;
 use kuryr_controller::pod::ports::{description, PodPortRequest};
 use kuryr_controller::{start, Options, Running};
 use kuryr_core::config::PodVifDriver;
@@ -505,9 +505,9 @@ async fn scenario(stack: &Stack, scratch: &Scratch, controller: &tokio::sync::Mu
     stack.neutron.add_subports(&other.trunk, &[SubPort::vlan(&b, 100)]).await.expect("b on the other trunk");
     let t_batch = Instant::now();
     let (ra, rb, rc) = tokio::join!(
-        kuryr_controller::pod::nested::attach(&ctx, &vm.trunk, &a),
-        kuryr_controller::pod::nested::attach(&ctx, &vm.trunk, &b),
-        kuryr_controller::pod::nested::attach(&ctx, &vm.trunk, &c),
+        kuryr_controller::pod::driver::nested::attach(&ctx, &vm.trunk, &a),
+        kuryr_controller::pod::driver::nested::attach(&ctx, &vm.trunk, &b),
+        kuryr_controller::pod::driver::nested::attach(&ctx, &vm.trunk, &c),
     );
     eprintln!("batch: a {ra:?}, b {rb:?}, c {rc:?} in {:?}", t_batch.elapsed());
     let (va, vc) = (ra.expect("a attached"), rc.expect("c attached despite b in its batch"));
@@ -521,5 +521,5 @@ async fn scenario(stack: &Stack, scratch: &Scratch, controller: &tokio::sync::Mu
     let in_use: Vec<u32> = sps.iter().map(|s| s.segmentation_id).collect();
     assert_eq!(in_use.len(), in_use.iter().collect::<BTreeSet<_>>().len(), "duplicate VLAN ids on the trunk: {sps:?}");
     // Attaching a port that is already a subport answers its id without a second attach.
-    assert_eq!(kuryr_controller::pod::nested::attach(&ctx, &vm.trunk, &a).await.expect("again"), va);
+    assert_eq!(kuryr_controller::pod::driver::nested::attach(&ctx, &vm.trunk, &a).await.expect("again"), va);
 }

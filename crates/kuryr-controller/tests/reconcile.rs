@@ -1,9 +1,15 @@
 //! The pod path's reconcile branches and GC's decisions without the stack: each test drives a
 //! reconciler (or a GC pass) against a mock API server and the in-process Neutron double (see
-//! `fixtures`) and asserts the exact requests it made. They complement the stack tests
+//! `fixtures`) and asserts the exact requests it made. Here: the KuryrPort reconciler with the
+//! neutron-vif driver and GC; `reconcile/pods.rs`: the Pod reconciler; `reconcile/nested_vlan.rs`:
+//! the KuryrPort reconciler with the nested-vlan driver. They complement the stack tests
 //! (`stack.rs`), which prove the same paths against real services.
 
 mod fixtures;
+#[path = "reconcile/nested_vlan.rs"]
+mod nested_vlan;
+#[path = "reconcile/pods.rs"]
+mod pods;
 
 use fixtures::*;
 use kube::runtime::controller::Action;

@@ -795,7 +795,7 @@ async fn plant_port(stack: &Stack, scratch: &Scratch, cluster: &str, ns: &str, n
         node: stack.node(),
         standalone: false,
     };
-    let body = kuryr_controller::pod::ports::port_create(&settings, &req, &stack.env["POD_NET_ID"]);
+    let body = kuryr_controller::pod::driver::neutron::port_create(&settings, &req, &stack.env["POD_NET_ID"]);
     let port = stack.neutron.create_port(&body).await.expect("plant port");
     push(&scratch.ports, &port.id);
     stack.neutron.set_tags(kuryr_openstack::neutron::TagResource::Port, &port.id, &settings.tags).await.expect("tag planted port");

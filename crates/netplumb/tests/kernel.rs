@@ -1,5 +1,7 @@
-//! Integration tests against the real kernel. They need root (CAP_NET_ADMIN + CAP_SYS_ADMIN)
-//! and fail loudly without it. Each test works in its own freshly created named netns
+//! Integration tests against the real kernel. They need root (CAP_NET_ADMIN + CAP_SYS_ADMIN), so
+//! plain `cargo test` (any user) ignores them; hack/test runs them as root with the other ignored
+//! tests, or by hand: `sudo -E cargo test -p kuryr-netplumb --test kernel -- --ignored`. Run
+//! without root they fail loudly. Each test works in its own freshly created named netns
 //! (`npt-<pid>-<n>`), removed by a Drop guard even when the test panics.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -20,7 +22,7 @@ fn require_root() {
     if !nix::unistd::geteuid().is_root() {
         panic!(
             "kuryr-netplumb kernel tests must run as root (they create netns, veth, macvlan): \
-             run `sudo -E cargo test -p kuryr-netplumb`"
+             run `sudo -E cargo test -p kuryr-netplumb --test kernel -- --ignored`"
         );
     }
 }
@@ -109,6 +111,7 @@ fn ping(from: &TestNs, to: IpAddr) -> bool {
 }
 
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn run_returns_closure_value_and_errors() {
     let t = TestNs::new();
     let host_before = Netns::current().expect("current").id().expect("id");
@@ -171,6 +174,7 @@ fn run_returns_closure_value_and_errors() {
 }
 
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn usable_from_a_tokio_daemon() {
     let t = TestNs::new();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -212,6 +216,7 @@ fn usable_from_a_tokio_daemon() {
 }
 
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn netns_open_create_delete_errors() {
     let t = TestNs::new();
     let e = Netns::create_named(&t.name).expect_err("duplicate name");
@@ -242,6 +247,7 @@ fn netns_open_create_delete_errors() {
 }
 
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn veth_across_netns_configured_and_pingable() {
     let host = TestNs::new();
     let pod = TestNs::new();
@@ -345,6 +351,7 @@ fn veth_across_netns_configured_and_pingable() {
 }
 
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn link_verbs_and_delete_idempotency() {
     let t = TestNs::new();
     let peer = TestNs::new();
@@ -441,6 +448,7 @@ fn link_verbs_and_delete_idempotency() {
 /// A host end left by an earlier sandbox (peer in another netns): `Reuse` keeps it (a retry
 /// into the same target), `Replace` recreates the pair into the new target.
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn plug_veth_replaces_a_host_end_left_by_an_earlier_sandbox() {
     let host = TestNs::new();
     let old = TestNs::new();
@@ -468,6 +476,7 @@ fn plug_veth_replaces_a_host_end_left_by_an_earlier_sandbox() {
 }
 
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn preplugged_veth_moved_from_holding_netns_then_configured() {
     let host = TestNs::new();
     let holding = TestNs::new();
@@ -523,6 +532,7 @@ fn preplugged_veth_moved_from_holding_netns_then_configured() {
 }
 
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn macvlan_bridge_mode_into_other_netns() {
     let parent_ns = TestNs::new();
     let pod = TestNs::new();
@@ -597,6 +607,7 @@ fn macvlan_bridge_mode_into_other_netns() {
 }
 
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn dummy_link_created_or_reported_unsupported() {
     let t = TestNs::new();
     let r = t.with_netlink(async |nl| nl.create_dummy("nptdum0").await);
@@ -616,6 +627,7 @@ fn dummy_link_created_or_reported_unsupported() {
 }
 
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn vlan_request_executes_or_reports_unsupported() {
     let t = TestNs::new();
     let r = t.with_netlink(async |nl| {
@@ -651,6 +663,7 @@ fn vlan_request_executes_or_reports_unsupported() {
 }
 
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn ipv6_address_route_and_ping() {
     let a = TestNs::new();
     let b = TestNs::new();
@@ -729,6 +742,7 @@ fn ipv6_address_route_and_ping() {
 }
 
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn tx_checksum_offload_off_and_read_back() {
     let t = TestNs::new();
     t.with_netlink(async |nl| {
@@ -760,6 +774,7 @@ fn tx_checksum_offload_off_and_read_back() {
 }
 
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn gratuitous_arp_reaches_peer_and_fills_its_neighbour_table() {
     let pod = TestNs::new();
     let peer = TestNs::new();
@@ -825,6 +840,7 @@ fn gratuitous_arp_reaches_peer_and_fills_its_neighbour_table() {
 /// `announce_addresses` repeats: every round reaches the peer, v4 and v6 from one call, and
 /// the event-driven oper-up wait returns for a link that comes up after the call started.
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn announce_addresses_sends_every_round_for_every_family() {
     let pod = TestNs::new();
     let peer = TestNs::new();
@@ -893,6 +909,7 @@ fn announce_addresses_sends_every_round_for_every_family() {
 }
 
 #[test]
+#[ignore = "needs root (netns, veth, macvlan); hack/test runs it as root"]
 fn unsolicited_na_reaches_peer_and_is_accepted() {
     let pod = TestNs::new();
     let peer = TestNs::new();

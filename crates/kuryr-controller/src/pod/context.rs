@@ -1,10 +1,11 @@
 //! The pod path's context: the runtime's [`Context`] (clients, stores, settings) plus the state
-//! only the pod path keeps: the activator handle, warm pools, fresh marks, nested-vlan trunks and
-//! the stage timeline. The pod reconcilers and tasks get an `Arc<PodContext>`; it derefs to the
+//! only the pod path keeps: the port driver, the activator handle, warm pools, fresh marks,
+//! nested-vlan trunks and the stage timeline. The pod reconcilers and tasks get an `Arc<PodContext>`; it derefs to the
 //! runtime's [`Context`] for the shared parts.
 
 use crate::pod::activator::{self, Activator};
-use crate::pod::nested::{self, Nested};
+use crate::pod::driver::nested::{self, Nested};
+use crate::pod::driver::PortDriver;
 use crate::pod::pool::{PoolJobs, Pools};
 use crate::pod::timeline::Timeline;
 use crate::runtime::context::Context;
@@ -20,6 +21,8 @@ use tokio::sync::mpsc;
 pub struct PodContext {
     /// The runtime's shared clients and stores.
     pub rt: Arc<Context>,
+    /// How pods' ports are made and released (`[kubernetes] pod_vif_driver`), chosen once.
+    pub driver: PortDriver,
     pub activator: Activator,
     /// Warm pools (`vif_pool_driver = neutron`).
     pub pools: Option<Arc<Pools>>,
@@ -27,7 +30,8 @@ pub struct PodContext {
     /// no port has been asked for yet: no earlier attempt can have left a port with their UID,
     /// so their first acquire skips the adoption lookup (see [`PodContext::take_fresh`]).
     pub fresh: Mutex<HashMap<String, u64>>,
-    /// nested-vlan: node parents and per-trunk attachment queues.
+    /// nested-vlan: node parents and per-trunk attachment queues (kept whatever the driver: GC's
+    /// sweep releases orphaned subports through them).
     pub nested: Nested,
     pub timeline: Timeline,
 }
@@ -48,8 +52,9 @@ impl Deref for PodContext {
 }
 
 impl PodContext {
-    /// The pod path's state on `rt`, pools per `rt.settings.pool`; the tasks' receiving ends are
-    /// for [`activator::run`] and [`crate::pod::pool::run`].
+    /// The pod path's state on `rt`: the port driver per `rt.settings.pod_vif`, pools per
+    /// `rt.settings.pool`; the tasks' receiving ends are for [`activator::run`] and
+    /// [`crate::pod::pool::run`].
     pub fn new(rt: Arc<Context>) -> (PodContext, PodTasks) {
         let (activator, activator_rx) = Activator::channel();
         let (pools, pool_jobs) = match rt.settings.pool.clone() {
@@ -59,7 +64,9 @@ impl PodContext {
             }
             None => (None, None),
         };
-        let ctx = PodContext { rt, activator, pools, fresh: Mutex::default(), nested: Nested::default(), timeline: Timeline::default() };
+        let driver = PortDriver::from_settings(&rt.settings);
+        let ctx =
+            PodContext { rt, driver, activator, pools, fresh: Mutex::default(), nested: Nested::default(), timeline: Timeline::default() };
         (ctx, PodTasks { activator: activator_rx, pool_jobs })
     }
 

@@ -1,15 +1,14 @@
 //! KuryrPort reconciler (upstream `KuryrPortHandler`): owns the Neutron side.
 //!
-//! Apply (no default VIF yet): adopt the pod's port if a previous attempt left one (device_id =
-//! pod UID), else create it; tag it; build the typed VIF; merge-patch
-//! `status.vifs = {eth0: {default: true, vif}}` on the status subresource; hand the port to the
-//! activator. With an inactive VIF already written: (re)hand it to the activator.
+//! Apply (no default VIF yet): the port driver ([`crate::pod::driver`]) adopts the pod's port if
+//! a previous attempt left one, else makes it; build the typed VIF (with the driver's binding);
+//! merge-patch `status.vifs = {eth0: {default: true, vif}}` on the status subresource; hand the
+//! port to the activator. With an inactive VIF already written: (re)hand it to the activator.
 //!
-//! Cleanup (the KuryrPort is deleted; its finalizer): delete every port recorded in the status
-//! and any port stamped with the pod UID (a crash before the status write), 404 = done.
-//!
-//! nested-vlan ([`crate::pod::nested`]): the port is a subport of the node VM's trunk, adopted by its
-//! description, released by detaching it from the trunk first.
+//! Cleanup (the KuryrPort is deleted; its finalizer): the driver releases every port recorded in
+//! the status and every port of the pod it finds unrecorded (a crash before the status write),
+//! 404 = done. neutron-vif finds them by the pod UID and recycles them into the warm pool or
+//! deletes them; nested-vlan also by their description, and detaches them from the trunk first.
 //!
 //! Orphans: a KuryrPort whose pod is gone (force-deleted) or was re-created with another UID is
 //! deleted, which runs the cleanup above.
@@ -22,13 +21,11 @@
 
 use crate::pod::activator::Pending;
 use crate::pod::context::PodContext;
-use crate::pod::nested;
-use crate::pod::ports::{self, adoption_query, PodPortRequest};
+use crate::pod::ports::{self, PodPortRequest};
 use crate::pod::standalone::{self, is_standalone_kp};
 use crate::pod::vif;
 use crate::runtime::error::Error;
 use crate::runtime::events::{pod_ref, reason};
-use crate::runtime::settings::PodVif;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -37,7 +34,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use kuryr_core::crd::KuryrPort;
 use kuryr_core::names::KURYRPORT_FINALIZER;
-use kuryr_core::vif::{Binding, Vif};
+use kuryr_core::vif::Vif;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -193,13 +190,7 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &PodContext) -> Result<Action, Error> {
         PodPortRequest { namespace: ns.clone(), name: name.clone(), pod_uid: uid.clone(), node: kp.spec.pod_node_name.clone(), standalone };
     // Events go to the pod, or to a standalone container's KuryrPort.
     let pref = if standalone { kp_ref(&kp) } else { pod_ref(&ns, &name, &uid) };
-    let nested = ctx.settings.pod_vif == PodVif::NestedVlan;
-    let acquired = if nested {
-        nested::acquire(ctx, &req).await.map(|(a, vlan)| (a, Some(vlan)))
-    } else {
-        ports::acquire(ctx, &req).await.map(|a| (a, None))
-    };
-    let (acquired, vlan) = match acquired {
+    let acquired = match ctx.driver.acquire(ctx, &req).await {
         Ok(a) => a,
         Err(e) => {
             if !matches!(e, Error::NotLeader) {
@@ -211,12 +202,13 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &PodContext) -> Result<Action, Error> {
     ctx.timeline.port_ready(&uid, &ctx.metrics);
     let port = acquired.port;
 
-    let vif: Vif = match ports::vif_with(ctx, &port, vlan.map(|vlan_id| Binding::NestedVlan { vlan_id })).await? {
+    let vif: Vif = match ports::vif_with(ctx, &port, acquired.binding).await? {
         Ok(v) => v,
         Err(e) if e.is_binding() => {
             let err = Error::Binding { port_id: port.id.clone(), host: req.node.clone(), vif_type: port.binding_vif_type.clone() };
             tracing::warn!(kuryrport = %format!("{ns}/{name}"), error = %err, "deleting the unbound port; a fresh one is created on retry");
             ctx.events.warning(pref, reason::PORT_BINDING_FAILED, "CreatePort", err.to_string());
+            // A plain delete whatever the driver (only Neutron's own binding can fail this way).
             ports::release(ctx, &port.id).await?;
             return Err(err);
         }
@@ -293,35 +285,20 @@ async fn cleanup(kp: Arc<KuryrPort>, ctx: &PodContext) -> Result<Action, Error> 
     if shared {
         tracing::warn!(kuryrport = %format!("{ns}/{name}"), pod_uid = %kp.spec.pod_uid, "another KuryrPort has this UID: releasing only the recorded ports");
     }
-    let nested = ctx.settings.pod_vif == PodVif::NestedVlan;
     if !kp.spec.pod_uid.is_empty() && !shared {
-        for p in ctx.neutron.list_ports(&adoption_query(&kp.spec.pod_uid)).await? {
-            ids.insert(p.id);
-        }
-        if nested {
-            // A subport has no device_id: it is found by its description.
-            let req = PodPortRequest {
-                namespace: ns.clone(),
-                name: name.clone(),
-                pod_uid: kp.spec.pod_uid.clone(),
-                node: kp.spec.pod_node_name.clone(),
-                standalone: is_standalone_kp(&kp),
-            };
-            let description = ports::description(&ctx.settings.cluster_name, &req);
-            let network_id = ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?.network_id.clone();
-            for p in ctx.neutron.list_ports(&nested::adoption_query(&description, &network_id)).await? {
-                if p.description == description {
-                    ids.insert(p.id);
-                }
-            }
-        }
+        let req = PodPortRequest {
+            namespace: ns.clone(),
+            name: name.clone(),
+            pod_uid: kp.spec.pod_uid.clone(),
+            node: kp.spec.pod_node_name.clone(),
+            standalone: is_standalone_kp(&kp),
+        };
+        ids.extend(ctx.driver.adoption_candidates(ctx, &req).await?);
     }
     let regarding = if is_standalone_kp(&kp) { kp_ref(&kp) } else { pod_ref(&ns, &name, &kp.spec.pod_uid) };
     for id in &ids {
         ctx.activator.untrack(id);
-        let released =
-            if nested { nested::release(ctx, id, Some(&kp.spec.pod_node_name)).await } else { ports::release_or_recycle(ctx, id).await };
-        match released {
+        match ctx.driver.release(ctx, id, &kp.spec.pod_node_name).await {
             Ok(existed) => tracing::info!(kuryrport = %format!("{ns}/{name}"), port = %id, existed, "released Neutron port"),
             Err(e) => {
                 if !matches!(e, Error::NotLeader) {

@@ -87,7 +87,7 @@ pub fn pool_port_create(s: &Settings, key: &PoolKey, sgs: &[String]) -> PortCrea
         security_groups: Some(sgs.to_vec()),
         project_id: s.project.clone(),
         // Tags are not applied by a bulk POST without Neutron's tag-ports-during-bulk-creation
-        // extension; a claim adds them (ports::acquire), the pool stamp is the description.
+        // extension; a claim adds them (driver::neutron::acquire), the pool stamp is the description.
         ..PortCreate::default()
     }
 }

@@ -1,20 +1,13 @@
-//! The Neutron side of a pod's port: the create request, adoption of a port left by a crash,
-//! tagging, release (the cache of subnets and networks is [`crate::runtime::cache`]).
-//!
-//! Idempotency key: the pod UID is stamped as the port's `device_id` (with `device_owner =
-//! compute:kuryr`), so a crash between `POST /ports` and the KuryrPort status write leaves a
-//! port that the next reconcile finds (`GET /ports?device_id=<uid>&device_owner=compute:kuryr`)
-//! and adopts instead of creating a second one. With warm pools ([`crate::pod::pool`]) a pod's port is
-//! claimed from its node's pool before one is created.
+//! What both port drivers ([`crate::pod::driver`]) and the warm pools share about a pod's port:
+//! who it is for ([`PodPortRequest`]), its description (the key GC and nested-vlan adoption
+//! read), tags, the [`Acquired`] outcome, a plain delete, and the typed VIF built from the port,
+//! its network and subnets (read through [`crate::runtime::cache`]).
 
 use crate::pod::context::PodContext;
 use crate::pod::vif::{build_vif, build_vif_with, VifBuildError, VifDefaults};
 use crate::runtime::error::Error;
-use crate::runtime::settings::Settings;
-use kuryr_core::names::DEVICE_OWNER;
 use kuryr_core::vif::{Binding, Vif};
-use kuryr_openstack::neutron::{FixedIpRequest, Port, PortCreate, PortUpdate, TagResource};
-use kuryr_openstack::Query;
+use kuryr_openstack::neutron::Port;
 use std::collections::BTreeSet;
 
 /// Who a port is for.
@@ -39,47 +32,6 @@ pub fn description(cluster: &str, req: &PodPortRequest) -> String {
     }
 }
 
-/// `POST /v2.0/ports` body for a pod (tags are set by a separate PUT, see [`acquire`]).
-pub fn port_create(s: &Settings, req: &PodPortRequest, network_id: &str) -> PortCreate {
-    PortCreate {
-        network_id: network_id.to_string(),
-        name: format!("{}/{}", req.namespace, req.name),
-        description: description(&s.cluster_name, req),
-        admin_state_up: Some(true),
-        fixed_ips: Some(vec![FixedIpRequest::subnet(&s.pod_subnet)]),
-        device_id: req.pod_uid.clone(),
-        device_owner: DEVICE_OWNER.to_string(),
-        binding_host_id: req.node.clone(),
-        security_groups: Some(s.pod_security_groups.clone()),
-        project_id: s.project.clone(),
-        ..PortCreate::default()
-    }
-}
-
-/// The ports a previous attempt may have created for this pod.
-pub fn adoption_query(pod_uid: &str) -> Query {
-    Query::new().eq("device_id", pod_uid).eq("device_owner", DEVICE_OWNER)
-}
-
-/// Outcome of [`select_adoptable`].
-#[derive(Debug, Default, PartialEq)]
-pub struct Adoption {
-    /// The port to use.
-    pub keep: Option<Port>,
-    /// Other ports of the same pod (a leak from a lost race): to delete.
-    pub extras: Vec<Port>,
-}
-
-/// Chooses which of the pod's existing ports to adopt: on the pod network, then ACTIVE, then
-/// bound to the pod's node, then the oldest revision. Ports on other networks are left alone
-/// (not ours to judge); further ports on the pod network are extras.
-pub fn select_adoptable(ports: Vec<Port>, node: &str, network_id: &str) -> Adoption {
-    let mut candidates: Vec<Port> = ports.into_iter().filter(|p| p.device_owner == DEVICE_OWNER && p.network_id == network_id).collect();
-    candidates.sort_by_key(|p| (p.status != "ACTIVE", p.binding_host_id != node, p.revision_number.unwrap_or(0), p.id.clone()));
-    let mut it = candidates.into_iter();
-    Adoption { keep: it.next(), extras: it.collect() }
-}
-
 /// Tags to PUT so the port carries all of `wanted` (keeping its others), or `None` if it does.
 pub fn tags_to_set(current: &[String], wanted: &[String]) -> Option<Vec<String>> {
     if wanted.iter().all(|t| current.contains(t)) {
@@ -97,78 +49,15 @@ pub struct Acquired {
     pub adopted: bool,
     /// Claimed from a warm pool.
     pub pooled: bool,
-}
-
-/// Adopts the pod's existing port or creates one; makes sure it is bound to the node and
-/// tagged. Checks the leader gate before every write.
-pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<Acquired, Error> {
-    let subnet = ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?;
-    // A KuryrPort this replica created in this term, first attempt: nothing to adopt, no lookup.
-    let existing = if ctx.take_fresh(&req.pod_uid) {
-        ctx.metrics.adoption_lookup(false);
-        Vec::new()
-    } else {
-        ctx.metrics.adoption_lookup(true);
-        ctx.neutron.list_ports(&adoption_query(&req.pod_uid)).await?
-    };
-    let Adoption { keep, extras } = select_adoptable(existing, &req.node, &subnet.network_id);
-    for extra in extras {
-        ctx.leader.ensure()?;
-        tracing::warn!(port = %extra.id, pod_uid = %req.pod_uid, "deleting a duplicate port of the pod");
-        ctx.neutron.delete_port(&extra.id).await?;
-    }
-    let (mut port, adopted, pooled) = match keep {
-        Some(p) => {
-            tracing::info!(port = %p.id, status = %p.status, "adopting the pod's existing Neutron port");
-            (p, true, false)
-        }
-        None => match &ctx.pools {
-            Some(pools) if !req.standalone => match crate::pod::pool::claim(ctx, pools, req, &subnet.network_id).await? {
-                Some(p) => (p, false, true),
-                None => (create(ctx, req, &subnet.network_id).await?, false, false),
-            },
-            _ => (create(ctx, req, &subnet.network_id).await?, false, false),
-        },
-    };
-    if pooled {
-        // Bound to the node and published (so built as a VIF) already; tags come with the stamp.
-        return Ok(Acquired { port, adopted, pooled });
-    }
-    if port.binding_host_id != req.node {
-        ctx.leader.ensure()?;
-        let upd = PortUpdate { binding_host_id: Some(req.node.clone()), ..PortUpdate::default() };
-        port = ctx.neutron.update_port(&port.id, &upd).await?;
-    } else if port.binding_vif_type == "unbound" {
-        // Neutron can answer a create before binding finished (LP#1696051): look once more.
-        port = ctx.neutron.get_port(&port.id).await?;
-    }
-    if let Some(tags) = tags_to_set(&port.tags, &ctx.settings.tags) {
-        ctx.leader.ensure()?;
-        port.tags = ctx.neutron.set_tags(TagResource::Port, &port.id, &tags).await?;
-    }
-    Ok(Acquired { port, adopted, pooled })
-}
-
-async fn create(ctx: &PodContext, req: &PodPortRequest, network_id: &str) -> Result<Port, Error> {
-    ctx.leader.ensure()?;
-    Ok(ctx.neutron.create_port(&port_create(&ctx.settings, req, network_id)).await?)
+    /// The binding the driver chose (nested-vlan: the subport's VLAN id); `None`: the one
+    /// `binding:vif_type` says (see [`vif_with`]).
+    pub binding: Option<Binding>,
 }
 
 /// Deletes a port; `Ok(false)` if it was already gone.
 pub async fn release(ctx: &PodContext, port_id: &str) -> Result<bool, Error> {
     ctx.leader.ensure()?;
     Ok(ctx.neutron.delete_port(port_id).await?)
-}
-
-/// A released pod's port: back into its node's warm pool if there is room, else deleted.
-/// `Ok(false)` if it was already gone.
-pub async fn release_or_recycle(ctx: &PodContext, port_id: &str) -> Result<bool, Error> {
-    if let Some(pools) = &ctx.pools {
-        if crate::pod::pool::recycle(ctx, pools, port_id).await? {
-            return Ok(true);
-        }
-    }
-    release(ctx, port_id).await
 }
 
 /// The typed VIF of `port`, its network and subnets read through the cache. `Ok(Err(_))`: the
@@ -196,79 +85,6 @@ pub async fn vif_with(ctx: &PodContext, port: &Port, binding: Option<Binding>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn settings() -> Settings {
-        Settings {
-            project: "proj".into(),
-            pod_subnet: "sub-1".into(),
-            pod_security_groups: vec!["sg-1".into()],
-            resource_tags: vec!["kuryr-rs-local".into()],
-            cluster_name: "c1".into(),
-            ..Settings::defaults()
-        }
-    }
-
-    fn req() -> PodPortRequest {
-        PodPortRequest { namespace: "ns".into(), name: "web-0".into(), pod_uid: "uid-1".into(), node: "vm".into(), standalone: false }
-    }
-
-    #[test]
-    fn create_body_stamps_the_pod() {
-        let body = serde_json::to_value(port_create(&settings(), &req(), "net-1")).expect("json");
-        assert_eq!(
-            body,
-            json!({
-                "network_id": "net-1", "name": "ns/web-0",
-                "description": "kuryr-rs pod port: cluster c1, pod ns/web-0 (uid uid-1)",
-                "admin_state_up": true, "fixed_ips": [{"subnet_id": "sub-1"}],
-                "device_id": "uid-1", "device_owner": "compute:kuryr", "binding:host_id": "vm",
-                "security_groups": ["sg-1"], "project_id": "proj"
-            })
-        );
-        let standalone = PodPortRequest { namespace: "kuryr-standalone".into(), name: "web-1".into(), standalone: true, ..req() };
-        let body = serde_json::to_value(port_create(&settings(), &standalone, "net-1")).expect("json");
-        assert_eq!(body["description"], "kuryr-rs standalone container port: cluster c1, KuryrPort kuryr-standalone/web-1 (uid uid-1)");
-        assert_eq!(
-            (&body["name"], &body["device_id"], &body["binding:host_id"]),
-            (&json!("kuryr-standalone/web-1"), &json!("uid-1"), &json!("vm"))
-        );
-        assert_eq!(body["security_groups"], json!(["sg-1"]));
-        assert_eq!(
-            adoption_query("uid-1").pairs(),
-            &[("device_id".to_string(), "uid-1".to_string()), ("device_owner".to_string(), "compute:kuryr".to_string())]
-        );
-    }
-
-    fn port(id: &str, net: &str, status: &str, host: &str, rev: u64) -> Port {
-        serde_json::from_value(json!({"id": id, "network_id": net, "status": status, "binding:host_id": host,
-            "device_owner": "compute:kuryr", "device_id": "uid-1", "revision_number": rev}))
-        .expect("port")
-    }
-
-    #[test]
-    fn adoption_prefers_active_then_node_then_oldest() {
-        assert_eq!(select_adoptable(vec![], "vm", "net-1"), Adoption::default());
-        let a = select_adoptable(
-            vec![
-                port("p-other-net", "net-2", "ACTIVE", "vm", 1),
-                port("p-down-other-host", "net-1", "DOWN", "x", 1),
-                port("p-down", "net-1", "DOWN", "vm", 5),
-                port("p-active", "net-1", "ACTIVE", "vm", 9),
-            ],
-            "vm",
-            "net-1",
-        );
-        assert_eq!(a.keep.map(|p| p.id).as_deref(), Some("p-active"));
-        let extras: Vec<_> = a.extras.iter().map(|p| p.id.as_str()).collect();
-        assert_eq!(extras, ["p-down", "p-down-other-host"], "the other network's port is not ours to delete");
-
-        let a = select_adoptable(vec![port("b", "net-1", "DOWN", "vm", 3), port("a", "net-1", "DOWN", "vm", 2)], "vm", "net-1");
-        assert_eq!(a.keep.map(|p| p.id).as_deref(), Some("a"));
-        let mut foreign = port("f", "net-1", "DOWN", "vm", 1);
-        foreign.device_owner = "compute:nova".into();
-        assert_eq!(select_adoptable(vec![foreign], "vm", "net-1"), Adoption::default());
-    }
 
     #[test]
     fn tags_are_merged() {

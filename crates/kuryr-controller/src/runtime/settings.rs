@@ -56,7 +56,7 @@ pub struct Settings {
 pub enum PodVif {
     /// `neutron-vif`: a port bound to the node (bare metal / side by side).
     Neutron,
-    /// `nested-vlan`: pods in VMs, a subport of the node VM's trunk ([`crate::pod::nested`]).
+    /// `nested-vlan`: pods in VMs, a subport of the node VM's trunk ([`crate::pod::driver::nested`]).
     NestedVlan,
 }
 

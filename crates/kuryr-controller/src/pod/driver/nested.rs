@@ -1,4 +1,4 @@
-//! nested-vlan (`[kubernetes] pod_vif_driver = nested-vlan`): pods inside OpenStack VMs. The
+//! The nested-vlan driver (`[kubernetes] pod_vif_driver = nested-vlan`): pods inside OpenStack VMs. The
 //! node VM's Neutron port is the parent of a trunk; each pod gets a port on the pod subnet that
 //! is attached to that trunk as a VLAN subport, and kuryr-daemon puts a VLAN sub-interface of the
 //! VM's NIC into the pod.
@@ -24,10 +24,12 @@
 //!   `DELETE /ports/{id}`.
 
 use crate::pod::context::PodContext;
+use crate::pod::driver::neutron;
 use crate::pod::ports::{self, tags_to_set, Acquired, PodPortRequest};
 use crate::runtime::error::Error;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
+use kuryr_core::vif::Binding;
 use kuryr_openstack::neutron::{Port, PortCreate, SubPort, TagResource};
 use kuryr_openstack::Query;
 use std::collections::{BTreeSet, HashMap};
@@ -108,7 +110,7 @@ pub fn pick_vlans(used: &BTreeSet<u16>, start: u16, n: usize) -> Vec<u16> {
 
 /// `POST /ports` body of a pod's subport: the neutron-vif one without host and device id.
 pub fn port_create(s: &crate::runtime::settings::Settings, req: &PodPortRequest, network_id: &str) -> PortCreate {
-    PortCreate { device_id: String::new(), binding_host_id: String::new(), ..ports::port_create(s, req, network_id) }
+    PortCreate { device_id: String::new(), binding_host_id: String::new(), ..neutron::port_create(s, req, network_id) }
 }
 
 /// The ports a previous attempt may have created for this pod (exact description).
@@ -208,8 +210,8 @@ pub async fn node_parent(ctx: &PodContext, node: &str) -> Result<Arc<NodeParent>
 }
 
 /// Adopts the pod's port or creates one, tags it, and attaches it to the node's trunk. Returns
-/// the port and its VLAN id.
-pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<(Acquired, u16), Error> {
+/// the port with its VLAN id as the binding.
+pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<Acquired, Error> {
     // A node without a trunk fails before any port is created.
     let parent = node_parent(ctx, &req.node).await?;
     let subnet = ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?;
@@ -242,7 +244,22 @@ pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<(Acquired
     }
     let vlan_id = attach(ctx, &parent.trunk_id, &port.id).await?;
     tracing::info!(port = %port.id, trunk = %parent.trunk_id, vlan_id, node = %req.node, "port is a subport of the node's trunk");
-    Ok((Acquired { port, adopted, pooled: false }, vlan_id))
+    Ok(Acquired { port, adopted, pooled: false, binding: Some(Binding::NestedVlan { vlan_id }) })
+}
+
+/// The pod's ports a previous attempt may have left: those stamped with its UID (as the neutron
+/// driver finds them), then, as a subport has no `device_id`, those with its exact description
+/// on the pod network. Cleanup releases them with the recorded ones.
+pub async fn adoption_candidates(ctx: &PodContext, req: &PodPortRequest) -> Result<Vec<String>, Error> {
+    let mut ids = neutron::adoption_candidates(ctx, &req.pod_uid).await?;
+    let description = ports::description(&ctx.settings.cluster_name, req);
+    let network_id = ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?.network_id.clone();
+    for p in ctx.neutron.list_ports(&adoption_query(&description, &network_id)).await? {
+        if p.description == description {
+            ids.push(p.id);
+        }
+    }
+    Ok(ids)
 }
 
 /// Attaches `port_id` to `trunk_id` (or finds it attached) and returns its VLAN id. Joins the
