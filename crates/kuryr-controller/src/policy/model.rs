@@ -34,10 +34,15 @@
 //!   family ([`ModelSettings::families`]), so a pod joining never needs a new rule; ipBlock
 //!   rules exist for the ipBlock's family only.
 //!
-//! The reconciler computes [`desired`] for one policy from the shared caches, then applies
-//! [`diff_address_groups`] (create groups before the rules that name them, delete them after)
-//! and [`diff_rules`] per security group, and [`pod_groups`] for the ports of the pods whose set
-//! changed.
+//! The reconciler computes [`desired`] for one policy from the shared caches (in memory, no
+//! API LIST), then applies [`diff_security_groups`], [`diff_address_groups`] (create address
+//! groups before the rules that name them, delete them after) and [`diff_rules`] per security
+//! group, and [`pod_groups`] for the ports of the pods whose set changed. A pod event concerns
+//! only the policies [`concerns`] names for its old or new state, a namespace label change only
+//! those [`uses_namespace_labels`]; for a label change that is typically one address moved in
+//! one group. An ingress variant group exists while some selected pod has that resolution (it is
+//! created before the port of the first such pod). Where the cloud lacks the `address-group`
+//! extension, [`expand_address_groups`] turns the rules into `remote_ip_prefix` rules.
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Pod;
@@ -606,10 +611,20 @@ pub fn desired(np: &NetworkPolicy, cluster: &Cluster<'_>, settings: &ModelSettin
                 _ => None,
             })
             .collect();
-        let mut variants: BTreeMap<String, (Resolution, Vec<&PodInfo>)> = BTreeMap::new();
+        let mut by_resolution: BTreeMap<Resolution, Vec<&PodInfo>> = BTreeMap::new();
         for pod in &selected {
             let resolution: Resolution = named.iter().map(|(proto, n)| ((*proto, n.clone()), pod.named_port(n, *proto))).collect();
-            let variant = if named.is_empty() {
+            by_resolution.entry(resolution).or_default().push(pod);
+        }
+        if by_resolution.is_empty() && named.is_empty() {
+            // No pod selected yet: the group exists anyway, so a pod that comes gets it at once.
+            by_resolution.insert(BTreeMap::new(), Vec::new());
+        }
+        // Variant name: a short hash of the resolution (empty without named ports). Two
+        // resolutions never share a group: on a hash collision the later one gets a suffix.
+        let mut variants: BTreeMap<String, (Resolution, Vec<&PodInfo>)> = BTreeMap::new();
+        for (resolution, pods) in by_resolution {
+            let mut variant = if named.is_empty() {
                 String::new()
             } else {
                 let text: Vec<String> = resolution
@@ -618,11 +633,13 @@ pub fn desired(np: &NetworkPolicy, cluster: &Cluster<'_>, settings: &ModelSettin
                     .collect();
                 fnv(&text.join(","))[..12].to_string()
             };
-            variants.entry(variant).or_insert_with(|| (resolution, Vec::new())).1.push(pod);
-        }
-        if variants.is_empty() && named.is_empty() {
-            // No pod selected yet: the group exists anyway, so a pod that comes gets it at once.
-            variants.insert(String::new(), (BTreeMap::new(), Vec::new()));
+            let base = variant.clone();
+            let mut n = 1;
+            while variants.contains_key(&variant) {
+                n += 1;
+                variant = format!("{base}-{n}");
+            }
+            variants.insert(variant, (resolution, pods));
         }
         for (variant, (resolution, pods)) in variants {
             let key = SgKey { policy_uid: uid.clone(), direction: Dir::Ingress, variant };
@@ -857,6 +874,18 @@ impl AgDiff {
 pub struct CurrentAg {
     pub id: String,
     pub addresses: BTreeSet<String>,
+}
+
+/// Security groups to create (by key) and delete (by id): `current` maps the keys of the
+/// groups Neutron has (found by name or tag) to their ids.
+pub fn diff_security_groups<'a>(
+    desired: impl IntoIterator<Item = &'a SgKey>,
+    current: &BTreeMap<SgKey, String>,
+) -> (Vec<SgKey>, Vec<String>) {
+    let desired: BTreeSet<&SgKey> = desired.into_iter().collect();
+    let create = desired.iter().filter(|k| !current.contains_key(**k)).map(|k| (*k).clone()).collect();
+    let delete = current.iter().filter(|(k, _)| !desired.contains(k)).map(|(_, id)| id.clone()).collect();
+    (create, delete)
 }
 
 /// Diff of address groups by key.

@@ -10,7 +10,7 @@
 //!   a group a rule refers to is a 409; address groups have no tags API (404);
 //! * deleting a security group deletes its rules and the rules that name it as remote group.
 //!
-//! Use [`SecuritySim::handle`] from a [`Fake`](super::Fake) handler (it answers `None` for
+//! Use [`SecuritySim::handle`] from a [`Fake`] handler (it answers `None` for
 //! paths it does not own), or [`SecuritySim::start`] for a Keystone + this double.
 
 use std::collections::BTreeMap;

@@ -649,6 +649,16 @@ fn policy_edit_creates_and_deletes_groups() {
     assert_eq!(d.create, [(AgKey(k("in/0/0")), vec!["10.0.0.2/32".to_string(), "fd00::2/128".into()])]);
 }
 
+#[test]
+fn security_group_diff() {
+    let a = in_key();
+    let b = eg_key();
+    let c = SgKey { variant: "abc".into(), ..in_key() };
+    let current = BTreeMap::from([(a.clone(), "sg-a".to_string()), (c, "sg-c".to_string())]);
+    assert_eq!(diff_security_groups([&a, &b], &current), (vec![b], vec!["sg-c".to_string()]));
+    assert_eq!(diff_security_groups([], &BTreeMap::new()), (vec![], vec![]));
+}
+
 fn neutron_rule(id: &str, r: &SecurityGroupRuleCreate) -> SecurityGroupRule {
     SecurityGroupRule {
         id: id.into(),
