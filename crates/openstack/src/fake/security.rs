@@ -2,6 +2,7 @@
 //! answers (and refusals) of the real API that callers depend on:
 //!
 //! * a new security group gets Neutron's two allow-all egress rules (IPv4, IPv6);
+//! * a rule's port range 1-65535 is stored as no range;
 //! * a rule names at most one remote; its remote group / address group must exist; a port range
 //!   needs a port protocol and `min <= max`; a `remote_ip_prefix` must match the ethertype; an
 //!   identical rule is a 409 `SecurityGroupRuleExists`; a bulk POST is all or nothing;
@@ -301,6 +302,12 @@ impl SecuritySim {
             }
         };
         let (min, max) = (port("port_range_min")?, port("port_range_max")?);
+        // Neutron stores the whole range as no range.
+        let (min, max) = if (min, max) == (Some(1), Some(65535)) {
+            (None, None)
+        } else {
+            (min, max)
+        };
         if min.is_some() || max.is_some() {
             match protocol.as_deref() {
                 Some(p) if PORT_PROTOCOLS.contains(&p) => {}
@@ -789,6 +796,8 @@ mod tests {
                 SecurityGroupRuleCreate {
                     direction: Direction::Egress,
                     protocol: Some("tcp".into()),
+                    port_range_min: Some(1),
+                    port_range_max: Some(65535),
                     ..rule(&sg.id)
                 },
             ])
@@ -796,6 +805,11 @@ mod tests {
             .unwrap();
         assert_eq!(bulk.len(), 3);
         assert_eq!(bulk[1].remote_group_id.as_deref(), Some(peer.id.as_str()));
+        assert_eq!(
+            (bulk[2].port_range_min, bulk[2].port_range_max),
+            (None, None),
+            "1-65535 is stored as no range"
+        );
         let posts = fake
             .seen()
             .into_iter()

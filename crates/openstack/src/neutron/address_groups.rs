@@ -2,7 +2,7 @@
 //! refer to with `remote_address_group_id` (ML2/OVN turns each into one OVN address set, so a
 //! member joining or leaving is one set update, not a rule rewrite).
 //!
-//! Neutron semantics worth knowing:
+//! Neutron semantics worth knowing (as in the stack's Neutron 29 source):
 //! * addresses are normalized to `network/prefixlen` (`10.0.0.5` is stored as `10.0.0.5/32`);
 //! * `add_addresses` is not idempotent: an address already present fails the whole call with
 //!   400 (`AddressesAlreadyExist`); `remove_addresses` of an absent address fails the whole call
