@@ -17,7 +17,7 @@ pub(crate) struct Kind {
     prefix: &'static str,
     path: &'static str,
     /// JSON key of one object (`{"port": {…}}`).
-    one: &'static str,
+    pub(crate) one: &'static str,
     /// JSON key of a list (`{"ports": […]}`).
     pub(crate) many: &'static str,
 }

@@ -1,5 +1,5 @@
 //! Neutron (networking v2.0): networks, subnets, subnet pools, ports, routers,
-//! security groups, tags, trunks. One file per resource, re-exported here.
+//! security groups, address groups, tags, trunks. One file per resource, re-exported here.
 //!
 //! Response structs ignore unknown fields and default missing ones (so `fields=`
 //! queries decode). Create structs skip empty strings and `None`s when serializing.
@@ -16,6 +16,7 @@ fn is_empty(s: &str) -> bool {
     s.is_empty()
 }
 
+mod address_groups;
 mod floating_ips;
 mod networks;
 mod ports;
@@ -24,6 +25,7 @@ mod security_groups;
 mod tags;
 mod trunks;
 
+pub use address_groups::*;
 pub use floating_ips::*;
 pub use networks::*;
 pub use ports::*;
@@ -49,6 +51,7 @@ const SG_RULES: Kind = kind(
     "security_group_rule",
     "security_group_rules",
 );
+const ADDRESS_GROUPS: Kind = kind("address-groups", "address_group", "address_groups");
 const TRUNKS: Kind = kind("trunks", "trunk", "trunks");
 const FLOATING_IPS: Kind = kind("floatingips", "floatingip", "floatingips");
 
@@ -174,6 +177,52 @@ mod tests {
         let t: Trunk = serde_json::from_slice(trunk).unwrap();
         assert_eq!(t.sub_ports, [SubPort::vlan("c1", 101)]);
         assert_eq!(t.port_id, "parent");
+    }
+
+    #[test]
+    fn address_group_requests_and_answers() {
+        // As Neutron 29 answers POST /v2.0/address-groups.
+        let body = br#"{"address_group": {"id": "9f7a6c3e-1b2d-4e5f-8a9b-0c1d2e3f4a5b", "name": "kuryr-rs/c1/ag/0123", "description": "kuryr-rs.cluster=c1",
+            "project_id": "p", "tenant_id": "p", "addresses": ["10.0.0.5/32", "fd00::5/128"], "created_at": "2024-05-01T12:00:00Z", "updated_at": "2024-05-01T12:00:00Z", "revision_number": 2}}"#;
+        let ag: AddressGroup = decode_key(body, "address_group").unwrap();
+        assert_eq!(ag.addresses, ["10.0.0.5/32", "fd00::5/128"]);
+        assert_eq!(ag.description, "kuryr-rs.cluster=c1");
+        assert_eq!(ag.revision_number, Some(2));
+        let sparse: AddressGroup =
+            serde_json::from_value(json!({"id": "a", "addresses": null, "name": null})).unwrap();
+        assert!(sparse.addresses.is_empty() && sparse.name.is_empty());
+
+        let create = AddressGroupCreate {
+            name: "n".into(),
+            addresses: vec![],
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(crate::serde_util::Wrapped("address_group", &create)).unwrap(),
+            json!({"address_group": {"name": "n", "addresses": []}})
+        );
+        let addrs = ["10.0.0.5/32"];
+        assert_eq!(
+            serde_json::to_value(address_groups::AddressesBody { addresses: &addrs }).unwrap(),
+            json!({"addresses": ["10.0.0.5/32"]})
+        );
+
+        let rule = SecurityGroupRuleCreate {
+            security_group_id: "sg".into(),
+            direction: Direction::Egress,
+            ethertype: EtherType::IPv6,
+            remote_address_group_id: Some("ag".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&rule).unwrap(),
+            json!({"security_group_id": "sg", "direction": "egress", "ethertype": "IPv6", "remote_address_group_id": "ag"})
+        );
+        let r: SecurityGroupRule = serde_json::from_value(json!({"id": "r", "security_group_id": "sg", "direction": "ingress",
+            "ethertype": "IPv4", "protocol": "sctp", "port_range_min": 1, "port_range_max": 65535,
+            "remote_ip_prefix": null, "remote_group_id": null, "remote_address_group_id": "ag", "description": null})).unwrap();
+        assert_eq!(r.remote_address_group_id.as_deref(), Some("ag"));
+        assert_eq!(r.port_range_max, Some(65535));
     }
 
     #[test]

@@ -1,4 +1,10 @@
 //! Security groups and their rules.
+//!
+//! A rule's remote is at most one of `remote_ip_prefix`, `remote_group_id` and
+//! `remote_address_group_id` (none = any address of the rule's ethertype). Neutron gives a new
+//! group two allow-all egress rules (IPv4 and IPv6); callers that own a group's rules list them
+//! with [`Neutron::list_security_group_rules_of`] and delete what they do not want. An identical
+//! rule is a 409 (`SecurityGroupRuleExists`).
 
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
@@ -46,12 +52,12 @@ pub struct SecurityGroupRule {
     pub revision_number: Option<u64>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct SecurityGroupRuleCreate {
     pub security_group_id: String,
     pub direction: Direction,
     pub ethertype: EtherType,
-    /// `tcp`, `udp`, `icmp`, a number, or `None` for any.
+    /// `tcp`, `udp`, `sctp`, `icmp`, a number, or `None` for any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,6 +68,9 @@ pub struct SecurityGroupRuleCreate {
     pub remote_ip_prefix: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_group_id: Option<String>,
+    /// Needs the `address-group` extension (ML2/OVN: an OVN address set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_address_group_id: Option<String>,
     #[serde(skip_serializing_if = "is_empty")]
     pub description: String,
     #[serde(skip_serializing_if = "is_empty")]
@@ -103,6 +112,39 @@ impl Neutron {
     #[instrument(level = "debug", name = "neutron.create_security_group", skip_all, fields(name = %req.name))]
     pub async fn create_security_group(&self, req: &SecurityGroupCreate) -> Result<SecurityGroup> {
         SECURITY_GROUPS.create(&self.session, req).await
+    }
+
+    /// Creates a security group and sets its tags (`PUT …/tags`; the create body takes none).
+    /// Without tags this is [`Neutron::create_security_group`]. If tagging fails the group
+    /// exists untagged: the error is returned and the caller finds the group by name to retry.
+    #[instrument(level = "debug", name = "neutron.create_tagged_security_group", skip_all, fields(name = %req.name))]
+    pub async fn create_tagged_security_group<S: AsRef<str>>(
+        &self,
+        req: &SecurityGroupCreate,
+        tags: &[S],
+    ) -> Result<SecurityGroup> {
+        let mut sg = self.create_security_group(req).await?;
+        if !tags.is_empty() {
+            sg.tags = self
+                .set_tags(TagResource::SecurityGroup, &sg.id, tags)
+                .await?;
+        }
+        Ok(sg)
+    }
+
+    /// Security groups having all of `tags` (plus the other filters in `query`).
+    #[instrument(
+        level = "debug",
+        name = "neutron.list_security_groups_tagged",
+        skip_all
+    )]
+    pub async fn list_security_groups_tagged<S: AsRef<str>>(
+        &self,
+        tags: &[S],
+        query: Query,
+    ) -> Result<Vec<SecurityGroup>> {
+        let q = query.tags(tags.iter().map(AsRef::as_ref));
+        SECURITY_GROUPS.list(&self.session, &q).await
     }
 
     #[instrument(level = "debug", name = "neutron.get_security_group", skip(self))]
@@ -156,6 +198,20 @@ impl Neutron {
     )]
     pub async fn list_security_group_rules(&self, query: &Query) -> Result<Vec<SecurityGroupRule>> {
         SG_RULES.list(&self.session, query).await
+    }
+
+    /// The rules of one security group (`security_group_id=` filter).
+    #[instrument(
+        level = "debug",
+        name = "neutron.list_security_group_rules_of",
+        skip(self)
+    )]
+    pub async fn list_security_group_rules_of(
+        &self,
+        security_group_id: &str,
+    ) -> Result<Vec<SecurityGroupRule>> {
+        let q = Query::new().eq("security_group_id", security_group_id);
+        SG_RULES.list(&self.session, &q).await
     }
 
     #[instrument(

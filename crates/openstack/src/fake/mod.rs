@@ -2,6 +2,7 @@
 //! services cannot produce on demand (5xx, hangs, 401 then 200, garbage bodies); other crates'
 //! tests (the controller's reconciler tests) get it through the `test-support` feature, as an
 //! in-process Keystone + Neutron + Octavia double. Test code only: it panics when it cannot bind.
+//! [`security`] is a stateful Neutron for security groups, rules and address groups on top of it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::CloudConfig;
 use serde_json::json;
+
+pub mod security;
+
+pub use security::SecuritySim;
 
 /// A request the fake received.
 #[derive(Clone, Debug)]
