@@ -1,7 +1,9 @@
 //! What a real node survives, the stack and kuryr-rs survive (issue 18): ovs-vswitchd killed
-//! with -9 while pods talk. The stack's supervisor restarts it (with the crash recorded), the
-//! pods' traffic comes back once it is up, a pod created during the outage gets a working
-//! network, and every pod then reaches every other.
+//! with -9 while pods talk, pod to pod and pod to a Service (an Octavia/OVN load balancer, so
+//! through the userspace conntrack's NAT, where vswitchd 3.1 once aborted). The stack's
+//! supervisor restarts it (with the crash recorded), both kinds of traffic come back once it is
+//! up, a pod created during the outage gets a working network, every pod then reaches every
+//! other, and no other crash happened meanwhile.
 
 use kuryr_e2e::kuryr::{self, Kuryr, Namespace};
 use kuryr_e2e::{kubectl, must, run, state_dir};
@@ -28,6 +30,20 @@ fn pod_ip(ns: &str, pod: &str) -> String {
 
 fn exec(ns: &str, pod: &str, cmd: &[&str]) -> Output {
     run(kubectl().args(["exec", "-n", ns, pod, "--"]).args(cmd))
+}
+
+/// `n` HTTP/1.0 requests from `pod` to `ip:80`, `pause` seconds apart, each a new connection
+/// (busybox nc: busybox-static's wget crashes here): the answering backend's hostname, or `FAIL`.
+fn http_answers(ns: &str, pod: &str, ip: &str, n: usize, pause: f32) -> Vec<String> {
+    let script = format!(
+        "for i in $(seq {n}); do r=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 {ip} 80 | tail -n 1); echo \"${{r:-FAIL}}\"; sleep {pause}; done"
+    );
+    let out = exec(ns, pod, &["sh", "-c", &script]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// `(transmitted, received)` from ping's summary line.
@@ -58,6 +74,13 @@ fn pods_survive_an_ovs_vswitchd_kill_9() {
     for n in ["a", "b"] {
         ns.apply_json(n, &pod_manifest(&ns.0, n));
     }
+    // A Service over a and b (and c, later), and a client of it.
+    ns.apply_json("d", &kuryr::web_pod(&ns.0, "d", "kst-ovs-client"));
+    ns.apply_json(
+        "svc",
+        &serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns.0},
+                            "spec": {"selector": {"app": "kst-ovs"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+    );
     must(kubectl().args([
         "wait",
         "--for=condition=Ready",
@@ -68,6 +91,28 @@ fn pods_survive_an_ovs_vswitchd_kill_9() {
         "--all",
     ]));
     let (ip_a, ip_b) = (pod_ip(&ns.0, "a"), pod_ip(&ns.0, "b"));
+    let vip = must(kubectl().args([
+        "get",
+        "svc",
+        "-n",
+        &ns.0,
+        "web",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]))
+    .trim()
+    .to_string();
+    kuryr_e2e::wait_for(
+        "the Service to answer from both backends",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            let got = http_answers(&ns.0, "d", &vip, 6, 0.0);
+            let hosts: std::collections::BTreeSet<&String> =
+                got.iter().filter(|g| *g != "FAIL").collect();
+            (hosts.len() == 2).then_some(())
+        },
+    );
     let before = exec(&ns.0, "a", &["ping", "-c", "3", "-W", "2", &ip_b]);
     assert!(
         before.status.success(),
@@ -85,6 +130,11 @@ fn pods_survive_an_ovs_vswitchd_kill_9() {
                 &["ping", "-c", "150", "-i", "0.2", "-W", "1", &ip_b],
             )
         })
+    };
+    // ~30 s of connections d -> Service (each a new connection through OVN's load balancer NAT).
+    let clients = {
+        let (ns, vip) = (ns.0.clone(), vip.clone());
+        std::thread::spawn(move || http_answers(&ns, "d", &vip, 120, 0.2))
     };
     std::thread::sleep(Duration::from_secs(3));
     let crashes_before = std::fs::read_to_string(state_dir().join("crashes"))
@@ -108,6 +158,25 @@ fn pods_survive_an_ovs_vswitchd_kill_9() {
         "the supervisor recorded no ovs-vswitchd crash: {new:?}"
     );
 
+    let answers = clients.join().expect("client");
+    let failed = answers.iter().filter(|a| *a == "FAIL").count();
+    eprintln!(
+        "d -> Service {vip} across the kill: {}/{} connections answered",
+        answers.len() - failed,
+        answers.len()
+    );
+    assert!(
+        answers.len() >= 110,
+        "the Service client did not run: {answers:?}"
+    );
+    assert!(
+        answers.iter().rev().take(10).all(|a| a != "FAIL"),
+        "Service traffic did not come back after the restart (last 10 connections): {answers:?}"
+    );
+    assert!(
+        failed <= answers.len() / 2,
+        "more than half of the Service connections failed: {answers:?}"
+    );
     let ping = pinger.join().expect("pinger");
     let (sent, got) = ping_counts(&ping);
     eprintln!("a -> b across the kill: {got}/{sent} replies (outage {outage:?})");
@@ -161,6 +230,21 @@ fn pods_survive_an_ovs_vswitchd_kill_9() {
             String::from_utf8_lossy(&p.stdout)
         );
     }
+    let got = http_answers(&ns.0, "c", &vip, 6, 0.0);
+    assert!(
+        got.iter().all(|g| g != "FAIL"),
+        "c (created during the outage) -> Service: {got:?}"
+    );
+    let crashes = std::fs::read_to_string(state_dir().join("crashes")).unwrap_or_default();
+    let others: Vec<&str> = crashes
+        .lines()
+        .skip(crashes_before)
+        .filter(|l| !l.contains("ovs-vswitchd killed by SIGKILL"))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "services crashed during the test besides the deliberate kill: {others:?}"
+    );
     assert!(
         daemon.alive(),
         "kuryr-daemon died with vswitchd:\n{}",

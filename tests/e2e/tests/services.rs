@@ -640,6 +640,49 @@ fn selectorless_multi_protocol_and_skipped_services() {
             got.iter().all(|g| g != "FAIL") && got.len() == 4,
             "selector-less Service: {got:?}"
         );
+        // A member deleted with the OpenStack CLI comes back through the audit (its pools list
+        // names the members), without any Kubernetes change.
+        let manual_lb = lb_id(n, "manual").expect("lb");
+        let pool = only_pool(&manual_lb);
+        let pool_id = pool["id"].as_str().expect("pool id").to_string();
+        let member = kjson(openstack("kuryr").args([
+            "loadbalancer",
+            "member",
+            "list",
+            &pool_id,
+            "-f",
+            "json",
+        ]))[0]["id"]
+            .as_str()
+            .expect("member id")
+            .to_string();
+        must(openstack("kuryr").args(["loadbalancer", "member", "delete", &pool_id, &member]));
+        let t0 = Instant::now();
+        wait_for(
+            "the member deleted out of band to come back",
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || {
+                let ms = kjson(openstack("kuryr").args([
+                    "loadbalancer",
+                    "member",
+                    "list",
+                    &pool_id,
+                    "-f",
+                    "json",
+                ]));
+                let ms = ms.as_array().cloned().unwrap_or_default();
+                (ms.len() == 1
+                    && ms[0]["id"].as_str() != Some(member.as_str())
+                    && ms[0]["address"].as_str() == Some(ips[0].as_str())
+                    && ms[0]["provisioning_status"] == "ACTIVE")
+                    .then_some(())
+            },
+        );
+        eprintln!(
+            "member deleted with the CLI was back after {:?} (audit every 5 s)",
+            t0.elapsed()
+        );
 
         let both = wait_for(
             "the TCP+UDP Service's load balancer",

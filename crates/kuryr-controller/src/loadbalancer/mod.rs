@@ -34,7 +34,7 @@ use kube::ResourceExt;
 use kuryr_core::crd::KuryrLoadBalancer;
 use kuryr_core::names::cluster_tag;
 use kuryr_openstack::Query;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -232,6 +232,21 @@ async fn exists_healthy(oct: &kuryr_openstack::Octavia, id: &str) -> bool {
 /// pools of this cluster) compared with the KuryrLoadBalancers' status; a KuryrLoadBalancer whose
 /// load balancer, listener or pool is missing or in ERROR is reconciled again (which recreates
 /// what is missing). Members changed out of band are repaired at the next endpoint change.
+/// The first of `pools` whose members (by id) in the KuryrLoadBalancer status are not the ones
+/// Octavia lists for it, if any (a pool Octavia does not list is reported as missing elsewhere).
+fn members_differ(pools: &[String], status: &[serde_json::Value], octavia: &HashMap<&str, BTreeSet<&str>>) -> Option<String> {
+    pools
+        .iter()
+        .find(|p| {
+            octavia.get(p.as_str()).is_some_and(|have| {
+                let recorded: BTreeSet<&str> =
+                    status.iter().filter(|m| m["pool_id"].as_str() == Some(p.as_str())).filter_map(|m| m["id"].as_str()).collect();
+                recorded != *have
+            })
+        })
+        .cloned()
+}
+
 async fn audit(lb: Arc<Lb>, trigger: mpsc::UnboundedSender<ObjectRef<KuryrLoadBalancer>>) {
     let oct = lb.ctx.octavia.clone();
     let tag = cluster_tag(&lb.settings.cluster_name);
@@ -252,6 +267,10 @@ async fn audit(lb: Arc<Lb>, trigger: mpsc::UnboundedSender<ObjectRef<KuryrLoadBa
             lbs.iter().filter(|l| l.provisioning_status != kuryr_openstack::octavia::status::ERROR).map(|l| l.id.as_str()).collect();
         let listener_ids: HashSet<&str> = listeners.iter().map(|l| l.id.as_str()).collect();
         let pool_ids: HashSet<&str> = pools.iter().map(|p| p.id.as_str()).collect();
+        // The pools list names each pool's members: a member deleted or added out of band shows
+        // as a difference with the status, without listing members pool by pool.
+        let pool_members: HashMap<&str, BTreeSet<&str>> =
+            pools.iter().map(|p| (p.id.as_str(), p.members.iter().map(|m| m.id.as_str()).collect())).collect();
         for k in lb.klbs.state() {
             if k.metadata.deletion_timestamp.is_some() || k.spec.ip.is_none() {
                 continue;
@@ -270,8 +289,10 @@ async fn audit(lb: Arc<Lb>, trigger: mpsc::UnboundedSender<ObjectRef<KuryrLoadBa
                 None
             } else if let Some(l) = ids(&st.listeners).into_iter().find(|l| !listener_ids.contains(l.as_str())) {
                 Some(format!("listener {l}"))
+            } else if let Some(p) = ids(&st.pools).into_iter().find(|p| !pool_ids.contains(p.as_str())) {
+                Some(format!("pool {p}"))
             } else {
-                ids(&st.pools).into_iter().find(|p| !pool_ids.contains(p.as_str())).map(|p| format!("pool {p}"))
+                members_differ(&ids(&st.pools), &st.members, &pool_members).map(|p| format!("members of pool {p} (changed out of band)"))
             };
             if let Some(m) = missing {
                 let r = ObjectRef::from_obj(k.as_ref());
@@ -279,5 +300,24 @@ async fn audit(lb: Arc<Lb>, trigger: mpsc::UnboundedSender<ObjectRef<KuryrLoadBa
                 let _ = trigger.send(r);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn members_deleted_or_added_out_of_band_are_found_from_the_pools_list() {
+        let status = [json!({"id": "m1", "pool_id": "p1"}), json!({"id": "m2", "pool_id": "p1"}), json!({"id": "m3", "pool_id": "p2"})];
+        let pools = ["p1".to_string(), "p2".to_string(), "p3".to_string()];
+        let octavia = |p1: &[&'static str], p2: &[&'static str]| -> HashMap<&'static str, BTreeSet<&'static str>> {
+            HashMap::from([("p1", p1.iter().copied().collect()), ("p2", p2.iter().copied().collect()), ("p3", BTreeSet::new())])
+        };
+        assert_eq!(members_differ(&pools, &status, &octavia(&["m1", "m2"], &["m3"])), None, "in sync (p3: no members either side)");
+        assert_eq!(members_differ(&pools, &status, &octavia(&["m1"], &["m3"])).as_deref(), Some("p1"), "m2 deleted");
+        assert_eq!(members_differ(&pools, &status, &octavia(&["m1", "m2"], &["m3", "x"])).as_deref(), Some("p2"), "x added");
+        assert_eq!(members_differ(&pools[..1], &status, &HashMap::new()), None, "a pool Octavia does not list is not judged here");
     }
 }
