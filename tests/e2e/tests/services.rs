@@ -186,6 +186,17 @@ fn web_and_client(prefix: &str) -> Namespace {
     ns
 }
 
+/// A hand-written EndpointSlice of Service `svc`: `ips` on TCP `port` (named `http`).
+fn hand_slice(ns: &str, svc: &str, name: &str, ips: &[&String], port: u16) -> Value {
+    let endpoints: Vec<Value> = ips.iter().map(|ip| json!({"addresses": [ip]})).collect();
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": svc}},
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints
+    })
+}
+
 fn service(ns: &str, name: &str, spec: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": spec})
 }
@@ -570,12 +581,7 @@ fn selectorless_multi_protocol_and_skipped_services() {
         );
         ns.apply_json(
             "manual-slice",
-            &json!({
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-                "metadata": {"name": "manual-1", "namespace": n, "labels": {"kubernetes.io/service-name": "manual"}},
-                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-                "endpoints": [{"addresses": [ips[0]]}]
-            }),
+            &hand_slice(n, "manual", "manual-1", &[&ips[0]], 8080),
         );
         ns.apply_json(
             "both",
@@ -1166,20 +1172,8 @@ fn cloud_provider_annotations_sctp_and_host_network_clients() {
         );
         hm_svc["metadata"]["annotations"] = hm_ann;
         ns.apply_json("hm", &hm_svc);
-        let eps: Vec<Value> = web
-            .iter()
-            .chain([&client_ip])
-            .map(|ip| json!({"addresses": [ip]}))
-            .collect();
-        ns.apply_json(
-            "hm-slice",
-            &json!({
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-                "metadata": {"name": "hm-1", "namespace": n, "labels": {"kubernetes.io/service-name": "hm"}},
-                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-                "endpoints": eps
-            }),
-        );
+        let with_dead: Vec<&String> = web.iter().chain([&client_ip]).collect();
+        ns.apply_json("hm-slice", &hand_slice(n, "hm", "hm-1", &with_dead, 8080));
         let all: BTreeSet<String> = web.iter().cloned().chain([client_ip.clone()]).collect();
         wait_members(
             n,
@@ -1266,15 +1260,9 @@ fn cloud_provider_annotations_sctp_and_host_network_clients() {
         );
 
         // Without the monitor the dead member would get connections again: the slice drops it.
-        let live: Vec<Value> = web.iter().map(|ip| json!({"addresses": [ip]})).collect();
         ns.apply_json(
             "hm-slice",
-            &json!({
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-                "metadata": {"name": "hm-1", "namespace": n, "labels": {"kubernetes.io/service-name": "hm"}},
-                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-                "endpoints": live
-            }),
+            &hand_slice(n, "hm", "hm-1", &web.iter().collect::<Vec<_>>(), 8080),
         );
         let all_web: BTreeSet<String> = web.iter().cloned().collect();
         wait_members(n, "hm", &all_web, "the dead member removed from the slice");
