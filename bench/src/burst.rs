@@ -11,7 +11,7 @@
 use crate::guard;
 use crate::prom::Scrape;
 use crate::results::Run;
-use crate::stack::{kube_client, neutron, stack_env};
+use crate::stack::{kube_client, neutron, stack_env, state_file};
 use crate::stats::Metric;
 use anyhow::{bail, Context as _, Result};
 use futures_util::StreamExt;
@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const STATE: &str = "/var/lib/kuryr-stack";
 const CLUSTER: &str = "kuryr-bench";
 const RUNTIME_CLASS: &str = "kuryr-bench-none";
 
@@ -65,7 +64,7 @@ impl Controller {
             .arg("--config-file")
             .arg(conf)
             .arg("--kubeconfig")
-            .arg(Path::new(STATE).join("kubeconfig"))
+            .arg(state_file("kubeconfig"))
             .args([
                 "--watch-namespace",
                 ns,
@@ -261,7 +260,7 @@ async fn variant(
         )?,
     )
     .await?;
-    let mut conf = std::fs::read_to_string(Path::new(STATE).join("kuryr.conf"))?;
+    let mut conf = std::fs::read_to_string(state_file("kuryr.conf"))?;
     if pool {
         // kuryr.conf sections merge and a repeated option wins: appending overrides.
         let n = o.pool_size;

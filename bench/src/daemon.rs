@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::http;
 use crate::prom::Scrape;
-use crate::stack::STATE;
+use crate::stack::state_file;
 
 pub struct Daemon {
     child: Option<Child>,
@@ -39,9 +39,9 @@ impl Daemon {
         let started = Instant::now();
         let child = Command::new(bin)
             .arg("--config-file")
-            .arg(Path::new(STATE).join("kuryr.conf"))
+            .arg(state_file("kuryr.conf"))
             .arg("--kubeconfig")
-            .arg(Path::new(STATE).join("kubeconfig"))
+            .arg(state_file("kubeconfig"))
             .args(["--node-name", node, "--pool-netns", pool_netns])
             .arg("--socket")
             .arg(&socket)

@@ -17,7 +17,7 @@
 
 use crate::burst::{free_port, Controller};
 use crate::results::Run;
-use crate::stack::{kube_client, octavia, stack_env, STATE};
+use crate::stack::{kube_client, octavia, stack_env, state_file};
 use crate::stats::Metric;
 use anyhow::{bail, Context as _, Result};
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -132,7 +132,7 @@ async fn octavia_members(oct: &kuryr_openstack::Octavia, lb: &str) -> Result<BTr
 pub async fn run(o: &Opts, repo: &Path) -> Result<Run> {
     let mut run = Run::start(repo);
     let env = stack_env()?;
-    let node_ip = std::fs::read_to_string(Path::new(STATE).join("node-port.env"))
+    let node_ip = std::fs::read_to_string(state_file("node-port.env"))
         .context("node-port.env (hack/stack/node-port.sh)")?
         .lines()
         .find_map(|l| l.strip_prefix("NODE_PORT_IP=").map(str::to_string))
@@ -152,7 +152,7 @@ pub async fn run(o: &Opts, repo: &Path) -> Result<Run> {
         )
         .await?;
     let conf = std::env::temp_dir().join(format!("kuryr-bench-svc-{id}.conf"));
-    let base = std::fs::read_to_string(Path::new(STATE).join("kuryr.conf"))?;
+    let base = std::fs::read_to_string(state_file("kuryr.conf"))?;
     std::fs::write(
         &conf,
         format!(

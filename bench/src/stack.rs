@@ -33,7 +33,7 @@ use kuryr_openstack::{CloudConfig, Neutron, Query, Session};
 use kuryr_ovsdb::Ovs;
 use serde_json::json;
 
-pub const STATE: &str = "/var/lib/kuryr-stack";
+pub use kuryr_test_support::state_file;
 /// Label on namespaces and pods, tag on Neutron ports.
 pub const TAG: &str = "kuryr-bench";
 /// Prefix of network namespaces (and of the per-run tag).
@@ -41,24 +41,20 @@ pub const NETNS_PREFIX: &str = "kbench-";
 /// How many API calls run at once during setup and cleanup.
 const PARALLEL: usize = 8;
 
+/// The stack's `stack.env` (the one parser the stack tests use too).
 pub fn stack_env() -> Result<HashMap<String, String>> {
-    let p = Path::new(STATE).join("stack.env");
+    let p = state_file("stack.env");
     let text = std::fs::read_to_string(&p).with_context(|| {
         format!(
             "{} unreadable: is the stack up? (hack/stack/stack up)",
             p.display()
         )
     })?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect())
+    Ok(kuryr_test_support::parse_env(&text))
 }
 
 pub async fn kube_client() -> Result<Client> {
-    let path = Path::new(STATE).join("kubeconfig");
+    let path = state_file("kubeconfig");
     let kc = Kubeconfig::read_from(&path).with_context(|| format!("read {}", path.display()))?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
@@ -68,7 +64,7 @@ pub async fn kube_client() -> Result<Client> {
 
 /// A Keystone session as the stack's `kuryr` cloud (clouds.yaml).
 async fn session() -> Result<Session> {
-    let cloud = CloudConfig::from_clouds_yaml(Path::new(STATE).join("clouds.yaml"), "kuryr")
+    let cloud = CloudConfig::from_clouds_yaml(state_file("clouds.yaml"), "kuryr")
         .context("clouds.yaml")?
         .with_timeout(Duration::from_secs(300));
     Session::from_cloud(&cloud).await.context("Keystone")

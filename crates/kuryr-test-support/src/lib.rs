@@ -1,6 +1,7 @@
 //! Helpers the stack tests share (controller, daemon, e2e): where the local stack keeps its
 //! files (`hack/stack/stack up`), the ids in its `stack.env`, and names unique to a test process.
-//! Test code only: a dev-dependency (or a dependency of test-only crates), never in a binary.
+//! Test code only: a dev-dependency, or a dependency of test-only crates and of the benchmark
+//! (`kuryr-bench`), never of a shipped binary.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
