@@ -77,6 +77,7 @@ impl Referenced {
         }
         for p in policies.into_iter().filter_map(|p| p.status.as_ref()) {
             self.security_groups.extend(p.security_group_id.clone());
+            self.security_groups.extend(p.security_groups.values().cloned());
             for rule in &p.security_group_rules {
                 // Upstream writes the rule's fields flat; accept them under `sgRule` too.
                 if let Some(id) = str_at(rule, "/id").or_else(|| str_at(rule, "/sgRule/id")) {
