@@ -100,6 +100,10 @@ pub async fn apply(p: &Policy, knp: &KuryrNetworkPolicy, np: &NetworkPolicy) -> 
     let nn = &p.ctx.neutron;
     let mut st = p.state.lock().await;
     let m = p.model_settings(&mut st).await?;
+    if st.desired.is_empty() {
+        // No policy in force: GC may have collected the base groups meanwhile; find them again.
+        st.base.clear();
+    }
     if let Err(e) = neutron::ensure_base(nn, &p.settings, &m, &mut st.base).await {
         st.base.clear();
         return Err(e);

@@ -177,8 +177,7 @@ impl Policy {
         match ev {
             watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
                 let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
-                let new = PodInfo::from_pod(p).filter(|_| p.metadata.deletion_timestamp.is_none() || has_ip(p));
-                self.pod_changed(&key, new);
+                self.pod_changed(&key, PodInfo::from_pod(p));
             }
             watcher::Event::Delete(p) => {
                 let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
@@ -375,16 +374,14 @@ impl Policy {
     }
 }
 
-fn has_ip(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some()
-}
-
 /// New ports get their groups here: the policies of the pod's namespace are translated from
 /// the caches (so a pod the last pass has not seen yet is included); a group that does not exist
 /// yet makes the port wait.
 impl PortGroups for Policy {
     fn port_security_groups<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, Error>> {
         Box::pin(async move {
+            // Before the policy caches are complete, "no policy" could be wrong: wait.
+            self.wait_synced().await;
             let nps = self.live_policies(namespace);
             if nps.is_empty() {
                 return Ok(self.settings.default_groups.clone());
