@@ -5,7 +5,8 @@
 //! outcome (no fixed sleeps), and each convergence time is printed.
 //!
 //! Covered, in one namespace `A` (server side) and one `B` (labelled `team=b`):
-//! default deny ingress; allow from a podSelector (by number, then edited in place to a named
+//! default deny ingress (and a pod created under it is denied at once: its port is created with
+//! the policy's groups); allow from a podSelector (by number, then edited in place to a named
 //! port); from a namespaceSelector; ipBlock with except; a pod relabelled into and out of the
 //! allowed set (time to converge printed); egress deny, then allow to a podSelector; deletion
 //! restoring access; afterwards no security group or address group of the policies is left in
@@ -243,6 +244,37 @@ fn network_policies_are_enforced_by_neutron_and_converge_fast() {
             8080,
             true,
         );
+        // A pod created now is never open: its port is created with the policy's groups.
+        a.apply_json("late", &server(&na, "late", json!({"app": "late"})));
+        must(kubectl().args([
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=120s",
+            "-n",
+            &na,
+            "pod/late",
+        ]));
+        let late = pod_ip(&na, "late");
+        check(
+            "a new pod under default deny, at once",
+            &na,
+            "other-a",
+            &late,
+            8080,
+            false,
+        );
+        let late_uid = kjson(kubectl().args(["get", "pod", "-n", &na, "late", "-o", "json"]))
+            ["metadata"]["uid"]
+            .as_str()
+            .expect("uid")
+            .to_string();
+        let late_port = cloud.ports_of_device(&late_uid);
+        assert_eq!(late_port.len(), 1, "{late_port:?}");
+        assert!(
+            !late_port[0].security_groups.contains(&env["POD_SG_ID"]),
+            "the new pod's port carries the default (open) group: {:?}",
+            late_port[0].security_groups
+        );
 
         // Allow from a podSelector, by port number.
         let allow = |ports: Value| {
@@ -463,6 +495,14 @@ fn network_policies_are_enforced_by_neutron_and_converge_fast() {
             8080,
             true,
         );
+        converge(
+            "policies deleted: the late pod open",
+            &na,
+            "other-a",
+            &late,
+            8080,
+            true,
+        );
         eprintln!("all policies deleted → open: {:?}", t0.elapsed());
         check("policies deleted", &nb, "client-b", &srv, 9090, true);
 
@@ -485,7 +525,7 @@ fn network_policies_are_enforced_by_neutron_and_converge_fast() {
             left.is_empty(),
             "left in Neutron after the policies were deleted: {left:?}"
         );
-        for pod in ["server", "client-a", "other-a"] {
+        for pod in ["server", "client-a", "other-a", "late"] {
             let uid = kjson(kubectl().args(["get", "pod", "-n", &na, pod, "-o", "json"]))
                 ["metadata"]["uid"]
                 .as_str()

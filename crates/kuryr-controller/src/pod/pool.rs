@@ -547,7 +547,13 @@ pub async fn recycle(ctx: &PodContext, pools: &Pools, port_id: &str) -> Result<b
         return Ok(false);
     }
     ctx.leader.ensure()?;
-    let port = ctx.neutron.update_port(port_id, &recycle_update(&ctx.settings, &node)).await?;
+    let mut upd = recycle_update(&ctx.settings, &node);
+    // A pod's NetworkPolicy groups do not follow its port into the pool (a policy's group in use
+    // by a free port could never be deleted).
+    if sg_set(&port.security_groups) != sg_set(&ctx.settings.pod_security_groups) {
+        upd.security_groups = Some(ctx.settings.pod_security_groups.clone());
+    }
+    let port = ctx.neutron.update_port(port_id, &upd).await?;
     pools.with(|s| s.add(port));
     ctx.metrics.pool_event("recycled", 1);
     ctx.metrics.set_pool_size(&node, pools.with(|s| s.node_count(&node)));
