@@ -116,6 +116,7 @@ pub async fn apply(p: &Policy, knp: &KuryrNetworkPolicy, np: &NetworkPolicy) -> 
         None => neutron::discover(nn, &p.settings, &ns, &name).await?,
     };
     let mut applied = Applied::default();
+    p.ctx.leader.ensure()?;
     // On a failure `known` is dropped: the next pass finds the objects again.
     neutron::converge(nn, &p.settings, &mut known, &desired, &mut applied).await?;
     st.known.insert(uid.clone(), known);
@@ -125,6 +126,7 @@ pub async fn apply(p: &Policy, knp: &KuryrNetworkPolicy, np: &NetworkPolicy) -> 
     fill_missing(p, &mut st, &namespaces_of(&affected), &m);
     applied.calls += p.sync_ports(&mut st, &affected).await?;
     let mut known = st.known.remove(&uid).unwrap_or_default();
+    p.ctx.leader.ensure()?;
     neutron::prune(nn, &mut known, &desired, &mut applied).await?;
     let status = status_of(np, &desired, &known, &st.base);
     st.known.insert(uid, known);
@@ -231,6 +233,7 @@ async fn cleanup(p: &Policy, knp: &KuryrNetworkPolicy, np: Option<&NetworkPolicy
             let prefix = format!("{u}/");
             known.ags.retain(|k, _| k.as_str().starts_with(&prefix));
         }
+        p.ctx.leader.ensure()?;
         neutron::prune(nn, &mut known, &PolicyState::default(), &mut applied).await?;
         if let Some(u) = &uid {
             st.known.remove(u);

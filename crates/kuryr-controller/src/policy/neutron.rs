@@ -332,3 +332,21 @@ pub async fn ensure_base(
     *base = groups.into_iter().map(|(k, v)| (k, v.id)).collect();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::model::Dir;
+
+    #[test]
+    fn group_names_hold_their_keys() {
+        let k = SgKey { policy_uid: "u-1".into(), direction: Dir::Ingress, variant: String::new() };
+        assert_eq!(parse_sg_name(&format!("{NAME_PREFIX}{}", k.as_string())), Some(k));
+        let v = SgKey { policy_uid: "u-1".into(), direction: Dir::Egress, variant: "00ff".into() };
+        assert_eq!(parse_sg_name(&format!("{NAME_PREFIX}{}", v.as_string())), Some(v));
+        assert_eq!(parse_sg_name("kuryr-np/u-1/sideways"), None);
+        assert_eq!(parse_sg_name("kuryr-np//in"), None);
+        assert_eq!(parse_sg_name("sg/ns-np"), None, "upstream's names are not ours");
+        assert_eq!(parse_sg_name(&base_name(BaseGroup::Infra)), None, "base groups are no policy's");
+    }
+}
