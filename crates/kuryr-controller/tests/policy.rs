@@ -44,12 +44,20 @@ struct Cloud {
 
 impl Cloud {
     async fn start() -> Cloud {
+        Cloud::start_with(true).await
+    }
+
+    /// `address_groups = false`: a cloud without the extension (its paths are 404s).
+    async fn start_with(address_groups: bool) -> Cloud {
         let sim = Arc::new(Mutex::new(SecuritySim::new("proj")));
         let ports: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
         let (s, p) = (sim.clone(), ports.clone());
         let fake = Fake::start(move |req, base| {
             if req.is_auth() {
                 return Reply::token_with_dates(base, "tok", "2025-01-01T00:00:00.000000Z", "2099-01-01T00:00:00.000000Z");
+            }
+            if !address_groups && req.path().starts_with("/v2.0/address-groups") {
+                return Reply::json(404, json!({"NeutronError": {"type": "HTTPNotFound", "message": "no", "detail": ""}}).to_string());
             }
             if let Some(r) = s.lock().unwrap().handle(req) {
                 return r;
@@ -637,4 +645,31 @@ async fn deleted_networkpolicy_without_kuryrnetworkpolicy_loses_its_finalizer() 
         ]
     );
     assert_eq!(api.calls()[1].body[1], json!({"op": "remove", "path": "/metadata/finalizers/0"}));
+}
+
+/// A cloud without the `address-group` extension: peers become one rule per address (a pod
+/// leaving the peer set is one rule delete), with a Warning saying so; never a silent allow.
+#[tokio::test]
+async fn without_address_groups_peers_become_rules() {
+    let cloud = Cloud::start_with(false).await;
+    let policy = np(json!([{"port": 80}]));
+    let (mut h, api, knp) = ready(&cloud, &policy).await;
+    knp::apply(&h.policy, &knp, &policy).await.expect("first pass");
+    let lines = cloud.lines();
+    assert!(!lines.iter().any(|l| l.starts_with("POST /v2.0/address-groups")), "{lines:#?}");
+    let pol = lines.iter().position(|l| l == "PUT /v2.0/security-groups/{kuryr-np/np-uid/in}/tags").expect("policy group");
+    assert_eq!(lines[pol + 1], "POST /v2.0/security-group-rules");
+    let rules = &cloud.bodies()[pol + 1]["security_group_rules"];
+    assert_eq!(rules.as_array().map(Vec::len), Some(1), "{rules}");
+    assert_eq!(rules[0]["remote_ip_prefix"], "10.0.0.6/32");
+    assert_eq!(rules[0]["port_range_min"], 80);
+    api.wait_event("PolicyNotEnforceable").await;
+    let knp = with_status(&api, knp);
+
+    let n = cloud.forget_requests();
+    h.apply_pod(&pod("cli-0", json!({"role": "other"}), "10.0.0.6"));
+    knp::apply(&h.policy, &knp, &policy).await.expect("relabel");
+    assert_eq!(&cloud.lines()[n..], ["DELETE /v2.0/security-group-rules/{rule}"]);
+    let sim = cloud.sim.lock().unwrap();
+    assert!(sim.rules_of(&cloud_id(&sim, "kuryr-np/np-uid/in")).is_empty(), "nothing allowed in any more");
 }

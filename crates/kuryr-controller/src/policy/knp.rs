@@ -116,9 +116,11 @@ pub async fn apply(p: &Policy, knp: &KuryrNetworkPolicy, np: &NetworkPolicy) -> 
         None => neutron::discover(nn, &p.settings, &ns, &name).await?,
     };
     let mut applied = Applied::default();
+    // The state Neutron is converged to (the same, unless the cloud lacks address groups).
+    let eff = if known.no_address_groups { neutron::without_address_groups(&desired) } else { desired.clone() };
     p.ctx.leader.ensure()?;
     // On a failure `known` is dropped: the next pass finds the objects again.
-    neutron::converge(nn, &p.settings, &mut known, &desired, &mut applied).await?;
+    neutron::converge(nn, &p.settings, &mut known, &eff, &mut applied).await?;
     st.known.insert(uid.clone(), known);
     let old = st.desired.insert(key.clone(), desired.clone());
     let mut affected: BTreeSet<String> = desired.pods.keys().cloned().collect();
@@ -127,11 +129,11 @@ pub async fn apply(p: &Policy, knp: &KuryrNetworkPolicy, np: &NetworkPolicy) -> 
     applied.calls += p.sync_ports(&mut st, &affected).await?;
     let mut known = st.known.remove(&uid).unwrap_or_default();
     p.ctx.leader.ensure()?;
-    neutron::prune(nn, &mut known, &desired, &mut applied).await?;
-    let status = status_of(np, &desired, &known, &st.base);
+    neutron::prune(nn, &mut known, &eff, &mut applied).await?;
+    let status = status_of(np, &eff, &known, &st.base);
     st.known.insert(uid, known);
     drop(st);
-    p.publish_notes(np, &desired);
+    p.publish_notes(np, &eff);
     if knp.status.as_ref() != Some(&status) {
         let api: Api<KuryrNetworkPolicy> = Api::namespaced(p.ctx.client.clone(), &ns);
         let patch: json_patch::Patch = serde_json::from_value(json!([{"op": "add", "path": "/status", "value": status}]))

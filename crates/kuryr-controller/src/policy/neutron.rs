@@ -81,6 +81,9 @@ pub struct Known {
     /// Groups with our description whose name is no policy key (deleted by the next pass).
     pub stray_sgs: Vec<String>,
     pub stray_ags: Vec<String>,
+    /// The cloud has no `address-group` extension (its list is a 404): peers become per-address
+    /// rules ([`crate::policy::model::expand_address_groups`]).
+    pub no_address_groups: bool,
 }
 
 impl Known {
@@ -128,7 +131,14 @@ pub async fn discover(neutron: &Neutron, s: &PolicySettings, namespace: &str, na
             }
         }
     }
-    let ags = neutron.list_address_groups(&scoped(s, Query::new().eq("description", ag_description(s, namespace, name)))).await?;
+    let ags = match neutron.list_address_groups(&scoped(s, Query::new().eq("description", ag_description(s, namespace, name)))).await {
+        Ok(a) => a,
+        Err(e) if e.is_not_found() => {
+            known.no_address_groups = true;
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
     for ag in ags {
         match ag.name.strip_prefix(NAME_PREFIX).filter(|k| !k.is_empty()) {
             Some(k) if !known.ags.contains_key(&AgKey(k.to_string())) => {
@@ -138,6 +148,21 @@ pub async fn discover(neutron: &Neutron, s: &PolicySettings, namespace: &str, na
         }
     }
     Ok(known)
+}
+
+/// What to converge for `st` on a cloud without address groups: every address-group rule
+/// expanded into one rule per address, no address groups (a note says so).
+pub fn without_address_groups(st: &PolicyState) -> PolicyState {
+    let mut eff = st.clone();
+    for rules in eff.groups.values_mut() {
+        *rules = crate::policy::model::expand_address_groups(rules, &st.address_groups);
+    }
+    eff.address_groups.clear();
+    eff.notes.push(
+        "the cloud has no Neutron address-group extension: peers are enforced by one rule per address (pod changes rewrite rules)"
+            .to_string(),
+    );
+    eff
 }
 
 /// Neutron calls made by a pass (for logs and tests).
