@@ -1,6 +1,7 @@
-//! What the runtime's cross-domain tasks (GC's sweep) ask of the domains that keep state about
-//! the resources they delete. A domain implements the hook; the wiring ([`crate::runtime::run`])
-//! hands it over, so GC reaches only the runtime and kuryr-core types, never a domain.
+//! What the runtime's cross-domain tasks (GC's sweep, the pod path's port creation) ask of the
+//! domains that keep state about the resources they touch. A domain implements the hook; the
+//! wiring ([`crate::runtime::run`]) hands it over, so GC and the pod path reach only the runtime
+//! and kuryr-core types, never another domain.
 
 use crate::runtime::error::Error;
 use futures_util::future::BoxFuture;
