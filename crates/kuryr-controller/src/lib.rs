@@ -7,8 +7,9 @@
 //! * [`pod`]: the pod path: Pod → KuryrPort → Neutron port through a port driver (neutron-vif, or
 //!   nested-vlan: a trunk subport) → VIF, activator, warm pools, standalone containers.
 //! * [`gc`]: mark-and-sweep garbage collection of the OpenStack resources this controller made.
-//! * [`loadbalancer`], [`policy`], [`namespace`]: reserved for Services, NetworkPolicy and
-//!   namespace networks (empty today).
+//! * [`loadbalancer`]: Services → KuryrLoadBalancers → Octavia.
+//! * [`policy`]: NetworkPolicies → KuryrNetworkPolicies → Neutron security groups and address groups.
+//! * [`namespace`]: reserved for namespace networks (empty today).
 //!
 //! Domains reach [`runtime`], never each other except through kuryr-core types.
 #![forbid(unsafe_code)]

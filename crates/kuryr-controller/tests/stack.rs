@@ -897,6 +897,7 @@ async fn exists(stack: &Stack, kind: kuryr_controller::gc::Kind, id: &str) -> bo
         Kind::Subnet => n.list_subnets(&q).await.map(|v| v.len()),
         Kind::SecurityGroup => n.list_security_groups(&q).await.map(|v| v.len()),
         Kind::SecurityGroupRule => n.list_security_group_rules(&q).await.map(|v| v.len()),
+        Kind::AddressGroup => n.list_address_groups(&q).await.map(|v| v.len()),
         Kind::FloatingIp => n.list_floating_ips(&q).await.map(|v| v.len()),
         Kind::RouterInterface | Kind::TrunkSubport | Kind::Port => n.list_ports(&q).await.map(|v| v.len()),
         Kind::LoadBalancer => unreachable!("load balancers are checked through Octavia"),

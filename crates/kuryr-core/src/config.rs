@@ -330,6 +330,19 @@ pub struct Ports {
     pub cni_metrics: u16,
 }
 
+/// `[network_policy]` (kuryr-rs): what every NetworkPolicy-selected pod accepts besides its
+/// policies (the "Infra" group): kubelet probes come from the nodes, and with the OVN load
+/// balancer a hairpin through a Service VIP arrives from the VIP (the service subnet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkPolicyConfig {
+    /// `allow_node_subnets` (default true): the CIDRs of `[pod_vif_nested] worker_nodes_subnets`.
+    pub allow_node_subnets: bool,
+    /// `allow_service_subnet` (default true): the CIDR of `[neutron_defaults] service_subnet`.
+    pub allow_service_subnet: bool,
+    /// `allow_cidrs`: further CIDRs (e.g. the nodes' network when the pods are not nested).
+    pub allow_cidrs: Vec<String>,
+}
+
 /// The whole `kuryr.conf`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -345,6 +358,7 @@ pub struct Config {
     /// `[binding] link_iface`: the VM NIC for nested drivers.
     pub link_iface: Option<String>,
     pub ports: Ports,
+    pub network_policy: NetworkPolicyConfig,
 }
 
 /// Which program reads the file: the controller needs cloud credentials, the daemon must not.
@@ -396,6 +410,12 @@ impl Config {
         let cni_daemon = Self::cni_daemon_section(ini)?;
         let worker_nodes_subnets = Self::worker_nodes_subnets(ini)?;
         let ports = Self::ports(ini)?;
+        let np = "network_policy";
+        let network_policy = NetworkPolicyConfig {
+            allow_node_subnets: ini.bool_or(np, "allow_node_subnets", true)?,
+            allow_service_subnet: ini.bool_or(np, "allow_service_subnet", true)?,
+            allow_cidrs: ini.list(np, "allow_cidrs"),
+        };
         Ok(Config {
             kubernetes,
             neutron,
@@ -407,6 +427,7 @@ impl Config {
             cni_daemon,
             link_iface,
             ports,
+            network_policy,
         })
     }
 

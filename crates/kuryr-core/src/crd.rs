@@ -196,6 +196,14 @@ pub struct KuryrNetworkPolicyStatus {
     #[serde(default)]
     #[schemars(schema_with = "preserve_unknown_object")]
     pub pod_selector: Value,
+    /// kuryr-rs: every security group the policy's pods carry for it (one per direction, the
+    /// named-port variants, and the shared base groups), key → Neutron id. Upstream had one
+    /// group (`securityGroupId`, kept: the first of these).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub security_groups: BTreeMap<String, String>,
+    /// kuryr-rs: the Neutron address groups the rules name, key → Neutron id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub address_groups: BTreeMap<String, String>,
 }
 
 // ----------------------------------------------------------------------- KuryrLoadBalancer

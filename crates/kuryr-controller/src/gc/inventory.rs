@@ -56,6 +56,13 @@ pub async fn inventory(ctx: &Context, scope: &Scope) -> Result<Inventory, Error>
         let q = Query::new().any_of("security_group_id", inv.security_groups.iter().map(|g| g.id.as_str()));
         inv.security_group_rules = neutron.list_security_group_rules(&q).await?;
     }
+    // No tags on address groups (see kuryr_openstack's address_groups): the project's, judged by
+    // description. A cloud without the extension answers 404: none of ours.
+    inv.address_groups = match neutron.list_address_groups(&project(Query::new())).await {
+        Ok(g) => g,
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
     inv.load_balancers = match ctx.octavia.list_load_balancers(&tagged_q).await {
         Ok(lbs) => lbs,
         // A cloud without Octavia has no load balancers of ours.

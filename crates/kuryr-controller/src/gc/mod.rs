@@ -8,7 +8,9 @@
 //! - every other kind (trunk subports, security groups, networks, subnets, floating IPs, Octavia
 //!   load balancers): the cluster tag [`kuryr_core::names::cluster_tag`] plus the resource tags;
 //!   router interfaces: those on one of our subnets; security group rules: those in one of our
-//!   groups whose description ([`kuryr_core::names::resource_description`]) names this cluster.
+//!   groups whose description ([`kuryr_core::names::resource_description`]) names this cluster;
+//!   address groups (Neutron cannot tag them): a `network policy address group` description
+//!   naming this cluster.
 //!
 //! Another cluster's resources, resources kuryr-rs did not create and the ids kuryr.conf names
 //! (pod subnet and network, pod security groups) are never candidates.
@@ -16,7 +18,8 @@
 //! *Referenced*: a port by a Pod or KuryrPort UID (its `device_id`, or the `(uid …)` of a subport's
 //! description) or a KuryrPort `status.vifs` entry; a network, subnet and router interface by a
 //! KuryrNetwork `status` (`netId`, `subnetId`, `routerId`); a security group and its rules by a
-//! KuryrNetworkPolicy `status` (`securityGroupId`, `securityGroupRules[].id`); a load balancer,
+//! KuryrNetworkPolicy `status` (`securityGroupId`, `securityGroups`, `securityGroupRules[].id`),
+//! an address group by its `addressGroups`; a load balancer,
 //! its security groups and floating IP by a KuryrLoadBalancer `status` (`loadbalancer.id`,
 //! `loadbalancer.security_groups`, `service_pub_ip_info.ip_id`).
 //!
@@ -57,6 +60,8 @@ pub enum Kind {
     Port,
     SecurityGroupRule,
     SecurityGroup,
+    /// NetworkPolicy peer sets (after the groups: a rule naming one blocks its delete).
+    AddressGroup,
     Subnet,
     Network,
 }
@@ -71,6 +76,7 @@ impl Kind {
             Kind::Port => "port",
             Kind::SecurityGroupRule => "security_group_rule",
             Kind::SecurityGroup => "security_group",
+            Kind::AddressGroup => "address_group",
             Kind::Subnet => "subnet",
             Kind::Network => "network",
         }

@@ -5,7 +5,7 @@ use super::{Kind, Orphan, ROUTER_INTERFACE_OWNERS, SUBPORT_OWNER};
 use k8s_openapi::api::core::v1::Pod;
 use kuryr_core::crd::{KuryrLoadBalancer, KuryrNetwork, KuryrNetworkPolicy, KuryrPort};
 use kuryr_core::names::{cluster_tag, description_owner, DEVICE_OWNER};
-use kuryr_openstack::neutron::{FloatingIp, Network, Port, SecurityGroup, SecurityGroupRule, Subnet};
+use kuryr_openstack::neutron::{AddressGroup, FloatingIp, Network, Port, SecurityGroup, SecurityGroupRule, Subnet};
 use kuryr_openstack::octavia::LoadBalancer;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -27,6 +27,8 @@ pub struct Referenced {
     pub security_groups: HashSet<String>,
     /// KuryrNetworkPolicy `status.securityGroupRules[].id`.
     pub security_group_rules: HashSet<String>,
+    /// KuryrNetworkPolicy `status.addressGroups` (kuryr-rs).
+    pub address_groups: HashSet<String>,
     /// KuryrLoadBalancer `status.loadbalancer.id`.
     pub load_balancers: HashSet<String>,
     /// KuryrLoadBalancer `status.service_pub_ip_info.ip_id`.
@@ -77,6 +79,8 @@ impl Referenced {
         }
         for p in policies.into_iter().filter_map(|p| p.status.as_ref()) {
             self.security_groups.extend(p.security_group_id.clone());
+            self.security_groups.extend(p.security_groups.values().cloned());
+            self.address_groups.extend(p.address_groups.values().cloned());
             for rule in &p.security_group_rules {
                 // Upstream writes the rule's fields flat; accept them under `sgRule` too.
                 if let Some(id) = str_at(rule, "/id").or_else(|| str_at(rule, "/sgRule/id")) {
@@ -122,6 +126,8 @@ pub struct Inventory {
     pub security_groups: Vec<SecurityGroup>,
     /// Rules of `security_groups`.
     pub security_group_rules: Vec<SecurityGroupRule>,
+    /// Address groups of the project (no tags exist for them: judged by their description).
+    pub address_groups: Vec<AddressGroup>,
     pub floating_ips: Vec<FloatingIp>,
     pub load_balancers: Vec<LoadBalancer>,
 }
@@ -149,6 +155,9 @@ impl Scope {
             && self.namespace.as_deref().is_none_or(|ns| description_owner(description) == Some((self.cluster.as_str(), ns)))
     }
 }
+
+/// How the descriptions of NetworkPolicy address groups start (`kuryr_core::names::resource_description`).
+const ADDRESS_GROUP_DESCRIPTION: &str = "kuryr-rs network policy address group: ";
 
 fn orphan(kind: Kind, id: &str, name: &str, via: Option<&str>, reason: impl Into<String>) -> Orphan {
     Orphan { kind, id: id.to_string(), name: name.to_string(), via: via.map(str::to_string), reason: reason.into() }
@@ -230,6 +239,15 @@ pub fn find_orphans(inv: &Inventory, scope: &Scope, refs: &Referenced) -> Vec<Or
         if mine && !refs.security_group_rules.contains(&r.id) && !scope.protected.contains(&r.id) {
             let why = "its KuryrNetworkPolicy's status.securityGroupRules does not list it";
             out.push(orphan(Kind::SecurityGroupRule, &r.id, &r.description, Some(&r.security_group_id), why));
+        }
+    }
+    // Address groups carry no tags: ours by their NetworkPolicy description (cluster, namespace).
+    for g in &inv.address_groups {
+        let mine = g.description.starts_with(ADDRESS_GROUP_DESCRIPTION)
+            && description_owner(&g.description)
+                .is_some_and(|(c, ns)| c == cluster && scope.namespace.as_deref().is_none_or(|want| want == ns));
+        if mine && !scope.protected.contains(&g.id) && !refs.address_groups.contains(&g.id) {
+            out.push(orphan(Kind::AddressGroup, &g.id, &g.name, None, "no KuryrNetworkPolicy status names it (addressGroups)"));
         }
     }
     for f in inv.floating_ips.iter().filter(|f| scope.owned(&f.id, &f.tags, &f.description)) {
@@ -398,6 +416,12 @@ mod tests {
             description: d,
             ..SecurityGroupRule::default()
         };
+        let ag = |id: &str, c: &str, ns: &str| AddressGroup {
+            id: id.into(),
+            name: format!("kuryr-np/{id}"),
+            description: kuryr_core::names::resource_description("network policy address group", c, ns, "np"),
+            ..AddressGroup::default()
+        };
         let fip = |id: &str, c: &str, ns: &str| FloatingIp {
             id: id.into(),
             tags: tag(c),
@@ -449,6 +473,11 @@ mod tests {
                 rule("r-of-orphan-group", "g-orphan", desc("rule", "c1", "ns")),
             ],
             floating_ips: vec![fip("f-keep", "c1", "ns"), fip("f-orphan", "c1", "ns"), fip("f-other", "c2", "ns")],
+            address_groups: vec![ag("a-keep", "c1", "ns"), ag("a-orphan", "c1", "ns"), ag("a-other", "c2", "ns"), {
+                let mut upstream = ag("a-not-policy", "c1", "ns");
+                upstream.description = desc("something else", "c1", "ns");
+                upstream
+            }],
             load_balancers: vec![
                 lb("l-keep", "c1", "ns", "ACTIVE"),
                 lb("l-orphan", "c1", "ns", "ACTIVE"),
@@ -465,7 +494,7 @@ mod tests {
         let knp: KuryrNetworkPolicy = serde_json::from_value(json!({
             "apiVersion": "openstack.org/v1", "kind": "KuryrNetworkPolicy", "metadata": {"name": "np", "namespace": "ns"},
             "spec": {},
-            "status": {"securityGroupId": "g-keep", "securityGroupRules": [{"id": "r-keep", "direction": "ingress"}]},
+            "status": {"securityGroupId": "g-keep", "securityGroupRules": [{"id": "r-keep", "direction": "ingress"}], "addressGroups": {"k": "a-keep"}},
         }))
         .expect("knp");
         let klb: KuryrLoadBalancer = serde_json::from_value(json!({
@@ -492,6 +521,7 @@ mod tests {
             (Kind::TrunkSubport, "sp-orphan"),
             (Kind::SecurityGroupRule, "r-orphan"),
             (Kind::SecurityGroup, "g-orphan"),
+            (Kind::AddressGroup, "a-orphan"),
             (Kind::Subnet, "s-orphan"),
             (Kind::Network, "n-orphan"),
         ]
@@ -510,7 +540,7 @@ mod tests {
         assert!(all.contains(&"n-elsewhere".to_string()) && !all.iter().any(|i| i.ends_with("-other")), "{all:?}");
         // Nothing referenced at all: every resource of the cluster is an orphan, the others not.
         let bare = ids(find_orphans(&inv, &scope("c2", None), &Referenced::default()));
-        assert_eq!(bare, ["f-other", "ri-other", "g-other", "s-other", "n-other"]);
+        assert_eq!(bare, ["f-other", "ri-other", "g-other", "a-other", "s-other", "n-other"]);
     }
 
     #[test]

@@ -45,6 +45,7 @@ async fn sweep(ctx: &Context, hooks: &dyn SweepHooks, o: &Orphan) -> Result<bool
         Kind::Port => gone_ok(n.delete_port(&o.id).await),
         Kind::SecurityGroupRule => gone_ok(n.delete_security_group_rule(&o.id).await),
         Kind::SecurityGroup => gone_ok(n.delete_security_group(&o.id).await),
+        Kind::AddressGroup => gone_ok(n.delete_address_group(&o.id).await),
         Kind::Subnet => gone_ok(n.delete_subnet(&o.id).await),
         Kind::Network => gone_ok(n.delete_network(&o.id).await),
     }

@@ -476,11 +476,14 @@ pub async fn run_drain(ctx: Arc<PodContext>) {
 pub async fn claim(ctx: &PodContext, pools: &Pools, req: &PodPortRequest, network_id: &str) -> Result<Option<Port>, Error> {
     ensure_recovered(ctx, pools).await?;
     let key = PoolKey { node: req.node.clone(), network_id: network_id.to_string() };
-    let sgs = ctx.settings.pod_security_groups.clone();
+    // Pools hold ports with the default groups; a pod some NetworkPolicy selects gets its
+    // policies' groups in the claim's PUT (before the port is the pod's).
+    let defaults = ctx.settings.pod_security_groups.clone();
+    let sgs = crate::pod::driver::neutron::new_port_groups(ctx, req).await?;
     loop {
         let Some(port) = pools.with(|s| s.take(&key, &sgs)) else {
             ctx.metrics.pool_event("miss", 1);
-            pools.refill(&key, &sgs);
+            pools.refill(&key, &defaults);
             return Ok(None);
         };
         if let Err(e) = ctx.leader.ensure() {
@@ -503,7 +506,7 @@ pub async fn claim(ctx: &PodContext, pools: &Pools, req: &PodPortRequest, networ
                 let _ = pools.jobs.send(Job::Stamp(claimed.id.clone(), PortUpdate { security_groups: None, ..stamp }));
                 ctx.metrics.pool_event("claimed", 1);
                 ctx.metrics.set_pool_size(&key.node, pools.with(|s| s.node_count(&key.node)));
-                pools.refill(&key, &sgs);
+                pools.refill(&key, &defaults);
                 tracing::info!(port = %claimed.id, pod = %format!("{}/{}", req.namespace, req.name), "claimed a warm-pool port");
                 return Ok(Some(claimed));
             }
@@ -544,7 +547,13 @@ pub async fn recycle(ctx: &PodContext, pools: &Pools, port_id: &str) -> Result<b
         return Ok(false);
     }
     ctx.leader.ensure()?;
-    let port = ctx.neutron.update_port(port_id, &recycle_update(&ctx.settings, &node)).await?;
+    let mut upd = recycle_update(&ctx.settings, &node);
+    // A pod's NetworkPolicy groups do not follow its port into the pool (a policy's group in use
+    // by a free port could never be deleted).
+    if sg_set(&port.security_groups) != sg_set(&ctx.settings.pod_security_groups) {
+        upd.security_groups = Some(ctx.settings.pod_security_groups.clone());
+    }
+    let port = ctx.neutron.update_port(port_id, &upd).await?;
     pools.with(|s| s.add(port));
     ctx.metrics.pool_event("recycled", 1);
     ctx.metrics.set_pool_size(&node, pools.with(|s| s.node_count(&node)));

@@ -2,7 +2,551 @@
 //! `KuryrNetworkPolicyHandler`). One hop per module:
 //! * [`model`]: pure translation NetworkPolicy + cached pods and namespaces → security groups,
 //!   rules and address groups, the port groups of each pod, and the diffs against Neutron.
+//! * [`networkpolicy`]: NetworkPolicy reconciler (finalizer, the KuryrNetworkPolicy in
+//!   upstream's shape, its deletion).
+//! * [`knp`]: KuryrNetworkPolicy reconciler: Neutron converged, ports re-grouped, status; the
+//!   teardown behind its finalizer.
+//! * [`neutron`]: one policy's Neutron objects: discovery (adoption), convergence, teardown; the
+//!   shared base groups.
+//! * [`settings`]: `kuryr.conf` → [`PolicySettings`].
+//! * here: the domain state, the watches, pod and namespace events → the policies they concern,
+//!   port groups, and the runtime hook new ports get their groups from ([`PortGroups`]).
 //!
-//! The NetworkPolicy and KuryrNetworkPolicy reconcilers will live here, on top of [`model`].
+//! Events: NetworkPolicies and KuryrNetworkPolicies are watched here, Namespaces too (their
+//! labels); pods and KuryrPorts come from the runtime's shared watches (event taps in
+//! [`crate::runtime::hooks::Hooks`]) and stores. A pod event is compared with the pod as this
+//! domain last saw it; only the policies [`model::concerns`] names for the old or new pod are
+//! reconciled again, from the caches (no LIST), under one lock so two passes never race on a port.
 
+pub mod knp;
 pub mod model;
+pub mod networkpolicy;
+pub mod neutron;
+pub mod settings;
+
+pub use settings::PolicySettings;
+
+use crate::policy::model::{BaseGroup, GroupRef, ModelSettings, PodGroups, PodInfo, PolicyState};
+use crate::policy::neutron::Known;
+use crate::runtime::context::Context;
+use crate::runtime::error::Error;
+use crate::runtime::hooks::PortGroups;
+use crate::runtime::run::{became_leader, channel_stream, log_controller_error, shutdown_signal, watchdog};
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::Api;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
+use kube::ResourceExt;
+use kuryr_core::crd::{KuryrNetworkPolicy, KuryrPort};
+use kuryr_openstack::neutron::PortUpdate;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+
+/// What the passes share, under one lock.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Each policy's last applied desired state, by `namespace/name`.
+    pub desired: HashMap<String, PolicyState>,
+    /// Each policy's Neutron objects, by policy uid.
+    pub known: HashMap<String, Known>,
+    /// The base groups' ids (empty until found or made).
+    pub base: BTreeMap<BaseGroup, String>,
+    /// Port id → its security groups (sorted), as last set or read.
+    pub ports: HashMap<String, Vec<String>>,
+    /// The translation settings, the Infra CIDRs resolved (`None` until then).
+    pub model: Option<ModelSettings>,
+}
+
+/// The NetworkPolicy domain: the runtime context, settings, stores and state.
+pub struct Policy {
+    pub ctx: Arc<Context>,
+    pub settings: PolicySettings,
+    pub policies: Store<NetworkPolicy>,
+    pub namespaces: Store<Namespace>,
+    pub knps: Store<KuryrNetworkPolicy>,
+    pub state: tokio::sync::Mutex<State>,
+    /// Pods as this domain last saw them (`namespace/name`), to tell what an event changed.
+    seen_pods: Mutex<HashMap<String, PodInfo>>,
+    /// Namespace labels as last seen.
+    seen_namespaces: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// Notes already published per policy (one Warning Event per distinct note).
+    noted: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// Re-reconciles a KuryrNetworkPolicy (pod and namespace events, the NetworkPolicy reconciler).
+    knp_trigger: mpsc::UnboundedSender<ObjectRef<KuryrNetworkPolicy>>,
+    listed: AtomicU8,
+    synced: watch::Sender<bool>,
+}
+
+impl Policy {
+    /// The domain on `ctx` (stores empty; the watches of [`start`] fill them). Also returns the
+    /// receiving end of the KuryrNetworkPolicy trigger.
+    pub fn new(
+        ctx: Arc<Context>,
+        settings: PolicySettings,
+        policies: Store<NetworkPolicy>,
+        namespaces: Store<Namespace>,
+        knps: Store<KuryrNetworkPolicy>,
+    ) -> (Policy, mpsc::UnboundedReceiver<ObjectRef<KuryrNetworkPolicy>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let p = Policy {
+            ctx,
+            settings,
+            policies,
+            namespaces,
+            knps,
+            state: tokio::sync::Mutex::new(State::default()),
+            seen_pods: Mutex::default(),
+            seen_namespaces: Mutex::default(),
+            noted: Mutex::default(),
+            knp_trigger: tx,
+            listed: AtomicU8::new(0),
+            synced: watch::channel(false).0,
+        };
+        (p, rx)
+    }
+
+    /// Marks the domain's caches complete (tests; [`start`] does it from the watches).
+    pub fn set_synced(&self) {
+        self.synced.send_if_modified(|s| !std::mem::replace(s, true));
+    }
+
+    /// Resolves once the three watches here and the runtime's pod and KuryrPort caches are
+    /// complete.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+        self.ctx.wait_synced().await;
+    }
+
+    fn one_listed(&self) {
+        if self.listed.fetch_add(1, Ordering::AcqRel) + 1 >= 3 && self.synced.send_if_modified(|s| !std::mem::replace(s, true)) {
+            tracing::info!(networkpolicies = self.policies.len(), namespaces = self.namespaces.len(), "policy caches synced");
+        }
+    }
+
+    /// Asks for a pass over the policy `namespace/name`.
+    pub fn trigger(&self, namespace: &str, name: &str) {
+        let _ = self.knp_trigger.send(ObjectRef::new(name).within(namespace));
+    }
+
+    /// The model's view of the cluster: pods (from the shared store) and namespace labels.
+    pub fn cluster_snapshot(&self) -> (Vec<PodInfo>, BTreeMap<String, BTreeMap<String, String>>) {
+        let pods = self.ctx.pods.state().iter().filter_map(|p| PodInfo::from_pod(p)).collect();
+        let nss = self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect();
+        (pods, nss)
+    }
+
+    /// The live NetworkPolicies of `namespace` (not being deleted).
+    pub fn live_policies(&self, namespace: &str) -> Vec<Arc<NetworkPolicy>> {
+        self.policies
+            .state()
+            .into_iter()
+            .filter(|np| np.namespace().as_deref() == Some(namespace) && np.metadata.deletion_timestamp.is_none())
+            .collect()
+    }
+
+    /// Publishes a Warning Event for each note of `st` not yet published for it.
+    pub fn publish_notes(&self, np: &NetworkPolicy, st: &PolicyState) {
+        let key = format!("{}/{}", st.namespace, st.name);
+        let new: Vec<String> = {
+            let mut g = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+            let seen = g.entry(key).or_default();
+            st.notes.iter().filter(|n| seen.insert((*n).clone())).cloned().collect()
+        };
+        for note in new {
+            let r = kube::Resource::object_ref(np, &());
+            self.ctx.events.warning(r, "PolicyNotEnforceable", "Translate", note);
+        }
+    }
+
+    /// Forgets the published notes of `namespace/name` (deleted policy).
+    pub fn forget_notes(&self, key: &str) {
+        self.noted.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// A pod watch event: the policies the old or new pod concerns are reconciled again.
+    pub fn on_pod_event(&self, ev: &watcher::Event<Pod>) {
+        match ev {
+            watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+                self.pod_changed(&key, PodInfo::from_pod(p));
+            }
+            watcher::Event::Delete(p) => {
+                let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+                self.pod_changed(&key, None);
+            }
+            watcher::Event::InitDone => {
+                // Pods deleted while the watch was re-listing: gone from the store.
+                let gone: Vec<String> = {
+                    let seen = self.seen_pods.lock().unwrap_or_else(|e| e.into_inner());
+                    seen.keys()
+                        .filter(|k| {
+                            let (ns, n) = k.split_once('/').unwrap_or_default();
+                            self.ctx.pods.get(&ObjectRef::new(n).within(ns)).is_none()
+                        })
+                        .cloned()
+                        .collect()
+                };
+                for k in gone {
+                    self.pod_changed(&k, None);
+                }
+            }
+            watcher::Event::Init => {}
+        }
+    }
+
+    fn pod_changed(&self, key: &str, new: Option<PodInfo>) {
+        let old = {
+            let mut seen = self.seen_pods.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.get(key) == new.as_ref() {
+                return;
+            }
+            match &new {
+                Some(n) => seen.insert(key.to_string(), n.clone()),
+                None => seen.remove(key),
+            }
+        };
+        let namespaces: BTreeMap<String, BTreeMap<String, String>> =
+            self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect();
+        for np in self.policies.state() {
+            let hit = [&old, &new].into_iter().flatten().any(|p| model::concerns(&np, p, &namespaces));
+            if hit {
+                self.trigger(&np.namespace().unwrap_or_default(), &np.name_any());
+            }
+        }
+    }
+
+    /// A KuryrPort event: a pod's port id appeared or changed: the policies concerning the pod
+    /// check its groups.
+    pub fn on_kuryrport_event(&self, ev: &watcher::Event<KuryrPort>) {
+        if let watcher::Event::Apply(kp) | watcher::Event::InitApply(kp) = ev {
+            let key = format!("{}/{}", kp.namespace().unwrap_or_default(), kp.name_any());
+            let info = self.seen_pods.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+            let Some(pod) = info else { return };
+            let namespaces: BTreeMap<String, BTreeMap<String, String>> =
+                self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect();
+            for np in self.live_policies(&pod.namespace) {
+                if model::concerns(&np, &pod, &namespaces) {
+                    self.trigger(&pod.namespace, &np.name_any());
+                }
+            }
+        }
+    }
+
+    /// A namespace event: a label change re-reconciles the policies with namespace selectors.
+    pub fn on_namespace_event(&self, ns: &Namespace, deleted: bool) {
+        let name = ns.name_any();
+        let labels = (!deleted).then(|| ns.labels().clone());
+        {
+            let mut seen = self.seen_namespaces.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.get(&name) == labels.as_ref() {
+                return;
+            }
+            match labels {
+                Some(l) => seen.insert(name, l),
+                None => seen.remove(&name),
+            };
+        }
+        for np in self.policies.state() {
+            if model::uses_namespace_labels(&np) {
+                self.trigger(&np.namespace().unwrap_or_default(), &np.name_any());
+            }
+        }
+    }
+
+    /// The ids of a pod's groups, `None` when one of them does not exist yet.
+    fn group_ids(&self, st: &State, groups: &PodGroups) -> Option<Vec<String>> {
+        let mut ids: Vec<String> = match groups {
+            PodGroups::Default => self.settings.default_groups.clone(),
+            PodGroups::Groups(gs) => {
+                let mut out = Vec::with_capacity(gs.len());
+                for g in gs {
+                    let id = match g {
+                        GroupRef::Base(b) => st.base.get(b)?.clone(),
+                        GroupRef::Policy(k) => st.known.get(&k.policy_uid)?.sgs.get(k)?.id.clone(),
+                    };
+                    out.push(id);
+                }
+                out
+            }
+        };
+        ids.sort();
+        ids.dedup();
+        Some(ids)
+    }
+
+    /// The Neutron port of pod `namespace/name` (its KuryrPort's default VIF).
+    fn port_of(&self, namespace: &str, name: &str) -> Option<String> {
+        let kp = self.ctx.kuryrports.get(&ObjectRef::new(name).within(namespace))?;
+        let (_, vif) = kp.status.as_ref()?.default_vif()?;
+        vif.ok().map(|v| v.port_id).filter(|id| !id.is_empty())
+    }
+
+    /// Gives each of `pods` (`namespace/name`) the groups the current desired states ask for;
+    /// only ports whose list changes are written. A pod whose groups do not all exist yet is
+    /// left for the pass that creates them. Returns the number of Neutron calls.
+    pub async fn sync_ports(&self, st: &mut State, pods: &BTreeSet<String>) -> Result<usize, Error> {
+        let mut calls = 0;
+        let mut failed = None;
+        for key in pods {
+            let Some((ns, name)) = key.split_once('/') else { continue };
+            let Some(pod) = self.ctx.pods.get(&ObjectRef::new(name).within(ns)) else { continue };
+            if PodInfo::from_pod(&pod).is_none() {
+                continue;
+            }
+            let Some(port_id) = self.port_of(ns, name) else { continue };
+            let groups = model::pod_groups(key, st.desired.values().filter(|p| p.namespace == ns));
+            let Some(want) = self.group_ids(st, &groups) else {
+                tracing::debug!(pod = %key, "a group of the pod does not exist yet");
+                continue;
+            };
+            let have = match st.ports.get(&port_id) {
+                Some(h) => h.clone(),
+                None => {
+                    calls += 1;
+                    match self.ctx.neutron.get_port(&port_id).await {
+                        Ok(p) => {
+                            let mut h = p.security_groups;
+                            h.sort();
+                            h
+                        }
+                        Err(e) if e.is_not_found() => continue,
+                        Err(e) => {
+                            failed = Some(e.into());
+                            continue;
+                        }
+                    }
+                }
+            };
+            if have == want {
+                st.ports.insert(port_id, have);
+                continue;
+            }
+            self.ctx.leader.ensure()?;
+            calls += 1;
+            let upd = PortUpdate { security_groups: Some(want.clone()), ..PortUpdate::default() };
+            match self.ctx.neutron.update_port(&port_id, &upd).await {
+                Ok(_) => {
+                    tracing::debug!(pod = %key, port = %port_id, groups = ?want, "port security groups updated");
+                    st.ports.insert(port_id, want);
+                }
+                Err(e) if e.is_not_found() => {
+                    st.ports.remove(&port_id);
+                }
+                Err(e) => {
+                    st.ports.remove(&port_id);
+                    failed = Some(e.into());
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(calls),
+        }
+    }
+
+    /// The translation settings with the Infra CIDRs resolved (subnet CIDRs read once).
+    pub async fn model_settings(&self, st: &mut State) -> Result<ModelSettings, Error> {
+        if let Some(m) = &st.model {
+            return Ok(m.clone());
+        }
+        let mut allow = self.settings.infra_cidrs.clone();
+        for id in &self.settings.infra_subnets {
+            let subnet = self.ctx.cache.subnet(&self.ctx.neutron, id).await?;
+            match subnet.cidr.parse() {
+                Ok(n) => allow.push(n),
+                Err(_) => return Err(Error::Config(format!("subnet {id} has no valid CIDR ({:?})", subnet.cidr))),
+            }
+        }
+        allow.sort();
+        allow.dedup();
+        let m = ModelSettings { families: self.settings.families.clone(), always_allow_ingress: allow };
+        st.model = Some(m.clone());
+        Ok(m)
+    }
+}
+
+/// New ports get their groups here: the policies of the pod's namespace are translated from
+/// the caches (so a pod the last pass has not seen yet is included); a group that does not exist
+/// yet makes the port wait.
+impl PortGroups for Policy {
+    fn port_security_groups<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, Result<Vec<String>, Error>> {
+        Box::pin(async move {
+            // Before the policy caches are complete, "no policy" could be wrong: wait.
+            self.wait_synced().await;
+            let nps = self.live_policies(namespace);
+            if nps.is_empty() {
+                return Ok(self.settings.default_groups.clone());
+            }
+            let pod = self
+                .ctx
+                .pods
+                .get(&ObjectRef::new(name).within(namespace))
+                .and_then(|p| PodInfo::from_pod(&p))
+                .ok_or_else(|| Error::NotReady(format!("pod {namespace}/{name} is not in the cache yet")))?;
+            let mut st = self.state.lock().await;
+            let m = self.model_settings(&mut st).await?;
+            let (pods, nss) = self.cluster_snapshot();
+            let cluster = model::Cluster { pods: &pods, namespaces: &nss };
+            let states: Vec<PolicyState> = nps.iter().map(|np| model::desired(np, &cluster, &m)).collect();
+            let groups = model::pod_groups(&pod.key(), &states);
+            self.group_ids(&st, &groups).ok_or_else(|| {
+                Error::NotReady(format!("the security groups of the policies selecting pod {namespace}/{name} are not ready"))
+            })
+        })
+    }
+}
+
+/// The KuryrNetworkPolicy fields its reconciler acts on (not its status).
+pub fn knp_fingerprint(k: &KuryrNetworkPolicy) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    k.metadata.uid.hash(&mut h);
+    k.metadata.generation.hash(&mut h);
+    k.metadata.deletion_timestamp.is_some().hash(&mut h);
+    k.metadata.finalizers.hash(&mut h);
+    Some(h.finish())
+}
+
+/// Starts the NetworkPolicy and KuryrNetworkPolicy controllers and the event taps; installs the
+/// port-groups hook. Returns the controllers' future.
+pub fn start(
+    ctx: &Arc<Context>,
+    settings: PolicySettings,
+    namespace: Option<&str>,
+    concurrency: u16,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let client = ctx.client.clone();
+    let (np_store, np_writer) = reflector::store::<NetworkPolicy>();
+    let (ns_store, ns_writer) = reflector::store::<Namespace>();
+    let (knp_store, knp_writer) = reflector::store::<KuryrNetworkPolicy>();
+    let (policy, knp_rx) = Policy::new(ctx.clone(), settings, np_store.clone(), ns_store, knp_store.clone());
+    let policy = Arc::new(policy);
+    ctx.set_port_groups(policy.clone());
+
+    let (pod_tx, mut pod_rx) = mpsc::unbounded_channel::<watcher::Event<Pod>>();
+    let (kp_tx, mut kp_rx) = mpsc::unbounded_channel::<watcher::Event<KuryrPort>>();
+    let _ = ctx.hooks.pod_events.set(pod_tx);
+    let _ = ctx.hooks.kuryrport_events.set(kp_tx);
+    let p = policy.clone();
+    let pod_tap = async move {
+        while let Some(ev) = pod_rx.recv().await {
+            p.on_pod_event(&ev);
+        }
+    };
+    let p = policy.clone();
+    let kp_tap = async move {
+        while let Some(ev) = kp_rx.recv().await {
+            p.on_kuryrport_event(&ev);
+        }
+    };
+
+    let (np_tx, np_rx) = mpsc::unbounded_channel::<ObjectRef<NetworkPolicy>>();
+    let (h, p) = (ctx.health.clone(), policy.clone());
+    let np_stream = watcher(crate::runtime::run::scoped_api::<NetworkPolicy>(&client, namespace), watcher::Config::default())
+        .default_backoff()
+        .modify(|n: &mut NetworkPolicy| n.metadata.managed_fields = None)
+        .reflect(np_writer)
+        .inspect(move |ev| match ev {
+            Ok(watcher::Event::InitDone) => {
+                h.watch_ok("networkpolicies");
+                p.one_listed();
+            }
+            Ok(_) => h.watch_ok("networkpolicies"),
+            Err(e) => h.watch_err("networkpolicies", e.to_string()),
+        })
+        .applied_objects();
+
+    let (h, p) = (ctx.health.clone(), policy.clone());
+    let ns_watch = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(|n: &mut Namespace| n.metadata.managed_fields = None)
+        .reflect(ns_writer)
+        .take_until(shutdown_signal(shutdown.clone()))
+        .for_each(move |ev| {
+            match &ev {
+                Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
+                    h.watch_ok("namespaces");
+                    p.on_namespace_event(n, false);
+                }
+                Ok(watcher::Event::Delete(n)) => {
+                    h.watch_ok("namespaces");
+                    p.on_namespace_event(n, true);
+                }
+                Ok(watcher::Event::InitDone) => {
+                    h.watch_ok("namespaces");
+                    p.one_listed();
+                }
+                Ok(_) => h.watch_ok("namespaces"),
+                Err(e) => h.watch_err("namespaces", e.to_string()),
+            }
+            async {}
+        });
+
+    let (h, p, tx) = (ctx.health.clone(), policy.clone(), np_tx);
+    let knp_stream = watcher(crate::runtime::run::scoped_api::<KuryrNetworkPolicy>(&client, namespace), watcher::Config::default())
+        .default_backoff()
+        .modify(|k: &mut KuryrNetworkPolicy| k.metadata.managed_fields = None)
+        .reflect(knp_writer)
+        .inspect(move |ev| match ev {
+            // Its final deletion lets the NetworkPolicy drop its finalizer.
+            Ok(watcher::Event::Delete(k)) => {
+                h.watch_ok("kuryrnetworkpolicies");
+                let _ = tx.send(ObjectRef::new(&k.name_any()).within(&k.namespace().unwrap_or_default()));
+            }
+            Ok(watcher::Event::InitDone) => {
+                h.watch_ok("kuryrnetworkpolicies");
+                p.one_listed();
+            }
+            Ok(_) => h.watch_ok("kuryrnetworkpolicies"),
+            Err(e) => h.watch_err("kuryrnetworkpolicies", e.to_string()),
+        })
+        .applied_objects()
+        .predicate_filter(knp_fingerprint, PredicateConfig::default());
+
+    let ccfg = ControllerConfig::default().concurrency(concurrency);
+    let np_controller = Controller::for_stream(np_stream, np_store)
+        .with_config(ccfg.clone())
+        .reconcile_on(channel_stream(np_rx))
+        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
+        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
+        .run(networkpolicy::reconcile, networkpolicy::error_policy, policy.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                log_controller_error(networkpolicy::CONTROLLER, &e);
+            }
+        });
+    let knp_controller = Controller::for_stream(knp_stream, knp_store)
+        .with_config(ccfg)
+        .reconcile_on(channel_stream(knp_rx))
+        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
+        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
+        .run(knp::reconcile, knp::error_policy, policy.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                log_controller_error(knp::CONTROLLER, &e);
+            }
+        });
+    let health = ctx.health.clone();
+    async move {
+        let n = watchdog("networkpolicy-controller", np_controller, shutdown.clone(), health.clone());
+        let k = watchdog("kuryrnetworkpolicy-controller", knp_controller, shutdown.clone(), health.clone());
+        let stop = shutdown_signal(shutdown.clone());
+        let w = watchdog("namespace-watch", ns_watch, shutdown, health);
+        let taps = async move {
+            tokio::select! {
+                _ = stop => {}
+                _ = async { tokio::join!(pod_tap, kp_tap) } => {}
+            }
+        };
+        tokio::join!(n, k, w, taps);
+    }
+}

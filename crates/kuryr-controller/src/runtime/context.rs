@@ -3,8 +3,10 @@
 //! pools, nested-vlan trunks, stage timeline) lives in its domain (`crate::pod::context`).
 
 use crate::runtime::cache::NeutronCache;
+use crate::runtime::error::Error;
 use crate::runtime::events::Events;
 use crate::runtime::health::Health;
+use crate::runtime::hooks::{Hooks, PortGroups};
 use crate::runtime::lease::LeaderGate;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::settings::Settings;
@@ -37,6 +39,8 @@ pub struct Context {
     /// Both reflector stores have their initial lists (set once by the watches; see
     /// [`Context::synced`], [`Context::wait_synced`]).
     pub synced: tokio::sync::watch::Sender<bool>,
+    /// Hooks other domains set at start (the policy domain's [`PortGroups`]) and event taps.
+    pub hooks: Hooks,
 }
 
 impl Context {
@@ -50,6 +54,20 @@ impl Context {
         let mut rx = self.synced.subscribe();
         // The sender lives in `self`, so the channel cannot close while we wait.
         let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// The security groups a new port of pod `namespace/name` is created with: the policy
+    /// domain's answer when NetworkPolicy is on, else `[neutron_defaults] pod_security_groups`.
+    pub async fn port_security_groups(&self, namespace: &str, name: &str) -> Result<Vec<String>, Error> {
+        match self.hooks.port_groups.get() {
+            Some(h) => h.port_security_groups(namespace, name).await,
+            None => Ok(self.settings.pod_security_groups.clone()),
+        }
+    }
+
+    /// Installs the policy domain's hook (once).
+    pub fn set_port_groups(&self, hook: std::sync::Arc<dyn PortGroups>) {
+        let _ = self.hooks.port_groups.set(hook);
     }
 
     /// Marks the caches synced; `true` the first time.

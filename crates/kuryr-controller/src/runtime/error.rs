@@ -47,6 +47,10 @@ pub enum Error {
     /// OpenStack message; one failure can answer several ports attached in one request).
     #[error("nested-vlan: cannot attach port {port_id} to trunk {trunk_id}: {reason}")]
     Subport { port_id: String, trunk_id: String, reason: String, transient: bool },
+    /// Something this step needs is not there yet (a NetworkPolicy's security group for a new
+    /// port); retried soon.
+    #[error("not ready: {0}")]
+    NotReady(String),
     /// The KuryrPort finalizer helper failed (boxed: it wraps this type).
     #[error(transparent)]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
@@ -70,6 +74,7 @@ impl Error {
             Error::BadPort { .. } => "bad_port",
             Error::Invalid(_) => "invalid_object",
             Error::NotLeader => "not_leader",
+            Error::NotReady(_) => "not_ready",
             Error::Timeout { .. } => "timeout",
             Error::Config(_) => "config",
             Error::NodeTrunk { .. } => "nested_config",
@@ -102,7 +107,7 @@ impl Error {
                 _ => true,
             },
             Error::OpenStack(e) => e.is_transient() || e.is_conflict(),
-            Error::Timeout { .. } | Error::NotLeader | Error::Finalizer(_) => true,
+            Error::Timeout { .. } | Error::NotLeader | Error::NotReady(_) | Error::Finalizer(_) => true,
             Error::Subport { transient, .. } => *transient,
             Error::Binding { .. } | Error::BadPort { .. } | Error::Invalid(_) | Error::Config(_) | Error::NodeTrunk { .. } => false,
         }

@@ -1,7 +1,9 @@
 //! The runtime every domain runs on (`crate::runtime`), one hop per module:
 //! * [`run`]: watches, shared reflector stores, the controllers, servers; [`run::start`].
 //! * [`context`]: what every reconciler gets (clients, stores, settings), back-off.
-//! * [`hooks`]: what GC's sweep asks of the domains ([`hooks::SweepHooks`], the pod path implements it).
+//! * [`hooks`]: what GC's sweep asks of the domains ([`hooks::SweepHooks`], the pod path implements it),
+//!   the groups a new pod port gets ([`hooks::PortGroups`], the policy domain implements it), and
+//!   the pod/KuryrPort event taps ([`hooks::Hooks`]).
 //! * [`error`]: the error type and its classification; [`policy`]: the shared error policy
 //!   (count, log, back-off).
 //! * [`cache`]: shared read cache of Neutron subnets and networks.

@@ -72,6 +72,9 @@ pub struct Options {
     /// The pod path (Pod and KuryrPort reconcilers): `[kubernetes] enabled_handlers` names `vif`
     /// or `kuryrport`. Off, this replica handles only what else is enabled (e.g. Services).
     pub pods: bool,
+    /// NetworkPolicy through security groups ([`crate::policy`]): `[kubernetes] enabled_handlers`
+    /// names `policy` or `kuryrnetworkpolicy`; `None` = off. Needs the pod path.
+    pub policies: Option<crate::policy::PolicySettings>,
 }
 
 /// `--gc-interval-seconds`, `--gc-dry-run`.
@@ -111,6 +114,15 @@ impl Options {
             read_only: false,
             services: crate::loadbalancer::LbSettings::from_config(config, cluster_name)?,
             pods: config.kubernetes.enabled_handlers.iter().any(|h| h == "vif" || h == "kuryrport"),
+            policies: crate::policy::PolicySettings::from_config(config, cluster_name)?,
+        })
+        .and_then(|o| {
+            if o.policies.is_some() && !o.pods {
+                return Err(Error::Config(
+                    "[kubernetes] enabled_handlers: policy/kuryrnetworkpolicy need the pod handlers (vif, kuryrport)".into(),
+                ));
+            }
+            Ok(o)
         })
     }
 }
@@ -171,7 +183,11 @@ impl Running {
 pub fn trim_pod(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
     if let Some(spec) = pod.spec.as_mut() {
-        spec.containers.clear();
+        // Only the container names and ports stay (NetworkPolicy named ports).
+        spec.containers = std::mem::take(&mut spec.containers)
+            .into_iter()
+            .map(|c| k8s_openapi::api::core::v1::Container { name: c.name, ports: c.ports, ..Default::default() })
+            .collect();
         spec.init_containers = None;
         spec.ephemeral_containers = None;
         spec.volumes = None;
@@ -260,6 +276,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         health: health.clone(),
         backoff: Backoff::default(),
         synced: watch::channel(false).0,
+        hooks: Default::default(),
     });
     let (pod_ctx, pod_tasks) = PodContext::new(ctx.clone());
     let pod_ctx = Arc::new(pod_ctx);
@@ -297,21 +314,31 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
     let pods_done = listed(&pods_listed, &kps_listed, &ctx);
     let kps_done = listed(&kps_listed, &pods_listed, &ctx);
 
+    // The policy domain's taps (set by `crate::policy::start`, below, before any stream runs).
+    let policy_controllers = match opts.policies.clone() {
+        Some(s) if !opts.read_only => Some(crate::policy::start(&ctx, s, opts.namespace.as_deref(), opts.concurrency, shutdown_rx.clone())),
+        _ => None,
+    };
+    let (pod_tap, kp_tap) = (ctx.hooks.pod_events.get().cloned(), ctx.hooks.kuryrport_events.get().cloned());
     let h = health.clone();
     let pod_stream = watcher(scoped_api::<Pod>(&client, opts.namespace.as_deref()), watcher::Config::default())
         .default_backoff()
         .modify(trim_pod)
         .reflect(pod_writer)
         .inspect(move |ev| match ev {
-            Ok(watcher::Event::Delete(p)) => {
+            Ok(ev) => {
                 h.watch_ok("pods");
-                let _ = kp_trigger_tx.send(ObjectRef::new(&p.name_any()).within(&p.namespace().unwrap_or_default()));
+                match ev {
+                    watcher::Event::Delete(p) => {
+                        let _ = kp_trigger_tx.send(ObjectRef::new(&p.name_any()).within(&p.namespace().unwrap_or_default()));
+                    }
+                    watcher::Event::InitDone => pods_done(),
+                    _ => {}
+                }
+                if let Some(tap) = &pod_tap {
+                    let _ = tap.send(ev.clone());
+                }
             }
-            Ok(watcher::Event::InitDone) => {
-                h.watch_ok("pods");
-                pods_done();
-            }
-            Ok(_) => h.watch_ok("pods"),
             Err(e) => h.watch_err("pods", e.to_string()),
         })
         .applied_objects()
@@ -323,15 +350,19 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         .modify(|kp: &mut KuryrPort| kp.metadata.managed_fields = None)
         .reflect(kp_writer)
         .inspect(move |ev| match ev {
-            Ok(watcher::Event::Delete(kp)) => {
+            Ok(ev) => {
                 h.watch_ok("kuryrports");
-                let _ = pod_trigger_tx.send(ObjectRef::new(&kp.name_any()).within(&kp.namespace().unwrap_or_default()));
+                match ev {
+                    watcher::Event::Delete(kp) => {
+                        let _ = pod_trigger_tx.send(ObjectRef::new(&kp.name_any()).within(&kp.namespace().unwrap_or_default()));
+                    }
+                    watcher::Event::InitDone => kps_done(),
+                    _ => {}
+                }
+                if let Some(tap) = &kp_tap {
+                    let _ = tap.send(ev.clone());
+                }
             }
-            Ok(watcher::Event::InitDone) => {
-                h.watch_ok("kuryrports");
-                kps_done();
-            }
-            Ok(_) => h.watch_ok("kuryrports"),
             Err(e) => h.watch_err("kuryrports", e.to_string()),
         })
         .applied_objects();
@@ -370,6 +401,11 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
     };
     let pods_on = opts.pods;
     let controllers = tokio::spawn({
+        let policy = async move {
+            if let Some(p) = policy_controllers {
+                p.await;
+            }
+        };
         let (stop, h) = (shutdown_rx.clone(), health.clone());
         let p = async move {
             if pods_on {
@@ -385,10 +421,10 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         async move {
             match lb_controllers {
                 Some(lb) => {
-                    tokio::join!(p, k, lb);
+                    tokio::join!(p, k, lb, policy);
                 }
                 None => {
-                    tokio::join!(p, k);
+                    tokio::join!(p, k, policy);
                 }
             }
         }
@@ -398,6 +434,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         namespace = opts.namespace.as_deref().unwrap_or("<all>"),
         pod_subnet = %opts.settings.pod_subnet,
         services = opts.services.is_some(),
+        network_policy = opts.policies.is_some(),
         activation_interval = ?opts.settings.activation_interval,
         "kuryr-controller started"
     );

@@ -234,8 +234,10 @@ pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<Acquired,
             (p, true)
         }
         None => {
+            let mut body = port_create(&ctx.settings, req, &subnet.network_id);
+            body.security_groups = Some(super::neutron::new_port_groups(ctx, req).await?);
             ctx.leader.ensure()?;
-            (ctx.neutron.create_port(&port_create(&ctx.settings, req, &subnet.network_id)).await?, false)
+            (ctx.neutron.create_port(&body).await?, false)
         }
     };
     if let Some(tags) = tags_to_set(&port.tags, &ctx.settings.tags) {

@@ -107,8 +107,19 @@ pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<Acquired,
 }
 
 async fn create(ctx: &PodContext, req: &PodPortRequest, network_id: &str) -> Result<Port, Error> {
+    let mut body = port_create(&ctx.settings, req, network_id);
+    body.security_groups = Some(new_port_groups(ctx, req).await?);
     ctx.leader.ensure()?;
-    Ok(ctx.neutron.create_port(&port_create(&ctx.settings, req, network_id)).await?)
+    Ok(ctx.neutron.create_port(&body).await?)
+}
+
+/// The security groups a new port of the pod gets: the NetworkPolicy domain's answer (through
+/// the runtime hook) for a pod, the configured defaults for a standalone container.
+pub async fn new_port_groups(ctx: &PodContext, req: &PodPortRequest) -> Result<Vec<String>, Error> {
+    if req.standalone {
+        return Ok(ctx.settings.pod_security_groups.clone());
+    }
+    ctx.port_security_groups(&req.namespace, &req.name).await
 }
 
 /// The pod's ports stamped with its UID (cleanup releases them with the recorded ones: a crash
