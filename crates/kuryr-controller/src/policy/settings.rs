@@ -64,14 +64,9 @@ impl PolicySettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kuryr_core::config::Role;
 
     fn conf(extra: &str) -> Config {
-        let text = format!(
-            "[kubernetes]\n{extra}\n[neutron]\nauth_type = v3applicationcredential\nauth_url = http://k:5000/v3\napplication_credential_id = ac\napplication_credential_secret = s\n\
-             [neutron_defaults]\nproject = p1\npod_subnet = pod-sub\npod_security_groups = sg\nservice_subnet = svc-sub\nresource_tags = t1\n"
-        );
-        Config::parse(&text, Role::Controller).expect("config")
+        crate::runtime::settings::test_config(extra)
     }
 
     #[test]

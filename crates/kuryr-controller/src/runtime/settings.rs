@@ -296,6 +296,18 @@ pub fn kubeconfig_from_conf(api_root: &str, k: &KubernetesConfig) -> kube::confi
     }
 }
 
+/// A controller `kuryr.conf` for unit tests: application-credential auth, a project, pod and
+/// service subnets, one pod security group and one resource tag; `kubernetes_extra` goes into
+/// `[kubernetes]` (e.g. `enabled_handlers = ...`).
+#[cfg(test)]
+pub(crate) fn test_config(kubernetes_extra: &str) -> Config {
+    let text = format!(
+        "[kubernetes]\n{kubernetes_extra}\n[neutron]\nauth_type = v3applicationcredential\nauth_url = http://k:5000/v3\napplication_credential_id = ac\napplication_credential_secret = s\n\
+         [neutron_defaults]\nproject = p1\npod_subnet = pod-sub\npod_security_groups = sg\nservice_subnet = svc-sub\nresource_tags = t1\n"
+    );
+    Config::parse(&text, kuryr_core::config::Role::Controller).expect("config")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
