@@ -453,6 +453,9 @@ impl Cni {
                     AttachOutcome::Attached { ofport } => {
                         metrics.stage("ovs_attach", t.elapsed());
                         tracing::debug!(%port, ofport, took = ?t.elapsed(), "ovs-vswitchd attached the port");
+                        if let Err(e) = ovs::undo_stale_flags(&repairer.host, &port).await {
+                            tracing::debug!(%port, error = %e, "cannot read the device after ADD (pod gone?)");
+                        }
                         match repairer.check(&owned, "after_add").await {
                             Ok(Verdict::NotStale(_)) => {}
                             Ok(v) => {

@@ -12,7 +12,7 @@
 //! | `kuryr_cni_add_path_total` | `path` (`preplugged`, `plug`) | ADDs served by moving pre-plugged interfaces only, or by plugging |
 //! | `kuryr_cni_pool_held` | | pre-plugged ports waiting in the holding netns |
 //! | `kuryr_cni_pool_operations_total` | `op` (`preplug`, `adopt`, `replug_ovs`, `unplug`) | what the pool reconciler did |
-//! | `kuryr_cni_ovs_stale_repairs_total` | `found_by` (`after_add`, `preplug`, `adopt`, `take`, `check`, `audit`), `result` (`repaired`, `failed`) | OVS ports whose device ovs-vswitchd did not hold (a device re-created under an existing OVS port), re-added |
+//! | `kuryr_cni_ovs_stale_repairs_total` | `found_by` (`after_add`, `preplug`, `adopt`, `take`, `check`, `audit`), `result` (`repaired`, `failed`) | OVS ports whose device ovs-vswitchd did not hold (a device re-created under an existing OVS port: re-added) or held down (set up) |
 //! | `kuryr_cni_ovs_stale_ports` | | ports the last audit found stale and could not repair |
 
 use std::sync::Arc;

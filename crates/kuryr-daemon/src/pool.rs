@@ -388,6 +388,7 @@ impl Pool {
             )),
             // ovs-vswitchd puts every device it receives on in promiscuous mode: a host end
             // that is not has no datapath (a stale OVS port, or vswitchd down).
+            Some(h) if !h.admin_up => Err(format!("host end {tap} is down")),
             Some(h) if h.promiscuity == Some(0) => Err(format!(
                 "ovs-vswitchd does not hold host end {tap} (promiscuity 0)"
             )),

@@ -1653,6 +1653,15 @@ fn promiscuity(dev: &str) -> Option<u32> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Whether `dev` on the host is administratively up.
+fn link_up(dev: &str) -> bool {
+    let (ok, out) = ip(&["link", "show", "dev", dev]);
+    ok && out
+        .split(['<', '>'])
+        .nth(1)
+        .is_some_and(|flags| flags.split(',').any(|f| f == "UP"))
+}
+
 /// (sent, received) of `ping -c count -i 0.2` from `from_ns` to `to`.
 fn ping_stats(from_ns: &str, to: &str, count: u32) -> (u32, u32) {
     let out = Command::new("ip")
@@ -1949,6 +1958,32 @@ async fn stale_ovs_ports_are_found_and_repaired_on_the_stack() {
         );
         assert_eq!(promiscuity(&tap_b), Some(1));
         wired(&nsb, &ip_a, "(3) b -> a after the audit repaired the port").await;
+
+        // (4) A held device that is down (what vswitchd leaves when it writes flags cached for
+        // an earlier device of the same name): the audit sets it up, no re-add needed.
+        let (ok, out) = ip(&["link", "set", &tap_b, "down"]);
+        assert!(ok, "{out}");
+        let t = Instant::now();
+        eventually(
+            Duration::from_secs(30),
+            "the audit to set b's device up",
+            || async {
+                (metric(
+                    &d,
+                    "kuryr_cni_ovs_stale_repairs_total{found_by=\"audit\",result=\"repaired\"}",
+                )
+                .await
+                    == 2.0)
+                    .then_some(())
+            },
+        )
+        .await;
+        eprintln!(
+            "(4) the audit set b's device up {:?} after it went down",
+            t.elapsed()
+        );
+        assert!(link_up(&tap_b), "{tap_b} is still down");
+        wired(&nsb, &ip_a, "(4) b -> a after the audit set the device up").await;
         let (st, text) = http_tcp(d.health_addr(), "/health").await;
         assert_eq!(st, 200, "/health: {text}");
         assert_eq!(metric(&d, "kuryr_cni_ovs_stale_ports").await, 0.0);

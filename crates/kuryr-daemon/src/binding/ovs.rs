@@ -152,6 +152,15 @@ pub fn judge(iface: Option<&InterfaceInfo>, link: Option<&LinkInfo>) -> Hold {
             if l.promiscuity == Some(0) {
                 why.push("the device is not promiscuous (vswitchd has not opened it)".into());
             }
+            // vswitchd caches a device's flags by name. When it opens a device re-created
+            // under the name of one it was still dropping, it can write the dead device's
+            // flags (down) with PROMISC added: held, but no packet moves.
+            if !l.admin_up {
+                why.push(
+                    "the device is administratively down (vswitchd wrote flags it had cached for an earlier device of that name)"
+                        .into(),
+                );
+            }
             if why.is_empty() {
                 Hold::Held { ofport: p }
             } else {
@@ -174,7 +183,31 @@ pub async fn inspect(ovs: &Ovs, host: &Netns, ifname: &str) -> Result<Hold, Bind
     Ok(judge(iface.as_ref(), link.as_ref()))
 }
 
-/// Waits (OVSDB monitor, bounded) until vswitchd has acted on `ifname`, then judges it.
+/// Sets host device `ifname` up if it exists and is down; whether it did.
+pub async fn set_up_if_down(host: &Netns, ifname: &str) -> Result<bool, BindError> {
+    let (h, name) = (host.clone(), ifname.to_owned());
+    blocking(move || {
+        h.with_netlink(async |nl| match nl.find_link(&name).await? {
+            Some(l) if !l.admin_up => nl.set_up(&name).await.map(|()| true),
+            _ => Ok(false),
+        })
+        .map_err(BindError::from)
+    })
+    .await
+}
+
+/// After vswitchd opened a device we plugged (and set up): if it left the device down (it
+/// wrote flags cached for an earlier device of that name), sets it up again. Logs it.
+pub async fn undo_stale_flags(host: &Netns, ifname: &str) -> Result<bool, BindError> {
+    let fixed = set_up_if_down(host, ifname).await?;
+    if fixed {
+        tracing::info!(%ifname, "ovs-vswitchd left the device down when it opened it (flags it had cached for an earlier device of that name); set it up");
+    }
+    Ok(fixed)
+}
+
+/// Waits (OVSDB monitor, bounded) until vswitchd has acted on `ifname`, undoes flags it
+/// wrote from a stale cache ([`undo_stale_flags`]), then judges it.
 pub async fn await_hold(
     ovs: &Ovs,
     host: &Netns,
@@ -182,17 +215,19 @@ pub async fn await_hold(
     timeout: Duration,
 ) -> Result<Hold, BindError> {
     match ovs.wait_ofport(ifname, timeout).await {
-        Ok(_)
-        | Err(kuryr_ovsdb::Error::Interface { .. })
-        | Err(kuryr_ovsdb::Error::Timeout { .. }) => {}
+        Ok(_) => {
+            undo_stale_flags(host, ifname).await?;
+        }
+        Err(kuryr_ovsdb::Error::Interface { .. }) | Err(kuryr_ovsdb::Error::Timeout { .. }) => {}
         Err(e) => return Err(e.into()),
     }
     inspect(ovs, host, ifname).await
 }
 
-/// Re-adds the OVS port `ifname` of `bridge` (removed, vswitchd given [`OVS_REPLACE_WAIT`] to
-/// drop it, inserted again with the same interface external ids) and judges the result
-/// once vswitchd has acted (bounded by `timeout`). Fails if there is no such OVS interface.
+/// Repairs the stale OVS port `ifname` of `bridge`: a device that is only down is set up;
+/// otherwise the port is re-added (removed, vswitchd given [`OVS_REPLACE_WAIT`] to drop it,
+/// inserted again with the same interface external ids). Judges the result once vswitchd
+/// has acted (bounded by `timeout`). Fails if there is no such OVS interface.
 pub async fn repair(
     ovs: &Ovs,
     host: &Netns,
@@ -200,6 +235,13 @@ pub async fn repair(
     ifname: &str,
     timeout: Duration,
 ) -> Result<Hold, BindError> {
+    if set_up_if_down(host, ifname).await? {
+        let hold = inspect(ovs, host, ifname).await?;
+        if matches!(hold, Hold::Held { .. }) {
+            tracing::info!(%ifname, "set the held device up");
+            return Ok(hold);
+        }
+    }
     let iface = ovs.find_interface(ifname).await?.ok_or_else(|| {
         BindError::Unusable(format!("OVS port {ifname} vanished before its repair"))
     })?;
@@ -437,6 +479,16 @@ mod tests {
             judge(Some(&iface(Some(5), Some(40))), Some(&link(41, Some(1)))),
             Hold::Stale(_)
         ));
+    }
+
+    #[test]
+    fn a_held_device_that_is_down_is_stale() {
+        let mut down = link(40, Some(1));
+        down.admin_up = false;
+        match judge(Some(&iface(Some(5), Some(40))), Some(&down)) {
+            Hold::Stale(why) => assert!(why.contains("administratively down"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
