@@ -244,154 +244,31 @@ pub(crate) fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl Future<Outp
     }
 }
 
-/// Connects, optionally installs the CRDs, and starts everything.
+/// Connects, optionally installs the CRDs, and starts everything, phase by phase: the shared
+/// context, the probes and background tasks, the lease, then the domains' controllers.
 pub async fn start(opts: Options) -> Result<Running, Error> {
     let client = Client::try_from(opts.kube.clone()).map_err(|e| Error::kube("connect to", "the API server", e))?;
     if opts.install_crds {
         crds::install(&client).await?;
     }
-    let metrics = Arc::new(Metrics::new());
-    let sink: MetricsSink = metrics.clone();
-    let session = Session::builder(&opts.cloud).metrics(sink).build()?;
-    let neutron = Neutron::new(session.clone());
-    let octavia = kuryr_openstack::Octavia::new(session.clone());
-    let health = Health::new();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let leader = if opts.leader_election.is_some() || opts.read_only { LeaderGate::elected() } else { LeaderGate::always() };
-    metrics.set_leader(leader.is_leader());
-
-    let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let (kp_store, kp_writer) = reflector::store::<KuryrPort>();
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        neutron,
-        octavia,
-        settings: opts.settings.clone(),
-        pods: pod_store.clone(),
-        kuryrports: kp_store.clone(),
-        cache: NeutronCache::new(opts.settings.neutron_cache_ttl),
-        metrics: metrics.clone(),
-        events: Events::new(client.clone(), &opts.instance, opts.settings.use_events),
-        leader: leader.clone(),
-        health: health.clone(),
-        backoff: Backoff::default(),
-        synced: watch::channel(false).0,
-        hooks: Default::default(),
-    });
+    let Shared { ctx, session, pod_writer, kp_writer } = shared_context(&opts, client)?;
     let (pod_ctx, pod_tasks) = PodContext::new(ctx.clone());
     let pod_ctx = Arc::new(pod_ctx);
 
     let mut aux = Vec::new();
-    let (health_addr, metrics_addr) = serve_probes(&opts, &health, &metrics, &mut aux).await?;
-
-    aux.push(spawn_keystone_check(session, health.clone()));
+    let (health_addr, metrics_addr) = serve_probes(&opts, &ctx.health, &ctx.metrics, &mut aux).await?;
+    aux.push(spawn_keystone_check(session, ctx.health.clone()));
     spawn_background(&ctx, &pod_ctx, &opts, pod_tasks, &mut aux);
+    let lease = spawn_lease(&opts, &ctx, &shutdown_rx);
 
-    let lease_task = opts.leader_election.clone().map(|cfg| {
-        let (client, leader, metrics, health) = (client.clone(), leader.clone(), metrics.clone(), health.clone());
-        let stop = shutdown_signal(shutdown_rx.clone());
-        tokio::spawn(lease::run(client, cfg, leader, metrics, move || health.beat("leader-election", Duration::from_secs(60)), stop))
-    });
-
-    // Cross-triggers from final deletions.
-    let (pod_trigger_tx, pod_trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Pod>>();
-    let (kp_trigger_tx, kp_trigger_rx) = mpsc::unbounded_channel::<ObjectRef<KuryrPort>>();
-
-    // Synced = both watches delivered their initial list (InitDone). Not Store::wait_until_ready:
-    // the controller already waits on it, and its one-waker future would strand a second waiter.
-    let pods_listed = Arc::new(AtomicBool::new(false));
-    let kps_listed = Arc::new(AtomicBool::new(false));
-    let listed = |mine: &Arc<AtomicBool>, other: &Arc<AtomicBool>, ctx: &Arc<Context>| {
-        let (mine, other, ctx) = (mine.clone(), other.clone(), ctx.clone());
-        move || {
-            mine.store(true, Ordering::Release);
-            if other.load(Ordering::Acquire) && ctx.set_synced() {
-                ctx.health.set_synced();
-                tracing::info!(pods = ctx.pods.len(), kuryrports = ctx.kuryrports.len(), "caches synced");
-            }
-        }
-    };
-    let pods_done = listed(&pods_listed, &kps_listed, &ctx);
-    let kps_done = listed(&kps_listed, &pods_listed, &ctx);
-
-    // The policy domain's taps (set by `crate::policy::start`, below, before any stream runs).
-    let policy_controllers = match opts.policies.clone() {
+    // The policy domain first: it sets the taps the pod path's watches feed.
+    let policy = match opts.policies.clone() {
         Some(s) if !opts.read_only => Some(crate::policy::start(&ctx, s, opts.namespace.as_deref(), opts.concurrency, shutdown_rx.clone())),
         _ => None,
     };
-    let (pod_tap, kp_tap) = (ctx.hooks.pod_events.get().cloned(), ctx.hooks.kuryrport_events.get().cloned());
-    let h = health.clone();
-    let pod_stream = watcher(scoped_api::<Pod>(&client, opts.namespace.as_deref()), watcher::Config::default())
-        .default_backoff()
-        .modify(trim_pod)
-        .reflect(pod_writer)
-        .inspect(move |ev| match ev {
-            Ok(ev) => {
-                h.watch_ok("pods");
-                match ev {
-                    watcher::Event::Delete(p) => {
-                        let _ = kp_trigger_tx.send(ObjectRef::new(&p.name_any()).within(&p.namespace().unwrap_or_default()));
-                    }
-                    watcher::Event::InitDone => pods_done(),
-                    _ => {}
-                }
-                if let Some(tap) = &pod_tap {
-                    let _ = tap.send(ev.clone());
-                }
-            }
-            Err(e) => h.watch_err("pods", e.to_string()),
-        })
-        .applied_objects()
-        .predicate_filter(pod_fingerprint, PredicateConfig::default());
-
-    let h = health.clone();
-    let kp_stream = watcher(scoped_api::<KuryrPort>(&client, opts.namespace.as_deref()), watcher::Config::default())
-        .default_backoff()
-        .modify(|kp: &mut KuryrPort| kp.metadata.managed_fields = None)
-        .reflect(kp_writer)
-        .inspect(move |ev| match ev {
-            Ok(ev) => {
-                h.watch_ok("kuryrports");
-                match ev {
-                    watcher::Event::Delete(kp) => {
-                        let _ = pod_trigger_tx.send(ObjectRef::new(&kp.name_any()).within(&kp.namespace().unwrap_or_default()));
-                    }
-                    watcher::Event::InitDone => kps_done(),
-                    _ => {}
-                }
-                if let Some(tap) = &kp_tap {
-                    let _ = tap.send(ev.clone());
-                }
-            }
-            Err(e) => h.watch_err("kuryrports", e.to_string()),
-        })
-        .applied_objects();
-
-    let ccfg = ControllerConfig::default().concurrency(opts.concurrency);
-    let pod_controller = Controller::for_stream(pod_stream, pod_store)
-        .with_config(ccfg.clone())
-        .reconcile_on(channel_stream(pod_trigger_rx))
-        .reconcile_all_on(became_leader(leader.subscribe()))
-        .graceful_shutdown_on(shutdown_signal(shutdown_rx.clone()))
-        .run(pod::reconcile, pod::error_policy, pod_ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                log_controller_error(pod::CONTROLLER, &e);
-            }
-        });
-    let kp_controller = Controller::for_stream(kp_stream, kp_store)
-        .with_config(ccfg)
-        .reconcile_on(channel_stream(kp_trigger_rx))
-        .reconcile_all_on(became_leader(leader.subscribe()))
-        .graceful_shutdown_on(shutdown_signal(shutdown_rx.clone()))
-        .run(kuryrport::reconcile, kuryrport::error_policy, pod_ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                log_controller_error(kuryrport::CONTROLLER, &e);
-            }
-        });
-
-    let lb_controllers = match opts.services.clone() {
+    let pod_path = pod_controllers(&opts, &ctx, &pod_ctx, (pod_writer, kp_writer), &shutdown_rx);
+    let services = match opts.services.clone() {
         Some(s) if !opts.read_only => {
             let (fut, audit) = crate::loadbalancer::start(&ctx, s, opts.namespace.as_deref(), opts.concurrency, shutdown_rx.clone());
             aux.push(audit);
@@ -399,35 +276,8 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         }
         _ => None,
     };
-    let pods_on = opts.pods;
-    let controllers = tokio::spawn({
-        let policy = async move {
-            if let Some(p) = policy_controllers {
-                p.await;
-            }
-        };
-        let (stop, h) = (shutdown_rx.clone(), health.clone());
-        let p = async move {
-            if pods_on {
-                watchdog("pod-controller", pod_controller, stop, h).await;
-            }
-        };
-        let (stop, h) = (shutdown_rx.clone(), health.clone());
-        let k = async move {
-            if pods_on {
-                watchdog("kuryrport-controller", kp_controller, stop, h).await;
-            }
-        };
-        async move {
-            match lb_controllers {
-                Some(lb) => {
-                    tokio::join!(p, k, lb, policy);
-                }
-                None => {
-                    tokio::join!(p, k, policy);
-                }
-            }
-        }
+    let controllers = tokio::spawn(async move {
+        tokio::join!(pod_path, optional(services), optional(policy));
     });
     tracing::info!(
         leader_election = opts.leader_election.is_some(),
@@ -438,7 +288,209 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         activation_interval = ?opts.settings.activation_interval,
         "kuryr-controller started"
     );
-    Ok(Running { health_addr, metrics_addr, context: ctx, pod: pod_ctx, shutdown: shutdown_tx, controllers, lease: lease_task, aux })
+    Ok(Running { health_addr, metrics_addr, context: ctx, pod: pod_ctx, shutdown: shutdown_tx, controllers, lease, aux })
+}
+
+/// What [`shared_context`] builds: the context every domain shares, the OpenStack session (for
+/// the Keystone check) and the writers of the two shared stores (fed by the pod path's watches).
+struct Shared {
+    ctx: Arc<Context>,
+    session: Session,
+    pod_writer: reflector::store::Writer<Pod>,
+    kp_writer: reflector::store::Writer<KuryrPort>,
+}
+
+/// Start phase: metrics, the OpenStack session and clients, the leader gate, the shared stores
+/// and the [`Context`] around them.
+fn shared_context(opts: &Options, client: Client) -> Result<Shared, Error> {
+    let metrics = Arc::new(Metrics::new());
+    let sink: MetricsSink = metrics.clone();
+    let session = Session::builder(&opts.cloud).metrics(sink).build()?;
+    let leader = if opts.leader_election.is_some() || opts.read_only { LeaderGate::elected() } else { LeaderGate::always() };
+    metrics.set_leader(leader.is_leader());
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let (kuryrports, kp_writer) = reflector::store::<KuryrPort>();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        neutron: Neutron::new(session.clone()),
+        octavia: kuryr_openstack::Octavia::new(session.clone()),
+        settings: opts.settings.clone(),
+        pods,
+        kuryrports,
+        cache: NeutronCache::new(opts.settings.neutron_cache_ttl),
+        metrics,
+        events: Events::new(client, &opts.instance, opts.settings.use_events),
+        leader,
+        health: Health::new(),
+        backoff: Backoff::default(),
+        synced: watch::channel(false).0,
+        hooks: Default::default(),
+    });
+    Ok(Shared { ctx, session, pod_writer, kp_writer })
+}
+
+/// Start phase: Lease leader election, when asked for.
+fn spawn_lease(opts: &Options, ctx: &Arc<Context>, shutdown: &watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+    let cfg = opts.leader_election.clone()?;
+    let (client, leader, metrics, health) = (ctx.client.clone(), ctx.leader.clone(), ctx.metrics.clone(), ctx.health.clone());
+    let stop = shutdown_signal(shutdown.clone());
+    Some(tokio::spawn(lease::run(client, cfg, leader, metrics, move || health.beat("leader-election", Duration::from_secs(60)), stop)))
+}
+
+/// Start phase: the pod path. Two watches (Pods, trimmed; KuryrPorts) feed the shared stores,
+/// mark the caches synced once both listed, copy their events to the policy domain's taps, and
+/// cross-trigger: the final deletion of a KuryrPort triggers its pod (to drop the pod
+/// finalizer), the final deletion of a pod its KuryrPort (orphan check). Returns both
+/// controllers behind watchdogs; with the pod handlers off, a future that does nothing.
+fn pod_controllers(
+    opts: &Options,
+    ctx: &Arc<Context>,
+    pod_ctx: &Arc<PodContext>,
+    (pod_writer, kp_writer): (reflector::store::Writer<Pod>, reflector::store::Writer<KuryrPort>),
+    shutdown: &watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let (pod_trigger_tx, pod_trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Pod>>();
+    let (kp_trigger_tx, kp_trigger_rx) = mpsc::unbounded_channel::<ObjectRef<KuryrPort>>();
+    let (pods_done, kps_done) = sync_markers(ctx);
+    let pod_stream = shared_watch(
+        scoped_api::<Pod>(&ctx.client, opts.namespace.as_deref()),
+        trim_pod,
+        pod_writer,
+        WatchFeeds {
+            name: "pods",
+            health: ctx.health.clone(),
+            deleted: kp_trigger_tx,
+            listed: pods_done,
+            tap: ctx.hooks.pod_events.get().cloned(),
+        },
+    )
+    .predicate_filter(pod_fingerprint, PredicateConfig::default());
+    let kp_stream = shared_watch(
+        scoped_api::<KuryrPort>(&ctx.client, opts.namespace.as_deref()),
+        |kp: &mut KuryrPort| kp.metadata.managed_fields = None,
+        kp_writer,
+        WatchFeeds {
+            name: "kuryrports",
+            health: ctx.health.clone(),
+            deleted: pod_trigger_tx,
+            listed: kps_done,
+            tap: ctx.hooks.kuryrport_events.get().cloned(),
+        },
+    );
+
+    let ccfg = ControllerConfig::default().concurrency(opts.concurrency);
+    let pod_controller = Controller::for_stream(pod_stream, ctx.pods.clone())
+        .with_config(ccfg.clone())
+        .reconcile_on(channel_stream(pod_trigger_rx))
+        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
+        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
+        .run(pod::reconcile, pod::error_policy, pod_ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                log_controller_error(pod::CONTROLLER, &e);
+            }
+        });
+    let kp_controller = Controller::for_stream(kp_stream, ctx.kuryrports.clone())
+        .with_config(ccfg)
+        .reconcile_on(channel_stream(kp_trigger_rx))
+        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
+        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
+        .run(kuryrport::reconcile, kuryrport::error_policy, pod_ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                log_controller_error(kuryrport::CONTROLLER, &e);
+            }
+        });
+    let (on, stop, health) = (opts.pods, shutdown.clone(), ctx.health.clone());
+    async move {
+        if on {
+            tokio::join!(
+                watchdog("pod-controller", pod_controller, stop.clone(), health.clone()),
+                watchdog("kuryrport-controller", kp_controller, stop, health)
+            );
+        }
+    }
+}
+
+/// Synced = both watches delivered their initial list (InitDone). Not Store::wait_until_ready:
+/// the controller already waits on it, and its one-waker future would strand a second waiter.
+/// Returns what the pod watch and the KuryrPort watch call on their InitDone.
+fn sync_markers(ctx: &Arc<Context>) -> (impl Fn() + Send + 'static, impl Fn() + Send + 'static) {
+    let pods_listed = Arc::new(AtomicBool::new(false));
+    let kps_listed = Arc::new(AtomicBool::new(false));
+    let listed = |mine: &Arc<AtomicBool>, other: &Arc<AtomicBool>| {
+        let (mine, other, ctx) = (mine.clone(), other.clone(), ctx.clone());
+        move || {
+            mine.store(true, Ordering::Release);
+            if other.load(Ordering::Acquire) && ctx.set_synced() {
+                ctx.health.set_synced();
+                tracing::info!(pods = ctx.pods.len(), kuryrports = ctx.kuryrports.len(), "caches synced");
+            }
+        }
+    };
+    (listed(&pods_listed, &kps_listed), listed(&kps_listed, &pods_listed))
+}
+
+/// Where one shared watch reports, besides its store.
+struct WatchFeeds<K, O, L>
+where
+    O: kube::Resource,
+{
+    /// The watch's name in `/alive`.
+    name: &'static str,
+    health: Health,
+    /// The final deletion of an object triggers the other controller's object of that name.
+    deleted: mpsc::UnboundedSender<ObjectRef<O>>,
+    /// Called on the initial list's end.
+    listed: L,
+    /// Every event, for another domain (the policy domain's tap), when set.
+    tap: Option<mpsc::UnboundedSender<watcher::Event<K>>>,
+}
+
+/// One watch of the pod path: back-off, `trim` before caching, the shared store, then
+/// [`WatchFeeds`]. Yields the applied objects.
+fn shared_watch<K, O, L>(
+    api: Api<K>,
+    trim: impl FnMut(&mut K) + Send + 'static,
+    writer: reflector::store::Writer<K>,
+    feeds: WatchFeeds<K, O, L>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default,
+    O: kube::Resource + 'static,
+    O::DynamicType: Default,
+    L: Fn() + Send + 'static,
+{
+    let WatchFeeds { name, health, deleted, listed, tap } = feeds;
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .inspect(move |ev| match ev {
+            Ok(ev) => {
+                health.watch_ok(name);
+                match ev {
+                    watcher::Event::Delete(o) => {
+                        let _ = deleted.send(ObjectRef::new(&o.name_any()).within(&o.namespace().unwrap_or_default()));
+                    }
+                    watcher::Event::InitDone => listed(),
+                    _ => {}
+                }
+                if let Some(tap) = &tap {
+                    let _ = tap.send(ev.clone());
+                }
+            }
+            Err(e) => health.watch_err(name, e.to_string()),
+        })
+        .applied_objects()
+}
+
+/// A domain's controllers when it is on; nothing when off.
+async fn optional(domain: Option<impl Future<Output = ()>>) {
+    if let Some(d) = domain {
+        d.await;
+    }
 }
 
 /// Start phase: the health (`/alive`, `/ready`) and metrics (`/metrics`) servers, when asked
