@@ -19,6 +19,7 @@ mod daemon;
 mod daemonadd;
 mod guard;
 mod http;
+mod policy;
 mod prom;
 mod results;
 mod services;
@@ -35,6 +36,7 @@ const CNI_EXEC_DESC: &str = "kuryr-cni exec overhead: fork/exec + stdin + stdout
 const DAEMON_ADD_DESC: &str = "kuryr-daemon (release, static) on the local stack: CNI ADD/DEL latency on its unix socket for pods whose VIF is already present and active (the daemon's own work: KuryrPort look-up, attachment record, veth + OVSDB plug into br-int, L3 in the netns; vswitchd's attach and the gratuitous ARPs happen after the answer). Targets ADD p50 ≤ 20 ms, p99 ≤ 100 ms.";
 const BURST_DESC: &str = "kuryr-controller (release) on the local stack: a burst of pods created at once (bound to the node, never sandboxed), without and with a pre-filled warm pool: pod created → KuryrPort VIF written (→ active when the port is already ACTIVE), OpenStack calls per pod, controller RSS.";
 const SERVICES_DESC: &str = "Services through Octavia (ovn provider) with kuryr-controller (release) on the local stack: Service created → first HTTP answer through its ClusterIP (from the node), EndpointSlice change → Octavia pool converged, Octavia member calls per endpoint change next to upstream kuryr's algorithm for the same changes. Targets: first connection p50 ≤ 2 s, converged p50 ≤ 1 s, 1 member call per change.";
+const POLICY_DESC: &str = "NetworkPolicy through Neutron security groups and address groups with kuryr-controller and kuryr-daemon (release) on the local stack, 100 busybox pods through kubelet and 10 policies: pod label change, policy edit and new pod → enforcement observed by real TCP connections from inside a pod's netns (every 20 ms), Neutron calls per pod event, and the floor: one address-group update made by hand → enforcement (OVN's part). Targets: ≤ 1 s p99 to enforcement; calls per pod event constant.";
 const DAEMON_RSS_DESC: &str = "kuryr-daemon resident memory (VmRSS from /proc/<pid>/status) idle after start and after the daemon-add runs; VmHWM is the peak. Target ≤ 30 MiB.";
 
 fn target_dir() -> PathBuf {
@@ -190,6 +192,32 @@ enum Cmd {
         #[command(flatten)]
         out: Out,
     },
+    /// NetworkPolicy enforcement at 100 pods / 10 policies (needs root, the stack, and the node's CNI to itself).
+    Policy {
+        /// The kuryr-controller binary [default: $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release/kuryr-controller].
+        #[arg(long)]
+        controller_bin: Option<PathBuf>,
+        /// The kuryr-daemon binary [default: …/release/kuryr-daemon].
+        #[arg(long)]
+        daemon_bin: Option<PathBuf>,
+        /// The kuryr-cni binary the daemon installs [default: …/release/kuryr-cni].
+        #[arg(long)]
+        cni_bin: Option<PathBuf>,
+        /// Pods in all: 10 servers, the clients, one probe.
+        #[arg(long, default_value_t = 100)]
+        pods: usize,
+        /// NetworkPolicies (one per server group).
+        #[arg(long, default_value_t = 10)]
+        policies: usize,
+        /// Samples per measured event.
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+        /// Give up on one event after this long (s).
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        #[command(flatten)]
+        out: Out,
+    },
     /// Remove everything a benchmark run may have left on the stack.
     Cleanup,
 }
@@ -309,6 +337,36 @@ fn main() -> Result<()> {
             };
             let run = rt.block_on(services::run(&o, &repo()))?;
             record(run, &out, "services", SERVICES_DESC)
+        }
+        Cmd::Policy {
+            controller_bin,
+            daemon_bin,
+            cni_bin,
+            pods,
+            policies,
+            samples,
+            timeout,
+            out,
+        } => {
+            require_root()?;
+            let release = |name: &str, given: Option<PathBuf>| {
+                given.unwrap_or_else(|| {
+                    target_dir()
+                        .join("x86_64-unknown-linux-gnu/release")
+                        .join(name)
+                })
+            };
+            let o = policy::Opts {
+                controller_bin: release("kuryr-controller", controller_bin),
+                daemon_bin: release("kuryr-daemon", daemon_bin),
+                cni_bin: release("kuryr-cni", cni_bin),
+                pods,
+                policies,
+                samples,
+                timeout: Duration::from_secs(timeout),
+            };
+            let run = rt.block_on(policy::run(&o, &repo()))?;
+            record(run, &out, "policy", POLICY_DESC)
         }
         Cmd::Summary { results_dir } => {
             let p = results::write_summary(&results_dir)?;

@@ -6,7 +6,8 @@
 #   the upper half; the apiserver's service range is the lower half), router kuryr-router
 #   with interfaces on both subnets, external network public (admin; its gateway_ip is the host's
 #   address on br-ex, hack/stack/ext-net.sh) as router gateway,
-#   security group kuryr-pods (all traffic from the pod and service subnets).
+#   security group kuryr-pods (all traffic from the pod and service subnets);
+#   the k8s project's network quotas raised (security groups, rules, ports, networks, subnets).
 # Writes $STACK_STATE/stack.env (ids) and $STACK_STATE/kuryr.conf.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,6 +44,10 @@ find_or_create() {
   echo "$id" > "$STATE/.last_id"
 }
 last() { cat "$STATE/.last_id"; }
+
+# Quotas a cluster's worth of pods, Services and NetworkPolicies needs (Neutron's defaults:
+# 10 security groups, 100 rules, 500 ports per project; upstream kuryr's docs raise them too).
+api "$ATOK" PUT "/quotas/$K8S_PROJECT_ID" '{"quota":{"security_group":1000,"security_group_rule":10000,"port":2000,"network":200,"subnet":200}}' >/dev/null
 
 find_or_create "$ATOK" networks public '{"network":{"name":"public","router:external":true,"provider:network_type":"flat","provider:physical_network":"public","shared":false}}'
 EXT_NET=$(last)

@@ -579,6 +579,24 @@ async fn notes_become_one_warning_each() {
     assert_eq!(api.events().iter().filter(|e| e["reason"] == "PolicyNotEnforceable").count(), 1);
 }
 
+/// A pass Neutron refuses (the project's security group quota) becomes a Warning Event on the
+/// NetworkPolicy naming the refusal, and the pass is retried.
+#[tokio::test]
+async fn a_refused_pass_becomes_a_warning_on_the_networkpolicy() {
+    let cloud = Cloud::start().await;
+    let policy = np(json!([{"port": 80}]));
+    let (h, api, knp) = ready(&cloud, &policy).await;
+    cloud.sim.lock().unwrap_or_else(|e| e.into_inner()).group_quota = Some(0);
+    let err = knp::apply(&h.policy, &knp, &policy).await.expect_err("the quota refuses the groups");
+    let action = knp::error_policy(Arc::new(knp.clone()), &err, h.policy.clone());
+    assert_ne!(action, kube::runtime::controller::Action::await_change(), "a refused pass is retried");
+    let ev = api.wait_event("PolicyNotApplied").await;
+    let note = ev["note"].as_str().unwrap_or_default();
+    assert!(note.contains("Quota exceeded"), "{ev}");
+    assert_eq!(ev["regarding"]["kind"], "NetworkPolicy", "{ev}");
+    assert_eq!(ev["regarding"]["name"], knp.metadata.name.clone().unwrap_or_default(), "{ev}");
+}
+
 /// The NetworkPolicy reconciler: finalizer first, then the KuryrNetworkPolicy in upstream's
 /// shape (owner, finalizer, `networkPolicyLink`, rules under `sgRule`); no Neutron call.
 #[tokio::test]

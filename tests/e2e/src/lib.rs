@@ -233,3 +233,25 @@ pub fn wait_vswitchd_restarted(old: u32) -> u32 {
         || vswitchd_pid().filter(|p| *p != old && vswitchd_answers()),
     )
 }
+
+/// The host PID of a process of pod `ns/pod` (found by the pod UID in its cgroup path), to run
+/// host tools in the pod's network namespace.
+pub fn pod_pid(ns: &str, pod: &str) -> u32 {
+    let uid = crate::deploy::kjson(kubectl().args(["get", "pod", "-n", ns, pod, "-o", "json"]))
+        ["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    let forms = [format!("pod{uid}"), format!("pod{}", uid.replace('-', "_"))];
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if forms.iter().any(|f| cg.contains(f.as_str())) && comm.trim() != "pause" {
+            return pid;
+        }
+    }
+    panic!("no process of pod {ns}/{pod} (uid {uid}) found in /proc");
+}

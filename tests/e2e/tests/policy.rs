@@ -23,6 +23,12 @@ use std::time::{Duration, Instant};
 /// sub-second; the printed times are what to look at).
 const CONVERGE: Duration = Duration::from_secs(30);
 
+/// One test at a time owns the node's kuryr-daemon (the conflist): hack/test runs two at once.
+fn node_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Setup {
     _conf: ConfigFile,
     daemon: Proc,
@@ -30,17 +36,29 @@ struct Setup {
 }
 
 fn start(cloud: &Cloud) -> Setup {
+    start_with(cloud, "")
+}
+
+/// [`start`] with more handlers (e.g. `,service,endpoints,kuryrloadbalancer`).
+fn start_with(cloud: &Cloud, more_handlers: &str) -> Setup {
     let env = stack_env();
-    // The node reaches pods from the external network (kubelet probes): the Infra group's CIDR.
+    // The node reaches pods from its address on the pod network (its Neutron port: kubelet
+    // probes) and from the external network: both are infrastructure, allowed under any policy.
     let ext = cloud
         .rt
         .block_on(cloud.neutron.get_subnet(&env["EXT_SUBNET_ID"]))
         .expect("external subnet");
+    let node_ip = std::fs::read_to_string(kuryr_e2e::state_dir().join("node-port.env"))
+        .expect("node-port.env (hack/stack/node-port.sh)")
+        .lines()
+        .find_map(|l| l.strip_prefix("NODE_PORT_IP=").map(str::to_string))
+        .expect("NODE_PORT_IP");
     let conf = kuryr::config_with(
         "np",
         &format!(
-            "[kubernetes]\nenabled_handlers = vif,kuryrport,policy,kuryrnetworkpolicy\n\
-             [network_policy]\nallow_cidrs = {}\n",
+            "[kubernetes]\nenabled_handlers = vif,kuryrport,policy,kuryrnetworkpolicy{more_handlers}\n\
+             endpoints_driver_octavia_provider = ovn\n\
+             [network_policy]\nallow_cidrs = {},{node_ip}/32\n",
             ext.cidr
         ),
     );
@@ -190,6 +208,7 @@ fn neutron_leftovers(cloud: &Cloud, ns: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn network_policies_are_enforced_by_neutron_and_converge_fast() {
+    let _node = node_lock();
     let cloud = Cloud::connect();
     let mut s = start(&cloud);
     let env = stack_env();
@@ -551,6 +570,428 @@ fn network_policies_are_enforced_by_neutron_and_converge_fast() {
     }
     assert!(s.daemon.alive() && s.controller.alive(), "kuryr crashed");
     // The pods go while the controller still runs (their finalizers are its).
+    for ns in [&na, &nb] {
+        let _ = run(kubectl().args([
+            "delete",
+            "pods",
+            "--all",
+            "-n",
+            ns,
+            "--wait=true",
+            "--timeout=60s",
+        ]));
+    }
+    drop(a);
+    drop(b);
+    s.controller.stop();
+    s.daemon.stop();
+}
+
+/// A busybox pod serving HTTP on 8080 and 9090; container port `web` is `web` (8080 or 9090),
+/// so a named port means a different number on different pods.
+fn server_named(ns: &str, name: &str, labels: Value, web: u16) -> Value {
+    let other = if web == 8080 { 9090 } else { 8080 };
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "web", "image": "localhost/kuryr/busybox:1.35", "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && httpd -p 9090 -h /www && exec httpd -f -p 8080 -h /www"],
+                "ports": [{"name": "web", "containerPort": web}, {"containerPort": other}]
+            }]
+        }
+    })
+}
+
+/// A UDP echo server (`pong <datagram>`) on `port` in `ns/pod`'s netns, run by the host's
+/// python3 (busybox has no UDP server); killed on drop.
+struct UdpEcho(std::process::Child);
+
+impl UdpEcho {
+    fn start(ns: &str, pod: &str, port: u16) -> UdpEcho {
+        let pid = kuryr_e2e::pod_pid(ns, pod);
+        let code = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',{port}))\nwhile True:\n d,a=s.recvfrom(512)\n s.sendto(b'pong '+d,a)\n"
+        );
+        let child = std::process::Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-n", "python3", "-c", &code])
+            .spawn()
+            .expect("spawn the UDP echo server");
+        UdpEcho(child)
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `ns/from` gets an answer from the UDP echo at `ip:port`: one datagram sent from the
+/// pod's netns by the host's python3 (busybox's nc has no UDP), 1 s for the answer.
+fn reach_udp(ns: &str, from: &str, ip: &str, port: u16) -> bool {
+    let pid = kuryr_e2e::pod_pid(ns, from);
+    let code = format!(
+        "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1)\ns.sendto(b'ping',('{ip}',{port}))\ntry:\n sys.exit(0 if s.recv(512)==b'pong ping' else 1)\nexcept OSError:\n sys.exit(1)\n"
+    );
+    run(std::process::Command::new("nsenter").args([
+        "-t",
+        &pid.to_string(),
+        "-n",
+        "python3",
+        "-c",
+        &code,
+    ]))
+    .status
+    .success()
+}
+
+/// Whether this host (the node) gets an HTTP answer from `ip:port`.
+fn reach_from_host(ip: &str, port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(addr) = format!("{ip}:{port}").parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = c.write_all(b"GET / HTTP/1.0\r\n\r\n");
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out.contains("200 OK")
+}
+
+/// Polls `probe` until it is `want` (within [`CONVERGE`]); prints how long it took.
+fn converge_with(what: &str, want: bool, probe: impl Fn() -> bool) -> Duration {
+    let t0 = Instant::now();
+    wait_for(what, CONVERGE, Duration::from_millis(50), || {
+        (probe() == want).then_some(())
+    });
+    let took = t0.elapsed();
+    eprintln!("{what}: {took:?}");
+    took
+}
+
+/// The rest of the reachability matrix (issue 14), each cell real traffic that can fail: both
+/// selectors in one peer, `endPort`, a named port that is a different number on each selected
+/// pod, two overlapping policies (union, and one deleted), UDP, through a Service's Octavia VIP
+/// (the OVN provider keeps the client's address, so the backend's policy decides), and from the
+/// node (allowed through `[network_policy] allow_cidrs`, so kubelet probes keep working).
+#[test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+fn network_policy_matrix_selectors_ports_udp_service_vip_and_host() {
+    let _node = node_lock();
+    let cloud = Cloud::connect();
+    let mut s = start_with(&cloud, ",service,endpoints,kuryrloadbalancer");
+    let a = Namespace::create("kst-npm-a-");
+    let b = Namespace::create("kst-npm-b-");
+    must(kubectl().args(["label", "namespace", &b.0, "team=b"]));
+    let (na, nb) = (a.0.clone(), b.0.clone());
+    a.apply_json(
+        "s1",
+        &server_named(&na, "s1", json!({"app": "server"}), 8080),
+    );
+    a.apply_json(
+        "s2",
+        &server_named(&na, "s2", json!({"app": "server"}), 9090),
+    );
+    a.apply_json(
+        "client-a",
+        &client(&na, "client-a", json!({"role": "client"})),
+    );
+    a.apply_json("other-a", &client(&na, "other-a", json!({"role": "other"})));
+    b.apply_json(
+        "client-b",
+        &client(&nb, "client-b", json!({"role": "client"})),
+    );
+    b.apply_json("plain-b", &client(&nb, "plain-b", json!({"role": "other"})));
+    wait_ready(&na);
+    wait_ready(&nb);
+    let (s1, s2) = (pod_ip(&na, "s1"), pod_ip(&na, "s2"));
+    let _udp = UdpEcho::start(&na, "s1", 5353);
+
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(
+            "the UDP echo to answer",
+            CONVERGE,
+            Duration::from_millis(200),
+            || reach_udp(&na, "client-a", &s1, 5353).then_some(()),
+        );
+        check("no policy: other-a", &na, "other-a", &s1, 8080, true);
+        a.apply_json(
+            "deny",
+            &policy(
+                &na,
+                "deny",
+                json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+            ),
+        );
+        converge("default deny ingress", &na, "other-a", &s1, 8080, false);
+        assert!(
+            !reach_udp(&na, "client-a", &s1, 5353),
+            "UDP open under default deny"
+        );
+
+        // The node still reaches the pods (allow_cidrs).
+        converge_with("from the node under default deny", true, || {
+            reach_from_host(&s1, 8080)
+        });
+
+        // namespaceSelector and podSelector in one peer: both must match.
+        a.apply_json(
+            "both",
+            &policy(
+                &na,
+                "both",
+                json!({"podSelector": {"matchLabels": {"app": "server"}},
+                       "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "b"}},
+                                              "podSelector": {"matchLabels": {"role": "client"}}}],
+                                    "ports": [{"port": 8080}]}]}),
+            ),
+        );
+        converge(
+            "both selectors: client in team=b",
+            &nb,
+            "client-b",
+            &s1,
+            8080,
+            true,
+        );
+        check(
+            "both selectors: other pod in team=b",
+            &nb,
+            "plain-b",
+            &s1,
+            8080,
+            false,
+        );
+        check(
+            "both selectors: client in A",
+            &na,
+            "client-a",
+            &s1,
+            8080,
+            false,
+        );
+        delete_policy(&na, "both");
+        converge("both selectors deleted", &nb, "client-b", &s1, 8080, false);
+
+        // endPort: 9000-9100 opens 9090, not 8080.
+        a.apply_json(
+            "range",
+            &policy(
+                &na,
+                "range",
+                json!({"podSelector": {"matchLabels": {"app": "server"}},
+                       "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                                    "ports": [{"protocol": "TCP", "port": 9000, "endPort": 9100}]}]}),
+            ),
+        );
+        converge("endPort range: 9090", &na, "client-a", &s1, 9090, true);
+        check(
+            "endPort range: 8080 outside",
+            &na,
+            "client-a",
+            &s1,
+            8080,
+            false,
+        );
+        delete_policy(&na, "range");
+        converge("endPort policy deleted", &na, "client-a", &s1, 9090, false);
+
+        // A named port: `web` is 8080 on s1 and 9090 on s2.
+        a.apply_json(
+            "named",
+            &policy(
+                &na,
+                "named",
+                json!({"podSelector": {"matchLabels": {"app": "server"}},
+                       "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                                    "ports": [{"port": "web"}]}]}),
+            ),
+        );
+        converge("named port on s1 (8080)", &na, "client-a", &s1, 8080, true);
+        converge("named port on s2 (9090)", &na, "client-a", &s2, 9090, true);
+        check(
+            "named port: s1's 9090 is not web",
+            &na,
+            "client-a",
+            &s1,
+            9090,
+            false,
+        );
+        check(
+            "named port: s2's 8080 is not web",
+            &na,
+            "client-a",
+            &s2,
+            8080,
+            false,
+        );
+
+        // A second policy over the same pods: the union; deleting one keeps the other.
+        a.apply_json(
+            "other-9090",
+            &policy(
+                &na,
+                "other-9090",
+                json!({"podSelector": {"matchLabels": {"app": "server"}},
+                       "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "other"}}}],
+                                    "ports": [{"port": 9090}]}]}),
+            ),
+        );
+        converge("overlap: other-a to 9090", &na, "other-a", &s1, 9090, true);
+        check("overlap: other-a to 8080", &na, "other-a", &s1, 8080, false);
+        check(
+            "overlap: client-a keeps web",
+            &na,
+            "client-a",
+            &s1,
+            8080,
+            true,
+        );
+        check(
+            "overlap: client-a not 9090 on s1",
+            &na,
+            "client-a",
+            &s1,
+            9090,
+            false,
+        );
+        delete_policy(&na, "named");
+        converge("overlap: named deleted", &na, "client-a", &s1, 8080, false);
+        check(
+            "overlap: the other policy stays",
+            &na,
+            "other-a",
+            &s1,
+            9090,
+            true,
+        );
+        delete_policy(&na, "other-9090");
+
+        // UDP.
+        a.apply_json(
+            "udp",
+            &policy(
+                &na,
+                "udp",
+                json!({"podSelector": {"matchLabels": {"app": "server"}},
+                       "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                                    "ports": [{"protocol": "UDP", "port": 5353}]}]}),
+            ),
+        );
+        converge_with("UDP allowed from client-a", true, || {
+            reach_udp(&na, "client-a", &s1, 5353)
+        });
+        assert!(!reach_udp(&na, "other-a", &s1, 5353), "UDP open to other-a");
+        check("UDP policy opens no TCP", &na, "client-a", &s1, 8080, false);
+        delete_policy(&na, "udp");
+        converge_with("UDP policy deleted", false, || {
+            reach_udp(&na, "client-a", &s1, 5353)
+        });
+
+        // Through a Service VIP: the backends' policy decides, by the client's own address.
+        a.apply_json(
+            "web",
+            &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": na},
+                    "spec": {"selector": {"app": "server"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+        );
+        a.apply_json(
+            "svc-allow",
+            &policy(
+                &na,
+                "svc-allow",
+                json!({"podSelector": {"matchLabels": {"app": "server"}},
+                       "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                                    "ports": [{"port": 8080}]}]}),
+            ),
+        );
+        let vip = kjson(kubectl().args(["get", "service", "-n", &na, "web", "-o", "json"]))["spec"]
+            ["clusterIP"]
+            .as_str()
+            .expect("clusterIP")
+            .to_string();
+        let t = Instant::now();
+        wait_for(
+            "the Service VIP to answer client-a",
+            Duration::from_secs(120),
+            Duration::from_millis(200),
+            || reach(&na, "client-a", &vip, 80).then_some(()),
+        );
+        eprintln!(
+            "Service VIP answered client-a {:?} after the Service was created",
+            t.elapsed()
+        );
+        for _ in 0..3 {
+            check(
+                "through the VIP: other-a denied by the backends' policy",
+                &na,
+                "other-a",
+                &vip,
+                80,
+                false,
+            );
+            check(
+                "through the VIP: client-a allowed",
+                &na,
+                "client-a",
+                &vip,
+                80,
+                true,
+            );
+        }
+        must(kubectl().args([
+            "delete",
+            "service",
+            "-n",
+            &na,
+            "web",
+            "--wait=true",
+            "--timeout=120s",
+        ]));
+
+        must(kubectl().args([
+            "delete",
+            "networkpolicy",
+            "--all",
+            "-n",
+            &na,
+            "--wait=true",
+            "--timeout=60s",
+        ]));
+        converge("all deleted: open again", &na, "other-a", &s1, 8080, true);
+        assert!(reach_udp(&na, "other-a", &s1, 5353), "UDP not open again");
+        wait_for(
+            "KuryrNetworkPolicies gone",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                let k =
+                    kjson(kubectl().args(["get", "kuryrnetworkpolicies", "-n", &na, "-o", "json"]));
+                k["items"]
+                    .as_array()
+                    .is_some_and(|a| a.is_empty())
+                    .then_some(())
+            },
+        );
+        let left = neutron_leftovers(&cloud, &na);
+        assert!(left.is_empty(), "left in Neutron: {left:?}");
+    }));
+    if let Err(e) = result {
+        let knp = run(kubectl().args(["get", "kuryrnetworkpolicies", "-A", "-o", "yaml"]));
+        eprintln!(
+            "KuryrNetworkPolicies:\n{}",
+            String::from_utf8_lossy(&knp.stdout)
+        );
+        eprintln!("controller:\n{}", s.controller.log_tail(80));
+        std::panic::resume_unwind(e);
+    }
+    assert!(s.daemon.alive() && s.controller.alive(), "kuryr crashed");
     for ns in [&na, &nb] {
         let _ = run(kubectl().args([
             "delete",

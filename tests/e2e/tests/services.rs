@@ -6,7 +6,7 @@
 
 use kuryr_e2e::deploy::{kjson, pod_ready, pods};
 use kuryr_e2e::kuryr::{self, ConfigFile, Namespace};
-use kuryr_e2e::{kubectl, must, openstack, run, wait_for, Proc};
+use kuryr_e2e::{kubectl, must, openstack, pod_pid, run, wait_for, Proc};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -111,27 +111,6 @@ fn answers(ns: &str, client: &str, host: &str, port: u16, n: usize) -> Vec<Strin
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
         .collect()
-}
-
-/// The host PID of a process of pod `ns/pod` (found by the pod UID in its cgroup path), to run
-/// host tools in the pod's network namespace.
-fn pod_pid(ns: &str, pod: &str) -> u32 {
-    let uid = kjson(kubectl().args(["get", "pod", "-n", ns, pod, "-o", "json"]))["metadata"]["uid"]
-        .as_str()
-        .expect("uid")
-        .to_string();
-    let forms = [format!("pod{uid}"), format!("pod{}", uid.replace('-', "_"))];
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if forms.iter().any(|f| cg.contains(f.as_str())) && comm.trim() != "pause" {
-            return pid;
-        }
-    }
-    panic!("no process of pod {ns}/{pod} (uid {uid}) found in /proc");
 }
 
 fn client_pod(ns: &str) -> Value {

@@ -33,7 +33,30 @@ use tracing::Instrument;
 pub const CONTROLLER: &str = "kuryrnetworkpolicy";
 
 pub fn error_policy(knp: Arc<KuryrNetworkPolicy>, err: &Error, p: Arc<Policy>) -> Action {
+    // A policy Neutron could not be made to enforce (a refused call, a quota) is news to the
+    // user of the NetworkPolicy, not only to the controller's log.
+    if !matches!(err.inner(), Error::NotLeader) {
+        p.ctx.events.warning(
+            networkpolicy_ref(&knp),
+            "PolicyNotApplied",
+            "Apply",
+            format!("the policy is not (fully) enforced yet: {err}"),
+        );
+    }
     error_action(CONTROLLER, &knp.namespace().unwrap_or_default(), &knp.name_any(), err, &p.ctx)
+}
+
+/// The NetworkPolicy a KuryrNetworkPolicy stands for (same namespace and name; uid from its
+/// owner reference).
+fn networkpolicy_ref(knp: &KuryrNetworkPolicy) -> k8s_openapi::api::core::v1::ObjectReference {
+    k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("networking.k8s.io/v1".into()),
+        kind: Some("NetworkPolicy".into()),
+        namespace: knp.namespace(),
+        name: Some(knp.name_any()),
+        uid: knp.owner_references().iter().find(|o| o.kind == "NetworkPolicy").map(|o| o.uid.clone()),
+        ..Default::default()
+    }
 }
 
 /// The uid of the NetworkPolicy owning `knp`, if it names one.

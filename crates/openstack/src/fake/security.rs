@@ -31,6 +31,8 @@ pub struct SecuritySim {
     pub rules: BTreeMap<String, SecurityGroupRule>,
     pub address_groups: BTreeMap<String, AddressGroup>,
     pub project_id: String,
+    /// Neutron's `security_group` quota: creates beyond it are refused (409 OverQuota).
+    pub group_quota: Option<usize>,
     next: u64,
 }
 
@@ -208,6 +210,13 @@ impl SecuritySim {
     }
 
     fn create_group(&mut self, b: &Value) -> Reply {
+        if self.group_quota.is_some_and(|q| self.groups.len() >= q) {
+            return error(
+                409,
+                "OverQuota",
+                "Quota exceeded for resources: ['security_group'].",
+            );
+        }
         let id = self.id("sg");
         let g = SecurityGroup {
             id: id.clone(),
