@@ -330,7 +330,7 @@ pub async fn run(o: &Opts, repo: &Path) -> Result<Run> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     drop(daemon);
-    drop(controller);
+    controller.stop();
     if result.is_err() {
         let kept = dir.keep();
         eprintln!("logs and the daemon's state kept in {}", kept.display());
