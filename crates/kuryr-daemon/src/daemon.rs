@@ -78,6 +78,8 @@ pub struct DaemonOptions {
     pub conflist: Option<ConflistOptions>,
     /// Copy this `kuryr-cni` binary into the CNI bin dir at start-up.
     pub install_cni: Option<(PathBuf, PathBuf)>,
+    /// Copy the shipped CNI plugins (directory, CNI bin dir, policy) at start-up.
+    pub install_plugins: Option<(PathBuf, PathBuf, conflist::PluginInstall)>,
     pub health_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub ovsdb_endpoint: String,
@@ -180,6 +182,26 @@ impl Daemon {
             let dest = conflist::install_cni_binary(from, bin_dir)
                 .map_err(io_err("install kuryr-cni into", bin_dir))?;
             tracing::info!(dest = %dest.display(), "installed kuryr-cni");
+        }
+        if let Some((from, bin_dir, policy)) = &opts.install_plugins {
+            let done = conflist::install_plugins(from, bin_dir, *policy)
+                .map_err(io_err("install the CNI plugins into", bin_dir))?;
+            for (name, outcome) in done {
+                let dest = bin_dir.join(&name);
+                tracing::info!(plugin = %name, dest = %dest.display(), ?outcome, "CNI plugin");
+            }
+        }
+        if let Some(c) = &opts.conflist {
+            for p in c.chain.iter().filter(|p| !p.is_empty()) {
+                let bin = opts
+                    .install_plugins
+                    .as_ref()
+                    .map(|(_, b, _)| b.clone())
+                    .or_else(|| opts.install_cni.as_ref().map(|(_, b)| b.clone()));
+                if let Some(bin) = bin.filter(|b| !b.join(p).exists()) {
+                    tracing::warn!(plugin = %p, dir = %bin.display(), "a chained CNI plugin is not in the CNI bin dir: pods will fail ADD");
+                }
+            }
         }
         let store = AttachmentStore::open(&opts.attachments_dir)?;
         {
