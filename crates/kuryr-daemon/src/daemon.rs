@@ -258,6 +258,10 @@ impl Daemon {
         let cni = Arc::new(Cni {
             settings: Settings {
                 vif_timeout: cfg.cni_daemon.vif_annotation_timeout,
+                chain: opts
+                    .conflist
+                    .as_ref()
+                    .map(|c| crate::chained::ChainCaps::of(&c.chain)),
             },
             cluster: cluster.clone(),
             env,
