@@ -64,6 +64,8 @@ pub struct Args {
     #[arg(long)]
     pub no_conflist: bool,
     /// Chained plugins after kuryr-cni in the conflist (e.g. portmap,bandwidth); repeatable.
+    /// With --no-conflist: the chain of the static conflist (for the Events about pods asking
+    /// for a plugin that is not chained).
     #[arg(long, value_delimiter = ',')]
     pub chain: Vec<String>,
     /// `cniVersion` of the conflist (and so of the results kuryr-cni prints). 1.1.0 adds STATUS
@@ -137,6 +139,8 @@ impl Args {
                 .install_cni_from
                 .clone()
                 .map(|f| (f, self.cni_bin_dir.clone())),
+            chain_caps: (self.no_conflist && !self.chain.is_empty())
+                .then(|| crate::chained::ChainCaps::of(&self.chain)),
             install_plugins: self.install_cni_plugins_from.clone().map(|f| {
                 (f, self.cni_bin_dir.clone(), self.cni_plugins_install)
             }),

@@ -78,6 +78,9 @@ pub struct DaemonOptions {
     pub conflist: Option<ConflistOptions>,
     /// Copy this `kuryr-cni` binary into the CNI bin dir at start-up.
     pub install_cni: Option<(PathBuf, PathBuf)>,
+    /// What the chain after kuryr-cni does when the conflist is not the daemon's to write
+    /// (`--no-conflist --chain ...`: a static conflist naming that chain); else from `conflist`.
+    pub chain_caps: Option<crate::chained::ChainCaps>,
     /// Copy the shipped CNI plugins (directory, CNI bin dir, policy) at start-up.
     pub install_plugins: Option<(PathBuf, PathBuf, conflist::PluginInstall)>,
     pub health_addr: SocketAddr,
@@ -258,10 +261,11 @@ impl Daemon {
         let cni = Arc::new(Cni {
             settings: Settings {
                 vif_timeout: cfg.cni_daemon.vif_annotation_timeout,
-                chain: opts
-                    .conflist
-                    .as_ref()
-                    .map(|c| crate::chained::ChainCaps::of(&c.chain)),
+                chain: opts.chain_caps.or_else(|| {
+                    opts.conflist
+                        .as_ref()
+                        .map(|c| crate::chained::ChainCaps::of(&c.chain))
+                }),
             },
             cluster: cluster.clone(),
             env,

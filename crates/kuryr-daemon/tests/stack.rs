@@ -479,6 +479,7 @@ async fn start_daemon_probing(
         }),
         install_cni: None,
         install_plugins: None,
+        chain_caps: None,
         health_addr: "127.0.0.1:0".parse().expect("addr"),
         metrics_addr: "127.0.0.1:0".parse().expect("addr"),
         ovsdb_endpoint: kuryr_ovsdb::DEFAULT_ENDPOINT.into(),

@@ -279,6 +279,21 @@ fn chart_renders_and_the_checked_in_manifests_are_current() {
         "{}",
         container(ds)["args"]
     );
+    // hostPort and traffic shaping out of the box: portmap and bandwidth chained, shipped in
+    // the image and installed next to kuryr-cni (issue 17).
+    let args: Vec<String> = container(ds)["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    for want in [
+        "--chain=portmap,bandwidth",
+        "--install-cni-plugins-from=/usr/libexec/kuryr/cni-plugins",
+        "--cni-plugins-install=unless-newer",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
+    }
 
     // Values: API server override, --install-crds with its RBAC, CA bundle, an existing Secret.
     let objs = render(&[
@@ -310,7 +325,7 @@ fn chart_renders_and_the_checked_in_manifests_are_current() {
     }
     assert!(container(find(&objs, "DaemonSet", "kuryr-daemon"))["args"]
         .to_string()
-        .contains("--chain=portmap"));
+        .contains("\"--chain=portmap\""));
     let objs = render(&[
         "neutron.existingSecret=my-kuryr",
         "controller.leaderElect=false",
@@ -681,6 +696,33 @@ fn install_host_places_cni_units_and_conflist() {
         cl["plugins"][0]["daemon_socket"],
         "/run/kuryr/kuryr-daemon.sock"
     );
+    // portmap and bandwidth chained by default, with the capabilities the runtime fills, and
+    // shipped: the pinned reference plugins, for the daemon to install next to kuryr-cni.
+    assert_eq!(
+        cl["plugins"][1],
+        json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+        "{cl}"
+    );
+    assert_eq!(
+        cl["plugins"][2],
+        json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
+        "{cl}"
+    );
+    let defaults = std::fs::read_to_string(at("/etc/default/kuryr-daemon")).expect("defaults");
+    for want in [
+        "--chain portmap,bandwidth",
+        "--install-cni-plugins-from /usr/local/libexec/kuryr/cni-plugins",
+    ] {
+        assert!(defaults.contains(want), "{want} not in {defaults}");
+    }
+    for p in ["portmap", "bandwidth"] {
+        let out = run(Command::new(at(&format!("/usr/local/libexec/kuryr/cni-plugins/{p}"))));
+        let about = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            about.starts_with(&format!("CNI {p} plugin v")),
+            "{p}: {about}"
+        );
+    }
     let mut plugin = cl["plugins"][0].clone();
     plugin["cniVersion"] = cl["cniVersion"].clone();
     plugin["name"] = cl["name"].clone();
@@ -743,6 +785,7 @@ fn install_host_places_cni_units_and_conflist() {
     for p in [
         "/opt/cni/bin/kuryr-cni",
         "/usr/local/bin/kuryr-daemon",
+        "/usr/local/libexec/kuryr/cni-plugins/portmap",
         "/usr/local/bin/kuryr-controller",
         "/etc/systemd/system/kuryr-daemon.service",
         "/etc/systemd/system/kuryr-controller.service",
