@@ -141,9 +141,10 @@ impl Args {
                 .map(|f| (f, self.cni_bin_dir.clone())),
             chain_caps: (self.no_conflist && !self.chain.is_empty())
                 .then(|| crate::chained::ChainCaps::of(&self.chain)),
-            install_plugins: self.install_cni_plugins_from.clone().map(|f| {
-                (f, self.cni_bin_dir.clone(), self.cni_plugins_install)
-            }),
+            install_plugins: self
+                .install_cni_plugins_from
+                .clone()
+                .map(|f| (f, self.cni_bin_dir.clone(), self.cni_plugins_install)),
             health_addr,
             metrics_addr,
             ovsdb_endpoint: self.ovsdb.clone(),

@@ -342,7 +342,10 @@ mod tests {
             parse_plugin_version("CNI bandwidth plugin v1.10.2-rc1"),
             Some((1, 10, 2))
         );
-        assert_eq!(parse_plugin_version("CNI portmap plugin v2.1"), Some((2, 1, 0)));
+        assert_eq!(
+            parse_plugin_version("CNI portmap plugin v2.1"),
+            Some((2, 1, 0))
+        );
         assert_eq!(
             parse_plugin_version("CNI portmap plugin version unknown"),
             None
@@ -435,14 +438,21 @@ mod tests {
                 fs::read(from.join(p)).expect("read")
             );
             assert_eq!(
-                fs::metadata(bin.join(p)).expect("meta").permissions().mode() & 0o777,
+                fs::metadata(bin.join(p))
+                    .expect("meta")
+                    .permissions()
+                    .mode()
+                    & 0o777,
                 0o755
             );
         }
         assert!(!bin.join("README").exists());
         // Again: nothing to do.
         let again = install_plugins(&from, &bin, PluginInstall::UnlessNewer).expect("again");
-        assert!(again.iter().all(|(_, o)| *o == PluginOutcome::Current), "{again:?}");
+        assert!(
+            again.iter().all(|(_, o)| *o == PluginOutcome::Current),
+            "{again:?}"
+        );
 
         // A newer host copy stays, unless the operator says otherwise.
         fake_plugin(&bin.join("portmap"), "v2.0.0");
@@ -456,8 +466,10 @@ mod tests {
                 }
             )
         );
-        assert!(String::from_utf8_lossy(&fs::read(bin.join("portmap")).expect("read"))
-            .contains("v2.0.0"));
+        assert!(
+            String::from_utf8_lossy(&fs::read(bin.join("portmap")).expect("read"))
+                .contains("v2.0.0")
+        );
         install_plugins(&from, &bin, PluginInstall::Always).expect("always");
         assert_eq!(
             fs::read(bin.join("portmap")).expect("read"),

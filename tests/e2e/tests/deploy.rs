@@ -716,7 +716,9 @@ fn install_host_places_cni_units_and_conflist() {
         assert!(defaults.contains(want), "{want} not in {defaults}");
     }
     for p in ["portmap", "bandwidth"] {
-        let out = run(Command::new(at(&format!("/usr/local/libexec/kuryr/cni-plugins/{p}"))));
+        let out = run(&mut Command::new(at(&format!(
+            "/usr/local/libexec/kuryr/cni-plugins/{p}"
+        ))));
         let about = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(
             about.starts_with(&format!("CNI {p} plugin v")),
