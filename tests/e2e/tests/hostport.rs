@@ -394,6 +394,33 @@ fn ingress_mbps(ip: IpAddr, bytes: usize) -> f64 {
     bytes as f64 * 8.0 / secs / 1e6
 }
 
+/// The token bucket `bandwidth` put on a pod's host-side interface: (rate, burst) in bytes.
+fn pod_tbf(ns: &str, pod: &str) -> (u64, u64) {
+    let tap = must(kubectl().args([
+        "get",
+        "kuryrport",
+        "-n",
+        ns,
+        pod,
+        "-o",
+        "jsonpath={.status.vifs.eth0.vif.hostIfname}",
+    ]));
+    let tap = tap.trim();
+    let out = must(Command::new("tc").args(["-j", "qdisc", "show", "dev", tap]));
+    let q: Value = serde_json::from_str(&out).expect("tc json");
+    let tbf = q
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|q| q["kind"] == "tbf")
+        .unwrap_or_else(|| panic!("no tbf qdisc on {tap} of {pod}: {out}"));
+    println!("{pod}: {tap} {tbf}");
+    (
+        tbf["options"]["rate"].as_u64().expect("rate"),
+        tbf["options"]["burst"].as_u64().expect("burst"),
+    )
+}
+
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn ingress_bandwidth_annotation_shapes_the_pod() {
@@ -417,34 +444,65 @@ fn ingress_bandwidth_annotation_shapes_the_pod() {
     );
     wait_ready(&ns.0);
     let (free, shaped) = (pod_ip(&ns.0, "free"), pod_ip(&ns.0, "shaped"));
-    // The pod's host-side veth carries bandwidth's token bucket.
-    let qdiscs = String::from_utf8_lossy(&run(Command::new("tc").args(["qdisc", "show"])).stdout)
-        .lines()
-        .filter(|l| l.contains("tbf"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    println!("tbf qdiscs:\n{qdiscs}");
-
-    const BYTES: usize = 6 * 1024 * 1024;
-    let f = ingress_mbps(free, BYTES);
-    let s = ingress_mbps(shaped, BYTES);
-    // A second round each: the figures hold, not a warm-up effect.
-    let f2 = ingress_mbps(free, BYTES);
-    let s2 = ingress_mbps(shaped, BYTES);
-    println!(
-        "ingress throughput host -> pod, {} MiB: unshaped {f:.1} / {f2:.1} Mbit/s, \
-         kubernetes.io/ingress-bandwidth=10M {s:.1} / {s2:.1} Mbit/s",
-        BYTES >> 20
+    // bandwidth put a token bucket of 10 Mbit/s on the shaped pod's host-side veth (the
+    // traffic into the pod leaves the host through it), none on the other's.
+    let (rate, burst) = pod_tbf(&ns.0, "shaped");
+    assert_eq!(rate, 10_000_000 / 8, "rate of the shaped pod's tbf");
+    let free_tap = must(kubectl().args([
+        "get",
+        "kuryrport",
+        "-n",
+        &ns.0,
+        "free",
+        "-o",
+        "jsonpath={.status.vifs.eth0.vif.hostIfname}",
+    ]));
+    let free_q = must(Command::new("tc").args(["qdisc", "show", "dev", free_tap.trim()]));
+    assert!(!free_q.contains("tbf"), "{free_q}");
+    // containerd's CRI plugin asks for a burst of 2^32 bits with every rate (so does CRI-O):
+    // the bucket lets that much through at line rate first. Measure past it: the same amount
+    // (burst + TAIL) into both pods; the difference is the TAIL at the shaped rate.
+    assert!(burst < 1 << 30, "burst {burst} B: too big to measure past");
+    const TAIL: usize = 8 * 1024 * 1024;
+    const SMALL: usize = 4 * 1024 * 1024;
+    let n = burst as usize + TAIL;
+    // A fresh bucket: burst + TAIL into the shaped pod, then at once SMALL more (the bucket is
+    // empty now: that is the shaped rate itself), then the same amounts into the other pod.
+    let big_shaped = ingress_mbps(shaped, n);
+    let after_burst = ingress_mbps(shaped, SMALL);
+    let big_free = ingress_mbps(free, n);
+    let small_free = ingress_mbps(free, SMALL);
+    let (t_shaped, t_free) = (
+        n as f64 * 8.0 / big_shaped / 1e6,
+        n as f64 * 8.0 / big_free / 1e6,
     );
-    for s in [s, s2] {
-        assert!(s < 10.0 * 1.3, "shaped pod got {s:.1} Mbit/s (limit 10M)");
-    }
-    for (f, s) in [(f, s), (f2, s2)] {
-        assert!(
-            f > 3.0 * s,
-            "unshaped {f:.1} Mbit/s is not well above shaped {s:.1} Mbit/s"
-        );
-    }
+    let tail_mbps = TAIL as f64 * 8.0 / (t_shaped - t_free) / 1e6;
+    println!(
+        "ingress host -> pod, kubernetes.io/ingress-bandwidth=10M vs none: {} MiB (burst {:.1} \
+         MiB + {} MiB): shaped {t_shaped:.2} s, unshaped {t_free:.2} s ({big_free:.0} Mbit/s), so \
+         {tail_mbps:.1} Mbit/s on average past the burst; then {} MiB more: shaped {after_burst:.1} Mbit/s, \
+         unshaped {small_free:.0} Mbit/s",
+        n >> 20,
+        burst as f64 / 1048576.0,
+        TAIL >> 20,
+        SMALL >> 20,
+    );
+    assert!(
+        (7.0..=13.0).contains(&after_burst),
+        "once its burst is spent the shaped pod got {after_burst:.1} Mbit/s (limit 10M)"
+    );
+    // Past the burst the TAIL cannot go faster than 10 Mbit/s (slower is TCP recovering from
+    // the bucket's drops when it runs dry, not a shaping fault).
+    assert!(
+        t_shaped - t_free >= 0.9 * TAIL as f64 * 8.0 / 10e6,
+        "the {} MiB past the burst took {:.2} s: faster than 10 Mbit/s",
+        TAIL >> 20,
+        t_shaped - t_free
+    );
+    assert!(
+        small_free > 10.0 * after_burst,
+        "unshaped {small_free:.1} Mbit/s is not well above the shaped {after_burst:.1}"
+    );
     must(kubectl().args([
         "delete",
         "pod",
