@@ -953,6 +953,17 @@ fn deployed_in_cluster_end_to_end() {
         std::fs::remove_file(CONFLIST).expect("remove stale conflist");
     }
     let cloud = Cloud::connect();
+    // The host has Debian's reference plugins (`version unknown`) where the DaemonSet installs
+    // the ones kuryr-rs ships (issue 17): it must replace them.
+    for p in ["portmap", "bandwidth"] {
+        let debian = Path::new("/usr/lib/cni").join(p);
+        if debian.exists() {
+            let dest = Path::new("/opt/cni/bin").join(p);
+            let tmp = dest.with_extension("e2e-tmp");
+            std::fs::copy(&debian, &tmp).expect("copy Debian's plugin");
+            std::fs::rename(&tmp, &dest).expect("install Debian's plugin");
+        }
+    }
 
     // The manifests as a kubectl user adapts them to this cloud.
     let mut objs = manifest_objects(&manifests());
@@ -1115,6 +1126,31 @@ fn deployed_in_cluster_end_to_end() {
         Path::new("/run/kuryr/kuryr-daemon.sock").exists(),
         "the socket the conflist names exists on the host"
     );
+    // hostPort and shaping out of the box: portmap and bandwidth chained, and the pinned
+    // plugins the image ships installed next to kuryr-cni.
+    assert_eq!(
+        cl["plugins"][1],
+        json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+        "{cl}"
+    );
+    assert_eq!(
+        cl["plugins"][2],
+        json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
+        "{cl}"
+    );
+    let pinned = std::fs::read_to_string(deploy_dir().join("../hack/stack/versions.env"))
+        .expect("versions.env")
+        .lines()
+        .find_map(|l| l.strip_prefix("CNI_PLUGINS_VERSION=").map(str::to_owned))
+        .expect("CNI_PLUGINS_VERSION");
+    for p in ["portmap", "bandwidth"] {
+        let out = run(&mut Command::new(Path::new("/opt/cni/bin").join(p)));
+        let about = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            about.starts_with(&format!("CNI {p} plugin {pinned}\n")),
+            "/opt/cni/bin/{p} is not the shipped {pinned}: {about}"
+        );
+    }
 
     // An app: a Deployment of 2 pods, networked, talking to each other and to a VM.
     let ns = TestNamespace::create("kst-deploy-");
