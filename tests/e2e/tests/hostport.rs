@@ -83,15 +83,31 @@ fn node_ip() -> IpAddr {
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+/// A directory removed on drop (also when a test panics).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
 /// The static UDP server the pods run (tests/e2e/fixtures/udp-echo.c), in a directory the
 /// pods mount.
-fn udp_echo_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kst-hostport-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
+fn udp_echo_dir() -> TempDir {
+    let dir = TempDir(std::env::temp_dir().join(format!("kst-udp-echo-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).expect("dir");
     must(
         Command::new("gcc")
             .args(["-static", "-Os", "-o"])
-            .arg(dir.join("udp-echo"))
+            .arg(dir.0.join("udp-echo"))
             .arg(repo().join("tests/e2e/fixtures/udp-echo.c")),
     );
     dir
@@ -359,7 +375,6 @@ fn host_ports_answer_on_every_host_ip_over_tcp_and_udp() {
         || hostport_rules(&PORTS).is_empty().then_some(()),
     );
     silent(at(LOCALHOST, 54403));
-    let _ = std::fs::remove_dir_all(&bin);
 }
 
 /// Sends `bytes` to the pod's `nc -e wc -c` on 5001 (host → pod: the pod's ingress) and
@@ -512,7 +527,6 @@ fn ingress_bandwidth_annotation_shapes_the_pod() {
         "--wait=true",
         "--timeout=90s",
     ]));
-    let _ = std::fs::remove_dir_all(&bin);
 }
 
 #[test]
@@ -579,5 +593,4 @@ fn pods_asking_for_turned_off_plugins_get_events() {
         "--wait=true",
         "--timeout=90s",
     ]));
-    let _ = std::fs::remove_dir_all(&bin);
 }
