@@ -15,6 +15,16 @@
 #                       then looks network-ready even while the daemon is down: kuryr-cni fails
 #                       ADD and queues DEL until it is back). Default: the daemon writes the
 #                       conflist once it is ready and removes it when it stops.
+#   --chain LIST        CNI plugins chained after kuryr-cni (default portmap,bandwidth: pods'
+#                       hostPort and kubernetes.io/{ingress,egress}-bandwidth); --chain '' turns
+#                       them off (pods asking for them then get a Warning Event)
+#   --cni-plugins DIR   the reference plugins kuryr-rs ships (default: the pinned build,
+#                       $KURYR_CACHE/cni-plugins-<CNI_PLUGINS_VERSION>/bin, built by
+#                       hack/stack/build-k8s.sh cni-plugins when missing); installed into
+#                       /usr/local/libexec/kuryr/cni-plugins, and by the daemon, at start-up,
+#                       next to kuryr-cni
+#   --cni-plugins-install POLICY  unless-newer (default: a host copy reporting the same or a
+#                       newer version stays), if-missing, always
 #   --cni-bin-dir DIR   default /opt/cni/bin
 #   --cni-conf-dir DIR  default /etc/cni/net.d
 #   --socket PATH       the daemon's CNI socket (default /run/kuryr/kuryr-daemon.sock)
@@ -29,6 +39,8 @@ FROM=${CARGO_TARGET_DIR:-/var/cache/kuryr-rs/cargo-target}/x86_64-unknown-linux-
 ROLE=node CONFIG= KUBECONFIG_FILE= STATIC=0 UNINSTALL=0 START=1 DEST=
 CNI_BIN=/opt/cni/bin CNI_CONF=/etc/cni/net.d SOCKET=/run/kuryr/kuryr-daemon.sock
 CONFLIST_NAME=10-kuryr.conflist
+CHAIN=portmap,bandwidth PLUGINS= PLUGINS_INSTALL=unless-newer
+PLUGINS_DEST=/usr/local/libexec/kuryr/cni-plugins
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case $1 in
@@ -37,6 +49,9 @@ while [ $# -gt 0 ]; do
     --config) CONFIG=$2; shift ;;
     --kubeconfig) KUBECONFIG_FILE=$2; shift ;;
     --static-conflist) STATIC=1 ;;
+    --chain) CHAIN=$2; shift ;;
+    --cni-plugins) PLUGINS=$2; shift ;;
+    --cni-plugins-install) PLUGINS_INSTALL=$2; shift ;;
     --cni-bin-dir) CNI_BIN=$2; shift ;;
     --cni-conf-dir) CNI_CONF=$2; shift ;;
     --socket) SOCKET=$2; shift ;;
@@ -84,6 +99,8 @@ if [ "$UNINSTALL" = 1 ]; then
     gone "$CNI_CONF/$CONFLIST_NAME"
     gone "$CNI_BIN/kuryr-cni"
     gone /usr/local/bin/kuryr-daemon
+    for p in "$DEST$PLUGINS_DEST"/*; do [ -e "$p" ] && gone "$PLUGINS_DEST/$(basename "$p")"; done
+    rmdir "$DEST$PLUGINS_DEST" 2>/dev/null || true
     gone /etc/systemd/system/kuryr-daemon.service
     gone /etc/default/kuryr-daemon
   fi
@@ -99,13 +116,21 @@ fi
 
 need() { [ -x "$FROM/$1" ] || { echo "missing $FROM/$1: build it (deploy/images/build.sh builds the static binaries) or pass --from" >&2; exit 1; }; }
 node && { need kuryr-daemon; need kuryr-cni; }
+if node && [ -z "$PLUGINS" ]; then
+  . "$ROOT_DIR/hack/stack/versions.env"
+  PLUGINS=${KURYR_CACHE:-/var/cache/kuryr-rs}/cni-plugins-$CNI_PLUGINS_VERSION/bin
+  [ -x "$PLUGINS/portmap" ] && [ -x "$PLUGINS/bandwidth" ] || "$ROOT_DIR/hack/stack/build-k8s.sh" cni-plugins >&2
+fi
 ctrl && need kuryr-controller
 
 if node; then
   put "$FROM/kuryr-cni" "$CNI_BIN/kuryr-cni" 0755
   put "$FROM/kuryr-daemon" /usr/local/bin/kuryr-daemon 0755
+  for p in "$PLUGINS"/*; do [ -f "$p" ] && [ -x "$p" ] && put "$p" "$PLUGINS_DEST/$(basename "$p")" 0755; done
   put "$DEPLOY/systemd/kuryr-daemon.service" /etc/systemd/system/kuryr-daemon.service 0644
   args="--socket $SOCKET --cni-bin-dir $CNI_BIN --cni-conf-dir $CNI_CONF"
+  args="$args --install-cni-plugins-from $PLUGINS_DEST --cni-plugins-install $PLUGINS_INSTALL"
+  [ -n "$CHAIN" ] && args="$args --chain $CHAIN"
   [ -n "$KUBECONFIG_FILE" ] && args="$args --kubeconfig /etc/kuryr/kubeconfig"
   [ "$STATIC" = 1 ] && args="$args --no-conflist"
   printf '# Flags of kuryr-daemon (see kuryr-daemon --help); written by deploy/install-host.sh.\nKURYR_DAEMON_ARGS="%s"\nKURYR_LOG=info\n' "$args" \
@@ -113,7 +138,15 @@ if node; then
   if [ "$STATIC" = 1 ]; then
     # The same document the daemon writes (kuryr-daemon src/conflist.rs).
     queue=/var/lib/kuryr/del-queue
-    printf '{\n  "cniVersion": "1.0.0",\n  "name": "kuryr",\n  "plugins": [\n    {\n      "type": "kuryr-cni",\n      "daemon_socket": "%s",\n      "del_queue_dir": "%s",\n      "timeout_seconds": 120.0\n    }\n  ]\n}\n' \
+    chained=
+    for p in ${CHAIN//,/ }; do
+      case $p in
+        portmap) chained="$chained,\n    {\n      \"type\": \"portmap\",\n      \"capabilities\": {\n        \"portMappings\": true\n      }\n    }" ;;
+        bandwidth) chained="$chained,\n    {\n      \"type\": \"bandwidth\",\n      \"capabilities\": {\n        \"bandwidth\": true\n      }\n    }" ;;
+        *) chained="$chained,\n    {\n      \"type\": \"$p\"\n    }" ;;
+      esac
+    done
+    printf '{\n  "cniVersion": "1.0.0",\n  "name": "kuryr",\n  "plugins": [\n    {\n      "type": "kuryr-cni",\n      "daemon_socket": "%s",\n      "del_queue_dir": "%s",\n      "timeout_seconds": 120.0\n    }'"$chained"'\n  ]\n}\n' \
       "$SOCKET" "$queue" | write "$CNI_CONF/$CONFLIST_NAME" 0644
     mkdir -p "$DEST$queue"
   fi

@@ -4,6 +4,9 @@
 #   localhost/kuryr/kuryr-controller:<version>   /usr/bin/kuryr-controller (runs as 65532)
 #   localhost/kuryr/kuryr-daemon:<version>       /usr/bin/kuryr-daemon, /usr/bin/kuryr-rm (preStop),
 #                                                /usr/libexec/kuryr/kuryr-cni (copied to the host)
+#                                                /usr/libexec/kuryr/cni-plugins/{portmap,bandwidth}
+#                                                (the reference plugins at CNI_PLUGINS_VERSION,
+#                                                hack/stack/versions.env; copied to the host too)
 # Both are FROM scratch: static binaries (glibc, +crt-static), a minimal /etc (passwd, group,
 # nsswitch.conf), empty mount points (/etc/kuryr, /etc/ssl/certs for a CA bundle, ...).
 #
@@ -65,6 +68,17 @@ env -i "$W/kuryr-controller" --version >/dev/null
 env -i "$W/kuryr-daemon" --version >/dev/null
 echo '{"cniVersion":"1.1.0"}' | env -i CNI_COMMAND=VERSION "$W/kuryr-cni" >/dev/null
 gcc -static -Os -s -o "$W/kuryr-rm" "$HERE/kuryr-rm.c"
+# The reference CNI plugins chained after kuryr-cni, built from their Go module (cached by version).
+. "$ROOT/hack/stack/versions.env"
+PLUGINS=${KURYR_CACHE:-/var/cache/kuryr-rs}/cni-plugins-$CNI_PLUGINS_VERSION/bin
+"$ROOT/hack/stack/build-k8s.sh" cni-plugins >&2
+for p in portmap bandwidth; do
+  [ -x "$PLUGINS/$p" ] || { log "missing $PLUGINS/$p"; exit 1; }
+  if readelf -l "$PLUGINS/$p" | grep -q 'Requesting program interpreter'; then
+    log "$PLUGINS/$p is dynamically linked"; exit 1
+  fi
+  env -i "$PLUGINS/$p" 2>&1 | grep -qx "CNI $p plugin $CNI_PLUGINS_VERSION" || { log "$PLUGINS/$p does not say it is $CNI_PLUGINS_VERSION"; exit 1; }
+done
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 sz() { stat -c %s "$1"; }
@@ -129,10 +143,12 @@ build_daemon() {
   install -m 0755 "$W/kuryr-daemon" "$r/usr/bin/kuryr-daemon"
   install -m 0755 "$W/kuryr-rm" "$r/usr/bin/kuryr-rm"
   install -D -m 0755 "$W/kuryr-cni" "$r/usr/libexec/kuryr/kuryr-cni"
+  local p
+  for p in portmap bandwidth; do install -D -m 0755 "$PLUGINS/$p" "$r/usr/libexec/kuryr/cni-plugins/$p"; done
   # Mount points of the DaemonSet (runc would create them; listing them documents the layout).
   mkdir -p "$r/opt/cni/bin" "$r/etc/cni/net.d" "$r/run/netns" "$r/run/kuryr" "$r/run/openvswitch" "$r/var/lib/kuryr" "$r/host_proc"
   oci_archive "$REPO/kuryr-daemon" "$TAG" "$r" "$out" \
-    "{\"Entrypoint\":[\"/usr/bin/kuryr-daemon\"],\"Cmd\":[\"--config-file\",\"/etc/kuryr/kuryr.conf\",\"--install-cni-from\",\"/usr/libexec/kuryr/kuryr-cni\"],\"Env\":[\"PATH=/usr/bin\"],\"ExposedPorts\":{\"8090/tcp\":{},\"9655/tcp\":{}},\"Labels\":$(labels kuryr-daemon "$TAG" "$REVISION" "kuryr-rs CNI daemon (with the kuryr-cni executable it installs on the host)")}"
+    "{\"Entrypoint\":[\"/usr/bin/kuryr-daemon\"],\"Cmd\":[\"--config-file\",\"/etc/kuryr/kuryr.conf\",\"--install-cni-from\",\"/usr/libexec/kuryr/kuryr-cni\",\"--install-cni-plugins-from\",\"/usr/libexec/kuryr/cni-plugins\",\"--chain\",\"portmap,bandwidth\"],\"Env\":[\"PATH=/usr/bin\"],\"ExposedPorts\":{\"8090/tcp\":{},\"9655/tcp\":{}},\"Labels\":$(labels kuryr-daemon "$TAG" "$REVISION" "kuryr-rs CNI daemon (with the kuryr-cni executable and the portmap and bandwidth plugins it installs on the host)")}"
   rm -rf "$r"
 }
 

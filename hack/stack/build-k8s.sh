@@ -4,6 +4,8 @@
 #   $KURYR_CACHE/k8s-$K8S_VERSION/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kubectl}
 #   $KURYR_CACHE/etcd-$ETCD_VERSION/bin/{etcd,etcdctl}
 #   $KURYR_CACHE/coredns-$COREDNS_VERSION/bin/coredns   (the cluster DNS; images.sh makes its image)
+#   $KURYR_CACHE/cni-plugins-$CNI_PLUGINS_VERSION/bin/{portmap,bandwidth}   (shipped with kuryr-rs:
+#     the daemon image carries them, kuryr-daemon installs them next to kuryr-cni)
 # A second run with the binaries present does nothing. k8s.io/kubernetes keeps its
 # staging modules as `replace => ./staging/...`; a module that depends on it needs
 # those replaced by the published k8s.io/<name> v0.<minor>.<patch> versions, which this
@@ -113,10 +115,35 @@ build_coredns() {
   log "coredns $COREDNS_VERSION built in $((SECONDS - t0))s"
 }
 
+# The reference CNI plugins kuryr-rs chains after kuryr-cni (hostPort, traffic shaping), built
+# inside their own module (go.sum as released) like CoreDNS; static, version stamped where the
+# plugins print it (`CNI portmap plugin v1.9.0`, what kuryr-daemon compares with a host's copy).
+CNI_PLUGINS="portmap bandwidth"
+build_cni_plugins() {
+  local out="$CACHE/cni-plugins-$CNI_PLUGINS_VERSION" p missing=0
+  for p in $CNI_PLUGINS; do [ -x "$out/bin/$p" ] || missing=1; done
+  [ $missing = 0 ] && { log "cni plugins $CNI_PLUGINS_VERSION cached in $out/bin"; return; }
+  mkdir -p "$out/bin"
+  local dir
+  dir=$(go mod download -json "github.com/containernetworking/plugins@$CNI_PLUGINS_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$dir/plugins/meta/portmap" ] || { echo "cannot download github.com/containernetworking/plugins@$CNI_PLUGINS_VERSION" >&2; exit 1; }
+  log "building cni plugins $CNI_PLUGINS_VERSION ($CNI_PLUGINS)"
+  local t0=$SECONDS
+  for p in $CNI_PLUGINS; do
+    (cd "$dir" && GOFLAGS=-mod=readonly CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION" \
+      -o "$out/bin/.$p.tmp" "./plugins/meta/$p") >>"$out/build.log" 2>&1 \
+      || { tail -30 "$out/build.log"; echo "cni plugin $p build failed (log: $out/build.log)" >&2; exit 1; }
+    mv "$out/bin/.$p.tmp" "$out/bin/$p"
+  done
+  log "cni plugins $CNI_PLUGINS_VERSION built in $((SECONDS - t0))s"
+}
+
 case "${1:-all}" in
   k8s) build_k8s ;;
   etcd) build_etcd ;;
   coredns) build_coredns ;;
-  all) build_etcd; build_k8s; build_coredns ;;
-  *) echo "usage: $0 [all|k8s|etcd|coredns]" >&2; exit 2 ;;
+  cni-plugins) build_cni_plugins ;;
+  all) build_etcd; build_k8s; build_coredns; build_cni_plugins ;;
+  *) echo "usage: $0 [all|k8s|etcd|coredns|cni-plugins]" >&2; exit 2 ;;
 esac

@@ -50,10 +50,22 @@ pub struct Args {
     /// Copy this kuryr-cni binary to <cni-bin-dir>/kuryr-cni (atomically) at start-up.
     #[arg(long)]
     pub install_cni_from: Option<PathBuf>,
+    /// Install the CNI plugins in this directory (the reference `portmap` and `bandwidth` the
+    /// daemon image ships) into <cni-bin-dir> at start-up, atomically, per
+    /// --cni-plugins-install.
+    #[arg(long, value_name = "DIR")]
+    pub install_cni_plugins_from: Option<PathBuf>,
+    /// What to do with a plugin of the same name the host already has: `unless-newer` keeps a
+    /// host copy reporting the same or a newer version, `if-missing` keeps any host copy,
+    /// `always` replaces it.
+    #[arg(long, value_enum, default_value_t = crate::conflist::PluginInstall::UnlessNewer)]
+    pub cni_plugins_install: crate::conflist::PluginInstall,
     /// Do not write the conflist.
     #[arg(long)]
     pub no_conflist: bool,
     /// Chained plugins after kuryr-cni in the conflist (e.g. portmap,bandwidth); repeatable.
+    /// With --no-conflist: the chain of the static conflist (for the Events about pods asking
+    /// for a plugin that is not chained).
     #[arg(long, value_delimiter = ',')]
     pub chain: Vec<String>,
     /// `cniVersion` of the conflist (and so of the results kuryr-cni prints). 1.1.0 adds STATUS
@@ -127,6 +139,12 @@ impl Args {
                 .install_cni_from
                 .clone()
                 .map(|f| (f, self.cni_bin_dir.clone())),
+            chain_caps: (self.no_conflist && !self.chain.is_empty())
+                .then(|| crate::chained::ChainCaps::of(&self.chain)),
+            install_plugins: self
+                .install_cni_plugins_from
+                .clone()
+                .map(|f| (f, self.cni_bin_dir.clone(), self.cni_plugins_install)),
             health_addr,
             metrics_addr,
             ovsdb_endpoint: self.ovsdb.clone(),

@@ -47,6 +47,9 @@ const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(200);
 pub struct Settings {
     /// `[cni_daemon] vif_annotation_timeout`: the budget of one ADD's waits.
     pub vif_timeout: Duration,
+    /// What the conflist's chain does (`None`: the daemon writes no conflist, so it cannot
+    /// tell); a pod asking for more gets a Warning Event ([`crate::chained`]).
+    pub chain: Option<crate::chained::ChainCaps>,
 }
 
 /// Runs CNI commands.
@@ -182,6 +185,7 @@ impl Cni {
         self.add_wait_active(req, &pod, &att, deadline, budget, &mut seen)
             .await?;
         self.announce(&att, &netns);
+        self.warn_unchained(&pod);
         Ok(l3::cni_result(&att))
     }
 
@@ -236,6 +240,20 @@ impl Cni {
     }
 
     /// The pod UID the attachment records: the runtime's, else the KuryrPort's `spec.podUid`.
+    /// A Warning Event for each thing the pod asks of a chained plugin the operator turned off.
+    fn warn_unchained(&self, pod: &PodRef) {
+        let Some(caps) = self.settings.chain else {
+            return;
+        };
+        let Some(p) = self.cluster.pod(&pod.namespace, &pod.name) else {
+            return;
+        };
+        for (reason, message) in crate::chained::unserved(&p, caps) {
+            tracing::warn!(%pod, reason, %message, "pod asks for a turned-off chained plugin");
+            self.events.warn(pod, reason, message);
+        }
+    }
+
     fn add_pod_uid(&self, pod: &PodRef) -> String {
         match &pod.uid {
             Some(u) => u.clone(),

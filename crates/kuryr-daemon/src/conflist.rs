@@ -121,6 +121,156 @@ pub fn install_cni_binary(from: &Path, bin_dir: &Path) -> io::Result<PathBuf> {
     Ok(dest)
 }
 
+/// How the reference plugins shipped with kuryr-rs (`--install-cni-plugins-from`) meet copies the
+/// host already has in the CNI bin dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PluginInstall {
+    /// Install unless the host's copy reports the same or a newer version (a copy whose
+    /// version cannot be read, e.g. `version unknown` or a binary that does not run here, is
+    /// replaced).
+    UnlessNewer,
+    /// Install only where the host has no plugin of that name.
+    IfMissing,
+    /// Always install (replace whatever the host has).
+    Always,
+}
+
+/// A plugin's version as it reports it (`CNI portmap plugin v1.9.0`).
+pub type PluginVersion = (u64, u64, u64);
+
+/// Parses the `vX.Y.Z` a reference plugin prints when run without `CNI_COMMAND`.
+pub fn parse_plugin_version(about: &str) -> Option<PluginVersion> {
+    about.lines().find_map(|l| {
+        let rest = &l[l.find(" plugin v")? + " plugin v".len()..];
+        let v: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let mut it = v.split('.').map(|n| n.parse::<u64>().ok());
+        Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+    })
+}
+
+/// Runs `path` without `CNI_COMMAND` (the reference plugins print their name and version and
+/// exit) in an empty environment, for at most two seconds; `None` if it does not say.
+pub fn plugin_version(path: &Path) -> Option<PluginVersion> {
+    use std::process::{Command, Stdio};
+    let spawn = || {
+        Command::new(path)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    };
+    // ETXTBSY: another thread's fork may briefly hold a just-written file open.
+    let mut child = spawn()
+        .or_else(|e| match e.raw_os_error() {
+            Some(26) => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                spawn()
+            }
+            _ => Err(e),
+        })
+        .ok()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let out = child.wait_with_output().ok()?;
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_plugin_version(&text)
+}
+
+/// What happened to one shipped plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginOutcome {
+    /// The host had none: installed.
+    Installed,
+    /// The host's copy (its version, if it said) was replaced.
+    Replaced { host: Option<PluginVersion> },
+    /// The host's copy is byte-for-byte the shipped one.
+    Current,
+    /// The host's copy was left alone (policy `if-missing`, or it is the same or newer).
+    KeptHost { host: Option<PluginVersion> },
+}
+
+/// The decision for one plugin (pure, for tests).
+pub fn plugin_decision(
+    policy: PluginInstall,
+    shipped: Option<PluginVersion>,
+    host: Option<Option<PluginVersion>>,
+) -> PluginOutcome {
+    match (policy, host) {
+        (_, None) => PluginOutcome::Installed,
+        (PluginInstall::Always, Some(host)) => PluginOutcome::Replaced { host },
+        (PluginInstall::IfMissing, Some(host)) => PluginOutcome::KeptHost { host },
+        (PluginInstall::UnlessNewer, Some(host)) => match (host, shipped) {
+            (Some(h), Some(s)) if h >= s => PluginOutcome::KeptHost { host },
+            _ => PluginOutcome::Replaced { host },
+        },
+    }
+}
+
+/// Installs every executable in `from` (the plugins shipped in the daemon image) into
+/// `bin_dir` the way `kuryr-cni` is installed (temporary file + rename, mode 0755), subject to
+/// `policy`. Returns each plugin's name and outcome, sorted by name.
+pub fn install_plugins(
+    from: &Path,
+    bin_dir: &Path,
+    policy: PluginInstall,
+) -> io::Result<Vec<(String, PluginOutcome)>> {
+    let mut names: Vec<String> = fs::read_dir(from)?
+        .flatten()
+        .filter(|e| {
+            e.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    let mut done = Vec::with_capacity(names.len());
+    for name in names {
+        let src = from.join(&name);
+        let dest = bin_dir.join(&name);
+        let bytes = fs::read(&src)?;
+        let host = match fs::read(&dest) {
+            Ok(have) if have == bytes => {
+                done.push((name, PluginOutcome::Current));
+                continue;
+            }
+            Ok(_) => Some(plugin_version(&dest)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let shipped = match (policy, &host) {
+            (PluginInstall::UnlessNewer, Some(_)) => plugin_version(&src),
+            _ => None,
+        };
+        let outcome = plugin_decision(policy, shipped, host);
+        if !matches!(outcome, PluginOutcome::KeptHost { .. }) {
+            write_atomic(&dest, &bytes, 0o755)?;
+        }
+        done.push((name, outcome));
+    }
+    Ok(done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +332,155 @@ mod tests {
         remove(&path).expect("remove");
         remove(&path).expect("remove twice");
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn plugin_versions_are_read_from_what_they_print() {
+        let about = "CNI portmap plugin v1.9.0\nCNI protocol versions supported: 0.1.0, 1.0.0\n";
+        assert_eq!(parse_plugin_version(about), Some((1, 9, 0)));
+        assert_eq!(
+            parse_plugin_version("CNI bandwidth plugin v1.10.2-rc1"),
+            Some((1, 10, 2))
+        );
+        assert_eq!(
+            parse_plugin_version("CNI portmap plugin v2.1"),
+            Some((2, 1, 0))
+        );
+        assert_eq!(
+            parse_plugin_version("CNI portmap plugin version unknown"),
+            None
+        );
+        assert_eq!(parse_plugin_version(""), None);
+    }
+
+    #[test]
+    fn plugin_decisions_leave_newer_host_copies_alone() {
+        use PluginInstall::*;
+        use PluginOutcome::*;
+        let ours = Some((1, 9, 0));
+        assert_eq!(plugin_decision(UnlessNewer, ours, None), Installed);
+        assert_eq!(
+            plugin_decision(UnlessNewer, ours, Some(Some((1, 1, 1)))),
+            Replaced {
+                host: Some((1, 1, 1))
+            }
+        );
+        assert_eq!(
+            plugin_decision(UnlessNewer, ours, Some(Some((1, 10, 0)))),
+            KeptHost {
+                host: Some((1, 10, 0))
+            }
+        );
+        assert_eq!(
+            plugin_decision(UnlessNewer, ours, Some(Some((1, 9, 0)))),
+            KeptHost {
+                host: Some((1, 9, 0))
+            }
+        );
+        assert_eq!(
+            plugin_decision(UnlessNewer, ours, Some(None)),
+            Replaced { host: None }
+        );
+        assert_eq!(
+            plugin_decision(IfMissing, ours, Some(Some((0, 1, 0)))),
+            KeptHost {
+                host: Some((0, 1, 0))
+            }
+        );
+        assert_eq!(plugin_decision(IfMissing, ours, None), Installed);
+        assert_eq!(
+            plugin_decision(Always, ours, Some(Some((9, 0, 0)))),
+            Replaced {
+                host: Some((9, 0, 0))
+            }
+        );
+    }
+
+    fn fake_plugin(path: &Path, version: &str) {
+        fs::write(
+            path,
+            format!("#!/bin/sh\necho \"CNI $(basename $0) plugin {version}\" >&2\n"),
+        )
+        .expect("write");
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    #[test]
+    fn shipped_plugins_installed_next_to_kuryr_cni() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let from = dir.path().join("shipped");
+        let bin = dir.path().join("bin");
+        fs::create_dir_all(&from).expect("mkdir");
+        fs::create_dir_all(&bin).expect("mkdir");
+        fake_plugin(&from.join("portmap"), "v1.9.0");
+        fake_plugin(&from.join("bandwidth"), "v1.9.0");
+        fs::write(from.join("README"), b"not a plugin").expect("write");
+        // The host has an older bandwidth and nothing else.
+        fake_plugin(&bin.join("bandwidth"), "v1.1.1");
+        assert_eq!(plugin_version(&bin.join("bandwidth")), Some((1, 1, 1)));
+
+        let got = install_plugins(&from, &bin, PluginInstall::UnlessNewer).expect("install");
+        assert_eq!(
+            got,
+            [
+                (
+                    "bandwidth".to_string(),
+                    PluginOutcome::Replaced {
+                        host: Some((1, 1, 1))
+                    }
+                ),
+                ("portmap".to_string(), PluginOutcome::Installed),
+            ]
+        );
+        for p in ["portmap", "bandwidth"] {
+            assert_eq!(
+                fs::read(bin.join(p)).expect("read"),
+                fs::read(from.join(p)).expect("read")
+            );
+            assert_eq!(
+                fs::metadata(bin.join(p))
+                    .expect("meta")
+                    .permissions()
+                    .mode()
+                    & 0o777,
+                0o755
+            );
+        }
+        assert!(!bin.join("README").exists());
+        // Again: nothing to do.
+        let again = install_plugins(&from, &bin, PluginInstall::UnlessNewer).expect("again");
+        assert!(
+            again.iter().all(|(_, o)| *o == PluginOutcome::Current),
+            "{again:?}"
+        );
+
+        // A newer host copy stays, unless the operator says otherwise.
+        fake_plugin(&bin.join("portmap"), "v2.0.0");
+        let kept = install_plugins(&from, &bin, PluginInstall::UnlessNewer).expect("kept");
+        assert_eq!(
+            kept[1],
+            (
+                "portmap".to_string(),
+                PluginOutcome::KeptHost {
+                    host: Some((2, 0, 0))
+                }
+            )
+        );
+        assert!(
+            String::from_utf8_lossy(&fs::read(bin.join("portmap")).expect("read"))
+                .contains("v2.0.0")
+        );
+        install_plugins(&from, &bin, PluginInstall::Always).expect("always");
+        assert_eq!(
+            fs::read(bin.join("portmap")).expect("read"),
+            fs::read(from.join("portmap")).expect("read")
+        );
+        let names: Vec<String> = fs::read_dir(&bin)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
     }
 
     #[test]

@@ -78,6 +78,11 @@ pub struct DaemonOptions {
     pub conflist: Option<ConflistOptions>,
     /// Copy this `kuryr-cni` binary into the CNI bin dir at start-up.
     pub install_cni: Option<(PathBuf, PathBuf)>,
+    /// What the chain after kuryr-cni does when the conflist is not the daemon's to write
+    /// (`--no-conflist --chain ...`: a static conflist naming that chain); else from `conflist`.
+    pub chain_caps: Option<crate::chained::ChainCaps>,
+    /// Copy the shipped CNI plugins (directory, CNI bin dir, policy) at start-up.
+    pub install_plugins: Option<(PathBuf, PathBuf, conflist::PluginInstall)>,
     pub health_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub ovsdb_endpoint: String,
@@ -290,6 +295,32 @@ impl Daemon {
 
 /// Prepares the host before anything runs: the standalone namespace, `kuryr-cni` installed
 /// (optional), the attachment records opened and the DEL queue directory present.
+/// Start phase: the shipped CNI plugins installed next to kuryr-cni (when asked), and a warning
+/// for each chained plugin the CNI bin dir lacks.
+fn install_plugins(opts: &DaemonOptions) -> Result<(), StartError> {
+    if let Some((from, bin_dir, policy)) = &opts.install_plugins {
+        let done = conflist::install_plugins(from, bin_dir, *policy)
+            .map_err(io_err("install the CNI plugins into", bin_dir))?;
+        for (name, outcome) in done {
+            let dest = bin_dir.join(&name);
+            tracing::info!(plugin = %name, dest = %dest.display(), ?outcome, "CNI plugin");
+        }
+    }
+    if let Some(c) = &opts.conflist {
+        for p in c.chain.iter().filter(|p| !p.is_empty()) {
+            let bin = opts
+                .install_plugins
+                .as_ref()
+                .map(|(_, b, _)| b.clone())
+                .or_else(|| opts.install_cni.as_ref().map(|(_, b)| b.clone()));
+            if let Some(bin) = bin.filter(|b| !b.join(p).exists()) {
+                tracing::warn!(plugin = %p, dir = %bin.display(), "a chained CNI plugin is not in the CNI bin dir: pods will fail ADD");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn prepare_host(opts: &DaemonOptions) -> Result<AttachmentStore, StartError> {
     crate::standalone::set_namespace(&opts.config.cni_daemon.standalone_namespace)
         .map_err(StartError::Config)?;
@@ -298,6 +329,7 @@ fn prepare_host(opts: &DaemonOptions) -> Result<AttachmentStore, StartError> {
             .map_err(io_err("install kuryr-cni into", bin_dir))?;
         tracing::info!(dest = %dest.display(), "installed kuryr-cni");
     }
+    install_plugins(opts)?;
     let store = AttachmentStore::open(&opts.attachments_dir)?;
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -366,6 +398,11 @@ fn assemble(
     let cni = Arc::new(Cni {
         settings: Settings {
             vif_timeout: cfg.cni_daemon.vif_annotation_timeout,
+            chain: opts.chain_caps.or_else(|| {
+                opts.conflist
+                    .as_ref()
+                    .map(|c| crate::chained::ChainCaps::of(&c.chain))
+            }),
         },
         cluster,
         env,

@@ -124,6 +124,7 @@ mod tests {
         Cni {
             settings: Settings {
                 vif_timeout: Duration::from_secs(1),
+                chain: None,
             },
             cluster,
             env: HostEnv::new(

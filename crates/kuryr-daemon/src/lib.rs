@@ -31,6 +31,7 @@ pub mod api;
 pub mod args;
 pub mod attachments;
 pub mod binding;
+pub mod chained;
 pub mod check;
 pub mod cni;
 pub mod conflist;

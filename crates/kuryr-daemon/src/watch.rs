@@ -223,13 +223,17 @@ fn trim_meta<K: Resource>(o: &mut K) {
     o.meta_mut().managed_fields = None;
 }
 
-/// Pods are kept for their identity only: UID, deletion, static-pod annotations.
+/// Pods are kept for their identity (UID, deletion, static-pod annotations) and for what they
+/// ask of the chained plugins ([`crate::chained`]: hostPorts, bandwidth annotations).
 fn trim_pod(p: &mut Pod) {
     trim_meta(p);
-    p.spec = None;
+    p.spec = crate::chained::trim_spec(p.spec.take());
     p.status = None;
     if let Some(a) = p.metadata.annotations.as_mut() {
-        a.retain(|k, _| k.starts_with("kubernetes.io/config."));
+        a.retain(|k, _| {
+            k.starts_with("kubernetes.io/config.")
+                || crate::chained::BANDWIDTH_ANNOTATIONS.contains(&k.as_str())
+        });
     }
 }
 

@@ -31,6 +31,8 @@ fn options(dir: &Path) -> DaemonOptions {
             cni_version: "1.0.0".into(),
         }),
         install_cni: None,
+        install_plugins: None,
+        chain_caps: None,
         health_addr: "127.0.0.1:0".parse().expect("addr"),
         metrics_addr: "127.0.0.1:0".parse().expect("addr"),
         ovsdb_endpoint: format!("unix:{}", dir.join("no-ovsdb.sock").display()),

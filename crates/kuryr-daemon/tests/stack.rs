@@ -478,6 +478,8 @@ async fn start_daemon_probing(
             cni_version: "1.0.0".into(),
         }),
         install_cni: None,
+        install_plugins: None,
+        chain_caps: None,
         health_addr: "127.0.0.1:0".parse().expect("addr"),
         metrics_addr: "127.0.0.1:0".parse().expect("addr"),
         ovsdb_endpoint: kuryr_ovsdb::DEFAULT_ENDPOINT.into(),

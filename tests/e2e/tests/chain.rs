@@ -1,4 +1,4 @@
-//! kuryr-cni chained with the reference `portmap` plugin (Debian containernetworking-plugins),
+//! kuryr-cni chained with the reference `portmap` plugin (whichever the host has in /opt/cni/bin),
 //! through the path kubelet uses: the daemon writes a conflist `kuryr-cni` → `portmap`, the CRI
 //! plugin passes the pod's hostPorts as `runtimeConfig.portMappings`, portmap reads kuryr's
 //! result from `prevResult` and DNATs node-IP:hostPort to the pod. The stack's node port

@@ -279,6 +279,21 @@ fn chart_renders_and_the_checked_in_manifests_are_current() {
         "{}",
         container(ds)["args"]
     );
+    // hostPort and traffic shaping out of the box: portmap and bandwidth chained, shipped in
+    // the image and installed next to kuryr-cni (issue 17).
+    let args: Vec<String> = container(ds)["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    for want in [
+        "--chain=portmap,bandwidth",
+        "--install-cni-plugins-from=/usr/libexec/kuryr/cni-plugins",
+        "--cni-plugins-install=unless-newer",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} not in {args:?}");
+    }
 
     // Values: API server override, --install-crds with its RBAC, CA bundle, an existing Secret.
     let objs = render(&[
@@ -310,7 +325,7 @@ fn chart_renders_and_the_checked_in_manifests_are_current() {
     }
     assert!(container(find(&objs, "DaemonSet", "kuryr-daemon"))["args"]
         .to_string()
-        .contains("--chain=portmap"));
+        .contains("\"--chain=portmap\""));
     let objs = render(&[
         "neutron.existingSecret=my-kuryr",
         "controller.leaderElect=false",
@@ -681,6 +696,35 @@ fn install_host_places_cni_units_and_conflist() {
         cl["plugins"][0]["daemon_socket"],
         "/run/kuryr/kuryr-daemon.sock"
     );
+    // portmap and bandwidth chained by default, with the capabilities the runtime fills, and
+    // shipped: the pinned reference plugins, for the daemon to install next to kuryr-cni.
+    assert_eq!(
+        cl["plugins"][1],
+        json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+        "{cl}"
+    );
+    assert_eq!(
+        cl["plugins"][2],
+        json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
+        "{cl}"
+    );
+    let defaults = std::fs::read_to_string(at("/etc/default/kuryr-daemon")).expect("defaults");
+    for want in [
+        "--chain portmap,bandwidth",
+        "--install-cni-plugins-from /usr/local/libexec/kuryr/cni-plugins",
+    ] {
+        assert!(defaults.contains(want), "{want} not in {defaults}");
+    }
+    for p in ["portmap", "bandwidth"] {
+        let out = run(&mut Command::new(at(&format!(
+            "/usr/local/libexec/kuryr/cni-plugins/{p}"
+        ))));
+        let about = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            about.starts_with(&format!("CNI {p} plugin v")),
+            "{p}: {about}"
+        );
+    }
     let mut plugin = cl["plugins"][0].clone();
     plugin["cniVersion"] = cl["cniVersion"].clone();
     plugin["name"] = cl["name"].clone();
@@ -743,6 +787,7 @@ fn install_host_places_cni_units_and_conflist() {
     for p in [
         "/opt/cni/bin/kuryr-cni",
         "/usr/local/bin/kuryr-daemon",
+        "/usr/local/libexec/kuryr/cni-plugins/portmap",
         "/usr/local/bin/kuryr-controller",
         "/etc/systemd/system/kuryr-daemon.service",
         "/etc/systemd/system/kuryr-controller.service",
@@ -908,6 +953,17 @@ fn deployed_in_cluster_end_to_end() {
         std::fs::remove_file(CONFLIST).expect("remove stale conflist");
     }
     let cloud = Cloud::connect();
+    // The host has Debian's reference plugins (`version unknown`) where the DaemonSet installs
+    // the ones kuryr-rs ships (issue 17): it must replace them.
+    for p in ["portmap", "bandwidth"] {
+        let debian = Path::new("/usr/lib/cni").join(p);
+        if debian.exists() {
+            let dest = Path::new("/opt/cni/bin").join(p);
+            let tmp = dest.with_extension("e2e-tmp");
+            std::fs::copy(&debian, &tmp).expect("copy Debian's plugin");
+            std::fs::rename(&tmp, &dest).expect("install Debian's plugin");
+        }
+    }
 
     // The manifests as a kubectl user adapts them to this cloud.
     let mut objs = manifest_objects(&manifests());
@@ -1070,6 +1126,31 @@ fn deployed_in_cluster_end_to_end() {
         Path::new("/run/kuryr/kuryr-daemon.sock").exists(),
         "the socket the conflist names exists on the host"
     );
+    // hostPort and shaping out of the box: portmap and bandwidth chained, and the pinned
+    // plugins the image ships installed next to kuryr-cni.
+    assert_eq!(
+        cl["plugins"][1],
+        json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+        "{cl}"
+    );
+    assert_eq!(
+        cl["plugins"][2],
+        json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
+        "{cl}"
+    );
+    let pinned = std::fs::read_to_string(deploy_dir().join("../hack/stack/versions.env"))
+        .expect("versions.env")
+        .lines()
+        .find_map(|l| l.strip_prefix("CNI_PLUGINS_VERSION=").map(str::to_owned))
+        .expect("CNI_PLUGINS_VERSION");
+    for p in ["portmap", "bandwidth"] {
+        let out = run(&mut Command::new(Path::new("/opt/cni/bin").join(p)));
+        let about = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            about.starts_with(&format!("CNI {p} plugin {pinned}\n")),
+            "/opt/cni/bin/{p} is not the shipped {pinned}: {about}"
+        );
+    }
 
     // An app: a Deployment of 2 pods, networked, talking to each other and to a VM.
     let ns = TestNamespace::create("kst-deploy-");
