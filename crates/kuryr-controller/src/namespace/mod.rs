@@ -150,7 +150,7 @@ impl Namespaces {
     /// A KuryrNetwork watch event: a network that became ready wakes its namespace's waiting
     /// KuryrPorts (once per readiness); a deleted one lets its namespace be reconciled again (a
     /// KuryrNetwork deleted by hand while the namespace lives is made again).
-    fn on_network_event(&self, ev: &watcher::Event<KuryrNetwork>) {
+    pub fn on_network_event(&self, ev: &watcher::Event<KuryrNetwork>) {
         match ev {
             watcher::Event::Apply(k) | watcher::Event::InitApply(k) => {
                 let ns = k.namespace().unwrap_or_default();
@@ -176,7 +176,7 @@ impl Namespaces {
 
     /// A KuryrPort watch event: the deletion of a namespace's KuryrPort wakes its KuryrNetwork
     /// when that is being deleted (the network goes once no port is left on it).
-    fn on_kuryrport_event(&self, ev: &watcher::Event<KuryrPort>) {
+    pub fn on_kuryrport_event(&self, ev: &watcher::Event<KuryrPort>) {
         if let watcher::Event::Delete(kp) = ev {
             let ns = kp.namespace().unwrap_or_default();
             if self.network(&ns).is_some_and(|k| k.metadata.deletion_timestamp.is_some()) {
