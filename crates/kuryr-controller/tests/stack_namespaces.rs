@@ -213,8 +213,21 @@ async fn namespace_gets_its_network_pods_use_it_and_deletion_removes_it() {
         assert_eq!(stack.neutron.get_port(&vif1.port_id).await.expect("port").network_id, net);
 
         // Deletion: the namespace waits for its KuryrNetwork's finalizer; then nothing is left.
-        let took = delete_namespace(&stack, &ns).await;
-        eprintln!("namespace deleted → gone (pods, ports, router interface, subnet, network) in {took:?}");
+        let t = Instant::now();
+        let _ = Api::<Namespace>::all(stack.client.clone()).delete(&ns, &DeleteParams::default()).await;
+        let kn_api: Api<KuryrNetwork> = Api::namespaced(stack.client.clone(), &ns);
+        wait_for("the KuryrNetwork deleted", WAIT, || async {
+            kn_api.get_opt(&ns).await.ok().flatten().is_none_or(|k| k.metadata.deletion_timestamp.is_some()).then_some(())
+        })
+        .await;
+        let t_kn = t.elapsed();
+        wait_for("network gone", WAIT, || async { stack.neutron.get_network(&net).await.is_err_and(|e| e.is_not_found()).then_some(()) })
+            .await;
+        let t_net = t.elapsed();
+        let took = t_net + delete_namespace(&stack, &ns).await;
+        eprintln!(
+            "namespace deleted → KuryrNetwork deleting {t_kn:?}, network gone {t_net:?}, namespace gone {took:?} (Kubernetes' namespace controller)"
+        );
         assert!(stack.neutron.get_network(&net).await.is_err_and(|e| e.is_not_found()), "network {net} left");
         assert!(stack.neutron.get_subnet(&subnet).await.is_err_and(|e| e.is_not_found()), "subnet {subnet} left");
         assert_eq!(router_interfaces_on(&stack, &subnet).await, 0);
@@ -261,6 +274,8 @@ fn controller_process(conf: &std::path::Path, ns: &str) -> std::process::Child {
 async fn kill_9_between_network_create_and_status_write_leaves_nothing_behind() {
     let stack = Stack::connect().await;
     let ns = unique("kns-kill");
+    // The probe below needs the CRDs (the controller processes install them too).
+    kuryr_controller::runtime::crds::install(&stack.client).await.expect("install CRDs");
     let policy = format!("{ns}-block-kn-status");
     let dyn_api = |kind: &str, plural: &str| {
         let ar = kube::core::ApiResource {
