@@ -287,3 +287,46 @@ async fn namespace_without_pods_gets_no_network() {
     namespaces::reconcile(Arc::new(pool_ns), dom.d.clone()).await.expect("pool namespace");
     assert!(api.lines().is_empty(), "{:?}", api.lines());
 }
+
+/// A namespace network no KuryrNetwork names any more (its KuryrNetwork removed by hand, say):
+/// GC finds it by the cluster tag the reconciler put on it, marks it, and on its second pass
+/// removes the router interface, then the subnet and the network.
+#[tokio::test]
+async fn gc_collects_a_namespace_network_nothing_references() {
+    let neutron = NeutronSim::start().await;
+    let k = kuryrnetwork(Value::Null);
+    let (client, _first) = ApiServer::start(kn_server(&k));
+    let h = Harness::new(client, &neutron, settings(None)).await;
+    let dom = domain(&h);
+    kuryrnetwork::reconcile(Arc::new(k), dom.d.clone()).await.expect("create");
+
+    // GC's view of the cluster: no KuryrNetwork at all.
+    let (client, _api) = ApiServer::start(|c: &Call| match c.target.split('?').next().unwrap_or_default() {
+        p if p.starts_with("/apis/openstack.org/v1/") => {
+            (200, json!({"apiVersion": "openstack.org/v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}))
+        }
+        "/api/v1/nodes" => (
+            200,
+            json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {"resourceVersion": "1"}, "items": []}),
+        ),
+        _ => default_kube(c),
+    });
+    let h = Harness::new(client, &neutron, settings(None)).await;
+    let mut marks = kuryr_controller::gc::Marks::default();
+    let r = kuryr_controller::gc::pass(&h.ctx.rt, &*h.ctx, &mut marks, None, false).await.expect("pass 1");
+    let mut kinds: Vec<_> = r.marked.iter().map(|o| (o.kind, o.id.clone())).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            (kuryr_controller::gc::Kind::RouterInterface, "rif-3".to_string()),
+            (kuryr_controller::gc::Kind::Subnet, "subnet-ns-2".into()),
+            (kuryr_controller::gc::Kind::Network, "net-ns-1".into())
+        ]
+    );
+    assert!(neutron.network("net-ns-1").is_some(), "marked, not deleted");
+    let r = kuryr_controller::gc::pass(&h.ctx.rt, &*h.ctx, &mut marks, None, false).await.expect("pass 2");
+    assert_eq!(r.swept.len(), 3, "all three swept, in dependency order: {r:?}");
+    assert!(neutron.network("net-ns-1").is_none() && neutron.subnet("subnet-ns-2").is_none());
+    assert!(neutron.ports().is_empty(), "router interface gone: {:?}", neutron.ports());
+}
