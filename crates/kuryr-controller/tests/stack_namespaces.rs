@@ -272,8 +272,22 @@ fn controller_process(conf: &std::path::Path, ns: &str) -> std::process::Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 async fn kill_9_between_network_create_and_status_write_leaves_nothing_behind() {
+    kill_9_case(false).await;
+}
+
+/// The same crash window, then the status writes allowed again and a new controller started:
+/// it adopts the network the killed one made (by its owner stamp: one network, the status names
+/// it), finishes subnet and router interface, and the pod gets its port there; deleting the
+/// namespace afterwards leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn kill_9_between_network_create_and_status_write_then_restart_adopts_the_network() {
+    kill_9_case(true).await;
+}
+
+async fn kill_9_case(adopt: bool) {
     let stack = Stack::connect().await;
-    let ns = unique("kns-kill");
+    let ns = unique(if adopt { "kns-adopt" } else { "kns-kill" });
     // The probe below needs the CRDs (the controller processes install them too).
     kuryr_controller::runtime::crds::install(&stack.client).await.expect("install CRDs");
     let policy = format!("{ns}-block-kn-status");
@@ -340,26 +354,45 @@ async fn kill_9_between_network_create_and_status_write_leaves_nothing_behind() 
         let _ = first.wait();
         let k = Api::<KuryrNetwork>::namespaced(stack.client.clone(), &ns).get(&ns).await.expect("kuryrnetwork");
         assert!(k.status.as_ref().is_none_or(|s| s.net_id.is_none()), "the status was written: {:?}", k.status);
-        eprintln!(
-            "SIGKILLed the controller: network {} (with subnet and router interface) exists, the KuryrNetwork status names nothing",
-            net.id
-        );
+        eprintln!("SIGKILLed the controller: network {} exists, the KuryrNetwork status names nothing", net.id);
 
-        // Deleted while no controller runs; a new one converges.
-        let _ = Api::<Namespace>::all(stack.client.clone()).delete(&ns, &DeleteParams::default()).await;
-        let mut second = controller_process(&conf, &ns);
-        let t = Instant::now();
-        let api = Api::<Namespace>::all(stack.client.clone());
-        let gone = wait_for("namespace gone", WAIT, || async { api.get_opt(&ns).await.expect("get ns").is_none().then_some(()) });
-        let r = tokio::time::timeout(WAIT + Duration::from_secs(5), gone).await;
-        let _ = second.kill();
-        let _ = second.wait();
-        r.expect("namespace deleted");
-        eprintln!("restarted controller tore the unrecorded network down; namespace gone {:?} after the restart", t.elapsed());
-        assert!(stack.neutron.get_network(&net.id).await.is_err_and(|e| e.is_not_found()), "network {} left", net.id);
-        for sn in &net.subnets {
-            assert_eq!(router_interfaces_on(&stack, sn).await, 0, "router interface on {sn} left");
+        if adopt {
+            let _ = vapb.delete(&policy, &DeleteParams::default()).await;
+            // Status writes go through again once the binding is gone.
+            let mut second = controller_process(&conf, &ns);
+            let t = Instant::now();
+            let ready = tokio::time::timeout(WAIT + Duration::from_secs(5), ready_network(&stack, &ns)).await;
+            let vif = match ready {
+                Ok(_) => tokio::time::timeout(WAIT, vif_of(&stack, &ns, "p0")).await.ok(),
+                Err(_) => None,
+            };
+            let k = Api::<KuryrNetwork>::namespaced(stack.client.clone(), &ns).get(&ns).await.expect("kuryrnetwork");
+            eprintln!("restarted controller: KuryrNetwork ready {:?} after the restart", t.elapsed());
+            let nets = stamped_networks(&stack, &ns).await;
+            let took = if vif.is_some() { Some(delete_namespace(&stack, &ns).await) } else { None };
+            let _ = second.kill();
+            let _ = second.wait();
+            let st = k.status.expect("status");
+            assert_eq!(st.net_id.as_deref(), Some(net.id.as_str()), "the crash-window network is adopted");
+            assert_eq!(nets.len(), 1, "no second network: {nets:?}");
+            let vif = vif.expect("the pod's VIF");
+            let port = stack.neutron.get_port(&vif.port_id).await;
+            assert!(port.is_err_and(|e| e.is_not_found()), "the pod's port went with the namespace");
+            eprintln!("namespace deleted → gone {:?}", took.unwrap_or_default());
+        } else {
+            // Deleted while no controller runs; a new one converges.
+            let _ = Api::<Namespace>::all(stack.client.clone()).delete(&ns, &DeleteParams::default()).await;
+            let mut second = controller_process(&conf, &ns);
+            let t = Instant::now();
+            let api = Api::<Namespace>::all(stack.client.clone());
+            let gone = wait_for("namespace gone", WAIT, || async { api.get_opt(&ns).await.expect("get ns").is_none().then_some(()) });
+            let r = tokio::time::timeout(WAIT + Duration::from_secs(5), gone).await;
+            let _ = second.kill();
+            let _ = second.wait();
+            r.expect("namespace deleted");
+            eprintln!("restarted controller tore the unrecorded network down; namespace gone {:?} after the restart", t.elapsed());
         }
+        assert!(stack.neutron.get_network(&net.id).await.is_err_and(|e| e.is_not_found()), "network {} left", net.id);
         assert!(stamped_networks(&stack, &ns).await.is_empty());
     };
     guarded(&stack, &[&ns], vec![], body).await;

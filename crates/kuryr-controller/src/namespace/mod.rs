@@ -2,7 +2,7 @@
 //! `namespace_subnet` driver), on with `[kubernetes] pod_subnets_driver = namespace`. One hop
 //! per module:
 //! * [`namespaces`]: Namespace → its KuryrNetwork (upstream's kind, spec and finalizer), made
-//!   once the namespace has a pod (or a KuryrPort) to wire, as upstream did.
+//!   once the namespace has a pod (or a KuryrPort) waiting to be wired, as upstream did.
 //! * [`kuryrnetwork`]: KuryrNetwork → Neutron network, subnet from `[namespace_subnet]
 //!   pod_subnet_pool`, interface on `pod_router`, each step written to `status` as it happens
 //!   (a restart resumes); the teardown behind the finalizer.
@@ -122,20 +122,27 @@ impl Namespaces {
         self.settings.excluded.iter().any(|n| n == namespace)
     }
 
-    /// Whether `namespace` has something to wire (a KuryrPort, or a pod on pod networking),
-    /// from the runtime's caches: upstream made a namespace's network only then.
+    /// Whether `namespace` has something to wire, from the runtime's caches: a KuryrPort without
+    /// its VIF yet, or a pod on pod networking without a KuryrPort. Upstream made a namespace's
+    /// network once it had a pod; pods already wired (a cluster switched from the default
+    /// driver) keep their ports and need none until a new pod comes.
     pub fn needs_network(&self, namespace: &str) -> bool {
-        let kp = self
-            .ctx
-            .kuryrports
-            .state()
+        let kps = self.ctx.kuryrports.state();
+        let in_ns = |k: &&Arc<KuryrPort>| {
+            k.metadata.namespace.as_deref() == Some(namespace) && !kuryr_core::names::is_pool(k.metadata.labels.as_ref())
+        };
+        let waiting = kps
             .iter()
-            .any(|k| k.metadata.namespace.as_deref() == Some(namespace) && !kuryr_core::names::is_pool(k.metadata.labels.as_ref()));
-        kp || self.ctx.pods.state().iter().any(|p| {
-            p.metadata.namespace.as_deref() == Some(namespace)
-                && !p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
-                && !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
-        })
+            .filter(in_ns)
+            .any(|k| k.metadata.deletion_timestamp.is_none() && k.status.as_ref().is_none_or(|s| s.default_vif().is_none()));
+        waiting
+            || self.ctx.pods.state().iter().any(|p| {
+                p.metadata.namespace.as_deref() == Some(namespace)
+                    && p.metadata.deletion_timestamp.is_none()
+                    && !p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
+                    && !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+                    && !kps.iter().filter(in_ns).any(|k| k.metadata.name == p.metadata.name)
+            })
     }
 
     /// Whether a KuryrPort of `namespace` is left (its network waits for the last one).

@@ -288,6 +288,26 @@ async fn namespace_without_pods_gets_no_network() {
     assert!(api.lines().is_empty(), "{:?}", api.lines());
 }
 
+/// A namespace whose pods are all wired already (a cluster switched from the default driver, or
+/// pods another configuration wired) needs no network until a new pod comes.
+#[tokio::test]
+async fn namespace_with_wired_pods_only_gets_no_network() {
+    let neutron = NeutronSim::start().await;
+    let (client, api) = ApiServer::start(default_kube);
+    let mut h = Harness::new(client, &neutron, settings(None)).await;
+    let mut kp = kuryrport();
+    kp.status =
+        serde_json::from_value(json!({"vifs": {"eth0": {"default": true, "vif": {"portId": "port-used", "active": true}}}})).unwrap();
+    h.add_pod(&pod());
+    h.add_kuryrport(&kp);
+    let dom = domain(&h);
+    namespaces::reconcile(Arc::new(namespace()), dom.d.clone()).await.expect("namespace");
+    assert!(api.lines().is_empty(), "{:?}", api.lines());
+    assert!(!dom.d.needs_network(NS));
+    h.add_kuryrport(&kuryrport());
+    assert!(dom.d.needs_network(NS), "a KuryrPort without its VIF needs it");
+}
+
 /// A namespace network no KuryrNetwork names any more (its KuryrNetwork removed by hand, say):
 /// GC finds it by the cluster tag the reconciler put on it, marks it, and on its second pass
 /// removes the router interface, then the subnet and the network.
