@@ -113,6 +113,24 @@ impl Ini {
         self.get(section, option).unwrap_or(default).to_string()
     }
 
+    /// `option` as one of `choices` (`default` when unset); any other value is invalid, with
+    /// `supported` as the reason.
+    fn choice<T: Copy>(
+        &self,
+        section: &str,
+        option: &str,
+        default: &str,
+        choices: &[(&str, T)],
+        supported: &str,
+    ) -> Result<T, ConfigError> {
+        let v = self.str_or(section, option, default);
+        choices
+            .iter()
+            .find(|(name, _)| *name == v)
+            .map(|(_, t)| *t)
+            .ok_or_else(|| invalid(section, option, &v, supported))
+    }
+
     fn opt(&self, section: &str, option: &str) -> Option<String> {
         self.get(section, option)
             .filter(|v| !v.is_empty())
@@ -434,60 +452,81 @@ impl Config {
     /// `[kubernetes]`: the drivers, the handlers, the API connection.
     fn kubernetes_section(ini: &Ini) -> Result<KubernetesConfig, ConfigError> {
         let k = "kubernetes";
-        let pod_vif_driver = match ini.str_or(k, "pod_vif_driver", "neutron-vif").as_str() {
-            "neutron-vif" | "neutron" => PodVifDriver::NeutronVif,
-            "nested-vlan" => PodVifDriver::NestedVlan,
-            "nested-macvlan" => PodVifDriver::NestedMacvlan,
-            other => {
-                return Err(invalid(
-                    k,
-                    "pod_vif_driver",
-                    other,
-                    "supported: neutron-vif, nested-vlan, nested-macvlan",
-                ))
-            }
-        };
-        let vif_pool_driver = match ini.str_or(k, "vif_pool_driver", "noop").as_str() {
-            "noop" => VifPoolDriver::Noop,
-            "neutron" => VifPoolDriver::Neutron,
-            "nested" => VifPoolDriver::Nested,
-            other => {
-                return Err(invalid(
-                    k,
-                    "vif_pool_driver",
-                    other,
-                    "supported: noop, neutron, nested",
-                ))
-            }
-        };
-        let pod_subnets_driver = match ini.str_or(k, "pod_subnets_driver", "default").as_str() {
-            "default" => SubnetsDriver::Default,
-            "namespace" => SubnetsDriver::Namespace,
-            other => {
-                return Err(invalid(
-                    k,
-                    "pod_subnets_driver",
-                    other,
-                    "supported: default, namespace",
-                ))
-            }
-        };
-        let pod_security_groups_driver = match ini
-            .str_or(k, "pod_security_groups_driver", "default")
-            .as_str()
-        {
-            "default" => SecurityGroupsDriver::Default,
-            "namespace" => SecurityGroupsDriver::Namespace,
-            "policy" => SecurityGroupsDriver::Policy,
-            other => {
-                return Err(invalid(
-                    k,
-                    "pod_security_groups_driver",
-                    other,
-                    "supported: default, namespace, policy",
-                ))
-            }
-        };
+        let pod_vif_driver = ini.choice(
+            k,
+            "pod_vif_driver",
+            "neutron-vif",
+            &[
+                ("neutron-vif", PodVifDriver::NeutronVif),
+                ("neutron", PodVifDriver::NeutronVif),
+                ("nested-vlan", PodVifDriver::NestedVlan),
+                ("nested-macvlan", PodVifDriver::NestedMacvlan),
+            ],
+            "supported: neutron-vif, nested-vlan, nested-macvlan",
+        )?;
+        let vif_pool_driver = ini.choice(
+            k,
+            "vif_pool_driver",
+            "noop",
+            &[
+                ("noop", VifPoolDriver::Noop),
+                ("neutron", VifPoolDriver::Neutron),
+                ("nested", VifPoolDriver::Nested),
+            ],
+            "supported: noop, neutron, nested",
+        )?;
+        let pod_subnets_driver = ini.choice(
+            k,
+            "pod_subnets_driver",
+            "default",
+            &[
+                ("default", SubnetsDriver::Default),
+                ("namespace", SubnetsDriver::Namespace),
+            ],
+            "supported: default, namespace",
+        )?;
+        let pod_security_groups_driver = ini.choice(
+            k,
+            "pod_security_groups_driver",
+            "default",
+            &[
+                ("default", SecurityGroupsDriver::Default),
+                ("namespace", SecurityGroupsDriver::Namespace),
+                ("policy", SecurityGroupsDriver::Policy),
+            ],
+            "supported: default, namespace, policy",
+        )?;
+        let enabled_handlers = Self::enabled_handlers(ini)?;
+        Ok(KubernetesConfig {
+            api_root: ini.opt(k, "api_root"),
+            token_file: ini.str_or(
+                k,
+                "token_file",
+                "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            ),
+            ssl_ca_crt_file: ini.str_or(
+                k,
+                "ssl_ca_crt_file",
+                "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+            ),
+            ssl_verify_server_crt: ini.bool_or(k, "ssl_verify_server_crt", true)?,
+            ssl_client_crt_file: ini.opt(k, "ssl_client_crt_file"),
+            ssl_client_key_file: ini.opt(k, "ssl_client_key_file"),
+            pod_vif_driver,
+            vif_pool_driver,
+            pod_subnets_driver,
+            pod_security_groups_driver,
+            enabled_handlers,
+            octavia_provider: ini.str_or(k, "endpoints_driver_octavia_provider", "default"),
+            controller_ha: ini.bool_or(k, "controller_ha", false)?,
+            use_events: ini.bool_or(k, "use_events", true)?,
+        })
+    }
+
+    /// `[kubernetes] enabled_handlers`: upstream's default set when unset; an unknown handler is
+    /// invalid.
+    fn enabled_handlers(ini: &Ini) -> Result<Vec<String>, ConfigError> {
+        let k = "kubernetes";
         let mut enabled_handlers = ini.list(k, "enabled_handlers");
         if enabled_handlers.is_empty() {
             enabled_handlers = [
@@ -524,30 +563,7 @@ impl Config {
                 &format!("unknown handler; known: {}", HANDLERS.join(", ")),
             ));
         }
-        Ok(KubernetesConfig {
-            api_root: ini.opt(k, "api_root"),
-            token_file: ini.str_or(
-                k,
-                "token_file",
-                "/var/run/secrets/kubernetes.io/serviceaccount/token",
-            ),
-            ssl_ca_crt_file: ini.str_or(
-                k,
-                "ssl_ca_crt_file",
-                "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
-            ),
-            ssl_verify_server_crt: ini.bool_or(k, "ssl_verify_server_crt", true)?,
-            ssl_client_crt_file: ini.opt(k, "ssl_client_crt_file"),
-            ssl_client_key_file: ini.opt(k, "ssl_client_key_file"),
-            pod_vif_driver,
-            vif_pool_driver,
-            pod_subnets_driver,
-            pod_security_groups_driver,
-            enabled_handlers,
-            octavia_provider: ini.str_or(k, "endpoints_driver_octavia_provider", "default"),
-            controller_ha: ini.bool_or(k, "controller_ha", false)?,
-            use_events: ini.bool_or(k, "use_events", true)?,
-        })
+        Ok(enabled_handlers)
     }
 
     /// `[neutron_defaults]`.

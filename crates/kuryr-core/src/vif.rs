@@ -250,82 +250,8 @@ impl Vif {
             .unwrap_or_default()
             .to_string();
         let mtu = net.get("mtu").and_then(Value::as_u64).unwrap_or(1500) as u32;
-        let bridge = d
-            .get("bridge_name")
-            .and_then(Value::as_str)
-            .or_else(|| net.get("bridge").and_then(Value::as_str))
-            .unwrap_or("br-int")
-            .to_string();
-        let binding = match name {
-            "VIFOpenVSwitch" => Binding::Ovs { bridge },
-            // Upstream's VIFBridge is the hybrid plug: bridge_name is the qbr Linux bridge and the
-            // network's bridge is the OVS integration bridge.
-            "VIFBridge" => Binding::Hybrid {
-                bridge: net
-                    .get("bridge")
-                    .and_then(Value::as_str)
-                    .unwrap_or("br-int")
-                    .to_string(),
-                linux_bridge: d
-                    .get("bridge_name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| VifError::Missing("bridge_name".into()))?
-                    .to_string(),
-            },
-            "VIFVlanNested" => {
-                let id = d
-                    .get("vlan_id")
-                    .and_then(Value::as_u64)
-                    .ok_or_else(|| VifError::Missing("vlan_id".into()))?;
-                let vlan_id =
-                    u16::try_from(id).map_err(|_| VifError::Invalid(format!("vlan_id {id}")))?;
-                Binding::NestedVlan { vlan_id }
-            }
-            "VIFMacvlanNested" => Binding::NestedMacvlan,
-            other => return Err(VifError::Unsupported(other.to_string())),
-        };
-        let mut ips = Vec::new();
-        if let Some(subnets) = net.get("subnets") {
-            for s in ovo_objects(subnets) {
-                let cidr = req_str(s, "cidr")?.to_string();
-                let gateway = match s.get("gateway").and_then(Value::as_str) {
-                    Some(g) if !g.is_empty() => Some(parse_ip(g, "gateway")?),
-                    _ => None,
-                };
-                let dns = s
-                    .get("dns")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(|x| parse_ip(x, "dns"))
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                    .transpose()?
-                    .unwrap_or_default();
-                let mut routes = Vec::new();
-                if let Some(r) = s.get("routes") {
-                    for r in ovo_objects(r) {
-                        routes.push(VifRoute {
-                            destination: req_str(r, "cidr")?.to_string(),
-                            gateway: parse_ip(req_str(r, "gateway")?, "route gateway")?,
-                        });
-                    }
-                }
-                if let Some(fixed) = s.get("ips") {
-                    for ip in ovo_objects(fixed) {
-                        ips.push(VifIp {
-                            address: parse_ip(req_str(ip, "address")?, "fixed ip")?,
-                            subnet_cidr: cidr.clone(),
-                            subnet_id: None,
-                            gateway,
-                            routes: routes.clone(),
-                            dns: dns.clone(),
-                        });
-                    }
-                }
-            }
-        }
+        let binding = os_vif_binding(name, d, net)?;
+        let ips = os_vif_ips(net)?;
         let host_ifname = match (&binding, vif_name) {
             (_, Some(n)) if !n.is_empty() => n,
             _ => host_ifname(&port_id),
@@ -345,6 +271,97 @@ impl Vif {
         vif.validate()?;
         Ok(vif)
     }
+}
+
+/// The binding of an os-vif primitive of class `name`, from its data `d` and its network `net`.
+fn os_vif_binding(name: &str, d: &Value, net: &Value) -> Result<Binding, VifError> {
+    let bridge = d
+        .get("bridge_name")
+        .and_then(Value::as_str)
+        .or_else(|| net.get("bridge").and_then(Value::as_str))
+        .unwrap_or("br-int")
+        .to_string();
+    Ok(match name {
+        "VIFOpenVSwitch" => Binding::Ovs { bridge },
+        // Upstream's VIFBridge is the hybrid plug: bridge_name is the qbr Linux bridge and the
+        // network's bridge is the OVS integration bridge.
+        "VIFBridge" => Binding::Hybrid {
+            bridge: net
+                .get("bridge")
+                .and_then(Value::as_str)
+                .unwrap_or("br-int")
+                .to_string(),
+            linux_bridge: d
+                .get("bridge_name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| VifError::Missing("bridge_name".into()))?
+                .to_string(),
+        },
+        "VIFVlanNested" => {
+            let id = d
+                .get("vlan_id")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| VifError::Missing("vlan_id".into()))?;
+            let vlan_id =
+                u16::try_from(id).map_err(|_| VifError::Invalid(format!("vlan_id {id}")))?;
+            Binding::NestedVlan { vlan_id }
+        }
+        "VIFMacvlanNested" => Binding::NestedMacvlan,
+        other => return Err(VifError::Unsupported(other.to_string())),
+    })
+}
+
+/// The fixed IPs of an os-vif network, each with its subnet's CIDR, gateway, routes and DNS.
+fn os_vif_ips(net: &Value) -> Result<Vec<VifIp>, VifError> {
+    let mut ips = Vec::new();
+    if let Some(subnets) = net.get("subnets") {
+        for s in ovo_objects(subnets) {
+            let cidr = req_str(s, "cidr")?.to_string();
+            let gateway = match s.get("gateway").and_then(Value::as_str) {
+                Some(g) if !g.is_empty() => Some(parse_ip(g, "gateway")?),
+                _ => None,
+            };
+            let dns = s
+                .get("dns")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(|x| parse_ip(x, "dns"))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?
+                .unwrap_or_default();
+            let routes = os_vif_routes(s)?;
+            if let Some(fixed) = s.get("ips") {
+                for ip in ovo_objects(fixed) {
+                    ips.push(VifIp {
+                        address: parse_ip(req_str(ip, "address")?, "fixed ip")?,
+                        subnet_cidr: cidr.clone(),
+                        subnet_id: None,
+                        gateway,
+                        routes: routes.clone(),
+                        dns: dns.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(ips)
+}
+
+/// The routes of an os-vif subnet `s`.
+fn os_vif_routes(s: &Value) -> Result<Vec<VifRoute>, VifError> {
+    let mut routes = Vec::new();
+    if let Some(r) = s.get("routes") {
+        for r in ovo_objects(r) {
+            routes.push(VifRoute {
+                destination: req_str(r, "cidr")?.to_string(),
+                gateway: parse_ip(req_str(r, "gateway")?, "route gateway")?,
+            });
+        }
+    }
+    Ok(routes)
 }
 
 #[cfg(test)]

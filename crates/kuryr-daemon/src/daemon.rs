@@ -174,78 +174,15 @@ pub fn node_name(flag: Option<&str>) -> String {
 impl Daemon {
     /// Starts everything and returns once the CNI socket accepts requests.
     pub async fn start(opts: DaemonOptions, client: Client) -> Result<Daemon, StartError> {
-        crate::standalone::set_namespace(&opts.config.cni_daemon.standalone_namespace)
-            .map_err(StartError::Config)?;
-        if let Some((from, bin_dir)) = &opts.install_cni {
-            let dest = conflist::install_cni_binary(from, bin_dir)
-                .map_err(io_err("install kuryr-cni into", bin_dir))?;
-            tracing::info!(dest = %dest.display(), "installed kuryr-cni");
-        }
-        let store = AttachmentStore::open(&opts.attachments_dir)?;
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&opts.del_queue_dir)
-                .map_err(io_err(
-                    "create the DEL queue directory",
-                    &opts.del_queue_dir,
-                ))?;
-        }
+        let store = prepare_host(&opts)?;
         let metrics = Metrics::new();
         metrics.set_attachments(store.list().map(|l| l.len()).unwrap_or(0));
 
         let (cluster, writers) = Cluster::new();
         let watch_tasks = cluster.start(client.clone(), &opts.node_name, writers);
-
-        let cfg = &opts.config;
-        let bridge = match cfg.kubernetes.pod_vif_driver {
-            PodVifDriver::NeutronVif => Some(cfg.neutron_defaults.ovs_bridge.clone()),
-            PodVifDriver::NestedVlan | PodVifDriver::NestedMacvlan => None,
-        };
-        let failures = FailureWindow::new(
-            opts.failure_window,
-            cfg.cni_daemon.cni_failures_count as usize,
-            0.5,
-        );
-        let health = Arc::new(Health::new(cluster.clone(), bridge.clone(), failures));
-        let ovs = Arc::new(Ovs::lazy(&opts.ovsdb_endpoint, Duration::from_secs(10)));
-        let env = HostEnv::new(
-            Netns::current()?,
-            ovs.clone(),
-            cfg.link_iface.clone(),
-            cfg.neutron_defaults.network_device_mtu,
-        );
-        let events = Recorder::new(
-            cfg.kubernetes.use_events.then(|| client.clone()),
-            &opts.node_name,
-        );
-        let pool = match (&opts.pool_netns, &bridge) {
-            (Some(name), Some(br)) => match Pool::open(name, br, metrics.clone()) {
-                Ok(p) => p,
-                Err(e) => {
-                    // ADD works without it, only slower.
-                    tracing::error!(netns = %name, error = %e, "cannot open the holding netns: pre-plugging is off");
-                    Pool::disabled(metrics.clone())
-                }
-            },
-            _ => Pool::disabled(metrics.clone()),
-        };
-        let pool = Arc::new(pool);
-        let cni = Arc::new(Cni {
-            settings: Settings {
-                vif_timeout: cfg.cni_daemon.vif_annotation_timeout,
-            },
-            cluster: cluster.clone(),
-            env,
-            store,
-            locks: KeyedLocks::new(),
-            events,
-            metrics: metrics.clone(),
-            health: health.clone(),
-            pool: pool.clone(),
-        });
+        let parts = assemble(&opts, &client, cluster, store, &metrics)?;
+        let cni = parts.cni.clone();
+        let health = cni.health.clone();
 
         // DELs the shim queued while we were down, before anything new is served.
         let drained = delqueue::drain(&opts.del_queue_dir, &cni).await;
@@ -254,75 +191,19 @@ impl Daemon {
         }
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let unix = bind_unix(&opts.socket_path)
-            .await
-            .map_err(io_err("listen on", &opts.socket_path))?;
-        let health_l = TcpListener::bind(opts.health_addr).await.map_err(io_err(
-            "listen on",
-            Path::new(&opts.health_addr.to_string()),
-        ))?;
-        let metrics_l = TcpListener::bind(opts.metrics_addr).await.map_err(io_err(
-            "listen on",
-            Path::new(&opts.metrics_addr.to_string()),
-        ))?;
-        let health_addr = health_l
-            .local_addr()
-            .map_err(io_err("address of", Path::new("health listener")))?;
-        let metrics_addr = metrics_l
-            .local_addr()
-            .map_err(io_err("address of", Path::new("metrics listener")))?;
-        let servers = vec![
-            tokio::spawn(serve_unix(unix, cni.clone(), shutdown_rx.clone())),
-            tokio::spawn(serve_tcp(
-                health_l,
-                Site::Health(health.clone()),
-                shutdown_rx.clone(),
-            )),
-            tokio::spawn(serve_tcp(
-                metrics_l,
-                Site::Metrics(metrics),
-                shutdown_rx.clone(),
-            )),
-        ];
+        let (servers, health_addr, metrics_addr) =
+            serve(&opts, &cni, metrics, &shutdown_rx).await?;
         tracing::info!(socket = %opts.socket_path.display(), %health_addr, %metrics_addr, node = %opts.node_name, standalone_namespace = crate::standalone::namespace(), "kuryr-daemon serving");
 
-        let probed = Arc::new(Notify::new());
-        let mut background = watch_tasks;
-        background.push(tokio::spawn(pool.run(cni.clone(), shutdown_rx.clone())));
-        background.push(tokio::spawn(probe_loop(
-            client,
-            ovs,
-            bridge,
-            health.clone(),
-            opts.probe_interval,
-            probed.clone(),
-            shutdown_rx.clone(),
-        )));
-        if health.bridge.is_some() {
-            background.push(tokio::spawn(ovs_audit_loop(
-                cni.clone(),
-                opts.probe_interval,
-                shutdown_rx.clone(),
-            )));
-        }
         let conflist_path = Arc::new(Mutex::new(None));
-        if let Some(c) = &opts.conflist {
-            let spec = ConflistSpec {
-                daemon_socket: opts.socket_path.display().to_string(),
-                del_queue_dir: opts.del_queue_dir.display().to_string(),
-                timeout_seconds: c.timeout_seconds,
-                chain: c.chain.clone(),
-                cni_version: c.cni_version.clone(),
-            };
-            background.push(tokio::spawn(write_conflist_when_ready(
-                c.clone(),
-                spec,
-                health.clone(),
-                probed,
-                conflist_path.clone(),
-                shutdown_rx,
-            )));
-        }
+        let mut background = watch_tasks;
+        background.extend(spawn_background(
+            &opts,
+            client,
+            parts,
+            &conflist_path,
+            shutdown_rx,
+        ));
         Ok(Daemon {
             cni,
             health,
@@ -405,6 +286,190 @@ impl Daemon {
         self.shutdown().await;
         Ok(())
     }
+}
+
+/// Prepares the host before anything runs: the standalone namespace, `kuryr-cni` installed
+/// (optional), the attachment records opened and the DEL queue directory present.
+fn prepare_host(opts: &DaemonOptions) -> Result<AttachmentStore, StartError> {
+    crate::standalone::set_namespace(&opts.config.cni_daemon.standalone_namespace)
+        .map_err(StartError::Config)?;
+    if let Some((from, bin_dir)) = &opts.install_cni {
+        let dest = conflist::install_cni_binary(from, bin_dir)
+            .map_err(io_err("install kuryr-cni into", bin_dir))?;
+        tracing::info!(dest = %dest.display(), "installed kuryr-cni");
+    }
+    let store = AttachmentStore::open(&opts.attachments_dir)?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&opts.del_queue_dir)
+            .map_err(io_err(
+                "create the DEL queue directory",
+                &opts.del_queue_dir,
+            ))?;
+    }
+    Ok(store)
+}
+
+/// The CNI service and what the background tasks share with it.
+struct Parts {
+    cni: Arc<Cni>,
+    ovs: Arc<Ovs>,
+    /// The OVS bridge pods are plugged into (`None` for the nested drivers).
+    bridge: Option<String>,
+}
+
+/// Builds the CNI service: health, the host environment (OVS, the host netns), events and the
+/// port pool (disabled when its holding netns cannot be opened).
+fn assemble(
+    opts: &DaemonOptions,
+    client: &Client,
+    cluster: Arc<Cluster>,
+    store: AttachmentStore,
+    metrics: &Metrics,
+) -> Result<Parts, StartError> {
+    let cfg = &opts.config;
+    let bridge = match cfg.kubernetes.pod_vif_driver {
+        PodVifDriver::NeutronVif => Some(cfg.neutron_defaults.ovs_bridge.clone()),
+        PodVifDriver::NestedVlan | PodVifDriver::NestedMacvlan => None,
+    };
+    let failures = FailureWindow::new(
+        opts.failure_window,
+        cfg.cni_daemon.cni_failures_count as usize,
+        0.5,
+    );
+    let health = Arc::new(Health::new(cluster.clone(), bridge.clone(), failures));
+    let ovs = Arc::new(Ovs::lazy(&opts.ovsdb_endpoint, Duration::from_secs(10)));
+    let env = HostEnv::new(
+        Netns::current()?,
+        ovs.clone(),
+        cfg.link_iface.clone(),
+        cfg.neutron_defaults.network_device_mtu,
+    );
+    let events = Recorder::new(
+        cfg.kubernetes.use_events.then(|| client.clone()),
+        &opts.node_name,
+    );
+    let pool = match (&opts.pool_netns, &bridge) {
+        (Some(name), Some(br)) => match Pool::open(name, br, metrics.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                // ADD works without it, only slower.
+                tracing::error!(netns = %name, error = %e, "cannot open the holding netns: pre-plugging is off");
+                Pool::disabled(metrics.clone())
+            }
+        },
+        _ => Pool::disabled(metrics.clone()),
+    };
+    let cni = Arc::new(Cni {
+        settings: Settings {
+            vif_timeout: cfg.cni_daemon.vif_annotation_timeout,
+        },
+        cluster,
+        env,
+        store,
+        locks: KeyedLocks::new(),
+        events,
+        metrics: metrics.clone(),
+        health,
+        pool: Arc::new(pool),
+    });
+    Ok(Parts { cni, ovs, bridge })
+}
+
+/// Listens on the CNI socket and the health and metrics ports and serves them; returns the
+/// servers and the bound health and metrics addresses.
+async fn serve(
+    opts: &DaemonOptions,
+    cni: &Arc<Cni>,
+    metrics: Metrics,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> Result<(Vec<JoinHandle<()>>, SocketAddr, SocketAddr), StartError> {
+    let unix = bind_unix(&opts.socket_path)
+        .await
+        .map_err(io_err("listen on", &opts.socket_path))?;
+    let health_l = TcpListener::bind(opts.health_addr).await.map_err(io_err(
+        "listen on",
+        Path::new(&opts.health_addr.to_string()),
+    ))?;
+    let metrics_l = TcpListener::bind(opts.metrics_addr).await.map_err(io_err(
+        "listen on",
+        Path::new(&opts.metrics_addr.to_string()),
+    ))?;
+    let health_addr = health_l
+        .local_addr()
+        .map_err(io_err("address of", Path::new("health listener")))?;
+    let metrics_addr = metrics_l
+        .local_addr()
+        .map_err(io_err("address of", Path::new("metrics listener")))?;
+    let servers = vec![
+        tokio::spawn(serve_unix(unix, cni.clone(), shutdown_rx.clone())),
+        tokio::spawn(serve_tcp(
+            health_l,
+            Site::Health(cni.health.clone()),
+            shutdown_rx.clone(),
+        )),
+        tokio::spawn(serve_tcp(
+            metrics_l,
+            Site::Metrics(metrics),
+            shutdown_rx.clone(),
+        )),
+    ];
+    Ok((servers, health_addr, metrics_addr))
+}
+
+/// Spawns the background tasks: the pool, the probe loop, the OVS port audit (with a bridge)
+/// and the conflist writer (unless `--no-conflist`).
+fn spawn_background(
+    opts: &DaemonOptions,
+    client: Client,
+    parts: Parts,
+    conflist_path: &Arc<Mutex<Option<PathBuf>>>,
+    shutdown_rx: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let Parts { cni, ovs, bridge } = parts;
+    let health = cni.health.clone();
+    let probed = Arc::new(Notify::new());
+    let mut background = Vec::new();
+    background.push(tokio::spawn(
+        cni.pool.clone().run(cni.clone(), shutdown_rx.clone()),
+    ));
+    background.push(tokio::spawn(probe_loop(
+        client,
+        ovs,
+        bridge,
+        health.clone(),
+        opts.probe_interval,
+        probed.clone(),
+        shutdown_rx.clone(),
+    )));
+    if health.bridge.is_some() {
+        background.push(tokio::spawn(ovs_audit_loop(
+            cni.clone(),
+            opts.probe_interval,
+            shutdown_rx.clone(),
+        )));
+    }
+    if let Some(c) = &opts.conflist {
+        let spec = ConflistSpec {
+            daemon_socket: opts.socket_path.display().to_string(),
+            del_queue_dir: opts.del_queue_dir.display().to_string(),
+            timeout_seconds: c.timeout_seconds,
+            chain: c.chain.clone(),
+            cni_version: c.cni_version.clone(),
+        };
+        background.push(tokio::spawn(write_conflist_when_ready(
+            c.clone(),
+            spec,
+            health,
+            probed,
+            conflist_path.clone(),
+            shutdown_rx,
+        )));
+    }
+    background
 }
 
 /// Probes the API server and the OVS bridge every `interval`.

@@ -292,9 +292,38 @@ pub(crate) async fn issue_token(
         .map(|u| u.path().to_owned())
         .unwrap_or_else(|_| "/v3/auth/tokens".into());
     tracing::debug!(%url, method = creds.kind, "keystone: issuing token");
+    let (status, subject, body) = post_credentials(http, &url, creds, timeout, metrics).await?;
+    if !status.is_success() {
+        let message = error_message(&body, status);
+        tracing::debug!(%url, %status, %message, "keystone refused token request");
+        return Err(Error::Auth {
+            url,
+            status,
+            message,
+        });
+    }
+    let token = token_from_response(&path, status, subject, &body)?;
+    tracing::debug!(
+        user_id = token.user_id.as_deref().unwrap_or(""),
+        project_id = token.project_id.as_deref().unwrap_or(""),
+        lifetime_s = token.lifetime.as_secs(),
+        "keystone: token issued"
+    );
+    Ok(token)
+}
+
+/// POSTs the credentials to `url` and reads the answer (recorded in `metrics`): its status,
+/// its `X-Subject-Token` header and its body.
+async fn post_credentials(
+    http: &reqwest::Client,
+    url: &str,
+    creds: &Credentials,
+    timeout: Duration,
+    metrics: Option<&MetricsSink>,
+) -> Result<(StatusCode, Option<String>, bytes::Bytes)> {
     let started = Instant::now();
     let resp = http
-        .post(&url)
+        .post(url)
         .timeout(timeout)
         .header(reqwest::header::ACCEPT, "application/json")
         .json(&creds.body)
@@ -314,7 +343,7 @@ pub(crate) async fn issue_token(
     let transport = |e: reqwest::Error| Error::Transport {
         service: Service::Identity,
         method: Method::POST,
-        url: url.clone(),
+        url: url.to_owned(),
         reason: transport_reason(&e, timeout),
         source: e,
     };
@@ -336,29 +365,31 @@ pub(crate) async fn issue_token(
         transport(e)
     })?;
     record(Some(status));
-    if !status.is_success() {
-        let message = error_message(&body, status);
-        tracing::debug!(%url, %status, %message, "keystone refused token request");
-        return Err(Error::Auth {
-            url,
-            status,
-            message,
-        });
-    }
+    Ok((status, subject, body))
+}
+
+/// The token a successful answer describes: the secret from its `X-Subject-Token` header
+/// (`subject`), the rest from its body.
+fn token_from_response(
+    path: &str,
+    status: StatusCode,
+    subject: Option<String>,
+    body: &[u8],
+) -> Result<Token> {
     let decode = |message: String| Error::Decode {
         service: Service::Identity,
         method: Method::POST,
-        path: path.clone(),
+        path: path.to_owned(),
         status,
         message,
     };
     let secret = subject
         .filter(|s| !s.is_empty())
         .ok_or_else(|| decode("no X-Subject-Token header in the response".into()))?;
-    let parsed: TokenBody = serde_json::from_slice(&body).map_err(|e| {
+    let parsed: TokenBody = serde_json::from_slice(body).map_err(|e| {
         decode(format!(
             "{e} in {:?}",
-            snippet(&String::from_utf8_lossy(&body), 200)
+            snippet(&String::from_utf8_lossy(body), 200)
         ))
     })?;
     let received = Instant::now();
@@ -375,7 +406,7 @@ pub(crate) async fn issue_token(
     };
     let (user_id, user_name) = t.user.map(|u| (u.id, u.name)).unwrap_or_default();
     let (project_id, project_name) = t.project.map(|p| (p.id, p.name)).unwrap_or_default();
-    let token = Token {
+    Ok(Token {
         secret,
         expires_at,
         issued_at,
@@ -388,14 +419,7 @@ pub(crate) async fn issue_token(
         catalog: t.catalog,
         received,
         lifetime,
-    };
-    tracing::debug!(
-        user_id = token.user_id.as_deref().unwrap_or(""),
-        project_id = token.project_id.as_deref().unwrap_or(""),
-        lifetime_s = lifetime.as_secs(),
-        "keystone: token issued"
-    );
-    Ok(token)
+    })
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.frac][Z|±HH:MM]` (no zone means UTC).

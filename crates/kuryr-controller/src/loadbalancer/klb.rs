@@ -29,7 +29,7 @@ use kuryr_core::crd::KuryrLoadBalancer;
 use kuryr_core::names::{resource_description, KURYRLB_FINALIZER};
 use kuryr_openstack::octavia::{
     status as lbstatus, HealthMonitor, HealthMonitorCreate, HealthMonitorUpdate, LbState, ListenerCreate, ListenerUpdate, LoadBalancer,
-    LoadBalancerCreate, MemberSpec, PoolCreate, StatusTree,
+    LoadBalancerCreate, MemberSpec, Pool, PoolCreate, StatusTree,
 };
 use kuryr_openstack::Query;
 use serde_json::{json, Value};
@@ -336,189 +336,301 @@ fn listener_create(
 }
 
 async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Result<Action, Error> {
-    let ctx = &lb.ctx;
-    let oct = &ctx.octavia;
-    let Some(ip) = klb.spec.ip.clone().filter(|s| !s.is_empty()) else { return Ok(Action::await_change()) };
-    let uid = klb.uid().ok_or_else(|| Error::Invalid(format!("kuryrloadbalancer {ns}/{name} has no uid")))?;
-    let lb_name = model::lb_name(ns, name);
-    let want = model::listeners(&lb_name, &klb.spec);
-    let mut tags = lb.settings.tags.clone();
-    tags.push(owner_tag(&uid));
-    let subnet = klb.spec.subnet_id.clone().unwrap_or_else(|| lb.settings.service_subnet.clone());
-    let provider = klb.spec.provider.clone().or_else(|| lb.settings.provider.clone());
-    let subnets = member_subnets(&want, lb).await?;
-    let allowed = allowed_cidrs(klb, lb).await?;
-    let flavor = klb.spec.flavor_id.clone().filter(|f| !f.is_empty());
-
-    let mut current = find(klb, lb).await?;
-    if let Some(l) = &current {
-        let why = if l.provisioning_status == lbstatus::ERROR {
-            Some("it is in ERROR".to_string())
-        } else if model::normalize_ip(&l.vip_address) != ip {
-            Some(format!("its VIP {} is not the ClusterIP {ip}", l.vip_address))
-        } else if provider.as_deref().is_some_and(|p| p != l.provider) {
-            Some(format!("its provider {} is not {}", l.provider, provider.as_deref().unwrap_or_default()))
-        } else if flavor.is_some() && flavor != l.flavor_id {
-            Some(format!("its flavor {} is not {}", l.flavor_id.as_deref().unwrap_or("(none)"), flavor.as_deref().unwrap_or_default()))
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            ctx.leader.ensure()?;
-            tracing::warn!(lb = %l.id, %why, "replacing the load balancer");
-            if let Some(svc) = lb.services.get(&ObjectRef::new(name).within(ns)) {
-                ctx.events.normal(
-                    svc.object_ref(&()),
-                    "KuryrReplaceLB",
-                    "EnsureLB",
-                    format!("replacing Octavia load balancer {}: {why}", l.id),
-                );
-            }
-            delete_lb(&l.id, lb).await?;
-            current = None;
-        }
+    let Some(t) = Target::resolve(klb, ns, name, lb).await? else { return Ok(Action::await_change()) };
+    let current = t.replace_unfit(find(klb, lb).await?).await?;
+    let (l, mut changed) = t.active(current).await?;
+    let seen = t.observe(&l).await?;
+    for w in &t.want {
+        changed |= t.converge_listener(&l, &seen, w).await?;
     }
+    changed |= t.delete_extra_listeners(&l, &seen.listeners).await?;
+    t.publish_status(&l, changed, seen).await?;
+    lb.converged(&format!("{ns}/{name}"));
+    Ok(Action::await_change())
+}
 
-    let mut changed = false;
-    let l = match current {
-        Some(l) if l.provisioning_status == lbstatus::ACTIVE => l,
-        Some(l) => settle(&l.id, lb).await?,
-        None => {
-            ctx.leader.ensure()?;
-            let listeners = want.iter().map(|w| listener_create(klb, w, "", &tags, &subnets, allowed.as_ref(), lb)).collect();
-            let req = LoadBalancerCreate {
-                name: lb_name.clone(),
-                description: resource_description("load balancer", &lb.settings.cluster_name, ns, name),
-                vip_subnet_id: subnet.clone(),
-                vip_address: ip.clone(),
-                provider: provider.clone().unwrap_or_default(),
-                flavor_id: flavor.clone().unwrap_or_default(),
-                project_id: klb.spec.project_id.clone().unwrap_or_else(|| lb.settings.project.clone()),
-                tags: tags.clone(),
-                listeners,
-                ..LoadBalancerCreate::default()
-            };
-            let created = oct.create_load_balancer(&req).await?;
-            tracing::info!(lb = %created.id, vip = %ip, listeners = want.len(), "octavia load balancer created (fully populated)");
-            // Record it before waiting: a crash from here on finds it by id (and by tag).
-            let keep = PublicIp::from_status(klb);
-            write_status(klb, ns, name, &status_json(&created, &[], &StatusTree::default(), &BTreeMap::new(), keep.as_ref()), lb).await?;
-            changed = true;
-            settle(&created.id, lb).await?
-        }
-    };
+/// What one converge pass works towards: the spec's wants and what they resolve to.
+struct Target<'a> {
+    klb: &'a KuryrLoadBalancer,
+    ns: &'a str,
+    name: &'a str,
+    lb: &'a Lb,
+    ip: String,
+    lb_name: String,
+    want: Vec<WantListener>,
+    tags: Vec<String>,
+    subnet: String,
+    provider: Option<String>,
+    subnets: BTreeMap<String, String>,
+    allowed: Option<Vec<String>>,
+    flavor: Option<String>,
+    uid: String,
+}
 
-    // Converge with reads first: listeners of this load balancer, and its status tree.
-    let listeners = oct.list_listeners(&Query::new().eq("loadbalancer_id", &l.id)).await?;
-    let tree = oct.status_tree(&l.id).await?;
-    // Pools' settings (session persistence) are not in the tree.
-    let pools = oct.list_pools(&Query::new().eq("loadbalancer_id", &l.id)).await?;
-    // Health monitors only when one is asked for or a pool has one (one tag-filtered list).
-    let monitors = if klb.spec.health_monitor.is_some() || pools.iter().any(|p| p.healthmonitor_id.is_some()) {
-        oct.list_health_monitors(&Query::new().eq("tags", owner_tag(&uid))).await?
-    } else {
-        Vec::new()
-    };
-    let pool_members = |pool_id: &str| -> Option<BTreeSet<(String, u16)>> {
-        tree.listeners.iter().flat_map(|x| x.pools.iter()).find(|p| p.id == pool_id).map(|p| {
+/// What a pass reads of the load balancer before writing to it.
+struct Observed {
+    listeners: Vec<kuryr_openstack::octavia::Listener>,
+    tree: StatusTree,
+    pools: Vec<Pool>,
+    monitors: Vec<HealthMonitor>,
+}
+
+impl Observed {
+    /// The members of pool `pool_id` (those not being deleted); `None` for a pool not in the tree.
+    fn pool_members(&self, pool_id: &str) -> Option<BTreeSet<(String, u16)>> {
+        self.tree.listeners.iter().flat_map(|x| x.pools.iter()).find(|p| p.id == pool_id).map(|p| {
             p.members
                 .iter()
                 .filter(|m| m.provisioning_status != lbstatus::PENDING_DELETE)
                 .map(|m| (model::normalize_ip(&m.address), m.protocol_port))
                 .collect()
         })
-    };
-    for w in &want {
-        let Some(have) = listeners.iter().find(|x| serves(x, w)) else {
-            ctx.leader.ensure()?;
-            let req = listener_create(klb, w, &l.id, &tags, &subnets, allowed.as_ref(), lb);
-            write(&l.id, lb, || oct.create_listener(&req)).await?;
-            tracing::info!(listener = %w.name, members = w.members.len(), "listener created with its pool");
-            changed = true;
-            continue;
+    }
+
+    /// Pool `pool_id` as listed, if it is.
+    fn pool(&self, pool_id: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.id == pool_id)
+    }
+}
+
+impl<'a> Target<'a> {
+    /// Resolves the spec: `None` while it has no IP (nothing to converge yet).
+    async fn resolve(klb: &'a KuryrLoadBalancer, ns: &'a str, name: &'a str, lb: &'a Lb) -> Result<Option<Target<'a>>, Error> {
+        let Some(ip) = klb.spec.ip.clone().filter(|s| !s.is_empty()) else { return Ok(None) };
+        let uid = klb.uid().ok_or_else(|| Error::Invalid(format!("kuryrloadbalancer {ns}/{name} has no uid")))?;
+        let lb_name = model::lb_name(ns, name);
+        let want = model::listeners(&lb_name, &klb.spec);
+        let mut tags = lb.settings.tags.clone();
+        tags.push(owner_tag(&uid));
+        let subnet = klb.spec.subnet_id.clone().unwrap_or_else(|| lb.settings.service_subnet.clone());
+        let provider = klb.spec.provider.clone().or_else(|| lb.settings.provider.clone());
+        let subnets = member_subnets(&want, lb).await?;
+        let allowed = allowed_cidrs(klb, lb).await?;
+        let flavor = klb.spec.flavor_id.clone().filter(|f| !f.is_empty());
+        Ok(Some(Target { klb, ns, name, lb, ip, lb_name, want, tags, subnet, provider, subnets, allowed, flavor, uid }))
+    }
+
+    /// Why the existing load balancer `l` cannot serve the spec, if it cannot.
+    fn unfit(&self, l: &LoadBalancer) -> Option<String> {
+        let (ip, provider, flavor) = (&self.ip, &self.provider, &self.flavor);
+        if l.provisioning_status == lbstatus::ERROR {
+            Some("it is in ERROR".to_string())
+        } else if model::normalize_ip(&l.vip_address) != *ip {
+            Some(format!("its VIP {} is not the ClusterIP {ip}", l.vip_address))
+        } else if provider.as_deref().is_some_and(|p| p != l.provider) {
+            Some(format!("its provider {} is not {}", l.provider, provider.as_deref().unwrap_or_default()))
+        } else if flavor.is_some() && *flavor != l.flavor_id {
+            Some(format!("its flavor {} is not {}", l.flavor_id.as_deref().unwrap_or("(none)"), flavor.as_deref().unwrap_or_default()))
+        } else {
+            None
+        }
+    }
+
+    /// Deletes the current load balancer when it is unfit (with an Event on the Service);
+    /// returns what is left of it.
+    async fn replace_unfit(&self, current: Option<LoadBalancer>) -> Result<Option<LoadBalancer>, Error> {
+        let Some(l) = current else { return Ok(None) };
+        let Some(why) = self.unfit(&l) else { return Ok(Some(l)) };
+        let ctx = &self.lb.ctx;
+        ctx.leader.ensure()?;
+        tracing::warn!(lb = %l.id, %why, "replacing the load balancer");
+        if let Some(svc) = self.lb.services.get(&ObjectRef::new(self.name).within(self.ns)) {
+            ctx.events.normal(
+                svc.object_ref(&()),
+                "KuryrReplaceLB",
+                "EnsureLB",
+                format!("replacing Octavia load balancer {}: {why}", l.id),
+            );
+        }
+        delete_lb(&l.id, self.lb).await?;
+        Ok(None)
+    }
+
+    /// The load balancer, `ACTIVE`: the current one once settled, or a new one created fully
+    /// populated; `true` when it was created.
+    async fn active(&self, current: Option<LoadBalancer>) -> Result<(LoadBalancer, bool), Error> {
+        match current {
+            Some(l) if l.provisioning_status == lbstatus::ACTIVE => Ok((l, false)),
+            Some(l) => Ok((settle(&l.id, self.lb).await?, false)),
+            None => Ok((self.create().await?, true)),
+        }
+    }
+
+    /// Creates the load balancer with its listeners, pools and members in one call, records it
+    /// in the status and waits for `ACTIVE`.
+    async fn create(&self) -> Result<LoadBalancer, Error> {
+        let (klb, ns, name, lb) = (self.klb, self.ns, self.name, self.lb);
+        lb.ctx.leader.ensure()?;
+        let listeners = self.want.iter().map(|w| self.listener_create(w, "")).collect();
+        let req = LoadBalancerCreate {
+            name: self.lb_name.clone(),
+            description: resource_description("load balancer", &lb.settings.cluster_name, ns, name),
+            vip_subnet_id: self.subnet.clone(),
+            vip_address: self.ip.clone(),
+            provider: self.provider.clone().unwrap_or_default(),
+            flavor_id: self.flavor.clone().unwrap_or_default(),
+            project_id: klb.spec.project_id.clone().unwrap_or_else(|| lb.settings.project.clone()),
+            tags: self.tags.clone(),
+            listeners,
+            ..LoadBalancerCreate::default()
         };
+        let created = lb.ctx.octavia.create_load_balancer(&req).await?;
+        tracing::info!(lb = %created.id, vip = %self.ip, listeners = self.want.len(), "octavia load balancer created (fully populated)");
+        // Record it before waiting: a crash from here on finds it by id (and by tag).
+        let keep = PublicIp::from_status(klb);
+        write_status(klb, ns, name, &status_json(&created, &[], &StatusTree::default(), &BTreeMap::new(), keep.as_ref()), lb).await?;
+        settle(&created.id, lb).await
+    }
+
+    /// Listener `w` as created (with its pool and members) on load balancer `lb_id`.
+    fn listener_create(&self, w: &WantListener, lb_id: &str) -> ListenerCreate {
+        listener_create(self.klb, w, lb_id, &self.tags, &self.subnets, self.allowed.as_ref(), self.lb)
+    }
+
+    /// Reads first: listeners of this load balancer, and its status tree.
+    async fn observe(&self, l: &LoadBalancer) -> Result<Observed, Error> {
+        let oct = &self.lb.ctx.octavia;
+        let listeners = oct.list_listeners(&Query::new().eq("loadbalancer_id", &l.id)).await?;
+        let tree = oct.status_tree(&l.id).await?;
+        // Pools' settings (session persistence) are not in the tree.
+        let pools = oct.list_pools(&Query::new().eq("loadbalancer_id", &l.id)).await?;
+        // Health monitors only when one is asked for or a pool has one (one tag-filtered list).
+        let monitors = if self.klb.spec.health_monitor.is_some() || pools.iter().any(|p| p.healthmonitor_id.is_some()) {
+            oct.list_health_monitors(&Query::new().eq("tags", owner_tag(&self.uid))).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Observed { listeners, tree, pools, monitors })
+    }
+
+    /// Makes the listener `w` asks for what it asks: created with its pool when missing,
+    /// else its settings and pool converged. `Ok(true)` when Octavia was written.
+    async fn converge_listener(&self, l: &LoadBalancer, seen: &Observed, w: &WantListener) -> Result<bool, Error> {
+        let Some(have) = seen.listeners.iter().find(|x| serves(x, w)) else {
+            self.lb.ctx.leader.ensure()?;
+            let req = self.listener_create(w, &l.id);
+            write(&l.id, self.lb, || self.lb.ctx.octavia.create_listener(&req)).await?;
+            tracing::info!(listener = %w.name, members = w.members.len(), "listener created with its pool");
+            return Ok(true);
+        };
+        let mut changed = self.update_listener(l, have).await?;
+        match self.reusable_pool(l, seen, have, w).await? {
+            None => {
+                self.lb.ctx.leader.ensure()?;
+                let req = pool_create(self.klb, w, &have.id, &self.tags, &self.subnets, self.lb);
+                write(&l.id, self.lb, || self.lb.ctx.octavia.create_pool(&req)).await?;
+                tracing::info!(listener = %w.name, members = w.members.len(), "pool created");
+                changed = true;
+            }
+            Some(pool_id) => changed |= self.converge_pool(l, seen, w, pool_id).await?,
+        }
+        Ok(changed)
+    }
+
+    /// Updates listener `have`'s timeouts and allowed CIDRs where they differ from the spec.
+    async fn update_listener(&self, l: &LoadBalancer, have: &kuryr_openstack::octavia::Listener) -> Result<bool, Error> {
+        let klb = self.klb;
         let (tc, tm) = (timeout(klb.spec.timeout_client_data), timeout(klb.spec.timeout_member_data));
         let have_cidrs = have.allowed_cidrs.clone().filter(|c| !c.is_empty()).map(|mut c| {
             c.sort();
             c
         });
-        let cidrs_differ = have_cidrs != allowed;
+        let cidrs_differ = have_cidrs != self.allowed;
         if (tc.is_some() && tc != have.timeout_client_data) || (tm.is_some() && tm != have.timeout_member_data) || cidrs_differ {
-            ctx.leader.ensure()?;
+            self.lb.ctx.leader.ensure()?;
             let req = ListenerUpdate {
                 timeout_client_data: tc,
                 timeout_member_data: tm,
                 // `[]` lifts a restriction.
-                allowed_cidrs: cidrs_differ.then(|| allowed.clone().unwrap_or_default()),
+                allowed_cidrs: cidrs_differ.then(|| self.allowed.clone().unwrap_or_default()),
             };
-            write(&l.id, lb, || oct.update_listener(&have.id, &req)).await?;
-            changed = true;
+            write(&l.id, self.lb, || self.lb.ctx.octavia.update_listener(&have.id, &req)).await?;
+            return Ok(true);
         }
-        let mut pool = have.default_pool_id.as_deref().filter(|p| pool_members(p).is_some());
-        // A pool speaking another protocol (PROXY on or off) cannot be changed: it is replaced.
-        if let Some(p) = pool.and_then(|id| pools.iter().find(|p| p.id == id)) {
-            if !p.protocol.eq_ignore_ascii_case(&pool_protocol(klb, w)) {
-                ctx.leader.ensure()?;
-                write(&l.id, lb, || oct.delete_pool(&p.id)).await?;
-                tracing::info!(pool = %p.id, from = %p.protocol, to = %pool_protocol(klb, w), "pool protocol changed: pool replaced");
-                pool = None;
-            }
-        }
-        match pool {
-            None => {
-                ctx.leader.ensure()?;
-                let req = pool_create(klb, w, &have.id, &tags, &subnets, lb);
-                write(&l.id, lb, || oct.create_pool(&req)).await?;
-                tracing::info!(listener = %w.name, members = w.members.len(), "pool created");
-                changed = true;
-            }
-            Some(pool_id) => {
-                let want_p = persistence(klb);
-                let have_p = pools.iter().find(|p| p.id == pool_id).and_then(|p| p.session_persistence.as_ref());
-                if !persistence_matches(have_p, want_p.as_ref()) {
-                    ctx.leader.ensure()?;
-                    let body = json!({ "session_persistence": want_p });
-                    write(&l.id, lb, || oct.update_pool(pool_id, &body)).await?;
-                    tracing::info!(pool = %pool_id, persistence = %body, "pool session persistence updated");
-                    changed = true;
-                }
-                let have_hm = pools.iter().find(|p| p.id == pool_id).and_then(|p| p.healthmonitor_id.clone());
-                changed |= converge_monitor(klb, w, pool_id, have_hm.as_deref(), &monitors, &tags, &l.id, lb).await?;
-                let want_set: BTreeSet<(String, u16)> = w.members.iter().map(|m| (m.address.clone(), m.port)).collect();
-                if pool_members(pool_id).as_ref() != Some(&want_set) {
-                    ctx.leader.ensure()?;
-                    let specs = member_specs(&w.members, &subnets, lb);
-                    write(&l.id, lb, || oct.replace_members(pool_id, &specs)).await?;
-                    tracing::info!(pool = %pool_id, members = specs.len(), "pool members replaced (one batch call)");
-                    changed = true;
-                }
-            }
-        }
-    }
-    for extra in listeners.iter().filter(|x| !want.iter().any(|w| serves(x, w))) {
-        ctx.leader.ensure()?;
-        if let Some(p) = extra.default_pool_id.as_deref() {
-            write(&l.id, lb, || oct.delete_pool(p)).await?;
-        }
-        write(&l.id, lb, || oct.delete_listener(&extra.id)).await?;
-        tracing::info!(listener = %extra.name, "listener no longer asked for: deleted");
-        changed = true;
+        Ok(false)
     }
 
-    // Status: from fresh reads when anything changed, else from what was just read.
-    let (listeners, tree) = if changed {
-        (oct.list_listeners(&Query::new().eq("loadbalancer_id", &l.id)).await?, oct.status_tree(&l.id).await?)
-    } else {
-        (listeners, tree)
-    };
-    let public = public_ip::ensure(klb, ns, name, &l.vip_port_id, lb).await?;
-    let status = status_json(&l, &listeners, &tree, &subnets, public.as_ref());
-    if klb.status.as_ref().map(|s| serde_json::to_value(s).unwrap_or_default()) != Some(status.clone()) {
-        write_status(klb, ns, name, &status, lb).await?;
+    /// Listener `have`'s pool, if it has one to keep: a pool speaking another protocol (PROXY on
+    /// or off) cannot be changed, so it is deleted here (to be replaced).
+    async fn reusable_pool<'s>(
+        &self,
+        l: &LoadBalancer,
+        seen: &Observed,
+        have: &'s kuryr_openstack::octavia::Listener,
+        w: &WantListener,
+    ) -> Result<Option<&'s str>, Error> {
+        let pool = have.default_pool_id.as_deref().filter(|p| seen.pool_members(p).is_some());
+        if let Some(p) = pool.and_then(|id| seen.pool(id)) {
+            if !p.protocol.eq_ignore_ascii_case(&pool_protocol(self.klb, w)) {
+                self.lb.ctx.leader.ensure()?;
+                write(&l.id, self.lb, || self.lb.ctx.octavia.delete_pool(&p.id)).await?;
+                tracing::info!(pool = %p.id, from = %p.protocol, to = %pool_protocol(self.klb, w), "pool protocol changed: pool replaced");
+                return Ok(None);
+            }
+        }
+        Ok(pool)
     }
-    public_ip::publish(ns, name, public.as_ref(), lb).await?;
-    lb.converged(&format!("{ns}/{name}"));
-    Ok(Action::await_change())
+
+    /// Makes existing pool `pool_id` what `w` asks: session persistence, health monitor and
+    /// members (replaced in one batch call when they differ). `Ok(true)` when Octavia was written.
+    async fn converge_pool(&self, l: &LoadBalancer, seen: &Observed, w: &WantListener, pool_id: &str) -> Result<bool, Error> {
+        let (klb, lb, oct) = (self.klb, self.lb, &self.lb.ctx.octavia);
+        let mut changed = false;
+        let want_p = persistence(klb);
+        let have_p = seen.pool(pool_id).and_then(|p| p.session_persistence.as_ref());
+        if !persistence_matches(have_p, want_p.as_ref()) {
+            lb.ctx.leader.ensure()?;
+            let body = json!({ "session_persistence": want_p });
+            write(&l.id, lb, || oct.update_pool(pool_id, &body)).await?;
+            tracing::info!(pool = %pool_id, persistence = %body, "pool session persistence updated");
+            changed = true;
+        }
+        let have_hm = seen.pool(pool_id).and_then(|p| p.healthmonitor_id.clone());
+        changed |= converge_monitor(klb, w, pool_id, have_hm.as_deref(), &seen.monitors, &self.tags, &l.id, lb).await?;
+        let want_set: BTreeSet<(String, u16)> = w.members.iter().map(|m| (m.address.clone(), m.port)).collect();
+        if seen.pool_members(pool_id).as_ref() != Some(&want_set) {
+            lb.ctx.leader.ensure()?;
+            let specs = member_specs(&w.members, &self.subnets, lb);
+            write(&l.id, lb, || oct.replace_members(pool_id, &specs)).await?;
+            tracing::info!(pool = %pool_id, members = specs.len(), "pool members replaced (one batch call)");
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Deletes the listeners (and their pools) no longer asked for. `Ok(true)` when any went.
+    async fn delete_extra_listeners(&self, l: &LoadBalancer, listeners: &[kuryr_openstack::octavia::Listener]) -> Result<bool, Error> {
+        let oct = &self.lb.ctx.octavia;
+        let mut changed = false;
+        for extra in listeners.iter().filter(|x| !self.want.iter().any(|w| serves(x, w))) {
+            self.lb.ctx.leader.ensure()?;
+            if let Some(p) = extra.default_pool_id.as_deref() {
+                write(&l.id, self.lb, || oct.delete_pool(p)).await?;
+            }
+            write(&l.id, self.lb, || oct.delete_listener(&extra.id)).await?;
+            tracing::info!(listener = %extra.name, "listener no longer asked for: deleted");
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Ensures the public IP and writes the status where it differs, then publishes the IP.
+    async fn publish_status(&self, l: &LoadBalancer, changed: bool, seen: Observed) -> Result<(), Error> {
+        let (klb, ns, name, lb, oct) = (self.klb, self.ns, self.name, self.lb, &self.lb.ctx.octavia);
+        // Status: from fresh reads when anything changed, else from what was just read.
+        let (listeners, tree) = if changed {
+            (oct.list_listeners(&Query::new().eq("loadbalancer_id", &l.id)).await?, oct.status_tree(&l.id).await?)
+        } else {
+            (seen.listeners, seen.tree)
+        };
+        let public = public_ip::ensure(klb, ns, name, &l.vip_port_id, lb).await?;
+        let status = status_json(l, &listeners, &tree, &self.subnets, public.as_ref());
+        if klb.status.as_ref().map(|s| serde_json::to_value(s).unwrap_or_default()) != Some(status.clone()) {
+            write_status(klb, ns, name, &status, lb).await?;
+        }
+        public_ip::publish(ns, name, public.as_ref(), lb).await?;
+        Ok(())
+    }
 }
 
 /// Makes pool `pool_id`'s health monitor what the spec asks: created, changed, or deleted.

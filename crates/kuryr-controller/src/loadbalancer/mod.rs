@@ -23,11 +23,12 @@ pub mod settings;
 pub use settings::LbSettings;
 
 use crate::runtime::context::Context;
-use crate::runtime::run::{became_leader, channel_stream, log_controller_error, scoped_api, shutdown_signal, watchdog};
-use futures_util::StreamExt;
+use crate::runtime::run::{scoped_api, watchdog};
+use crate::runtime::wiring::{controller, domain_watch, event_watch, log_errors};
+use futures_util::Stream;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::ResourceExt;
@@ -59,6 +60,27 @@ pub struct Lb {
 }
 
 impl Lb {
+    /// The domain's state around its three stores, nothing listed yet.
+    fn new(
+        ctx: Arc<Context>,
+        settings: LbSettings,
+        services: Store<Service>,
+        slices: Store<EndpointSlice>,
+        klbs: Store<KuryrLoadBalancer>,
+    ) -> Lb {
+        Lb {
+            ctx,
+            settings,
+            services,
+            slices,
+            klbs,
+            listed: AtomicU8::new(0),
+            synced: watch::channel(false).0,
+            noted: Mutex::default(),
+            changed_at: Mutex::default(),
+        }
+    }
+
     /// The Service reconciler wrote the spec of `key` (`namespace/name`).
     pub fn spec_changed(&self, key: &str) {
         self.changed_at.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string(), std::time::Instant::now());
@@ -98,111 +120,21 @@ pub fn start(
     concurrency: u16,
     shutdown: watch::Receiver<bool>,
 ) -> (impl Future<Output = ()> + Send + 'static, JoinHandle<()>) {
-    let client = ctx.client.clone();
     let (svc_store, svc_writer) = reflector::store::<Service>();
     let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
     let (klb_store, klb_writer) = reflector::store::<KuryrLoadBalancer>();
-    let lb = Arc::new(Lb {
-        ctx: ctx.clone(),
-        settings,
-        services: svc_store.clone(),
-        slices: slice_store,
-        klbs: klb_store.clone(),
-        listed: AtomicU8::new(0),
-        synced: watch::channel(false).0,
-        noted: Mutex::default(),
-        changed_at: Mutex::default(),
-    });
+    let lb = Arc::new(Lb::new(ctx.clone(), settings, svc_store.clone(), slice_store, klb_store.clone()));
     let (svc_tx, svc_rx) = mpsc::unbounded_channel::<ObjectRef<Service>>();
     let (klb_tx, klb_rx) = mpsc::unbounded_channel::<ObjectRef<KuryrLoadBalancer>>();
-
-    let (h, l) = (ctx.health.clone(), lb.clone());
-    let svc_stream = watcher(scoped_api::<Service>(&client, namespace), watcher::Config::default())
-        .default_backoff()
-        .modify(|s: &mut Service| s.metadata.managed_fields = None)
-        .reflect(svc_writer)
-        .inspect(move |ev| match ev {
-            Ok(watcher::Event::InitDone) => {
-                h.watch_ok("services");
-                l.one_listed();
-            }
-            Ok(_) => h.watch_ok("services"),
-            Err(e) => h.watch_err("services", e.to_string()),
-        })
-        .applied_objects();
-
-    let (h, l, tx) = (ctx.health.clone(), lb.clone(), svc_tx.clone());
-    let slices = watcher(scoped_api::<EndpointSlice>(&client, namespace), watcher::Config::default())
-        .default_backoff()
-        .modify(|s: &mut EndpointSlice| s.metadata.managed_fields = None)
-        .reflect(slice_writer)
-        .take_until(shutdown_signal(shutdown.clone()))
-        .for_each(move |ev| {
-            match &ev {
-                Ok(watcher::Event::Apply(s) | watcher::Event::Delete(s)) => {
-                    h.watch_ok("endpointslices");
-                    if let Some(r) = service::slice_service(s) {
-                        let _ = tx.send(r);
-                    }
-                }
-                Ok(watcher::Event::InitDone) => {
-                    h.watch_ok("endpointslices");
-                    l.one_listed();
-                }
-                Ok(_) => h.watch_ok("endpointslices"),
-                Err(e) => h.watch_err("endpointslices", e.to_string()),
-            }
-            async {}
-        });
-
-    let (h, l, tx) = (ctx.health.clone(), lb.clone(), svc_tx);
-    let klb_stream = watcher(scoped_api::<KuryrLoadBalancer>(&client, namespace), watcher::Config::default())
-        .default_backoff()
-        .modify(|k: &mut KuryrLoadBalancer| k.metadata.managed_fields = None)
-        .reflect(klb_writer)
-        .inspect(move |ev| match ev {
-            // Every change (its final deletion too) wakes its Service: the Service reconciler
-            // compares its plan with the KuryrLoadBalancer it has just seen (no API call when they
-            // agree), so a change it made before its cache had the object is never lost.
-            Ok(watcher::Event::Delete(k) | watcher::Event::Apply(k)) => {
-                h.watch_ok("kuryrloadbalancers");
-                if let Some(r) = service::klb_service(k) {
-                    let _ = tx.send(r);
-                }
-            }
-            Ok(watcher::Event::InitDone) => {
-                h.watch_ok("kuryrloadbalancers");
-                l.one_listed();
-            }
-            Ok(_) => h.watch_ok("kuryrloadbalancers"),
-            Err(e) => h.watch_err("kuryrloadbalancers", e.to_string()),
-        })
-        .applied_objects()
-        .predicate_filter(klb::fingerprint, PredicateConfig::default());
+    let svc_stream = service_watch(&lb, namespace, svc_writer);
+    let slices = slice_watch(&lb, namespace, slice_writer, svc_tx.clone(), &shutdown);
+    let klb_stream = klb_watch(&lb, namespace, klb_writer, svc_tx);
 
     let ccfg = ControllerConfig::default().concurrency(concurrency);
-    let svc_controller = Controller::for_stream(svc_stream, svc_store)
-        .with_config(ccfg.clone())
-        .reconcile_on(channel_stream(svc_rx))
-        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
-        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
-        .run(service::reconcile, service::error_policy, lb.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                log_controller_error(service::CONTROLLER, &e);
-            }
-        });
-    let klb_controller = Controller::for_stream(klb_stream, klb_store)
-        .with_config(ccfg)
-        .reconcile_on(channel_stream(klb_rx))
-        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
-        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
-        .run(klb::reconcile, klb::error_policy, lb.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                log_controller_error(klb::CONTROLLER, &e);
-            }
-        });
+    let svc_controller =
+        controller(svc_stream, svc_store, ccfg.clone(), svc_rx, ctx, &shutdown).run(service::reconcile, service::error_policy, lb.clone());
+    let klb_controller = controller(klb_stream, klb_store, ccfg, klb_rx, ctx, &shutdown).run(klb::reconcile, klb::error_policy, lb.clone());
+    let (svc_controller, klb_controller) = (log_errors(service::CONTROLLER, svc_controller), log_errors(klb::CONTROLLER, klb_controller));
     let audit_task = tokio::spawn(audit(lb.clone(), klb_tx));
     let health = ctx.health.clone();
     let fut = async move {
@@ -212,6 +144,66 @@ pub fn start(
         tokio::join!(s, k, e);
     };
     (fut, audit_task)
+}
+
+/// Start phase: the Service watch, for the Service controller.
+fn service_watch(
+    lb: &Arc<Lb>,
+    namespace: Option<&str>,
+    writer: reflector::store::Writer<Service>,
+) -> impl Stream<Item = Result<Service, watcher::Error>> + Send {
+    let l = lb.clone();
+    domain_watch(scoped_api::<Service>(&lb.ctx.client, namespace), "services", writer, lb.ctx.health.clone(), move |ev| {
+        if let watcher::Event::InitDone = ev {
+            l.one_listed();
+        }
+    })
+}
+
+/// Start phase: the EndpointSlice watch; each change triggers its Service (`svc_tx`).
+fn slice_watch(
+    lb: &Arc<Lb>,
+    namespace: Option<&str>,
+    writer: reflector::store::Writer<EndpointSlice>,
+    svc_tx: mpsc::UnboundedSender<ObjectRef<Service>>,
+    shutdown: &watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send {
+    let l = lb.clone();
+    let api = scoped_api::<EndpointSlice>(&lb.ctx.client, namespace);
+    event_watch(api, "endpointslices", writer, lb.ctx.health.clone(), shutdown, move |ev| match ev {
+        watcher::Event::Apply(s) | watcher::Event::Delete(s) => {
+            if let Some(r) = service::slice_service(s) {
+                let _ = svc_tx.send(r);
+            }
+        }
+        watcher::Event::InitDone => l.one_listed(),
+        _ => {}
+    })
+}
+
+/// Start phase: the KuryrLoadBalancer watch, for its controller; each change triggers its
+/// Service (`svc_tx`).
+fn klb_watch(
+    lb: &Arc<Lb>,
+    namespace: Option<&str>,
+    writer: reflector::store::Writer<KuryrLoadBalancer>,
+    svc_tx: mpsc::UnboundedSender<ObjectRef<Service>>,
+) -> impl Stream<Item = Result<KuryrLoadBalancer, watcher::Error>> + Send {
+    let l = lb.clone();
+    let api = scoped_api::<KuryrLoadBalancer>(&lb.ctx.client, namespace);
+    domain_watch(api, "kuryrloadbalancers", writer, lb.ctx.health.clone(), move |ev| match ev {
+        // Every change (its final deletion too) wakes its Service: the Service reconciler
+        // compares its plan with the KuryrLoadBalancer it has just seen (no API call when they
+        // agree), so a change it made before its cache had the object is never lost.
+        watcher::Event::Delete(k) | watcher::Event::Apply(k) => {
+            if let Some(r) = service::klb_service(k) {
+                let _ = svc_tx.send(r);
+            }
+        }
+        watcher::Event::InitDone => l.one_listed(),
+        _ => {}
+    })
+    .predicate_filter(klb::fingerprint, PredicateConfig::default())
 }
 
 /// Whether Octavia has load balancer `id`, not in ERROR (a failed GET counts as present: the

@@ -2,7 +2,7 @@
 //! spec, and KuryrLoadBalancer spec → the Octavia listeners, pools and members it asks for. No
 //! I/O: every decision here is unit-tested.
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kuryr_core::crd::{KuryrLoadBalancerHealthMonitor, KuryrLoadBalancerPort, KuryrLoadBalancerSpec};
@@ -114,22 +114,67 @@ pub struct SpecDefaults {
 pub fn plan(svc: &Service, slices: &[&EndpointSlice], d: &SpecDefaults) -> Plan {
     let Some(spec) = svc.spec.as_ref() else { return Plan::Skip("no spec") };
     let typ = spec.type_.as_deref().unwrap_or("ClusterIP");
+    let ip = match balanced_ip(svc, spec, typ) {
+        Ok(ip) => ip,
+        Err(why) => return Plan::Skip(why),
+    };
+    let ports = lb_ports(spec);
+    if ports.is_empty() {
+        return Plan::Skip("no ports");
+    }
+    let mut notes = unprovided(spec, typ, &ip);
+    let asks = Asks::new(svc.annotations(), typ, d);
+    let floating_network_id = asks.floating_network_id(d, &mut notes);
+    let allowed_cidrs = asks.allowed_cidrs(spec, &mut notes);
+    let health_monitor = asks.health_monitor(spec, &mut notes);
+    let flavor_id = asks.flavor_id(&mut notes);
+    let proxy_protocol = asks.proxy_protocol(&mut notes);
+    asks.ignored(&mut notes);
+    let mine = service_slices(svc, slices);
+    let spec = KuryrLoadBalancerSpec {
+        ip: Some(ip.clone()),
+        lb_ip: spec.load_balancer_ip.clone().filter(|s| !s.is_empty()),
+        type_: Some(if typ == "LoadBalancer" { "LoadBalancer".into() } else { "ClusterIP".into() }),
+        ports,
+        project_id: Some(d.project_id.clone()),
+        subnet_id: Some(d.subnet_id.clone()),
+        security_groups_ids: Vec::new(),
+        provider: d.provider.clone(),
+        timeout_client_data: asks.timeout(TIMEOUT_CLIENT_DATA, d.timeout_client_data),
+        timeout_member_data: asks.timeout(TIMEOUT_MEMBER_DATA, d.timeout_member_data),
+        session_affinity_timeout: session_affinity_timeout(spec),
+        health_monitor,
+        allowed_cidrs,
+        flavor_id,
+        proxy_protocol,
+        floating_network_id,
+        keep_floating_ip: truthy(asks.ann.get(cpo::KEEP_FLOATINGIP)),
+        endpoint_slices: endpoint_slices(&mine, ip_family(&ip)),
+    };
+    Plan::Balance { spec: Box::new(spec), notes }
+}
+
+/// The (normalised) ClusterIP to balance, or why the Service gets no load balancer.
+fn balanced_ip(svc: &Service, spec: &ServiceSpec, typ: &str) -> Result<String, &'static str> {
     if typ == "ExternalName" {
-        return Plan::Skip("ExternalName (served by DNS)");
+        return Err("ExternalName (served by DNS)");
     }
     if svc.annotations().contains_key(LEGACY_LBAAS_SPEC) {
-        return Plan::Skip("carries the legacy openstack.org/kuryr-lbaas-spec annotation");
+        return Err("carries the legacy openstack.org/kuryr-lbaas-spec annotation");
     }
     if spec.load_balancer_class.as_deref().is_some_and(|c| !c.is_empty()) {
-        return Plan::Skip("spec.loadBalancerClass names another implementation");
+        return Err("spec.loadBalancerClass names another implementation");
     }
-    let ip = match spec.cluster_ip.as_deref() {
-        None | Some("") => return Plan::Skip("no clusterIP allocated yet"),
-        Some("None") => return Plan::Skip("headless (served by DNS)"),
-        Some(ip) => normalize_ip(ip),
-    };
-    let ports: Vec<KuryrLoadBalancerPort> = spec
-        .ports
+    match spec.cluster_ip.as_deref() {
+        None | Some("") => Err("no clusterIP allocated yet"),
+        Some("None") => Err("headless (served by DNS)"),
+        Some(ip) => Ok(normalize_ip(ip)),
+    }
+}
+
+/// The Service's ports as the spec lists them (target ports as strings).
+fn lb_ports(spec: &ServiceSpec) -> Vec<KuryrLoadBalancerPort> {
+    spec.ports
         .iter()
         .flatten()
         .map(|p| KuryrLoadBalancerPort {
@@ -141,10 +186,12 @@ pub fn plan(svc: &Service, slices: &[&EndpointSlice], d: &SpecDefaults) -> Plan 
                 k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(),
             }),
         })
-        .collect();
-    if ports.is_empty() {
-        return Plan::Skip("no ports");
-    }
+        .collect()
+}
+
+/// Notes on what the Service type asks that a load balancer does not provide: node ports,
+/// and the ClusterIPs of a second family.
+fn unprovided(spec: &ServiceSpec, typ: &str, ip: &str) -> Vec<String> {
     let mut notes = Vec::new();
     if typ == "NodePort" || (typ == "LoadBalancer" && spec.allocate_load_balancer_node_ports != Some(false)) {
         notes.push(format!(
@@ -159,41 +206,81 @@ pub fn plan(svc: &Service, slices: &[&EndpointSlice], d: &SpecDefaults) -> Plan 
             others.join(", ")
         ));
     }
-    let ann = svc.annotations();
-    let caps = ProviderCaps::of(d.provider.as_deref());
-    let provider_name = d.provider.as_deref().unwrap_or("default");
-    let floating_network_id = ann.get(cpo::FLOATING_NETWORK_ID).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-    if typ == "LoadBalancer" && !d.public_ips && floating_network_id.is_none() {
-        notes.push(format!(
-            "type LoadBalancer: no floating IP, [neutron_defaults] external_svc_net is not set and there is no {} annotation (the ClusterIP works)",
-            cpo::FLOATING_NETWORK_ID
-        ));
+    notes
+}
+
+/// `sessionAffinity: ClientIP`'s timeout (seconds; Kubernetes' default 10800).
+fn session_affinity_timeout(spec: &ServiceSpec) -> Option<i64> {
+    (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds).map_or(10800, i64::from)
+    })
+}
+
+/// The EndpointSlices of `svc` among `slices`.
+fn service_slices<'s>(svc: &Service, slices: &[&'s EndpointSlice]) -> Vec<&'s EndpointSlice> {
+    let svc_name = svc.name_any();
+    slices.iter().copied().filter(|s| s.labels().get(SERVICE_NAME_LABEL) == Some(&svc_name) && s.namespace() == svc.namespace()).collect()
+}
+
+/// What a Service's annotations ask of its load balancer, read against the provider's
+/// capabilities; what cannot be had becomes a note.
+struct Asks<'a> {
+    ann: &'a BTreeMap<String, String>,
+    typ: &'a str,
+    caps: ProviderCaps,
+    provider_name: &'a str,
+}
+
+impl<'a> Asks<'a> {
+    fn new(ann: &'a BTreeMap<String, String>, typ: &'a str, d: &'a SpecDefaults) -> Asks<'a> {
+        Asks { ann, typ, caps: ProviderCaps::of(d.provider.as_deref()), provider_name: d.provider.as_deref().unwrap_or("default") }
     }
-    let mut ranges: Vec<String> = spec.load_balancer_source_ranges.clone().unwrap_or_default();
-    if ranges.is_empty() {
-        ranges = ann
-            .get(cpo::SOURCE_RANGES)
-            .map(|v| v.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect())
-            .unwrap_or_default();
-    }
-    let mut allowed_cidrs = Vec::new();
-    if !ranges.is_empty() && typ == "LoadBalancer" {
-        let (good, bad): (Vec<String>, Vec<String>) = ranges.into_iter().partition(|r| r.parse::<ipnet::IpNet>().is_ok());
-        if !bad.is_empty() {
-            notes.push(format!("loadBalancerSourceRanges: {} are not CIDRs and are left out", bad.join(", ")));
-        }
-        if caps.allowed_cidrs {
-            allowed_cidrs = good;
-            allowed_cidrs.sort();
-            allowed_cidrs.dedup();
-        } else if !good.is_empty() {
+
+    /// The floating network a `LoadBalancer` Service names (a note when it gets no floating IP).
+    fn floating_network_id(&self, d: &SpecDefaults, notes: &mut Vec<String>) -> Option<String> {
+        let floating_network_id = self.ann.get(cpo::FLOATING_NETWORK_ID).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        if self.typ == "LoadBalancer" && !d.public_ips && floating_network_id.is_none() {
             notes.push(format!(
-                "loadBalancerSourceRanges are not enforced: the {provider_name} Octavia provider has no listener allowed_cidrs (everyone reaches the floating IP)"
+                "type LoadBalancer: no floating IP, [neutron_defaults] external_svc_net is not set and there is no {} annotation (the ClusterIP works)",
+                cpo::FLOATING_NETWORK_ID
             ));
         }
+        floating_network_id.filter(|_| self.typ == "LoadBalancer")
     }
-    let health_monitor = truthy(ann.get(cpo::ENABLE_HEALTH_MONITOR)).then(|| {
-        let num = |key: &str, default: u32, lo: u32, hi: u32, notes: &mut Vec<String>| match ann.get(key) {
+
+    /// The listener `allowed_cidrs` of `loadBalancerSourceRanges` (or its annotation), sorted.
+    fn allowed_cidrs(&self, spec: &ServiceSpec, notes: &mut Vec<String>) -> Vec<String> {
+        let mut ranges: Vec<String> = spec.load_balancer_source_ranges.clone().unwrap_or_default();
+        if ranges.is_empty() {
+            ranges = self
+                .ann
+                .get(cpo::SOURCE_RANGES)
+                .map(|v| v.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect())
+                .unwrap_or_default();
+        }
+        let mut allowed_cidrs = Vec::new();
+        if !ranges.is_empty() && self.typ == "LoadBalancer" {
+            let (good, bad): (Vec<String>, Vec<String>) = ranges.into_iter().partition(|r| r.parse::<ipnet::IpNet>().is_ok());
+            if !bad.is_empty() {
+                notes.push(format!("loadBalancerSourceRanges: {} are not CIDRs and are left out", bad.join(", ")));
+            }
+            if self.caps.allowed_cidrs {
+                allowed_cidrs = good;
+                allowed_cidrs.sort();
+                allowed_cidrs.dedup();
+            } else if !good.is_empty() {
+                notes.push(format!(
+                    "loadBalancerSourceRanges are not enforced: the {} Octavia provider has no listener allowed_cidrs (everyone reaches the floating IP)",
+                    self.provider_name
+                ));
+            }
+        }
+        allowed_cidrs
+    }
+
+    /// A number annotation within `lo..=hi`, else `default` (with a note when it is set).
+    fn num(&self, key: &str, default: u32, lo: u32, hi: u32, notes: &mut Vec<String>) -> u32 {
+        match self.ann.get(key) {
             None => default,
             Some(v) => match v.trim().parse::<u32>() {
                 Ok(n) if (lo..=hi).contains(&n) => n,
@@ -202,98 +289,88 @@ pub fn plan(svc: &Service, slices: &[&EndpointSlice], d: &SpecDefaults) -> Plan 
                     default
                 }
             },
-        };
-        let delay = num(cpo::HEALTH_MONITOR_DELAY, cpo::DEFAULT_DELAY, 1, 86_400, &mut notes);
-        let mut timeout = num(cpo::HEALTH_MONITOR_TIMEOUT, cpo::DEFAULT_TIMEOUT, 1, 86_400, &mut notes);
+        }
+    }
+
+    /// The health monitor the annotations enable, if any, with a note for the protocols the
+    /// provider cannot monitor.
+    fn health_monitor(&self, spec: &ServiceSpec, notes: &mut Vec<String>) -> Option<KuryrLoadBalancerHealthMonitor> {
+        if !truthy(self.ann.get(cpo::ENABLE_HEALTH_MONITOR)) {
+            return None;
+        }
+        let delay = self.num(cpo::HEALTH_MONITOR_DELAY, cpo::DEFAULT_DELAY, 1, 86_400, notes);
+        let mut timeout = self.num(cpo::HEALTH_MONITOR_TIMEOUT, cpo::DEFAULT_TIMEOUT, 1, 86_400, notes);
         if timeout > delay {
             notes.push(format!("{}: a probe cannot take longer than the delay ({delay} s); using {delay}", cpo::HEALTH_MONITOR_TIMEOUT));
             timeout = delay;
         }
-        let max_retries = num(cpo::HEALTH_MONITOR_MAX_RETRIES, cpo::DEFAULT_MAX_RETRIES, 1, 10, &mut notes);
-        let max_retries_down = num(cpo::HEALTH_MONITOR_MAX_RETRIES_DOWN, cpo::DEFAULT_MAX_RETRIES_DOWN, 1, 10, &mut notes);
-        KuryrLoadBalancerHealthMonitor { delay, timeout, max_retries, max_retries_down }
-    });
-    if health_monitor.is_some() {
+        let max_retries = self.num(cpo::HEALTH_MONITOR_MAX_RETRIES, cpo::DEFAULT_MAX_RETRIES, 1, 10, notes);
+        let max_retries_down = self.num(cpo::HEALTH_MONITOR_MAX_RETRIES_DOWN, cpo::DEFAULT_MAX_RETRIES_DOWN, 1, 10, notes);
         let unmonitored: BTreeSet<String> = spec
             .ports
             .iter()
             .flatten()
             .map(|p| p.protocol.clone().unwrap_or_else(|| "TCP".into()))
-            .filter(|p| caps.monitor_type(p).is_none())
+            .filter(|p| self.caps.monitor_type(p).is_none())
             .collect();
         if !unmonitored.is_empty() {
             notes.push(format!(
-                "{}: the {provider_name} Octavia provider has no health monitor for {} pools; they are not monitored",
+                "{}: the {} Octavia provider has no health monitor for {} pools; they are not monitored",
                 cpo::ENABLE_HEALTH_MONITOR,
+                self.provider_name,
                 unmonitored.into_iter().collect::<Vec<_>>().join(", ")
             ));
         }
+        Some(KuryrLoadBalancerHealthMonitor { delay, timeout, max_retries, max_retries_down })
     }
-    let flavor_id = ann.get(cpo::FLAVOR_ID).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).filter(|f| {
-        if !caps.flavors {
-            notes.push(format!("{}: the {provider_name} Octavia provider has no flavors; {f} is not used", cpo::FLAVOR_ID));
-        }
-        caps.flavors
-    });
-    let proxy_protocol = match ann.get(cpo::PROXY_PROTOCOL).map(|v| v.trim().to_ascii_lowercase()) {
-        None => None,
-        Some(v) if matches!(v.as_str(), "false" | "no" | "0" | "") => None,
-        Some(v) => {
-            let protocol = if v == "v2" { "PROXYV2" } else { "PROXY" };
-            if caps.proxy_protocol {
-                Some(protocol.to_string())
-            } else {
-                notes.push(format!(
-                    "{}: the {provider_name} Octavia provider cannot speak the PROXY protocol to members; they see the client's address directly",
-                    cpo::PROXY_PROTOCOL
-                ));
-                None
+
+    /// The Octavia flavor the Service names, if the provider has flavors.
+    fn flavor_id(&self, notes: &mut Vec<String>) -> Option<String> {
+        self.ann.get(cpo::FLAVOR_ID).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).filter(|f| {
+            if !self.caps.flavors {
+                notes.push(format!("{}: the {} Octavia provider has no flavors; {f} is not used", cpo::FLAVOR_ID, self.provider_name));
+            }
+            self.caps.flavors
+        })
+    }
+
+    /// The pool protocol (`PROXY`/`PROXYV2`) the Service asks for, if the provider speaks it.
+    fn proxy_protocol(&self, notes: &mut Vec<String>) -> Option<String> {
+        match self.ann.get(cpo::PROXY_PROTOCOL).map(|v| v.trim().to_ascii_lowercase()) {
+            None => None,
+            Some(v) if matches!(v.as_str(), "false" | "no" | "0" | "") => None,
+            Some(v) => {
+                let protocol = if v == "v2" { "PROXYV2" } else { "PROXY" };
+                if self.caps.proxy_protocol {
+                    Some(protocol.to_string())
+                } else {
+                    notes.push(format!(
+                        "{}: the {} Octavia provider cannot speak the PROXY protocol to members; they see the client's address directly",
+                        cpo::PROXY_PROTOCOL,
+                        self.provider_name
+                    ));
+                    None
+                }
             }
         }
-    };
-    let ignored: Vec<&str> = ann.keys().map(String::as_str).filter(|k| k.starts_with(cpo::PREFIX) && !cpo::HONOURED.contains(k)).collect();
-    if !ignored.is_empty() {
-        notes.push(format!("not honoured by kuryr-rs (see its README, Service annotations): {}", ignored.join(", ")));
     }
-    let timeout = |key: &str, default: u32| -> Option<i64> {
-        match svc.annotations().get(key).and_then(|v| v.trim().parse::<i64>().ok()) {
+
+    /// A note naming the `loadbalancer.openstack.org/*` annotations kuryr-rs does not honour.
+    fn ignored(&self, notes: &mut Vec<String>) {
+        let ignored: Vec<&str> =
+            self.ann.keys().map(String::as_str).filter(|k| k.starts_with(cpo::PREFIX) && !cpo::HONOURED.contains(k)).collect();
+        if !ignored.is_empty() {
+            notes.push(format!("not honoured by kuryr-rs (see its README, Service annotations): {}", ignored.join(", ")));
+        }
+    }
+
+    /// A listener timeout (ms) from its annotation, else the configured default (0 = none).
+    fn timeout(&self, key: &str, default: u32) -> Option<i64> {
+        match self.ann.get(key).and_then(|v| v.trim().parse::<i64>().ok()) {
             Some(v) if v > 0 => Some(v),
             _ => (default > 0).then_some(i64::from(default)),
         }
-    };
-    let svc_name = svc.name_any();
-    let mine: Vec<&EndpointSlice> = slices
-        .iter()
-        .copied()
-        .filter(|s| s.labels().get(SERVICE_NAME_LABEL) == Some(&svc_name) && s.namespace() == svc.namespace())
-        .collect();
-    let spec = KuryrLoadBalancerSpec {
-        ip: Some(ip.clone()),
-        lb_ip: spec.load_balancer_ip.clone().filter(|s| !s.is_empty()),
-        type_: Some(if typ == "LoadBalancer" { "LoadBalancer".into() } else { "ClusterIP".into() }),
-        ports,
-        project_id: Some(d.project_id.clone()),
-        subnet_id: Some(d.subnet_id.clone()),
-        security_groups_ids: Vec::new(),
-        provider: d.provider.clone(),
-        timeout_client_data: timeout(TIMEOUT_CLIENT_DATA, d.timeout_client_data),
-        timeout_member_data: timeout(TIMEOUT_MEMBER_DATA, d.timeout_member_data),
-        session_affinity_timeout: (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-            spec.session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds)
-                .map_or(10800, i64::from)
-        }),
-        health_monitor,
-        allowed_cidrs,
-        flavor_id,
-        proxy_protocol,
-        floating_network_id: floating_network_id.filter(|_| typ == "LoadBalancer"),
-        keep_floating_ip: truthy(ann.get(cpo::KEEP_FLOATINGIP)),
-        endpoint_slices: endpoint_slices(&mine, ip_family(&ip)),
-    };
-    Plan::Balance { spec: Box::new(spec), notes }
+    }
 }
 
 /// `010.096.000.001` → `10.96.0.1` (upstream normalises too: leading zeros are legal in a

@@ -21,7 +21,7 @@
 
 use crate::pod::activator::Pending;
 use crate::pod::context::PodContext;
-use crate::pod::ports::{self, PodPortRequest};
+use crate::pod::ports::{self, Acquired, PodPortRequest};
 use crate::pod::standalone::{self, is_standalone_kp};
 use crate::pod::vif;
 use crate::runtime::error::Error;
@@ -34,7 +34,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use kuryr_core::crd::KuryrPort;
 use kuryr_core::names::KURYRPORT_FINALIZER;
-use kuryr_core::vif::Vif;
+use kuryr_core::vif::{Binding, Vif};
+use kuryr_openstack::neutron::Port;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -144,40 +145,13 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &PodContext) -> Result<Action, Error> {
     } else {
         match owner(&kp, &ns, ctx).await? {
             Owner::Live(pod) => Some(pod),
-            Owner::Gone(why) => {
-                tracing::info!(kuryrport = %format!("{ns}/{name}"), why, "deleting orphaned KuryrPort");
-                ctx.events.normal(kp_ref(&kp), reason::MISSING_POD, "ReleasePort", format!("KuryrPort deleted: {why}"));
-                ctx.leader.ensure()?;
-                let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), &ns);
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions { uid: kp.metadata.uid.clone(), resource_version: None }),
-                    ..DeleteParams::default()
-                };
-                return match api.delete(&name, &dp).await {
-                    Ok(_) => Ok(Action::await_change()),
-                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::await_change()),
-                    Err(e) => Err(Error::kube("delete", format!("kuryrport {ns}/{name}"), e)),
-                };
-            }
+            Owner::Gone(why) => return delete_orphan(&kp, &ns, &name, why, ctx).await,
         }
     };
 
     // Already has its VIF: only activation may be missing.
     if let Some((ifname, entry)) = kp.status.as_ref().and_then(|s| s.vifs.iter().find(|(_, e)| e.default)) {
-        // An active VIF needs nothing (the activator already recorded its timings).
-        if !vif::is_active(&entry.vif) {
-            if let Some(port_id) = vif::port_id_of(&entry.vif) {
-                ctx.activator.track(Pending {
-                    port_id,
-                    namespace: ns.clone(),
-                    name: name.clone(),
-                    ifname: ifname.clone(),
-                    pod_uid: uid.clone(),
-                    os_vif: entry.vif.get("versioned_object.data").is_some(),
-                    standalone,
-                });
-            }
-        }
+        track_written(ctx, &ns, &name, &uid, ifname, &entry.vif, standalone);
         return Ok(Action::await_change());
     }
 
@@ -196,84 +170,148 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &PodContext) -> Result<Action, Error> {
         PodPortRequest { namespace: ns.clone(), name: name.clone(), pod_uid: uid.clone(), node: kp.spec.pod_node_name.clone(), standalone };
     // Events go to the pod, or to a standalone container's KuryrPort.
     let pref = if standalone { kp_ref(&kp) } else { pod_ref(&ns, &name, &uid) };
-    let acquired = match ctx.driver.acquire(ctx, &req).await {
-        Ok(a) => a,
+    let Acquired { port, adopted, pooled, binding } = acquire(ctx, &req, &pref).await?;
+    ctx.timeline.port_ready(&uid, &ctx.metrics);
+    let vif = port_vif(ctx, &req, &port, binding, &pref).await?;
+    write_vif(ctx, &req, &vif).await?;
+    announce_vif(ctx, &req, &vif, adopted, pooled, &pref);
+    activate(ctx, req, &vif, pref);
+    Ok(Action::await_change())
+}
+
+/// Deletes a KuryrPort whose pod is gone (`why`), which releases its port through the finalizer.
+async fn delete_orphan(kp: &KuryrPort, ns: &str, name: &str, why: &'static str, ctx: &PodContext) -> Result<Action, Error> {
+    tracing::info!(kuryrport = %format!("{ns}/{name}"), why, "deleting orphaned KuryrPort");
+    ctx.events.normal(kp_ref(kp), reason::MISSING_POD, "ReleasePort", format!("KuryrPort deleted: {why}"));
+    ctx.leader.ensure()?;
+    let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), ns);
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions { uid: kp.metadata.uid.clone(), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &dp).await {
+        Ok(_) => Ok(Action::await_change()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Action::await_change()),
+        Err(e) => Err(Error::kube("delete", format!("kuryrport {ns}/{name}"), e)),
+    }
+}
+
+/// (Re)hands an already written VIF to the activator unless it is active (the activator
+/// already recorded its timings then).
+fn track_written(ctx: &PodContext, ns: &str, name: &str, uid: &str, ifname: &str, vif: &serde_json::Value, standalone: bool) {
+    if vif::is_active(vif) {
+        return;
+    }
+    if let Some(port_id) = vif::port_id_of(vif) {
+        ctx.activator.track(Pending {
+            port_id,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            ifname: ifname.to_string(),
+            pod_uid: uid.to_string(),
+            os_vif: vif.get("versioned_object.data").is_some(),
+            standalone,
+        });
+    }
+}
+
+/// The port driver's port for the pod (adopted, pooled or created); a failure is a Warning
+/// Event on `pref`.
+async fn acquire(ctx: &PodContext, req: &PodPortRequest, pref: &ObjectReference) -> Result<Acquired, Error> {
+    match ctx.driver.acquire(ctx, req).await {
+        Ok(a) => Ok(a),
         Err(e) => {
             if !matches!(e, Error::NotLeader) {
-                ctx.events.warning(pref, reason::PORT_CREATE_FAILED, "CreatePort", e.to_string());
+                ctx.events.warning(pref.clone(), reason::PORT_CREATE_FAILED, "CreatePort", e.to_string());
             }
-            return Err(e);
+            Err(e)
         }
-    };
-    ctx.timeline.port_ready(&uid, &ctx.metrics);
-    let port = acquired.port;
+    }
+}
 
-    let vif: Vif = match ports::vif_with(ctx, &port, acquired.binding).await? {
-        Ok(v) => v,
+/// The typed VIF of `port`; a port Neutron could not bind is deleted (a fresh one is created
+/// on retry), a failure is a Warning Event on `pref`.
+async fn port_vif(
+    ctx: &PodContext,
+    req: &PodPortRequest,
+    port: &Port,
+    binding: Option<Binding>,
+    pref: &ObjectReference,
+) -> Result<Vif, Error> {
+    match ports::vif_with(ctx, port, binding).await? {
+        Ok(v) => Ok(v),
         Err(e) if e.is_binding() => {
             let err = Error::Binding { port_id: port.id.clone(), host: req.node.clone(), vif_type: port.binding_vif_type.clone() };
-            tracing::warn!(kuryrport = %format!("{ns}/{name}"), error = %err, "deleting the unbound port; a fresh one is created on retry");
-            ctx.events.warning(pref, reason::PORT_BINDING_FAILED, "CreatePort", err.to_string());
+            tracing::warn!(kuryrport = %format!("{}/{}", req.namespace, req.name), error = %err, "deleting the unbound port; a fresh one is created on retry");
+            ctx.events.warning(pref.clone(), reason::PORT_BINDING_FAILED, "CreatePort", err.to_string());
             // A plain delete whatever the driver (only Neutron's own binding can fail this way).
             ports::release(ctx, &port.id).await?;
-            return Err(err);
+            Err(err)
         }
         Err(e) => {
             let err = Error::BadPort { port_id: port.id.clone(), reason: e.to_string() };
-            ctx.events.warning(pref, reason::PORT_CREATE_FAILED, "CreatePort", err.to_string());
-            return Err(err);
+            ctx.events.warning(pref.clone(), reason::PORT_CREATE_FAILED, "CreatePort", err.to_string());
+            Err(err)
         }
-    };
+    }
+}
 
+/// Writes the VIF as the default interface into the KuryrPort's status; the node's pool
+/// KuryrPort may then drop the port.
+async fn write_vif(ctx: &PodContext, req: &PodPortRequest, vif: &Vif) -> Result<(), Error> {
+    let (ns, name) = (&req.namespace, &req.name);
     ctx.leader.ensure()?;
-    let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), ns);
     let patch = json!({"status": {"vifs": {DEFAULT_IFNAME: {"default": true, "vif": vif.to_status_value()}}}});
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| Error::kube("patch status of", format!("kuryrport {ns}/{name}"), e))?;
-    ctx.timeline.vif_written(&uid, &ctx.metrics);
+    ctx.timeline.vif_written(&req.pod_uid, &ctx.metrics);
     if let Some(pools) = &ctx.pools {
         // The pod's KuryrPort lists the port now: the node's pool KuryrPort may drop it.
         crate::pod::pool::recorded(pools, &vif.port_id);
     }
+    Ok(())
+}
+
+/// Logs the written VIF and says so in an Event on `pref`.
+fn announce_vif(ctx: &PodContext, req: &PodPortRequest, vif: &Vif, adopted: bool, pooled: bool, pref: &ObjectReference) {
     let ips: Vec<String> = vif.ips.iter().map(|i| i.address.to_string()).collect();
     tracing::info!(
-        kuryrport = %format!("{ns}/{name}"), port = %vif.port_id, ips = ?ips, adopted = acquired.adopted,
+        kuryrport = %format!("{}/{}", req.namespace, req.name), port = %vif.port_id, ips = ?ips, adopted = adopted,
         binding = vif.binding.kind(), active = vif.active, "VIF written"
     );
+    let how = if adopted {
+        "adopted"
+    } else if pooled {
+        "taken from the warm pool"
+    } else {
+        "created"
+    };
     ctx.events.normal(
         pref.clone(),
         reason::UPDATED_WITH_VIFS,
         "CreatePort",
-        format!(
-            "Neutron port {} ({}) {} on host {}",
-            vif.port_id,
-            ips.join(", "),
-            if acquired.adopted {
-                "adopted"
-            } else if acquired.pooled {
-                "taken from the warm pool"
-            } else {
-                "created"
-            },
-            req.node
-        ),
+        format!("Neutron port {} ({}) {how} on host {}", vif.port_id, ips.join(", "), req.node),
     );
+}
+
+/// An active VIF is done (timings and an Event); an inactive one goes to the activator.
+fn activate(ctx: &PodContext, req: PodPortRequest, vif: &Vif, pref: ObjectReference) {
     if vif.active {
-        ctx.timeline.active(&uid, &ctx.metrics);
+        ctx.timeline.active(&req.pod_uid, &ctx.metrics);
         ctx.events.normal(pref, reason::UPDATED_WITH_ACTIVE_VIFS, "ActivatePort", format!("Neutron port {} is ACTIVE", vif.port_id));
     } else {
         ctx.activator.track(Pending {
             port_id: vif.port_id.clone(),
-            namespace: ns,
-            name,
+            namespace: req.namespace,
+            name: req.name,
             ifname: DEFAULT_IFNAME.into(),
-            pod_uid: uid,
+            pod_uid: req.pod_uid,
             os_vif: false,
-            standalone,
+            standalone: req.standalone,
         });
     }
-    Ok(Action::await_change())
 }
 
 /// Port ids recorded in a KuryrPort's status, whichever form each VIF is stored in.

@@ -31,13 +31,14 @@ use crate::policy::neutron::Known;
 use crate::runtime::context::Context;
 use crate::runtime::error::Error;
 use crate::runtime::hooks::PortGroups;
-use crate::runtime::run::{became_leader, channel_stream, log_controller_error, shutdown_signal, watchdog};
+use crate::runtime::run::{scoped_api, shutdown_signal, watchdog};
+use crate::runtime::wiring::{controller, domain_watch, event_watch, log_errors};
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
+use futures_util::Stream;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::ResourceExt;
@@ -424,14 +425,99 @@ pub fn start(
     concurrency: u16,
     shutdown: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let client = ctx.client.clone();
     let (np_store, np_writer) = reflector::store::<NetworkPolicy>();
     let (ns_store, ns_writer) = reflector::store::<Namespace>();
     let (knp_store, knp_writer) = reflector::store::<KuryrNetworkPolicy>();
     let (policy, knp_rx) = Policy::new(ctx.clone(), settings, np_store.clone(), ns_store, knp_store.clone());
     let policy = Arc::new(policy);
     ctx.set_port_groups(policy.clone());
+    let taps = event_taps(ctx, &policy);
 
+    let (np_tx, np_rx) = mpsc::unbounded_channel::<ObjectRef<NetworkPolicy>>();
+    let np_stream = np_watch(&policy, namespace, np_writer);
+    let ns_watch = namespace_watch(&policy, ns_writer, &shutdown);
+    let knp_stream = knp_watch(&policy, namespace, knp_writer, np_tx);
+
+    let ccfg = ControllerConfig::default().concurrency(concurrency);
+    let np_controller = controller(np_stream, np_store, ccfg.clone(), np_rx, ctx, &shutdown).run(
+        networkpolicy::reconcile,
+        networkpolicy::error_policy,
+        policy.clone(),
+    );
+    let knp_controller = controller(knp_stream, knp_store, ccfg, knp_rx, ctx, &shutdown).run(knp::reconcile, knp::error_policy, policy);
+    let (np_controller, knp_controller) =
+        (log_errors(networkpolicy::CONTROLLER, np_controller), log_errors(knp::CONTROLLER, knp_controller));
+    let health = ctx.health.clone();
+    async move {
+        let n = watchdog("networkpolicy-controller", np_controller, shutdown.clone(), health.clone());
+        let k = watchdog("kuryrnetworkpolicy-controller", knp_controller, shutdown.clone(), health.clone());
+        let stop = shutdown_signal(shutdown.clone());
+        let w = watchdog("namespace-watch", ns_watch, shutdown, health);
+        let taps = async move {
+            tokio::select! {
+                _ = stop => {}
+                _ = taps => {}
+            }
+        };
+        tokio::join!(n, k, w, taps);
+    }
+}
+
+/// Start phase: the NetworkPolicy watch, for the NetworkPolicy controller.
+fn np_watch(
+    policy: &Arc<Policy>,
+    namespace: Option<&str>,
+    writer: reflector::store::Writer<NetworkPolicy>,
+) -> impl Stream<Item = Result<NetworkPolicy, watcher::Error>> + Send {
+    let p = policy.clone();
+    let api = scoped_api::<NetworkPolicy>(&policy.ctx.client, namespace);
+    domain_watch(api, "networkpolicies", writer, policy.ctx.health.clone(), move |ev| {
+        if let watcher::Event::InitDone = ev {
+            p.one_listed();
+        }
+    })
+}
+
+/// Start phase: the Namespace watch (all namespaces: their labels feed namespaceSelectors).
+fn namespace_watch(
+    policy: &Arc<Policy>,
+    writer: reflector::store::Writer<Namespace>,
+    shutdown: &watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send {
+    let p = policy.clone();
+    let api = Api::<Namespace>::all(policy.ctx.client.clone());
+    event_watch(api, "namespaces", writer, policy.ctx.health.clone(), shutdown, move |ev| match ev {
+        watcher::Event::Apply(n) | watcher::Event::InitApply(n) => p.on_namespace_event(n, false),
+        watcher::Event::Delete(n) => p.on_namespace_event(n, true),
+        watcher::Event::InitDone => p.one_listed(),
+        _ => {}
+    })
+}
+
+/// Start phase: the KuryrNetworkPolicy watch, for its controller; a final deletion triggers
+/// the NetworkPolicy of that name (`np_tx`).
+fn knp_watch(
+    policy: &Arc<Policy>,
+    namespace: Option<&str>,
+    writer: reflector::store::Writer<KuryrNetworkPolicy>,
+    np_tx: mpsc::UnboundedSender<ObjectRef<NetworkPolicy>>,
+) -> impl Stream<Item = Result<KuryrNetworkPolicy, watcher::Error>> + Send {
+    let p = policy.clone();
+    let api = scoped_api::<KuryrNetworkPolicy>(&policy.ctx.client, namespace);
+    domain_watch(api, "kuryrnetworkpolicies", writer, policy.ctx.health.clone(), move |ev| match ev {
+        // Its final deletion lets the NetworkPolicy drop its finalizer.
+        watcher::Event::Delete(k) => {
+            let _ = np_tx.send(ObjectRef::new(&k.name_any()).within(&k.namespace().unwrap_or_default()));
+        }
+        watcher::Event::InitDone => p.one_listed(),
+        _ => {}
+    })
+    .predicate_filter(knp_fingerprint, PredicateConfig::default())
+}
+
+/// Sets the runtime's pod and KuryrPort event taps; returns the future that hands their events
+/// to the domain.
+fn event_taps(ctx: &Context, policy: &Arc<Policy>) -> impl Future<Output = ()> + Send + 'static {
     let (pod_tx, mut pod_rx) = mpsc::unbounded_channel::<watcher::Event<Pod>>();
     let (kp_tx, mut kp_rx) = mpsc::unbounded_channel::<watcher::Event<KuryrPort>>();
     ctx.hooks.pod_events.add(pod_tx);
@@ -448,105 +534,7 @@ pub fn start(
             p.on_kuryrport_event(&ev);
         }
     };
-
-    let (np_tx, np_rx) = mpsc::unbounded_channel::<ObjectRef<NetworkPolicy>>();
-    let (h, p) = (ctx.health.clone(), policy.clone());
-    let np_stream = watcher(crate::runtime::run::scoped_api::<NetworkPolicy>(&client, namespace), watcher::Config::default())
-        .default_backoff()
-        .modify(|n: &mut NetworkPolicy| n.metadata.managed_fields = None)
-        .reflect(np_writer)
-        .inspect(move |ev| match ev {
-            Ok(watcher::Event::InitDone) => {
-                h.watch_ok("networkpolicies");
-                p.one_listed();
-            }
-            Ok(_) => h.watch_ok("networkpolicies"),
-            Err(e) => h.watch_err("networkpolicies", e.to_string()),
-        })
-        .applied_objects();
-
-    let (h, p) = (ctx.health.clone(), policy.clone());
-    let ns_watch = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(|n: &mut Namespace| n.metadata.managed_fields = None)
-        .reflect(ns_writer)
-        .take_until(shutdown_signal(shutdown.clone()))
-        .for_each(move |ev| {
-            match &ev {
-                Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
-                    h.watch_ok("namespaces");
-                    p.on_namespace_event(n, false);
-                }
-                Ok(watcher::Event::Delete(n)) => {
-                    h.watch_ok("namespaces");
-                    p.on_namespace_event(n, true);
-                }
-                Ok(watcher::Event::InitDone) => {
-                    h.watch_ok("namespaces");
-                    p.one_listed();
-                }
-                Ok(_) => h.watch_ok("namespaces"),
-                Err(e) => h.watch_err("namespaces", e.to_string()),
-            }
-            async {}
-        });
-
-    let (h, p, tx) = (ctx.health.clone(), policy.clone(), np_tx);
-    let knp_stream = watcher(crate::runtime::run::scoped_api::<KuryrNetworkPolicy>(&client, namespace), watcher::Config::default())
-        .default_backoff()
-        .modify(|k: &mut KuryrNetworkPolicy| k.metadata.managed_fields = None)
-        .reflect(knp_writer)
-        .inspect(move |ev| match ev {
-            // Its final deletion lets the NetworkPolicy drop its finalizer.
-            Ok(watcher::Event::Delete(k)) => {
-                h.watch_ok("kuryrnetworkpolicies");
-                let _ = tx.send(ObjectRef::new(&k.name_any()).within(&k.namespace().unwrap_or_default()));
-            }
-            Ok(watcher::Event::InitDone) => {
-                h.watch_ok("kuryrnetworkpolicies");
-                p.one_listed();
-            }
-            Ok(_) => h.watch_ok("kuryrnetworkpolicies"),
-            Err(e) => h.watch_err("kuryrnetworkpolicies", e.to_string()),
-        })
-        .applied_objects()
-        .predicate_filter(knp_fingerprint, PredicateConfig::default());
-
-    let ccfg = ControllerConfig::default().concurrency(concurrency);
-    let np_controller = Controller::for_stream(np_stream, np_store)
-        .with_config(ccfg.clone())
-        .reconcile_on(channel_stream(np_rx))
-        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
-        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
-        .run(networkpolicy::reconcile, networkpolicy::error_policy, policy.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                log_controller_error(networkpolicy::CONTROLLER, &e);
-            }
-        });
-    let knp_controller = Controller::for_stream(knp_stream, knp_store)
-        .with_config(ccfg)
-        .reconcile_on(channel_stream(knp_rx))
-        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
-        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
-        .run(knp::reconcile, knp::error_policy, policy.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                log_controller_error(knp::CONTROLLER, &e);
-            }
-        });
-    let health = ctx.health.clone();
     async move {
-        let n = watchdog("networkpolicy-controller", np_controller, shutdown.clone(), health.clone());
-        let k = watchdog("kuryrnetworkpolicy-controller", knp_controller, shutdown.clone(), health.clone());
-        let stop = shutdown_signal(shutdown.clone());
-        let w = watchdog("namespace-watch", ns_watch, shutdown, health);
-        let taps = async move {
-            tokio::select! {
-                _ = stop => {}
-                _ = async { tokio::join!(pod_tap, kp_tap) } => {}
-            }
-        };
-        tokio::join!(n, k, w, taps);
+        tokio::join!(pod_tap, kp_tap);
     }
 }

@@ -46,7 +46,9 @@
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -554,111 +556,69 @@ pub fn desired(np: &NetworkPolicy, cluster: &Cluster<'_>, settings: &ModelSettin
     let (ingress, egress) = policy_types(np);
     let mut st = PolicyState { uid: uid.clone(), namespace: namespace.clone(), name: np.name_any(), ingress, egress, ..Default::default() };
     let Some(spec) = np.spec.as_ref() else { return st };
-    let families: Vec<Family> = {
-        let mut f: Vec<Family> = settings.families.iter().map(|e| Family::of(*e)).collect();
-        f.sort();
-        f.dedup();
-        f
-    };
-    let selected: Vec<&PodInfo> = cluster
-        .pods
-        .iter()
-        .filter(|p| p.namespace == namespace && spec.pod_selector.as_ref().is_none_or(|s| selects(s, &p.labels)))
-        .collect();
-
+    let cx = Translation { uid, namespace, cluster: *cluster, families: families(settings) };
+    let selected = cx.selected(spec.pod_selector.as_ref());
     if ingress {
-        let rules = spec.ingress.as_deref().unwrap_or_default();
-        // Peers (shared by all variants, with the families their rules need) and ports per rule.
-        let mut peers: Vec<Vec<(Remote, Vec<Family>)>> = Vec::new();
-        let mut ports: Vec<Vec<PortSpec>> = Vec::new();
-        for (i, r) in rules.iter().enumerate() {
-            let what = format!("ingress rule {i}");
-            ports.push(port_specs(r.ports.as_ref(), &mut st.notes, &what));
-            let mut remotes = Vec::new();
-            if ports.last().is_some_and(Vec::is_empty) {
-                // No valid port: the rule allows nothing, so it needs no peer groups either.
-                peers.push(remotes);
-                continue;
+        cx.ingress_groups(&mut st, spec.ingress.as_deref().unwrap_or_default(), &selected);
+    }
+    if egress {
+        cx.egress_group(&mut st, spec.egress.as_deref().unwrap_or_default(), &selected);
+    }
+    st.notes.dedup();
+    st
+}
+
+/// The configured families, sorted and deduplicated.
+fn families(settings: &ModelSettings) -> Vec<Family> {
+    let mut f: Vec<Family> = settings.families.iter().map(|e| Family::of(*e)).collect();
+    f.sort();
+    f.dedup();
+    f
+}
+
+/// A policy's remotes, per ingress rule: each with the families its rules need.
+type RulePeers = Vec<Vec<(Remote, Vec<Family>)>>;
+
+/// Ingress selected pods grouped by named-port resolution, under their variant names.
+type Variants<'a> = BTreeMap<String, (Resolution, Vec<&'a PodInfo>)>;
+
+/// What every phase of [`desired`] reads: the policy's identity, the cluster and the families.
+struct Translation<'a> {
+    uid: String,
+    namespace: String,
+    cluster: Cluster<'a>,
+    families: Vec<Family>,
+}
+
+impl<'a> Translation<'a> {
+    /// The pods of the policy's namespace its podSelector selects.
+    fn selected(&self, pod_selector: Option<&LabelSelector>) -> Vec<&'a PodInfo> {
+        self.cluster.pods.iter().filter(|p| p.namespace == self.namespace && pod_selector.is_none_or(|s| selects(s, &p.labels))).collect()
+    }
+
+    /// Records the address group `key` holding a resolved peer's addresses; returns the remote
+    /// naming it and the families its rules need.
+    fn peer_group(&self, st: &mut PolicyState, key: AgKey, peer: &Peer<'_>) -> (Remote, Vec<Family>) {
+        match peer {
+            Peer::Pods(pods) => {
+                let addrs = pods.iter().flat_map(|p| p.ips.iter().copied().map(host_cidr)).collect();
+                st.address_groups.insert(key.clone(), addrs);
+                (Remote::AddressGroup(key), self.families.clone())
             }
-            match r.from.as_ref().filter(|f| !f.is_empty()) {
-                None => remotes.push((Remote::Any, families.clone())),
-                Some(from) => {
-                    for (j, p) in from.iter().enumerate() {
-                        let key = AgKey::new(&uid, Dir::Ingress, i, &j.to_string(), None);
-                        match resolve_peer(p, &namespace, cluster, &mut st.notes, &format!("{what} peer {j}")) {
-                            None => {}
-                            Some(Peer::Pods(pods)) => {
-                                let addrs = pods.iter().flat_map(|p| p.ips.iter().copied().map(host_cidr)).collect();
-                                st.address_groups.insert(key.clone(), addrs);
-                                remotes.push((Remote::AddressGroup(key), families.clone()));
-                            }
-                            Some(Peer::Cidrs(f, nets)) => {
-                                st.address_groups.insert(key.clone(), nets.iter().map(IpNet::to_string).collect());
-                                remotes.push((Remote::AddressGroup(key), vec![f]));
-                            }
-                        }
-                    }
-                }
+            Peer::Cidrs(f, nets) => {
+                st.address_groups.insert(key.clone(), nets.iter().map(IpNet::to_string).collect());
+                (Remote::AddressGroup(key), vec![*f])
             }
-            peers.push(remotes);
         }
-        // Named ports the ingress rules use: each selected pod's resolution picks its variant.
-        let named: BTreeSet<(Protocol, String)> = ports
-            .iter()
-            .flatten()
-            .filter_map(|p| match p {
-                PortSpec::Named(proto, n) => Some((*proto, n.clone())),
-                _ => None,
-            })
-            .collect();
-        let mut by_resolution: BTreeMap<Resolution, Vec<&PodInfo>> = BTreeMap::new();
-        for pod in &selected {
-            let resolution: Resolution = named.iter().map(|(proto, n)| ((*proto, n.clone()), pod.named_port(n, *proto))).collect();
-            by_resolution.entry(resolution).or_default().push(pod);
-        }
-        if by_resolution.is_empty() && named.is_empty() {
-            // No pod selected yet: the group exists anyway, so a pod that comes gets it at once.
-            by_resolution.insert(BTreeMap::new(), Vec::new());
-        }
-        // Variant name: a short hash of the resolution (empty without named ports). Two
-        // resolutions never share a group: on a hash collision the later one gets a suffix.
-        let mut variants: BTreeMap<String, (Resolution, Vec<&PodInfo>)> = BTreeMap::new();
-        for (resolution, pods) in by_resolution {
-            let mut variant = if named.is_empty() {
-                String::new()
-            } else {
-                let text: Vec<String> = resolution
-                    .iter()
-                    .map(|((proto, n), port)| format!("{n}/{}={}", proto.neutron(), port.map(|p| p.to_string()).unwrap_or_default()))
-                    .collect();
-                fnv(&text.join(","))[..12].to_string()
-            };
-            let base = variant.clone();
-            let mut n = 1;
-            while variants.contains_key(&variant) {
-                n += 1;
-                variant = format!("{base}-{n}");
-            }
-            variants.insert(variant, (resolution, pods));
-        }
-        for (variant, (resolution, pods)) in variants {
-            let key = SgKey { policy_uid: uid.clone(), direction: Dir::Ingress, variant };
-            let mut set = BTreeSet::new();
-            for (i, rule_ports) in ports.iter().enumerate() {
-                for p in rule_ports {
-                    let (proto, range) = match p {
-                        PortSpec::All => (None, None),
-                        PortSpec::Range(proto, r) => (Some(*proto), *r),
-                        PortSpec::Named(proto, n) => match resolution.get(&(*proto, n.clone())).copied().flatten() {
-                            Some(port) => (Some(*proto), Some((port, port))),
-                            None => continue,
-                        },
-                    };
-                    for (remote, fams) in &peers[i] {
-                        push_rules(&mut set, Dir::Ingress, fams, proto, range, remote.clone());
-                    }
-                }
-            }
+    }
+
+    /// The ingress groups: one per named-port resolution of the selected pods, each holding
+    /// the rules as that resolution reads them, on the ports of its pods.
+    fn ingress_groups(&self, st: &mut PolicyState, rules: &[NetworkPolicyIngressRule], selected: &[&'a PodInfo]) {
+        let (peers, ports) = self.ingress_peers_and_ports(st, rules);
+        for (variant, (resolution, pods)) in ingress_variants(&ports, selected) {
+            let key = SgKey { policy_uid: self.uid.clone(), direction: Dir::Ingress, variant };
+            let set = ingress_rules(&ports, &peers, &resolution);
             for pod in pods {
                 st.pods.entry(pod.key()).or_default().insert(key.clone());
             }
@@ -666,74 +626,183 @@ pub fn desired(np: &NetworkPolicy, cluster: &Cluster<'_>, settings: &ModelSettin
         }
     }
 
-    if egress {
-        let key = SgKey { policy_uid: uid.clone(), direction: Dir::Egress, variant: String::new() };
-        let mut set = BTreeSet::new();
-        for (i, r) in spec.egress.as_deref().unwrap_or_default().iter().enumerate() {
-            let what = format!("egress rule {i}");
-            let ports = port_specs(r.ports.as_ref(), &mut st.notes, &what);
-            if ports.is_empty() {
+    /// Peers (shared by all variants, with the families their rules need) and ports per
+    /// ingress rule; the peers' address groups are recorded in `st`.
+    fn ingress_peers_and_ports(&self, st: &mut PolicyState, rules: &[NetworkPolicyIngressRule]) -> (RulePeers, Vec<Vec<PortSpec>>) {
+        let mut peers: RulePeers = Vec::new();
+        let mut ports: Vec<Vec<PortSpec>> = Vec::new();
+        for (i, r) in rules.iter().enumerate() {
+            let what = format!("ingress rule {i}");
+            ports.push(port_specs(r.ports.as_ref(), &mut st.notes, &what));
+            if ports.last().is_some_and(Vec::is_empty) {
+                // No valid port: the rule allows nothing, so it needs no peer groups either.
+                peers.push(Vec::new());
                 continue;
             }
-            // (peer name, resolved peer); `None` peer = any destination.
-            let mut resolved: Vec<(String, Option<Peer<'_>>)> = Vec::new();
-            match r.to.as_ref().filter(|t| !t.is_empty()) {
-                None => resolved.push(("all".into(), None)),
-                Some(to) => {
-                    for (j, p) in to.iter().enumerate() {
-                        if let Some(peer) = resolve_peer(p, &namespace, cluster, &mut st.notes, &format!("{what} peer {j}")) {
-                            resolved.push((j.to_string(), Some(peer)));
-                        }
-                    }
-                }
-            }
-            for (peer_name, peer) in &resolved {
-                for p in &ports {
-                    match (p, peer) {
-                        (PortSpec::Named(proto, name), None) => {
-                            // Any destination on a named port: every pod of the cluster that has it.
-                            let all: Vec<&PodInfo> = cluster.pods.iter().collect();
-                            named_egress(&mut st, &mut set, &families, &uid, i, peer_name, *proto, name, &all);
-                        }
-                        (PortSpec::Named(proto, name), Some(Peer::Pods(pods))) => {
-                            named_egress(&mut st, &mut set, &families, &uid, i, peer_name, *proto, name, pods);
-                        }
-                        (PortSpec::Named(_, name), Some(Peer::Cidrs(..))) => {
-                            st.notes.push(format!(
-                                "{what} peer {peer_name}: the named port {name} cannot be resolved for an ipBlock; it allows nothing"
-                            ));
-                        }
-                        (other, peer) => {
-                            let (proto, range) = match other {
-                                PortSpec::Range(proto, r) => (Some(*proto), *r),
-                                _ => (None, None),
-                            };
-                            match peer {
-                                None => push_rules(&mut set, Dir::Egress, &families, proto, range, Remote::Any),
-                                Some(Peer::Pods(pods)) => {
-                                    let k = AgKey::new(&uid, Dir::Egress, i, peer_name, None);
-                                    let addrs = pods.iter().flat_map(|p| p.ips.iter().copied().map(host_cidr)).collect();
-                                    st.address_groups.insert(k.clone(), addrs);
-                                    push_rules(&mut set, Dir::Egress, &families, proto, range, Remote::AddressGroup(k));
-                                }
-                                Some(Peer::Cidrs(f, nets)) => {
-                                    let k = AgKey::new(&uid, Dir::Egress, i, peer_name, None);
-                                    st.address_groups.insert(k.clone(), nets.iter().map(IpNet::to_string).collect());
-                                    push_rules(&mut set, Dir::Egress, &[*f], proto, range, Remote::AddressGroup(k));
-                                }
-                            }
-                        }
-                    }
-                }
+            peers.push(self.ingress_remotes(st, i, r.from.as_ref(), &what));
+        }
+        (peers, ports)
+    }
+
+    /// The remotes of ingress rule `rule`: any source without `from`, else one address group
+    /// per peer that resolves.
+    fn ingress_remotes(
+        &self,
+        st: &mut PolicyState,
+        rule: usize,
+        from: Option<&Vec<NetworkPolicyPeer>>,
+        what: &str,
+    ) -> Vec<(Remote, Vec<Family>)> {
+        let Some(from) = from.filter(|f| !f.is_empty()) else { return vec![(Remote::Any, self.families.clone())] };
+        let mut remotes = Vec::new();
+        for (j, p) in from.iter().enumerate() {
+            let key = AgKey::new(&self.uid, Dir::Ingress, rule, &j.to_string(), None);
+            if let Some(peer) = resolve_peer(p, &self.namespace, &self.cluster, &mut st.notes, &format!("{what} peer {j}")) {
+                remotes.push(self.peer_group(st, key, &peer));
             }
         }
-        for pod in &selected {
+        remotes
+    }
+
+    /// The egress group: every egress rule's ports towards its peers, on the ports of the
+    /// selected pods.
+    fn egress_group(&self, st: &mut PolicyState, rules: &[NetworkPolicyEgressRule], selected: &[&'a PodInfo]) {
+        let key = SgKey { policy_uid: self.uid.clone(), direction: Dir::Egress, variant: String::new() };
+        let mut set = BTreeSet::new();
+        for (i, r) in rules.iter().enumerate() {
+            self.egress_rule(st, &mut set, i, r);
+        }
+        for pod in selected {
             st.pods.entry(pod.key()).or_default().insert(key.clone());
         }
         st.groups.insert(key, set);
     }
-    st.notes.dedup();
-    st
+
+    /// The rules of egress rule `i`: each of its ports towards each of its peers.
+    fn egress_rule(&self, st: &mut PolicyState, set: &mut BTreeSet<RuleSpec>, i: usize, r: &NetworkPolicyEgressRule) {
+        let what = format!("egress rule {i}");
+        let ports = port_specs(r.ports.as_ref(), &mut st.notes, &what);
+        if ports.is_empty() {
+            return;
+        }
+        let resolved = self.egress_peers(st, r.to.as_ref(), &what);
+        for (peer_name, peer) in &resolved {
+            for p in &ports {
+                match (p, peer) {
+                    (PortSpec::Named(proto, name), None) => {
+                        // Any destination on a named port: every pod of the cluster that has it.
+                        let all: Vec<&PodInfo> = self.cluster.pods.iter().collect();
+                        named_egress(st, set, &self.families, &self.uid, i, peer_name, *proto, name, &all);
+                    }
+                    (PortSpec::Named(proto, name), Some(Peer::Pods(pods))) => {
+                        named_egress(st, set, &self.families, &self.uid, i, peer_name, *proto, name, pods);
+                    }
+                    (PortSpec::Named(_, name), Some(Peer::Cidrs(..))) => {
+                        st.notes.push(format!(
+                            "{what} peer {peer_name}: the named port {name} cannot be resolved for an ipBlock; it allows nothing"
+                        ));
+                    }
+                    (other, peer) => {
+                        let (proto, range) = match other {
+                            PortSpec::Range(proto, r) => (Some(*proto), *r),
+                            _ => (None, None),
+                        };
+                        let (remote, families) = match peer {
+                            None => (Remote::Any, self.families.clone()),
+                            Some(peer) => self.peer_group(st, AgKey::new(&self.uid, Dir::Egress, i, peer_name, None), peer),
+                        };
+                        push_rules(set, Dir::Egress, &families, proto, range, remote);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The peers of an egress rule's `to`, by name; `None` peer = any destination.
+    fn egress_peers(&self, st: &mut PolicyState, to: Option<&Vec<NetworkPolicyPeer>>, what: &str) -> Vec<(String, Option<Peer<'a>>)> {
+        let mut resolved: Vec<(String, Option<Peer<'a>>)> = Vec::new();
+        match to.filter(|t| !t.is_empty()) {
+            None => resolved.push(("all".into(), None)),
+            Some(to) => {
+                for (j, p) in to.iter().enumerate() {
+                    if let Some(peer) = resolve_peer(p, &self.namespace, &self.cluster, &mut st.notes, &format!("{what} peer {j}")) {
+                        resolved.push((j.to_string(), Some(peer)));
+                    }
+                }
+            }
+        }
+        resolved
+    }
+}
+
+/// The selected pods grouped by how they resolve the ingress rules' named ports, by variant name.
+fn ingress_variants<'a>(ports: &[Vec<PortSpec>], selected: &[&'a PodInfo]) -> Variants<'a> {
+    // Named ports the ingress rules use: each selected pod's resolution picks its variant.
+    let named: BTreeSet<(Protocol, String)> = ports
+        .iter()
+        .flatten()
+        .filter_map(|p| match p {
+            PortSpec::Named(proto, n) => Some((*proto, n.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut by_resolution: BTreeMap<Resolution, Vec<&'a PodInfo>> = BTreeMap::new();
+    for pod in selected {
+        let resolution: Resolution = named.iter().map(|(proto, n)| ((*proto, n.clone()), pod.named_port(n, *proto))).collect();
+        by_resolution.entry(resolution).or_default().push(*pod);
+    }
+    if by_resolution.is_empty() && named.is_empty() {
+        // No pod selected yet: the group exists anyway, so a pod that comes gets it at once.
+        by_resolution.insert(BTreeMap::new(), Vec::new());
+    }
+    name_variants(named.is_empty(), by_resolution)
+}
+
+/// Variant name: a short hash of the resolution (empty without named ports). Two
+/// resolutions never share a group: on a hash collision the later one gets a suffix.
+fn name_variants<'a>(unnamed: bool, by_resolution: BTreeMap<Resolution, Vec<&'a PodInfo>>) -> Variants<'a> {
+    let mut variants: Variants<'a> = BTreeMap::new();
+    for (resolution, pods) in by_resolution {
+        let mut variant = if unnamed {
+            String::new()
+        } else {
+            let text: Vec<String> = resolution
+                .iter()
+                .map(|((proto, n), port)| format!("{n}/{}={}", proto.neutron(), port.map(|p| p.to_string()).unwrap_or_default()))
+                .collect();
+            fnv(&text.join(","))[..12].to_string()
+        };
+        let base = variant.clone();
+        let mut n = 1;
+        while variants.contains_key(&variant) {
+            n += 1;
+            variant = format!("{base}-{n}");
+        }
+        variants.insert(variant, (resolution, pods));
+    }
+    variants
+}
+
+/// The rules of one ingress variant: every rule's ports, named ones as `resolution` reads
+/// them (a name it lacks allows nothing), from each of the rule's peers.
+fn ingress_rules(ports: &[Vec<PortSpec>], peers: &RulePeers, resolution: &Resolution) -> BTreeSet<RuleSpec> {
+    let mut set = BTreeSet::new();
+    for (i, rule_ports) in ports.iter().enumerate() {
+        for p in rule_ports {
+            let (proto, range) = match p {
+                PortSpec::All => (None, None),
+                PortSpec::Range(proto, r) => (Some(*proto), *r),
+                PortSpec::Named(proto, n) => match resolution.get(&(*proto, n.clone())).copied().flatten() {
+                    Some(port) => (Some(*proto), Some((port, port))),
+                    None => continue,
+                },
+            };
+            for (remote, fams) in &peers[i] {
+                push_rules(&mut set, Dir::Ingress, fams, proto, range, remote.clone());
+            }
+        }
+    }
+    set
 }
 
 /// Egress to `pods` on the named port `name`: one address group and rule set per distinct

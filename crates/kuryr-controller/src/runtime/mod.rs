@@ -1,5 +1,7 @@
 //! The runtime every domain runs on (`crate::runtime`), one hop per module:
 //! * [`run`]: watches, shared reflector stores, the controllers, servers; [`run::start`].
+//! * [`wiring`]: what every domain's start repeats: a watch feeding its store and `/alive`, a
+//!   controller reconciling on its watch, on triggers and on becoming leader.
 //! * [`context`]: what every reconciler gets (clients, stores, settings), back-off.
 //! * [`hooks`]: what GC's sweep asks of the domains ([`hooks::SweepHooks`], the pod path implements it),
 //!   the groups a new pod port gets ([`hooks::PortGroups`], the policy domain implements it), and
@@ -25,3 +27,4 @@ pub mod metrics;
 pub mod policy;
 pub mod run;
 pub mod settings;
+pub mod wiring;

@@ -22,10 +22,11 @@ use crate::runtime::hooks::SweepHooks;
 use crate::runtime::lease::{self, LeaderGate, LeaseConfig};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::settings::{cloud_config, Settings};
+use crate::runtime::wiring::{controller, log_errors};
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::{Client, ResourceExt};
@@ -398,28 +399,17 @@ fn pod_controllers(
     );
 
     let ccfg = ControllerConfig::default().concurrency(opts.concurrency);
-    let pod_controller = Controller::for_stream(pod_stream, ctx.pods.clone())
-        .with_config(ccfg.clone())
-        .reconcile_on(channel_stream(pod_trigger_rx))
-        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
-        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
-        .run(pod::reconcile, pod::error_policy, pod_ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                log_controller_error(pod::CONTROLLER, &e);
-            }
-        });
-    let kp_controller = Controller::for_stream(kp_stream, ctx.kuryrports.clone())
-        .with_config(ccfg)
-        .reconcile_on(channel_stream(kp_trigger_rx))
-        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
-        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
-        .run(kuryrport::reconcile, kuryrport::error_policy, pod_ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                log_controller_error(kuryrport::CONTROLLER, &e);
-            }
-        });
+    let pod_controller = controller(pod_stream, ctx.pods.clone(), ccfg.clone(), pod_trigger_rx, ctx, shutdown).run(
+        pod::reconcile,
+        pod::error_policy,
+        pod_ctx.clone(),
+    );
+    let kp_controller = controller(kp_stream, ctx.kuryrports.clone(), ccfg, kp_trigger_rx, ctx, shutdown).run(
+        kuryrport::reconcile,
+        kuryrport::error_policy,
+        pod_ctx.clone(),
+    );
+    let (pod_controller, kp_controller) = (log_errors(pod::CONTROLLER, pod_controller), log_errors(kuryrport::CONTROLLER, kp_controller));
     let (on, stop, health) = (opts.pods, shutdown.clone(), ctx.health.clone());
     async move {
         if on {
