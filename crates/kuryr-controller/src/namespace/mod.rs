@@ -27,11 +27,11 @@ pub use settings::NamespaceSettings;
 
 use crate::runtime::context::Context;
 use crate::runtime::hooks::PodSubnets;
-use crate::runtime::run::{became_leader, channel_stream, log_controller_error, shutdown_signal, watchdog};
-use futures_util::StreamExt;
+use crate::runtime::run::{shutdown_signal, watchdog};
+use crate::runtime::wiring::{controller, domain_watch, log_errors};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::ResourceExt;
@@ -230,8 +230,9 @@ fn network_fingerprint(k: &KuryrNetwork) -> Option<u64> {
 }
 
 /// Starts the Namespace and KuryrNetwork controllers and the KuryrPort tap; installs the
-/// pod-subnet hook. `namespace`: only that namespace (`--watch-namespace`). Returns the
-/// controllers' future.
+/// pod-subnet hook. `namespace`: only that namespace's KuryrNetworks (`--watch-namespace`; the
+/// pods and KuryrPorts the runtime caches are scoped the same way). Returns the controllers'
+/// future.
 pub fn start(
     ctx: &Arc<Context>,
     settings: NamespaceSettings,
@@ -255,67 +256,41 @@ pub fn start(
         }
     };
 
-    let mut ns_cfg = watcher::Config::default();
-    if let Some(ns) = namespace {
-        ns_cfg = ns_cfg.fields(&format!("metadata.name={ns}"));
-    }
-    let (h, dd) = (ctx.health.clone(), d.clone());
-    let ns_stream = watcher(Api::<Namespace>::all(client.clone()), ns_cfg)
-        .default_backoff()
-        .modify(|n: &mut Namespace| n.metadata.managed_fields = None)
-        .reflect(ns_writer)
-        .inspect(move |ev| match ev {
-            Ok(watcher::Event::InitDone) => {
-                h.watch_ok("namespace-networks/namespaces");
+    let dd = d.clone();
+    let ns_stream =
+        domain_watch(Api::<Namespace>::all(client.clone()), "namespace-networks/namespaces", ns_writer, ctx.health.clone(), move |ev| {
+            if matches!(ev, watcher::Event::InitDone) {
                 dd.one_listed();
             }
-            Ok(_) => h.watch_ok("namespace-networks/namespaces"),
-            Err(e) => h.watch_err("namespace-networks/namespaces", e.to_string()),
         })
-        .applied_objects()
         .predicate_filter(namespace_fingerprint, PredicateConfig::default());
-
-    let (h, dd) = (ctx.health.clone(), d.clone());
-    let kn_stream = watcher(crate::runtime::run::scoped_api::<KuryrNetwork>(&client, namespace), watcher::Config::default())
-        .default_backoff()
-        .modify(|k: &mut KuryrNetwork| k.metadata.managed_fields = None)
-        .reflect(kn_writer)
-        .inspect(move |ev| match ev {
-            Ok(ev) => {
-                h.watch_ok("kuryrnetworks");
-                if matches!(ev, watcher::Event::InitDone) {
-                    dd.one_listed();
-                }
-                dd.on_network_event(ev);
-            }
-            Err(e) => h.watch_err("kuryrnetworks", e.to_string()),
-        })
-        .applied_objects()
-        .predicate_filter(network_fingerprint, PredicateConfig::default());
+    let dd = d.clone();
+    let kn_api = crate::runtime::run::scoped_api::<KuryrNetwork>(&client, namespace);
+    let kn_stream = domain_watch(kn_api, "kuryrnetworks", kn_writer, ctx.health.clone(), move |ev| {
+        if matches!(ev, watcher::Event::InitDone) {
+            dd.one_listed();
+        }
+        dd.on_network_event(ev);
+    })
+    .predicate_filter(network_fingerprint, PredicateConfig::default());
 
     let ccfg = ControllerConfig::default().concurrency(concurrency);
-    let ns_controller = Controller::for_stream(ns_stream, ns_store)
-        .with_config(ccfg.clone())
-        .reconcile_on(channel_stream(triggers.namespaces))
-        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
-        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
-        .run(namespaces::reconcile, namespaces::error_policy, d.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                log_controller_error(namespaces::CONTROLLER, &e);
-            }
-        });
-    let kn_controller = Controller::for_stream(kn_stream, kn_store)
-        .with_config(ccfg)
-        .reconcile_on(channel_stream(triggers.networks))
-        .reconcile_all_on(became_leader(ctx.leader.subscribe()))
-        .graceful_shutdown_on(shutdown_signal(shutdown.clone()))
-        .run(kuryrnetwork::reconcile, kuryrnetwork::error_policy, d)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                log_controller_error(kuryrnetwork::CONTROLLER, &e);
-            }
-        });
+    let ns_controller = log_errors(
+        namespaces::CONTROLLER,
+        controller(ns_stream, ns_store, ccfg.clone(), triggers.namespaces, ctx, &shutdown).run(
+            namespaces::reconcile,
+            namespaces::error_policy,
+            d.clone(),
+        ),
+    );
+    let kn_controller = log_errors(
+        kuryrnetwork::CONTROLLER,
+        controller(kn_stream, kn_store, ccfg, triggers.networks, ctx, &shutdown).run(
+            kuryrnetwork::reconcile,
+            kuryrnetwork::error_policy,
+            d,
+        ),
+    );
     let health = ctx.health.clone();
     async move {
         let n = watchdog("namespace-controller", ns_controller, shutdown.clone(), health.clone());
