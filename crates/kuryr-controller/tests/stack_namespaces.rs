@@ -395,8 +395,13 @@ async fn kill_9_case(adopt: bool) {
         assert!(stack.neutron.get_network(&net.id).await.is_err_and(|e| e.is_not_found()), "network {} left", net.id);
         assert!(stamped_networks(&stack, &ns).await.is_empty());
     };
-    guarded(&stack, &[&ns], vec![], body).await;
+    // The policy goes whatever happened (a left one would block another test's namespace only,
+    // but it is cluster-scoped clutter).
+    let r = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(guarded(&stack, &[&ns], vec![], body))).await;
     let _ = vapb.delete(&policy, &DeleteParams::default()).await;
     let _ = vap.delete(&policy, &DeleteParams::default()).await;
     let _ = std::fs::remove_file(&conf);
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
 }
