@@ -6,7 +6,8 @@
 #   the upper half; the apiserver's service range is the lower half), router kuryr-router
 #   with interfaces on both subnets, external network public (admin; its gateway_ip is the host's
 #   address on br-ex, hack/stack/ext-net.sh) as router gateway,
-#   security group kuryr-pods (all traffic from the pod and service subnets);
+#   security group kuryr-pods (all traffic from the pod and service subnets, the external
+#   network and the namespace subnet pool);
 #   the k8s project's network quotas raised (security groups, rules, ports, networks, subnets).
 # Writes $STACK_STATE/stack.env (ids) and $STACK_STATE/kuryr.conf.
 set -euo pipefail
@@ -79,7 +80,8 @@ find_or_create "$TOK" security-groups kuryr-pods '{"security_group":{"name":"kur
 SG=$(last)
 rules=$(api "$TOK" GET "/security-group-rules?security_group_id=$SG&direction=ingress" | jq -r '[.security_group_rules[].remote_ip_prefix] | join(" ")')
 # EXT_CIDR: clients through floating IPs (OVN load balancers keep the client's source address).
-for c in $POD_CIDR $SVC_CIDR $EXT_CIDR; do
+# SUBNETPOOL_PREFIX: pods on namespace networks (pod_subnets_driver = namespace).
+for c in $POD_CIDR $SVC_CIDR $EXT_CIDR $SUBNETPOOL_PREFIX; do
   case " $rules " in *" $c "*) ;; *)
     api "$TOK" POST /security-group-rules "{\"security_group_rule\":{\"security_group_id\":\"$SG\",\"direction\":\"ingress\",\"ethertype\":\"IPv4\",\"remote_ip_prefix\":\"$c\"}}" >/dev/null
     echo "sg rule ingress from $c";; esac

@@ -9,7 +9,8 @@
 //! * [`gc`]: mark-and-sweep garbage collection of the OpenStack resources this controller made.
 //! * [`loadbalancer`]: Services → KuryrLoadBalancers → Octavia.
 //! * [`policy`]: NetworkPolicies → KuryrNetworkPolicies → Neutron security groups and address groups.
-//! * [`namespace`]: reserved for namespace networks (empty today).
+//! * [`namespace`]: namespace networks (`pod_subnets_driver = namespace`): Namespaces → KuryrNetworks → a
+//!   Neutron network, subnet (from a subnet pool) and router interface per namespace.
 //!
 //! Domains reach [`runtime`], never each other except through kuryr-core types.
 #![forbid(unsafe_code)]

@@ -6,6 +6,8 @@
 //! (`stack.rs`), which prove the same paths against real services.
 
 mod fixtures;
+#[path = "reconcile/namespaces.rs"]
+mod namespaces;
 #[path = "reconcile/nested_vlan.rs"]
 mod nested_vlan;
 #[path = "reconcile/pods.rs"]

@@ -160,6 +160,12 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &PodContext) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
 
+    // Namespace networks: the namespace's network may not be ready yet. The domain was asked for
+    // it and re-triggers this KuryrPort once it is (no polling, no back-off).
+    if ctx.pod_subnet(&ns).is_none() {
+        tracing::info!(kuryrport = %format!("{ns}/{name}"), "waiting for the namespace's network (KuryrNetwork)");
+        return Ok(Action::await_change());
+    }
     let req =
         PodPortRequest { namespace: ns.clone(), name: name.clone(), pod_uid: uid.clone(), node: kp.spec.pod_node_name.clone(), standalone };
     // Events go to the pod, or to a standalone container's KuryrPort.

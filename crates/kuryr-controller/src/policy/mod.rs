@@ -520,8 +520,8 @@ fn knp_watch(
 fn event_taps(ctx: &Context, policy: &Arc<Policy>) -> impl Future<Output = ()> + Send + 'static {
     let (pod_tx, mut pod_rx) = mpsc::unbounded_channel::<watcher::Event<Pod>>();
     let (kp_tx, mut kp_rx) = mpsc::unbounded_channel::<watcher::Event<KuryrPort>>();
-    let _ = ctx.hooks.pod_events.set(pod_tx);
-    let _ = ctx.hooks.kuryrport_events.set(kp_tx);
+    ctx.hooks.pod_events.add(pod_tx);
+    ctx.hooks.kuryrport_events.add(kp_tx);
     let p = policy.clone();
     let pod_tap = async move {
         while let Some(ev) = pod_rx.recv().await {

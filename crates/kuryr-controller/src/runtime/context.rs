@@ -6,7 +6,7 @@ use crate::runtime::cache::NeutronCache;
 use crate::runtime::error::Error;
 use crate::runtime::events::Events;
 use crate::runtime::health::Health;
-use crate::runtime::hooks::{Hooks, PortGroups};
+use crate::runtime::hooks::{Hooks, PodSubnets, PortGroups};
 use crate::runtime::lease::LeaderGate;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::settings::Settings;
@@ -68,6 +68,40 @@ impl Context {
     /// Installs the policy domain's hook (once).
     pub fn set_port_groups(&self, hook: std::sync::Arc<dyn PortGroups>) {
         let _ = self.hooks.port_groups.set(hook);
+    }
+
+    /// The subnet a new port in `namespace` goes on: the namespace-networks domain's answer when
+    /// `pod_subnets_driver = namespace` (`None`: not ready yet; the KuryrPort waits for
+    /// [`Context::retrigger_waiting_kuryrports`]), else `[neutron_defaults] pod_subnet`.
+    pub fn pod_subnet(&self, namespace: &str) -> Option<String> {
+        match self.hooks.pod_subnets.get() {
+            Some(h) => h.pod_subnet(namespace),
+            None => Some(self.settings.pod_subnet.clone()),
+        }
+    }
+
+    /// Installs the namespace-networks domain's hook (once).
+    pub fn set_pod_subnets(&self, hook: std::sync::Arc<dyn PodSubnets>) {
+        let _ = self.hooks.pod_subnets.set(hook);
+    }
+
+    /// Re-triggers the KuryrPorts of `namespace` that have no VIF yet (and are not being
+    /// deleted): they wait for their namespace's network, which just became ready. Returns how
+    /// many were woken.
+    pub fn retrigger_waiting_kuryrports(&self, namespace: &str) -> usize {
+        let Some(tx) = self.hooks.kuryrport_trigger.get() else { return 0 };
+        let mut n = 0;
+        for kp in self.kuryrports.state() {
+            let waiting = kp.metadata.namespace.as_deref() == Some(namespace)
+                && kp.metadata.deletion_timestamp.is_none()
+                && !kuryr_core::names::is_pool(kp.metadata.labels.as_ref())
+                && kp.status.as_ref().is_none_or(|s| s.default_vif().is_none());
+            if waiting {
+                let _ = tx.send(kube::runtime::reflector::ObjectRef::from_obj(kp.as_ref()));
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Marks the caches synced; `true` the first time.

@@ -76,6 +76,9 @@ pub struct Options {
     /// NetworkPolicy through security groups ([`crate::policy`]): `[kubernetes] enabled_handlers`
     /// names `policy` or `kuryrnetworkpolicy`; `None` = off. Needs the pod path.
     pub policies: Option<crate::policy::PolicySettings>,
+    /// A Neutron network, subnet and router interface per namespace ([`crate::namespace`]):
+    /// `[kubernetes] pod_subnets_driver = namespace`; `None` = off (every pod on `pod_subnet`).
+    pub namespaces: Option<crate::namespace::NamespaceSettings>,
 }
 
 /// `--gc-interval-seconds`, `--gc-dry-run`.
@@ -116,11 +119,17 @@ impl Options {
             services: crate::loadbalancer::LbSettings::from_config(config, cluster_name)?,
             pods: config.kubernetes.enabled_handlers.iter().any(|h| h == "vif" || h == "kuryrport"),
             policies: crate::policy::PolicySettings::from_config(config, cluster_name)?,
+            namespaces: crate::namespace::NamespaceSettings::from_config(config, cluster_name)?,
         })
         .and_then(|o| {
             if o.policies.is_some() && !o.pods {
                 return Err(Error::Config(
                     "[kubernetes] enabled_handlers: policy/kuryrnetworkpolicy need the pod handlers (vif, kuryrport)".into(),
+                ));
+            }
+            if o.namespaces.is_some() && !o.pods {
+                return Err(Error::Config(
+                    "[kubernetes] pod_subnets_driver = namespace: the namespace handlers need the pod handlers (vif, kuryrport)".into(),
                 ));
             }
             Ok(o)
@@ -268,6 +277,13 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         Some(s) if !opts.read_only => Some(crate::policy::start(&ctx, s, opts.namespace.as_deref(), opts.concurrency, shutdown_rx.clone())),
         _ => None,
     };
+    // The namespace networks before the pod path too: the subnet hook and the KuryrPort tap.
+    let namespaces = match opts.namespaces.clone() {
+        Some(s) if !opts.read_only => {
+            Some(crate::namespace::start(&ctx, s, opts.namespace.as_deref(), opts.concurrency, shutdown_rx.clone()))
+        }
+        _ => None,
+    };
     let pod_path = pod_controllers(&opts, &ctx, &pod_ctx, (pod_writer, kp_writer), &shutdown_rx);
     let services = match opts.services.clone() {
         Some(s) if !opts.read_only => {
@@ -278,7 +294,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         _ => None,
     };
     let controllers = tokio::spawn(async move {
-        tokio::join!(pod_path, optional(services), optional(policy));
+        tokio::join!(pod_path, optional(services), optional(policy), optional(namespaces));
     });
     tracing::info!(
         leader_election = opts.leader_election.is_some(),
@@ -286,6 +302,7 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
         pod_subnet = %opts.settings.pod_subnet,
         services = opts.services.is_some(),
         network_policy = opts.policies.is_some(),
+        namespace_networks = opts.namespaces.is_some(),
         activation_interval = ?opts.settings.activation_interval,
         "kuryr-controller started"
     );
@@ -352,6 +369,8 @@ fn pod_controllers(
 ) -> impl Future<Output = ()> + Send + 'static {
     let (pod_trigger_tx, pod_trigger_rx) = mpsc::unbounded_channel::<ObjectRef<Pod>>();
     let (kp_trigger_tx, kp_trigger_rx) = mpsc::unbounded_channel::<ObjectRef<KuryrPort>>();
+    // Other domains wake waiting KuryrPorts through it (the namespace networks' readiness).
+    let _ = ctx.hooks.kuryrport_trigger.set(kp_trigger_tx.clone());
     let (pods_done, kps_done) = sync_markers(ctx);
     let pod_stream = shared_watch(
         scoped_api::<Pod>(&ctx.client, opts.namespace.as_deref()),
@@ -362,7 +381,7 @@ fn pod_controllers(
             health: ctx.health.clone(),
             deleted: kp_trigger_tx,
             listed: pods_done,
-            tap: ctx.hooks.pod_events.get().cloned(),
+            taps: ctx.hooks.pod_events.senders(),
         },
     )
     .predicate_filter(pod_fingerprint, PredicateConfig::default());
@@ -375,7 +394,7 @@ fn pod_controllers(
             health: ctx.health.clone(),
             deleted: pod_trigger_tx,
             listed: kps_done,
-            tap: ctx.hooks.kuryrport_events.get().cloned(),
+            taps: ctx.hooks.kuryrport_events.senders(),
         },
     );
 
@@ -433,8 +452,8 @@ where
     deleted: mpsc::UnboundedSender<ObjectRef<O>>,
     /// Called on the initial list's end.
     listed: L,
-    /// Every event, for another domain (the policy domain's tap), when set.
-    tap: Option<mpsc::UnboundedSender<watcher::Event<K>>>,
+    /// Every event, for the other domains that asked (their taps).
+    taps: Vec<mpsc::UnboundedSender<watcher::Event<K>>>,
 }
 
 /// One watch of the pod path: back-off, `trim` before caching, the shared store, then
@@ -452,7 +471,7 @@ where
     O::DynamicType: Default,
     L: Fn() + Send + 'static,
 {
-    let WatchFeeds { name, health, deleted, listed, tap } = feeds;
+    let WatchFeeds { name, health, deleted, listed, taps } = feeds;
     watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(trim)
@@ -467,7 +486,7 @@ where
                     watcher::Event::InitDone => listed(),
                     _ => {}
                 }
-                if let Some(tap) = &tap {
+                for tap in &taps {
                     let _ = tap.send(ev.clone());
                 }
             }

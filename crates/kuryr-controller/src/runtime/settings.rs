@@ -12,7 +12,7 @@ use std::time::Duration;
 pub struct Settings {
     /// `[neutron_defaults] project`: the project pod ports are created in.
     pub project: String,
-    /// `[neutron_defaults] pod_subnet`.
+    /// `[neutron_defaults] pod_subnet` (empty: not configured, with `pod_subnets_driver = namespace`).
     pub pod_subnet: String,
     /// `[neutron_defaults] pod_security_groups`.
     pub pod_security_groups: Vec<String>,
@@ -105,9 +105,16 @@ impl Settings {
                 }
             )));
         }
-        if k.pod_subnets_driver != SubnetsDriver::Default {
+        let namespace_subnets = k.pod_subnets_driver == SubnetsDriver::Namespace;
+        if namespace_subnets && pod_vif == PodVif::NestedVlan {
             return Err(Error::Config(
-                "[kubernetes] pod_subnets_driver = namespace: not implemented in kuryr-controller yet; use default".into(),
+                "[kubernetes] pod_subnets_driver = namespace: not implemented for pod_vif_driver = nested-vlan yet; use neutron-vif".into(),
+            ));
+        }
+        if namespace_subnets && k.vif_pool_driver != VifPoolDriver::Noop {
+            return Err(Error::Config(
+                "[kubernetes] pod_subnets_driver = namespace: warm pools per namespace network are not implemented yet; use vif_pool_driver = noop"
+                    .into(),
             ));
         }
         let pool = match k.vif_pool_driver {
@@ -135,7 +142,12 @@ impl Settings {
         };
         kuryr_core::names::check_cluster_name(cluster_name).map_err(|e| Error::Config(format!("--cluster-name: {e}")))?;
         let nd = &cfg.neutron_defaults;
-        let pod_subnet = nd.pod_subnet.clone().ok_or_else(|| Error::Config("[neutron_defaults] pod_subnet is required".into()))?;
+        // With namespace networks pods get their namespace's subnet; `pod_subnet` is optional then.
+        let pod_subnet = match nd.pod_subnet.clone() {
+            Some(s) => s,
+            None if namespace_subnets => String::new(),
+            None => return Err(Error::Config("[neutron_defaults] pod_subnet is required".into())),
+        };
         if nd.pod_security_groups.is_empty() {
             return Err(Error::Config("[neutron_defaults] pod_security_groups is required".into()));
         }

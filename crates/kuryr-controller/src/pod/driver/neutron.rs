@@ -12,7 +12,7 @@ use crate::pod::ports::{self, tags_to_set, Acquired, PodPortRequest};
 use crate::runtime::error::Error;
 use crate::runtime::settings::Settings;
 use kuryr_core::names::DEVICE_OWNER;
-use kuryr_openstack::neutron::{FixedIpRequest, Port, PortCreate, PortUpdate, TagResource};
+use kuryr_openstack::neutron::{FixedIpRequest, Port, PortCreate, PortUpdate, Subnet, TagResource};
 use kuryr_openstack::Query;
 
 /// `POST /v2.0/ports` body for a pod (tags are set by a separate PUT, see [`acquire`]).
@@ -59,7 +59,10 @@ pub fn select_adoptable(ports: Vec<Port>, node: &str, network_id: &str) -> Adopt
 /// Adopts the pod's existing port or creates one; makes sure it is bound to the node and
 /// tagged. Checks the leader gate before every write.
 pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<Acquired, Error> {
-    let subnet = ctx.cache.subnet(&ctx.neutron, &ctx.settings.pod_subnet).await?;
+    // `pod_subnet`, or the namespace's subnet (namespace networks; the KuryrPort reconciler
+    // waited for it).
+    let subnet_id = ctx.pod_subnet(&req.namespace).ok_or_else(|| Error::NotReady(format!("the network of namespace {}", req.namespace)))?;
+    let subnet = ctx.cache.subnet(&ctx.neutron, &subnet_id).await?;
     // A KuryrPort this replica created in this term, first attempt: nothing to adopt, no lookup.
     let existing = if ctx.take_fresh(&req.pod_uid) {
         ctx.metrics.adoption_lookup(false);
@@ -82,9 +85,9 @@ pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<Acquired,
         None => match &ctx.pools {
             Some(pools) if !req.standalone => match crate::pod::pool::claim(ctx, pools, req, &subnet.network_id).await? {
                 Some(p) => (p, false, true),
-                None => (create(ctx, req, &subnet.network_id).await?, false, false),
+                None => (create(ctx, req, &subnet).await?, false, false),
             },
-            _ => (create(ctx, req, &subnet.network_id).await?, false, false),
+            _ => (create(ctx, req, &subnet).await?, false, false),
         },
     };
     if pooled {
@@ -106,8 +109,9 @@ pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<Acquired,
     Ok(Acquired { port, adopted, pooled, binding: None })
 }
 
-async fn create(ctx: &PodContext, req: &PodPortRequest, network_id: &str) -> Result<Port, Error> {
-    let mut body = port_create(&ctx.settings, req, network_id);
+async fn create(ctx: &PodContext, req: &PodPortRequest, subnet: &Subnet) -> Result<Port, Error> {
+    let mut body = port_create(&ctx.settings, req, &subnet.network_id);
+    body.fixed_ips = Some(vec![FixedIpRequest::subnet(&subnet.id)]);
     body.security_groups = Some(new_port_groups(ctx, req).await?);
     ctx.leader.ensure()?;
     Ok(ctx.neutron.create_port(&body).await?)

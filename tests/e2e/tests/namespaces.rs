@@ -1,0 +1,293 @@
+//! Namespace networks on the real stack (`[kubernetes] pod_subnets_driver = namespace`):
+//! kuryr-controller (namespace and kuryrnetwork handlers) and kuryr-daemon as host services,
+//! kubelet creates busybox pods in two namespaces. Each namespace gets its own Neutron network
+//! and subnet from the `kuryr-namespaces` pool, attached to `kuryr-router`; its pods get IPs from
+//! it and ping each other, the other namespace's pods (routed by `kuryr-router`) and are pinged
+//! by a plain Neutron port on the default pod network (a "VM"). Deleting the namespaces removes
+//! their networks, subnets and router interfaces. Times printed.
+//!
+//! The pods' security group is the test's own (ingress from the pod network, the namespace
+//! pool, the service and external CIDRs): the stack's `kuryr-pods` group of an older stack does
+//! not allow the namespace pool yet.
+
+use kuryr_e2e::deploy::kjson;
+use kuryr_e2e::kuryr::{self, Namespace};
+use kuryr_e2e::vm::{Cloud, PlainPort};
+use kuryr_e2e::{kubectl, run, stack_env, wait_for};
+use kuryr_openstack::neutron::{
+    Direction, EtherType, SecurityGroupCreate, SecurityGroupRuleCreate,
+};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Whether IPv4 `ip` is in `cidr` (`a.b.c.d/n`).
+fn in_cidr(ip: IpAddr, cidr: &str) -> bool {
+    let (net, len) = cidr.split_once('/').expect("cidr");
+    let (IpAddr::V4(ip), Ok(std::net::IpAddr::V4(net)), Ok(len)) =
+        (ip, net.parse::<IpAddr>(), len.parse::<u32>())
+    else {
+        return false;
+    };
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+fn pod_ip(ns: &str, pod: &str) -> IpAddr {
+    kjson(kubectl().args(["get", "pod", "-n", ns, pod, "-o", "json"]))["status"]["podIP"]
+        .as_str()
+        .expect("podIP")
+        .parse()
+        .expect("ip")
+}
+
+fn wait_ready(ns: &str, what: &str) {
+    let out = run(kubectl().args([
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=120s",
+        "-n",
+        ns,
+        "pod",
+        "--all",
+    ]));
+    if !out.status.success() {
+        let d = run(kubectl().args(["describe", "pods", "-n", ns]));
+        let k = run(kubectl().args(["get", "kuryrnetworks,kuryrports", "-n", ns, "-o", "yaml"]));
+        panic!(
+            "{what}: pods of {ns} not Ready: {}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&d.stdout),
+            String::from_utf8_lossy(&k.stdout)
+        );
+    }
+}
+
+fn ping(ns: &str, pod: &str, to: IpAddr) -> bool {
+    run(kubectl()
+        .args([
+            "exec", "-n", ns, pod, "--", "ping", "-c", "3", "-i", "0.2", "-W", "2",
+        ])
+        .arg(to.to_string()))
+    .status
+    .success()
+}
+
+/// The test's pod security group, deleted on drop.
+struct Group<'a> {
+    cloud: &'a Cloud,
+    id: String,
+}
+
+impl<'a> Group<'a> {
+    fn create(cloud: &'a Cloud, cidrs: &[&str]) -> Group<'a> {
+        let name = kuryr_e2e::unique("kst-ns-sg-");
+        let sg = cloud
+            .rt
+            .block_on(cloud.neutron.create_security_group(&SecurityGroupCreate {
+                name,
+                description: "kuryr-rs e2e namespaces: pod group".into(),
+                ..Default::default()
+            }))
+            .expect("create security group");
+        for c in cidrs {
+            let rule = SecurityGroupRuleCreate {
+                security_group_id: sg.id.clone(),
+                direction: Direction::Ingress,
+                ethertype: EtherType::IPv4,
+                protocol: None,
+                port_range_min: None,
+                port_range_max: None,
+                remote_ip_prefix: Some(c.to_string()),
+                remote_group_id: None,
+                remote_address_group_id: None,
+                description: String::new(),
+                project_id: String::new(),
+            };
+            cloud
+                .rt
+                .block_on(cloud.neutron.create_security_group_rule(&rule))
+                .expect("rule");
+        }
+        Group { cloud, id: sg.id }
+    }
+}
+
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .cloud
+            .rt
+            .block_on(self.cloud.neutron.delete_security_group(&self.id));
+    }
+}
+
+/// The networks kuryr-controller stamped for namespace `ns`.
+fn stamped(cloud: &Cloud, ns: &str) -> Vec<kuryr_openstack::neutron::Network> {
+    let all = cloud
+        .rt
+        .block_on(cloud.neutron.list_networks(&kuryr_openstack::Query::new()))
+        .expect("networks");
+    let mark = format!(", {ns}/{ns} (KuryrNetwork uid ");
+    all.into_iter()
+        .filter(|n| {
+            n.description.starts_with("kuryr-rs namespace network: ")
+                && n.description.contains(&mark)
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+fn namespaces_get_their_own_networks_and_reach_each_other_through_the_router() {
+    let env = stack_env();
+    let cloud = Cloud::connect();
+    let pool = cloud
+        .rt
+        .block_on(cloud.neutron.get_subnetpool(&env["SUBNETPOOL_ID"]))
+        .expect("subnet pool");
+    let pool_cidr = pool.prefixes.first().cloned().expect("pool prefix");
+    let ext = cloud
+        .rt
+        .block_on(cloud.neutron.get_subnet(&env["EXT_SUBNET_ID"]))
+        .expect("external subnet");
+    let sg = Group::create(
+        &cloud,
+        &[
+            &env["POD_CIDR"],
+            &pool_cidr,
+            &env["SERVICE_CIDR"],
+            &ext.cidr,
+        ],
+    );
+    let conf = kuryr::config_with(
+        "ns",
+        &format!(
+            "[kubernetes]\npod_subnets_driver = namespace\nenabled_handlers = vif,kuryrport,namespace,kuryrnetwork\n\
+             [neutron_defaults]\npod_security_groups = {}\n",
+            sg.id
+        ),
+    );
+    let mut daemon = kuryr::spawn_daemon(&conf.0, &[]);
+    let mut controller = kuryr::spawn_controller_with(
+        &conf.0,
+        &[
+            "--health-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    kuryr::wait_daemon_ready(&mut daemon);
+
+    let a = Namespace::create("kst-ns-a-");
+    let b = Namespace::create("kst-ns-b-");
+    let t0 = Instant::now();
+    for (ns, pod) in [(&a, "a1"), (&a, "a2"), (&b, "b1")] {
+        ns.apply_json(pod, &kuryr::web_pod(&ns.0, pod, "kst"));
+    }
+    wait_ready(&a.0, "namespace a");
+    wait_ready(&b.0, "namespace b");
+    eprintln!(
+        "3 pods in 2 new namespaces Ready {:?} after create (KuryrNetwork, network, subnet, router interface, ports)",
+        t0.elapsed()
+    );
+    assert!(
+        controller.alive(),
+        "controller:\n{}",
+        controller.log_tail(40)
+    );
+
+    // Each namespace's KuryrNetwork names its network, subnet and the pod router.
+    let kn = |ns: &str| kjson(kubectl().args(["get", "kuryrnetwork", "-n", ns, ns, "-o", "json"]));
+    let (ka, kb) = (kn(&a.0), kn(&b.0));
+    for k in [&ka, &kb] {
+        assert_eq!(
+            k["status"]["routerId"].as_str(),
+            Some(env["ROUTER_ID"].as_str()),
+            "{k}"
+        );
+    }
+    let cidr_a = ka["status"]["subnetCIDR"]
+        .as_str()
+        .expect("cidr")
+        .to_string();
+    let cidr_b = kb["status"]["subnetCIDR"]
+        .as_str()
+        .expect("cidr")
+        .to_string();
+    assert_ne!(cidr_a, cidr_b);
+    let (a1, a2, b1) = (pod_ip(&a.0, "a1"), pod_ip(&a.0, "a2"), pod_ip(&b.0, "b1"));
+    for c in [&cidr_a, &cidr_b] {
+        let first: IpAddr = c
+            .split('/')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("cidr address");
+        assert!(in_cidr(first, &pool_cidr), "{c} from the pool {pool_cidr}");
+    }
+    assert!(
+        in_cidr(a1, &cidr_a) && in_cidr(a2, &cidr_a),
+        "{a1} {a2} in {cidr_a}"
+    );
+    assert!(in_cidr(b1, &cidr_b), "{b1} in {cidr_b}");
+    eprintln!("namespace a: {cidr_a} (a1 {a1}, a2 {a2}); namespace b: {cidr_b} (b1 {b1})");
+
+    // Same namespace; across namespaces (routed); from the default pod network (a VM port).
+    let t = Instant::now();
+    assert!(ping(&a.0, "a1", a2), "a1 -> a2 (same namespace subnet)");
+    assert!(ping(&a.0, "a1", b1), "a1 -> b1 (through kuryr-router)");
+    assert!(ping(&b.0, "b1", a1), "b1 -> a1 (through kuryr-router)");
+    let vm = PlainPort::create(&cloud, 1);
+    assert!(vm[0].ping(a1), "VM on the pod network -> a1");
+    assert!(vm[0].ping(b1), "VM on the pod network -> b1");
+    eprintln!(
+        "pings (same namespace, across namespaces, from the pod network) passed in {:?}",
+        t.elapsed()
+    );
+    drop(vm);
+
+    // Deletion: everything Neutron held for the namespaces goes.
+    let nets: Vec<String> = [&a.0, &b.0]
+        .iter()
+        .flat_map(|ns| stamped(&cloud, ns))
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(nets.len(), 2, "one network per namespace: {nets:?}");
+    let t = Instant::now();
+    for ns in [&a.0, &b.0] {
+        let _ = run(kubectl().args(["delete", "namespace", ns, "--wait=false"]));
+    }
+    wait_for(
+        "both namespaces gone",
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        || {
+            let out = run(kubectl().args([
+                "get",
+                "namespace",
+                &a.0,
+                &b.0,
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ]));
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .is_empty()
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "namespaces deleted → gone (pods, ports, router interfaces, subnets, networks) {:?}",
+        t.elapsed()
+    );
+    for id in &nets {
+        let r = cloud.rt.block_on(cloud.neutron.get_network(id));
+        assert!(r.is_err_and(|e| e.is_not_found()), "network {id} left");
+    }
+    assert!(
+        controller.alive(),
+        "controller:\n{}",
+        controller.log_tail(40)
+    );
+}
