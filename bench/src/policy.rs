@@ -204,16 +204,22 @@ fn observe(
     })
 }
 
-/// Neutron requests the controller has made so far.
+/// Neutron requests the controller has made so far (an error if it reports none at all: a
+/// controller that made policies has called Neutron, so a missing series is a wrong name).
 async fn neutron_calls(c: &Controller) -> Result<f64> {
     let s = c.scrape().await?;
-    Ok(s.0
+    let series: Vec<f64> = s
+        .0
         .iter()
         .filter(|(k, _)| {
-            k.starts_with("kuryr_openstack_requests_total{") && k.contains(r#"service="network""#)
+            k.starts_with("kuryr_openstack_requests_total{") && k.contains(r#"service="neutron""#)
         })
-        .map(|(_, v)| v)
-        .sum())
+        .map(|(_, v)| *v)
+        .collect();
+    if series.is_empty() {
+        bail!("the controller's /metrics has no kuryr_openstack_requests_total{{service=\"neutron\"}} series");
+    }
+    Ok(series.iter().sum())
 }
 
 /// Waits until the controller's Neutron request counter has not moved for `quiet`; returns it.
