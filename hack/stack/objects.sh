@@ -46,10 +46,6 @@ find_or_create() {
 }
 last() { cat "$STATE/.last_id"; }
 
-# Quotas a cluster's worth of pods, Services and NetworkPolicies needs (Neutron's defaults:
-# 10 security groups, 100 rules, 500 ports per project; upstream kuryr's docs raise them too).
-api "$ATOK" PUT "/quotas/$K8S_PROJECT_ID" '{"quota":{"security_group":1000,"security_group_rule":10000,"port":2000,"network":200,"subnet":200}}' >/dev/null
-
 find_or_create "$ATOK" networks public '{"network":{"name":"public","router:external":true,"provider:network_type":"flat","provider:physical_network":"public","shared":false}}'
 EXT_NET=$(last)
 find_or_create "$ATOK" subnets public-subnet "{\"subnet\":{\"name\":\"public-subnet\",\"network_id\":\"$EXT_NET\",\"ip_version\":4,\"cidr\":\"$EXT_CIDR\",\"gateway_ip\":\"$EXT_HOST_IP\",\"enable_dhcp\":false}}"
@@ -88,6 +84,9 @@ for c in $POD_CIDR $SVC_CIDR $EXT_CIDR $SUBNETPOOL_PREFIX; do
 done
 rm -f "$STATE/.last_id"
 . "$STATE/kuryr-appcred.env"
+# Quotas a cluster's worth of pods, Services and NetworkPolicies needs (Neutron's defaults:
+# 10 security groups, 100 rules, 500 ports per project; upstream kuryr's docs raise them too).
+api "$ATOK" PUT "/quotas/$K8S_PROJECT_ID" '{"quota":{"security_group":1000,"security_group_rule":10000,"port":2000,"network":200,"subnet":200}}' >/dev/null
 
 cat > "$STATE/stack.env.tmp" <<ENV
 # Written by hack/stack/objects.sh: ids of the local stack's OpenStack objects.

@@ -210,7 +210,7 @@ fn neutron_leftovers(cloud: &Cloud, ns: &str) -> Vec<String> {
 fn network_policies_are_enforced_by_neutron_and_converge_fast() {
     let _node = node_lock();
     let cloud = Cloud::connect();
-    let mut s = start(&cloud);
+    let s = start(&cloud);
     let env = stack_env();
     let a = Namespace::create("kst-np-a-");
     let b = Namespace::create("kst-np-b-");
@@ -526,19 +526,7 @@ fn network_policies_are_enforced_by_neutron_and_converge_fast() {
         check("policies deleted", &nb, "client-b", &srv, 9090, true);
 
         // Nothing left: KuryrNetworkPolicies, Neutron groups and address groups; default group on the ports.
-        wait_for(
-            "KuryrNetworkPolicies gone",
-            Duration::from_secs(30),
-            Duration::from_millis(200),
-            || {
-                let k =
-                    kjson(kubectl().args(["get", "kuryrnetworkpolicies", "-n", &na, "-o", "json"]));
-                k["items"]
-                    .as_array()
-                    .is_some_and(|a| a.is_empty())
-                    .then_some(())
-            },
-        );
+        knps_gone(&na);
         let left = neutron_leftovers(&cloud, &na);
         assert!(
             left.is_empty(),
@@ -559,6 +547,13 @@ fn network_policies_are_enforced_by_neutron_and_converge_fast() {
             );
         }
     }));
+    finish(s, result, [a, b]);
+}
+
+/// The end of a policy test: on failure the KuryrNetworkPolicies and the controller's log, then
+/// the panic again; otherwise kuryr must still run. The pods go while the controller still runs
+/// (their finalizers are its), then the namespaces, the controller and the daemon.
+fn finish(mut s: Setup, result: std::thread::Result<()>, namespaces: [Namespace; 2]) {
     if let Err(e) = result {
         let knp = run(kubectl().args(["get", "kuryrnetworkpolicies", "-A", "-o", "yaml"]));
         eprintln!(
@@ -569,22 +564,36 @@ fn network_policies_are_enforced_by_neutron_and_converge_fast() {
         std::panic::resume_unwind(e);
     }
     assert!(s.daemon.alive() && s.controller.alive(), "kuryr crashed");
-    // The pods go while the controller still runs (their finalizers are its).
-    for ns in [&na, &nb] {
+    for ns in &namespaces {
         let _ = run(kubectl().args([
             "delete",
             "pods",
             "--all",
             "-n",
-            ns,
+            &ns.0,
             "--wait=true",
             "--timeout=60s",
         ]));
     }
-    drop(a);
-    drop(b);
+    drop(namespaces);
     s.controller.stop();
     s.daemon.stop();
+}
+
+/// Waits until `ns` has no KuryrNetworkPolicy left.
+fn knps_gone(ns: &str) {
+    wait_for(
+        "KuryrNetworkPolicies gone",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let k = kjson(kubectl().args(["get", "kuryrnetworkpolicies", "-n", ns, "-o", "json"]));
+            k["items"]
+                .as_array()
+                .is_some_and(|a| a.is_empty())
+                .then_some(())
+        },
+    );
 }
 
 /// A busybox pod serving HTTP on 8080 and 9090; container port `web` is `web` (8080 or 9090),
@@ -686,7 +695,7 @@ fn converge_with(what: &str, want: bool, probe: impl Fn() -> bool) -> Duration {
 fn network_policy_matrix_selectors_ports_udp_service_vip_and_host() {
     let _node = node_lock();
     let cloud = Cloud::connect();
-    let mut s = start_with(&cloud, ",service,endpoints,kuryrloadbalancer");
+    let s = start_with(&cloud, ",service,endpoints,kuryrloadbalancer");
     let a = Namespace::create("kst-npm-a-");
     let b = Namespace::create("kst-npm-b-");
     must(kubectl().args(["label", "namespace", &b.0, "team=b"]));
@@ -966,45 +975,9 @@ fn network_policy_matrix_selectors_ports_udp_service_vip_and_host() {
         ]));
         converge("all deleted: open again", &na, "other-a", &s1, 8080, true);
         assert!(reach_udp(&na, "other-a", &s1, 5353), "UDP not open again");
-        wait_for(
-            "KuryrNetworkPolicies gone",
-            Duration::from_secs(30),
-            Duration::from_millis(200),
-            || {
-                let k =
-                    kjson(kubectl().args(["get", "kuryrnetworkpolicies", "-n", &na, "-o", "json"]));
-                k["items"]
-                    .as_array()
-                    .is_some_and(|a| a.is_empty())
-                    .then_some(())
-            },
-        );
+        knps_gone(&na);
         let left = neutron_leftovers(&cloud, &na);
         assert!(left.is_empty(), "left in Neutron: {left:?}");
     }));
-    if let Err(e) = result {
-        let knp = run(kubectl().args(["get", "kuryrnetworkpolicies", "-A", "-o", "yaml"]));
-        eprintln!(
-            "KuryrNetworkPolicies:\n{}",
-            String::from_utf8_lossy(&knp.stdout)
-        );
-        eprintln!("controller:\n{}", s.controller.log_tail(80));
-        std::panic::resume_unwind(e);
-    }
-    assert!(s.daemon.alive() && s.controller.alive(), "kuryr crashed");
-    for ns in [&na, &nb] {
-        let _ = run(kubectl().args([
-            "delete",
-            "pods",
-            "--all",
-            "-n",
-            ns,
-            "--wait=true",
-            "--timeout=60s",
-        ]));
-    }
-    drop(a);
-    drop(b);
-    s.controller.stop();
-    s.daemon.stop();
+    finish(s, result, [a, b]);
 }
