@@ -77,7 +77,10 @@ for p in portmap bandwidth; do
   if readelf -l "$PLUGINS/$p" | grep -q 'Requesting program interpreter'; then
     log "$PLUGINS/$p is dynamically linked"; exit 1
   fi
-  env -i "$PLUGINS/$p" 2>&1 | grep -qx "CNI $p plugin $CNI_PLUGINS_VERSION" || { log "$PLUGINS/$p does not say it is $CNI_PLUGINS_VERSION"; exit 1; }
+  # Read the whole answer first: `| grep -q` would close the pipe early and, under pipefail,
+  # fail on the plugin's SIGPIPE.
+  said=$(env -i "$PLUGINS/$p" 2>&1 || true)
+  grep -qx "CNI $p plugin $CNI_PLUGINS_VERSION" <<<"$said" || { log "$PLUGINS/$p does not say it is $CNI_PLUGINS_VERSION: $said"; exit 1; }
 done
 
 sha() { sha256sum "$1" | cut -d' ' -f1; }
