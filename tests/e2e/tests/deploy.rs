@@ -1029,14 +1029,16 @@ fn deployed_in_cluster_end_to_end() {
                 let last = !watching.load(Ordering::Relaxed);
                 let ready = node_ready(&node) == "True";
                 let conf = Path::new(CONFLIST).exists();
+                // One time per sample: both first seen in one sample are simultaneous.
+                let now = t0.elapsed();
                 if ready && ready_at.is_none() {
-                    ready_at = Some(t0.elapsed());
+                    ready_at = Some(now);
                 }
                 if conf && conf_at.is_none() {
-                    conf_at = Some(t0.elapsed());
+                    conf_at = Some(now);
                 }
                 if ready && !conf {
-                    violations.push(t0.elapsed());
+                    violations.push(now);
                 }
                 if last {
                     break;
