@@ -103,10 +103,10 @@ apiserver_up() {
       "apply with: . hack/stack/lib.sh; stop_pid kube-apiserver kube-apiserver; hack/stack/stack up"
   fi
   if ! running kube-apiserver; then
-    log "starting kube-apiserver $K8S_VERSION on 0.0.0.0:6443, advertising $NODE_PORT_IP (service range $K8S_SVC_CIDR)"
+    log "starting kube-apiserver $K8S_VERSION on 0.0.0.0:6443, advertising $NODE_PORT_IP (service ranges $K8S_SVC_CIDR, $K8S_SVC_CIDR6)"
     start kube-apiserver "$LOGDIR/kube-apiserver.log" "$K8S_BIN/kube-apiserver" \
       --etcd-servers=http://127.0.0.1:2379 --bind-address=0.0.0.0 --advertise-address="$NODE_PORT_IP" \
-      --secure-port=6443 --service-cluster-ip-range="$K8S_SVC_CIDR" \
+      --secure-port=6443 --service-cluster-ip-range="$K8S_SVC_CIDR,$K8S_SVC_CIDR6" \
       --client-ca-file="$PKI/ca.crt" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
       --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
       --kubelet-certificate-authority="$PKI/ca.crt" --kubelet-preferred-address-types=InternalIP,Hostname \
@@ -128,7 +128,7 @@ controllers_up() {
       --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
       --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
       --use-service-account-credentials=true --leader-elect=false --allocate-node-cidrs=false \
-      --service-cluster-ip-range="$K8S_SVC_CIDR" --controllers='*,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' --v=1
+      --service-cluster-ip-range="$K8S_SVC_CIDR,$K8S_SVC_CIDR6" --controllers='*,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' --v=1
   fi
   if ! running kube-scheduler; then
     log "starting kube-scheduler"

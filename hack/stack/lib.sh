@@ -27,6 +27,16 @@ SVC_POOL_START=10.96.128.2     # Neutron allocates only from the upper half
 SVC_POOL_END=10.96.255.253
 SVC_GW=10.96.255.254
 SUBNETPOOL_PREFIX=10.128.0.0/14 # per-namespace subnets (/24 each)
+# IPv6 (dual-stack): a second subnet on the pod and service networks, and a second service range.
+# Pods get an IPv6 address only where kuryr.conf lists both pod subnets (pod_subnets); the
+# stack's kuryr.conf lists both service subnets (service_subnets), so IPv6 Services get VIPs.
+POD_CIDR6=fd00:10:244::/64
+POD_GW6=fd00:10:244::1
+SVC_CIDR6=fd00:10:96::/111        # Neutron IPv6 service subnet
+K8S_SVC_CIDR6=fd00:10:96::/112    # the apiserver's second service range (lower half)
+SVC_POOL6_START=fd00:10:96::1:2   # Neutron allocates only from the upper half
+SVC_POOL6_END=fd00:10:96::1:fffd
+SVC_GW6=fd00:10:96::1:fffe
 EXT_CIDR=172.24.4.0/24        # Neutron external network `public` (flat, physnet public on br-ex)
 EXT_HOST_IP=172.24.4.1         # the host's address on br-ex = the public subnet's gateway_ip (ext-net.sh)
 

@@ -3,8 +3,9 @@
 # owned by project k8s unless noted:
 #   network kuryr-pods + subnet kuryr-pods (POD_CIDR), subnet pool kuryr-namespaces,
 #   network kuryr-services + subnet kuryr-services (SVC_CIDR, Neutron allocates only from
-#   the upper half; the apiserver's service range is the lower half), router kuryr-router
-#   with interfaces on both subnets, external network public (admin; its gateway_ip is the host's
+#   the upper half; the apiserver's service range is the lower half), IPv6 subnets
+#   kuryr-pods-v6 (POD_CIDR6) and kuryr-services-v6 (SVC_CIDR6, halves likewise) on the same
+#   networks, router kuryr-router with interfaces on the four subnets, external network public (admin; its gateway_ip is the host's
 #   address on br-ex, hack/stack/ext-net.sh) as router gateway,
 #   security group kuryr-pods (all traffic from the pod and service subnets, the external
 #   network and the namespace subnet pool);
@@ -55,16 +56,20 @@ find_or_create "$TOK" networks kuryr-pods '{"network":{"name":"kuryr-pods","desc
 POD_NET=$(last)
 find_or_create "$TOK" subnets kuryr-pods "{\"subnet\":{\"name\":\"kuryr-pods\",\"network_id\":\"$POD_NET\",\"ip_version\":4,\"cidr\":\"$POD_CIDR\",\"gateway_ip\":\"$POD_GW\",\"enable_dhcp\":false}}"
 POD_SUBNET=$(last)
+find_or_create "$TOK" subnets kuryr-pods-v6 "{\"subnet\":{\"name\":\"kuryr-pods-v6\",\"network_id\":\"$POD_NET\",\"ip_version\":6,\"cidr\":\"$POD_CIDR6\",\"gateway_ip\":\"$POD_GW6\",\"enable_dhcp\":false}}"
+POD_SUBNET6=$(last)
 find_or_create "$TOK" subnetpools kuryr-namespaces "{\"subnetpool\":{\"name\":\"kuryr-namespaces\",\"prefixes\":[\"$SUBNETPOOL_PREFIX\"],\"default_prefixlen\":24}}"
 SUBNETPOOL=$(last)
 find_or_create "$TOK" networks kuryr-services '{"network":{"name":"kuryr-services","description":"kuryr-rs service (Octavia VIP) network"}}'
 SVC_NET=$(last)
 find_or_create "$TOK" subnets kuryr-services "{\"subnet\":{\"name\":\"kuryr-services\",\"network_id\":\"$SVC_NET\",\"ip_version\":4,\"cidr\":\"$SVC_CIDR\",\"gateway_ip\":\"$SVC_GW\",\"enable_dhcp\":false,\"allocation_pools\":[{\"start\":\"$SVC_POOL_START\",\"end\":\"$SVC_POOL_END\"}]}}"
 SVC_SUBNET=$(last)
+find_or_create "$TOK" subnets kuryr-services-v6 "{\"subnet\":{\"name\":\"kuryr-services-v6\",\"network_id\":\"$SVC_NET\",\"ip_version\":6,\"cidr\":\"$SVC_CIDR6\",\"gateway_ip\":\"$SVC_GW6\",\"enable_dhcp\":false,\"allocation_pools\":[{\"start\":\"$SVC_POOL6_START\",\"end\":\"$SVC_POOL6_END\"}]}}"
+SVC_SUBNET6=$(last)
 find_or_create "$TOK" routers kuryr-router '{"router":{"name":"kuryr-router"}}'
 ROUTER=$(last)
 ifaces=$(api "$TOK" GET "/ports?device_id=$ROUTER" | jq -r '[.ports[].fixed_ips[].subnet_id] | join(" ")')
-for s in $POD_SUBNET $SVC_SUBNET; do
+for s in $POD_SUBNET $SVC_SUBNET $POD_SUBNET6 $SVC_SUBNET6; do
   case " $ifaces " in *" $s "*) ;; *) api "$TOK" PUT "/routers/$ROUTER/add_router_interface" "{\"subnet_id\":\"$s\"}" >/dev/null; echo "router interface on $s";; esac
 done
 gw=$(api "$TOK" GET "/routers/$ROUTER" | jq -r '.router.external_gateway_info.network_id // empty')
@@ -77,9 +82,10 @@ SG=$(last)
 rules=$(api "$TOK" GET "/security-group-rules?security_group_id=$SG&direction=ingress" | jq -r '[.security_group_rules[].remote_ip_prefix] | join(" ")')
 # EXT_CIDR: clients through floating IPs (OVN load balancers keep the client's source address).
 # SUBNETPOOL_PREFIX: pods on namespace networks (pod_subnets_driver = namespace).
-for c in $POD_CIDR $SVC_CIDR $EXT_CIDR $SUBNETPOOL_PREFIX; do
+for c in $POD_CIDR $SVC_CIDR $EXT_CIDR $SUBNETPOOL_PREFIX $POD_CIDR6 $SVC_CIDR6; do
+  case $c in *:*) et=IPv6;; *) et=IPv4;; esac
   case " $rules " in *" $c "*) ;; *)
-    api "$TOK" POST /security-group-rules "{\"security_group_rule\":{\"security_group_id\":\"$SG\",\"direction\":\"ingress\",\"ethertype\":\"IPv4\",\"remote_ip_prefix\":\"$c\"}}" >/dev/null
+    api "$TOK" POST /security-group-rules "{\"security_group_rule\":{\"security_group_id\":\"$SG\",\"direction\":\"ingress\",\"ethertype\":\"$et\",\"remote_ip_prefix\":\"$c\"}}" >/dev/null
     echo "sg rule ingress from $c";; esac
 done
 rm -f "$STATE/.last_id"
@@ -101,6 +107,11 @@ SERVICE_NET_ID=$SVC_NET
 SERVICE_SUBNET_ID=$SVC_SUBNET
 SERVICE_CIDR=$SVC_CIDR
 K8S_SERVICE_CIDR=$K8S_SVC_CIDR
+POD_SUBNET6_ID=$POD_SUBNET6
+POD_CIDR6=$POD_CIDR6
+SERVICE_SUBNET6_ID=$SVC_SUBNET6
+SERVICE_CIDR6=$SVC_CIDR6
+K8S_SERVICE_CIDR6=$K8S_SVC_CIDR6
 ROUTER_ID=$ROUTER
 EXT_NET_ID=$EXT_NET
 EXT_SUBNET_ID=$EXT_SUBNET
@@ -144,6 +155,8 @@ project = $K8S_PROJECT_ID
 pod_subnet = $POD_SUBNET
 pod_security_groups = $SG
 service_subnet = $SVC_SUBNET
+# kuryr-rs: one service subnet per IP family (IPv6 Services get their VIP on the second).
+service_subnets = $SVC_SUBNET,$SVC_SUBNET6
 ovs_bridge = br-int
 external_svc_net = $EXT_NET
 resource_tags = kuryr-rs-local

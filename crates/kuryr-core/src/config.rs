@@ -149,6 +149,43 @@ impl Ini {
             .unwrap_or_default()
     }
 
+    /// Upstream's single-subnet option `one` and kuryr-rs' list `many` (at most one subnet per
+    /// IP family, the first is the primary one): `(primary, the others)`. Both may be given
+    /// when `one` is the first of `many`.
+    fn subnets(
+        &self,
+        section: &str,
+        one: &str,
+        many: &str,
+    ) -> Result<(Option<String>, Vec<String>), ConfigError> {
+        let single = self.opt(section, one);
+        let mut list = self.list(section, many);
+        if list.is_empty() {
+            return Ok((single, Vec::new()));
+        }
+        if list.len() > 2 {
+            return Err(invalid(
+                section,
+                many,
+                &list.join(","),
+                "at most two subnets: one per IP family",
+            ));
+        }
+        if single.as_ref().is_some_and(|s| *s != list[0]) {
+            return Err(invalid(
+                section,
+                one,
+                single.as_deref().unwrap_or_default(),
+                &format!(
+                    "differs from the first of {many} ({}); give one of the two",
+                    list[0]
+                ),
+            ));
+        }
+        let primary = list.remove(0);
+        Ok((Some(primary), list))
+    }
+
     fn bool_or(&self, section: &str, option: &str, default: bool) -> Result<bool, ConfigError> {
         match self.get(section, option) {
             None => Ok(default),
@@ -285,9 +322,17 @@ pub struct KubernetesConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeutronDefaults {
     pub project: String,
+    /// `pod_subnet`, or the first of `pod_subnets`.
     pub pod_subnet: Option<String>,
+    /// kuryr-rs: `pod_subnets` past the first (dual-stack: the other IP family's subnet on the
+    /// same network); every pod port gets an address from each.
+    pub extra_pod_subnets: Vec<String>,
     pub pod_security_groups: Vec<String>,
+    /// `service_subnet`, or the first of `service_subnets`.
     pub service_subnet: Option<String>,
+    /// kuryr-rs: `service_subnets` past the first (dual-stack: the other IP family's service
+    /// subnet; a Service's VIP goes on the subnet of its ClusterIP's family).
+    pub extra_service_subnets: Vec<String>,
     pub ovs_bridge: String,
     /// 0 = use the network's MTU.
     pub network_device_mtu: u32,
@@ -569,11 +614,16 @@ impl Config {
     /// `[neutron_defaults]`.
     fn neutron_defaults_section(ini: &Ini) -> Result<NeutronDefaults, ConfigError> {
         let nd = "neutron_defaults";
+        let (pod_subnet, extra_pod_subnets) = ini.subnets(nd, "pod_subnet", "pod_subnets")?;
+        let (service_subnet, extra_service_subnets) =
+            ini.subnets(nd, "service_subnet", "service_subnets")?;
         let neutron_defaults = NeutronDefaults {
             project: ini.str_or(nd, "project", ""),
-            pod_subnet: ini.opt(nd, "pod_subnet"),
+            pod_subnet,
+            extra_pod_subnets,
             pod_security_groups: ini.list(nd, "pod_security_groups"),
-            service_subnet: ini.opt(nd, "service_subnet"),
+            service_subnet,
+            extra_service_subnets,
             ovs_bridge: ini.str_or(nd, "ovs_bridge", "br-int"),
             network_device_mtu: ini.num_or(nd, "network_device_mtu", 0)?,
             resource_tags: ini.list(nd, "resource_tags"),
@@ -1009,6 +1059,35 @@ resource_tags = kuryr-rs-local
     }
 
     #[test]
+    fn dual_stack_subnets_extend_upstreams_single_ones() {
+        let c = Config::parse(STACK_CONF, Role::Controller).expect("valid");
+        assert_eq!(
+            (
+                c.neutron_defaults.pod_subnet.as_deref(),
+                c.neutron_defaults.extra_pod_subnets.len()
+            ),
+            (Some("sub-1"), 0)
+        );
+        let conf = STACK_CONF
+            .replace("pod_subnet = sub-1", "pod_subnets = sub-1, sub-6")
+            .replace(
+                "service_subnet = sub-2",
+                "service_subnet = sub-2\nservice_subnets = sub-2,sub-7",
+            );
+        let nd = Config::parse(&conf, Role::Controller)
+            .expect("valid")
+            .neutron_defaults;
+        assert_eq!(
+            (nd.pod_subnet.as_deref(), nd.extra_pod_subnets),
+            (Some("sub-1"), vec!["sub-6".to_string()])
+        );
+        assert_eq!(
+            (nd.service_subnet.as_deref(), nd.extra_service_subnets),
+            (Some("sub-2"), vec!["sub-7".to_string()])
+        );
+    }
+
+    #[test]
     fn errors_name_the_option() {
         let cases: &[(&str, Role, &str)] = &[
             ("[kubernetes]\npod_vif_driver = sriov\n", Role::Daemon, "[kubernetes] pod_vif_driver = \"sriov\""),
@@ -1028,6 +1107,8 @@ resource_tags = kuryr-rs-local
             ("[cni_daemon]\nstandalone_namespace =\n", Role::Daemon, "[cni_daemon] standalone_namespace = \"\": not a namespace name: is empty"),
             ("[cni_daemon]\nstandalone_namespace = a.b\n", Role::Daemon, "[cni_daemon] standalone_namespace"),
             ("[neutron_defaults]\npod_subnet = s\n", Role::Controller, "[neutron_defaults] project is required"),
+            ("[neutron_defaults]\npod_subnets = a,b,c\n", Role::Daemon, "[neutron_defaults] pod_subnets = \"a,b,c\": at most two subnets"),
+            ("[neutron_defaults]\nservice_subnet = x\nservice_subnets = a,b\n", Role::Daemon, "[neutron_defaults] service_subnet = \"x\": differs from the first of service_subnets (a)"),
             (
                 "[kubernetes]\npod_subnets_driver = namespace\n[neutron_defaults]\nproject = p\npod_security_groups = sg\n",
                 Role::Controller,

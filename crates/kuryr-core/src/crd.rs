@@ -274,9 +274,22 @@ pub struct KuryrLoadBalancerSpec {
     /// `loadbalancer.openstack.org/keep-floatingip`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_floating_ip: bool,
+    /// A dual-stack Service's other ClusterIPs, each on the service subnet of its family
+    /// (kuryr-rs; Octavia's `additional_vips`). Empty = single-stack.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_vips: Vec<KuryrLoadBalancerVip>,
     #[serde(default, rename = "endpointSlices")]
     #[schemars(schema_with = "preserve_unknown_list")]
     pub endpoint_slices: Vec<Value>,
+}
+
+/// One more VIP of a load balancer: an address and the subnet it is on.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub struct KuryrLoadBalancerVip {
+    pub ip: String,
+    pub subnet_id: String,
 }
 
 /// Health monitor settings of every pool (Octavia's fields; the type follows the pool's

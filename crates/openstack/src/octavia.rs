@@ -48,6 +48,17 @@ pub struct IdRef {
     pub id: String,
 }
 
+/// One of a load balancer's `additional_vips` (API 2.26+): another address, e.g. of the other
+/// IP family, on the VIP's network.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AdditionalVip {
+    #[serde(deserialize_with = "nullable")]
+    pub subnet_id: String,
+    #[serde(deserialize_with = "nullable", skip_serializing_if = "is_empty")]
+    pub ip_address: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LoadBalancer {
@@ -69,6 +80,8 @@ pub struct LoadBalancer {
     pub vip_subnet_id: String,
     #[serde(deserialize_with = "nullable")]
     pub vip_network_id: String,
+    #[serde(deserialize_with = "nullable")]
+    pub additional_vips: Vec<AdditionalVip>,
     #[serde(deserialize_with = "nullable")]
     pub provider: String,
     pub flavor_id: Option<String>,
@@ -105,6 +118,9 @@ pub struct LoadBalancerCreate {
     pub vip_port_id: String,
     #[serde(skip_serializing_if = "is_empty")]
     pub vip_address: String,
+    /// More VIPs on the VIP's network (a dual-stack Service's second ClusterIP).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub additional_vips: Vec<AdditionalVip>,
     /// e.g. `ovn`, `amphora`; empty means Octavia's default.
     #[serde(skip_serializing_if = "is_empty")]
     pub provider: String,

@@ -28,8 +28,8 @@ use kube::{Resource, ResourceExt};
 use kuryr_core::crd::KuryrLoadBalancer;
 use kuryr_core::names::{resource_description, KURYRLB_FINALIZER};
 use kuryr_openstack::octavia::{
-    status as lbstatus, HealthMonitor, HealthMonitorCreate, HealthMonitorUpdate, LbState, ListenerCreate, ListenerUpdate, LoadBalancer,
-    LoadBalancerCreate, MemberSpec, Pool, PoolCreate, StatusTree,
+    status as lbstatus, AdditionalVip, HealthMonitor, HealthMonitorCreate, HealthMonitorUpdate, LbState, ListenerCreate, ListenerUpdate,
+    LoadBalancer, LoadBalancerCreate, MemberSpec, Pool, PoolCreate, StatusTree,
 };
 use kuryr_openstack::Query;
 use serde_json::{json, Value};
@@ -191,25 +191,25 @@ where
 }
 
 /// The Neutron subnet a member address is in: one of the configured member subnets, or the VIP
-/// subnet (routed) when none holds it.
-async fn member_subnet(address: &str, lb: &Lb) -> Result<String, Error> {
-    let Ok(ip) = address.parse::<std::net::IpAddr>() else { return Ok(lb.settings.service_subnet.clone()) };
+/// subnet `vip_subnet` (routed) when none holds it.
+async fn member_subnet(address: &str, vip_subnet: &str, lb: &Lb) -> Result<String, Error> {
+    let Ok(ip) = address.parse::<std::net::IpAddr>() else { return Ok(vip_subnet.to_string()) };
     for id in &lb.settings.member_subnets {
         let s = lb.ctx.cache.subnet(&lb.ctx.neutron, id).await?;
         if s.cidr.parse::<ipnet::IpNet>().is_ok_and(|n| n.contains(&ip)) {
             return Ok(id.clone());
         }
     }
-    Ok(lb.settings.service_subnet.clone())
+    Ok(vip_subnet.to_string())
 }
 
 /// The subnet of every member address the spec asks for, resolved once per pass (for the
 /// members' `subnet_id` and the status).
-async fn member_subnets(want: &[WantListener], lb: &Lb) -> Result<BTreeMap<String, String>, Error> {
+async fn member_subnets(want: &[WantListener], vip_subnet: &str, lb: &Lb) -> Result<BTreeMap<String, String>, Error> {
     let mut subnets = BTreeMap::new();
     for m in want.iter().flat_map(|w| w.members.iter()) {
         if !subnets.contains_key(&m.address) {
-            subnets.insert(m.address.clone(), member_subnet(&m.address, lb).await?);
+            subnets.insert(m.address.clone(), member_subnet(&m.address, vip_subnet, lb).await?);
         }
     }
     Ok(subnets)
@@ -227,6 +227,11 @@ fn member_specs(members: &BTreeSet<WantMember>, subnets: &BTreeMap<String, Strin
             ..MemberSpec::default()
         })
         .collect()
+}
+
+/// Additional VIPs as normalised addresses (Octavia may write them in another form or order).
+fn vip_set(vips: &[AdditionalVip]) -> BTreeSet<String> {
+    vips.iter().map(|v| model::normalize_ip(&v.ip_address)).collect()
 }
 
 /// Whether Octavia listener `x` is the one `w` asks for (same protocol and port).
@@ -285,7 +290,7 @@ async fn allowed_cidrs(klb: &KuryrLoadBalancer, lb: &Lb) -> Result<Option<Vec<St
         return Ok(None);
     }
     let mut out: BTreeSet<String> = klb.spec.allowed_cidrs.iter().cloned().collect();
-    for id in lb.settings.member_subnets.iter().chain(std::iter::once(&lb.settings.service_subnet)) {
+    for id in lb.settings.member_subnets.iter().chain(lb.settings.service_subnets()) {
         out.insert(lb.ctx.cache.subnet(&lb.ctx.neutron, id).await?.cidr.clone());
     }
     Ok(Some(out.into_iter().collect()))
@@ -404,10 +409,15 @@ impl<'a> Target<'a> {
         tags.push(owner_tag(&uid));
         let subnet = klb.spec.subnet_id.clone().unwrap_or_else(|| lb.settings.service_subnet.clone());
         let provider = klb.spec.provider.clone().or_else(|| lb.settings.provider.clone());
-        let subnets = member_subnets(&want, lb).await?;
+        let subnets = member_subnets(&want, &subnet, lb).await?;
         let allowed = allowed_cidrs(klb, lb).await?;
         let flavor = klb.spec.flavor_id.clone().filter(|f| !f.is_empty());
         Ok(Some(Target { klb, ns, name, lb, ip, lb_name, want, tags, subnet, provider, subnets, allowed, flavor, uid }))
+    }
+
+    /// Octavia's `additional_vips` for a dual-stack Service's other ClusterIPs.
+    fn additional_vips(&self) -> Vec<AdditionalVip> {
+        self.klb.spec.additional_vips.iter().map(|v| AdditionalVip { subnet_id: v.subnet_id.clone(), ip_address: v.ip.clone() }).collect()
     }
 
     /// Why the existing load balancer `l` cannot serve the spec, if it cannot.
@@ -417,6 +427,12 @@ impl<'a> Target<'a> {
             Some("it is in ERROR".to_string())
         } else if model::normalize_ip(&l.vip_address) != *ip {
             Some(format!("its VIP {} is not the ClusterIP {ip}", l.vip_address))
+        } else if vip_set(&l.additional_vips) != vip_set(&self.additional_vips()) {
+            Some(format!(
+                "its additional VIPs {:?} are not the other ClusterIPs {:?}",
+                vip_set(&l.additional_vips),
+                vip_set(&self.additional_vips())
+            ))
         } else if provider.as_deref().is_some_and(|p| p != l.provider) {
             Some(format!("its provider {} is not {}", l.provider, provider.as_deref().unwrap_or_default()))
         } else if flavor.is_some() && *flavor != l.flavor_id {
@@ -467,6 +483,7 @@ impl<'a> Target<'a> {
             description: resource_description("load balancer", &lb.settings.cluster_name, ns, name),
             vip_subnet_id: self.subnet.clone(),
             vip_address: self.ip.clone(),
+            additional_vips: self.additional_vips(),
             provider: self.provider.clone().unwrap_or_default(),
             flavor_id: self.flavor.clone().unwrap_or_default(),
             project_id: klb.spec.project_id.clone().unwrap_or_else(|| lb.settings.project.clone()),

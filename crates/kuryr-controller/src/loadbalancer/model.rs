@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
-use kuryr_core::crd::{KuryrLoadBalancerHealthMonitor, KuryrLoadBalancerPort, KuryrLoadBalancerSpec};
+use kuryr_core::crd::{KuryrLoadBalancerHealthMonitor, KuryrLoadBalancerPort, KuryrLoadBalancerSpec, KuryrLoadBalancerVip};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,13 +93,19 @@ pub enum Plan {
     /// A load balancer with this spec; `notes` are things asked for that are not provided
     /// (one Warning Event each).
     Balance { spec: Box<KuryrLoadBalancerSpec>, notes: Vec<String> },
+    /// No load balancer although the Service asks for one: why (a Warning Event).
+    Unserved(String),
 }
 
 /// Defaults the spec takes from `kuryr.conf`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpecDefaults {
     pub project_id: String,
+    /// The primary service subnet.
     pub subnet_id: String,
+    /// The service subnet of each IP family (`IPv4`, `IPv6`) when known; empty = `subnet_id`
+    /// serves every ClusterIP.
+    pub family_subnets: BTreeMap<&'static str, String>,
     /// `None` = Octavia's default provider.
     pub provider: Option<String>,
     pub timeout_client_data: u32,
@@ -122,7 +128,18 @@ pub fn plan(svc: &Service, slices: &[&EndpointSlice], d: &SpecDefaults) -> Plan 
     if ports.is_empty() {
         return Plan::Skip("no ports");
     }
-    let mut notes = unprovided(spec, typ, &ip);
+    let family = ip_family(&ip);
+    let subnet_id = match d.family_subnets.get(family) {
+        Some(s) => s.clone(),
+        None if d.family_subnets.is_empty() => d.subnet_id.clone(),
+        None => {
+            return Plan::Unserved(format!(
+                "ClusterIP {ip}: no {family} service subnet is configured ([neutron_defaults] service_subnets: one subnet per IP family); no load balancer"
+            ))
+        }
+    };
+    let mut notes = unprovided(spec, typ);
+    let (additional_vips, families) = other_families(spec, &ip, d, &mut notes);
     let asks = Asks::new(svc.annotations(), typ, d);
     let floating_network_id = asks.floating_network_id(d, &mut notes);
     let allowed_cidrs = asks.allowed_cidrs(spec, &mut notes);
@@ -137,7 +154,7 @@ pub fn plan(svc: &Service, slices: &[&EndpointSlice], d: &SpecDefaults) -> Plan 
         type_: Some(if typ == "LoadBalancer" { "LoadBalancer".into() } else { "ClusterIP".into() }),
         ports,
         project_id: Some(d.project_id.clone()),
-        subnet_id: Some(d.subnet_id.clone()),
+        subnet_id: Some(subnet_id),
         security_groups_ids: Vec::new(),
         provider: d.provider.clone(),
         timeout_client_data: asks.timeout(TIMEOUT_CLIENT_DATA, d.timeout_client_data),
@@ -149,7 +166,8 @@ pub fn plan(svc: &Service, slices: &[&EndpointSlice], d: &SpecDefaults) -> Plan 
         proxy_protocol,
         floating_network_id,
         keep_floating_ip: truthy(asks.ann.get(cpo::KEEP_FLOATINGIP)),
-        endpoint_slices: endpoint_slices(&mine, ip_family(&ip)),
+        additional_vips,
+        endpoint_slices: endpoint_slices(&mine, &families),
     };
     Plan::Balance { spec: Box::new(spec), notes }
 }
@@ -189,9 +207,8 @@ fn lb_ports(spec: &ServiceSpec) -> Vec<KuryrLoadBalancerPort> {
         .collect()
 }
 
-/// Notes on what the Service type asks that a load balancer does not provide: node ports,
-/// and the ClusterIPs of a second family.
-fn unprovided(spec: &ServiceSpec, typ: &str, ip: &str) -> Vec<String> {
+/// Notes on what the Service type asks that a load balancer does not provide: node ports.
+fn unprovided(spec: &ServiceSpec, typ: &str) -> Vec<String> {
     let mut notes = Vec::new();
     if typ == "NodePort" || (typ == "LoadBalancer" && spec.allocate_load_balancer_node_ports != Some(false)) {
         notes.push(format!(
@@ -199,14 +216,39 @@ fn unprovided(spec: &ServiceSpec, typ: &str, ip: &str) -> Vec<String> {
             spec.ports.iter().flatten().filter_map(|p| p.node_port).map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
         ));
     }
-    let others: Vec<&str> = spec.cluster_ips.iter().flatten().map(String::as_str).filter(|c| normalize_ip(c) != ip).collect();
-    if !others.is_empty() {
+    notes
+}
+
+/// A dual-stack Service's other ClusterIPs: Octavia additional VIPs where a service subnet of
+/// their family is configured, a note otherwise. Also the IP families the load balancer serves
+/// (whose endpoints become members).
+fn other_families(
+    spec: &ServiceSpec,
+    ip: &str,
+    d: &SpecDefaults,
+    notes: &mut Vec<String>,
+) -> (Vec<KuryrLoadBalancerVip>, Vec<&'static str>) {
+    let mut vips = Vec::new();
+    let mut families = vec![ip_family(ip)];
+    let mut unserved = Vec::new();
+    for other in spec.cluster_ips.iter().flatten().map(|c| normalize_ip(c)).filter(|c| c != ip) {
+        let family = ip_family(&other);
+        match d.family_subnets.get(family) {
+            Some(subnet) if !families.contains(&family) => {
+                families.push(family);
+                vips.push(KuryrLoadBalancerVip { ip: other, subnet_id: subnet.clone() });
+            }
+            _ => unserved.push(other),
+        }
+    }
+    if !unserved.is_empty() {
         notes.push(format!(
-            "dual-stack: the load balancer serves {ip} only; the service subnet has no room for {} (one VIP per load balancer)",
-            others.join(", ")
+            "dual-stack: the load balancer serves {} only, not {} (no service subnet of that family: [neutron_defaults] service_subnets)",
+            std::iter::once(ip.to_string()).chain(vips.iter().map(|v| v.ip.clone())).collect::<Vec<_>>().join(", "),
+            unserved.join(", ")
         ));
     }
-    notes
+    (vips, families)
 }
 
 /// `sessionAffinity: ClientIP`'s timeout (seconds; Kubernetes' default 10800).
@@ -395,11 +437,12 @@ fn ip_family(ip: &str) -> &'static str {
 }
 
 /// The KuryrLoadBalancer `spec.endpointSlices` (upstream's shape): ready endpoints of the
-/// Service's slices of one address family, with their ports. Sorted, so the spec is stable.
-pub fn endpoint_slices(slices: &[&EndpointSlice], family: &str) -> Vec<Value> {
+/// Service's slices of the served address families, with their ports. Sorted, so the spec is
+/// stable.
+pub fn endpoint_slices(slices: &[&EndpointSlice], families: &[&str]) -> Vec<Value> {
     let mut out: Vec<Value> = slices
         .iter()
-        .filter(|s| s.address_type == family)
+        .filter(|s| families.contains(&s.address_type.as_str()))
         .filter_map(|s| {
             let mut endpoints: Vec<Value> = s
                 .endpoints
@@ -572,6 +615,45 @@ mod tests {
         match p {
             Plan::Balance { spec, notes } => (*spec, notes),
             Plan::Skip(why) => panic!("skipped: {why}"),
+            Plan::Unserved(why) => panic!("unserved: {why}"),
+        }
+    }
+
+    #[test]
+    fn the_vip_goes_on_the_service_subnet_of_the_cluster_ips_family() {
+        let v6 = svc(json!({"spec": {"clusterIP": "fd00:10:96::0a", "clusterIPs": ["fd00:10:96::0a"], "ipFamilies": ["IPv6"]}}));
+        let mut s4 = slice("web-a", "http", 8080, &[("10.244.0.5", Some(true), "p1")]);
+        s4.address_type = "IPv4".into();
+        let mut s6 = slice("web-b", "http", 8080, &[("fd00:10:244::5", Some(true), "p1")]);
+        s6.address_type = "IPv6".into();
+        // One service subnet (upstream's single-stack setup): it serves any ClusterIP.
+        let (spec, _) = balanced(plan(&v6, &[&s4, &s6], &defaults()));
+        assert_eq!(spec.subnet_id.as_deref(), Some("svc-sub"));
+        // One per family: the IPv6 one, and only the IPv6 slice's endpoints.
+        let mut d = defaults();
+        d.family_subnets = [("IPv4", "svc-sub".to_string()), ("IPv6", "svc-sub6".to_string())].into();
+        let (spec, _) = balanced(plan(&v6, &[&s4, &s6], &d));
+        assert_eq!((spec.ip.as_deref(), spec.subnet_id.as_deref()), (Some("fd00:10:96::a"), Some("svc-sub6")));
+        let text = serde_json::to_string(&spec.endpoint_slices).expect("json");
+        assert!(text.contains("fd00:10:244::5") && !text.contains("10.244.0.5"), "{text}");
+        let (spec, _) = balanced(plan(&svc(json!({})), &[&s4, &s6], &d));
+        assert_eq!(spec.subnet_id.as_deref(), Some("svc-sub"));
+        // Dual-stack: one load balancer, the second ClusterIP an additional VIP on its family's
+        // subnet, members of both families.
+        let ds = svc(json!({"spec": {"clusterIPs": ["10.96.0.20", "fd00:10:96::0a"], "ipFamilies": ["IPv4", "IPv6"]}}));
+        let (spec, notes) = balanced(plan(&ds, &[&s4, &s6], &d));
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(spec.ip.as_deref(), Some("10.96.0.20"));
+        assert_eq!(spec.additional_vips, [KuryrLoadBalancerVip { ip: "fd00:10:96::a".into(), subnet_id: "svc-sub6".into() }]);
+        let text = serde_json::to_string(&spec.endpoint_slices).expect("json");
+        assert!(text.contains("fd00:10:244::5") && text.contains("10.244.0.5"), "{text}");
+        let members: Vec<String> = listeners("ns/web", &spec).iter().flat_map(|l| l.members.iter().map(|m| m.address.clone())).collect();
+        assert_eq!(members.len(), 2, "{members:?}");
+        // Dual-stack subnets configured without an IPv6 one: an Event, no load balancer.
+        d.family_subnets.remove("IPv6");
+        match plan(&v6, &[], &d) {
+            Plan::Unserved(why) => assert!(why.contains("no IPv6 service subnet"), "{why}"),
+            p => panic!("{p:?}"),
         }
     }
 

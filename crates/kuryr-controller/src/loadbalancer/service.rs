@@ -56,9 +56,13 @@ pub async fn reconcile(svc: Arc<Service>, lb: Arc<Lb>) -> Result<Action, Error> 
             .filter(|s| s.namespace().as_deref() == Some(ns.as_str()) && s.labels().get(model::SERVICE_NAME_LABEL) == Some(&name))
             .collect();
         let refs: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
-        match model::plan(&svc, &refs, &defaults(&lb)) {
+        match model::plan(&svc, &refs, &defaults(&lb).await?) {
             Plan::Skip(why) => {
                 tracing::debug!(service = %what, why, "no load balancer");
+                release(&svc, &ns, &name, &lb).await
+            }
+            Plan::Unserved(why) => {
+                note(&svc, std::slice::from_ref(&why), &lb);
                 release(&svc, &ns, &name, &lb).await
             }
             Plan::Balance { spec, notes } => {
@@ -80,16 +84,31 @@ pub fn error_policy(svc: Arc<Service>, err: &Error, lb: Arc<Lb>) -> Action {
     crate::runtime::policy::error_action(CONTROLLER, &svc.namespace().unwrap_or_default(), &svc.name_any(), err, &lb.ctx)
 }
 
-fn defaults(lb: &Lb) -> SpecDefaults {
+/// What the spec takes from `kuryr.conf`; with more than one service subnet (dual-stack), each
+/// one's IP family is read from Neutron (cached).
+async fn defaults(lb: &Lb) -> Result<SpecDefaults, Error> {
     let s = &lb.settings;
-    SpecDefaults {
+    let mut family_subnets = std::collections::BTreeMap::new();
+    if !s.extra_service_subnets.is_empty() {
+        for id in s.service_subnets() {
+            let subnet = lb.ctx.cache.subnet(&lb.ctx.neutron, id).await?;
+            let family = if subnet.ip_version == 6 { "IPv6" } else { "IPv4" };
+            if let Some(other) = family_subnets.insert(family, id.clone()) {
+                return Err(Error::Config(format!(
+                    "[neutron_defaults] service_subnets: {other} and {id} are both {family} subnets (one per IP family)"
+                )));
+            }
+        }
+    }
+    Ok(SpecDefaults {
         project_id: s.project.clone(),
         subnet_id: s.service_subnet.clone(),
+        family_subnets,
         provider: s.provider.clone(),
         timeout_client_data: s.timeout_client_data,
         timeout_member_data: s.timeout_member_data,
         public_ips: s.external_net.is_some(),
-    }
+    })
 }
 
 /// One Warning Event per distinct set of notes of a Service (not one per reconcile).

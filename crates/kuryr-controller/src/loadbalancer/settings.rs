@@ -13,6 +13,9 @@ pub struct LbSettings {
     pub project: String,
     /// `[neutron_defaults] service_subnet`: where VIPs (= ClusterIPs) live.
     pub service_subnet: String,
+    /// `[neutron_defaults] service_subnets` past the first (dual-stack): a Service whose ClusterIP
+    /// is of another family than `service_subnet` gets its VIP on the one of its family.
+    pub extra_service_subnets: Vec<String>,
     /// `[kubernetes] endpoints_driver_octavia_provider`; `None` = Octavia's default.
     pub provider: Option<String>,
     /// `[octavia_defaults] lb_algorithm` (the ovn provider takes only `SOURCE_IP_PORT`).
@@ -42,6 +45,11 @@ pub struct LbSettings {
 pub const HANDLERS: [&str; 3] = ["service", "endpoints", "kuryrloadbalancer"];
 
 impl LbSettings {
+    /// Every service subnet, the primary one first.
+    pub fn service_subnets(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.service_subnet).chain(&self.extra_service_subnets)
+    }
+
     /// `Ok(None)` when no Service handler is enabled.
     pub fn from_config(cfg: &Config, cluster_name: &str) -> Result<Option<LbSettings>, Error> {
         let k = &cfg.kubernetes;
@@ -63,11 +71,12 @@ impl LbSettings {
                 od.lb_algorithm
             )));
         }
-        let mut member_subnets: Vec<String> = nd.pod_subnet.iter().cloned().collect();
+        let mut member_subnets: Vec<String> = nd.pod_subnet.iter().chain(&nd.extra_pod_subnets).cloned().collect();
         member_subnets.extend(cfg.worker_nodes_subnets.iter().cloned());
         Ok(Some(LbSettings {
             project: nd.project.clone(),
             service_subnet,
+            extra_service_subnets: nd.extra_service_subnets.clone(),
             provider,
             lb_algorithm: od.lb_algorithm.clone(),
             timeout_client_data: od.timeout_client_data,

@@ -32,7 +32,7 @@ use crate::runtime::settings::{PoolSettings, Settings};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kuryr_core::crd::KuryrPort;
 use kuryr_core::names::{pool_kuryrport_name, DEVICE_OWNER, POOL_NAMESPACE};
-use kuryr_openstack::neutron::{FixedIpRequest, Port, PortCreate, PortUpdate};
+use kuryr_openstack::neutron::{Port, PortCreate, PortUpdate};
 use kuryr_openstack::Query;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -81,7 +81,7 @@ pub fn pool_port_create(s: &Settings, key: &PoolKey, sgs: &[String]) -> PortCrea
         name: pool_port_name(&key.node),
         description: pool_description(&s.cluster_name, &key.node),
         admin_state_up: Some(true),
-        fixed_ips: Some(vec![FixedIpRequest::subnet(&s.pod_subnet)]),
+        fixed_ips: Some(s.fixed_ips_on(&s.pod_subnet)),
         device_owner: DEVICE_OWNER.to_string(),
         binding_host_id: key.node.clone(),
         security_groups: Some(sgs.to_vec()),

@@ -43,7 +43,7 @@ impl PolicySettings {
             infra_subnets.extend(cfg.worker_nodes_subnets.iter().cloned());
         }
         if np.allow_service_subnet {
-            infra_subnets.extend(nd.service_subnet.iter().cloned());
+            infra_subnets.extend(nd.service_subnet.iter().chain(&nd.extra_service_subnets).cloned());
         }
         let mut infra_cidrs = Vec::new();
         for c in &np.allow_cidrs {

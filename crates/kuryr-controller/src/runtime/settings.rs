@@ -14,6 +14,9 @@ pub struct Settings {
     pub project: String,
     /// `[neutron_defaults] pod_subnet` (empty: not configured, with `pod_subnets_driver = namespace`).
     pub pod_subnet: String,
+    /// `[neutron_defaults] pod_subnets` past the first (dual-stack): a port on `pod_subnet` gets
+    /// an address from each of these too.
+    pub extra_pod_subnets: Vec<String>,
     /// `[neutron_defaults] pod_security_groups`.
     pub pod_security_groups: Vec<String>,
     /// `[neutron_defaults] ovs_bridge`: used when Neutron does not name the bridge.
@@ -154,6 +157,7 @@ impl Settings {
         Ok(Settings {
             project: nd.project.clone(),
             pod_subnet,
+            extra_pod_subnets: nd.extra_pod_subnets.clone(),
             pod_security_groups: nd.pod_security_groups.clone(),
             ovs_bridge: nd.ovs_bridge.clone(),
             network_device_mtu: nd.network_device_mtu,
@@ -169,11 +173,22 @@ impl Settings {
         })
     }
 
+    /// The fixed IPs a new port on `subnet` asks for: that subnet, and with the default pod
+    /// subnet the other families' subnets too (dual-stack pods).
+    pub fn fixed_ips_on(&self, subnet: &str) -> Vec<kuryr_openstack::neutron::FixedIpRequest> {
+        let mut out = vec![kuryr_openstack::neutron::FixedIpRequest::subnet(subnet)];
+        if subnet == self.pod_subnet {
+            out.extend(self.extra_pod_subnets.iter().map(kuryr_openstack::neutron::FixedIpRequest::subnet));
+        }
+        out
+    }
+
     /// Timing defaults (no pod-path configuration).
     pub fn defaults() -> Settings {
         Settings {
             project: String::new(),
             pod_subnet: String::new(),
+            extra_pod_subnets: Vec::new(),
             pod_security_groups: Vec::new(),
             ovs_bridge: "br-int".into(),
             network_device_mtu: 0,

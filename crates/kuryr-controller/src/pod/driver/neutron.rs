@@ -12,7 +12,7 @@ use crate::pod::ports::{self, tags_to_set, Acquired, PodPortRequest};
 use crate::runtime::error::Error;
 use crate::runtime::settings::Settings;
 use kuryr_core::names::DEVICE_OWNER;
-use kuryr_openstack::neutron::{FixedIpRequest, Port, PortCreate, PortUpdate, Subnet, TagResource};
+use kuryr_openstack::neutron::{Port, PortCreate, PortUpdate, Subnet, TagResource};
 use kuryr_openstack::Query;
 
 /// `POST /v2.0/ports` body for a pod (tags are set by a separate PUT, see [`acquire`]).
@@ -22,7 +22,7 @@ pub fn port_create(s: &Settings, req: &PodPortRequest, network_id: &str) -> Port
         name: format!("{}/{}", req.namespace, req.name),
         description: ports::description(&s.cluster_name, req),
         admin_state_up: Some(true),
-        fixed_ips: Some(vec![FixedIpRequest::subnet(&s.pod_subnet)]),
+        fixed_ips: Some(s.fixed_ips_on(&s.pod_subnet)),
         device_id: req.pod_uid.clone(),
         device_owner: DEVICE_OWNER.to_string(),
         binding_host_id: req.node.clone(),
@@ -111,7 +111,7 @@ pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<Acquired,
 
 async fn create(ctx: &PodContext, req: &PodPortRequest, subnet: &Subnet) -> Result<Port, Error> {
     let mut body = port_create(&ctx.settings, req, &subnet.network_id);
-    body.fixed_ips = Some(vec![FixedIpRequest::subnet(&subnet.id)]);
+    body.fixed_ips = Some(ctx.settings.fixed_ips_on(&subnet.id));
     body.security_groups = Some(new_port_groups(ctx, req).await?);
     ctx.leader.ensure()?;
     Ok(ctx.neutron.create_port(&body).await?)
