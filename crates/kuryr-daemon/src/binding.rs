@@ -83,6 +83,8 @@ pub struct HostEnv {
     /// bridge → whether the pod end needs TX checksum offload off (netdev datapath without
     /// userspace TSO). Asked once per bridge.
     tx_csum_off: Mutex<HashMap<String, bool>>,
+    /// bridge → whether it runs on the userspace (netdev) datapath. Asked once per bridge.
+    userspace: Mutex<HashMap<String, bool>>,
 }
 
 impl HostEnv {
@@ -98,6 +100,7 @@ impl HostEnv {
             link_iface,
             network_device_mtu,
             tx_csum_off: Mutex::default(),
+            userspace: Mutex::default(),
         }
     }
 
@@ -107,6 +110,29 @@ impl HostEnv {
             0 => vif.mtu,
             m => vif.mtu.min(m),
         }
+    }
+
+    /// Whether `bridge` runs on Open vSwitch's userspace (netdev) datapath. Fails if the bridge
+    /// does not exist.
+    pub async fn userspace_datapath(&self, bridge: &str) -> Result<bool, BindError> {
+        if let Some(v) = self
+            .userspace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(bridge)
+        {
+            return Ok(*v);
+        }
+        let info =
+            self.ovs.bridge_exists(bridge).await?.ok_or_else(|| {
+                BindError::Unusable(format!("OVS bridge {bridge} does not exist"))
+            })?;
+        let v = info.datapath_type == "netdev";
+        self.userspace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(bridge.to_owned(), v);
+        Ok(v)
     }
 
     /// Whether the pod end behind `bridge` needs TX checksum offload turned off: with the
@@ -121,11 +147,8 @@ impl HostEnv {
         {
             return Ok(*v);
         }
-        let info =
-            self.ovs.bridge_exists(bridge).await?.ok_or_else(|| {
-                BindError::Unusable(format!("OVS bridge {bridge} does not exist"))
-            })?;
-        let off = info.datapath_type == "netdev" && !self.ovs.userspace_tso_enabled().await?;
+        let off =
+            self.userspace_datapath(bridge).await? && !self.ovs.userspace_tso_enabled().await?;
         self.tx_csum_off
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -185,7 +185,7 @@ impl Cni {
         self.add_wait_active(req, &pod, &att, deadline, budget, &mut seen)
             .await?;
         self.announce(&att, &netns);
-        self.warn_unchained(&pod);
+        self.warn_unchained(&pod, &vifs).await;
         Ok(l3::cni_result(&att))
     }
 
@@ -240,16 +240,25 @@ impl Cni {
     }
 
     /// The pod UID the attachment records: the runtime's, else the KuryrPort's `spec.podUid`.
-    /// A Warning Event for each thing the pod asks of a chained plugin the operator turned off.
-    fn warn_unchained(&self, pod: &PodRef) {
-        let Some(caps) = self.settings.chain else {
+    /// A Warning Event for each thing the pod asks of a chained plugin that is turned off or
+    /// cannot act here (egress shaping on a userspace-datapath bridge).
+    async fn warn_unchained(&self, pod: &PodRef, vifs: &[PodVif]) {
+        let Some(mut caps) = self.settings.chain else {
             return;
         };
         let Some(p) = self.cluster.pod(&pod.namespace, &pod.name) else {
             return;
         };
+        for v in vifs {
+            if let Binding::Ovs { bridge } | Binding::Hybrid { bridge, .. } = &v.vif.binding {
+                // A bridge that cannot be read was already reported by the plug.
+                if self.env.userspace_datapath(bridge).await.unwrap_or(false) {
+                    caps.egress_shaping = false;
+                }
+            }
+        }
         for (reason, message) in crate::chained::unserved(&p, caps) {
-            tracing::warn!(%pod, reason, %message, "pod asks for a turned-off chained plugin");
+            tracing::warn!(%pod, reason, %message, "pod asks for what a chained plugin does not do here");
             self.events.warn(pod, reason, message);
         }
     }

@@ -1740,6 +1740,12 @@ fn ipv6_and_dual_stack_services() {
             !got.iter().any(|g| g == "FAIL") && hosts.len() == 2 && got.len() == 20,
             "20 connections over IPv6 reach both pods: {got:?}"
         );
+        let spread: std::collections::BTreeMap<&String, usize> =
+            got.iter().fold(Default::default(), |mut m, h| {
+                *m.entry(h).or_default() += 1;
+                m
+            });
+        println!("web6 [{v6ip}] by name over IPv6: 20 connections answered by {spread:?}");
         // Members follow the endpoints over IPv6 too.
         must(kubectl().args(["scale", "-n", n, "deployment/web", "--replicas=3"]));
         must(kubectl().args([
@@ -1791,6 +1797,10 @@ fn ipv6_and_dual_stack_services() {
                 "the dual-stack Service answers on {ip} from several pods: {got:?}"
             );
         }
+        println!(
+            "web-ds: VIP {} + additional VIPs {extra}, members {both:?}",
+            ds[0]
+        );
         let ev = events_of(n, "web-ds");
         assert!(
             !ev.contains("KuryrServiceNotProvided"),
