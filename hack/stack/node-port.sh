@@ -43,6 +43,9 @@ up)
   grep -q "inet $ip/32" <<<"$(ip addr show dev "$DEV")" || ip addr add "$ip/32" dev "$DEV"
   ip route replace "$POD_CIDR" dev "$DEV" src "$ip"
   ip route replace "$SVC_CIDR" via "$POD_GW" dev "$DEV" src "$ip"
+  # Namespace networks (pod_subnets_driver = namespace) hang off kuryr-router too: kubelet's probes
+  # reach their pods the way a node on a real cloud does, through its Neutron port and the router.
+  ip route replace "$SUBNETPOOL_PREFIX" via "$POD_GW" dev "$DEV" src "$ip"
   ovs-vsctl --may-exist add-port br-int "$PEER" -- set Interface "$PEER" \
     external_ids:iface-id="$id" external_ids:attached-mac="$mac" external_ids:iface-status=active \
     external_ids:vm-uuid="$HOST"
@@ -73,6 +76,7 @@ down)
     iptables -t nat -D $(snat_rule "$NODE_PORT_IP") 2>/dev/null || true
   fi
   ip route del "$SVC_CIDR" dev "$DEV" 2>/dev/null || true
+  ip route del "$SUBNETPOOL_PREFIX" dev "$DEV" 2>/dev/null || true
   if [ -f "$STATE/host-sysctl" ]; then
     while read -r kv; do sysctl -qw "$kv" || true; done < "$STATE/host-sysctl"
     rm -f "$STATE/host-sysctl"

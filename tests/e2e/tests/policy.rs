@@ -36,11 +36,12 @@ struct Setup {
 }
 
 fn start(cloud: &Cloud) -> Setup {
-    start_with(cloud, "")
+    start_with(cloud, "", "")
 }
 
-/// [`start`] with more handlers (e.g. `,service,endpoints,kuryrloadbalancer`).
-fn start_with(cloud: &Cloud, more_handlers: &str) -> Setup {
+/// [`start`] with more handlers (e.g. `,service,endpoints,kuryrloadbalancer`) and more
+/// `[kubernetes]` options.
+fn start_with(cloud: &Cloud, more_handlers: &str, more_options: &str) -> Setup {
     let env = stack_env();
     // The node reaches pods from its address on the pod network (its Neutron port: kubelet
     // probes) and from the external network: both are infrastructure, allowed under any policy.
@@ -57,7 +58,7 @@ fn start_with(cloud: &Cloud, more_handlers: &str) -> Setup {
         "np",
         &format!(
             "[kubernetes]\nenabled_handlers = vif,kuryrport,policy,kuryrnetworkpolicy{more_handlers}\n\
-             endpoints_driver_octavia_provider = ovn\n\
+             endpoints_driver_octavia_provider = ovn\n{more_options}\
              [network_policy]\nallow_cidrs = {},{node_ip}/32\n",
             ext.cidr
         ),
@@ -551,8 +552,8 @@ fn network_policies_are_enforced_by_neutron_and_converge_fast() {
 }
 
 /// The end of a policy test: on failure the KuryrNetworkPolicies and the controller's log, then
-/// the panic again; otherwise kuryr must still run. The pods go while the controller still runs
-/// (their finalizers are its), then the namespaces, the controller and the daemon.
+/// the panic again; otherwise kuryr must still run. The pods and then the namespaces go while the
+/// controller still runs (their finalizers are its), then the controller and the daemon.
 fn finish(mut s: Setup, result: std::thread::Result<()>, namespaces: [Namespace; 2]) {
     if let Err(e) = result {
         let knp = run(kubectl().args(["get", "kuryrnetworkpolicies", "-A", "-o", "yaml"]));
@@ -573,6 +574,17 @@ fn finish(mut s: Setup, result: std::thread::Result<()>, namespaces: [Namespace;
             &ns.0,
             "--wait=true",
             "--timeout=60s",
+        ]));
+    }
+    // The namespaces too while the controller runs: with namespace networks their KuryrNetworks'
+    // finalizers (network, subnet, router interface) are its.
+    for ns in &namespaces {
+        let _ = run(kubectl().args([
+            "delete",
+            "namespace",
+            &ns.0,
+            "--wait=true",
+            "--timeout=120s",
         ]));
     }
     drop(namespaces);
@@ -693,9 +705,25 @@ fn converge_with(what: &str, want: bool, probe: impl Fn() -> bool) -> Duration {
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn network_policy_matrix_selectors_ports_udp_service_vip_and_host() {
+    policy_matrix(",service,endpoints,kuryrloadbalancer", "");
+}
+
+/// The same matrix with the namespace subnet driver: each namespace on its own Neutron network
+/// and subnet (from the `kuryr-namespaces` pool, routed by `kuryr-router`), so every peer across
+/// namespaces is routed and the Service's members are on two other subnets than its VIP.
+#[test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+fn network_policy_matrix_with_namespace_networks() {
+    policy_matrix(
+        ",service,endpoints,kuryrloadbalancer,namespace,kuryrnetwork",
+        "pod_subnets_driver = namespace\n",
+    );
+}
+
+fn policy_matrix(handlers: &str, options: &str) {
     let _node = node_lock();
     let cloud = Cloud::connect();
-    let s = start_with(&cloud, ",service,endpoints,kuryrloadbalancer");
+    let s = start_with(&cloud, handlers, options);
     let a = Namespace::create("kst-npm-a-");
     let b = Namespace::create("kst-npm-b-");
     must(kubectl().args(["label", "namespace", &b.0, "team=b"]));

@@ -1291,6 +1291,28 @@ fn cloud_provider_annotations_sctp_and_host_network_clients() {
         assert_eq!(sig["status"]["listeners"][0]["port"], 3868, "{sig}");
         wait_members(n, "sig", &all_web, "both web pods behind the SCTP Service");
         assert_eq!(only_pool(&lb_id(n, "sig").expect("lb"))["protocol"], "SCTP");
+        // ...and the ovn provider handed OVN an SCTP load balancer: the VIP on 3868 to both pods.
+        // This is as far as this machine goes: its kernel has no SCTP (socket(AF_INET,
+        // SOCK_STREAM, IPPROTO_SCTP) fails with EPROTONOSUPPORT, `modprobe sctp`: not found).
+        let sig_vip = sig["spec"]["ip"].as_str().expect("sig VIP").to_string();
+        let ovn_sctp = wait_for(
+            "an OVN sctp load balancer for the SCTP Service",
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+            || {
+                let out = run(Command::new("ovn-nbctl").args([
+                    "--db=tcp:127.0.0.1:6641",
+                    "--columns=protocol,vips",
+                    "find",
+                    "load_balancer",
+                    "protocol=sctp",
+                ]));
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                let backends = all_web.iter().all(|ip| text.contains(&format!("{ip}:3868")));
+                (text.contains(&format!("{sig_vip}:3868")) && backends).then_some(text)
+            },
+        );
+        eprintln!("OVN load balancer of the SCTP Service:\n{ovn_sctp}");
 
         // 4. LoadBalancer with the annotations: a floating IP from the annotated network.
         let mut pub_svc = service(
