@@ -273,7 +273,7 @@ fn np(ports: Value) -> NetworkPolicy {
 fn knp_of(h: &H, np: &NetworkPolicy) -> KuryrNetworkPolicy {
     let (pods, nss) = h.policy.cluster_snapshot();
     let m = ModelSettings { families: vec![EtherType::IPv4], always_allow_ingress: Vec::new() };
-    let mut k = new_knp(np, spec_of(np, &Cluster { pods: &pods, namespaces: &nss }, &m));
+    let mut k = new_knp(np, spec_of(np, &Cluster { pods: &pods, namespaces: &nss, services: &[] }, &m));
     k.metadata.uid = Some("knp-uid".into());
     k.metadata.resource_version = Some("1".into());
     k

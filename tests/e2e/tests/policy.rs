@@ -1004,8 +1004,106 @@ fn policy_matrix(handlers: &str, options: &str) {
         converge("all deleted: open again", &na, "other-a", &s1, 8080, true);
         assert!(reach_udp(&na, "other-a", &s1, 5353), "UDP not open again");
         knps_gone(&na);
+
+        egress_deny_but_dns_and_api(&a, &s1);
+        knps_gone(&na);
         let left = neutron_leftovers(&cloud, &na);
         assert!(left.is_empty(), "left in Neutron: {left:?}");
     }));
     finish(s, result, [a, b]);
+}
+
+/// Whether `ns/pod` resolves `kubernetes.default` through cluster DNS (the `kube-dns` Service's
+/// ClusterIP, UDP).
+fn resolves(ns: &str, pod: &str) -> bool {
+    let out = run(kubectl().args([
+        "exec",
+        "-n",
+        ns,
+        pod,
+        "--",
+        "nslookup",
+        "-timeout=1",
+        "kubernetes.default.svc.cluster.local",
+    ]));
+    String::from_utf8_lossy(&out.stdout).contains("10.96.0.1")
+}
+
+/// Whether `ns/pod` opens a TCP connection to the `kubernetes` Service (10.96.0.1:443).
+fn reaches_api(ns: &str, pod: &str) -> bool {
+    let out = run(kubectl().args([
+        "exec",
+        "-n",
+        ns,
+        pod,
+        "--",
+        "sh",
+        "-c",
+        "nc -w 1 10.96.0.1 443 </dev/null; echo rc=$?",
+    ]));
+    String::from_utf8_lossy(&out.stdout).contains("rc=0")
+}
+
+/// Default deny egress for the clients of namespace `a`, except DNS (to the CoreDNS pods, by
+/// namespace and pod selector) and the API server (its address as an ipBlock, port 6443). OVN
+/// applies a port's egress rules before the load balancer translates a ClusterIP, so both go
+/// through their Services' VIPs only if the policy allows the VIPs too.
+fn egress_deny_but_dns_and_api(a: &Namespace, s1: &str) {
+    let na = &a.0;
+    let node_ip = std::fs::read_to_string(kuryr_e2e::state_dir().join("node-port.env"))
+        .expect("node-port.env")
+        .lines()
+        .find_map(|l| l.strip_prefix("NODE_PORT_IP=").map(str::to_string))
+        .expect("NODE_PORT_IP");
+    assert!(
+        resolves(na, "client-a") && reaches_api(na, "client-a"),
+        "DNS and the API before any egress policy"
+    );
+    a.apply_json(
+        "egress",
+        &policy(
+            na,
+            "egress",
+            json!({"podSelector": {"matchLabels": {"role": "client"}}, "policyTypes": ["Egress"],
+                   "egress": [
+                       {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                       {"to": [{"ipBlock": {"cidr": format!("{node_ip}/32")}}],
+                        "ports": [{"protocol": "TCP", "port": 6443}]}]}),
+        ),
+    );
+    converge(
+        "egress deny: client-a -> s1",
+        na,
+        "client-a",
+        s1,
+        8080,
+        false,
+    );
+    check(
+        "egress deny does not select other-a",
+        na,
+        "other-a",
+        s1,
+        8080,
+        true,
+    );
+    converge_with(
+        "DNS through the kube-dns VIP under egress deny",
+        true,
+        || resolves(na, "client-a"),
+    );
+    converge_with("the kubernetes Service under egress deny", true, || {
+        reaches_api(na, "client-a")
+    });
+    delete_policy(na, "egress");
+    converge(
+        "egress policy deleted: client-a -> s1",
+        na,
+        "client-a",
+        s1,
+        8080,
+        true,
+    );
 }

@@ -1308,7 +1308,9 @@ fn cloud_provider_annotations_sctp_and_host_network_clients() {
                     "protocol=sctp",
                 ]));
                 let text = String::from_utf8_lossy(&out.stdout).to_string();
-                let backends = all_web.iter().all(|ip| text.contains(&format!("{ip}:3868")));
+                let backends = all_web
+                    .iter()
+                    .all(|ip| text.contains(&format!("{ip}:3868")));
                 (text.contains(&format!("{sig_vip}:3868")) && backends).then_some(text)
             },
         );

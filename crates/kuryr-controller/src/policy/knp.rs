@@ -102,7 +102,8 @@ pub async fn reconcile(knp: Arc<KuryrNetworkPolicy>, p: Arc<Policy>) -> Result<A
 /// restart), so port groups are never computed without a policy that selects the pod.
 fn fill_missing(p: &Policy, st: &mut crate::policy::State, namespaces: &BTreeSet<String>, m: &ModelSettings) {
     let (pods, nss) = p.cluster_snapshot();
-    let cluster = Cluster { pods: &pods, namespaces: &nss };
+    let svcs = p.services_snapshot();
+    let cluster = Cluster { pods: &pods, namespaces: &nss, services: &svcs };
     for ns in namespaces {
         for np in p.live_policies(ns) {
             let key = format!("{ns}/{}", np.name_any());
@@ -132,7 +133,8 @@ pub async fn apply(p: &Policy, knp: &KuryrNetworkPolicy, np: &NetworkPolicy) -> 
         return Err(e);
     }
     let (pods, nss) = p.cluster_snapshot();
-    let desired = model::desired(np, &Cluster { pods: &pods, namespaces: &nss }, &m);
+    let svcs = p.services_snapshot();
+    let desired = model::desired(np, &Cluster { pods: &pods, namespaces: &nss, services: &svcs }, &m);
     let uid = desired.uid.clone();
     let mut known = match st.known.remove(&uid) {
         Some(k) => k,
@@ -234,7 +236,8 @@ async fn cleanup(p: &Policy, knp: &KuryrNetworkPolicy, np: Option<&NetworkPolicy
             (Some(o), _) => o.pods.keys().cloned().collect(),
             (None, Some(np)) => {
                 let (pods, nss) = p.cluster_snapshot();
-                model::desired(np, &Cluster { pods: &pods, namespaces: &nss }, &m).pods.keys().cloned().collect()
+                let svcs = p.services_snapshot();
+                model::desired(np, &Cluster { pods: &pods, namespaces: &nss, services: &svcs }, &m).pods.keys().cloned().collect()
             }
             (None, None) => p.cluster_snapshot().0.iter().filter(|i| i.namespace == ns).map(|i| i.key()).collect(),
         };

@@ -26,7 +26,11 @@ pub mod settings;
 
 pub use settings::PolicySettings;
 
-use crate::policy::model::{BaseGroup, GroupRef, ModelSettings, PodGroups, PodInfo, PolicyState};
+/// The watches that must have listed before the domain acts: NetworkPolicies, Namespaces,
+/// KuryrNetworkPolicies, Services, EndpointSlices.
+const WATCHES: u8 = 5;
+
+use crate::policy::model::{BaseGroup, GroupRef, ModelSettings, PodGroups, PodInfo, PolicyState, ServiceInfo};
 use crate::policy::neutron::Known;
 use crate::runtime::context::Context;
 use crate::runtime::error::Error;
@@ -35,7 +39,8 @@ use crate::runtime::run::{scoped_api, shutdown_signal, watchdog};
 use crate::runtime::wiring::{controller, domain_watch, event_watch, log_errors};
 use futures_util::future::BoxFuture;
 use futures_util::Stream;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 use kube::runtime::controller::Config as ControllerConfig;
@@ -73,11 +78,17 @@ pub struct Policy {
     pub policies: Store<NetworkPolicy>,
     pub namespaces: Store<Namespace>,
     pub knps: Store<KuryrNetworkPolicy>,
+    /// Services and EndpointSlices: egress rules also allow the ClusterIPs of the Services
+    /// their peers back ([`model::services`]).
+    pub services: Store<Service>,
+    pub slices: Store<EndpointSlice>,
     pub state: tokio::sync::Mutex<State>,
     /// Pods as this domain last saw them (`namespace/name`), to tell what an event changed.
     seen_pods: Mutex<HashMap<String, PodInfo>>,
     /// Namespace labels as last seen.
     seen_namespaces: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// The Services as the model last saw them.
+    seen_services: Mutex<Vec<ServiceInfo>>,
     /// Notes already published per policy (one Warning Event per distinct note).
     noted: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Re-reconciles a KuryrNetworkPolicy (pod and namespace events, the NetworkPolicy reconciler).
@@ -103,15 +114,23 @@ impl Policy {
             policies,
             namespaces,
             knps,
+            services: reflector::store().0,
+            slices: reflector::store().0,
             state: tokio::sync::Mutex::new(State::default()),
             seen_pods: Mutex::default(),
             seen_namespaces: Mutex::default(),
+            seen_services: Mutex::default(),
             noted: Mutex::default(),
             knp_trigger: tx,
             listed: AtomicU8::new(0),
             synced: watch::channel(false).0,
         };
         (p, rx)
+    }
+
+    /// The domain with its Service and EndpointSlice stores (without them no VIP is allowed).
+    pub fn with_services(self, services: Store<Service>, slices: Store<EndpointSlice>) -> Policy {
+        Policy { services, slices, ..self }
     }
 
     /// Marks the domain's caches complete (tests; [`start`] does it from the watches).
@@ -128,7 +147,7 @@ impl Policy {
     }
 
     fn one_listed(&self) {
-        if self.listed.fetch_add(1, Ordering::AcqRel) + 1 >= 3 && self.synced.send_if_modified(|s| !std::mem::replace(s, true)) {
+        if self.listed.fetch_add(1, Ordering::AcqRel) + 1 >= WATCHES && self.synced.send_if_modified(|s| !std::mem::replace(s, true)) {
             tracing::info!(networkpolicies = self.policies.len(), namespaces = self.namespaces.len(), "policy caches synced");
         }
     }
@@ -143,6 +162,33 @@ impl Policy {
         let pods = self.ctx.pods.state().iter().filter_map(|p| PodInfo::from_pod(p)).collect();
         let nss = self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect();
         (pods, nss)
+    }
+
+    /// The model's view of the Services with ClusterIPs.
+    pub fn services_snapshot(&self) -> Vec<ServiceInfo> {
+        let slices = self.slices.state();
+        let refs: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
+        let mut out: Vec<ServiceInfo> = self.services.state().iter().filter_map(|s| ServiceInfo::from_service(s, &refs)).collect();
+        out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        out
+    }
+
+    /// A Service or EndpointSlice event: when what the model reads of the Services changed, the
+    /// policies with egress rules are reconciled again.
+    pub fn on_service_event(&self) {
+        let now = self.services_snapshot();
+        {
+            let mut seen = self.seen_services.lock().unwrap_or_else(|e| e.into_inner());
+            if *seen == now {
+                return;
+            }
+            *seen = now;
+        }
+        for np in self.policies.state() {
+            if np.spec.as_ref().is_some_and(|s| s.egress.as_ref().is_some_and(|e| !e.is_empty())) {
+                self.trigger(&np.namespace().unwrap_or_default(), &np.name_any());
+            }
+        }
     }
 
     /// The live NetworkPolicies of `namespace` (not being deleted).
@@ -396,7 +442,8 @@ impl PortGroups for Policy {
             let mut st = self.state.lock().await;
             let m = self.model_settings(&mut st).await?;
             let (pods, nss) = self.cluster_snapshot();
-            let cluster = model::Cluster { pods: &pods, namespaces: &nss };
+            let svcs = self.services_snapshot();
+            let cluster = model::Cluster { pods: &pods, namespaces: &nss, services: &svcs };
             let states: Vec<PolicyState> = nps.iter().map(|np| model::desired(np, &cluster, &m)).collect();
             let groups = model::pod_groups(&pod.key(), &states);
             self.group_ids(&st, &groups).ok_or_else(|| {
@@ -428,14 +475,17 @@ pub fn start(
     let (np_store, np_writer) = reflector::store::<NetworkPolicy>();
     let (ns_store, ns_writer) = reflector::store::<Namespace>();
     let (knp_store, knp_writer) = reflector::store::<KuryrNetworkPolicy>();
+    let (svc_store, svc_writer) = reflector::store::<Service>();
+    let (slice_store, slice_writer) = reflector::store::<EndpointSlice>();
     let (policy, knp_rx) = Policy::new(ctx.clone(), settings, np_store.clone(), ns_store, knp_store.clone());
-    let policy = Arc::new(policy);
+    let policy = Arc::new(policy.with_services(svc_store, slice_store));
     ctx.set_port_groups(policy.clone());
     let taps = event_taps(ctx, &policy);
 
     let (np_tx, np_rx) = mpsc::unbounded_channel::<ObjectRef<NetworkPolicy>>();
     let np_stream = np_watch(&policy, namespace, np_writer);
     let ns_watch = namespace_watch(&policy, ns_writer, &shutdown);
+    let svc_watches = service_watches(&policy, svc_writer, slice_writer, &shutdown);
     let knp_stream = knp_watch(&policy, namespace, knp_writer, np_tx);
 
     let ccfg = ControllerConfig::default().concurrency(concurrency);
@@ -452,6 +502,7 @@ pub fn start(
         let n = watchdog("networkpolicy-controller", np_controller, shutdown.clone(), health.clone());
         let k = watchdog("kuryrnetworkpolicy-controller", knp_controller, shutdown.clone(), health.clone());
         let stop = shutdown_signal(shutdown.clone());
+        let v = watchdog("service-watches", svc_watches, shutdown.clone(), health.clone());
         let w = watchdog("namespace-watch", ns_watch, shutdown, health);
         let taps = async move {
             tokio::select! {
@@ -459,7 +510,7 @@ pub fn start(
                 _ = taps => {}
             }
         };
-        tokio::join!(n, k, w, taps);
+        tokio::join!(n, k, w, v, taps);
     }
 }
 
@@ -492,6 +543,42 @@ fn namespace_watch(
         watcher::Event::InitDone => p.one_listed(),
         _ => {}
     })
+}
+
+/// Start phase: the Service and EndpointSlice watches (all namespaces: a peer's Services may be
+/// anywhere).
+fn service_watches(
+    policy: &Arc<Policy>,
+    svc_writer: reflector::store::Writer<Service>,
+    slice_writer: reflector::store::Writer<EndpointSlice>,
+    shutdown: &watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send {
+    let health = policy.ctx.health.clone();
+    let p = policy.clone();
+    let services =
+        event_watch(Api::<Service>::all(policy.ctx.client.clone()), "services", svc_writer, health.clone(), shutdown, move |ev| match ev {
+            watcher::Event::InitDone => {
+                p.one_listed();
+                p.on_service_event();
+            }
+            watcher::Event::Apply(_) | watcher::Event::Delete(_) => p.on_service_event(),
+            _ => {}
+        });
+    let p = policy.clone();
+    let slices =
+        event_watch(Api::<EndpointSlice>::all(policy.ctx.client.clone()), "endpointslices", slice_writer, health, shutdown, move |ev| {
+            match ev {
+                watcher::Event::InitDone => {
+                    p.one_listed();
+                    p.on_service_event();
+                }
+                watcher::Event::Apply(_) | watcher::Event::Delete(_) => p.on_service_event(),
+                _ => {}
+            }
+        });
+    async move {
+        tokio::join!(services, slices);
+    }
 }
 
 /// Start phase: the KuryrNetworkPolicy watch, for its controller; a final deletion triggers

@@ -163,12 +163,14 @@ impl PodInfo {
     }
 }
 
-/// The cached cluster the model reads: pods and namespace labels.
+/// The cached cluster the model reads: pods, namespace labels and Services.
 #[derive(Clone, Copy, Debug)]
 pub struct Cluster<'a> {
     pub pods: &'a [PodInfo],
     /// Namespace name → labels (a namespace missing here matches no namespaceSelector).
     pub namespaces: &'a BTreeMap<String, BTreeMap<String, String>>,
+    /// Services with ClusterIPs: egress to a peer also allows the VIPs of the Services it backs.
+    pub services: &'a [ServiceInfo],
 }
 
 /// Settings of the translation.
@@ -714,6 +716,14 @@ impl<'a> Translation<'a> {
                         push_rules(set, Dir::Egress, &families, proto, range, remote);
                     }
                 }
+                // The same peers through their Services' ClusterIPs (any destination needs none).
+                match peer {
+                    Some(Peer::Pods(pods)) => services::vip_rules(set, self.cluster.services, &services::Behind::Pods(pods), p),
+                    Some(Peer::Cidrs(_, nets)) => {
+                        services::vip_rules(set, self.cluster.services, &services::Behind::Cidrs(nets, self.cluster.pods), p)
+                    }
+                    None => {}
+                }
             }
         }
     }
@@ -1077,6 +1087,9 @@ pub fn expand_address_groups(rules: &BTreeSet<RuleSpec>, groups: &BTreeMap<AgKey
     }
     out
 }
+
+pub mod services;
+pub use services::ServiceInfo;
 
 #[cfg(test)]
 mod tests;

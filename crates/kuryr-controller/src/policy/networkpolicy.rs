@@ -157,7 +157,8 @@ pub async fn reconcile(np: Arc<NetworkPolicy>, p: Arc<Policy>) -> Result<Action,
             }
             let m = ModelSettings { families: p.settings.families.clone(), always_allow_ingress: Vec::new() };
             let (pods, nss) = p.cluster_snapshot();
-            let spec = spec_of(&np, &Cluster { pods: &pods, namespaces: &nss }, &m);
+            let svcs = p.services_snapshot();
+            let spec = spec_of(&np, &Cluster { pods: &pods, namespaces: &nss, services: &svcs }, &m);
             match p.knps.get(&ObjectRef::new(&name).within(&ns)) {
                 None => match knp_api.create(&PostParams::default(), &new_knp(&np, spec)).await {
                     Ok(_) => {}

@@ -48,7 +48,7 @@ fn dual() -> ModelSettings {
 }
 
 fn run(policy: &NetworkPolicy, pods: &[PodInfo], ns: &BTreeMap<String, BTreeMap<String, String>>, s: &ModelSettings) -> PolicyState {
-    desired(policy, &Cluster { pods, namespaces: ns }, s)
+    desired(policy, &Cluster { pods, namespaces: ns, services: &[] }, s)
 }
 
 fn ag(st: &PolicyState, key: &str) -> Vec<String> {
