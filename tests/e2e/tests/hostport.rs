@@ -438,13 +438,11 @@ fn pod_tbf(ns: &str, pod: &str) -> (u64, u64) {
     )
 }
 
-#[test]
-#[ignore = "needs the local stack (hack/stack/stack up)"]
-fn ingress_bandwidth_annotation_shapes_the_pod() {
-    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
-    let _kuryr = start("portmap,bandwidth");
+/// A namespace with two Ready server pods: `shaped` with `annotation: 10M`, `free` without.
+/// The directory the pods mount goes with the returned guard.
+fn shaped_and_free(prefix: &str, annotation: &str) -> (Namespace, TempDir) {
     let bin = udp_echo_dir();
-    let ns = Namespace::create("kst-bandwidth-");
+    let ns = Namespace::create(prefix);
     ns.apply_json(
         "free",
         &server_pod(&ns.0, "free", json!([]), &bin, json!({})),
@@ -456,10 +454,19 @@ fn ingress_bandwidth_annotation_shapes_the_pod() {
             "shaped",
             json!([]),
             &bin,
-            json!({"kubernetes.io/ingress-bandwidth": "10M"}),
+            json!({ annotation: "10M" }),
         ),
     );
     wait_ready(&ns.0);
+    (ns, bin)
+}
+
+#[test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+fn ingress_bandwidth_annotation_shapes_the_pod() {
+    let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+    let _kuryr = start("portmap,bandwidth");
+    let (ns, _bin) = shaped_and_free("kst-bandwidth-", "kubernetes.io/ingress-bandwidth");
     let (free, shaped) = (pod_ip(&ns.0, "free"), pod_ip(&ns.0, "shaped"));
     // bandwidth put a token bucket of 10 Mbit/s on the shaped pod's host-side veth (the
     // traffic into the pod leaves the host through it), none on the other's.
@@ -652,23 +659,7 @@ fn egress_mbps(ns: &str, pod: &str, bytes: usize) -> f64 {
 fn egress_bandwidth_annotation_on_this_datapath() {
     let _one = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
     let _kuryr = start("portmap,bandwidth");
-    let bin = udp_echo_dir();
-    let ns = Namespace::create("kst-egress-");
-    ns.apply_json(
-        "free",
-        &server_pod(&ns.0, "free", json!([]), &bin, json!({})),
-    );
-    ns.apply_json(
-        "shaped",
-        &server_pod(
-            &ns.0,
-            "shaped",
-            json!([]),
-            &bin,
-            json!({"kubernetes.io/egress-bandwidth": "10M"}),
-        ),
-    );
-    wait_ready(&ns.0);
+    let (ns, _bin) = shaped_and_free("kst-egress-", "kubernetes.io/egress-bandwidth");
     let datapath =
         must(Command::new("ovs-vsctl").args(["get", "bridge", "br-int", "datapath_type"]));
     let userspace = datapath.trim().trim_matches('"') == "netdev";
