@@ -9,7 +9,7 @@ mod fixtures;
 use fixtures::{default_kube, ApiServer, Call, CLUSTER};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::reflector::{self, store::Writer, ObjectRef};
 use kube::runtime::watcher;
 use kube::Client;
 use kuryr_controller::policy::model::{Cluster, ModelSettings};
@@ -155,6 +155,8 @@ struct H {
     nps: Writer<NetworkPolicy>,
     #[allow(dead_code)]
     nss: Writer<Namespace>,
+    /// The policies the domain asked to reconcile (`namespace/name`), in order.
+    triggers: tokio::sync::mpsc::UnboundedReceiver<ObjectRef<KuryrNetworkPolicy>>,
 }
 
 impl H {
@@ -164,6 +166,27 @@ impl H {
     }
     fn add_kp(&mut self, kp: &KuryrPort) {
         self.kps.apply_watcher_event(&watcher::Event::Apply(kp.clone()));
+    }
+    /// A KuryrPort written, as the watch delivers it: store first, then the domain's tap.
+    fn apply_kp(&mut self, kp: &KuryrPort) {
+        self.add_kp(kp);
+        self.policy.on_kuryrport_event(&watcher::Event::Apply(kp.clone()));
+    }
+    fn delete_kp(&mut self, kp: &KuryrPort) {
+        self.kps.apply_watcher_event(&watcher::Event::Delete(kp.clone()));
+        self.policy.on_kuryrport_event(&watcher::Event::Delete(kp.clone()));
+    }
+    fn delete_pod(&mut self, p: &Pod) {
+        self.pods.apply_watcher_event(&watcher::Event::Delete(p.clone()));
+        self.policy.on_pod_event(&watcher::Event::Delete(p.clone()));
+    }
+    /// The reconciles asked for since the last call (`namespace/name` each).
+    fn triggered(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.triggers.try_recv() {
+            out.push(format!("{}/{}", r.namespace.unwrap_or_default(), r.name));
+        }
+        out
     }
     fn add_np(&mut self, np: &NetworkPolicy) {
         self.nps.apply_watcher_event(&watcher::Event::Apply(np.clone()));
@@ -209,15 +232,13 @@ async fn harness(client: Client, cloud: &Cloud) -> H {
     let (np_store, nps) = reflector::store::<NetworkPolicy>();
     let (ns_store, mut nss) = reflector::store::<Namespace>();
     let (knp_store, _knps) = reflector::store::<KuryrNetworkPolicy>();
-    let (policy, _rx) = Policy::new(ctx.clone(), policy_settings(), np_store, ns_store, knp_store);
+    let (policy, triggers) = Policy::new(ctx.clone(), policy_settings(), np_store, ns_store, knp_store);
     let policy = Arc::new(policy);
     policy.set_synced();
     ctx.set_port_groups(policy.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS, "labels": {"team": "a"}}})).unwrap();
     nss.apply_watcher_event(&watcher::Event::Apply(ns));
-    // Keep the trigger receiver alive for the test's duration.
-    std::mem::forget(_rx);
-    H { policy, ctx, pods, kps, nps, nss }
+    H { policy, ctx, pods, kps, nps, nss, triggers }
 }
 
 fn pod(name: &str, labels: Value, ip: &str) -> Pod {
@@ -229,7 +250,16 @@ fn pod(name: &str, labels: Value, ip: &str) -> Pod {
     .unwrap()
 }
 
-fn kuryrport(name: &str, port_id: &str) -> KuryrPort {
+/// Pod `name` scheduled, its status without an address yet (kubelet writes it after the sandbox
+/// and the containers started).
+fn pending_pod(name: &str, labels: Value) -> Pod {
+    let mut p = pod(name, labels, "");
+    p.status = Some(serde_json::from_value(json!({"phase": "Pending"})).unwrap());
+    p
+}
+
+/// The KuryrPort of pod `name` (`uid-<name>`), its VIF written: port `port_id`, address `ip`.
+fn kuryrport(name: &str, port_id: &str, ip: &str) -> KuryrPort {
     let vif = Vif {
         format: String::new(),
         port_id: port_id.into(),
@@ -237,7 +267,7 @@ fn kuryrport(name: &str, port_id: &str) -> KuryrPort {
         mac: "fa:16:3e:00:00:01".into(),
         mtu: 1450,
         ips: vec![VifIp {
-            address: "10.0.0.5".parse().unwrap(),
+            address: ip.parse().unwrap(),
             subnet_cidr: "10.0.0.0/24".into(),
             subnet_id: None,
             gateway: None,
@@ -292,8 +322,8 @@ fn knp_server(k: &KuryrNetworkPolicy) -> impl Fn(&Call) -> (u16, Value) + Send +
 async fn two_pods(h: &mut H, cloud: &Cloud) {
     h.apply_pod(&pod("web-0", json!({"app": "web"}), "10.0.0.5"));
     h.apply_pod(&pod("cli-0", json!({"role": "client"}), "10.0.0.6"));
-    h.add_kp(&kuryrport("web-0", "p-web"));
-    h.add_kp(&kuryrport("cli-0", "p-cli"));
+    h.add_kp(&kuryrport("web-0", "p-web", "10.0.0.5"));
+    h.add_kp(&kuryrport("cli-0", "p-cli", "10.0.0.6"));
     cloud.add_port("p-web", &[DEFAULT_SG]);
     cloud.add_port("p-cli", &[DEFAULT_SG]);
 }
@@ -423,6 +453,120 @@ async fn pod_events_are_only_the_changed_calls() {
     assert!(api.lines()[kube_n..].is_empty(), "{:?}", &api.lines()[kube_n..]);
 }
 
+/// A new peer pod joins its peer set as soon as its KuryrPort's VIF is written, before kubelet
+/// writes an address into its status: the VIF write triggers the policy, whose pass is one
+/// `add_addresses` with the VIF's address. Every other step of the pod's start (created, its
+/// KuryrPort without a VIF, the VIF turning active, the status written with the same address)
+/// asks Neutron nothing, and only the first two trigger a pass at all. Its deletion: one
+/// `remove_addresses`.
+#[tokio::test]
+async fn a_new_pod_is_a_peer_from_its_vif_write_before_its_status_has_an_address() {
+    let cloud = Cloud::start().await;
+    let policy = np(json!([{"port": 80}]));
+    let (mut h, api, knp) = ready(&cloud, &policy).await;
+    knp::apply(&h.policy, &knp, &policy).await.expect("first pass");
+    let knp = with_status(&api, knp);
+    h.triggered();
+    let n = cloud.forget_requests();
+    let pass = |h: &H| {
+        let (p, k, np) = (h.policy.clone(), knp.clone(), policy.clone());
+        async move { knp::apply(&p, &k, &np).await.expect("pass") }
+    };
+
+    // Created (a peer by its labels), no address: a pass, nothing asked.
+    let cli = pending_pod("cli-1", json!({"role": "client"}));
+    h.apply_pod(&cli);
+    assert_eq!(h.triggered(), ["ns/allow"]);
+    pass(&h).await;
+    // Its KuryrPort, no VIF yet: no trigger.
+    let kp = kuryrport("cli-1", "p-cli1", "10.0.0.7");
+    let mut bare = kp.clone();
+    bare.status = None;
+    h.apply_kp(&bare);
+    assert!(h.triggered().is_empty());
+    assert_eq!(cloud.forget_requests(), n, "{:?}", &cloud.lines()[n..]);
+    let (pods, _) = h.policy.cluster_snapshot();
+    let peer = pods.iter().find(|p| p.name == "cli-1").expect("in the snapshot");
+    assert!(peer.ips.is_empty(), "{peer:?}");
+
+    // The VIF written: the pod is a peer with the VIF's address; one pass, one call.
+    h.apply_kp(&kp);
+    assert_eq!(h.triggered(), ["ns/allow"]);
+    let (pods, _) = h.policy.cluster_snapshot();
+    let peer = pods.iter().find(|p| p.name == "cli-1").expect("in the snapshot");
+    assert_eq!(peer.ips, ["10.0.0.7".parse::<std::net::IpAddr>().unwrap()]);
+    pass(&h).await;
+    assert_eq!(&cloud.lines()[n..], ["PUT /v2.0/address-groups/{kuryr-np/np-uid/in/0/0}/add_addresses"]);
+    assert_eq!(cloud.bodies()[n], json!({"addresses": ["10.0.0.7/32"]}));
+    assert_eq!(
+        cloud.sim.lock().unwrap().address_groups.values().find(|g| g.name == "kuryr-np/np-uid/in/0/0").map(|g| g.addresses.len()),
+        Some(2)
+    );
+
+    // The VIF turns active, then kubelet writes the same address into the status: nothing.
+    let mut active = kp.clone();
+    active.status.as_mut().unwrap().vifs.get_mut("eth0").unwrap().vif["active"] = json!(true);
+    h.apply_kp(&active);
+    h.apply_pod(&pod("cli-1", json!({"role": "client"}), "10.0.0.7"));
+    assert!(h.triggered().is_empty());
+    pass(&h).await;
+    assert_eq!(cloud.forget_requests(), n + 1, "{:?}", &cloud.lines()[n..]);
+
+    // Gone: one remove_addresses.
+    h.delete_pod(&pod("cli-1", json!({"role": "client"}), "10.0.0.7"));
+    h.delete_kp(&active);
+    assert_eq!(h.triggered(), ["ns/allow"]);
+    pass(&h).await;
+    assert_eq!(&cloud.lines()[n + 1..], ["PUT /v2.0/address-groups/{kuryr-np/np-uid/in/0/0}/remove_addresses"]);
+}
+
+/// Either order of the two watches: the pod event after its KuryrPort's VIF is in the store
+/// already sees the VIF's address (and the KuryrPort's own event then changes nothing); a
+/// KuryrPort of an earlier pod of that name gives no address; the KuryrPort deleted before the
+/// status was written takes the address away again.
+#[tokio::test]
+async fn the_vif_address_in_either_event_order_and_only_the_pods_own() {
+    let cloud = Cloud::start().await;
+    let policy = np(json!([{"port": 80}]));
+    let (mut h, api, knp) = ready(&cloud, &policy).await;
+    knp::apply(&h.policy, &knp, &policy).await.expect("first pass");
+    let knp = with_status(&api, knp);
+    h.triggered();
+    let n = cloud.forget_requests();
+    let members = |cloud: &Cloud| -> Vec<String> {
+        let sim = cloud.sim.lock().unwrap();
+        let mut a = sim.address_groups.values().find(|g| g.name == "kuryr-np/np-uid/in/0/0").expect("ag").addresses.clone();
+        a.sort();
+        a
+    };
+
+    // The KuryrPort's store update before the pod's event.
+    let kp = kuryrport("cli-1", "p-cli1", "10.0.0.7");
+    h.add_kp(&kp);
+    h.apply_pod(&pending_pod("cli-1", json!({"role": "client"})));
+    assert_eq!(h.triggered(), ["ns/allow"]);
+    h.policy.on_kuryrport_event(&watcher::Event::Apply(kp.clone()));
+    assert!(h.triggered().is_empty(), "the same view: no second pass");
+    knp::apply(&h.policy, &knp, &policy).await.expect("pass");
+    assert_eq!(&cloud.lines()[n..], ["PUT /v2.0/address-groups/{kuryr-np/np-uid/in/0/0}/add_addresses"]);
+    assert_eq!(members(&cloud), ["10.0.0.6/32", "10.0.0.7/32"]);
+
+    // The KuryrPort deleted while the status has no address: the address leaves.
+    h.delete_kp(&kp);
+    assert_eq!(h.triggered(), ["ns/allow"]);
+    knp::apply(&h.policy, &knp, &policy).await.expect("pass");
+    assert_eq!(members(&cloud), ["10.0.0.6/32"]);
+
+    // A KuryrPort left by an earlier pod of that name (another uid): no address from it.
+    let mut stale = kuryrport("cli-1", "p-old", "10.0.0.9");
+    stale.spec.pod_uid = "uid-earlier".into();
+    h.apply_kp(&stale);
+    let (pods, _) = h.policy.cluster_snapshot();
+    assert!(pods.iter().find(|p| p.name == "cli-1").expect("in the snapshot").ips.is_empty());
+    knp::apply(&h.policy, &knp, &policy).await.expect("pass");
+    assert_eq!(members(&cloud), ["10.0.0.6/32"]);
+}
+
 /// A newly selected pod: only its port is read and written (the other selected port is not).
 #[tokio::test]
 async fn a_newly_selected_pod_touches_only_its_port() {
@@ -433,7 +577,7 @@ async fn a_newly_selected_pod_touches_only_its_port() {
     let n = cloud.forget_requests();
 
     h.apply_pod(&pod("web-1", json!({"app": "web"}), "10.0.0.7"));
-    h.add_kp(&kuryrport("web-1", "p-web1"));
+    h.add_kp(&kuryrport("web-1", "p-web1", "10.0.0.7"));
     cloud.add_port("p-web1", &[DEFAULT_SG]);
     knp::apply(&h.policy, &knp, &policy).await.expect("new pod");
     assert_eq!(&cloud.lines()[n..], ["GET /v2.0/ports/p-web1", "PUT /v2.0/ports/p-web1"]);
@@ -441,7 +585,7 @@ async fn a_newly_selected_pod_touches_only_its_port() {
 
     // Its port already right (e.g. created with the groups): read once, never written.
     h.apply_pod(&pod("web-2", json!({"app": "web"}), "10.0.0.8"));
-    h.add_kp(&kuryrport("web-2", "p-web2"));
+    h.add_kp(&kuryrport("web-2", "p-web2", "10.0.0.8"));
     let groups = cloud.port("p-web");
     cloud.add_port("p-web2", &groups.iter().map(String::as_str).collect::<Vec<_>>());
     let m = cloud.forget_requests();

@@ -17,6 +17,13 @@
 //! [`crate::runtime::hooks::Hooks`]) and stores. A pod event is compared with the pod as this
 //! domain last saw it; only the policies [`model::concerns`] names for the old or new pod are
 //! reconciled again, from the caches (no LIST), under one lock so two passes never race on a port.
+//!
+//! A pod's addresses ([`Policy::pod_info`]) are its status's, or, until kubelet writes them
+//! (after the sandbox and the containers started), its KuryrPort's VIF's: the address exists as
+//! soon as the port does, so a new pod joins its peer sets before its interface is even plugged.
+//! A KuryrPort event is therefore a pod event too: the pod is looked at again, and the policies
+//! it concerns are reconciled when what the model sees of it changed. The status written later
+//! with the same address changes nothing and triggers nothing.
 
 pub mod knp;
 pub mod model;
@@ -85,6 +92,9 @@ pub struct Policy {
     pub state: tokio::sync::Mutex<State>,
     /// Pods as this domain last saw them (`namespace/name`), to tell what an event changed.
     seen_pods: Mutex<HashMap<String, PodInfo>>,
+    /// Each pod's port id (its KuryrPort's default VIF) as of the last trigger of its policies,
+    /// to tell a new port.
+    seen_ports: Mutex<HashMap<String, String>>,
     /// Namespace labels as last seen.
     seen_namespaces: Mutex<HashMap<String, BTreeMap<String, String>>>,
     /// The Services as the model last saw them.
@@ -118,6 +128,7 @@ impl Policy {
             slices: reflector::store().0,
             state: tokio::sync::Mutex::new(State::default()),
             seen_pods: Mutex::default(),
+            seen_ports: Mutex::default(),
             seen_namespaces: Mutex::default(),
             seen_services: Mutex::default(),
             noted: Mutex::default(),
@@ -157,9 +168,18 @@ impl Policy {
         let _ = self.knp_trigger.send(ObjectRef::new(name).within(namespace));
     }
 
+    /// What the model sees of `pod` (`None`: host network): its addresses from its status, or
+    /// while that has none from its KuryrPort's VIF (the shared KuryrPort store).
+    pub fn pod_info(&self, pod: &Pod) -> Option<PodInfo> {
+        PodInfo::from_pod_and_port(pod, || {
+            let ns = pod.metadata.namespace.as_deref()?;
+            self.ctx.kuryrports.get(&ObjectRef::new(&pod.name_any()).within(ns))
+        })
+    }
+
     /// The model's view of the cluster: pods (from the shared store) and namespace labels.
     pub fn cluster_snapshot(&self) -> (Vec<PodInfo>, BTreeMap<String, BTreeMap<String, String>>) {
-        let pods = self.ctx.pods.state().iter().filter_map(|p| PodInfo::from_pod(p)).collect();
+        let pods = self.ctx.pods.state().iter().filter_map(|p| self.pod_info(p)).collect();
         let nss = self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect();
         (pods, nss)
     }
@@ -224,7 +244,7 @@ impl Policy {
         match ev {
             watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
                 let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
-                self.pod_changed(&key, PodInfo::from_pod(p));
+                self.pod_changed(&key, self.pod_info(p));
             }
             watcher::Event::Delete(p) => {
                 let key = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
@@ -250,11 +270,13 @@ impl Policy {
         }
     }
 
-    fn pod_changed(&self, key: &str, new: Option<PodInfo>) {
+    /// Records what the model now sees of pod `key` and reconciles the policies its old or new
+    /// view concerns; `false` (nothing triggered) when the view did not change.
+    fn pod_changed(&self, key: &str, new: Option<PodInfo>) -> bool {
         let old = {
             let mut seen = self.seen_pods.lock().unwrap_or_else(|e| e.into_inner());
             if seen.get(key) == new.as_ref() {
-                return;
+                return false;
             }
             match &new {
                 Some(n) => seen.insert(key.to_string(), n.clone()),
@@ -269,21 +291,82 @@ impl Policy {
                 self.trigger(&np.namespace().unwrap_or_default(), &np.name_any());
             }
         }
+        // Those passes see the pod's port as the store has it now.
+        self.port_noted(key);
+        true
     }
 
-    /// A KuryrPort event: a pod's port id appeared or changed: the policies concerning the pod
-    /// check its groups.
+    /// Notes the port pod `key` has now (the KuryrPort store); `true` when it is another than
+    /// the one last noted (and there is one).
+    fn port_noted(&self, key: &str) -> bool {
+        let (ns, name) = key.split_once('/').unwrap_or_default();
+        let port = self.port_of(ns, name);
+        let mut seen = self.seen_ports.lock().unwrap_or_else(|e| e.into_inner());
+        match port {
+            Some(id) => seen.insert(key.to_string(), id.clone()).as_ref() != Some(&id),
+            None => {
+                seen.remove(key);
+                false
+            }
+        }
+    }
+
+    /// Looks at pod `namespace/name` again (its KuryrPort changed): `true` when the model's view
+    /// of it changed, and the policies concerned were triggered. A pod not in the store is left
+    /// to the pod watch (its deletion comes from there).
+    fn pod_refreshed(&self, namespace: &str, name: &str) -> bool {
+        let Some(pod) = self.ctx.pods.get(&ObjectRef::new(name).within(namespace)) else { return false };
+        self.pod_changed(&format!("{namespace}/{name}"), self.pod_info(&pod))
+    }
+
+    /// A KuryrPort event. Its VIF may give the pod its first address (the status has none yet):
+    /// the pod is looked at again, a changed view reconciles every policy it concerns (its peer
+    /// sets gain the address at once, its port gets its groups). Otherwise, when its port id
+    /// appeared or changed, the policies of its namespace concerning the pod check its groups.
+    /// Other KuryrPort writes (the VIF turning active) trigger nothing.
     pub fn on_kuryrport_event(&self, ev: &watcher::Event<KuryrPort>) {
-        if let watcher::Event::Apply(kp) | watcher::Event::InitApply(kp) = ev {
-            let key = format!("{}/{}", kp.namespace().unwrap_or_default(), kp.name_any());
-            let info = self.seen_pods.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
-            let Some(pod) = info else { return };
-            let namespaces: BTreeMap<String, BTreeMap<String, String>> =
-                self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect();
-            for np in self.live_policies(&pod.namespace) {
-                if model::concerns(&np, &pod, &namespaces) {
-                    self.trigger(&pod.namespace, &np.name_any());
+        match ev {
+            // A node's pool KuryrPort belongs to no pod.
+            watcher::Event::Apply(kp) | watcher::Event::InitApply(kp) if kuryr_core::names::is_pool(kp.metadata.labels.as_ref()) => {}
+            watcher::Event::Apply(kp) | watcher::Event::InitApply(kp) => {
+                let (ns, name) = (kp.namespace().unwrap_or_default(), kp.name_any());
+                let key = format!("{ns}/{name}");
+                if !self.pod_refreshed(&ns, &name) && self.port_noted(&key) {
+                    self.port_changed(&key);
                 }
+            }
+            watcher::Event::Delete(kp) => {
+                let (ns, name) = (kp.namespace().unwrap_or_default(), kp.name_any());
+                self.seen_ports.lock().unwrap_or_else(|e| e.into_inner()).remove(&format!("{ns}/{name}"));
+                self.pod_refreshed(&ns, &name);
+            }
+            watcher::Event::InitDone => {
+                // KuryrPorts deleted while the watch was re-listing: gone from the store.
+                self.seen_ports.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| {
+                    let (ns, n) = k.split_once('/').unwrap_or_default();
+                    self.ctx.kuryrports.get(&ObjectRef::new(n).within(ns)).is_some()
+                });
+                let keys: Vec<String> = self.seen_pods.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+                for k in keys {
+                    if let Some((ns, n)) = k.split_once('/') {
+                        self.pod_refreshed(ns, n);
+                    }
+                }
+            }
+            watcher::Event::Init => {}
+        }
+    }
+
+    /// The port of pod `key` appeared or changed: the live policies of its namespace that
+    /// concern it are reconciled (they set its groups).
+    fn port_changed(&self, key: &str) {
+        let info = self.seen_pods.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
+        let Some(pod) = info else { return };
+        let namespaces: BTreeMap<String, BTreeMap<String, String>> =
+            self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect();
+        for np in self.live_policies(&pod.namespace) {
+            if model::concerns(&np, &pod, &namespaces) {
+                self.trigger(&pod.namespace, &np.name_any());
             }
         }
     }
@@ -346,7 +429,8 @@ impl Policy {
         for key in pods {
             let Some((ns, name)) = key.split_once('/') else { continue };
             let Some(pod) = self.ctx.pods.get(&ObjectRef::new(name).within(ns)) else { continue };
-            if PodInfo::from_pod(&pod).is_none() {
+            // Host-network pods have no port of their own (the model does not see them either).
+            if pod.spec.as_ref().is_none_or(|s| s.host_network == Some(true)) {
                 continue;
             }
             let Some(port_id) = self.port_of(ns, name) else { continue };
@@ -437,7 +521,7 @@ impl PortGroups for Policy {
                 .ctx
                 .pods
                 .get(&ObjectRef::new(name).within(namespace))
-                .and_then(|p| PodInfo::from_pod(&p))
+                .and_then(|p| self.pod_info(&p))
                 .ok_or_else(|| Error::NotReady(format!("pod {namespace}/{name} is not in the cache yet")))?;
             let mut st = self.state.lock().await;
             let m = self.model_settings(&mut st).await?;

@@ -52,6 +52,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
+use kuryr_core::crd::KuryrPort;
 use kuryr_openstack::neutron::{Direction, EtherType, SecurityGroupRule, SecurityGroupRuleCreate};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -111,7 +112,7 @@ pub struct PodInfo {
     pub namespace: String,
     pub name: String,
     pub labels: BTreeMap<String, String>,
-    /// Empty until known (such a pod can be selected, but is nobody's peer yet).
+    /// Sorted; empty until known (such a pod can be selected, but is nobody's peer yet).
     pub ips: Vec<IpAddr>,
     pub ports: Vec<ContainerPort>,
 }
@@ -126,16 +127,13 @@ impl PodInfo {
             return None;
         }
         let status = pod.status.as_ref();
-        let terminal = matches!(status.and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
         let mut ips: Vec<IpAddr> = Vec::new();
-        if !terminal {
+        if !is_terminal(pod) {
             let listed = status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten().map(|p| p.ip.as_str());
             let single = status.and_then(|s| s.pod_ip.as_deref());
-            for ip in listed.chain(single).filter_map(|s| s.parse::<IpAddr>().ok()) {
-                if !ips.contains(&ip) {
-                    ips.push(ip);
-                }
-            }
+            ips.extend(listed.chain(single).filter_map(|s| s.parse::<IpAddr>().ok()));
+            ips.sort();
+            ips.dedup();
         }
         let ports = spec
             .containers
@@ -152,6 +150,25 @@ impl PodInfo {
         Some(PodInfo { namespace: pod.namespace()?, name: pod.name_any(), labels: pod.labels().clone(), ips, ports })
     }
 
+    /// As [`PodInfo::from_pod`]; while the Pod's status has no address yet (kubelet writes it
+    /// only once the sandbox and the containers started, up to seconds after the port is
+    /// plugged), the addresses of the pod's KuryrPort's default VIF (`kp`: the KuryrPort of the
+    /// pod's namespace and name, asked for only then), which exist before the port is even
+    /// plugged. The status is preferred when it has addresses (the two agree: kubelet reports
+    /// what the CNI wired, the VIF's). See [`vif_ips`] for which KuryrPort counts.
+    pub fn from_pod_and_port<K>(pod: &Pod, kp: impl FnOnce() -> Option<K>) -> Option<PodInfo>
+    where
+        K: std::ops::Deref<Target = KuryrPort>,
+    {
+        let mut info = PodInfo::from_pod(pod)?;
+        if info.ips.is_empty() && !is_terminal(pod) {
+            if let Some(kp) = kp() {
+                info.ips = vif_ips(pod, &kp);
+            }
+        }
+        Some(info)
+    }
+
     /// `namespace/name`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -161,6 +178,27 @@ impl PodInfo {
     pub fn named_port(&self, name: &str, protocol: Protocol) -> Option<u16> {
         self.ports.iter().find(|p| p.name.as_deref() == Some(name) && p.protocol == protocol).map(|p| p.port)
     }
+}
+
+/// A Succeeded or Failed pod: its addresses may already belong to another pod.
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+/// The addresses (sorted) of `kp`'s default VIF when `kp` is `pod`'s port: written for this pod
+/// (`spec.podUid` is the pod's uid: a KuryrPort left by an earlier pod of the same name is not)
+/// and not being deleted (its port goes back to a pool or away, and its address with it). Empty
+/// otherwise, and when the VIF cannot be read.
+pub fn vif_ips(pod: &Pod, kp: &KuryrPort) -> Vec<IpAddr> {
+    let uid = pod.metadata.uid.as_deref().filter(|u| !u.is_empty());
+    if uid != Some(kp.spec.pod_uid.as_str()) || kp.metadata.deletion_timestamp.is_some() {
+        return Vec::new();
+    }
+    let Some(Ok(vif)) = kp.status.as_ref().and_then(|s| s.default_vif()).map(|(_, v)| v) else { return Vec::new() };
+    let mut ips: Vec<IpAddr> = vif.ips.iter().map(|i| i.address).collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 /// The cached cluster the model reads: pods, namespace labels and Services.

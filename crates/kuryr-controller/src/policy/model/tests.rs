@@ -200,6 +200,99 @@ fn pod_info_from_pod() {
     assert!(PodInfo::from_pod(&pending).unwrap().ips.is_empty());
 }
 
+/// The KuryrPort of pod `uid-<name>` with one default VIF holding `ips`.
+fn kuryrport(name: &str, pod_uid: &str, ips: &[&str]) -> KuryrPort {
+    use kuryr_core::crd::{KuryrPortStatus, VifEntry};
+    use kuryr_core::vif::{Binding, Vif, VifIp};
+    let vif = Vif {
+        format: String::new(),
+        port_id: "p-1".into(),
+        network_id: "net-1".into(),
+        mac: "fa:16:3e:00:00:01".into(),
+        mtu: 1450,
+        ips: ips
+            .iter()
+            .map(|a| VifIp {
+                address: a.parse().unwrap(),
+                subnet_cidr: if a.contains(':') { "fd00::/64".into() } else { "10.0.0.0/24".into() },
+                subnet_id: None,
+                gateway: None,
+                routes: Vec::new(),
+                dns: Vec::new(),
+            })
+            .collect(),
+        binding: Binding::Ovs { bridge: "br-int".into() },
+        host_ifname: "tap".into(),
+        active: false,
+        port_filter: true,
+    };
+    let mut kp: KuryrPort = serde_json::from_value(json!({
+        "apiVersion": "openstack.org/v1", "kind": "KuryrPort",
+        "metadata": {"name": name, "namespace": "a"},
+        "spec": {"podUid": pod_uid, "podNodeName": "node-1"}
+    }))
+    .unwrap();
+    kp.status = Some(KuryrPortStatus { vifs: BTreeMap::from([("eth0".to_string(), VifEntry::new(true, &vif))]) });
+    kp
+}
+
+/// Before kubelet writes the pod's status, its addresses are its KuryrPort's VIF's (only the
+/// KuryrPort of this pod, not being deleted); the status wins once it has them; terminal and
+/// host-network pods as without a KuryrPort.
+#[test]
+fn pod_info_from_the_kuryrport_vif_until_the_status_has_addresses() {
+    let pending: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "cli-0", "namespace": "a", "uid": "uid-1", "labels": {"role": "client"}},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c"}]},
+        "status": {"phase": "Pending"}
+    }))
+    .unwrap();
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let kp = kuryrport("cli-0", "uid-1", &["fd00::7", "10.0.0.7"]);
+    let info = PodInfo::from_pod_and_port(&pending, || Some(&kp)).unwrap();
+    assert_eq!(info.ips, [ip("10.0.0.7"), ip("fd00::7")], "the VIF's, sorted");
+    assert_eq!(info.labels, labels(&[("role", "client")]));
+    // As the status will say it: the same view (no event for the pod's status write).
+    let mut running = pending.clone();
+    running.status = Some(
+        serde_json::from_value(json!({"phase": "Running", "podIP": "10.0.0.7", "podIPs": [{"ip": "10.0.0.7"}, {"ip": "fd00::7"}]}))
+            .unwrap(),
+    );
+    assert_eq!(PodInfo::from_pod_and_port(&running, || Some(&kp)), Some(info.clone()));
+    assert_eq!(PodInfo::from_pod(&running), Some(info));
+    // The status wins, and the KuryrPort is not even looked up.
+    let other = kuryrport("cli-0", "uid-1", &["10.0.0.99"]);
+    let got = PodInfo::from_pod_and_port(&running, || -> Option<&KuryrPort> { panic!("looked up") }).unwrap();
+    assert_eq!(got.ips, [ip("10.0.0.7"), ip("fd00::7")]);
+    assert_eq!(PodInfo::from_pod_and_port(&running, || Some(&other)).unwrap().ips, got.ips);
+
+    // Without a KuryrPort, or with one that is not this pod's, or going: no address yet.
+    assert!(PodInfo::from_pod_and_port(&pending, || None::<&KuryrPort>).unwrap().ips.is_empty());
+    let earlier = kuryrport("cli-0", "uid-0", &["10.0.0.3"]);
+    assert!(PodInfo::from_pod_and_port(&pending, || Some(&earlier)).unwrap().ips.is_empty(), "an earlier pod's");
+    let mut going = kp.clone();
+    going.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
+    assert!(PodInfo::from_pod_and_port(&pending, || Some(&going)).unwrap().ips.is_empty(), "being deleted");
+    let mut no_vif = kp.clone();
+    no_vif.status = None;
+    assert!(PodInfo::from_pod_and_port(&pending, || Some(&no_vif)).unwrap().ips.is_empty(), "no VIF written");
+    let mut bad_vif = kp.clone();
+    bad_vif.status.as_mut().unwrap().vifs.get_mut("eth0").unwrap().vif = json!({"portId": ""});
+    assert!(PodInfo::from_pod_and_port(&pending, || Some(&bad_vif)).unwrap().ips.is_empty(), "unreadable VIF");
+    let mut no_uid = pending.clone();
+    no_uid.metadata.uid = None;
+    let blank = kuryrport("cli-0", "", &["10.0.0.7"]);
+    assert!(PodInfo::from_pod_and_port(&no_uid, || Some(&blank)).unwrap().ips.is_empty(), "no uid matches nothing");
+
+    // Terminal: no address, VIF or not. Host network: not a pod the model sees.
+    let mut done = pending.clone();
+    done.status.as_mut().unwrap().phase = Some("Failed".into());
+    assert!(PodInfo::from_pod_and_port(&done, || Some(&kp)).unwrap().ips.is_empty());
+    let mut host = pending;
+    host.spec.as_mut().unwrap().host_network = Some(true);
+    assert_eq!(PodInfo::from_pod_and_port(&host, || Some(&kp)), None);
+}
+
 // ---------------------------------------------------------------------- deny / allow / types
 
 #[test]
