@@ -54,7 +54,7 @@ fn networkpolicy_ref(knp: &KuryrNetworkPolicy) -> k8s_openapi::api::core::v1::Ob
         kind: Some("NetworkPolicy".into()),
         namespace: knp.namespace(),
         name: Some(knp.name_any()),
-        uid: knp.owner_references().iter().find(|o| o.kind == "NetworkPolicy").map(|o| o.uid.clone()),
+        uid: owner_uid(knp),
         ..Default::default()
     }
 }

@@ -97,8 +97,9 @@ pub struct Policy {
     seen_ports: Mutex<HashMap<String, String>>,
     /// Namespace labels as last seen.
     seen_namespaces: Mutex<HashMap<String, BTreeMap<String, String>>>,
-    /// The Services as the model last saw them.
-    seen_services: Mutex<Vec<ServiceInfo>>,
+    /// What the model reads of the Services, read from the stores once per Service or
+    /// EndpointSlice event and shared by every pass until the next one.
+    seen_services: Mutex<Arc<Vec<ServiceInfo>>>,
     /// Notes already published per policy (one Warning Event per distinct note).
     noted: Mutex<HashMap<String, BTreeSet<String>>>,
     /// Re-reconciles a KuryrNetworkPolicy (pod and namespace events, the NetworkPolicy reconciler).
@@ -180,12 +181,22 @@ impl Policy {
     /// The model's view of the cluster: pods (from the shared store) and namespace labels.
     pub fn cluster_snapshot(&self) -> (Vec<PodInfo>, BTreeMap<String, BTreeMap<String, String>>) {
         let pods = self.ctx.pods.state().iter().filter_map(|p| self.pod_info(p)).collect();
-        let nss = self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect();
-        (pods, nss)
+        (pods, self.namespace_labels())
     }
 
-    /// The model's view of the Services with ClusterIPs.
-    pub fn services_snapshot(&self) -> Vec<ServiceInfo> {
+    /// Namespace name → labels, from the store.
+    fn namespace_labels(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect()
+    }
+
+    /// The model's view of the Services with ClusterIPs, as of the last Service or
+    /// EndpointSlice event ([`Policy::on_service_event`]).
+    pub fn services_snapshot(&self) -> Arc<Vec<ServiceInfo>> {
+        self.seen_services.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// What the model reads of the Services now, from the stores.
+    fn read_services(&self) -> Vec<ServiceInfo> {
         let slices = self.slices.state();
         let refs: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
         let mut out: Vec<ServiceInfo> = self.services.state().iter().filter_map(|s| ServiceInfo::from_service(s, &refs)).collect();
@@ -196,13 +207,13 @@ impl Policy {
     /// A Service or EndpointSlice event: when what the model reads of the Services changed, the
     /// policies with egress rules are reconciled again.
     pub fn on_service_event(&self) {
-        let now = self.services_snapshot();
+        let now = self.read_services();
         {
             let mut seen = self.seen_services.lock().unwrap_or_else(|e| e.into_inner());
-            if *seen == now {
+            if **seen == now {
                 return;
             }
-            *seen = now;
+            *seen = Arc::new(now);
         }
         for np in self.policies.state() {
             if np.spec.as_ref().is_some_and(|s| s.egress.as_ref().is_some_and(|e| !e.is_empty())) {
@@ -283,8 +294,7 @@ impl Policy {
                 None => seen.remove(key),
             }
         };
-        let namespaces: BTreeMap<String, BTreeMap<String, String>> =
-            self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect();
+        let namespaces = self.namespace_labels();
         for np in self.policies.state() {
             let hit = [&old, &new].into_iter().flatten().any(|p| model::concerns(&np, p, &namespaces));
             if hit {
@@ -362,8 +372,7 @@ impl Policy {
     fn port_changed(&self, key: &str) {
         let info = self.seen_pods.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
         let Some(pod) = info else { return };
-        let namespaces: BTreeMap<String, BTreeMap<String, String>> =
-            self.namespaces.state().iter().map(|n| (n.name_any(), n.labels().clone())).collect();
+        let namespaces = self.namespace_labels();
         for np in self.live_policies(&pod.namespace) {
             if model::concerns(&np, &pod, &namespaces) {
                 self.trigger(&pod.namespace, &np.name_any());
@@ -642,8 +651,9 @@ fn service_watches(
     let services =
         event_watch(Api::<Service>::all(policy.ctx.client.clone()), "services", svc_writer, health.clone(), shutdown, move |ev| match ev {
             watcher::Event::InitDone => {
-                p.one_listed();
+                // The snapshot first: a pass may start once the domain counts as synced.
                 p.on_service_event();
+                p.one_listed();
             }
             watcher::Event::Apply(_) | watcher::Event::Delete(_) => p.on_service_event(),
             _ => {}
@@ -653,8 +663,9 @@ fn service_watches(
         event_watch(Api::<EndpointSlice>::all(policy.ctx.client.clone()), "endpointslices", slice_writer, health, shutdown, move |ev| {
             match ev {
                 watcher::Event::InitDone => {
-                    p.one_listed();
+                    // The snapshot first: a pass may start once the domain counts as synced.
                     p.on_service_event();
+                    p.one_listed();
                 }
                 watcher::Event::Apply(_) | watcher::Event::Delete(_) => p.on_service_event(),
                 _ => {}

@@ -9,7 +9,7 @@
 //! * it has none (hand-written EndpointSlices, the `kubernetes` Service): one of its endpoint
 //!   addresses is a pod of the peer, or lies in the peer's ipBlock.
 
-use super::{push_rules, ContainerPort, Dir, Family, PodInfo, PortSpec, Protocol, Remote, RuleSpec};
+use super::{push_rules, Dir, Family, PodInfo, PortSpec, Protocol, Remote, RuleSpec};
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -112,7 +112,7 @@ impl ServiceInfo {
         let resolve = |sp: &ServicePort| -> Vec<u16> {
             match &sp.target {
                 Target::Number(n) => vec![*n],
-                Target::Name(name) => backends.iter().filter_map(|p| named(p.ports.as_slice(), name, sp.protocol)).collect(),
+                Target::Name(name) => backends.iter().filter_map(|p| p.named_port(name, sp.protocol)).collect(),
             }
         };
         self.ports
@@ -125,15 +125,11 @@ impl ServiceInfo {
                 PortSpec::Named(proto, name) => {
                     sp.protocol == *proto
                         && (sp.target == Target::Name(name.clone())
-                            || resolve(sp).iter().any(|t| backends.iter().any(|p| named(&p.ports, name, *proto) == Some(*t))))
+                            || resolve(sp).iter().any(|t| backends.iter().any(|p| p.named_port(name, *proto) == Some(*t))))
                 }
             })
             .collect()
     }
-}
-
-fn named(ports: &[ContainerPort], name: &str, protocol: Protocol) -> Option<u16> {
-    ports.iter().find(|p| p.name.as_deref() == Some(name) && p.protocol == protocol).map(|p| p.port)
 }
 
 /// Who a peer is, for finding the Services behind it.
@@ -174,6 +170,7 @@ pub(super) fn vip_rules(out: &mut BTreeSet<RuleSpec>, services: &[ServiceInfo], 
 
 #[cfg(test)]
 mod tests {
+    use super::super::ContainerPort;
     use super::*;
     use serde_json::json;
 
