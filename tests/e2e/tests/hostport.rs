@@ -135,6 +135,19 @@ fn server_pod(ns: &str, name: &str, ports: Value, bin: &Path, annotations: Value
     })
 }
 
+/// Deletes every pod of `ns` and waits until they are gone (DEL ran through the chain).
+fn delete_pods(ns: &str) {
+    must(kubectl().args([
+        "delete",
+        "pod",
+        "-n",
+        ns,
+        "--all",
+        "--wait=true",
+        "--timeout=90s",
+    ]));
+}
+
 fn wait_ready(ns: &str) {
     let ready = run(kubectl().args([
         "wait",
@@ -361,15 +374,7 @@ fn host_ports_answer_on_every_host_ip_over_tcp_and_udp() {
     assert!(warned.is_empty(), "{warned:?}");
 
     // DEL runs the chain in reverse: portmap removes its rules.
-    must(kubectl().args([
-        "delete",
-        "pod",
-        "-n",
-        &ns.0,
-        "--all",
-        "--wait=true",
-        "--timeout=90s",
-    ]));
+    delete_pods(&ns.0);
     wait_for(
         "portmap's rules to be removed",
         Duration::from_secs(30),
@@ -527,15 +532,7 @@ fn ingress_bandwidth_annotation_shapes_the_pod() {
         small_free > 10.0 * after_burst,
         "unshaped {small_free:.1} Mbit/s is not well above the shaped {after_burst:.1}"
     );
-    must(kubectl().args([
-        "delete",
-        "pod",
-        "-n",
-        &ns.0,
-        "--all",
-        "--wait=true",
-        "--timeout=90s",
-    ]));
+    delete_pods(&ns.0);
 }
 
 #[test]
@@ -593,15 +590,7 @@ fn pods_asking_for_turned_off_plugins_get_events() {
             && e.2.contains("kubernetes.io/ingress-bandwidth=10M")));
     // Nothing was mapped.
     assert!(hostport_rules(&[54409]).is_empty());
-    must(kubectl().args([
-        "delete",
-        "pod",
-        "-n",
-        &ns.0,
-        "--all",
-        "--wait=true",
-        "--timeout=90s",
-    ]));
+    delete_pods(&ns.0);
 }
 
 /// The node's address on the pod network (its Neutron port, hack/stack/node-port.sh).
@@ -743,13 +732,5 @@ fn egress_bandwidth_annotation_on_this_datapath() {
         }
         assert_eq!(n, 50, "50 UDP questions to {pod}: {n} answers");
     }
-    must(kubectl().args([
-        "delete",
-        "pod",
-        "-n",
-        &ns.0,
-        "--all",
-        "--wait=true",
-        "--timeout=90s",
-    ]));
+    delete_pods(&ns.0);
 }

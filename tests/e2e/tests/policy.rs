@@ -143,8 +143,13 @@ fn wait_ready(ns: &str) {
 /// Whether `ns/from` gets an HTTP answer from `ip:port` (one connection, 1 s timeout).
 fn reach(ns: &str, from: &str, ip: &str, port: u16) -> bool {
     let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 {ip} {port}");
-    let out = run(kubectl().args(["exec", "-n", ns, from, "--", "sh", "-c", &script]));
-    String::from_utf8_lossy(&out.stdout).contains("200 OK")
+    exec_out(ns, from, &["sh", "-c", &script]).contains("200 OK")
+}
+
+/// What `cmd` run in `ns/pod` printed (its failure is in what it printed, or did not).
+fn exec_out(ns: &str, pod: &str, cmd: &[&str]) -> String {
+    let out = run(kubectl().args(["exec", "-n", ns, pod, "--"]).args(cmd));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Polls until `ns/from` → `ip:port` is `want` (reachable or not); returns how long it took.
@@ -1016,32 +1021,26 @@ fn policy_matrix(handlers: &str, options: &str) {
 /// Whether `ns/pod` resolves `kubernetes.default` through cluster DNS (the `kube-dns` Service's
 /// ClusterIP, UDP).
 fn resolves(ns: &str, pod: &str) -> bool {
-    let out = run(kubectl().args([
-        "exec",
-        "-n",
+    exec_out(
         ns,
         pod,
-        "--",
-        "nslookup",
-        "-timeout=1",
-        "kubernetes.default.svc.cluster.local",
-    ]));
-    String::from_utf8_lossy(&out.stdout).contains("10.96.0.1")
+        &[
+            "nslookup",
+            "-timeout=1",
+            "kubernetes.default.svc.cluster.local",
+        ],
+    )
+    .contains("10.96.0.1")
 }
 
 /// Whether `ns/pod` opens a TCP connection to the `kubernetes` Service (10.96.0.1:443).
 fn reaches_api(ns: &str, pod: &str) -> bool {
-    let out = run(kubectl().args([
-        "exec",
-        "-n",
+    exec_out(
         ns,
         pod,
-        "--",
-        "sh",
-        "-c",
-        "nc -w 1 10.96.0.1 443 </dev/null; echo rc=$?",
-    ]));
-    String::from_utf8_lossy(&out.stdout).contains("rc=0")
+        &["sh", "-c", "nc -w 1 10.96.0.1 443 </dev/null; echo rc=$?"],
+    )
+    .contains("rc=0")
 }
 
 /// Default deny egress for the clients of namespace `a`, except DNS (to the CoreDNS pods, by
