@@ -305,6 +305,31 @@ pub async fn delete_link_in(ns: &Netns, name: &str) -> Result<bool, BindError> {
     .await
 }
 
+/// The host-side name of veth `name` in `ns` (its peer, looked up in the host netns `host`);
+/// `None` when `name` is absent, not a veth, or its peer is not in `host`.
+pub async fn veth_peer_in_host(
+    ns: &Netns,
+    name: &str,
+    host: &Netns,
+) -> Result<Option<String>, BindError> {
+    let (ns, name, host) = (ns.clone(), name.to_owned(), host.clone());
+    blocking(move || {
+        let link = ns.with_netlink(async |nl| nl.find_link(&name).await)?;
+        let Some(peer) = link
+            .filter(|l| l.kind.as_deref() == Some("veth"))
+            .and_then(|l| l.link_index)
+        else {
+            return Ok(None);
+        };
+        let links = host.with_netlink(async |nl| nl.links().await)?;
+        Ok(links
+            .into_iter()
+            .find(|l| l.index == peer && l.kind.as_deref() == Some("veth"))
+            .map(|l| l.name))
+    })
+    .await
+}
+
 /// Whether `name` exists in `ns`.
 pub async fn link_exists(ns: &Netns, name: &str) -> Result<bool, BindError> {
     let (ns, name) = (ns.clone(), name.to_owned());

@@ -24,8 +24,8 @@ use crate::attachments::{
 };
 use crate::binding::ovs::{self, AttachOutcome};
 use crate::binding::{
-    configure_pod, delete_link_in, l3, BindError, BindingDriver, Driver, HostEnv, PlugTarget,
-    OVS_ATTACH_WAIT,
+    configure_pod, delete_link_in, l3, veth_peer_in_host, BindError, BindingDriver, Driver,
+    HostEnv, PlugTarget, OVS_ATTACH_WAIT,
 };
 use crate::check;
 use crate::error::DaemonError;
@@ -680,20 +680,66 @@ impl Cni {
         };
         let _guard = self.locks.lock(&key).await;
         let Some(att) = self.store.load(&req.container_id, &req.ifname)? else {
-            // Never ADDed here, or already deleted: clean the named interface in this
-            // container's own netns, nothing else (a live sandbox of the same pod has its
-            // own netns and record).
+            // Never ADDed here, already deleted, or wired by another daemon before a migration
+            // (upstream kuryr's os-vif): clean the named interface in this container's own
+            // netns and, when it is a veth into OVS, its OVS port; nothing else (a live
+            // sandbox of the same pod has its own netns and record).
             if let Some(ns) = open_netns(&req.netns) {
-                if let Err(e) = delete_link_in(&ns, &req.ifname).await {
-                    tracing::debug!(error = %e, "best-effort cleanup in the netns failed");
-                }
+                self.unplug_unrecorded(&ns, &req.ifname).await?;
             }
-            tracing::info!(container = %req.container_id, ifname = %req.ifname, "DEL without attachment record: nothing to undo");
+            tracing::info!(container = %req.container_id, ifname = %req.ifname, "DEL without attachment record: cleaned the container's netns");
             return Ok(());
         };
         self.unplug(&att).await?;
         self.store.remove(&att.container_id, &att.ifname)?;
         self.update_gauge();
+        Ok(())
+    }
+
+    /// DEL of an interface with no attachment record: a veth whose host end is an OVS port of
+    /// a Neutron port (`external_ids:iface-id`) loses that OVS port (else the row would stay,
+    /// pointing at a deleted device), then the interface goes (and its host end with it).
+    /// Upstream kuryr-kubernetes plugged such veths (os-vif, `tap` + port id): after a
+    /// migration, this is how kuryr-rs undoes the wiring of the pods upstream started.
+    async fn unplug_unrecorded(&self, ns: &Netns, ifname: &str) -> Result<(), DaemonError> {
+        let host_end = match veth_peer_in_host(ns, ifname, &self.env.host).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the container's interface");
+                None
+            }
+        };
+        if let Some(host_end) = host_end {
+            let iface = self.env.ovs.find_interface(&host_end).await.map_err(|e| {
+                plug_err(
+                    "remove the OVS port of an unrecorded veth",
+                    host_end.as_str(),
+                )(e.into())
+            })?;
+            if iface.is_some_and(|i| i.external_ids.contains_key("iface-id")) {
+                if let Some(bridge) = self.env.ovs.port_bridge(&host_end).await.map_err(|e| {
+                    plug_err(
+                        "remove the OVS port of an unrecorded veth",
+                        host_end.as_str(),
+                    )(e.into())
+                })? {
+                    self.env
+                        .ovs
+                        .del_port(&bridge, &host_end)
+                        .await
+                        .map_err(|e| {
+                            plug_err(
+                                "remove the OVS port of an unrecorded veth",
+                                host_end.as_str(),
+                            )(e.into())
+                        })?;
+                    tracing::info!(%bridge, port = %host_end, "removed the OVS port of an interface plugged without a record here (another daemon's)");
+                }
+            }
+        }
+        if let Err(e) = delete_link_in(ns, ifname).await {
+            tracing::debug!(error = %e, "best-effort cleanup in the netns failed");
+        }
         Ok(())
     }
 

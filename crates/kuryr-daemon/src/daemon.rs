@@ -565,10 +565,28 @@ async fn probe_loop(
 
 /// Every `interval`: judges every OVS port the daemon owns (attachments and held pool ports)
 /// against its device and re-adds the stale ones ([`crate::stale`]); what stays wrong goes to
-/// the health report (`/health`) and the `kuryr_cni_ovs_stale_ports` gauge.
+/// the health report (`/health`) and the `kuryr_cni_ovs_stale_ports` gauge. Before that, the OVS
+/// ports upstream kuryr left without a device go ([`crate::stale::sweep_upstream_leftovers`]).
 async fn ovs_audit_loop(cni: Arc<Cni>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
     let repairer = cni.repairer();
     loop {
+        if let Some(bridge) = cni.health.bridge.as_deref() {
+            let swept = match crate::stale::owned_ports(&cni.store, &cni.pool).await {
+                Ok(owned) => {
+                    crate::stale::sweep_upstream_leftovers(
+                        &repairer.ovs,
+                        &repairer.host,
+                        bridge,
+                        &owned,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = swept {
+                tracing::warn!(error = %e, "could not sweep the OVS ports upstream kuryr left");
+            }
+        }
         let problems = match crate::stale::audit(&repairer, &cni.store, &cni.pool).await {
             Ok(p) => p,
             Err(e) => vec![format!("cannot audit the OVS ports: {e}")],

@@ -177,6 +177,43 @@ pub async fn owned_ports(
     Ok(out)
 }
 
+/// `external_ids:vm-uuid` of the OVS ports upstream kuryr-kubernetes plugged (os-vif's instance
+/// uuid, always `kuryr` there; kuryr-rs writes the pod uid).
+pub const UPSTREAM_VM_UUID: &str = "kuryr";
+
+/// Removes the OVS ports of `bridge` that upstream kuryr-kubernetes plugged (`vm-uuid=kuryr`,
+/// `tap…`, a Neutron `iface-id`) whose device is gone and that this daemon does not own: after
+/// a migration, a pod upstream wired and whose netns went before a DEL could clean it leaves
+/// such a row, pointing at nothing. Returns the names removed.
+pub async fn sweep_upstream_leftovers(
+    ovs: &Ovs,
+    host: &Netns,
+    bridge: &str,
+    owned: &[OwnedPort],
+) -> Result<Vec<String>, BindError> {
+    let mut removed = Vec::new();
+    if bridge.is_empty() {
+        return Ok(removed);
+    }
+    for port in ovs.list_ports(bridge).await? {
+        let upstream = port.interfaces.iter().any(|i| {
+            i.external_ids.get("vm-uuid").map(String::as_str) == Some(UPSTREAM_VM_UUID)
+                && i.external_ids.contains_key("iface-id")
+        });
+        if !upstream || !port.name.starts_with("tap") || owned.iter().any(|o| o.ifname == port.name)
+        {
+            continue;
+        }
+        if ovsb::inspect(ovs, host, &port.name).await? == Hold::NoDevice
+            && ovs.del_port(bridge, &port.name).await?
+        {
+            tracing::info!(bridge, port = %port.name, "removed an OVS port upstream kuryr plugged whose device is gone");
+            removed.push(port.name);
+        }
+    }
+    Ok(removed)
+}
+
 /// One audit round: judges every owned port, repairs the stale ones (unless vswitchd is not
 /// running: then every device looks unheld and nothing is re-added). Returns the problems
 /// left, by port name, for the health report.

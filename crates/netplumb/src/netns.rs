@@ -333,14 +333,23 @@ fn ensure_run_dir_shared() -> Result<RunDirSharing> {
             Ok(()) => return Ok(RunDirSharing::Shared),
             Err(Errno::EINVAL) if !made_mount => {
                 // Not a mount point yet: bind it onto itself, then retry making it shared.
-                mount(
+                // Netns files already mounted in it (by a runtime that does not make it a mount
+                // point, e.g. containerd, before kuryr-daemon first ran on the node) would end
+                // up under the new mount: hidden, never unmountable by their path, so the
+                // runtime's unlink of them fails (EBUSY) and their pods never finish
+                // terminating. They are moved onto the new mount point: held by an fd,
+                // unmounted, re-bound from the fd after the bind.
+                let held = detach_netns_mounts(dir);
+                let bound = mount(
                     Some(dir),
                     dir,
                     Some("none"),
                     MsFlags::MS_BIND | MsFlags::MS_REC,
                     None::<&str>,
                 )
-                .map_err(|e| Error::errno("bind mount", NETNS_RUN_DIR, e).in_netns(None))?;
+                .map_err(|e| Error::errno("bind mount", NETNS_RUN_DIR, e).in_netns(None));
+                rebind_netns_mounts(held);
+                bound?;
                 tracing::debug!("made {NETNS_RUN_DIR} a mount point");
                 made_mount = true;
             }
@@ -349,6 +358,89 @@ fn ensure_run_dir_shared() -> Result<RunDirSharing> {
             }
         }
     }
+}
+
+/// The nsfs mounts directly inside `dir` (from the calling thread's mountinfo), each opened (the fd keeps
+/// its netns alive) and then lazily unmounted. What cannot be opened or unmounted is left as it
+/// is and logged.
+fn detach_netns_mounts(dir: &Path) -> Vec<(PathBuf, OwnedFd)> {
+    let info = std::fs::read_to_string("/proc/thread-self/mountinfo").unwrap_or_default();
+    let mut held = Vec::new();
+    for path in nsfs_mounts_in(&info, dir) {
+        let fd = match open(&path, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open a netns mount to move it");
+                continue;
+            }
+        };
+        match umount2(&path, MntFlags::MNT_DETACH) {
+            Ok(()) => held.push((path, fd)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot unmount a netns mount to move it")
+            }
+        }
+    }
+    held
+}
+
+/// Binds each held netns back onto its file (now under the new mount point of the directory).
+fn rebind_netns_mounts(held: Vec<(PathBuf, OwnedFd)>) {
+    use std::os::fd::AsRawFd;
+    let n = held.len();
+    for (path, fd) in held {
+        let src = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        if let Err(e) = mount(
+            Some(src.as_str()),
+            &path,
+            Some("none"),
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
+            tracing::error!(path = %path.display(), error = %e, "cannot bind a netns back onto its file after moving it");
+        }
+    }
+    if n > 0 {
+        tracing::info!(
+            count = n,
+            "moved the netns mounts already in {NETNS_RUN_DIR} onto its new mount point"
+        );
+    }
+}
+
+/// Mount points of nsfs mounts whose parent directory is `dir` (mountinfo fields: 5th the mount
+/// point, octal-escaped; after ` - ` the filesystem type).
+fn nsfs_mounts_in(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            if post.split_whitespace().next()? != "nsfs" {
+                return None;
+            }
+            let mp = PathBuf::from(unescape_mountinfo(pre.split_whitespace().nth(4)?));
+            (mp.parent() == Some(dir)).then_some(mp)
+        })
+        .collect()
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn panicked(op: &'static str, object: &str, payload: Box<dyn Any + Send>) -> Error {
@@ -364,4 +456,32 @@ fn panicked(op: &'static str, object: &str, payload: Box<dyn Any + Send>) -> Err
         format!("thread panicked: {msg}"),
     )
     .in_netns(None)
+}
+
+#[cfg(test)]
+mod run_dir_tests {
+    use super::*;
+
+    #[test]
+    fn nsfs_mounts_directly_in_the_directory_are_found() {
+        let info = "\
+48 27 0:4 net:[4026532181] /run/netns/cni-9153 rw - nsfs nsfs rw
+49 27 0:4 net:[4026532182] /run/netns/with\\040space rw - nsfs nsfs rw
+50 27 0:4 net:[4026532183] /run/other/cni-x rw - nsfs nsfs rw
+51 27 0:30 / /run/netns/sub rw - tmpfs tmpfs rw
+52 27 0:4 net:[4026532184] /run/netns/deeper/x rw - nsfs nsfs rw";
+        assert_eq!(
+            nsfs_mounts_in(info, Path::new("/run/netns")),
+            vec![
+                PathBuf::from("/run/netns/cni-9153"),
+                PathBuf::from("/run/netns/with space")
+            ]
+        );
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("a\\040b\\011c\\134d"), "a b\tc\\d");
+        assert_eq!(unescape_mountinfo("trailing\\04"), "trailing\\04");
+    }
 }

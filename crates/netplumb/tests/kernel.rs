@@ -969,3 +969,70 @@ fn unsolicited_na_reaches_peer_and_is_accepted() {
     let e = entry(&peer).expect("peer kernel must accept the NA into its neighbour table");
     assert_eq!(e.mac, Some(pod_mac), "{e:?}");
 }
+
+/// A runtime that mounts netns files in /run/netns without making the directory a mount point
+/// (containerd does): when the first named netns of ours makes it one, those mounts must stay
+/// reachable by their path, or the runtime's umount + unlink fails with EBUSY and its pods
+/// never finish terminating (seen when kuryr-daemon started on a node with running pods).
+/// Runs in a private mount namespace with its own /run, so the host's /run/netns is untouched.
+#[test]
+#[ignore = "needs root"]
+fn netns_mounts_made_before_run_netns_became_a_mount_point_can_still_be_removed() {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    require_root();
+    std::thread::spawn(|| {
+        unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS).expect("private mount namespace");
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .expect("make / private");
+        mount(
+            Some("tmpfs"),
+            "/run",
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("tmpfs on /run");
+        std::fs::create_dir("/run/netns").expect("mkdir /run/netns");
+        // What containerd does: a plain file in the plain directory, the netns bound onto it.
+        let file = "/run/netns/cni-before";
+        std::fs::File::create(file).expect("netns file");
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            file,
+            Some("none"),
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind the netns like a runtime");
+        // Our first named netns makes /run/netns a (shared) mount point.
+        let name = format!(
+            "npt-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let _ours = Netns::create_named(&name).expect("create a named netns");
+        let mountinfo = std::fs::read_to_string("/proc/thread-self/mountinfo").expect("mountinfo");
+        assert!(
+            mountinfo
+                .lines()
+                .any(|l| l.split_whitespace().nth(4) == Some("/run/netns")),
+            "the test did not reach the case: /run/netns did not become a mount point\n{mountinfo}"
+        );
+        // The runtime's netns is still usable by its path...
+        Netns::open(file).expect("the runtime's netns is still mounted at its path");
+        // ...and its teardown works: umount, then unlink (EBUSY when the mount was hidden).
+        umount2(file, MntFlags::MNT_DETACH).expect("umount the runtime's netns");
+        std::fs::remove_file(file)
+            .expect("unlink the runtime's netns file after umount (EBUSY = hidden mount)");
+        Netns::delete_named(&name).expect("delete our netns");
+    })
+    .join()
+    .expect("test thread");
+}

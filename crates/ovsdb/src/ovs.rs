@@ -683,6 +683,28 @@ impl Ovs {
         }))
     }
 
+    /// The bridge holding port `ifname`, if any.
+    pub async fn port_bridge(&self, ifname: &str) -> Result<Option<String>> {
+        let read = self
+            .transact(&[Operation::select(
+                "Port",
+                vec![Condition::eq("name", ifname)],
+                &["_uuid"],
+            )])
+            .await?;
+        let Some(port) = first_row(result_at(&read, 0)?).and_then(Row::uuid).cloned() else {
+            return Ok(None);
+        };
+        let res = self
+            .transact(&[Operation::select(
+                "Bridge",
+                vec![Condition::includes("ports", &port)],
+                &["name"],
+            )])
+            .await?;
+        Ok(first_row(result_at(&res, 0)?).and_then(|r| r.get_str("name").map(str::to_owned)))
+    }
+
     /// Remove port `ifname` from `bridge`; Ok(false) if it was not there.
     /// ovsdb garbage-collects the unreferenced Port and Interface rows.
     pub async fn del_port(&self, bridge: &str, ifname: &str) -> Result<bool> {
