@@ -29,7 +29,7 @@ mod stats;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 const CNI_EXEC_DESC: &str = "kuryr-cni exec overhead: fork/exec + stdin + stdout + exit, the way a container runtime runs the plugin. Target ≤ 3 ms (p50).";
@@ -220,6 +220,26 @@ enum Cmd {
     },
     /// Remove everything a benchmark run may have left on the stack.
     Cleanup,
+    /// Append one run measured elsewhere (e.g. by the migration e2e test) to a results file.
+    Record {
+        /// The benchmark (file `<results_dir>/<benchmark>.json`).
+        #[arg(long)]
+        benchmark: String,
+        /// What the benchmark measures (the file's description).
+        #[arg(long)]
+        description: String,
+        /// `name=value:unit:what`, one sample each (repeatable).
+        #[arg(long = "metric")]
+        metrics: Vec<String>,
+        /// `name=value` facts of the run that are not timings (repeatable; JSON values allowed).
+        #[arg(long = "check")]
+        checks: Vec<String>,
+        /// Free-text notes (repeatable).
+        #[arg(long = "note")]
+        notes: Vec<String>,
+        #[command(flatten)]
+        out: Out,
+    },
 }
 
 fn record(run: results::Run, out: &Out, name: &str, desc: &str) -> Result<()> {
@@ -372,6 +392,40 @@ fn main() -> Result<()> {
             let p = results::write_summary(&results_dir)?;
             print!("{}", std::fs::read_to_string(p)?);
             Ok(())
+        }
+        Cmd::Record {
+            benchmark,
+            description,
+            metrics,
+            checks,
+            notes,
+            out,
+        } => {
+            let mut run = results::Run::start(&repo());
+            for m in &metrics {
+                let (name, rest) = m
+                    .split_once('=')
+                    .with_context(|| format!("--metric {m}: no '='"))?;
+                let mut parts = rest.splitn(3, ':');
+                let value: f64 = parts
+                    .next()
+                    .unwrap_or_default()
+                    .parse()
+                    .with_context(|| format!("--metric {m}: the value is not a number"))?;
+                let unit = parts.next().unwrap_or("");
+                let what = parts.next().unwrap_or("");
+                run.metric(name, stats::Metric::from_samples(&[value], unit, what));
+            }
+            for c in &checks {
+                let (k, v) = c
+                    .split_once('=')
+                    .with_context(|| format!("--check {c}: no '='"))?;
+                run.checks[k] = serde_json::from_str(v).unwrap_or_else(|_| serde_json::json!(v));
+            }
+            for n in notes {
+                run.note(n);
+            }
+            record(run, &out, &benchmark, &description)
         }
         Cmd::Cleanup => {
             require_root()?;
