@@ -14,6 +14,7 @@
 
 mod burst;
 mod cniexec;
+mod compare;
 mod cpu;
 mod daemon;
 mod daemonadd;
@@ -218,6 +219,26 @@ enum Cmd {
         #[command(flatten)]
         out: Out,
     },
+    /// Upstream kuryr-kubernetes 10.0.0 against kuryr-rs, same workloads, one sitting (needs root, the stack, and the node's CNI to itself).
+    CompareUpstream {
+        /// Where the release kuryr-controller, kuryr-daemon and kuryr-cni are [default: $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release].
+        #[arg(long)]
+        release_dir: Option<PathBuf>,
+        /// Pool modes, in order (`off`, `on`).
+        #[arg(long, value_delimiter = ',', default_value = "off,on")]
+        pools: Vec<String>,
+        /// Pods created one after the other.
+        #[arg(long, default_value_t = 10)]
+        sequential: usize,
+        /// Burst sizes (pods created at once).
+        #[arg(long, value_delimiter = ',', default_value = "20,50")]
+        bursts: Vec<usize>,
+        /// Give up on one workload after this long (s).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[command(flatten)]
+        out: Out,
+    },
     /// Remove everything a benchmark run may have left on the stack.
     Cleanup,
     /// Append one run measured elsewhere (e.g. by the migration e2e test) to a results file.
@@ -241,6 +262,14 @@ enum Cmd {
         out: Out,
     },
 }
+
+const COMPARE_DESC: &str = "Upstream kuryr-kubernetes 10.0.0 (hack/upstream/upstream: its controller, its daemon through the \
+netdev launcher, its Go CNI shim) against kuryr-rs (release binaries as host services, no chained plugins) on the same \
+stack, same kuryr.conf, one sitting; pools off, then on (ports_pool_min 25, batch 20). Pods through kubelet/containerd: \
+created → Ready seen by a watch (one at a time, 20 and 50 at once); the runtime's exec of kuryr-cni timed by a wrapper; \
+Neutron requests per pod from Neutron's access log by user agent; peak RSS and CPU seconds of each side's controller and \
+daemon processes over the bursts. ratio_* = upstream ÷ kuryr-rs (p50 where sampled; above 1 = kuryr-rs ahead). Peer and \
+limit in the same run: the reference bridge plugin's ADD (sequential, 20 at once) and the CPU floor of those 20.";
 
 fn record(run: results::Run, out: &Out, name: &str, desc: &str) -> Result<()> {
     let text = serde_json::to_string_pretty(&run.metrics)?;
@@ -392,6 +421,26 @@ fn main() -> Result<()> {
             let p = results::write_summary(&results_dir)?;
             print!("{}", std::fs::read_to_string(p)?);
             Ok(())
+        }
+        Cmd::CompareUpstream {
+            release_dir,
+            pools,
+            sequential,
+            bursts,
+            timeout,
+            out,
+        } => {
+            require_root()?;
+            let o = compare::Opts {
+                release_dir: release_dir
+                    .unwrap_or_else(|| target_dir().join("x86_64-unknown-linux-gnu/release")),
+                pools: pools.iter().map(|p| p == "on").collect(),
+                sequential,
+                bursts,
+                timeout: Duration::from_secs(timeout),
+            };
+            let run = compare::run(&o, &repo())?;
+            record(run, &out, "compare-upstream", COMPARE_DESC)
         }
         Cmd::Record {
             benchmark,
