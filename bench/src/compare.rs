@@ -442,20 +442,12 @@ fn measure_side(
 /// The reference `bridge` plugin (containernetworking/plugins) doing ADD in `n` fresh netns at
 /// once (host-local IPAM): the peer every ADD figure reads against.
 fn bridge_reference(n: usize, concurrent: bool) -> Result<Vec<f64>> {
-    let env = stack_env()?;
-    let plugins = std::fs::read_dir(PathBuf::from(
-        env.get("KURYR_CACHE")
-            .cloned()
-            .unwrap_or_else(|| "/var/cache/kuryr-rs".into()),
-    ))?
-    .flatten()
-    .map(|e| e.path())
-    .find(|p| {
-        p.file_name()
-            .is_some_and(|f| f.to_string_lossy().starts_with("cni-plugins-"))
-    })
-    .context("no cni-plugins cache (hack/stack/build-k8s.sh cni-plugins)")?
-    .join("bin");
+    // The reference plugins the runtime has (the stack's, or Debian's containernetworking-plugins).
+    let plugins = ["/opt/cni/bin", "/usr/lib/cni"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|d| d.join("bridge").exists() && d.join("host-local").exists())
+        .context("no reference bridge + host-local plugins in /opt/cni/bin or /usr/lib/cni")?;
     let dir = tempfile::tempdir()?;
     let conf = json!({"cniVersion": "1.0.0", "name": "kb-bridge", "type": "bridge", "bridge": "kb-br0", "isGateway": true,
                       "ipam": {"type": "host-local", "subnet": "10.250.0.0/24", "dataDir": dir.path().join("ipam")}})
