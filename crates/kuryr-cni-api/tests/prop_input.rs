@@ -188,3 +188,23 @@ fn tiny_timeouts_are_code_7() {
         );
     }
 }
+
+/// Regression (found by `prop_del_queue_entry`, 20000 cases): an entry whose container id
+/// starts with '.' got a file name starting with '.', which the daemon's drain takes for an
+/// interrupted write. (kuryr-cni never queues such an id: it validates CNI_CONTAINERID; the
+/// name must hold for any entry all the same.)
+#[test]
+fn queue_file_names_never_look_temporary() {
+    for cid in ["..", ".x", "."] {
+        let name = kuryr_cni_api::queue_file_name(cid, "eth0");
+        assert!(
+            kuryr_cni_api::is_queue_file_name(&name),
+            "{cid:?} -> {name:?}"
+        );
+    }
+    assert_eq!(
+        kuryr_cni_api::queue_file_name("..", "eth0"),
+        "%2E.@eth0.json"
+    );
+    assert_eq!(kuryr_cni_api::queue_file_name("c1", "eth0"), "c1@eth0.json");
+}
