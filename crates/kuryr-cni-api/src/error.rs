@@ -44,6 +44,12 @@ pub mod codes {
     pub const KURYR_INVALID_RESULT: u32 = 102;
     /// Internal error that should not happen (e.g. serialization failure).
     pub const INTERNAL: u32 = 999;
+
+    /// Whether `code` may appear in an error a plugin prints: one the spec defines (1-7, 11,
+    /// 50, 51) or a plugin's own (100 and up). 0 and the rest of 0-99 are reserved.
+    pub fn is_spec_code(code: u32) -> bool {
+        matches!(code, 1..=7 | 11 | 50 | 51) || code >= 100
+    }
 }
 
 /// The CNI error object, printed on stdout with a non-zero exit code:

@@ -17,6 +17,9 @@ pub const DEFAULT_TIMEOUT_SECONDS: f64 = 120.0;
 pub const DEFAULT_STATUS_TIMEOUT_SECONDS: f64 = 10.0;
 /// Upper bound accepted for the timeouts (one day); larger is code 7.
 pub const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
+/// Lower bound accepted for the timeouts (one millisecond); smaller is code 7 (a positive
+/// value below it would make a zero deadline, failing every call at once).
+pub const MIN_TIMEOUT_SECONDS: f64 = 0.001;
 
 /// The plugin configuration from stdin.
 ///
@@ -84,7 +87,7 @@ impl NetConf {
     /// - not JSON, or not a JSON object: code 6;
     /// - `cniVersion`, `name` or `type` missing, empty or not a string: code 7;
     /// - `name` not matching `[a-zA-Z0-9][a-zA-Z0-9_.-]*`: code 7;
-    /// - a kuryr field of the wrong type or out of range: code 7.
+    /// - a kuryr field of the wrong type or out of range (timeouts: 1 ms to one day): code 7.
     ///
     /// Whether `cniVersion` is supported is checked by [`CniCommand::check_version`]
     /// (code 1), since the answer depends on the verb.
@@ -135,10 +138,10 @@ impl NetConf {
             ("timeout_seconds", conf.timeout_seconds),
             ("status_timeout_seconds", conf.status_timeout_seconds),
         ] {
-            if !(v.is_finite() && v > 0.0 && v <= MAX_TIMEOUT_SECONDS) {
+            if !(v.is_finite() && (MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS).contains(&v)) {
                 return Err(CniError::invalid_config(
                     format!("invalid {key} in network config"),
-                    format!("{v} is not in (0, {MAX_TIMEOUT_SECONDS}]"),
+                    format!("{v} is not in [{MIN_TIMEOUT_SECONDS}, {MAX_TIMEOUT_SECONDS}]"),
                 ));
             }
         }
@@ -164,11 +167,12 @@ impl NetConf {
             CniCommand::Status => (self.status_timeout_seconds, DEFAULT_STATUS_TIMEOUT_SECONDS),
             _ => (self.timeout_seconds, DEFAULT_TIMEOUT_SECONDS),
         };
-        let secs = if secs.is_finite() && secs > 0.0 && secs <= MAX_TIMEOUT_SECONDS {
-            secs
-        } else {
-            default
-        };
+        let secs =
+            if secs.is_finite() && (MIN_TIMEOUT_SECONDS..=MAX_TIMEOUT_SECONDS).contains(&secs) {
+                secs
+            } else {
+                default
+            };
         Duration::from_secs_f64(secs)
     }
 }

@@ -177,7 +177,8 @@ impl DelQueueEntry {
 
 /// `<container_id>@<ifname>.json`, one file per attachment, so a repeated DEL replaces
 /// the earlier one. Bytes of `ifname` outside `[A-Za-z0-9_.-]` are written `%XX`
-/// (container IDs cannot contain `@` or `%`, so the name is unambiguous). Names longer than
+/// (container IDs cannot contain `@` or `%`, so the name is unambiguous; a leading `.` is
+/// written `%2E`, so the name is never taken for a temporary file). Names longer than
 /// 200 bytes keep a 100-byte prefix plus a 64-bit FNV-1a hash of the full name.
 pub fn queue_file_name(container_id: &str, ifname: &str) -> String {
     let escape = |s: &str| {
@@ -191,7 +192,12 @@ pub fn queue_file_name(container_id: &str, ifname: &str) -> String {
         }
         out
     };
-    let base = format!("{}@{}", escape(container_id), escape(ifname));
+    let mut base = format!("{}@{}", escape(container_id), escape(ifname));
+    // A leading '.' would make it look like a temporary file (see `is_queue_file_name`);
+    // valid container IDs never start with one, but the name must hold for any input.
+    if base.starts_with('.') {
+        base.replace_range(..1, "%2E");
+    }
     if base.len() <= 200 {
         return format!("{base}.json");
     }

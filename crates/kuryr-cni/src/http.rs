@@ -239,7 +239,7 @@ fn read_line<R: BufRead>(r: &mut R, step: Step) -> Result<Option<Vec<u8>>, HttpE
     Ok(Some(line))
 }
 
-pub(crate) fn read_response<R: BufRead>(r: &mut R, method: &str) -> Result<Response, HttpError> {
+pub fn read_response<R: BufRead>(r: &mut R, method: &str) -> Result<Response, HttpError> {
     loop {
         let (status, reason, headers) = read_head(r)?;
         if (100..200).contains(&status) {

@@ -7,12 +7,8 @@
 //! cannot reach the daemon is queued on disk for the daemon to replay, and succeeds.
 //!
 //! No async runtime, no HTTP crate: std, serde, serde_json. See README.md for the
-//! static build.
-
-mod delqueue;
-mod http;
-mod log;
-mod run;
+//! static build. The logic is in the library half (`src/lib.rs`), so that tests and the
+//! fuzz targets (`fuzz/` at the workspace root) drive exactly what the binary runs.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -20,7 +16,7 @@ use std::time::Instant;
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    let outcome = run::run(
+    let outcome = kuryr_cni::run::run(
         &|name| std::env::var_os(name),
         &mut io::stdin().lock(),
         started,

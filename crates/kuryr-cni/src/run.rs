@@ -42,13 +42,30 @@ struct Ctx {
     log: Logger,
 }
 
+/// Sends the request body to the daemon's socket within the deadline and returns its answer
+/// ([`http::request`] in the binary).
+pub type Transport<'a> = &'a mut dyn FnMut(&Path, &[u8], Deadline) -> Result<Response, HttpError>;
+
 /// Runs the invocation. `started` is when the process started: the deadline counts from it.
 pub fn run(env: EnvFn<'_>, stdin: &mut dyn Read, started: Instant) -> Outcome {
+    run_with(env, stdin, started, &mut |socket, body, deadline| {
+        http::request(socket, "POST", CNI_ENDPOINT, Some(body), deadline)
+    })
+}
+
+/// [`run`] with another transport (tests and fuzz targets answer from bytes). Everything
+/// else, parsing, the DEL queue and the printed answer, is what the binary does.
+pub fn run_with(
+    env: EnvFn<'_>,
+    stdin: &mut dyn Read,
+    started: Instant,
+    transport: Transport<'_>,
+) -> Outcome {
     let mut ctx = Ctx {
         version: CniVersion::LATEST,
         log: Logger::disabled(),
     };
-    match dispatch(&mut ctx, env, stdin, started) {
+    match dispatch(&mut ctx, env, stdin, started, transport) {
         Ok(out) => {
             ctx.log
                 .info(&format!("ok in {} ms", started.elapsed().as_millis()));
@@ -137,6 +154,7 @@ fn dispatch(
     env: EnvFn<'_>,
     stdin: &mut dyn Read,
     started: Instant,
+    transport: Transport<'_>,
 ) -> Result<Outcome, CniError> {
     let command = CniCommand::from_env_value(getenv(env, "CNI_COMMAND")?.as_str().into())?;
     if command == CniCommand::Version {
@@ -190,13 +208,7 @@ fn dispatch(
     ctx.log
         .debug(|| format!("POST {CNI_ENDPOINT} on {}: {body}", socket.display()));
 
-    let sent = http::request(
-        socket,
-        "POST",
-        CNI_ENDPOINT,
-        Some(body.as_bytes()),
-        deadline,
-    );
+    let sent = transport(socket, body.as_bytes(), deadline);
     if let Ok(resp) = &sent {
         ctx.log.debug(|| {
             format!(
@@ -229,8 +241,23 @@ fn handle_response(
     prev: Option<CniResult>,
 ) -> Result<Outcome, CniError> {
     if !resp.is_success() {
-        if let Some(e) = CniError::from_body(&resp.body) {
-            return Err(e);
+        if let Some(mut e) = CniError::from_body(&resp.body) {
+            if codes::is_spec_code(e.code) {
+                if e.msg.trim().is_empty() {
+                    // The spec requires a message; say at least who failed.
+                    e.msg = format!("kuryr-daemon failed {command} with HTTP {}", resp.status);
+                }
+                return Err(e);
+            }
+            // A code the spec reserves (8-10, 12-49, 52-99) must not reach the runtime.
+            return Err(CniError::new(
+                codes::KURYR_DAEMON_BAD_RESPONSE,
+                format!(
+                    "kuryr-daemon failed {command} with code {}, which the CNI spec reserves",
+                    e.code
+                ),
+                format!("{}: {}", e.msg, e.details),
+            ));
         }
         let details = format!(
             "HTTP {} {}: {}",

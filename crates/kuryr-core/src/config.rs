@@ -380,6 +380,19 @@ pub struct CniDaemonConfig {
     /// `kuryr.openstack.org/standalone=true`. Reserved: kuryr does not wire Pods in it.
     /// Read by both the daemon and the controller.
     pub standalone_namespace: String,
+    /// Who may use the CNI socket (kuryr-rs): peers whose SO_PEERCRED uid is in
+    /// `socket_allowed_uids` (default `0`, root only); others get HTTP 403, code 115.
+    pub socket_allowed_uids: Vec<u32>,
+    /// Largest CNI request body (`socket_max_request_bytes`, default 1 MiB); larger is
+    /// HTTP 413, code 117, without reading it.
+    pub socket_max_request_bytes: usize,
+    /// How long a client may take to send its whole request, head and body
+    /// (`socket_request_timeout`, seconds, default 10): a connection that sends nothing or
+    /// trickles is closed after it, so idle clients cannot hold the socket.
+    pub socket_request_timeout: Duration,
+    /// Connections served at once (`socket_max_connections`, default 512); one more is
+    /// answered at once with HTTP 503, code 11 (try again later), never queued behind them.
+    pub socket_max_connections: usize,
 }
 
 /// Default of `[cni_daemon] standalone_namespace`.
@@ -805,7 +818,66 @@ impl Config {
                 "standalone_namespace",
                 DEFAULT_STANDALONE_NAMESPACE,
             ),
+            socket_allowed_uids: match ini.get(cd, "socket_allowed_uids") {
+                None => vec![0],
+                Some(v) => v
+                    .split([',', '\n'])
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(|u| {
+                        u.parse::<u32>().map_err(|_| {
+                            invalid(
+                                cd,
+                                "socket_allowed_uids",
+                                v,
+                                "expected a list of numeric uids",
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<u32>, ConfigError>>()?,
+            },
+            socket_max_request_bytes: ini.num_or(cd, "socket_max_request_bytes", 1 << 20)?,
+            socket_request_timeout: Duration::from_secs(ini.num_or(
+                cd,
+                "socket_request_timeout",
+                10,
+            )?),
+            socket_max_connections: ini.num_or(cd, "socket_max_connections", 512)?,
         };
+        for (option, zero) in [
+            (
+                "socket_max_request_bytes",
+                cni_daemon.socket_max_request_bytes == 0,
+            ),
+            (
+                "socket_request_timeout",
+                cni_daemon.socket_request_timeout.is_zero(),
+            ),
+            (
+                "socket_max_connections",
+                cni_daemon.socket_max_connections == 0,
+            ),
+        ] {
+            if zero {
+                return Err(invalid(cd, option, "0", "must be at least 1"));
+            }
+        }
+        if cni_daemon.socket_request_timeout > Duration::from_secs(3600) {
+            return Err(invalid(
+                cd,
+                "socket_request_timeout",
+                &cni_daemon.socket_request_timeout.as_secs().to_string(),
+                "at most 3600 seconds",
+            ));
+        }
+        if cni_daemon.socket_allowed_uids.is_empty() {
+            return Err(invalid(
+                cd,
+                "socket_allowed_uids",
+                "",
+                "no uid could use the CNI socket; leave it unset for root only",
+            ));
+        }
         if cni_daemon.vif_annotation_timeout.is_zero() {
             return Err(invalid(
                 cd,

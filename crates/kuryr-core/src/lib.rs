@@ -10,5 +10,7 @@
 
 pub mod config;
 pub mod crd;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod names;
 pub mod vif;

@@ -249,7 +249,13 @@ impl Vif {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let mtu = net.get("mtu").and_then(Value::as_u64).unwrap_or(1500) as u32;
+        let mtu = match net.get("mtu").and_then(Value::as_u64) {
+            None => 1500,
+            // Out of u32 is out of range (validate() then checks 68..=65535).
+            Some(m) => {
+                u32::try_from(m).map_err(|_| VifError::Invalid(format!("MTU {m} out of range")))?
+            }
+        };
         let binding = os_vif_binding(name, d, net)?;
         let ips = os_vif_ips(net)?;
         let host_ifname = match (&binding, vif_name) {

@@ -80,6 +80,17 @@ fn pod_key(namespace: &str, name: &str) -> String {
     format!("pod:{namespace}/{name}")
 }
 
+/// The request's `CNI_NETNS`, opened; code 4 naming the path if it cannot be (missing, not a
+/// network namespace).
+fn open_request_netns(path: &str) -> Result<Netns, DaemonError> {
+    Netns::open(path).map_err(|e| {
+        DaemonError::BadRequest(CniError::invalid_env(
+            format!("cannot open CNI_NETNS {path}"),
+            e.to_string(),
+        ))
+    })
+}
+
 /// Opens a netns path; `None` if it is gone.
 fn open_netns(path: &str) -> Option<Netns> {
     if path.is_empty() {
@@ -165,6 +176,10 @@ impl Cni {
             .max(Duration::from_secs(1));
         let deadline = tokio::time::Instant::now() + budget;
         let mut seen = false;
+        // A netns that cannot be opened now will not be there after the wait either (the
+        // runtime made it before calling ADD): fail at once, naming it, instead of waiting
+        // out the VIF first. Opened again under the lock below; not held over the wait.
+        drop(open_request_netns(&req.netns)?);
 
         let vifs = self
             .add_wait_vifs(req, &pod, deadline, budget, &mut seen)
@@ -283,12 +298,7 @@ impl Cni {
         pod_uid: &str,
         vifs: &[PodVif],
     ) -> Result<(Netns, Attachment, bool), DaemonError> {
-        let netns = Netns::open(&req.netns).map_err(|e| {
-            DaemonError::BadRequest(CniError::invalid_env(
-                format!("cannot open CNI_NETNS {}", req.netns),
-                e.to_string(),
-            ))
-        })?;
+        let netns = open_request_netns(&req.netns)?;
         let existing = self.store.load(&req.container_id, &req.ifname)?;
         if let Some(old) = &existing {
             // A retried ADD whose KuryrPort now holds other ports: drop the old ones first.

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::api::server::{bind_unix, serve_tcp, serve_unix, Site};
+use crate::api::server::{bind_unix, serve_tcp, serve_unix, Site, SocketLimits};
 use crate::attachments::AttachmentStore;
 use crate::binding::HostEnv;
 use crate::cni::{Cni, Settings};
@@ -442,7 +442,12 @@ async fn serve(
         .local_addr()
         .map_err(io_err("address of", Path::new("metrics listener")))?;
     let servers = vec![
-        tokio::spawn(serve_unix(unix, cni.clone(), shutdown_rx.clone())),
+        tokio::spawn(serve_unix(
+            unix,
+            cni.clone(),
+            shutdown_rx.clone(),
+            SocketLimits::from_config(&opts.config.cni_daemon),
+        )),
         tokio::spawn(serve_tcp(
             health_l,
             Site::Health(cni.health.clone()),

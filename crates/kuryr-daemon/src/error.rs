@@ -25,6 +25,8 @@ pub mod codes {
     pub const KURYR_FORBIDDEN: u32 = 115;
     /// Reading or writing the local attachment records failed.
     pub const KURYR_STATE_IO: u32 = 116;
+    /// The request body is larger than `[cni_daemon] socket_max_request_bytes` (HTTP 413).
+    pub const KURYR_REQUEST_TOO_LARGE: u32 = 117;
 }
 
 /// Why a request failed. Every variant names the object and the step.

@@ -80,3 +80,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(feature = "arb")]
+pub mod arb;

@@ -253,6 +253,9 @@ impl CloudConfig {
     }
 }
 
+/// Largest `api_timeout` of a cloud, in seconds (one day).
+pub const MAX_API_TIMEOUT_SECONDS: f64 = 86_400.0;
+
 /// A parsed clouds.yaml; clouds are validated when picked with [`CloudsFile::cloud`].
 #[derive(Clone, Debug, Default)]
 pub struct CloudsFile {
@@ -385,10 +388,14 @@ impl RawCloud {
             }
         }
         let timeout = match self.api_timeout {
-            Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
+            // At most a day: larger would not fit a Duration (or a deadline) anyway.
+            Some(t) if t.is_finite() && t > 0.0 && t <= MAX_API_TIMEOUT_SECONDS => {
+                Some(Duration::from_secs_f64(t))
+            }
             Some(t) => {
                 return Err(Error::Config(format!(
-                    "cloud {name:?}: api_timeout must be a positive number, got {t}"
+                    "cloud {name:?}: api_timeout must be a positive number of seconds, at most \
+                     {MAX_API_TIMEOUT_SECONDS}, got {t}"
                 )))
             }
             None => None,

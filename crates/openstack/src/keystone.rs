@@ -370,7 +370,7 @@ async fn post_credentials(
 
 /// The token a successful answer describes: the secret from its `X-Subject-Token` header
 /// (`subject`), the rest from its body.
-fn token_from_response(
+pub(crate) fn token_from_response(
     path: &str,
     status: StatusCode,
     subject: Option<String>,

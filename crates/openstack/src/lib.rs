@@ -13,6 +13,8 @@
 
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keystone;
 pub mod metrics;
 pub mod neutron;

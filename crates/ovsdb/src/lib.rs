@@ -9,6 +9,9 @@ pub mod client;
 pub mod endpoint;
 pub mod error;
 pub mod framing;
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod fuzzing;
 pub mod monitor;
 pub mod op;
 pub mod ovs;

@@ -71,7 +71,7 @@ pub struct InterfaceInfo {
 }
 
 impl InterfaceInfo {
-    fn from_row(row: &Row) -> Result<InterfaceInfo> {
+    pub(crate) fn from_row(row: &Row) -> Result<InterfaceInfo> {
         let uuid = row
             .uuid()
             .cloned()

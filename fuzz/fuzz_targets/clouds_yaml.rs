@@ -1,0 +1,10 @@
+//! clouds.yaml: parsed, each cloud picked and a session built from it.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        kuryr_openstack::fuzzing::clouds_yaml(text);
+    }
+});
