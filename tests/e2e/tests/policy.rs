@@ -560,16 +560,16 @@ fn network_policies_are_enforced_by_neutron_and_converge_fast() {
 /// the panic again; otherwise kuryr must still run. The pods and then the namespaces go while the
 /// controller still runs (their finalizers are its), then the controller and the daemon.
 fn finish(mut s: Setup, result: std::thread::Result<()>, namespaces: [Namespace; 2]) {
-    if let Err(e) = result {
+    if result.is_err() {
         let knp = run(kubectl().args(["get", "kuryrnetworkpolicies", "-A", "-o", "yaml"]));
         eprintln!(
             "KuryrNetworkPolicies:\n{}",
             String::from_utf8_lossy(&knp.stdout)
         );
         eprintln!("controller:\n{}", s.controller.log_tail(80));
-        std::panic::resume_unwind(e);
+    } else {
+        assert!(s.daemon.alive() && s.controller.alive(), "kuryr crashed");
     }
-    assert!(s.daemon.alive() && s.controller.alive(), "kuryr crashed");
     for ns in &namespaces {
         let _ = run(kubectl().args([
             "delete",
@@ -595,6 +595,11 @@ fn finish(mut s: Setup, result: std::thread::Result<()>, namespaces: [Namespace;
     drop(namespaces);
     s.controller.stop();
     s.daemon.stop();
+    // A failed test cleaned up like a passing one first (the finalizers of its pods, KuryrPorts
+    // and KuryrNetworkPolicies are the controller's: without it the namespaces stay Terminating).
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }
 
 /// Waits until `ns` has no KuryrNetworkPolicy left.
