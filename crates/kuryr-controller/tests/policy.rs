@@ -14,7 +14,7 @@ use kube::runtime::watcher;
 use kube::Client;
 use kuryr_controller::policy::model::{Cluster, ModelSettings};
 use kuryr_controller::policy::networkpolicy::{new_knp, spec_of};
-use kuryr_controller::policy::{knp, Policy, PolicySettings};
+use kuryr_controller::policy::{knp, PodAddressSource, Policy, PolicySettings};
 use kuryr_controller::runtime::cache::NeutronCache;
 use kuryr_controller::runtime::context::{Backoff, Context};
 use kuryr_controller::runtime::events::Events;
@@ -200,11 +200,12 @@ fn policy_settings() -> PolicySettings {
     PolicySettings {
         cluster_name: CLUSTER.into(),
         project: String::new(),
+        multi_project: false,
         tags: all_tags(&["kuryr-rs-test".to_string()], CLUSTER),
         default_groups: vec![DEFAULT_SG.into()],
         infra_subnets: Vec::new(),
         infra_cidrs: vec!["192.168.0.0/24".parse().unwrap()],
-        families: vec![EtherType::IPv4],
+        pod_addresses: PodAddressSource::Families(vec![EtherType::IPv4]),
     }
 }
 

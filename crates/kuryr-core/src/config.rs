@@ -257,6 +257,42 @@ pub enum SubnetsDriver {
     Namespace,
 }
 
+/// `[kubernetes] pod_project_driver`, `service_project_driver`, `namespace_project_driver`,
+/// `network_policy_project_driver` (upstream's project drivers): which OpenStack project a
+/// namespace's resources are created in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProjectDriver {
+    /// `[neutron_defaults] project`.
+    #[default]
+    Default,
+    /// The namespace's `openstack.org/kuryr-project` annotation, else `[neutron_defaults] project`.
+    Annotation,
+}
+
+/// The namespace annotation naming the OpenStack project of its resources (upstream's).
+pub const PROJECT_ANNOTATION: &str = "openstack.org/kuryr-project";
+
+/// The four project drivers, by what they place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProjectDrivers {
+    /// Pod ports.
+    pub pod: ProjectDriver,
+    /// Service load balancers (and their floating IPs).
+    pub service: ProjectDriver,
+    /// Namespace networks and subnets (`pod_subnets_driver = namespace`).
+    pub namespace: ProjectDriver,
+    /// NetworkPolicy security groups and address groups.
+    pub network_policy: ProjectDriver,
+}
+
+impl ProjectDrivers {
+    /// Whether any of them reads the annotation.
+    pub fn any_annotation(&self) -> bool {
+        [self.pod, self.service, self.namespace, self.network_policy]
+            .contains(&ProjectDriver::Annotation)
+    }
+}
+
 /// `[kubernetes] pod_security_groups_driver`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecurityGroupsDriver {
@@ -311,6 +347,8 @@ pub struct KubernetesConfig {
     pub vif_pool_driver: VifPoolDriver,
     pub pod_subnets_driver: SubnetsDriver,
     pub pod_security_groups_driver: SecurityGroupsDriver,
+    /// `[kubernetes] *_project_driver`.
+    pub project_drivers: ProjectDrivers,
     pub enabled_handlers: Vec<String>,
     /// `endpoints_driver_octavia_provider`: the Octavia provider of Service load balancers;
     /// `default` = Octavia's default provider.
@@ -554,6 +592,24 @@ impl Config {
             ],
             "supported: default, namespace, policy",
         )?;
+        let project = |option: &str| {
+            ini.choice(
+                k,
+                option,
+                "default",
+                &[
+                    ("default", ProjectDriver::Default),
+                    ("annotation", ProjectDriver::Annotation),
+                ],
+                "supported: default, annotation",
+            )
+        };
+        let project_drivers = ProjectDrivers {
+            pod: project("pod_project_driver")?,
+            service: project("service_project_driver")?,
+            namespace: project("namespace_project_driver")?,
+            network_policy: project("network_policy_project_driver")?,
+        };
         let enabled_handlers = Self::enabled_handlers(ini)?;
         Ok(KubernetesConfig {
             api_root: ini.opt(k, "api_root"),
@@ -574,6 +630,7 @@ impl Config {
             vif_pool_driver,
             pod_subnets_driver,
             pod_security_groups_driver,
+            project_drivers,
             enabled_handlers,
             octavia_provider: ini.str_or(k, "endpoints_driver_octavia_provider", "default"),
             controller_ha: ini.bool_or(k, "controller_ha", false)?,
@@ -1131,6 +1188,31 @@ resource_tags = kuryr-rs-local
     }
 
     #[test]
+    fn project_drivers_default_and_annotation() {
+        let c = Config::parse(STACK_CONF, Role::Controller).expect("valid");
+        assert_eq!(c.kubernetes.project_drivers, ProjectDrivers::default());
+        assert!(!c.kubernetes.project_drivers.any_annotation());
+        let conf = STACK_CONF.replace(
+            "[kubernetes]\n",
+            "[kubernetes]\npod_project_driver = annotation\nnetwork_policy_project_driver = annotation\n",
+        );
+        let d = Config::parse(&conf, Role::Controller)
+            .expect("valid")
+            .kubernetes
+            .project_drivers;
+        assert_eq!(
+            (d.pod, d.service, d.namespace, d.network_policy),
+            (
+                ProjectDriver::Annotation,
+                ProjectDriver::Default,
+                ProjectDriver::Default,
+                ProjectDriver::Annotation
+            )
+        );
+        assert!(d.any_annotation());
+    }
+
+    #[test]
     fn dual_stack_subnets_extend_upstreams_single_ones() {
         let c = Config::parse(STACK_CONF, Role::Controller).expect("valid");
         assert_eq!(
@@ -1180,6 +1262,12 @@ resource_tags = kuryr-rs-local
             ("[cni_daemon]\nstandalone_namespace = a.b\n", Role::Daemon, "[cni_daemon] standalone_namespace"),
             ("[neutron_defaults]\npod_subnet = s\n", Role::Controller, "[neutron_defaults] project is required"),
             ("[neutron_defaults]\npod_subnets = a,b,c\n", Role::Daemon, "[neutron_defaults] pod_subnets = \"a,b,c\": at most two subnets"),
+            (
+                "[kubernetes]\npod_project_driver = namespace\n",
+                Role::Daemon,
+                "[kubernetes] pod_project_driver = \"namespace\": supported: default, annotation",
+            ),
+            ("[kubernetes]\nnetwork_policy_project_driver = annotations\n", Role::Daemon, "[kubernetes] network_policy_project_driver = \"annotations\""),
             ("[neutron_defaults]\nservice_subnet = x\nservice_subnets = a,b\n", Role::Daemon, "[neutron_defaults] service_subnet = \"x\": differs from the first of service_subnets (a)"),
             (
                 "[kubernetes]\npod_subnets_driver = namespace\n[neutron_defaults]\nproject = p\npod_security_groups = sg\n",

@@ -291,3 +291,329 @@ fn namespaces_get_their_own_networks_and_reach_each_other_through_the_router() {
         controller.log_tail(40)
     );
 }
+
+/// `openstack --os-cloud admin <args> -f json`, parsed.
+fn admin_json(args: &[&str]) -> serde_json::Value {
+    kjson(
+        kuryr_e2e::openstack("admin")
+            .args(args)
+            .args(["-f", "json"]),
+    )
+}
+
+/// The second project of the annotation test (made once, kept: projects are cheap and a
+/// fresh id per run would leave one behind per run) and its id.
+fn second_project() -> String {
+    let p = admin_json(&[
+        "project",
+        "create",
+        "--or-show",
+        "--domain",
+        "Default",
+        "--description",
+        "kuryr-rs e2e: a namespace's openstack.org/kuryr-project",
+        "kst-kuryr-tenant2",
+    ]);
+    p["id"].as_str().expect("project id").to_string()
+}
+
+/// A user allowed to create in any project (role `admin` on the cluster's project `k8s`,
+/// token scoped to it): what `*_project_driver = annotation` needs (the stack's `kuryr`
+/// application credential, member+service on k8s, is refused networks, security groups,
+/// address groups and load balancers with another `project_id`). A fresh password per run.
+fn multi_project_user(k8s_project: &str) -> (String, String) {
+    let user = "kst-kuryr-multi-project".to_string();
+    let password = kuryr_e2e::unique("pw-");
+    let _ = admin_json(&[
+        "user",
+        "create",
+        "--or-show",
+        "--domain",
+        "Default",
+        "--password",
+        &password,
+        &user,
+    ]);
+    kuryr_e2e::must(kuryr_e2e::openstack("admin").args([
+        "user",
+        "set",
+        "--password",
+        &password,
+        &user,
+    ]));
+    kuryr_e2e::must(kuryr_e2e::openstack("admin").args([
+        "role",
+        "add",
+        "--user",
+        &user,
+        "--project",
+        k8s_project,
+        "admin",
+    ]));
+    (user, password)
+}
+
+/// What `project` holds besides Neutron's own `default` security group: ports, networks,
+/// subnets, security groups, address groups (as `kind id name`).
+fn held_by(project: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (kind, args) in [
+        ("port", vec!["port", "list", "--project", project]),
+        ("network", vec!["network", "list", "--project", project]),
+        ("subnet", vec!["subnet", "list", "--project", project]),
+        (
+            "security group",
+            vec!["security", "group", "list", "--project", project],
+        ),
+        (
+            "address group",
+            vec!["address", "group", "list", "--project", project],
+        ),
+    ] {
+        for o in admin_json(&args).as_array().cloned().unwrap_or_default() {
+            let name = o["Name"].as_str().unwrap_or_default().to_string();
+            if kind == "security group" && name == "default" {
+                continue;
+            }
+            out.push(format!(
+                "{kind} {} {name}",
+                o["ID"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    out
+}
+
+/// `[kubernetes] pod_project_driver`, `namespace_project_driver` and
+/// `network_policy_project_driver = annotation` (upstream's project drivers): a namespace
+/// annotated `openstack.org/kuryr-project: <second project>` gets its namespace network and
+/// subnet, its pods' ports and its NetworkPolicy's security group in that project; a plain
+/// namespace stays in `[neutron_defaults] project`. Pods of both ping each other (through
+/// `kuryr-router`), the policy is enforced (a ping refused, then allowed again once deleted), and
+/// deleting the namespaces leaves nothing of them in either project. The controller runs with a
+/// user that has the `admin` role on the cluster's project (what creating in another project
+/// takes on this cloud, see README).
+#[test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+fn kuryr_project_annotation_places_a_namespaces_resources_in_its_project() {
+    let env = stack_env();
+    let cloud = Cloud::connect();
+    let k8s = env["K8S_PROJECT_ID"].clone();
+    let p2 = second_project();
+    let (user, password) = multi_project_user(&k8s);
+    assert!(
+        held_by(&p2).is_empty(),
+        "the second project is not empty before the test: {:?}",
+        held_by(&p2)
+    );
+    let conf = kuryr::config_with(
+        "proj",
+        &format!(
+            "[kubernetes]\npod_subnets_driver = namespace\n\
+             enabled_handlers = vif,kuryrport,namespace,kuryrnetwork,policy,kuryrnetworkpolicy\n\
+             pod_project_driver = annotation\nnamespace_project_driver = annotation\n\
+             network_policy_project_driver = annotation\n\
+             [neutron]\nauth_type = password\nusername = {user}\npassword = {password}\n\
+             project_id = {k8s}\nuser_domain_name = Default\nproject_domain_name = Default\n"
+        ),
+    );
+    let mut daemon = kuryr::spawn_daemon(&conf.0, &[]);
+    let mut controller = kuryr::spawn_controller_with(
+        &conf.0,
+        &[
+            "--health-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    kuryr::wait_daemon_ready(&mut daemon);
+
+    let t = Namespace::create("kst-proj-t-");
+    let d = Namespace::create("kst-proj-d-");
+    kuryr_e2e::must(kubectl().args([
+        "annotate",
+        "namespace",
+        &t.0,
+        &format!("openstack.org/kuryr-project={p2}"),
+    ]));
+    let t0 = Instant::now();
+    for (ns, pod) in [(&t, "t1"), (&t, "t2"), (&d, "d1")] {
+        ns.apply_json(pod, &kuryr::web_pod(&ns.0, pod, "kst"));
+    }
+    wait_ready(&t.0, "annotated namespace");
+    wait_ready(&d.0, "plain namespace");
+    eprintln!(
+        "3 pods in an annotated and a plain namespace Ready {:?} after create",
+        t0.elapsed()
+    );
+
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Where everything went.
+        let kn =
+            |ns: &str| kjson(kubectl().args(["get", "kuryrnetwork", "-n", ns, ns, "-o", "json"]));
+        assert_eq!(kn(&t.0)["spec"]["projectId"].as_str(), Some(p2.as_str()));
+        assert_eq!(kn(&d.0)["spec"]["projectId"].as_str(), Some(k8s.as_str()));
+        for (ns, project) in [(&t.0, &p2), (&d.0, &k8s)] {
+            let nets = stamped(&cloud, ns);
+            // The kuryr credential (project k8s) does not see the other project's network.
+            if project == &k8s {
+                assert_eq!(nets.len(), 1, "{ns}: {nets:?}");
+            }
+            let kn = kn(ns);
+            let net = admin_json(&[
+                "network",
+                "show",
+                kn["status"]["netId"].as_str().expect("netId"),
+            ]);
+            let sub = admin_json(&[
+                "subnet",
+                "show",
+                kn["status"]["subnetId"].as_str().expect("subnetId"),
+            ]);
+            assert_eq!(
+                (net["project_id"].as_str(), sub["project_id"].as_str()),
+                (Some(project.as_str()), Some(project.as_str())),
+                "{ns}: network and subnet in {project}"
+            );
+        }
+        let port_project = |ns: &str, pod: &str| {
+            let uid = kjson(kubectl().args(["get", "pod", "-n", ns, pod, "-o", "json"]))
+                ["metadata"]["uid"]
+                .as_str()
+                .expect("uid")
+                .to_string();
+            let ports = admin_json(&["port", "list", "--device-id", &uid, "--long"]);
+            let ports = ports.as_array().cloned().unwrap_or_default();
+            assert_eq!(ports.len(), 1, "{ns}/{pod}: {ports:?}");
+            let id = ports[0]["ID"].as_str().expect("port id").to_string();
+            admin_json(&["port", "show", &id])["project_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(
+            port_project(&t.0, "t1"),
+            p2,
+            "t1's port in the annotated project"
+        );
+        assert_eq!(
+            port_project(&t.0, "t2"),
+            p2,
+            "t2's port in the annotated project"
+        );
+        assert_eq!(
+            port_project(&d.0, "d1"),
+            k8s,
+            "d1's port in the default project"
+        );
+
+        // Traffic: within the annotated namespace, and across projects through the router.
+        let (t1, t2, d1) = (pod_ip(&t.0, "t1"), pod_ip(&t.0, "t2"), pod_ip(&d.0, "d1"));
+        assert!(ping(&t.0, "t1", t2), "t1 -> t2");
+        assert!(
+            ping(&t.0, "t1", d1),
+            "t1 -> d1 (other project, through kuryr-router)"
+        );
+        assert!(ping(&d.0, "d1", t1), "d1 -> t1");
+
+        // A NetworkPolicy of the annotated namespace: its security group in that project.
+        t.apply_json(
+            "deny",
+            &serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "deny", "namespace": t.0},
+                "spec": {"podSelector": {"matchLabels": {"app": "kst"}}, "policyTypes": ["Ingress"]}}),
+        );
+        let t_deny = Instant::now();
+        wait_for(
+            "ping d1 -> t2 refused by the policy",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || (!ping(&d.0, "d1", t2)).then_some(()),
+        );
+        eprintln!(
+            "policy in the annotated namespace enforced {:?}",
+            t_deny.elapsed()
+        );
+        let sg = kjson(kubectl().args([
+            "get",
+            "kuryrnetworkpolicy",
+            "-n",
+            &t.0,
+            "deny",
+            "-o",
+            "json",
+        ]))["status"]["securityGroupId"]
+            .as_str()
+            .expect("securityGroupId")
+            .to_string();
+        assert_eq!(
+            admin_json(&["security", "group", "show", &sg])["project_id"].as_str(),
+            Some(p2.as_str()),
+            "the policy's security group is in the annotated project"
+        );
+        kuryr_e2e::must(kubectl().args([
+            "delete",
+            "networkpolicy",
+            "-n",
+            &t.0,
+            "deny",
+            "--wait=true",
+            "--timeout=60s",
+        ]));
+        wait_for(
+            "ping d1 -> t2 again",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || ping(&d.0, "d1", t2).then_some(()),
+        );
+    }));
+    if r.is_err() {
+        eprintln!("controller:\n{}", controller.log_tail(80));
+    }
+
+    // Deletion (also after a failure: the finalizers are the controller's): nothing of either
+    // namespace in either project.
+    let t_del = Instant::now();
+    for ns in [&t.0, &d.0] {
+        let _ = run(kubectl().args(["delete", "namespace", ns, "--wait=false"]));
+    }
+    wait_for(
+        "both namespaces gone",
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        || {
+            let out = run(kubectl().args([
+                "get",
+                "namespace",
+                &t.0,
+                &d.0,
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ]));
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .is_empty()
+                .then_some(())
+        },
+    );
+    eprintln!("namespaces deleted → gone {:?}", t_del.elapsed());
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+    let left = held_by(&p2);
+    assert!(left.is_empty(), "left in the annotated project: {left:?}");
+    for ns in [&t.0, &d.0] {
+        let nets = stamped(&cloud, ns);
+        assert!(
+            nets.is_empty(),
+            "{ns}'s network left in the default project: {nets:?}"
+        );
+    }
+    assert!(
+        controller.alive(),
+        "controller:\n{}",
+        controller.log_tail(40)
+    );
+}

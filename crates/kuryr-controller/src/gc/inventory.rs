@@ -13,7 +13,15 @@ use std::collections::{BTreeSet, HashSet};
 
 /// Lists what this cluster may own in Neutron and Octavia (no writes).
 pub async fn inventory(ctx: &Context, scope: &Scope) -> Result<Inventory, Error> {
-    let project = |q: Query| if ctx.settings.project.is_empty() { q } else { q.eq("project_id", &ctx.settings.project) };
+    // With a project driver on `annotation` resources live in namespaces' projects too: listed by
+    // tag (and judged by owner) in every project the credentials see, not just the default one.
+    let project = |q: Query| {
+        if ctx.settings.project.is_empty() || ctx.multi_project() {
+            q
+        } else {
+            q.eq("project_id", &ctx.settings.project)
+        }
+    };
     let tagged = || project(Query::new().tags(ctx.settings.tags.iter()));
     let neutron = &ctx.neutron;
     let mut ports_q = project(Query::new().eq("device_owner", DEVICE_OWNER));

@@ -16,6 +16,7 @@ use super::model::{self, Plan, SpecDefaults};
 use super::Lb;
 use crate::runtime::error::{is_conflict, is_not_found, Error};
 use crate::runtime::finalizers::{add_finalizer_patch, json_patch, remove_finalizer_patch};
+use crate::runtime::projects::ProjectKind;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -56,7 +57,10 @@ pub async fn reconcile(svc: Arc<Service>, lb: Arc<Lb>) -> Result<Action, Error> 
             .filter(|s| s.namespace().as_deref() == Some(ns.as_str()) && s.labels().get(model::SERVICE_NAME_LABEL) == Some(&name))
             .collect();
         let refs: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
-        match model::plan(&svc, &refs, &defaults(&lb).await?) {
+        let mut d = defaults(&lb).await?;
+        // `service_project_driver = annotation`: the namespace's project.
+        d.project_id = ctx.project_for(ProjectKind::Service, &ns).await;
+        match model::plan(&svc, &refs, &d) {
             Plan::Skip(why) => {
                 tracing::debug!(service = %what, why, "no load balancer");
                 release(&svc, &ns, &name, &lb).await

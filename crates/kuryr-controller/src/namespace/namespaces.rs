@@ -7,6 +7,7 @@
 use crate::namespace::Namespaces;
 use crate::runtime::error::{is_conflict, Error};
 use crate::runtime::policy::error_action;
+use crate::runtime::projects::ProjectKind;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -56,8 +57,11 @@ pub async fn reconcile(ns: Arc<Namespace>, d: Arc<Namespaces>) -> Result<Action,
         }
         Some(_) => {}
         None if d.needs_network(&name) => {
+            // `namespace_project_driver = annotation`: the namespace's project, recorded in
+            // `spec.projectId` (the network and subnet are created there).
+            let project = d.ctx.project_for(ProjectKind::Namespace, &name).await;
             d.ctx.leader.ensure()?;
-            match api.create(&PostParams::default(), &kuryrnetwork_for(&ns, &d.settings.project)).await {
+            match api.create(&PostParams::default(), &kuryrnetwork_for(&ns, &project)).await {
                 Ok(_) => tracing::info!("KuryrNetwork created"),
                 // The cache lags: it exists already.
                 Err(e) if is_conflict(&e) => {}

@@ -136,16 +136,18 @@ pub async fn apply(p: &Policy, knp: &KuryrNetworkPolicy, np: &NetworkPolicy) -> 
     let svcs = p.services_snapshot();
     let desired = model::desired(np, &Cluster { pods: &pods, namespaces: &nss, services: &svcs }, &m);
     let uid = desired.uid.clone();
+    // `network_policy_project_driver = annotation`: the policy's groups go to its namespace's project.
+    let settings = p.settings_for(&ns).await;
     let mut known = match st.known.remove(&uid) {
         Some(k) => k,
-        None => neutron::discover(nn, &p.settings, &ns, &name).await?,
+        None => neutron::discover(nn, &settings, &ns, &name).await?,
     };
     let mut applied = Applied::default();
     // The state Neutron is converged to (the same, unless the cloud lacks address groups).
     let eff = if known.no_address_groups { neutron::without_address_groups(&desired) } else { desired.clone() };
     p.ctx.leader.ensure()?;
     // On a failure `known` is dropped: the next pass finds the objects again.
-    neutron::converge(nn, &p.settings, &mut known, &eff, &mut applied).await?;
+    neutron::converge(nn, &settings, &mut known, &eff, &mut applied).await?;
     st.known.insert(uid.clone(), known);
     let old = st.desired.insert(key.clone(), desired.clone());
     let mut affected: BTreeSet<String> = desired.pods.keys().cloned().collect();

@@ -31,7 +31,7 @@ pub mod networkpolicy;
 pub mod neutron;
 pub mod settings;
 
-pub use settings::PolicySettings;
+pub use settings::{PodAddressSource, PolicySettings};
 
 /// The watches that must have listed before the domain acts: NetworkPolicies, Namespaces,
 /// KuryrNetworkPolicies, Services, EndpointSlices.
@@ -55,7 +55,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, PredicateConfig, WatchStreamExt};
 use kube::ResourceExt;
 use kuryr_core::crd::{KuryrNetworkPolicy, KuryrPort};
-use kuryr_openstack::neutron::PortUpdate;
+use kuryr_openstack::neutron::{EtherType, PortUpdate};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -106,6 +106,8 @@ pub struct Policy {
     knp_trigger: mpsc::UnboundedSender<ObjectRef<KuryrNetworkPolicy>>,
     listed: AtomicU8,
     synced: watch::Sender<bool>,
+    /// The pods' address families, once resolved ([`Policy::families`]).
+    families: Mutex<Option<Vec<EtherType>>>,
 }
 
 impl Policy {
@@ -136,6 +138,7 @@ impl Policy {
             knp_trigger: tx,
             listed: AtomicU8::new(0),
             synced: watch::channel(false).0,
+            families: Mutex::default(),
         };
         (p, rx)
     }
@@ -162,6 +165,49 @@ impl Policy {
         if self.listed.fetch_add(1, Ordering::AcqRel) + 1 >= WATCHES && self.synced.send_if_modified(|s| !std::mem::replace(s, true)) {
             tracing::info!(networkpolicies = self.policies.len(), namespaces = self.namespaces.len(), "policy caches synced");
         }
+    }
+
+    /// The pods' IP families (sorted): those of the pod subnets, or of the namespace subnet
+    /// pool; read from Neutron once. Rules with an address-group or "any" remote exist for each,
+    /// so a dual-stack pod's IPv6 traffic is allowed (or opened) like its IPv4 traffic.
+    pub async fn families(&self) -> Result<Vec<EtherType>, Error> {
+        if let Some(f) = self.families.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(f);
+        }
+        let version = |v: u8| match v {
+            6 => EtherType::IPv6,
+            _ => EtherType::IPv4,
+        };
+        let mut f = match &self.settings.pod_addresses {
+            PodAddressSource::Families(f) => f.clone(),
+            PodAddressSource::Subnets(ids) => {
+                let mut f = Vec::new();
+                for id in ids {
+                    f.push(version(self.ctx.cache.subnet(&self.ctx.neutron, id).await?.ip_version));
+                }
+                f
+            }
+            PodAddressSource::SubnetPool(id) => vec![version(self.ctx.neutron.get_subnetpool(id).await?.ip_version)],
+        };
+        if f.is_empty() {
+            f.push(EtherType::IPv4);
+        }
+        f.sort_by_key(|e| matches!(e, EtherType::IPv6));
+        f.dedup();
+        tracing::info!(families = ?f, "pod address families");
+        *self.families.lock().unwrap_or_else(|e| e.into_inner()) = Some(f.clone());
+        Ok(f)
+    }
+
+    /// The settings for the Neutron objects of a policy of `namespace`: its project is the
+    /// namespace's with `network_policy_project_driver = annotation` (the base groups stay in
+    /// `[neutron_defaults] project`).
+    pub async fn settings_for(&self, namespace: &str) -> PolicySettings {
+        if !self.settings.multi_project {
+            return self.settings.clone();
+        }
+        let project = self.ctx.project_for(crate::runtime::projects::ProjectKind::NetworkPolicy, namespace).await;
+        PolicySettings { project, ..self.settings.clone() }
     }
 
     /// Asks for a pass over the policy `namespace/name`.
@@ -508,7 +554,7 @@ impl Policy {
         }
         allow.sort();
         allow.dedup();
-        let m = ModelSettings { families: self.settings.families.clone(), always_allow_ingress: allow };
+        let m = ModelSettings { families: self.families().await?, always_allow_ingress: allow };
         st.model = Some(m.clone());
         Ok(m)
     }

@@ -155,7 +155,7 @@ pub async fn reconcile(np: Arc<NetworkPolicy>, p: Arc<Policy>) -> Result<Action,
                     .await
                     .map_err(|e| Error::kube("add finalizer to", format!("networkpolicy {ns}/{name}"), e))?;
             }
-            let m = ModelSettings { families: p.settings.families.clone(), always_allow_ingress: Vec::new() };
+            let m = ModelSettings { families: p.families().await?, always_allow_ingress: Vec::new() };
             let (pods, nss) = p.cluster_snapshot();
             let svcs = p.services_snapshot();
             let spec = spec_of(&np, &Cluster { pods: &pods, namespaces: &nss, services: &svcs }, &m);

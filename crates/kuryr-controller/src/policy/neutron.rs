@@ -92,8 +92,16 @@ impl Known {
     }
 }
 
+/// An address group's addresses in the model's spelling (`ipnet`'s: RFC 5952 for IPv6, as
+/// [`crate::policy::model::host_cidr`] and the ipBlock CIDRs are written), so the diff never
+/// re-adds an address Neutron spelt differently.
+fn normalized(addresses: Vec<String>) -> std::collections::BTreeSet<String> {
+    addresses.into_iter().map(|a| a.parse::<ipnet::IpNet>().map(|n| n.to_string()).unwrap_or(a)).collect()
+}
+
 fn scoped(s: &PolicySettings, q: Query) -> Query {
-    if s.project.is_empty() {
+    if s.project.is_empty() || s.multi_project {
+        // Policies may live in several projects: found by description alone.
         q
     } else {
         q.eq("project_id", &s.project)
@@ -142,7 +150,7 @@ pub async fn discover(neutron: &Neutron, s: &PolicySettings, namespace: &str, na
     for ag in ags {
         match ag.name.strip_prefix(NAME_PREFIX).filter(|k| !k.is_empty()) {
             Some(k) if !known.ags.contains_key(&AgKey(k.to_string())) => {
-                known.ags.insert(AgKey(k.to_string()), CurrentAg { id: ag.id, addresses: ag.addresses.into_iter().collect() });
+                known.ags.insert(AgKey(k.to_string()), CurrentAg { id: ag.id, addresses: normalized(ag.addresses) });
             }
             _ => known.stray_ags.push(ag.id),
         }
@@ -206,7 +214,7 @@ pub async fn converge(
         };
         let ag = neutron.create_address_group(&req).await?;
         applied.calls += 1;
-        known.ags.insert(key, CurrentAg { id: ag.id, addresses: ag.addresses.into_iter().collect() });
+        known.ags.insert(key, CurrentAg { id: ag.id, addresses: normalized(ag.addresses) });
     }
     for (id, addrs) in d.add {
         let r = neutron.add_addresses(&id, &addrs).await;
@@ -239,7 +247,7 @@ async fn record_addresses(
     match r {
         Ok(ag) => {
             if let Some(k) = key {
-                known.ags.insert(k, CurrentAg { id: ag.id, addresses: ag.addresses.into_iter().collect() });
+                known.ags.insert(k, CurrentAg { id: ag.id, addresses: normalized(ag.addresses) });
             }
             Ok(())
         }
@@ -247,7 +255,7 @@ async fn record_addresses(
             match neutron.get_address_group(id).await {
                 Ok(ag) => {
                     if let Some(k) = key {
-                        known.ags.insert(k, CurrentAg { id: ag.id, addresses: ag.addresses.into_iter().collect() });
+                        known.ags.insert(k, CurrentAg { id: ag.id, addresses: normalized(ag.addresses) });
                     }
                 }
                 Err(g) if g.is_not_found() => {
@@ -373,5 +381,14 @@ mod tests {
         assert_eq!(parse_sg_name("kuryr-np//in"), None);
         assert_eq!(parse_sg_name("sg/ns-np"), None, "upstream's names are not ours");
         assert_eq!(parse_sg_name(&base_name(BaseGroup::Infra)), None, "base groups are no policy's");
+    }
+
+    #[test]
+    fn address_group_addresses_are_compared_in_the_models_spelling() {
+        let got = normalized(vec!["FD00:0:0:0:0:0:0:7/128".into(), "fd00:10:244:0:8000:0:0:0/65".into(), "10.0.0.1/32".into()]);
+        let want: std::collections::BTreeSet<String> =
+            ["fd00::7/128", "fd00:10:244:0:8000::/65", "10.0.0.1/32"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(got, want);
+        assert_eq!(crate::policy::model::host_cidr("fd00::7".parse().expect("ip")), "fd00::7/128");
     }
 }

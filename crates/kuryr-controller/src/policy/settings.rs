@@ -3,7 +3,7 @@
 use crate::runtime::error::Error;
 use crate::runtime::settings::all_tags;
 use ipnet::IpNet;
-use kuryr_core::config::Config;
+use kuryr_core::config::{Config, SubnetsDriver};
 use kuryr_openstack::neutron::EtherType;
 
 /// Handlers that turn on NetworkPolicy (upstream's names).
@@ -16,6 +16,9 @@ pub struct PolicySettings {
     pub cluster_name: String,
     /// `[neutron_defaults] project` (groups are created in it; empty = the token's).
     pub project: String,
+    /// Some `[kubernetes] *_project_driver` is `annotation`: a policy's groups may be in its
+    /// namespace's project, so lookups are not filtered by `project`.
+    pub multi_project: bool,
     /// Tags of every security group (resource tags + the cluster tag).
     pub tags: Vec<String>,
     /// `[neutron_defaults] pod_security_groups`: ports of pods no policy selects.
@@ -25,8 +28,20 @@ pub struct PolicySettings {
     pub infra_subnets: Vec<String>,
     /// `[network_policy] allow_cidrs`.
     pub infra_cidrs: Vec<IpNet>,
-    /// The address families of the pods (rules exist for each).
-    pub families: Vec<EtherType>,
+    /// Where the pods' addresses come from, to learn the pods' address families (rules with
+    /// an address-group or "any" remote exist for each; [`crate::policy::Policy::families`]).
+    pub pod_addresses: PodAddressSource,
+}
+
+/// Where pods get their addresses: their IP families are those of these Neutron objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodAddressSource {
+    /// Families given outright (tests).
+    Families(Vec<EtherType>),
+    /// `[neutron_defaults] pod_subnet(s)`: every pod port gets an address from each.
+    Subnets(Vec<String>),
+    /// `pod_subnets_driver = namespace`: namespace subnets come from this subnet pool.
+    SubnetPool(String),
 }
 
 impl PolicySettings {
@@ -52,11 +67,15 @@ impl PolicySettings {
         Ok(Some(PolicySettings {
             cluster_name: cluster_name.to_string(),
             project: nd.project.clone(),
+            multi_project: k.project_drivers.any_annotation(),
             tags: all_tags(&nd.resource_tags, cluster_name),
             default_groups: nd.pod_security_groups.clone(),
             infra_subnets,
             infra_cidrs,
-            families: vec![EtherType::IPv4],
+            pod_addresses: match (k.pod_subnets_driver, &cfg.namespace_subnet.pod_subnet_pool) {
+                (SubnetsDriver::Namespace, Some(pool)) => PodAddressSource::SubnetPool(pool.clone()),
+                _ => PodAddressSource::Subnets(nd.pod_subnet.iter().chain(&nd.extra_pod_subnets).cloned().collect()),
+            },
         }))
     }
 }
@@ -74,6 +93,7 @@ mod tests {
         assert_eq!(PolicySettings::from_config(&conf(""), "c1").expect("ok"), None);
         let s = PolicySettings::from_config(&conf("enabled_handlers = vif,kuryrport,policy"), "c1").expect("ok").expect("on");
         assert_eq!(s.default_groups, ["sg"]);
+        assert_eq!(s.pod_addresses, PodAddressSource::Subnets(vec!["pod-sub".into()]));
         assert_eq!(s.infra_subnets, ["svc-sub"]);
         assert!(s.tags.iter().any(|t| t.contains("c1")));
         let s = PolicySettings::from_config(

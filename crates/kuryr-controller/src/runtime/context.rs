@@ -65,6 +65,23 @@ impl Context {
         }
     }
 
+    /// The OpenStack project of a new `kind` resource of `namespace`: the namespace's
+    /// `openstack.org/kuryr-project` when that kind's project driver is `annotation`, else
+    /// `[neutron_defaults] project` ([`crate::runtime::projects`]).
+    pub async fn project_for(&self, kind: crate::runtime::projects::ProjectKind, namespace: &str) -> String {
+        match self.hooks.projects.get() {
+            Some(p) => p.project_for(kind, namespace).await,
+            None => self.settings.project.clone(),
+        }
+    }
+
+    /// Whether resources may live in other projects than `[neutron_defaults] project` (some
+    /// project driver is `annotation`): lists of what kuryr-rs made must then not be filtered
+    /// by project.
+    pub fn multi_project(&self) -> bool {
+        self.settings.project_drivers.any_annotation()
+    }
+
     /// Installs the policy domain's hook (once).
     pub fn set_port_groups(&self, hook: std::sync::Arc<dyn PortGroups>) {
         let _ = self.hooks.port_groups.set(hook);

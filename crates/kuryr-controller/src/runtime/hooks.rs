@@ -65,6 +65,8 @@ pub struct Hooks {
     pub port_groups: std::sync::OnceLock<std::sync::Arc<dyn PortGroups>>,
     /// Set by the namespace-networks domain when `pod_subnets_driver = namespace`.
     pub pod_subnets: std::sync::OnceLock<std::sync::Arc<dyn PodSubnets>>,
+    /// Set at start when a `[kubernetes] *_project_driver` is `annotation`.
+    pub projects: std::sync::OnceLock<std::sync::Arc<crate::runtime::projects::Projects>>,
     /// Every pod watch event (after the shared store applied it), for the policy domain.
     pub pod_events: Taps<k8s_openapi::api::core::v1::Pod>,
     /// Every KuryrPort watch event, for the policy domain (a pod's port id appears there) and

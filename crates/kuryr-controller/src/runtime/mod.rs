@@ -25,6 +25,7 @@ pub mod hooks;
 pub mod lease;
 pub mod metrics;
 pub mod policy;
+pub mod projects;
 pub mod run;
 pub mod settings;
 pub mod wiring;

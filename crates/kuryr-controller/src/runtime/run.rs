@@ -271,6 +271,18 @@ pub async fn start(opts: Options) -> Result<Running, Error> {
     aux.push(spawn_keystone_check(session, ctx.health.clone()));
     spawn_background(&ctx, &pod_ctx, &opts, pod_tasks, &mut aux);
     let lease = spawn_lease(&opts, &ctx, &shutdown_rx);
+    // The project drivers' namespace cache, before any domain creates something.
+    if ctx.settings.project_drivers.any_annotation() {
+        let (projects, watch) = crate::runtime::projects::Projects::watch(
+            ctx.settings.project_drivers,
+            &ctx.settings.project,
+            &ctx.client,
+            ctx.health.clone(),
+            &shutdown_rx,
+        );
+        let _ = ctx.hooks.projects.set(projects);
+        aux.push(tokio::spawn(watch));
+    }
 
     // The policy domain first: it sets the taps the pod path's watches feed.
     let policy = match opts.policies.clone() {

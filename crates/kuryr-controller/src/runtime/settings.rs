@@ -2,7 +2,9 @@
 //! OpenStack cloud config, the Kubernetes client config, and the per-port defaults.
 
 use crate::runtime::error::Error;
-use kuryr_core::config::{Config, KubernetesConfig, NeutronAuth, NeutronConfig, PodVifDriver, SubnetsDriver, VifPoolDriver};
+use kuryr_core::config::{
+    Config, KubernetesConfig, NeutronAuth, NeutronConfig, PodVifDriver, ProjectDriver, ProjectDrivers, SubnetsDriver, VifPoolDriver,
+};
 use kuryr_openstack::{AuthConfig, AuthType, CloudConfig, Interface};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +14,10 @@ use std::time::Duration;
 pub struct Settings {
     /// `[neutron_defaults] project`: the project pod ports are created in.
     pub project: String,
+    /// `[kubernetes] *_project_driver`: with `annotation`, a namespace's
+    /// `openstack.org/kuryr-project` overrides `project` for that kind of resource
+    /// ([`crate::runtime::projects`]).
+    pub project_drivers: ProjectDrivers,
     /// `[neutron_defaults] pod_subnet` (empty: not configured, with `pod_subnets_driver = namespace`).
     pub pod_subnet: String,
     /// `[neutron_defaults] pod_subnets` past the first (dual-stack): a port on `pod_subnet` gets
@@ -114,6 +120,17 @@ impl Settings {
                 "[kubernetes] pod_subnets_driver = namespace: not implemented for pod_vif_driver = nested-vlan yet; use neutron-vif".into(),
             ));
         }
+        if k.project_drivers.pod == ProjectDriver::Annotation && pod_vif == PodVif::NestedVlan {
+            return Err(Error::Config(
+                "[kubernetes] pod_project_driver = annotation: not implemented for pod_vif_driver = nested-vlan (subports stay in their trunk's project); use neutron-vif".into(),
+            ));
+        }
+        if k.project_drivers.pod == ProjectDriver::Annotation && k.vif_pool_driver != VifPoolDriver::Noop {
+            return Err(Error::Config(
+                "[kubernetes] pod_project_driver = annotation: warm pools per project are not implemented; use vif_pool_driver = noop"
+                    .into(),
+            ));
+        }
         if namespace_subnets && k.vif_pool_driver != VifPoolDriver::Noop {
             return Err(Error::Config(
                 "[kubernetes] pod_subnets_driver = namespace: warm pools per namespace network are not implemented yet; use vif_pool_driver = noop"
@@ -156,6 +173,7 @@ impl Settings {
         }
         Ok(Settings {
             project: nd.project.clone(),
+            project_drivers: k.project_drivers,
             pod_subnet,
             extra_pod_subnets: nd.extra_pod_subnets.clone(),
             pod_security_groups: nd.pod_security_groups.clone(),
@@ -187,6 +205,7 @@ impl Settings {
     pub fn defaults() -> Settings {
         Settings {
             project: String::new(),
+            project_drivers: ProjectDrivers::default(),
             pod_subnet: String::new(),
             extra_pod_subnets: Vec::new(),
             pod_security_groups: Vec::new(),

@@ -10,6 +10,7 @@
 use crate::pod::context::PodContext;
 use crate::pod::ports::{self, tags_to_set, Acquired, PodPortRequest};
 use crate::runtime::error::Error;
+use crate::runtime::projects::ProjectKind;
 use crate::runtime::settings::Settings;
 use kuryr_core::names::DEVICE_OWNER;
 use kuryr_openstack::neutron::{Port, PortCreate, PortUpdate, Subnet, TagResource};
@@ -113,6 +114,8 @@ async fn create(ctx: &PodContext, req: &PodPortRequest, subnet: &Subnet) -> Resu
     let mut body = port_create(&ctx.settings, req, &subnet.network_id);
     body.fixed_ips = Some(ctx.settings.fixed_ips_on(&subnet.id));
     body.security_groups = Some(new_port_groups(ctx, req).await?);
+    // `pod_project_driver = annotation`: the namespace's project (else `[neutron_defaults] project`).
+    body.project_id = ctx.project_for(ProjectKind::Pod, &req.namespace).await;
     ctx.leader.ensure()?;
     Ok(ctx.neutron.create_port(&body).await?)
 }

@@ -143,26 +143,31 @@ pub(super) enum Behind<'a, 'p> {
 /// The egress rules towards the ClusterIPs of the Services behind a peer, for one port spec of
 /// the rule: one rule per (ClusterIP, Service port), each address as a host prefix.
 pub(super) fn vip_rules(out: &mut BTreeSet<RuleSpec>, services: &[ServiceInfo], peer: &Behind<'_, '_>, spec: &PortSpec) {
+    let family = |ip: &IpAddr| if ip.is_ipv4() { Family::V4 } else { Family::V6 };
     for svc in services {
-        let backends: Vec<&PodInfo> = match peer {
-            Behind::Pods(pods) => svc.backends(pods),
+        // The families whose ClusterIP leads into the peer: a ClusterIP sends to the backends'
+        // addresses of its own family, so an IPv6 ipBlock holding a dual-stack pod's IPv6
+        // address allows the Service's IPv6 ClusterIP, not its IPv4 one.
+        let (backends, families): (Vec<&PodInfo>, BTreeSet<Family>) = match peer {
+            Behind::Pods(pods) => (svc.backends(pods), [Family::V4, Family::V6].into()),
             Behind::Cidrs(cidrs, all) => {
                 let everyone: Vec<&PodInfo> = all.iter().collect();
                 let in_block = |ip: &IpAddr| cidrs.iter().any(|c| c.contains(ip));
                 let backends: Vec<&PodInfo> = svc.backends(&everyone).into_iter().filter(|p| p.ips.iter().any(in_block)).collect();
-                if backends.is_empty() && !svc.endpoints.iter().any(in_block) {
+                let families: BTreeSet<Family> =
+                    backends.iter().flat_map(|p| p.ips.iter()).chain(&svc.endpoints).filter(|ip| in_block(ip)).map(family).collect();
+                if families.is_empty() {
                     continue;
                 }
-                backends
+                (backends, families)
             }
         };
         if backends.is_empty() && matches!(peer, Behind::Pods(_)) {
             continue;
         }
         for sp in svc.ports_allowed(spec, &backends) {
-            for ip in &svc.cluster_ips {
-                let family = if ip.is_ipv4() { Family::V4 } else { Family::V6 };
-                push_rules(out, Dir::Egress, &[family], Some(sp.protocol), Some((sp.port, sp.port)), Remote::Prefix(IpNet::from(*ip)));
+            for ip in svc.cluster_ips.iter().filter(|ip| families.contains(&family(ip))) {
+                push_rules(out, Dir::Egress, &[family(ip)], Some(sp.protocol), Some((sp.port, sp.port)), Remote::Prefix(IpNet::from(*ip)));
             }
         }
     }
@@ -228,6 +233,31 @@ mod tests {
         let mut out = BTreeSet::new();
         vip_rules(&mut out, &services, &Behind::Pods(&[&w]), &PortSpec::Range(Protocol::Tcp, Some((9090, 9090))));
         vip_rules(&mut out, &services, &Behind::Pods(&[&other]), &PortSpec::All);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn an_ipblock_allows_the_clusterips_of_the_family_it_holds_a_backend_address_of() {
+        let web = svc(json!({"metadata": {"name": "web", "namespace": "a"},
+            "spec": {"clusterIPs": ["10.96.0.20", "fd00:10:96::20"], "selector": {"app": "web"},
+                     "ports": [{"port": 80, "targetPort": 8080}]}}));
+        let mut w = pod("a", "w", "10.244.0.6", &[("app", "web")], &[("http", 8080, Protocol::Tcp)]);
+        w.ips.push("fd00:10:244::6".parse().expect("ip"));
+        let all = [w];
+        let tcp = PortSpec::Range(Protocol::Tcp, Some((8080, 8080)));
+        let v6: Vec<IpNet> = vec!["fd00:10:244::/64".parse().expect("net")];
+        let mut out = BTreeSet::new();
+        vip_rules(&mut out, std::slice::from_ref(&web), &Behind::Cidrs(&v6, &all), &tcp);
+        assert_eq!(vips(&out), ["fd00:10:96::20/128 Some(Tcp) Some((80, 80))"], "not the IPv4 ClusterIP: the block holds no IPv4 backend");
+        let v4: Vec<IpNet> = vec!["10.244.0.0/16".parse().expect("net")];
+        let mut out = BTreeSet::new();
+        vip_rules(&mut out, std::slice::from_ref(&web), &Behind::Cidrs(&v4, &all), &tcp);
+        assert_eq!(vips(&out), ["10.96.0.20/32 Some(Tcp) Some((80, 80))"]);
+        // The IPv6 address excepted out of the block: nothing.
+        let rest: Vec<IpNet> =
+            super::super::cidr_minus("fd00:10:244::/64".parse().expect("net"), &["fd00:10:244::6/128".parse().expect("net")]);
+        let mut out = BTreeSet::new();
+        vip_rules(&mut out, std::slice::from_ref(&web), &Behind::Cidrs(&rest, &all), &tcp);
         assert!(out.is_empty(), "{out:?}");
     }
 
