@@ -161,7 +161,34 @@ fn http_script(vip: &str) -> String {
 #[ignore = "needs the local stack (hack/test)"]
 fn upstream_to_kuryr_rs_in_place_under_load() {
     wait_for_no_host_kuryr(Duration::from_secs(60));
+    // A migration starts from a cluster upstream runs. Earlier tests left pods kuryr-rs wired
+    // (CoreDNS): upstream's KuryrPort handler dies on kuryr-rs's VIF form (KeyError
+    // 'versioned_object.namespace') and its watcher stops, so CoreDNS is scaled to 0 while
+    // kuryr-rs still runs, and brought back under upstream.
+    let coredns = ["-n", "kube-system", "deployment/coredns"];
+    {
+        let _k = kuryr::start(&[]);
+        must(kubectl().args(["scale", "--replicas=0"]).args(coredns));
+        wait_for(
+            "no KuryrPort in kuryr-rs's form",
+            Duration::from_secs(120),
+            Duration::from_millis(500),
+            || {
+                let all =
+                    kjson(kubectl().args(["get", "kuryrports.openstack.org", "-A", "-o", "json"]));
+                let left: Vec<String> = all["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|kp| kp["status"]["vifs"]["eth0"]["vif"]["format"].is_string())
+                    .map(|kp| format!("{}/{}", kp["metadata"]["namespace"], kp["metadata"]["name"]))
+                    .collect();
+                left.is_empty().then_some(())
+            },
+        );
+    }
     let _upstream = Upstream::up();
+    must(kubectl().args(["scale", "--replicas=1"]).args(coredns));
     let a = Namespace::create("mig-a");
     let b = Namespace::create("mig-b");
     a.apply_json("web", &web_deployment(&a.0, 2));

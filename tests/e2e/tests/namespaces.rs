@@ -10,7 +10,7 @@
 //! pool, the service and external CIDRs): the stack's `kuryr-pods` group of an older stack does
 //! not allow the namespace pool yet.
 
-use kuryr_e2e::deploy::kjson;
+use kuryr_e2e::deploy::{cluster_lock, kjson};
 use kuryr_e2e::kuryr::{self, Namespace};
 use kuryr_e2e::vm::{Cloud, PlainPort};
 use kuryr_e2e::{kubectl, run, stack_env, wait_for};
@@ -139,6 +139,8 @@ fn stamped(cloud: &Cloud, ns: &str) -> Vec<kuryr_openstack::neutron::Network> {
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn namespaces_get_their_own_networks_and_reach_each_other_through_the_router() {
+    // Each test runs its own kuryr-daemon as the node's CNI: one at a time.
+    let _node = cluster_lock();
     let env = stack_env();
     let cloud = Cloud::connect();
     let pool = cloud
@@ -396,6 +398,8 @@ fn held_by(project: &str) -> Vec<String> {
 #[test]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 fn kuryr_project_annotation_places_a_namespaces_resources_in_its_project() {
+    // Each test runs its own kuryr-daemon as the node's CNI: one at a time.
+    let _node = cluster_lock();
     let env = stack_env();
     let cloud = Cloud::connect();
     let k8s = env["K8S_PROJECT_ID"].clone();
