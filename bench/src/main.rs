@@ -450,7 +450,15 @@ fn main() -> Result<()> {
             notes,
             out,
         } => {
-            let mut run = results::Run::start(&repo());
+            // The commit is the one of the tree whose results directory this is
+            // (`<repo>/bench/results`), not the one this binary was built from.
+            let tree = out
+                .results_dir
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(repo);
+            let mut run = results::Run::start(&tree);
             for m in &metrics {
                 let (name, rest) = m
                     .split_once('=')
