@@ -683,8 +683,8 @@ impl Ovs {
         }))
     }
 
-    /// The bridge holding port `ifname`, if any.
-    pub async fn port_bridge(&self, ifname: &str) -> Result<Option<String>> {
+    /// The row UUID of port `ifname`, if any.
+    async fn port_uuid(&self, ifname: &str) -> Result<Option<Uuid>> {
         let read = self
             .transact(&[Operation::select(
                 "Port",
@@ -692,7 +692,12 @@ impl Ovs {
                 &["_uuid"],
             )])
             .await?;
-        let Some(port) = first_row(result_at(&read, 0)?).and_then(Row::uuid).cloned() else {
+        Ok(first_row(result_at(&read, 0)?).and_then(Row::uuid).cloned())
+    }
+
+    /// The bridge holding port `ifname`, if any.
+    pub async fn port_bridge(&self, ifname: &str) -> Result<Option<String>> {
+        let Some(port) = self.port_uuid(ifname).await? else {
             return Ok(None);
         };
         let res = self
@@ -718,14 +723,7 @@ impl Ovs {
         ifname: &str,
         wait_vswitchd: Option<Duration>,
     ) -> Result<bool> {
-        let read = self
-            .transact(&[Operation::select(
-                "Port",
-                vec![Condition::eq("name", ifname)],
-                &["_uuid"],
-            )])
-            .await?;
-        let Some(port) = first_row(result_at(&read, 0)?).and_then(Row::uuid).cloned() else {
+        let Some(port) = self.port_uuid(ifname).await? else {
             debug!(port = ifname, "del_port: no such port");
             return Ok(false);
         };
