@@ -575,24 +575,8 @@ async fn probe_loop(
 async fn ovs_audit_loop(cni: Arc<Cni>, interval: Duration, mut shutdown: watch::Receiver<bool>) {
     let repairer = cni.repairer();
     loop {
-        if let Some(bridge) = cni.health.bridge.as_deref() {
-            let swept = match crate::stale::owned_ports(&cni.store, &cni.pool).await {
-                Ok(owned) => {
-                    crate::stale::sweep_upstream_leftovers(
-                        &repairer.ovs,
-                        &repairer.host,
-                        bridge,
-                        &owned,
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = swept {
-                tracing::warn!(error = %e, "could not sweep the OVS ports upstream kuryr left");
-            }
-        }
-        let problems = match crate::stale::audit(&repairer, &cni.store, &cni.pool).await {
+        let bridge = cni.health.bridge.as_deref().unwrap_or_default();
+        let problems = match crate::stale::audit(&repairer, &cni.store, &cni.pool, bridge).await {
             Ok(p) => p,
             Err(e) => vec![format!("cannot audit the OVS ports: {e}")],
         };

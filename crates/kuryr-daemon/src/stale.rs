@@ -216,13 +216,18 @@ pub async fn sweep_upstream_leftovers(
 
 /// One audit round: judges every owned port, repairs the stale ones (unless vswitchd is not
 /// running: then every device looks unheld and nothing is re-added). Returns the problems
-/// left, by port name, for the health report.
+/// left, by port name, for the health report. First, the OVS ports of `bridge` upstream kuryr
+/// left without a device go ([`sweep_upstream_leftovers`]; a failure there is only logged).
 pub async fn audit(
     repairer: &Repairer,
     store: &AttachmentStore,
     pool: &Pool,
+    bridge: &str,
 ) -> Result<Vec<String>, BindError> {
     let ports = owned_ports(store, pool).await?;
+    if let Err(e) = sweep_upstream_leftovers(&repairer.ovs, &repairer.host, bridge, &ports).await {
+        tracing::warn!(error = %e, "could not sweep the OVS ports upstream kuryr left");
+    }
     let mut stale = Vec::new();
     for p in ports {
         match ovsb::inspect(&repairer.ovs, &repairer.host, &p.ifname).await? {
