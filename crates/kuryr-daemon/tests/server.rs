@@ -9,20 +9,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{cni, http, http_tcp, pod_args, request};
-use kuryr_core::config::{Config, Role};
+use common::{cni, daemon_options, dead_client, http, http_tcp, pod_args, request};
 use kuryr_daemon::{Daemon, DaemonOptions};
 use serde_json::json;
 
 fn options(dir: &Path) -> DaemonOptions {
-    let config =
-        Config::parse("[cni_daemon]\nvif_annotation_timeout = 1\n", Role::Daemon).expect("config");
     DaemonOptions {
-        config,
-        node_name: "kd-test-node".into(),
-        socket_path: dir.join("run/kuryr-daemon.sock"),
-        attachments_dir: dir.join("attachments"),
-        del_queue_dir: dir.join("del-queue"),
         conflist: Some(kuryr_daemon::daemon::ConflistOptions {
             dir: dir.join("net.d"),
             name: "10-kuryr.conflist".into(),
@@ -30,21 +22,12 @@ fn options(dir: &Path) -> DaemonOptions {
             timeout_seconds: 120.0,
             cni_version: "1.0.0".into(),
         }),
-        install_cni: None,
-        install_plugins: None,
-        chain_caps: None,
-        health_addr: "127.0.0.1:0".parse().expect("addr"),
-        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
-        ovsdb_endpoint: format!("unix:{}", dir.join("no-ovsdb.sock").display()),
-        probe_interval: Duration::from_millis(200),
-        failure_window: Duration::from_secs(300),
-        pool_netns: None,
+        ..daemon_options(
+            dir,
+            "kd-test-node",
+            "[cni_daemon]\nvif_annotation_timeout = 1\n",
+        )
     }
-}
-
-fn dead_client() -> kube::Client {
-    let cfg = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
-    kube::Client::try_from(cfg).expect("client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{cni, pod_args, request};
-use kuryr_core::config::{Config, Role};
+use common::{cni, daemon_options, dead_client, pod_args, request};
 use kuryr_daemon::{Daemon, DaemonOptions};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,30 +24,11 @@ fn my_uid(dir: &Path) -> u32 {
 }
 
 fn options(dir: &Path, cni_daemon: &str) -> DaemonOptions {
-    let config =
-        Config::parse(&format!("[cni_daemon]\n{cni_daemon}\n"), Role::Daemon).expect("config");
-    DaemonOptions {
-        config,
-        node_name: "kd-guard-node".into(),
-        socket_path: dir.join("run/kuryr-daemon.sock"),
-        attachments_dir: dir.join("attachments"),
-        del_queue_dir: dir.join("del-queue"),
-        conflist: None,
-        install_cni: None,
-        install_plugins: None,
-        chain_caps: None,
-        health_addr: "127.0.0.1:0".parse().expect("addr"),
-        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
-        ovsdb_endpoint: format!("unix:{}", dir.join("no-ovsdb.sock").display()),
-        probe_interval: Duration::from_millis(200),
-        failure_window: Duration::from_secs(300),
-        pool_netns: None,
-    }
-}
-
-fn dead_client() -> kube::Client {
-    let cfg = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
-    kube::Client::try_from(cfg).expect("client")
+    daemon_options(
+        dir,
+        "kd-guard-node",
+        &format!("[cni_daemon]\n{cni_daemon}\n"),
+    )
 }
 
 /// A daemon serving this test's uid, with `extra` lines in `[cni_daemon]`.

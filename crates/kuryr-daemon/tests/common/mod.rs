@@ -103,3 +103,33 @@ pub async fn http_tcp(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         body.to_owned(),
     )
 }
+
+/// Daemon options for a test daemon under `dir` (socket, records, queue; no conflist, no OVSDB,
+/// health and metrics on ephemeral ports) with `config` as its kuryr.conf text.
+pub fn daemon_options(dir: &Path, node: &str, config: &str) -> kuryr_daemon::DaemonOptions {
+    let config = kuryr_core::config::Config::parse(config, kuryr_core::config::Role::Daemon)
+        .expect("config");
+    kuryr_daemon::DaemonOptions {
+        config,
+        node_name: node.into(),
+        socket_path: dir.join("run/kuryr-daemon.sock"),
+        attachments_dir: dir.join("attachments"),
+        del_queue_dir: dir.join("del-queue"),
+        conflist: None,
+        install_cni: None,
+        install_plugins: None,
+        chain_caps: None,
+        health_addr: "127.0.0.1:0".parse().expect("addr"),
+        metrics_addr: "127.0.0.1:0".parse().expect("addr"),
+        ovsdb_endpoint: format!("unix:{}", dir.join("no-ovsdb.sock").display()),
+        probe_interval: Duration::from_millis(200),
+        failure_window: Duration::from_secs(300),
+        pool_netns: None,
+    }
+}
+
+/// A Kubernetes client for an API server that is never there.
+pub fn dead_client() -> kube::Client {
+    let cfg = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
+    kube::Client::try_from(cfg).expect("client")
+}
