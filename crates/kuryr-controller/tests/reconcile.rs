@@ -16,12 +16,14 @@ mod pods;
 use fixtures::*;
 use kube::runtime::controller::Action;
 use kuryr_controller::gc::{self, Kind, Marks};
+use kuryr_controller::pod::driver::neutron::create_batch;
 use kuryr_controller::pod::kuryrport;
 use kuryr_controller::pod::pool::{pool_description, pool_port_name, PoolKey};
 use kuryr_controller::runtime::error::Error;
 use kuryr_controller::runtime::hooks::SweepHooks;
 use kuryr_controller::runtime::settings::PoolSettings;
 use kuryr_core::crd::KuryrPort;
+use kuryr_openstack::neutron::PortCreate;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
@@ -137,6 +139,47 @@ async fn standalone_kuryrport_outside_its_namespace_is_refused() {
     let ev = api.wait_event("StandaloneKuryrPortInvalid").await;
     assert_eq!(ev["type"], "Warning");
     assert_eq!(ev["regarding"]["kind"], "KuryrPort");
+}
+
+/// Pod ports asked for together go out in one bulk `POST /ports`. When a bulk fails (all or
+/// nothing: one pod's request is bad), the ports it may have made are looked up by the pods'
+/// UIDs, then each pod's port is created on its own: the bad one fails alone.
+#[tokio::test]
+async fn ports_asked_for_together_share_one_bulk_and_a_bad_one_fails_alone() {
+    let neutron = NeutronSim::start().await;
+    let (client, _api) = ApiServer::start(default_kube);
+    let h = Harness::new(client, &neutron, settings(None)).await;
+    let body = |uid: &str, net: &str| PortCreate {
+        network_id: net.into(),
+        device_id: uid.into(),
+        device_owner: "compute:kuryr".into(),
+        ..PortCreate::default()
+    };
+
+    let made = create_batch(&h.ctx, vec![body("u1", NETWORK), body("u2", NETWORK)]).await;
+    let ids: Vec<String> = made.into_iter().map(|r| r.expect("created").device_id).collect();
+    assert_eq!(ids, ["u1", "u2"], "answers in request order");
+    assert_eq!(neutron.lines(), ["POST /v2.0/ports"]);
+    assert_eq!(neutron.body("POST /v2.0/ports")["ports"].as_array().map(Vec::len), Some(2));
+
+    let made = create_batch(&h.ctx, vec![body("u3", NETWORK), body("u4", MISSING_NETWORK), body("u5", NETWORK)]).await;
+    assert_eq!(made[0].as_ref().expect("u3").device_id, "u3");
+    match &made[1] {
+        Err(Error::OpenStack(e)) => assert!(e.is_not_found(), "{e}"),
+        other => panic!("the bad request fails on its own: {other:?}"),
+    }
+    assert_eq!(made[2].as_ref().expect("u5").device_id, "u5");
+    assert_eq!(
+        neutron.lines()[1..],
+        [
+            "POST /v2.0/ports".to_string(),
+            "GET /v2.0/ports?device_id=u3&device_id=u4&device_id=u5&device_owner=compute%3Akuryr".into(),
+            "POST /v2.0/ports".into(),
+            "POST /v2.0/ports".into(),
+            "POST /v2.0/ports".into(),
+        ]
+    );
+    assert_eq!(neutron.ports().iter().filter(|p| p["device_id"] == json!("u3")).count(), 1, "no duplicate");
 }
 
 fn pools_on() -> Option<PoolSettings> {

@@ -8,10 +8,12 @@ use crate::pod::driver::nested::{self, Nested};
 use crate::pod::driver::PortDriver;
 use crate::pod::pool::{PoolJobs, Pools};
 use crate::pod::timeline::Timeline;
+use crate::runtime::batch::Coalescer;
 use crate::runtime::context::Context;
 use crate::runtime::error::Error;
 use crate::runtime::hooks::SweepHooks;
 use futures_util::future::BoxFuture;
+use kuryr_openstack::neutron::{Port, PortCreate};
 use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
@@ -34,7 +36,13 @@ pub struct PodContext {
     /// sweep releases orphaned subports through them).
     pub nested: Nested,
     pub timeline: Timeline,
+    /// Pod port creations, coalesced per project into bulk `POST /ports`
+    /// ([`crate::pod::driver::neutron`]); warm-pool refills wait until it is idle.
+    pub creates: PortCreates,
 }
+
+/// Pod port creations in flight (see [`crate::runtime::batch`]).
+pub type PortCreates = Coalescer<String, PortCreate, Result<Port, Error>>;
 
 /// The receiving ends of the pod path's background tasks (see [`PodContext::new`]).
 pub struct PodTasks {
@@ -65,8 +73,16 @@ impl PodContext {
             None => (None, None),
         };
         let driver = PortDriver::from_settings(&rt.settings);
-        let ctx =
-            PodContext { rt, driver, activator, pools, fresh: Mutex::default(), nested: Nested::default(), timeline: Timeline::default() };
+        let ctx = PodContext {
+            rt,
+            driver,
+            activator,
+            pools,
+            fresh: Mutex::default(),
+            nested: Nested::default(),
+            timeline: Timeline::default(),
+            creates: Coalescer::new(crate::pod::driver::neutron::CREATE_BATCH),
+        };
         (ctx, PodTasks { activator: activator_rx, pool_jobs })
     }
 

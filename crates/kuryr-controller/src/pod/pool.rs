@@ -1,7 +1,8 @@
 //! Warm pools of Neutron ports (`[kubernetes] vif_pool_driver = neutron`, knobs in `[vif_pool]`).
 //!
 //! A pool is keyed by (node, network) and grouped by security-group set. Its ports are
-//! bulk-created in one `POST /ports` (`max(ports_pool_batch, ports_pool_min - free)` ports),
+//! bulk-created (`max(ports_pool_batch, ports_pool_min - free)` ports, in `POST /ports` of
+//! [`REFILL_CHUNK`], each started only while no pod's own port creation is queued or in flight),
 //! bound to the node, stamped as pool ports (name `kuryr-pool/<node>`, description `kuryr-rs pool
 //! port: cluster <c>, node <n>`, empty `device_id`), and published to the node's kuryr-daemon in the
 //! node's *pool KuryrPort* (`kuryr-pool/pool-<node>`, `status.vifs` = port id → VIF; see
@@ -9,7 +10,8 @@
 //! needs one — upstream's pooled ports stayed DOWN until a pod was wired.
 //!
 //! Claim (a pod needs a port): pop one of the exact security-group set, else of another set of
-//! the same pool (then one `PUT` sets its security groups). No other OpenStack call is on the
+//! the same pool (then one `PUT` sets its security groups). A miss (empty pool): the pod's own
+//! port is created first, then the refill starts ([`missed`]). No other OpenStack call is on the
 //! pod's path: the pod's KuryrPort status, written right after, is the record of the claim; the
 //! pod's stamp on the port (device_id = pod UID, name, description, tags) is written in the
 //! background. A crash before the status write leaves a port that still looks free and is
@@ -318,7 +320,7 @@ async fn stamp(ctx: &PodContext, port_id: &str, upd: &PortUpdate) {
 }
 
 /// Ports per bulk `POST /ports` of a refill.
-pub const BULK_CHUNK: usize = 20;
+pub const REFILL_CHUNK: usize = 5;
 
 /// Adds every free pool port of this cluster Neutron has and the pools do not know.
 async fn adopt_strays(ctx: &PodContext, pools: &Pools) -> Result<usize, Error> {
@@ -471,8 +473,9 @@ pub async fn run_drain(ctx: Arc<PodContext>) {
     }
 }
 
-/// Claims a pool port for `req` (one `PUT`), or `None` when the pool is empty (a refill is
-/// started; the caller creates a port directly so this pod does not wait for the bulk create).
+/// Claims a pool port for `req` (one `PUT`), or `None` when the pool is empty: the caller
+/// creates the pod's port directly, then calls [`missed`] (the refill goes after that creation,
+/// so a miss costs the pod its own port, not a bulk of the pool's).
 pub async fn claim(ctx: &PodContext, pools: &Pools, req: &PodPortRequest, network_id: &str) -> Result<Option<Port>, Error> {
     ensure_recovered(ctx, pools).await?;
     let key = PoolKey { node: req.node.clone(), network_id: network_id.to_string() };
@@ -483,7 +486,6 @@ pub async fn claim(ctx: &PodContext, pools: &Pools, req: &PodPortRequest, networ
     loop {
         let Some(port) = pools.with(|s| s.take(&key, &sgs)) else {
             ctx.metrics.pool_event("miss", 1);
-            pools.refill(&key, &defaults);
             return Ok(None);
         };
         if let Err(e) = ctx.leader.ensure() {
@@ -521,6 +523,11 @@ pub async fn claim(ctx: &PodContext, pools: &Pools, req: &PodPortRequest, networ
             }
         }
     }
+}
+
+/// A pod missed the pool of (`node`, `network_id`) and has its own port now: refill the pool.
+pub fn missed(ctx: &PodContext, pools: &Pools, node: &str, network_id: &str) {
+    pools.refill(&PoolKey { node: node.to_string(), network_id: network_id.to_string() }, &ctx.settings.pod_security_groups);
 }
 
 /// The pod's KuryrPort lists the claimed port: the node's pool KuryrPort may drop it now.
@@ -630,11 +637,14 @@ async fn populate(ctx: &PodContext, pools: &Pools, key: PoolKey, sgs: SgSet) {
         if n == 0 {
             return Ok(0);
         }
-        // Chunks: a bulk POST of many ports can outlast the request timeout (each port is an
-        // OVN transaction); every chunk is usable as soon as it lands.
+        // Chunks: every chunk is usable as soon as it lands, and a pod whose own port creation
+        // comes while a chunk is in flight waits for at most that chunk (Neutron does not run
+        // them side by side); pods go first: a chunk starts only when no pod's port creation is
+        // queued or in flight.
         let mut count = 0;
         while count < n {
-            let chunk = (n - count).min(BULK_CHUNK);
+            ctx.creates.idle().await;
+            let chunk = (n - count).min(REFILL_CHUNK);
             ctx.leader.ensure()?;
             let reqs = vec![pool_port_create(&ctx.settings, &key, &sgs); chunk];
             let created = match ctx.neutron.create_ports(&reqs).await {

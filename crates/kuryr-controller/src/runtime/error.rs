@@ -51,6 +51,10 @@ pub enum Error {
     /// port); retried soon.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// A batched call this request was part of was abandoned (the caller running the batch was
+    /// cancelled): it may or may not have taken effect; retried soon (with adoption first).
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// The KuryrPort finalizer helper failed (boxed: it wraps this type).
     #[error(transparent)]
     Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
@@ -75,6 +79,7 @@ impl Error {
             Error::Invalid(_) => "invalid_object",
             Error::NotLeader => "not_leader",
             Error::NotReady(_) => "not_ready",
+            Error::Interrupted(_) => "interrupted",
             Error::Timeout { .. } => "timeout",
             Error::Config(_) => "config",
             Error::NodeTrunk { .. } => "nested_config",
@@ -107,7 +112,7 @@ impl Error {
                 _ => true,
             },
             Error::OpenStack(e) => e.is_transient() || e.is_conflict(),
-            Error::Timeout { .. } | Error::NotLeader | Error::NotReady(_) | Error::Finalizer(_) => true,
+            Error::Timeout { .. } | Error::NotLeader | Error::NotReady(_) | Error::Interrupted(_) | Error::Finalizer(_) => true,
             Error::Subport { transient, .. } => *transient,
             Error::Binding { .. } | Error::BadPort { .. } | Error::Invalid(_) | Error::Config(_) | Error::NodeTrunk { .. } => false,
         }

@@ -8,12 +8,14 @@
 //!   the pod/KuryrPort event taps ([`hooks::Hooks`]).
 //! * [`error`]: the error type and its classification; [`policy`]: the shared error policy
 //!   (count, log, back-off).
-//! * [`cache`]: shared read cache of Neutron subnets and networks.
+//! * [`cache`]: shared read cache of Neutron subnets and networks; [`batch`]: group commit of
+//!   requests (bulk port creation, subport attachment).
 //! * [`lease`]: leader election with fencing, the leader gate.
 //! * [`health`], [`metrics`], [`events`]: probes, Prometheus metrics, Kubernetes Events.
 //! * [`settings`]: kuryr.conf → clients and defaults.
 //! * [`crds`]: CRD YAML and installation.
 
+pub mod batch;
 pub mod cache;
 pub mod context;
 pub mod crds;

@@ -26,6 +26,7 @@
 use crate::pod::context::PodContext;
 use crate::pod::driver::neutron;
 use crate::pod::ports::{self, tags_to_set, Acquired, PodPortRequest};
+use crate::runtime::batch::Coalescer;
 use crate::runtime::error::Error;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
@@ -35,7 +36,6 @@ use kuryr_openstack::Query;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 /// `device_owner` Neutron gives a port attached to a trunk.
 pub use kuryr_core::names::SUBPORT_OWNER;
@@ -144,26 +144,22 @@ impl AttachFailure {
     }
 }
 
-struct Waiter {
-    port_id: String,
-    tx: oneshot::Sender<Result<u16, AttachFailure>>,
-}
-
-#[derive(Default)]
-struct TrunkSlot {
-    /// Held while a batch is attached.
-    lock: Arc<tokio::sync::Mutex<()>>,
-    /// Ports waiting for the next batch.
-    queue: Vec<Waiter>,
-    /// Where the next VLAN id search starts (0 = past the trunk's highest id).
-    next: u16,
-}
+/// Subports per `PUT add_subports`.
+const ATTACH_BATCH: usize = 64;
 
 /// nested-vlan state: node parents and per-trunk attachment queues.
-#[derive(Default)]
 pub struct Nested {
     parents: Mutex<HashMap<String, (Instant, Arc<NodeParent>)>>,
-    trunks: Mutex<HashMap<String, TrunkSlot>>,
+    /// Per trunk: where the next VLAN id search starts (0 = past the trunk's highest id).
+    next_vlan: Mutex<HashMap<String, u16>>,
+    /// Per trunk: ports waiting to be attached, one `PUT add_subports` at a time.
+    attach: Coalescer<String, String, Result<u16, AttachFailure>>,
+}
+
+impl Default for Nested {
+    fn default() -> Self {
+        Nested { parents: Mutex::default(), next_vlan: Mutex::default(), attach: Coalescer::new(ATTACH_BATCH) }
+    }
 }
 
 impl std::fmt::Debug for Nested {
@@ -267,38 +263,22 @@ pub async fn adoption_candidates(ctx: &PodContext, req: &PodPortRequest) -> Resu
 /// Attaches `port_id` to `trunk_id` (or finds it attached) and returns its VLAN id. Joins the
 /// trunk's next batch.
 pub async fn attach(ctx: &PodContext, trunk_id: &str, port_id: &str) -> Result<u16, Error> {
-    let (tx, rx) = oneshot::channel();
-    let gate = {
-        let mut trunks = lock(&ctx.nested.trunks);
-        let slot = trunks.entry(trunk_id.to_string()).or_default();
-        slot.queue.push(Waiter { port_id: port_id.to_string(), tx });
-        slot.lock.clone()
-    };
-    {
-        let _held = gate.lock().await;
-        let batch = lock(&ctx.nested.trunks).get_mut(trunk_id).map(|s| std::mem::take(&mut s.queue)).unwrap_or_default();
-        // Empty: an earlier holder took this port into its batch and has answered it.
-        if !batch.is_empty() {
-            attach_batch(ctx, trunk_id, batch).await;
-        }
-    }
     let sub = |reason: String, transient: bool| Error::Subport {
         port_id: port_id.to_string(),
         trunk_id: trunk_id.to_string(),
         reason,
         transient,
     };
-    match rx.await {
-        Ok(Ok(id)) => Ok(id),
-        Ok(Err(f)) => Err(sub(f.reason, f.transient)),
-        Err(_) => Err(sub("the attachment was interrupted (its reconcile was cancelled)".into(), true)),
+    match ctx.nested.attach.submit(trunk_id.to_string(), port_id.to_string(), |ids| attach_batch(ctx, trunk_id, ids)).await {
+        Some(Ok(id)) => Ok(id),
+        Some(Err(f)) => Err(sub(f.reason, f.transient)),
+        None => Err(sub("the attachment was interrupted (its reconcile was cancelled)".into(), true)),
     }
 }
 
-async fn attach_batch(ctx: &PodContext, trunk_id: &str, batch: Vec<Waiter>) {
-    let ids: Vec<String> = batch.iter().map(|w| w.port_id.clone()).collect();
-    let mut results = match try_attach(ctx, trunk_id, &ids).await {
-        Ok(v) => v.into_iter().map(Ok).collect::<Vec<_>>(),
+async fn attach_batch(ctx: &PodContext, trunk_id: &str, ids: Vec<String>) -> Vec<Result<u16, AttachFailure>> {
+    match try_attach(ctx, trunk_id, &ids).await {
+        Ok(v) => v.into_iter().map(Ok).collect(),
         // One bad port must not fail the others: attach them one by one.
         Err(f) if ids.len() > 1 => {
             tracing::warn!(trunk = %trunk_id, ports = ids.len(), error = %f.reason, "batched add_subports failed; attaching one by one");
@@ -309,9 +289,6 @@ async fn attach_batch(ctx: &PodContext, trunk_id: &str, batch: Vec<Waiter>) {
             out
         }
         Err(f) => vec![Err(f)],
-    };
-    for (w, r) in batch.into_iter().zip(results.drain(..)) {
-        let _ = w.tx.send(r);
     }
 }
 
@@ -346,14 +323,9 @@ async fn try_attach(ctx: &PodContext, trunk_id: &str, port_ids: &[String]) -> Re
         if !clashed.is_empty() && !clashed.iter().any(|v| used.contains(v)) {
             return Err(last);
         }
-        let start = {
-            let mut trunks = lock(&ctx.nested.trunks);
-            let slot = trunks.entry(trunk_id.to_string()).or_default();
-            if slot.next == 0 {
-                used.iter().next_back().map_or(1, |m| m.saturating_add(1))
-            } else {
-                slot.next
-            }
+        let start = match lock(&ctx.nested.next_vlan).get(trunk_id).copied().unwrap_or(0) {
+            0 => used.iter().next_back().map_or(1, |m| m.saturating_add(1)),
+            next => next,
         };
         let vlans = pick_vlans(&used, start, missing.len());
         if vlans.len() < missing.len() {
@@ -367,7 +339,7 @@ async fn try_attach(ctx: &PodContext, trunk_id: &str, port_ids: &[String]) -> Re
             Ok(_) => {
                 if let Some(top) = vlans.last() {
                     let next = if *top >= MAX_VLAN { 1 } else { top + 1 };
-                    lock(&ctx.nested.trunks).entry(trunk_id.to_string()).or_default().next = next;
+                    lock(&ctx.nested.next_vlan).insert(trunk_id.to_string(), next);
                 }
                 for (p, v) in missing.iter().zip(&vlans) {
                     found.insert(p.as_str(), *v);
@@ -379,7 +351,7 @@ async fn try_attach(ctx: &PodContext, trunk_id: &str, port_ids: &[String]) -> Re
                 tracing::info!(trunk = %trunk_id, attempt, error = %e, "add_subports conflict; re-reading the trunk");
                 // Past the ids that clashed.
                 if let Some(top) = vlans.last() {
-                    lock(&ctx.nested.trunks).entry(trunk_id.to_string()).or_default().next = top.saturating_add(1).min(MAX_VLAN);
+                    lock(&ctx.nested.next_vlan).insert(trunk_id.to_string(), top.saturating_add(1).min(MAX_VLAN));
                 }
                 last = AttachFailure::from_os(&e);
                 clashed = vlans;

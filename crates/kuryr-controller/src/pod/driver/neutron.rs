@@ -86,7 +86,11 @@ pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<Acquired,
         None => match &ctx.pools {
             Some(pools) if !req.standalone => match crate::pod::pool::claim(ctx, pools, req, &subnet.network_id).await? {
                 Some(p) => (p, false, true),
-                None => (create(ctx, req, &subnet).await?, false, false),
+                None => {
+                    let port = create(ctx, req, &subnet).await;
+                    crate::pod::pool::missed(ctx, pools, &req.node, &subnet.network_id);
+                    (port?, false, false)
+                }
             },
             _ => (create(ctx, req, &subnet).await?, false, false),
         },
@@ -110,6 +114,10 @@ pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<Acquired,
     Ok(Acquired { port, adopted, pooled, binding: None })
 }
 
+/// Pod ports per bulk `POST /ports` (a bulk of many ports can outlast the request timeout: each
+/// port is an OVN transaction).
+pub const CREATE_BATCH: usize = 20;
+
 async fn create(ctx: &PodContext, req: &PodPortRequest, subnet: &Subnet) -> Result<Port, Error> {
     let mut body = port_create(&ctx.settings, req, &subnet.network_id);
     body.fixed_ips = Some(ctx.settings.fixed_ips_on(&subnet.id));
@@ -117,7 +125,53 @@ async fn create(ctx: &PodContext, req: &PodPortRequest, subnet: &Subnet) -> Resu
     // `pod_project_driver = annotation`: the namespace's project (else `[neutron_defaults] project`).
     body.project_id = ctx.project_for(ProjectKind::Pod, &req.namespace).await;
     ctx.leader.ensure()?;
-    Ok(ctx.neutron.create_port(&body).await?)
+    // Pods whose ports are asked for while another creation is in flight share the next request.
+    let project = body.project_id.clone();
+    ctx.creates.submit(project, body, |bodies| create_batch(ctx, bodies)).await.unwrap_or_else(|| {
+        Err(Error::Interrupted(format!(
+            "creating the port of pod {}/{} (in one request with other pods' ports, whose caller was cancelled)",
+            req.namespace, req.name
+        )))
+    })
+}
+
+/// Creates the ports of pods that asked together: one bulk `POST /ports`. A bulk is all or
+/// nothing, so if it fails each pod's port is made on its own (one pod's bad request must not
+/// fail the others), after adopting those a failed bulk may still have created (a timed-out POST
+/// can have taken effect; each port carries its pod's UID as `device_id`).
+pub async fn create_batch(ctx: &PodContext, bodies: Vec<PortCreate>) -> Vec<Result<Port, Error>> {
+    if let [one] = bodies.as_slice() {
+        return vec![ctx.neutron.create_port(one).await.map_err(Error::from)];
+    }
+    if ctx.leader.ensure().is_err() {
+        return bodies.iter().map(|_| Err(Error::NotLeader)).collect();
+    }
+    let e = match ctx.neutron.create_ports(&bodies).await {
+        Ok(ports) if ports.len() == bodies.len() => {
+            tracing::info!(ports = ports.len(), "created the ports of pods that asked together in one bulk request");
+            ctx.metrics.pool_event("bulk_created", ports.len() as u64);
+            return ports.into_iter().map(Ok).collect();
+        }
+        Ok(ports) => format!("the bulk create answered {} ports for {} requests", ports.len(), bodies.len()),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(ports = bodies.len(), error = %e, "bulk port creation failed; creating the pods' ports one by one");
+    let uids = bodies.iter().map(|b| b.device_id.as_str());
+    let made = match ctx.neutron.list_ports(&Query::new().any_of("device_id", uids).eq("device_owner", DEVICE_OWNER)).await {
+        Ok(found) => found,
+        Err(e2) => {
+            let why = format!("bulk port creation failed ({e}) and the ports it may have created cannot be listed ({e2})");
+            return bodies.iter().map(|_| Err(Error::Interrupted(why.clone()))).collect();
+        }
+    };
+    let mut out = Vec::with_capacity(bodies.len());
+    for body in &bodies {
+        match made.iter().find(|p| p.device_id == body.device_id && p.network_id == body.network_id) {
+            Some(p) => out.push(Ok(p.clone())),
+            None => out.push(ctx.neutron.create_port(body).await.map_err(Error::from)),
+        }
+    }
+    out
 }
 
 /// The security groups a new port of the pod gets: the NetworkPolicy domain's answer (through
