@@ -31,6 +31,21 @@ pub struct Opts {
     pub sequential: usize,
     pub bursts: Vec<usize>,
     pub timeout: Duration,
+    pub sides: Vec<Side>,
+    /// Appended to the kuryr.conf of both sides.
+    pub extra_conf: String,
+}
+
+/// `upstream` / `kuryr-rs` (`kuryr_rs`), in the order given.
+pub fn parse_sides(names: &[String]) -> Result<Vec<Side>> {
+    names
+        .iter()
+        .map(|n| match n.as_str() {
+            "upstream" => Ok(Side::Upstream),
+            "kuryr-rs" | "kuryr_rs" => Ok(Side::KuryrRs),
+            other => bail!("unknown side {other:?} (upstream, kuryr-rs)"),
+        })
+        .collect()
 }
 
 const CNI_BIN: &str = "/opt/cni/bin/kuryr-cni";
@@ -38,7 +53,7 @@ const CNI_REAL: &str = "/opt/cni/bin/kuryr-cni.bench-real";
 const CNI_LOG: &str = "/run/kuryr-bench-cni.log";
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Side {
+pub enum Side {
     Upstream,
     KuryrRs,
 }
@@ -506,7 +521,7 @@ pub fn run(o: &Opts, repo: &Path) -> Result<Run> {
     let mut run = Run::start(repo);
     let env = stack_env()?;
     let state = PathBuf::from(&env["STACK_STATE"]);
-    run.params = json!({"pools": o.pools, "sequential": o.sequential, "bursts": o.bursts,
+    run.params = json!({"pools": o.pools, "sequential": o.sequential, "bursts": o.bursts, "extra_conf": o.extra_conf,
                         "upstream": "kuryr-kubernetes 10.0.0 (hack/upstream/upstream)", "kuryr_rs": o.release_dir});
     // The peer and the limit, measured in this run.
     let seq = bridge_reference(10, false)?;
@@ -549,9 +564,14 @@ pub fn run(o: &Opts, repo: &Path) -> Result<Run> {
         if pools {
             text.push_str("\n[kubernetes]\nvif_pool_driver = neutron\n[vif_pool]\nports_pool_min = 25\nports_pool_max = 0\nports_pool_batch = 20\nports_pool_update_frequency = 20\n");
         }
+        if !o.extra_conf.is_empty() {
+            text.push('\n');
+            text.push_str(&o.extra_conf);
+            text.push('\n');
+        }
         std::fs::write(&conf, text)?;
         let mut sides = BTreeMap::new();
-        for side in [Side::Upstream, Side::KuryrRs] {
+        for &side in &o.sides {
             eprintln!(
                 "=== {} with pools {}",
                 side.name(),

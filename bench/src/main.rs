@@ -20,6 +20,7 @@ mod daemon;
 mod daemonadd;
 mod guard;
 mod http;
+mod neutronbulk;
 mod policy;
 mod prom;
 mod results;
@@ -38,6 +39,7 @@ const DAEMON_ADD_DESC: &str = "kuryr-daemon (release, static) on the local stack
 const BURST_DESC: &str = "kuryr-controller (release) on the local stack: a burst of pods created at once (bound to the node, never sandboxed), without and with a pre-filled warm pool: pod created → KuryrPort VIF written (→ active when the port is already ACTIVE), OpenStack calls per pod, controller RSS.";
 const SERVICES_DESC: &str = "Services through Octavia (ovn provider) with kuryr-controller (release) on the local stack: Service created → first HTTP answer through its ClusterIP (from the node), EndpointSlice change → Octavia pool converged, Octavia member calls per endpoint change next to upstream kuryr's algorithm for the same changes. Targets: first connection p50 ≤ 2 s, converged p50 ≤ 1 s, 1 member call per change.";
 const POLICY_DESC: &str = "NetworkPolicy through Neutron security groups and address groups with kuryr-controller and kuryr-daemon (release) on the local stack, 100 busybox pods through kubelet and 10 policies: pod label change, policy edit and new pod → enforcement observed by real TCP connections from inside a pod's netns (every 20 ms), Neutron calls per pod event, and the floor: one address-group update made by hand → enforcement (OVN's part). Targets: ≤ 1 s p99 to enforcement; calls per pod event constant.";
+const NEUTRON_BULK_DESC: &str = "What one Neutron port costs on the local stack (ML2/OVN, one API worker), as kuryr-controller makes them (bound to the node, compute:kuryr): one at a time, in bulks of 5/10/20 (and their time per port ÷ a single's), 10 at once, and one sent while a bulk is in flight. The accounting behind kuryr-rs's coalesced pod port creation ([neutron_defaults] port_bulk_max) and its warm-pool refill chunks.";
 const DAEMON_RSS_DESC: &str = "kuryr-daemon resident memory (VmRSS from /proc/<pid>/status) idle after start and after the daemon-add runs; VmHWM is the peak. Target ≤ 30 MiB.";
 
 fn target_dir() -> PathBuf {
@@ -236,6 +238,24 @@ enum Cmd {
         /// Give up on one workload after this long (s).
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Which sides to run (`upstream`, `kuryr-rs`); ratios need both.
+        #[arg(long, value_delimiter = ',', default_value = "upstream,kuryr-rs")]
+        sides: Vec<String>,
+        /// kuryr.conf lines appended for both sides (e.g. `[neutron_defaults]\nport_bulk_max = 1`).
+        #[arg(long, default_value = "")]
+        extra_conf: String,
+        #[command(flatten)]
+        out: Out,
+    },
+    /// What one Neutron port costs on the stack, alone and in bulk (the accounting behind
+    /// kuryr-rs's port batching and pool refill chunks).
+    NeutronBulk {
+        /// Single creates, one at a time.
+        #[arg(long, default_value_t = 8)]
+        sequential: usize,
+        /// Bulk sizes.
+        #[arg(long, value_delimiter = ',', default_value = "5,10,20")]
+        bulks: Vec<usize>,
         #[command(flatten)]
         out: Out,
     },
@@ -368,6 +388,15 @@ fn main() -> Result<()> {
             let run = rt.block_on(burst::run(&o, &repo()))?;
             record(run, &out, "controller-burst", BURST_DESC)
         }
+        Cmd::NeutronBulk {
+            sequential,
+            bulks,
+            out,
+        } => {
+            let o = neutronbulk::Opts { sequential, bulks };
+            let run = rt.block_on(neutronbulk::run(&o, &repo()))?;
+            record(run, &out, "neutron-bulk", NEUTRON_BULK_DESC)
+        }
         Cmd::Services {
             controller_bin,
             services,
@@ -428,10 +457,14 @@ fn main() -> Result<()> {
             sequential,
             bursts,
             timeout,
+            sides,
+            extra_conf,
             out,
         } => {
             require_root()?;
             let o = compare::Opts {
+                sides: compare::parse_sides(&sides)?,
+                extra_conf: extra_conf.replace("\\n", "\n"),
                 release_dir: release_dir
                     .unwrap_or_else(|| target_dir().join("x86_64-unknown-linux-gnu/release")),
                 pools: pools.iter().map(|p| p == "on").collect(),

@@ -357,6 +357,9 @@ pub struct KubernetesConfig {
     pub use_events: bool,
 }
 
+/// `[neutron_defaults] port_bulk_max` when unset (see `bench/results/neutron-bulk.json`).
+pub const DEFAULT_PORT_BULK_MAX: u32 = 20;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeutronDefaults {
     pub project: String,
@@ -374,6 +377,9 @@ pub struct NeutronDefaults {
     pub ovs_bridge: String,
     /// 0 = use the network's MTU.
     pub network_device_mtu: u32,
+    /// kuryr-rs: at most this many pod ports asked for together go in one bulk `POST /ports`
+    /// (1 = one request per port).
+    pub port_bulk_max: u32,
     pub resource_tags: Vec<String>,
     pub external_svc_net: Option<String>,
     pub external_svc_subnet: Option<String>,
@@ -696,6 +702,7 @@ impl Config {
             extra_service_subnets,
             ovs_bridge: ini.str_or(nd, "ovs_bridge", "br-int"),
             network_device_mtu: ini.num_or(nd, "network_device_mtu", 0)?,
+            port_bulk_max: ini.num_or(nd, "port_bulk_max", DEFAULT_PORT_BULK_MAX)?,
             resource_tags: ini.list(nd, "resource_tags"),
             external_svc_net: ini.opt(nd, "external_svc_net"),
             external_svc_subnet: ini.opt(nd, "external_svc_subnet"),
@@ -1165,6 +1172,16 @@ resource_tags = kuryr-rs-local
         assert_eq!(c.neutron_defaults.pod_security_groups, ["sg-1", "sg-2"]);
         assert_eq!(c.neutron_defaults.ovs_bridge, "br-int");
         assert_eq!(c.vif_pool.ports_pool_batch, 10);
+        assert_eq!(c.neutron_defaults.port_bulk_max, DEFAULT_PORT_BULK_MAX);
+        let one = Config::parse(
+            &STACK_CONF.replace(
+                "[neutron_defaults]\n",
+                "[neutron_defaults]\nport_bulk_max = 1\n",
+            ),
+            Role::Controller,
+        )
+        .expect("valid");
+        assert_eq!(one.neutron_defaults.port_bulk_max, 1);
         assert_eq!(c.cni_daemon.vif_annotation_timeout, Duration::from_secs(60));
         assert_eq!(c.cni_daemon.standalone_namespace, "kuryr-standalone");
         let other = Config::parse(

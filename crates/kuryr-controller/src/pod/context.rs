@@ -73,6 +73,7 @@ impl PodContext {
             None => (None, None),
         };
         let driver = PortDriver::from_settings(&rt.settings);
+        let rt_bulk_max = rt.settings.port_bulk_max;
         let ctx = PodContext {
             rt,
             driver,
@@ -81,7 +82,7 @@ impl PodContext {
             fresh: Mutex::default(),
             nested: Nested::default(),
             timeline: Timeline::default(),
-            creates: Coalescer::new(crate::pod::driver::neutron::CREATE_BATCH),
+            creates: Coalescer::new(rt_bulk_max),
         };
         (ctx, PodTasks { activator: activator_rx, pool_jobs })
     }

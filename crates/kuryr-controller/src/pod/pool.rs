@@ -1,8 +1,9 @@
 //! Warm pools of Neutron ports (`[kubernetes] vif_pool_driver = neutron`, knobs in `[vif_pool]`).
 //!
 //! A pool is keyed by (node, network) and grouped by security-group set. Its ports are
-//! bulk-created (`max(ports_pool_batch, ports_pool_min - free)` ports, in `POST /ports` of
-//! [`REFILL_CHUNK`], each started only while no pod's own port creation is queued or in flight),
+//! bulk-created (`max(ports_pool_batch, ports_pool_min - free)` ports, in `POST /ports` chunks
+//! of 1, 2, 4… up to `ports_pool_batch` ports, each started only while no pod's own port
+//! creation is queued or in flight, back to 1 after a chunk during which a pod asked),
 //! bound to the node, stamped as pool ports (name `kuryr-pool/<node>`, description `kuryr-rs pool
 //! port: cluster <c>, node <n>`, empty `device_id`), and published to the node's kuryr-daemon in the
 //! node's *pool KuryrPort* (`kuryr-pool/pool-<node>`, `status.vifs` = port id → VIF; see
@@ -319,9 +320,6 @@ async fn stamp(ctx: &PodContext, port_id: &str, upd: &PortUpdate) {
     }
 }
 
-/// Ports per bulk `POST /ports` of a refill.
-pub const REFILL_CHUNK: usize = 5;
-
 /// Adds every free pool port of this cluster Neutron has and the pools do not know.
 async fn adopt_strays(ctx: &PodContext, pools: &Pools) -> Result<usize, Error> {
     let found = ctx.neutron.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER)).await?;
@@ -637,14 +635,18 @@ async fn populate(ctx: &PodContext, pools: &Pools, key: PoolKey, sgs: SgSet) {
         if n == 0 {
             return Ok(0);
         }
-        // Chunks: every chunk is usable as soon as it lands, and a pod whose own port creation
-        // comes while a chunk is in flight waits for at most that chunk (Neutron does not run
-        // them side by side); pods go first: a chunk starts only when no pod's port creation is
-        // queued or in flight.
+        // Chunks: every chunk is usable as soon as it lands. Pods go first: a chunk starts only
+        // when no pod's port creation is queued or in flight. A pod whose creation comes while a
+        // chunk is in flight waits for that chunk (a Neutron API worker makes a bulk's ports
+        // one after the other, about as long each as one port alone: bench/results/
+        // neutron-bulk.json), so chunks start at one port, double while no pod asks for a port
+        // during a chunk (up to `ports_pool_batch`) and drop back to one when a pod does.
         let mut count = 0;
+        let mut size = 1;
         while count < n {
             ctx.creates.idle().await;
-            let chunk = (n - count).min(REFILL_CHUNK);
+            let asked = ctx.creates.submitted();
+            let chunk = (n - count).min(size);
             ctx.leader.ensure()?;
             let reqs = vec![pool_port_create(&ctx.settings, &key, &sgs); chunk];
             let created = match ctx.neutron.create_ports(&reqs).await {
@@ -661,6 +663,7 @@ async fn populate(ctx: &PodContext, pools: &Pools, key: PoolKey, sgs: SgSet) {
             count += created.len();
             pools.with(|s| created.into_iter().for_each(|p| s.add(p)));
             pools.publish(&key.node);
+            size = if ctx.creates.submitted() == asked { (size * 2).min(pools.cfg.batch.max(1)) } else { 1 };
         }
         Ok::<usize, Error>(count)
     }

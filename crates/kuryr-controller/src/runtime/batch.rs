@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, watch};
 
@@ -40,6 +41,8 @@ pub struct Coalescer<K, I, O> {
     max: usize,
     /// Requests queued or in flight, all keys (see [`Coalescer::idle`]).
     busy: watch::Sender<usize>,
+    /// Requests submitted so far, all keys (see [`Coalescer::submitted`]).
+    submitted: AtomicU64,
 }
 
 impl<K, I, O> std::fmt::Debug for Coalescer<K, I, O> {
@@ -60,7 +63,7 @@ impl Drop for Busy<'_> {
 impl<K: Eq + Hash + Clone, I, O> Coalescer<K, I, O> {
     /// At most `max` requests per batch (≥ 1).
     pub fn new(max: usize) -> Self {
-        Coalescer { slots: Mutex::default(), max: max.max(1), busy: watch::Sender::new(0) }
+        Coalescer { slots: Mutex::default(), max: max.max(1), busy: watch::Sender::new(0), submitted: AtomicU64::new(0) }
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<K, Slot<I, O>>> {
@@ -77,6 +80,7 @@ impl<K: Eq + Hash + Clone, I, O> Coalescer<K, I, O> {
         Fut: Future<Output = Vec<O>>,
     {
         let (tx, rx) = oneshot::channel();
+        self.submitted.fetch_add(1, Ordering::Relaxed);
         self.busy.send_modify(|n| *n += 1);
         let _busy = Busy(&self.busy);
         let gate = {
@@ -123,6 +127,12 @@ impl<K: Eq + Hash + Clone, I, O> Coalescer<K, I, O> {
         let _ = rx.wait_for(|n| *n == 0).await;
     }
 
+    /// Requests submitted so far (background work compares two readings to learn whether a
+    /// caller came meanwhile).
+    pub fn submitted(&self) -> u64 {
+        self.submitted.load(Ordering::Relaxed)
+    }
+
     /// Requests queued or in flight.
     pub fn busy(&self) -> usize {
         *self.busy.borrow()
@@ -132,7 +142,7 @@ impl<K: Eq + Hash + Clone, I, O> Coalescer<K, I, O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
     /// A batch runner that records batch sizes and answers `item * 10`, after `delay`.
@@ -166,6 +176,7 @@ mod tests {
             assert_eq!(t.await.expect("task"), Some(i as u32 * 10), "each caller gets its own answer");
         }
         assert_eq!(*sizes.lock().expect("sizes"), [1, 1, 20, 10]);
+        assert_eq!(c.submitted(), 32);
         assert_eq!(c.busy(), 0);
         assert!(c.slots().is_empty(), "idle keys leave no state");
     }

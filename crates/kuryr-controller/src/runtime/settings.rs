@@ -29,6 +29,8 @@ pub struct Settings {
     pub ovs_bridge: String,
     /// `[neutron_defaults] network_device_mtu`; 0 = the network's MTU.
     pub network_device_mtu: u32,
+    /// `[neutron_defaults] port_bulk_max` (kuryr-rs): pod ports per bulk `POST /ports`, ≥ 1.
+    pub port_bulk_max: usize,
     /// `[neutron_defaults] resource_tags`: put on every port kuryr-rs creates.
     pub resource_tags: Vec<String>,
     /// `resource_tags` and the cluster tag ([`kuryr_core::names::cluster_tag`]): what every
@@ -179,6 +181,7 @@ impl Settings {
             pod_security_groups: nd.pod_security_groups.clone(),
             ovs_bridge: nd.ovs_bridge.clone(),
             network_device_mtu: nd.network_device_mtu,
+            port_bulk_max: usize::try_from(nd.port_bulk_max).unwrap_or(usize::MAX).max(1),
             resource_tags: nd.resource_tags.clone(),
             tags: all_tags(&nd.resource_tags, cluster_name),
             cluster_name: cluster_name.to_string(),
@@ -211,6 +214,7 @@ impl Settings {
             pod_security_groups: Vec::new(),
             ovs_bridge: "br-int".into(),
             network_device_mtu: 0,
+            port_bulk_max: kuryr_core::config::DEFAULT_PORT_BULK_MAX as usize,
             resource_tags: Vec::new(),
             tags: all_tags(&[], "kubernetes"),
             cluster_name: "kubernetes".into(),

@@ -114,10 +114,6 @@ pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<Acquired,
     Ok(Acquired { port, adopted, pooled, binding: None })
 }
 
-/// Pod ports per bulk `POST /ports` (a bulk of many ports can outlast the request timeout: each
-/// port is an OVN transaction).
-pub const CREATE_BATCH: usize = 20;
-
 async fn create(ctx: &PodContext, req: &PodPortRequest, subnet: &Subnet) -> Result<Port, Error> {
     let mut body = port_create(&ctx.settings, req, &subnet.network_id);
     body.fixed_ips = Some(ctx.settings.fixed_ips_on(&subnet.id));
