@@ -17,13 +17,13 @@ use fixtures::*;
 use kube::runtime::controller::Action;
 use kuryr_controller::gc::{self, Kind, Marks};
 use kuryr_controller::pod::driver::neutron::create_batch;
-use kuryr_controller::pod::kuryrport;
 use kuryr_controller::pod::pool::{pool_description, pool_port_name, PoolKey};
+use kuryr_controller::pod::{activator, kuryrport, pool};
 use kuryr_controller::runtime::error::Error;
 use kuryr_controller::runtime::hooks::SweepHooks;
 use kuryr_controller::runtime::settings::PoolSettings;
 use kuryr_core::crd::KuryrPort;
-use kuryr_openstack::neutron::PortCreate;
+use kuryr_openstack::neutron::{Port, PortCreate};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
@@ -217,6 +217,33 @@ async fn warm_pool_port_is_claimed_instead_of_created() {
     assert_eq!(api.calls()[0].body["status"]["vifs"]["eth0"]["vif"]["portId"], "port-pool-1");
     let key = PoolKey { node: NODE.into(), network_id: NETWORK.into() };
     assert_eq!(h.ctx.pools.as_ref().expect("pools").free(&key), 0);
+}
+
+/// Pods that missed their (empty) pool have their own ports: the refill waits until every such
+/// port of that pool is ACTIVE (or gone), since Neutron's worker records their status behind any
+/// refill bulk in flight; a miss whose creation failed refills at once.
+#[tokio::test]
+async fn a_missed_pool_is_refilled_once_the_missing_pods_ports_are_active() {
+    let neutron = NeutronSim::start().await;
+    let (client, _api) = ApiServer::start(default_kube);
+    let h = Harness::new(client, &neutron, settings(pools_on())).await;
+    let pools = h.ctx.pools.clone().expect("pools");
+    let key = PoolKey { node: NODE.into(), network_id: NETWORK.into() };
+    let down = |id: &str| -> Port { serde_json::from_value(port_json(id, UID, NODE, "DOWN")).unwrap() };
+
+    pool::missed(&h.ctx, &pools, NODE, NETWORK, Some(&down("p1")));
+    pool::missed(&h.ctx, &pools, NODE, NETWORK, Some(&down("p2")));
+    assert!(!pools.refilling(&key), "waits for the missing pods' ports");
+    activator::settled(&h.ctx, "p1");
+    assert!(!pools.refilling(&key), "p2 still activating");
+    activator::settled(&h.ctx, "unrelated");
+    assert!(!pools.refilling(&key));
+    activator::settled(&h.ctx, "p2");
+    assert!(pools.refilling(&key), "both ACTIVE: refill");
+
+    let other = PoolKey { node: "node-2".into(), network_id: NETWORK.into() };
+    pool::missed(&h.ctx, &pools, "node-2", NETWORK, None);
+    assert!(pools.refilling(&other), "the pod's own creation failed: refill at once");
 }
 
 /// The deleted KuryrPort of a pod whose port was recorded in its status.

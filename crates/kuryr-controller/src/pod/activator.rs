@@ -213,6 +213,7 @@ async fn poll(ctx: &PodContext, entries: &mut HashMap<String, Entry>) {
             None => {
                 tracing::warn!(namespace = %e.p.namespace, pod = %e.p.name, port = %id, "activator: port no longer exists in Neutron; not waiting for it");
                 entries.remove(id);
+                settled(ctx, id);
             }
         }
     }
@@ -228,10 +229,18 @@ async fn poll(ctx: &PodContext, entries: &mut HashMap<String, Entry>) {
         match r {
             Ok(Marked::Done) | Ok(Marked::Gone) => {
                 entries.remove(&id);
+                settled(ctx, &id);
             }
             Err(Error::NotLeader) => {}
             Err(e) => tracing::warn!(port = %id, error = %e, "activator: could not mark the VIF active; will retry"),
         }
+    }
+}
+
+/// The activator is done with `port_id`: a warm pool waiting for it may refill.
+pub fn settled(ctx: &PodContext, port_id: &str) {
+    if let Some(pools) = &ctx.pools {
+        crate::pod::pool::settled(ctx, pools, port_id);
     }
 }
 
@@ -260,6 +269,7 @@ pub async fn run(ctx: Arc<PodContext>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                 }
                 Some(Cmd::Untrack(id)) => {
                     entries.remove(&id);
+                    settled(&ctx, &id);
                 }
             },
             r = leader.changed() => {

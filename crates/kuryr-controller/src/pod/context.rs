@@ -36,8 +36,9 @@ pub struct PodContext {
     /// sweep releases orphaned subports through them).
     pub nested: Nested,
     pub timeline: Timeline,
-    /// Pod port creations, coalesced per project into bulk `POST /ports`
-    /// ([`crate::pod::driver::neutron`]); warm-pool refills wait until it is idle.
+    /// Pod port creations in flight, coalesced per project into bulk `POST /ports` when
+    /// `port_bulk_max` > 1 ([`crate::pod::driver::neutron`]); warm-pool refills wait until it is
+    /// idle.
     pub creates: PortCreates,
 }
 

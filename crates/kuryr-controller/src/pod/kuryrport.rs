@@ -299,6 +299,7 @@ fn announce_vif(ctx: &PodContext, req: &PodPortRequest, vif: &Vif, adopted: bool
 /// An active VIF is done (timings and an Event); an inactive one goes to the activator.
 fn activate(ctx: &PodContext, req: PodPortRequest, vif: &Vif, pref: ObjectReference) {
     if vif.active {
+        crate::pod::activator::settled(ctx, &vif.port_id);
         ctx.timeline.active(&req.pod_uid, &ctx.metrics);
         ctx.events.normal(pref, reason::UPDATED_WITH_ACTIVE_VIFS, "ActivatePort", format!("Neutron port {} is ACTIVE", vif.port_id));
     } else {

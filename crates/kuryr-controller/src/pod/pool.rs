@@ -12,7 +12,7 @@
 //!
 //! Claim (a pod needs a port): pop one of the exact security-group set, else of another set of
 //! the same pool (then one `PUT` sets its security groups). A miss (empty pool): the pod's own
-//! port is created first, then the refill starts ([`missed`]). No other OpenStack call is on the
+//! port is created first; the refill starts once that port is ACTIVE ([`missed`], [`settled`]). No other OpenStack call is on the
 //! pod's path: the pod's KuryrPort status, written right after, is the record of the claim; the
 //! pod's stamp on the port (device_id = pod UID, name, description, tags) is written in the
 //! background. A crash before the status write leaves a port that still looks free and is
@@ -125,6 +125,8 @@ pub struct State {
     claiming: HashMap<String, Port>,
     /// Pools with a bulk create in flight.
     populating: HashSet<PoolKey>,
+    /// Ports of pods that missed their pool, not ACTIVE yet: the pool's refill waits for them.
+    activating: HashMap<String, PoolKey>,
     /// Whether the state was rebuilt from Neutron during the current leadership.
     recovered: bool,
     /// When each free port joined the pool (its status is followed for a while, see
@@ -264,6 +266,11 @@ impl Pools {
     /// Free ports of the (node, network) pool.
     pub fn free(&self, key: &PoolKey) -> usize {
         self.with(|s| s.free_count(key))
+    }
+
+    /// Whether a refill of the (node, network) pool has been asked for and not finished.
+    pub fn refilling(&self, key: &PoolKey) -> bool {
+        self.with(|s| s.populating.contains(key))
     }
 
     fn publish(&self, node: &str) {
@@ -523,9 +530,29 @@ pub async fn claim(ctx: &PodContext, pools: &Pools, req: &PodPortRequest, networ
     }
 }
 
-/// A pod missed the pool of (`node`, `network_id`) and has its own port now: refill the pool.
-pub fn missed(ctx: &PodContext, pools: &Pools, node: &str, network_id: &str) {
-    pools.refill(&PoolKey { node: node.to_string(), network_id: network_id.to_string() }, &ctx.settings.pod_security_groups);
+/// A pod missed the pool of (`node`, `network_id`) and has its own port (`port`, unless its
+/// creation failed) now. The refill waits until that port is ACTIVE ([`settled`]): Neutron's
+/// worker also records the port's status, behind any refill bulk in flight.
+pub fn missed(ctx: &PodContext, pools: &Pools, node: &str, network_id: &str, port: Option<&Port>) {
+    let key = PoolKey { node: node.to_string(), network_id: network_id.to_string() };
+    match port {
+        Some(p) if p.status != "ACTIVE" => {
+            pools.with(|s| s.activating.insert(p.id.clone(), key));
+        }
+        _ => pools.refill(&key, &ctx.settings.pod_security_groups),
+    }
+}
+
+/// The activator is done with `port_id` (ACTIVE, or gone): if a pod that missed its pool waited
+/// for it, and no other such pod of that pool still waits, the pool is refilled now.
+pub fn settled(ctx: &PodContext, pools: &Pools, port_id: &str) {
+    let key = pools.with(|s| {
+        let key = s.activating.remove(port_id)?;
+        (!s.activating.values().any(|k| *k == key)).then_some(key)
+    });
+    if let Some(key) = key {
+        pools.refill(&key, &ctx.settings.pod_security_groups);
+    }
 }
 
 /// The pod's KuryrPort lists the claimed port: the node's pool KuryrPort may drop it now.

@@ -79,10 +79,14 @@ impl<K: Eq + Hash + Clone, I, O> Coalescer<K, I, O> {
         F: FnOnce(Vec<I>) -> Fut,
         Fut: Future<Output = Vec<O>>,
     {
-        let (tx, rx) = oneshot::channel();
         self.submitted.fetch_add(1, Ordering::Relaxed);
         self.busy.send_modify(|n| *n += 1);
         let _busy = Busy(&self.busy);
+        if self.max == 1 {
+            // Batches of one: nothing to wait for, requests go side by side (only counted).
+            return run(vec![item]).await.into_iter().next();
+        }
+        let (tx, rx) = oneshot::channel();
         let gate = {
             let mut slots = self.slots();
             let slot = slots.entry(key.clone()).or_default();
@@ -179,6 +183,26 @@ mod tests {
         assert_eq!(c.submitted(), 32);
         assert_eq!(c.busy(), 0);
         assert!(c.slots().is_empty(), "idle keys leave no state");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_of_one_go_side_by_side_and_are_counted() {
+        let c: Arc<Coalescer<&str, u32, u32>> = Arc::new(Coalescer::new(1));
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let started = tokio::time::Instant::now();
+        let tasks: Vec<_> = (0..5u32)
+            .map(|i| {
+                let (c, run) = (c.clone(), runner(sizes.clone(), Duration::from_secs(1)));
+                tokio::spawn(async move { c.submit("k", i, run).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert_eq!(c.busy(), 5, "in flight together");
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.expect("task"), Some(i as u32 * 10));
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(1), "none waited for another");
+        assert_eq!((c.busy(), c.submitted()), (0, 5));
     }
 
     #[tokio::test(start_paused = true)]

@@ -88,7 +88,7 @@ pub async fn acquire(ctx: &PodContext, req: &PodPortRequest) -> Result<Acquired,
                 Some(p) => (p, false, true),
                 None => {
                     let port = create(ctx, req, &subnet).await;
-                    crate::pod::pool::missed(ctx, pools, &req.node, &subnet.network_id);
+                    crate::pod::pool::missed(ctx, pools, &req.node, &subnet.network_id, port.as_ref().ok());
                     (port?, false, false)
                 }
             },
@@ -121,7 +121,9 @@ async fn create(ctx: &PodContext, req: &PodPortRequest, subnet: &Subnet) -> Resu
     // `pod_project_driver = annotation`: the namespace's project (else `[neutron_defaults] project`).
     body.project_id = ctx.project_for(ProjectKind::Pod, &req.namespace).await;
     ctx.leader.ensure()?;
-    // Pods whose ports are asked for while another creation is in flight share the next request.
+    // `port_bulk_max` > 1: pods whose ports are asked for while another creation is in flight
+    // share the next request; 1 (the default): side by side, one request each. Counted either
+    // way, so a warm-pool refill waits until no pod's creation is in flight.
     let project = body.project_id.clone();
     ctx.creates.submit(project, body, |bodies| create_batch(ctx, bodies)).await.unwrap_or_else(|| {
         Err(Error::Interrupted(format!(
