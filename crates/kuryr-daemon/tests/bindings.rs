@@ -217,8 +217,9 @@ async fn nested_parent_mtu_smaller_than_vif_is_refused_naming_both() {
     );
 }
 
-/// This kernel may lack 802.1Q (`8021q`): then the error must say so; otherwise the VLAN
-/// sub-interface must be in the pod with the right id.
+/// This kernel may lack 802.1Q (`8021q`): then the error must say so, and the test is skipped
+/// (the wiring is not proven here); otherwise the VLAN sub-interface must be in the pod with the
+/// right id.
 #[tokio::test]
 #[ignore = "needs root (scratch netns, veth, VLAN, bridge); hack/test runs it as root"]
 async fn nested_vlan_creates_the_subinterface_or_names_the_missing_8021q() {
@@ -252,7 +253,7 @@ async fn nested_vlan_creates_the_subinterface_or_names_the_missing_8021q() {
                 s.contains("802.1Q") && s.contains("8021q") && s.contains("par0"),
                 "{s}"
             );
-            eprintln!("kernel without 802.1Q: {s}");
+            kuryr_test_support::skip!("kernel without 802.1Q, the VLAN wiring is not proven: {s}");
         }
     }
 }
