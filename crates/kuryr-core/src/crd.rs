@@ -61,7 +61,8 @@ pub struct VifEntry {
     /// The pod's default interface (gets the default route).
     #[serde(default)]
     pub default: bool,
-    /// The VIF: kuryr-rs' typed form or an upstream os-vif primitive (see [`Vif`]).
+    /// The VIF: an os-vif primitive (kuryr-rs's or upstream's), or the legacy kuryr-rs typed
+    /// form (see [`crate::vif`]).
     #[schemars(schema_with = "preserve_unknown_object")]
     pub vif: Value,
 }

@@ -34,7 +34,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use kuryr_core::crd::KuryrPort;
 use kuryr_core::names::KURYRPORT_FINALIZER;
-use kuryr_core::vif::{Binding, Vif};
+use kuryr_core::vif::{Binding, StoredForm, Vif};
 use kuryr_openstack::neutron::Port;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -209,7 +209,7 @@ fn track_written(ctx: &PodContext, ns: &str, name: &str, uid: &str, ifname: &str
             name: name.to_string(),
             ifname: ifname.to_string(),
             pod_uid: uid.to_string(),
-            os_vif: vif.get("versioned_object.data").is_some(),
+            form: StoredForm::of(vif),
             standalone,
         });
     }
@@ -308,7 +308,8 @@ fn activate(ctx: &PodContext, req: PodPortRequest, vif: &Vif, pref: ObjectRefere
             name: req.name,
             ifname: DEFAULT_IFNAME.into(),
             pod_uid: req.pod_uid,
-            os_vif: false,
+            // What write_vif wrote (Vif::to_status_value).
+            form: StoredForm::OsVif,
             standalone: req.standalone,
         });
     }
