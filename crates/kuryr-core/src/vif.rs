@@ -532,7 +532,11 @@ pub fn examples() -> [Vif; 4] {
         address: IpAddr::from([10, 244, 1, 3]),
         ..v4.clone()
     };
-    let ips = vec![v4, v4b, ip("fd00:10:244::5", "fd00:10:244::/64", "s6", None)];
+    let ips = vec![
+        v4,
+        v4b,
+        ip("fd00:10:244::5", "fd00:10:244::/64", "s6", None),
+    ];
     let port_id = "6d3b7c52-1a2b-4c5d-8e9f-001122334455";
     [
         Binding::Ovs {
@@ -750,7 +754,10 @@ mod tests {
             assert_eq!(s4[SUBNET_ID_KEY], json!("s4"));
             let route = &s4["routes"]["versioned_object.data"]["objects"][0];
             assert_eq!(
-                (&route["versioned_object.name"], &route["versioned_object.data"]),
+                (
+                    &route["versioned_object.name"],
+                    &route["versioned_object.data"]
+                ),
                 (
                     &json!("Route"),
                     &json!({"cidr": "10.128.0.0/14", "gateway": "10.244.0.254"})
@@ -786,7 +793,9 @@ mod tests {
         );
         assert_eq!(vlan["versioned_object.data"]["vlan_id"], json!(101));
         for v in [&vlan, &macvlan] {
-            assert!(profile(v).is_null() && v["versioned_object.data"].get("bridge_name").is_none());
+            assert!(
+                profile(v).is_null() && v["versioned_object.data"].get("bridge_name").is_none()
+            );
         }
     }
 

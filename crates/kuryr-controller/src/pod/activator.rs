@@ -115,7 +115,7 @@ fn due(entries: &HashMap<String, Entry>, now: Instant, deadline: Duration, slow:
 }
 
 /// JSON-pointer escaping of one path segment.
-fn escape(seg: &str) -> String {
+pub(crate) fn escape(seg: &str) -> String {
     seg.replace('~', "~0").replace('/', "~1")
 }
 
