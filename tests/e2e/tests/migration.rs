@@ -77,16 +77,37 @@ impl Upstream {
         serde_json::from_slice(&out.stdout).expect("read-vifs printed a JSON object")
     }
 
-    /// The upstream controller's log from byte `from` on (the log is appended to across runs).
-    fn controller_log(from: u64) -> String {
-        let text = std::fs::read(&Upstream::env()["UPSTREAM_CONTROLLER_LOG"]).unwrap_or_default();
-        String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default()).into_owned()
+    /// The sizes of upstream's controller and daemon logs (appended to across runs).
+    fn log_sizes() -> [u64; 2] {
+        let env = Upstream::env();
+        LOGS.map(|k| std::fs::metadata(&env[k]).map_or(0, |m| m.len()))
     }
 
-    fn controller_log_len() -> u64 {
-        std::fs::metadata(&Upstream::env()["UPSTREAM_CONTROLLER_LOG"]).map_or(0, |m| m.len())
+    /// The lines of upstream's controller and daemon logs since `from` ([`Upstream::log_sizes`])
+    /// that say a handler failed.
+    fn handler_failures(from: [u64; 2]) -> Vec<String> {
+        let env = Upstream::env();
+        let mut out = Vec::new();
+        for (k, from) in LOGS.iter().zip(from) {
+            let text = std::fs::read(&env[*k]).unwrap_or_default();
+            let text =
+                String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default()).into_owned();
+            out.extend(
+                text.lines()
+                    .filter(|l| {
+                        ["Failed to handle event", "handler unhealthy", "Traceback"]
+                            .iter()
+                            .any(|m| l.contains(m))
+                    })
+                    .map(|l| format!("{k}: {l}")),
+            );
+        }
+        out
     }
 }
+
+/// `hack/upstream/upstream env` keys of upstream's logs.
+const LOGS: [&str; 2] = ["UPSTREAM_CONTROLLER_LOG", "UPSTREAM_DAEMON_LOG"];
 
 impl Drop for Upstream {
     fn drop(&mut self) {
@@ -793,7 +814,7 @@ fn kuryr_rs_to_upstream_rollback_under_load() {
 
     // The rollback, as the README says: kuryr-rs stops (its daemon removes its conflist), its CNI
     // binary goes, upstream's own CRDs are put back, upstream starts.
-    let log_from = Upstream::controller_log_len();
+    let log_from = Upstream::log_sizes();
     let stopped = Instant::now();
     drop(k);
     for f in [kuryr::CONFLIST, "/opt/cni/bin/kuryr-cni"] {
@@ -824,18 +845,10 @@ fn kuryr_rs_to_upstream_rollback_under_load() {
         .expect("second web pod");
     delete_old_pod(victim);
     let (lost, http_fail) = probes.finish(window);
-    let log = Upstream::controller_log(log_from);
-    let failures: Vec<&str> = log
-        .lines()
-        .filter(|l| {
-            l.contains("Failed to handle event")
-                || l.contains("handler unhealthy")
-                || l.contains("Traceback")
-        })
-        .collect();
+    let failures = Upstream::handler_failures(log_from);
     assert!(
         failures.is_empty(),
-        "upstream's controller failed handling events:\n{}",
+        "upstream failed handling events:\n{}",
         failures.join("\n")
     );
 
