@@ -602,30 +602,54 @@ fn delete_all(w: &Workload, ports: &[String], lb_id: &str) {
     }
 }
 
-/// With kuryr-rs running: no KuryrPort left in the legacy kuryr-rs/v1 form (kuryr-rs rewrites
-/// them in upstream's os-vif form), and upstream reads every KuryrPort of the cluster.
-fn wait_all_kuryrports_upstream_readable() {
+/// KuryrPorts (`<namespace>/<name>`) with a VIF in the legacy kuryr-rs/v1 form, and
+/// KuryrLoadBalancer members (`<namespace>/<name>: <member>`) named otherwise than upstream's
+/// `<namespace>/<name>:<port>` (its KuryrLoadBalancer handler fails with `IndexError` on others).
+fn not_upstream_readable() -> Vec<String> {
+    let mut out = Vec::new();
+    let kps = all_kuryrports();
+    for kp in kps["items"].as_array().into_iter().flatten() {
+        let legacy = kp["status"]["vifs"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(_, e)| StoredForm::of(&e["vif"]) == StoredForm::Legacy);
+        if legacy {
+            out.push(format!(
+                "{}/{}",
+                kp["metadata"]["namespace"], kp["metadata"]["name"]
+            ));
+        }
+    }
+    let klbs = kjson(kubectl().args([
+        "get",
+        "kuryrloadbalancers.openstack.org",
+        "-A",
+        "-o",
+        "json",
+    ]));
+    for klb in klbs["items"].as_array().into_iter().flatten() {
+        for m in klb["status"]["members"].as_array().into_iter().flatten() {
+            let name = m["name"].as_str().unwrap_or_default();
+            if name.split('/').nth(1).is_none() {
+                out.push(format!(
+                    "{}/{}: {name}",
+                    klb["metadata"]["namespace"], klb["metadata"]["name"]
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// With kuryr-rs running: it has rewritten what an earlier release left in forms upstream cannot
+/// read ([`not_upstream_readable`]), and upstream reads every KuryrPort of the cluster.
+fn wait_cluster_upstream_readable() {
     wait_for(
-        "no KuryrPort in the legacy kuryr-rs/v1 form",
-        Duration::from_secs(120),
-        Duration::from_millis(500),
-        || {
-            let all = all_kuryrports();
-            let left: Vec<String> = all["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|kp| {
-                    kp["status"]["vifs"]
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .any(|(_, e)| StoredForm::of(&e["vif"]) == StoredForm::Legacy)
-                })
-                .map(|kp| format!("{}/{}", kp["metadata"]["namespace"], kp["metadata"]["name"]))
-                .collect();
-            left.is_empty().then_some(())
-        },
+        "no KuryrPort VIF or KuryrLoadBalancer member left in a form upstream cannot read",
+        Duration::from_secs(180),
+        Duration::from_secs(1),
+        || not_upstream_readable().is_empty().then_some(()),
     );
     let read = Upstream::read_vifs(&all_kuryrports());
     let failed: Vec<(&String, &Value)> = read
@@ -681,12 +705,13 @@ fn upstream_to_kuryr_rs_in_place_under_load() {
     let _node = node_lock();
     wait_for_no_host_kuryr(Duration::from_secs(60));
     // A migration starts from a cluster upstream runs. Earlier tests (and hack/demo) left pods
-    // kuryr-rs wired (CoreDNS), maybe by an earlier release in its legacy VIF form, which
-    // upstream's KuryrPort handler dies of (KeyError 'versioned_object.namespace'): kuryr-rs
-    // rewrites those in upstream's form, and upstream adopts them.
+    // and Services kuryr-rs wired (CoreDNS, default/kubernetes), maybe by an earlier release in
+    // forms upstream's handlers die of (a legacy VIF: KeyError 'versioned_object.namespace'; a
+    // member named `<address>:<port>`: IndexError): kuryr-rs rewrites those in upstream's forms,
+    // and upstream adopts them.
     {
         let _k = kuryr::start(&[]);
-        wait_all_kuryrports_upstream_readable();
+        wait_cluster_upstream_readable();
     }
     let _upstream = Upstream::up();
     let w = Workload::create("mig");
@@ -800,7 +825,7 @@ fn kuryr_rs_to_upstream_rollback_under_load() {
     Upstream::cmd(&["install"]);
     let env = Upstream::env();
     let k = kuryr::start(&[]);
-    wait_all_kuryrports_upstream_readable();
+    wait_cluster_upstream_readable();
     let w = Workload::create("rb");
     let old = w.old_pods(Wirer::KuryrRs);
     let lb_id = w.wait_lb();

@@ -501,7 +501,10 @@ pub struct WantListener {
 pub struct WantMember {
     pub address: String,
     pub port: u16,
-    /// `<namespace>/<pod>:<port>` for pod endpoints, `<address>:<port>` otherwise.
+    /// `<namespace>/<pod>:<port>` for pod endpoints, `<namespace>/<service>:<port>` (the load
+    /// balancer's name) otherwise: upstream's names, which its KuryrLoadBalancer handler parses
+    /// (`name.split('/')[1]`; an `<address>:<port>` name made it fail with `IndexError` on a
+    /// rollback).
     pub name: String,
 }
 
@@ -547,7 +550,7 @@ pub fn listeners(lb_name: &str, spec: &KuryrLoadBalancerSpec) -> Vec<WantListene
                     let addr = normalize_ip(addr);
                     let name = match (ep["targetRef"]["namespace"].as_str(), ep["targetRef"]["name"].as_str()) {
                         (Some(ns), Some(n)) => format!("{ns}/{n}:{target}"),
-                        _ => format!("{addr}:{target}"),
+                        _ => format!("{lb_name}:{target}"),
                     };
                     entry.members.insert(WantMember { address: addr, port: target, name });
                 }
@@ -739,6 +742,20 @@ mod tests {
         let udp: Vec<(&str, u16)> = ls[2].members.iter().map(|m| (m.address.as_str(), m.port)).collect();
         assert_eq!(udp, [("10.244.0.5", 5353), ("10.244.0.6", 5353)]);
         assert!(ls[0].members.is_empty(), "no slice has a dns-tcp port");
+    }
+
+    /// An endpoint without a Pod (the API server behind default/kubernetes) is named after the
+    /// Service, as upstream names it and its KuryrLoadBalancer handler parses it
+    /// (`<namespace>/<name>:<port>`, split on '/').
+    #[test]
+    fn members_without_a_pod_have_upstreams_name() {
+        let s = svc(json!({"spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]}}));
+        let mut a = slice("web-a", "http", 6443, &[("10.244.2.174", Some(true), "x")]);
+        a.endpoints[0].target_ref = None;
+        let (spec, _) = balanced(plan(&s, &[&a], &defaults()));
+        let ls = listeners("ns/web", &spec);
+        let names: Vec<&str> = ls[0].members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["ns/web:6443"]);
     }
 
     #[test]
