@@ -420,26 +420,45 @@ impl Probes {
             .wait_more(&format!("HTTP answers under {under}"), 6, |l| l == "ok");
     }
 
-    /// Pings lost and HTTP failures; at most the pings sent during `window` (no daemon) may be
-    /// lost.
-    fn finish(mut self, window: Duration) -> (u64, usize) {
+    /// Pings lost, and HTTP failures during the swap (`window` from `stopped`, no daemon) and
+    /// after it (the DEL of an old member pod, scaling); at most the pings sent during the window
+    /// may be lost.
+    fn finish(mut self, stopped: Instant, window: Duration) -> ProbeLoss {
         self.ping
             .wait_more("ping replies at the end", 5, |l| ping_seq(l).is_some());
         let lost = ping_lost(self.ping.drain());
-        let http_fail = self
+        let fails: Vec<f64> = self
             .http
             .drain()
             .iter()
             .filter(|(_, l)| l == "fail")
-            .count();
+            .map(|(t, _)| t.saturating_duration_since(stopped).as_secs_f64())
+            .collect();
+        let in_window = fails.iter().filter(|t| **t <= window.as_secs_f64()).count();
         let sent_in_window = (window.as_secs_f64() / 0.2).ceil() as u64;
-        eprintln!("swap window {window:?}: ping lost {lost} (sent in the window ≈ {sent_in_window}); HTTP failures {http_fail}");
+        eprintln!(
+            "swap window {window:?}: ping lost {lost} (sent in the window ≈ {sent_in_window}); \
+             HTTP failures at {fails:.1?} s after the stop ({in_window} in the window)"
+        );
         assert!(
             lost <= sent_in_window,
             "the probe lost {lost} pings, more than the {sent_in_window} sent while no daemon ran"
         );
-        (lost, http_fail)
+        ProbeLoss {
+            lost,
+            http_in_window: in_window,
+            http_later: fails.len() - in_window,
+            window,
+        }
     }
+}
+
+/// What [`Probes::finish`] measured.
+struct ProbeLoss {
+    lost: u64,
+    http_in_window: usize,
+    http_later: usize,
+    window: Duration,
 }
 
 /// Every old pod keeps its port (same id, address, ACTIVE) and address.
@@ -671,7 +690,26 @@ stops and the other starts; lost = pings never answered; window = the one stoppe
 daemon (and, back, controller) ready";
 
 /// `kuryr-bench record` into bench/results/migration.json.
-fn record(prefix: &str, lost: u64, http_fail: usize, window: Duration, checks: &[&str]) {
+fn record(prefix: &str, loss: &ProbeLoss, checks: &[&str]) {
+    let metrics = [
+        format!(
+            "{prefix}_probe_lost_packets={}:count:pings lost through the swap",
+            loss.lost
+        ),
+        format!(
+            "{prefix}_http_failures={}:count:HTTP requests through the VIP that failed during the swap",
+            loss.http_in_window
+        ),
+        format!(
+            "{prefix}_http_failures_later={}:count:HTTP requests through the VIP that failed after \
+             the swap (an old member pod deleted, scaling)",
+            loss.http_later
+        ),
+        format!(
+            "{prefix}_no_daemon_window={:.3}:s:one stopped → the other ready",
+            loss.window.as_secs_f64()
+        ),
+    ];
     let mut cmd = Command::new(workspace_bin("kuryr-bench"));
     cmd.args([
         "record",
@@ -681,18 +719,10 @@ fn record(prefix: &str, lost: u64, http_fail: usize, window: Duration, checks: &
         "migration",
         "--description",
         RESULTS_DESCRIPTION,
-        "--metric",
-        &format!("{prefix}_probe_lost_packets={lost}:count:pings lost through the swap"),
-        "--metric",
-        &format!(
-            "{prefix}_http_failures={http_fail}:count:HTTP requests through the VIP that failed"
-        ),
-        "--metric",
-        &format!(
-            "{prefix}_no_daemon_window={:.3}:s:one stopped → the other ready",
-            window.as_secs_f64()
-        ),
     ]);
+    for m in &metrics {
+        cmd.args(["--metric", m]);
+    }
     for c in checks {
         cmd.args(["--check", c]);
     }
@@ -742,20 +772,14 @@ fn upstream_to_kuryr_rs_in_place_under_load() {
         .find(|o| o.name != target.name)
         .expect("second web pod");
     delete_old_pod(victim);
-    let (lost, http_fail) = probes.finish(window);
+    let loss = probes.finish(stopped, window);
 
     // Everything deleted through kuryr-rs: nothing left in Neutron/Octavia.
     let mut ports: Vec<String> = old.iter().map(|o| o.port.clone()).collect();
     ports.push(kp_vif(&kuryrport(&w.a.0, &new_name)).1.port_id);
     delete_all(&w, &ports, &lb_id);
     drop(k);
-    record(
-        "migration",
-        lost,
-        http_fail,
-        window,
-        &["pods_adopted=4", "lb_adopted=true"],
-    );
+    record("migration", &loss, &["pods_adopted=4", "lb_adopted=true"]);
 }
 
 /// What kuryr-rs writes for every binding kind is what upstream reads: its own deserializer
@@ -869,7 +893,7 @@ fn kuryr_rs_to_upstream_rollback_under_load() {
         .find(|o| o.name != target.name)
         .expect("second web pod");
     delete_old_pod(victim);
-    let (lost, http_fail) = probes.finish(window);
+    let loss = probes.finish(stopped, window);
     let failures = Upstream::handler_failures(log_from);
     assert!(
         failures.is_empty(),
@@ -884,9 +908,7 @@ fn kuryr_rs_to_upstream_rollback_under_load() {
     drop(upstream);
     record(
         "rollback",
-        lost,
-        http_fail,
-        window,
+        &loss,
         &[
             "pods_kept=4",
             "lb_adopted=true",
