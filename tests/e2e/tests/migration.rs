@@ -241,8 +241,9 @@ fn kp_vif(kp: &Value) -> (Value, Vif) {
     (stored, vif)
 }
 
-fn klb(ns: &str) -> Value {
-    kjson(kubectl().args([
+/// The Service's KuryrLoadBalancer `<ns>/web`, if it exists.
+fn klb(ns: &str) -> Option<Value> {
+    let out = run(kubectl().args([
         "get",
         "kuryrloadbalancers.openstack.org",
         "-n",
@@ -250,7 +251,8 @@ fn klb(ns: &str) -> Value {
         "web",
         "-o",
         "json",
-    ]))
+    ]));
+    serde_json::from_slice(&out.stdout).ok()
 }
 
 /// Who wired the pods of a [`Workload`]; both store upstream's os-vif form, only kuryr-rs adds
@@ -356,16 +358,7 @@ impl Workload {
             Duration::from_secs(240),
             Duration::from_secs(1),
             || {
-                let klb = run(kubectl().args([
-                    "get",
-                    "kuryrloadbalancers.openstack.org",
-                    "-n",
-                    &self.a.0,
-                    "web",
-                    "-o",
-                    "json",
-                ]));
-                let klb: Value = serde_json::from_slice(&klb.stdout).ok()?;
+                let klb = klb(&self.a.0)?;
                 let members = klb["status"]["members"].as_array().map_or(0, Vec::len);
                 (members == 2).then(|| {
                     klb["status"]["loadbalancer"]["id"]
@@ -386,6 +379,67 @@ impl Workload {
             "-o",
             "jsonpath={.spec.clusterIP}",
         ]))
+    }
+}
+
+/// Both tests' before and after: the [`Workload`] wired by one implementation, with its load
+/// balancer and the probes running; after the swap, the DEL of an old pod through the other one,
+/// and the deletion of everything.
+struct Scene {
+    w: Workload,
+    old: Vec<OldPod>,
+    lb_id: String,
+    vip: String,
+    /// The web pod the ping probe targets.
+    target: OldPod,
+}
+
+impl Scene {
+    /// Creates the workload (namespaces `<prefix>-a`, `<prefix>-b`) under `wirer` and starts the
+    /// probes once its load balancer has both members.
+    fn set_up(prefix: &str, wirer: Wirer) -> (Scene, Probes) {
+        let w = Workload::create(prefix);
+        let old = w.old_pods(wirer);
+        let lb_id = w.wait_lb();
+        let vip = w.vip();
+        let target = old
+            .iter()
+            .find(|o| o.ns == w.a.0)
+            .expect("a web pod")
+            .clone();
+        let probes = Probes::start(&w, &target, &vip, &format!("{wirer:?}"));
+        let scene = Scene {
+            w,
+            old,
+            lb_id,
+            vip,
+            target,
+        };
+        (scene, probes)
+    }
+
+    /// Scales web to 3 ([`scale_and_reach`]); the new pod's name.
+    fn scale_and_reach(&self) -> String {
+        scale_and_reach(&self.w, &self.old, &self.vip)
+    }
+
+    /// Deletes the old web pod the ping does not target ([`delete_old_pod`]).
+    fn delete_old_pod(&self) {
+        let victim = self
+            .old
+            .iter()
+            .filter(|o| o.ns == self.w.a.0)
+            .find(|o| o.name != self.target.name)
+            .expect("second web pod");
+        delete_old_pod(victim);
+    }
+
+    /// Deletes everything ([`delete_all`]): the old pods' ports and `new_pod`'s go, and the load
+    /// balancer.
+    fn delete_all(&self, new_pod: &str) {
+        let mut ports: Vec<String> = self.old.iter().map(|o| o.port.clone()).collect();
+        ports.push(kp_vif(&kuryrport(&self.w.a.0, new_pod)).1.port_id);
+        delete_all(&self.w, &ports, &self.lb_id);
     }
 }
 
@@ -488,7 +542,7 @@ fn assert_pods_kept(old: &[OldPod]) {
 
 /// The Service still has `lb_id`, and it is the only load balancer of that name.
 fn assert_lb_kept(w: &Workload, lb_id: &str) {
-    let klb = klb(&w.a.0);
+    let klb = klb(&w.a.0).expect("the KuryrLoadBalancer");
     assert_eq!(
         klb["status"]["loadbalancer"]["id"],
         json!(lb_id),
@@ -744,16 +798,7 @@ fn upstream_to_kuryr_rs_in_place_under_load() {
         wait_cluster_upstream_readable();
     }
     let _upstream = Upstream::up();
-    let w = Workload::create("mig");
-    let old = w.old_pods(Wirer::Upstream);
-    let lb_id = w.wait_lb();
-    let vip = w.vip();
-    let target = old
-        .iter()
-        .find(|o| o.ns == w.a.0)
-        .expect("a web pod")
-        .clone();
-    let mut probes = Probes::start(&w, &target, &vip, "upstream");
+    let (sc, mut probes) = Scene::set_up("mig", Wirer::Upstream);
 
     // The swap: upstream's daemon and controller stop, its CNI files go; kuryr-rs starts.
     let stopped = Instant::now();
@@ -762,22 +807,15 @@ fn upstream_to_kuryr_rs_in_place_under_load() {
     let window = stopped.elapsed();
     probes.wait_more("kuryr-rs");
 
-    assert_pods_kept(&old);
-    assert_lb_kept(&w, &lb_id);
-    let new_name = scale_and_reach(&w, &old, &vip);
+    assert_pods_kept(&sc.old);
+    assert_lb_kept(&sc.w, &sc.lb_id);
+    let new_name = sc.scale_and_reach();
     // DEL of an old pod (wired by upstream) through kuryr-rs.
-    let victim = old
-        .iter()
-        .filter(|o| o.ns == w.a.0)
-        .find(|o| o.name != target.name)
-        .expect("second web pod");
-    delete_old_pod(victim);
+    sc.delete_old_pod();
     let loss = probes.finish(stopped, window);
 
     // Everything deleted through kuryr-rs: nothing left in Neutron/Octavia.
-    let mut ports: Vec<String> = old.iter().map(|o| o.port.clone()).collect();
-    ports.push(kp_vif(&kuryrport(&w.a.0, &new_name)).1.port_id);
-    delete_all(&w, &ports, &lb_id);
+    sc.delete_all(&new_name);
     drop(k);
     record("migration", &loss, &["pods_adopted=4", "lb_adopted=true"]);
 }
@@ -850,16 +888,7 @@ fn kuryr_rs_to_upstream_rollback_under_load() {
     let env = Upstream::env();
     let k = kuryr::start(&[]);
     wait_cluster_upstream_readable();
-    let w = Workload::create("rb");
-    let old = w.old_pods(Wirer::KuryrRs);
-    let lb_id = w.wait_lb();
-    let vip = w.vip();
-    let target = old
-        .iter()
-        .find(|o| o.ns == w.a.0)
-        .expect("a web pod")
-        .clone();
-    let mut probes = Probes::start(&w, &target, &vip, "kuryr-rs");
+    let (sc, mut probes) = Scene::set_up("rb", Wirer::KuryrRs);
 
     // The rollback, as the README says: kuryr-rs stops (its daemon removes its conflist), its CNI
     // binary goes, upstream's own CRDs are put back, upstream starts.
@@ -874,12 +903,12 @@ fn kuryr_rs_to_upstream_rollback_under_load() {
     let window = stopped.elapsed();
     probes.wait_more("upstream");
 
-    assert_pods_kept(&old);
+    assert_pods_kept(&sc.old);
     // A new pod under upstream: its KuryrPort handler runs (it had read every KuryrPort at start).
-    let new_name = scale_and_reach(&w, &old, &vip);
+    let new_name = sc.scale_and_reach();
     // Upstream adopted the load balancer: same one, and it added the new pod as a member.
-    assert_lb_kept(&w, &lb_id);
-    let members = klb(&w.a.0)["status"]["members"]
+    assert_lb_kept(&sc.w, &sc.lb_id);
+    let members = klb(&sc.w.a.0).expect("the KuryrLoadBalancer")["status"]["members"]
         .as_array()
         .map_or(0, Vec::len);
     assert_eq!(
@@ -887,12 +916,7 @@ fn kuryr_rs_to_upstream_rollback_under_load() {
         "upstream's KuryrLoadBalancer handler added the new member"
     );
     // DEL of an old pod (wired by kuryr-rs) through upstream.
-    let victim = old
-        .iter()
-        .filter(|o| o.ns == w.a.0)
-        .find(|o| o.name != target.name)
-        .expect("second web pod");
-    delete_old_pod(victim);
+    sc.delete_old_pod();
     let loss = probes.finish(stopped, window);
     let failures = Upstream::handler_failures(log_from);
     assert!(
@@ -902,9 +926,7 @@ fn kuryr_rs_to_upstream_rollback_under_load() {
     );
 
     // Everything deleted through upstream: nothing kuryr-made left in Neutron/Octavia.
-    let mut ports: Vec<String> = old.iter().map(|o| o.port.clone()).collect();
-    ports.push(kp_vif(&kuryrport(&w.a.0, &new_name)).1.port_id);
-    delete_all(&w, &ports, &lb_id);
+    sc.delete_all(&new_name);
     drop(upstream);
     record(
         "rollback",
