@@ -310,7 +310,9 @@ pub struct KuryrLoadBalancerHealthMonitor {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KuryrLoadBalancerPort {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The Service port's name; `null` for an unnamed port, as upstream writes it (its
+    /// KuryrLoadBalancer handler indexes `port['name']` and skips a port without the key).
+    #[serde(default)]
     pub name: Option<String>,
     pub port: i32,
     pub protocol: String,

@@ -474,7 +474,15 @@ pub fn endpoint_slices(slices: &[&EndpointSlice], families: &[&str]) -> Vec<Valu
                 .flatten()
                 .filter_map(|p| {
                     p.port.map(|port| {
-                        json!({"name": p.name.clone().unwrap_or_default(), "port": port, "protocol": p.protocol.clone().unwrap_or_else(|| "TCP".into())})
+                        let mut v = json!({"port": port, "protocol": p.protocol.clone().unwrap_or_else(|| "TCP".into())});
+                        // An unnamed port has no name, as in upstream's slices (converted from
+                        // Endpoints): its KuryrLoadBalancer handler keys pools by the Service
+                        // port's name, None for an unnamed one, and released every member of a
+                        // slice port named "" as unused (a rollback cut the Service for ~10 s).
+                        if let Some(n) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                            v["name"] = json!(n);
+                        }
+                        v
                     })
                 })
                 .collect();
@@ -742,6 +750,20 @@ mod tests {
         let udp: Vec<(&str, u16)> = ls[2].members.iter().map(|m| (m.address.as_str(), m.port)).collect();
         assert_eq!(udp, [("10.244.0.5", 5353), ("10.244.0.6", 5353)]);
         assert!(ls[0].members.is_empty(), "no slice has a dns-tcp port");
+    }
+
+    /// An unnamed Service port is `"name": null` in the spec's ports and has no name in its
+    /// slices' ports, as upstream writes them (upstream matches the two by name).
+    #[test]
+    fn unnamed_ports_are_written_as_upstream_writes_them() {
+        let s = svc(json!({"spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}]}}));
+        let a = slice("web-a", "", 8080, &[("10.244.0.5", Some(true), "w1")]);
+        let (spec, _) = balanced(plan(&s, &[&a], &defaults()));
+        let json = serde_json::to_value(&spec).expect("json");
+        assert_eq!(json["ports"][0]["name"], Value::Null);
+        assert!(json["ports"][0].as_object().is_some_and(|p| p.contains_key("name")), "{json}");
+        assert_eq!(json["endpointSlices"][0]["ports"], json!([{"port": 8080, "protocol": "TCP"}]));
+        assert_eq!(listeners("ns/web", &spec)[0].members.len(), 1, "kuryr-rs still matches them");
     }
 
     /// An endpoint without a Pod (the API server behind default/kubernetes) is named after the
