@@ -26,7 +26,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use kuryr_core::crd::{KuryrPort, KuryrPortSpec};
 use kuryr_core::names::NODE_NAME_LABEL;
-use kuryr_core::vif::{host_ifname, Binding, Vif, VifIp, FORMAT};
+use kuryr_core::vif::{host_ifname, Binding, Vif, VifIp};
 use kuryr_netplumb::Netns;
 use kuryr_openstack::neutron::{FixedIpRequest, Port, PortCreate};
 use kuryr_openstack::{CloudConfig, Neutron, Query, Session};
@@ -211,7 +211,6 @@ impl Stack {
     fn vif(&self, p: &Port) -> Result<Vif> {
         let e = &self.env;
         Ok(Vif {
-            format: FORMAT.into(),
             port_id: p.id.clone(),
             network_id: p.network_id.clone(),
             mac: p.mac_address.clone(),

@@ -262,7 +262,6 @@ fn pending_pod(name: &str, labels: Value) -> Pod {
 /// The KuryrPort of pod `name` (`uid-<name>`), its VIF written: port `port_id`, address `ip`.
 fn kuryrport(name: &str, port_id: &str, ip: &str) -> KuryrPort {
     let vif = Vif {
-        format: String::new(),
         port_id: port_id.into(),
         network_id: "net-1".into(),
         mac: "fa:16:3e:00:00:01".into(),

@@ -115,7 +115,7 @@ async fn port_left_by_a_crash_is_adopted_not_created() {
     );
     assert_eq!(api.lines(), [format!("PATCH {KP_PATH}/status?")]);
     let vif = &api.calls()[0].body["status"]["vifs"]["eth0"];
-    assert_eq!((&vif["default"], &vif["vif"]["portId"]), (&json!(true), &json!("port-old")), "{vif}");
+    assert_eq!((&vif["default"], &vif["vif"]["versioned_object.data"]["id"]), (&json!(true), &json!("port-old")), "{vif}");
     let note = api.wait_event("KuryrPortUpdatedWithVIFs").await["note"].clone();
     assert!(note.as_str().unwrap_or_default().contains("adopted"), "{note}");
 }
@@ -214,7 +214,7 @@ async fn warm_pool_port_is_claimed_instead_of_created() {
         "recovery lists the pool ports; no POST /ports"
     );
     assert_eq!(api.lines(), [format!("PATCH {KP_PATH}/status?")]);
-    assert_eq!(api.calls()[0].body["status"]["vifs"]["eth0"]["vif"]["portId"], "port-pool-1");
+    assert_eq!(api.calls()[0].body["status"]["vifs"]["eth0"]["vif"]["versioned_object.data"]["id"], "port-pool-1");
     let key = PoolKey { node: NODE.into(), network_id: NETWORK.into() };
     assert_eq!(h.ctx.pools.as_ref().expect("pools").free(&key), 0);
 }

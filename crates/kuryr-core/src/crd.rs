@@ -61,7 +61,8 @@ pub struct VifEntry {
     /// The pod's default interface (gets the default route).
     #[serde(default)]
     pub default: bool,
-    /// The VIF: kuryr-rs' typed form or an upstream os-vif primitive (see [`Vif`]).
+    /// The VIF: an os-vif primitive (kuryr-rs's or upstream's), or the legacy kuryr-rs typed
+    /// form (see [`crate::vif`]).
     #[schemars(schema_with = "preserve_unknown_object")]
     pub vif: Value,
 }
@@ -309,7 +310,9 @@ pub struct KuryrLoadBalancerHealthMonitor {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KuryrLoadBalancerPort {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The Service port's name; `null` for an unnamed port, as upstream writes it (its
+    /// KuryrLoadBalancer handler indexes `port['name']` and skips a port without the key).
+    #[serde(default)]
     pub name: Option<String>,
     pub port: i32,
     pub protocol: String,

@@ -16,8 +16,8 @@ pub fn kuryr_conf(text: &str) {
 }
 
 /// A VIF as stored in `KuryrPort.status.vifs[ifname].vif` (either form), or a whole
-/// `status`. A VIF that is read is valid and survives being written back in the typed form
-/// and read again, unchanged.
+/// `status`. A VIF that is read is valid and survives being written back in the status form
+/// (an os-vif primitive) and read again, unchanged.
 pub fn kuryrport_vif(data: &[u8]) -> Result<(), String> {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
         return Ok(());

@@ -1,17 +1,59 @@
 //! The VIF: one Neutron port as one pod interface.
 //!
-//! kuryr-rs writes the typed [`Vif`] (camelCase JSON, `"format": "kuryr-rs/v1"` marker) into
-//! `KuryrPort.status.vifs[ifname].vif`. Upstream kuryr-kubernetes wrote an os-vif
-//! oslo.versionedobjects primitive there instead (`versioned_object.name` = `VIFOpenVSwitch`,
-//! `VIFBridge`, `VIFVlanNested`, `VIFMacvlanNested`, ...). [`Vif::from_status_value`] reads both,
-//! so a cluster migrated from upstream keeps working (its pods can be CHECKed and DELeted).
+//! **Stored form.** `KuryrPort.status.vifs[ifname].vif` holds an os-vif oslo.versionedobjects
+//! primitive, the form upstream kuryr-kubernetes writes and reads (`versioned_object.name` =
+//! `VIFOpenVSwitch`, `VIFBridge`, `VIFVlanNested`, `VIFMacvlanNested`; every object, kuryr's
+//! nested classes included, in namespace `os_vif`, which is what their base class `VIFBase`
+//! declares). [`Vif::to_status_value`] writes it, [`Vif::from_status_value`] reads it, and also
+//! the typed form earlier kuryr-rs releases wrote (camelCase JSON, `"format": "kuryr-rs/v1"`),
+//! so clusters that ran those keep working.
+//!
+//! Writing upstream's form is unconditional, not an option: a drop-in successor must let its
+//! users go back, and the need to go back shows only after pods exist — an opt-in would be off
+//! exactly when it is needed, and with kuryr-rs's own form one KuryrPort is enough to stop
+//! upstream's KuryrPort handler (`KeyError: 'versioned_object.namespace'`). Nothing is lost:
+//! every field kuryr-rs uses is an os-vif field (port id, MAC, MTU and network id on the
+//! `Network`, fixed IPs grouped in `Subnet`s with CIDR, gateway, routes and DNS, host device
+//! `vif_name`, `active`, `has_traffic_filtering`, OVS bridge / hybrid `qbr` bridge / VLAN id)
+//! except the Neutron subnet id, which rides in the `Subnet` data under [`SUBNET_ID_KEY`]:
+//! oslo's `obj_from_primitive` sets only the declared fields of `versioned_object.data` and
+//! ignores other keys (checked against upstream's venv by the e2e test
+//! `upstream_reads_kuryr_rs_vifs`). Upstream drops that key when it rewrites a VIF; kuryr-rs
+//! does not need it (it is informational).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::net::IpAddr;
 
-/// Marker stored with the typed form, to tell it from an os-vif primitive at a glance.
-pub const FORMAT: &str = "kuryr-rs/v1";
+/// Marker of the typed form earlier kuryr-rs releases stored (read, no longer written).
+pub const LEGACY_FORMAT: &str = "kuryr-rs/v1";
+
+/// oslo.versionedobjects namespace of every object written: os-vif's `VersionedObject`
+/// (`os_vif.objects.base`), which upstream deserializes `status.vifs` with.
+pub const OS_VIF_NAMESPACE: &str = "os_vif";
+
+/// Extra key of an os-vif `Subnet` primitive's data: the Neutron subnet id (os-vif's `Subnet`
+/// has no such field; oslo ignores undeclared keys).
+pub const SUBNET_ID_KEY: &str = "kuryr_rs_subnet_id";
+
+/// The form a `status.vifs[*].vif` value is stored in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredForm {
+    /// An os-vif primitive (written by kuryr-rs now, and by upstream).
+    OsVif,
+    /// The typed form of earlier kuryr-rs releases ([`LEGACY_FORMAT`]).
+    Legacy,
+}
+
+impl StoredForm {
+    pub fn of(v: &Value) -> StoredForm {
+        if v.get("versioned_object.name").is_some() {
+            StoredForm::OsVif
+        } else {
+            StoredForm::Legacy
+        }
+    }
+}
 
 /// How the pod interface is attached on the node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,13 +138,12 @@ impl VifIp {
     }
 }
 
-/// A Neutron port as a pod interface: everything the daemon needs to wire it, no more.
+/// A Neutron port as a pod interface: everything the daemon needs to wire it, no more. Its serde
+/// form is the legacy typed form (and the daemon's attachment records); the KuryrPort status
+/// form is [`Vif::to_status_value`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Vif {
-    /// Always [`FORMAT`] when written by kuryr-rs.
-    #[serde(default = "default_format")]
-    pub format: String,
     pub port_id: String,
     #[serde(default)]
     pub network_id: String,
@@ -121,10 +162,6 @@ pub struct Vif {
     pub port_filter: bool,
 }
 
-fn default_format() -> String {
-    FORMAT.to_string()
-}
-
 /// Host-side device name for a port: `tap` + the first 11 characters of its id (14 characters,
 /// under IFNAMSIZ), the name os-vif and nova use, so OVS/OVN tooling recognises it.
 pub fn host_ifname(port_id: &str) -> String {
@@ -141,6 +178,59 @@ pub enum VifError {
     Missing(String),
     #[error("invalid VIF: {0}")]
     Invalid(String),
+}
+
+/// An os-vif object primitive (no `versioned_object.changes`: optional, only for change
+/// tracking).
+fn ovo(name: &str, version: &str, data: Value) -> Value {
+    json!({"versioned_object.name": name, "versioned_object.namespace": OS_VIF_NAMESPACE,
+           "versioned_object.version": version, "versioned_object.data": data})
+}
+
+/// Runs of consecutive IPs on the same subnet (same CIDR, subnet id, gateway, routes, DNS): one
+/// os-vif `Subnet` each, as upstream groups a port's fixed IPs; reading flattens them back in
+/// order.
+fn subnet_groups(ips: &[VifIp]) -> impl Iterator<Item = &[VifIp]> {
+    ips.chunk_by(|a, b| {
+        (&a.subnet_cidr, &a.subnet_id, a.gateway, &a.routes, &a.dns)
+            == (&b.subnet_cidr, &b.subnet_id, b.gateway, &b.routes, &b.dns)
+    })
+}
+
+/// One os-vif `Subnet` for a run of [`subnet_groups`] (not empty).
+fn os_vif_subnet(group: &[VifIp]) -> Value {
+    let ips: Vec<Value> = group
+        .iter()
+        .map(|ip| ovo("FixedIP", "1.0", json!({"address": ip.address.to_string()})))
+        .collect();
+    let Some(s) = group.first() else {
+        return Value::Null;
+    };
+    let routes: Vec<Value> = s
+        .routes
+        .iter()
+        .map(|r| {
+            ovo(
+                "Route",
+                "1.0",
+                json!({"cidr": r.destination, "gateway": r.gateway.to_string()}),
+            )
+        })
+        .collect();
+    let dns: Vec<String> = s.dns.iter().map(IpAddr::to_string).collect();
+    let mut d = json!({
+        "cidr": s.subnet_cidr, "dns": dns,
+        "routes": ovo("RouteList", "1.0", json!({"objects": routes})),
+        "ips": ovo("FixedIPList", "1.0", json!({"objects": ips})),
+    });
+    // Upstream leaves an unset gateway out (os-vif's field is not nullable).
+    if let Some(g) = s.gateway {
+        d["gateway"] = json!(g.to_string());
+    }
+    if let Some(id) = &s.subnet_id {
+        d[SUBNET_ID_KEY] = json!(id);
+    }
+    ovo("Subnet", "1.0", d)
 }
 
 fn ovo_data(v: &Value) -> Option<&Value> {
@@ -167,21 +257,67 @@ fn parse_ip(s: &str, what: &str) -> Result<IpAddr, VifError> {
 }
 
 impl Vif {
-    /// Read `status.vifs[ifname].vif`: the kuryr-rs typed form or an upstream os-vif primitive.
+    /// Read `status.vifs[ifname].vif`: an os-vif primitive (kuryr-rs's or upstream's) or the
+    /// legacy kuryr-rs typed form.
     pub fn from_status_value(v: &Value) -> Result<Vif, VifError> {
-        if v.get("versioned_object.name").is_some() {
+        if StoredForm::of(v) == StoredForm::OsVif {
             return Vif::from_os_vif(v);
         }
-        let vif: Vif =
+        let mut vif: Vif =
             serde_json::from_value(v.clone()).map_err(|e| VifError::Invalid(e.to_string()))?;
+        vif.mac.make_ascii_lowercase();
         vif.validate()?;
         Ok(vif)
     }
 
-    /// Serialize to the typed form for `status.vifs[ifname].vif`.
+    /// The value for `status.vifs[ifname].vif`: the os-vif primitive upstream kuryr-kubernetes
+    /// 10.0.0 writes for this binding (see the module doc).
     pub fn to_status_value(&self) -> Value {
-        // A struct of strings, numbers and enums always serializes.
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        let (class, plugin) = match self.binding {
+            Binding::Ovs { .. } => ("VIFOpenVSwitch", "ovs"),
+            Binding::Hybrid { .. } => ("VIFBridge", "ovs"),
+            Binding::NestedVlan { .. } => ("VIFVlanNested", "noop"),
+            Binding::NestedMacvlan => ("VIFMacvlanNested", "noop"),
+        };
+        let subnets: Vec<Value> = subnet_groups(&self.ips).map(os_vif_subnet).collect();
+        let mut net = json!({
+            "mtu": self.mtu, "multi_host": false, "should_provide_bridge": false,
+            "should_provide_vlan": false,
+            "subnets": ovo("SubnetList", "1.0", json!({"objects": subnets})),
+        });
+        if !self.network_id.is_empty() {
+            net["id"] = json!(self.network_id);
+        }
+        let mut d = json!({
+            "id": self.port_id, "address": self.mac, "active": self.active,
+            "has_traffic_filtering": self.port_filter, "preserve_on_delete": false,
+            "plugin": plugin, "vif_name": self.host_ifname,
+        });
+        // os-vif's OVS plugin refuses to unplug a VIF without its OVS port profile.
+        let profile = ovo(
+            "VIFPortProfileOpenVSwitch",
+            "1.3",
+            json!({"interface_id": self.port_id}),
+        );
+        match &self.binding {
+            Binding::Ovs { bridge } => {
+                net["bridge"] = json!(bridge);
+                d["bridge_name"] = json!(bridge);
+                d["port_profile"] = profile;
+            }
+            Binding::Hybrid {
+                bridge,
+                linux_bridge,
+            } => {
+                net["bridge"] = json!(bridge);
+                d["bridge_name"] = json!(linux_bridge);
+                d["port_profile"] = profile;
+            }
+            Binding::NestedVlan { vlan_id } => d["vlan_id"] = json!(vlan_id),
+            Binding::NestedMacvlan => {}
+        }
+        d["network"] = ovo("Network", "1.1", net);
+        ovo(class, "1.0", d)
     }
 
     /// Checks that hold for any VIF we are willing to wire.
@@ -263,7 +399,6 @@ impl Vif {
             _ => host_ifname(&port_id),
         };
         let vif = Vif {
-            format: "os-vif".into(),
             port_id,
             network_id,
             mac,
@@ -339,12 +474,16 @@ fn os_vif_ips(net: &Value) -> Result<Vec<VifIp>, VifError> {
                 .transpose()?
                 .unwrap_or_default();
             let routes = os_vif_routes(s)?;
+            let subnet_id = s
+                .get(SUBNET_ID_KEY)
+                .and_then(Value::as_str)
+                .map(str::to_string);
             if let Some(fixed) = s.get("ips") {
                 for ip in ovo_objects(fixed) {
                     ips.push(VifIp {
                         address: parse_ip(req_str(ip, "address")?, "fixed ip")?,
                         subnet_cidr: cidr.clone(),
-                        subnet_id: None,
+                        subnet_id: subnet_id.clone(),
                         gateway,
                         routes: routes.clone(),
                         dns: dns.clone(),
@@ -368,6 +507,59 @@ fn os_vif_routes(s: &Value) -> Result<Vec<VifRoute>, VifError> {
         }
     }
     Ok(routes)
+}
+
+/// One VIF per binding kind (OVS, hybrid, nested VLAN, nested macvlan) with every field kuryr-rs
+/// uses set: two IPv4 addresses on one subnet (one os-vif `Subnet`), an IPv6 address on another
+/// without a gateway, routes, DNS, subnet ids. For tests (here, and the e2e test that has
+/// upstream read them).
+pub fn examples() -> [Vif; 4] {
+    let ip = |a: &str, cidr: &str, sid: &str, gw: Option<&str>| VifIp {
+        address: a.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        subnet_cidr: cidr.into(),
+        subnet_id: Some(sid.into()),
+        gateway: gw.and_then(|g| g.parse().ok()),
+        routes: vec![],
+        dns: vec![],
+    };
+    let mut v4 = ip("10.244.1.2", "10.244.0.0/16", "s4", Some("10.244.0.1"));
+    v4.routes = vec![VifRoute {
+        destination: "10.128.0.0/14".into(),
+        gateway: IpAddr::from([10, 244, 0, 254]),
+    }];
+    v4.dns = vec![IpAddr::from([10, 96, 0, 10])];
+    let v4b = VifIp {
+        address: IpAddr::from([10, 244, 1, 3]),
+        ..v4.clone()
+    };
+    let ips = vec![
+        v4,
+        v4b,
+        ip("fd00:10:244::5", "fd00:10:244::/64", "s6", None),
+    ];
+    let port_id = "6d3b7c52-1a2b-4c5d-8e9f-001122334455";
+    [
+        Binding::Ovs {
+            bridge: "br-int".into(),
+        },
+        Binding::Hybrid {
+            bridge: "br-int".into(),
+            linux_bridge: "qbr6d3b7c52-1a".into(),
+        },
+        Binding::NestedVlan { vlan_id: 101 },
+        Binding::NestedMacvlan,
+    ]
+    .map(|binding| Vif {
+        port_id: port_id.into(),
+        network_id: "3c3f6f7a-0fd6-4bd5-8bc6-4b3a1c1f3a6e".into(),
+        mac: "fa:16:3e:aa:bb:cc".into(),
+        mtu: 1442,
+        ips: ips.clone(),
+        binding,
+        host_ifname: host_ifname(port_id),
+        active: true,
+        port_filter: true,
+    })
 }
 
 #[cfg(test)]
@@ -493,32 +685,147 @@ mod tests {
     }
 
     #[test]
-    fn typed_form_round_trips() {
-        let vif = Vif {
-            format: FORMAT.into(),
-            port_id: "p1".into(),
-            network_id: "n1".into(),
-            mac: "fa:16:3e:aa:bb:cc".into(),
-            mtu: 1442,
-            ips: vec![VifIp {
-                address: "10.244.1.2".parse().expect("ip"),
-                subnet_cidr: "10.244.0.0/16".into(),
-                subnet_id: Some("s1".into()),
-                gateway: Some("10.244.0.1".parse().expect("ip")),
-                routes: vec![],
-                dns: vec![],
-            }],
-            binding: Binding::Ovs {
-                bridge: "br-int".into(),
-            },
-            host_ifname: host_ifname("p1"),
-            active: false,
-            port_filter: true,
-        };
-        let v = vif.to_status_value();
-        assert_eq!(v["binding"], json!({"type": "ovs", "bridge": "br-int"}));
-        assert_eq!(v["format"], json!(FORMAT));
-        assert_eq!(Vif::from_status_value(&v), Ok(vif));
+    fn every_binding_round_trips_through_the_status_form() {
+        for example in examples() {
+            for (active, port_filter, network_id) in [(true, true, "n1"), (false, false, "")] {
+                let vif = Vif {
+                    active,
+                    port_filter,
+                    network_id: network_id.into(),
+                    ..example.clone()
+                };
+                let v = vif.to_status_value();
+                assert_eq!(StoredForm::of(&v), StoredForm::OsVif);
+                assert_eq!(Vif::from_status_value(&v), Ok(vif), "{v}");
+            }
+        }
+        // No IPs, no gateway, no subnet id.
+        let [.., mut bare] = examples();
+        bare.ips.truncate(0);
+        assert_eq!(Vif::from_status_value(&bare.to_status_value()), Ok(bare));
+    }
+
+    #[test]
+    fn written_form_is_upstreams_os_vif_primitive() {
+        let [ovs, hybrid, vlan, macvlan] = examples().map(|v| v.to_status_value());
+        for (v, class, plugin) in [
+            (&ovs, "VIFOpenVSwitch", "ovs"),
+            (&hybrid, "VIFBridge", "ovs"),
+            (&vlan, "VIFVlanNested", "noop"),
+            (&macvlan, "VIFMacvlanNested", "noop"),
+        ] {
+            assert_eq!(v["versioned_object.name"], json!(class));
+            // kuryr's nested classes inherit os-vif's VIFBase, and its namespace.
+            assert_eq!(v["versioned_object.namespace"], json!("os_vif"));
+            assert_eq!(v["versioned_object.version"], json!("1.0"));
+            assert!(v.get("format").is_none(), "{v}");
+            let d = &v["versioned_object.data"];
+            assert_eq!(d["id"], json!("6d3b7c52-1a2b-4c5d-8e9f-001122334455"));
+            assert_eq!(d["address"], json!("fa:16:3e:aa:bb:cc"));
+            assert_eq!(d["plugin"], json!(plugin));
+            assert_eq!(d["vif_name"], json!("tap6d3b7c52-1a"));
+            assert_eq!(
+                (
+                    &d["active"],
+                    &d["has_traffic_filtering"],
+                    &d["preserve_on_delete"]
+                ),
+                (&json!(true), &json!(true), &json!(false))
+            );
+            let net = &d["network"];
+            assert_eq!(
+                (
+                    &net["versioned_object.name"],
+                    &net["versioned_object.version"]
+                ),
+                (&json!("Network"), &json!("1.1"))
+            );
+            let n = &net["versioned_object.data"];
+            assert_eq!(n["id"], json!("3c3f6f7a-0fd6-4bd5-8bc6-4b3a1c1f3a6e"));
+            assert_eq!(n["mtu"], json!(1442));
+            let subnets = n["subnets"]["versioned_object.data"]["objects"]
+                .as_array()
+                .expect("subnets");
+            assert_eq!(subnets.len(), 2, "two IPv4 addresses share one Subnet");
+            let s4 = &subnets[0]["versioned_object.data"];
+            assert_eq!(s4["cidr"], json!("10.244.0.0/16"));
+            assert_eq!(s4["gateway"], json!("10.244.0.1"));
+            assert_eq!(s4["dns"], json!(["10.96.0.10"]));
+            assert_eq!(s4[SUBNET_ID_KEY], json!("s4"));
+            let route = &s4["routes"]["versioned_object.data"]["objects"][0];
+            assert_eq!(
+                (
+                    &route["versioned_object.name"],
+                    &route["versioned_object.data"]
+                ),
+                (
+                    &json!("Route"),
+                    &json!({"cidr": "10.128.0.0/14", "gateway": "10.244.0.254"})
+                )
+            );
+            let fixed: Vec<&Value> = s4["ips"]["versioned_object.data"]["objects"]
+                .as_array()
+                .expect("ips")
+                .iter()
+                .map(|f| &f["versioned_object.data"]["address"])
+                .collect();
+            assert_eq!(fixed, [&json!("10.244.1.2"), &json!("10.244.1.3")]);
+            let s6 = &subnets[1]["versioned_object.data"];
+            assert!(s6.get("gateway").is_none(), "no gateway is left out: {s6}");
+        }
+        let profile = |v: &Value| v["versioned_object.data"]["port_profile"].clone();
+        for v in [&ovs, &hybrid] {
+            assert_eq!(
+                profile(v),
+                json!({"versioned_object.name": "VIFPortProfileOpenVSwitch",
+                       "versioned_object.namespace": "os_vif", "versioned_object.version": "1.3",
+                       "versioned_object.data": {"interface_id": "6d3b7c52-1a2b-4c5d-8e9f-001122334455"}})
+            );
+            assert_eq!(
+                v["versioned_object.data"]["network"]["versioned_object.data"]["bridge"],
+                json!("br-int")
+            );
+        }
+        assert_eq!(ovs["versioned_object.data"]["bridge_name"], json!("br-int"));
+        assert_eq!(
+            hybrid["versioned_object.data"]["bridge_name"],
+            json!("qbr6d3b7c52-1a")
+        );
+        assert_eq!(vlan["versioned_object.data"]["vlan_id"], json!(101));
+        for v in [&vlan, &macvlan] {
+            assert!(
+                profile(v).is_null() && v["versioned_object.data"].get("bridge_name").is_none()
+            );
+        }
+    }
+
+    #[test]
+    fn legacy_typed_form_still_reads() {
+        // As kuryr-rs wrote it before it wrote os-vif primitives (MAC in any case).
+        let v = json!({"format": LEGACY_FORMAT, "portId": "p1", "networkId": "n1",
+            "mac": "FA:16:3E:AA:BB:CC", "mtu": 1442,
+            "ips": [{"address": "10.244.1.2", "subnetCidr": "10.244.0.0/16", "subnetId": "s1",
+                     "gateway": "10.244.0.1"}],
+            "binding": {"type": "nested-vlan", "vlanId": 42}, "hostIfname": "tapp1",
+            "active": false, "portFilter": true});
+        assert_eq!(StoredForm::of(&v), StoredForm::Legacy);
+        let vif = Vif::from_status_value(&v).expect("legacy form");
+        assert_eq!(
+            (
+                vif.port_id.as_str(),
+                vif.mac.as_str(),
+                &vif.binding,
+                vif.ips[0].subnet_id.as_deref()
+            ),
+            (
+                "p1",
+                "fa:16:3e:aa:bb:cc",
+                &Binding::NestedVlan { vlan_id: 42 },
+                Some("s1")
+            )
+        );
+        // Written back, it is an os-vif primitive that reads the same.
+        assert_eq!(Vif::from_status_value(&vif.to_status_value()), Ok(vif));
     }
 
     #[test]

@@ -265,11 +265,10 @@ impl AttachmentStore {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use kuryr_core::vif::{Binding, VifIp, FORMAT as VIF_FORMAT};
+    use kuryr_core::vif::{Binding, VifIp};
 
     pub(crate) fn vif(port: &str) -> Vif {
         Vif {
-            format: VIF_FORMAT.into(),
             port_id: port.into(),
             network_id: "net".into(),
             mac: "fa:16:3e:00:00:01".into(),

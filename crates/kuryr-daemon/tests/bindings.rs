@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::unique;
-use kuryr_core::vif::{Binding, Vif, VifIp, FORMAT};
+use kuryr_core::vif::{Binding, Vif, VifIp};
 use kuryr_daemon::attachments::AttachedIface;
 use kuryr_daemon::binding::hybrid::{plug_linux_side, HybridNames};
 use kuryr_daemon::binding::{configure_pod, l3, BindingDriver, Driver, HostEnv, PlugTarget};
@@ -50,7 +50,6 @@ fn port_id() -> String {
 fn vif(binding: Binding, mtu: u32) -> Vif {
     let id = port_id();
     Vif {
-        format: FORMAT.into(),
         host_ifname: kuryr_core::vif::host_ifname(&id),
         port_id: id,
         network_id: "kd-test-net".into(),

@@ -31,7 +31,7 @@ use kube::{Api, Client, CustomResourceExt};
 use kuryr_core::config::{Config, Role};
 use kuryr_core::crd::{KuryrPort, KuryrPortSpec};
 use kuryr_core::names::NODE_NAME_LABEL;
-use kuryr_core::vif::{host_ifname, Binding, Vif, VifIp, FORMAT};
+use kuryr_core::vif::{host_ifname, Binding, Vif, VifIp};
 use kuryr_daemon::daemon::{kube_client, ConflistOptions};
 use kuryr_daemon::{Daemon, DaemonOptions};
 use kuryr_netplumb::Netns;
@@ -213,7 +213,6 @@ impl Stack {
             .taps
             .push(host_ifname(&p.id));
         Vif {
-            format: FORMAT.into(),
             port_id: p.id.clone(),
             network_id: p.network_id.clone(),
             mac: p.mac_address.clone(),
@@ -865,7 +864,6 @@ async fn timeouts_return_code_11_and_leave_events_on_the_pod() {
         s.create_kp(p2, &uid2).await;
         let fake_id = format!("{:08x}-0000-4d00-8000-00000000kd11", std::process::id());
         let vif = Vif {
-            format: FORMAT.into(),
             port_id: fake_id.clone(),
             network_id: s.env["POD_NET_ID"].clone(),
             mac: "fa:16:3e:4b:11:11".into(),
@@ -1526,7 +1524,6 @@ async fn dual_stack_pods_get_ipv6_and_ping_over_it_on_the_stack() {
                 .collect::<Vec<_>>();
             assert_eq!(ips.len(), 2, "a dual-stack port: {:?}", p.fixed_ips);
             let vif = Vif {
-                format: FORMAT.into(),
                 port_id: p.id.clone(),
                 network_id: p.network_id.clone(),
                 mac: p.mac_address.clone(),

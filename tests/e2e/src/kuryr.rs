@@ -197,3 +197,22 @@ pub fn web_deployment(ns: &str, replicas: u32) -> serde_json::Value {
         }
     })
 }
+
+/// The eth0 VIF of a KuryrPort (its JSON), in whichever form it is stored (upstream's os-vif
+/// primitive, which kuryr-rs writes too, or kuryr-rs's legacy typed form); `None` if it has none
+/// or it is unreadable.
+pub fn vif_of(kp: &serde_json::Value) -> Option<kuryr_core::vif::Vif> {
+    kuryr_core::vif::Vif::from_status_value(&kp["status"]["vifs"]["eth0"]["vif"]).ok()
+}
+
+/// The eth0 VIF of KuryrPort `ns/name`; panics if it has none.
+pub fn kuryrport_vif(ns: &str, name: &str) -> kuryr_core::vif::Vif {
+    let kp =
+        crate::deploy::kjson(kubectl().args(["get", "kuryrport", "-n", ns, name, "-o", "json"]));
+    vif_of(&kp).unwrap_or_else(|| {
+        panic!(
+            "KuryrPort {ns}/{name} has no readable eth0 VIF: {}",
+            kp["status"]
+        )
+    })
+}

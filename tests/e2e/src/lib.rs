@@ -157,6 +157,13 @@ impl Drop for Proc {
     }
 }
 
+/// One test of a test binary at a time on the node, for tests that run their own kuryr-controller
+/// and kuryr-daemon (or upstream's): hack/test runs a binary's tests two at a time.
+pub fn node_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Poll `f` every `every` until it returns `Some`, or panic with `what` after `timeout`.
 pub fn wait_for<T>(
     what: &str,

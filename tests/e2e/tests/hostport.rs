@@ -418,15 +418,7 @@ fn ingress_mbps(ip: IpAddr, bytes: usize) -> f64 {
 
 /// The token bucket `bandwidth` put on a pod's host-side interface: (rate, burst) in bytes.
 fn pod_tbf(ns: &str, pod: &str) -> (u64, u64) {
-    let tap = must(kubectl().args([
-        "get",
-        "kuryrport",
-        "-n",
-        ns,
-        pod,
-        "-o",
-        "jsonpath={.status.vifs.eth0.vif.hostIfname}",
-    ]));
+    let tap = kuryr::kuryrport_vif(ns, pod).host_ifname;
     let tap = tap.trim();
     let out = must(Command::new("tc").args(["-j", "qdisc", "show", "dev", tap]));
     let q: Value = serde_json::from_str(&out).expect("tc json");
@@ -477,15 +469,7 @@ fn ingress_bandwidth_annotation_shapes_the_pod() {
     // traffic into the pod leaves the host through it), none on the other's.
     let (rate, burst) = pod_tbf(&ns.0, "shaped");
     assert_eq!(rate, 10_000_000 / 8, "rate of the shaped pod's tbf");
-    let free_tap = must(kubectl().args([
-        "get",
-        "kuryrport",
-        "-n",
-        &ns.0,
-        "free",
-        "-o",
-        "jsonpath={.status.vifs.eth0.vif.hostIfname}",
-    ]));
+    let free_tap = kuryr::kuryrport_vif(&ns.0, "free").host_ifname;
     let free_q = must(Command::new("tc").args(["qdisc", "show", "dev", free_tap.trim()]));
     assert!(!free_q.contains("tbf"), "{free_q}");
     // containerd's CRI plugin asks for a burst of 2^32 bits with every rate (so does CRI-O):
@@ -653,15 +637,7 @@ fn egress_bandwidth_annotation_on_this_datapath() {
         must(Command::new("ovs-vsctl").args(["get", "bridge", "br-int", "datapath_type"]));
     let userspace = datapath.trim().trim_matches('"') == "netdev";
     // The plugin did its part: the shaped pod's veth redirects into an ifb with a 10 Mbit/s bucket.
-    let tap = must(kubectl().args([
-        "get",
-        "kuryrport",
-        "-n",
-        &ns.0,
-        "shaped",
-        "-o",
-        "jsonpath={.status.vifs.eth0.vif.hostIfname}",
-    ]));
+    let tap = kuryr::kuryrport_vif(&ns.0, "shaped").host_ifname;
     let filter = must(Command::new("tc").args(["filter", "show", "dev", tap.trim(), "ingress"]));
     let ifb = filter
         .split_whitespace()

@@ -8,7 +8,7 @@
 use kuryr_core::names::{pool_kuryrport_name, POOL_NAMESPACE};
 use kuryr_e2e::kuryr::{self, Kuryr, Namespace};
 use kuryr_e2e::vm::Cloud;
-use kuryr_e2e::{kubectl, must, run, stack_env, wait_for};
+use kuryr_e2e::{kubectl, must, node_lock, run, stack_env, wait_for};
 use kuryr_openstack::neutron::Port;
 use kuryr_openstack::Query;
 use std::collections::BTreeSet;
@@ -16,13 +16,6 @@ use std::time::{Duration, Instant};
 
 /// The e2e controller's cluster name (its default).
 const CLUSTER: &str = "kubernetes";
-
-/// Each test runs its own kuryr-controller and kuryr-daemon with pools on the one node: one at a
-/// time (hack/test runs a binary's tests two at a time).
-fn node_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn pool_ports(cloud: &Cloud) -> Vec<Port> {
     let q = Query::new().eq("device_owner", kuryr_core::names::DEVICE_OWNER);

@@ -193,9 +193,7 @@ impl Fixture {
                     controller.log_tail(40)
                 );
                 let kp = get_kuryrport(&ns, name)?;
-                kp["status"]["vifs"]["eth0"]["vif"]["portId"]
-                    .as_str()
-                    .map(str::to_owned)
+                kuryr::vif_of(&kp).map(|v| v.port_id)
             },
         )
     }

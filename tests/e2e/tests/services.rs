@@ -6,7 +6,7 @@
 
 use kuryr_e2e::deploy::{kjson, pod_ready, pods};
 use kuryr_e2e::kuryr::{self, ConfigFile, Namespace};
-use kuryr_e2e::{kubectl, must, openstack, pod_pid, run, wait_for, Proc};
+use kuryr_e2e::{kubectl, must, node_lock, openstack, pod_pid, run, wait_for, Proc};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -15,13 +15,6 @@ use std::time::{Duration, Instant};
 const METRICS: &str = "127.0.0.1:19654";
 const MEMBER_BATCH: &str = r#"method="PUT",path="/v2/lbaas/pools/{id}/members""#;
 const MEMBER_ONE: &str = r#"method="POST",path="/v2/lbaas/pools/{id}/members""#;
-
-/// One test of this file at a time: each runs its own kuryr-controller (metrics on METRICS) and
-/// kuryr-daemon (the node's conflist), and hack/test runs tests two at a time.
-fn node_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn services_conf() -> ConfigFile {
     kuryr::config_with(

@@ -381,13 +381,14 @@ struct Observed {
 }
 
 impl Observed {
-    /// The members of pool `pool_id` (those not being deleted); `None` for a pool not in the tree.
-    fn pool_members(&self, pool_id: &str) -> Option<BTreeSet<(String, u16)>> {
+    /// The members of pool `pool_id` (those not being deleted) as (address, port, name); `None`
+    /// for a pool not in the tree.
+    fn pool_members(&self, pool_id: &str) -> Option<BTreeSet<(String, u16, String)>> {
         self.tree.listeners.iter().flat_map(|x| x.pools.iter()).find(|p| p.id == pool_id).map(|p| {
             p.members
                 .iter()
                 .filter(|m| m.provisioning_status != lbstatus::PENDING_DELETE)
-                .map(|m| (model::normalize_ip(&m.address), m.protocol_port))
+                .map(|m| (model::normalize_ip(&m.address), m.protocol_port, m.name.clone()))
                 .collect()
         })
     }
@@ -604,7 +605,9 @@ impl<'a> Target<'a> {
         }
         let have_hm = seen.pool(pool_id).and_then(|p| p.healthmonitor_id.clone());
         changed |= converge_monitor(klb, w, pool_id, have_hm.as_deref(), &seen.monitors, &self.tags, &l.id, lb).await?;
-        let want_set: BTreeSet<(String, u16)> = w.members.iter().map(|m| (m.address.clone(), m.port)).collect();
+        // Names too: a member named otherwise (an earlier release's `<address>:<port>`) is renamed
+        // in the same batch call (Octavia updates a member of the same address and port in place).
+        let want_set: BTreeSet<(String, u16, String)> = w.members.iter().map(|m| (m.address.clone(), m.port, m.name.clone())).collect();
         if seen.pool_members(pool_id).as_ref() != Some(&want_set) {
             lb.ctx.leader.ensure()?;
             let specs = member_specs(&w.members, &self.subnets, lb);

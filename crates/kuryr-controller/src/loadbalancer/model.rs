@@ -474,7 +474,15 @@ pub fn endpoint_slices(slices: &[&EndpointSlice], families: &[&str]) -> Vec<Valu
                 .flatten()
                 .filter_map(|p| {
                     p.port.map(|port| {
-                        json!({"name": p.name.clone().unwrap_or_default(), "port": port, "protocol": p.protocol.clone().unwrap_or_else(|| "TCP".into())})
+                        let mut v = json!({"port": port, "protocol": p.protocol.clone().unwrap_or_else(|| "TCP".into())});
+                        // An unnamed port has no name, as in upstream's slices (converted from
+                        // Endpoints): its KuryrLoadBalancer handler keys pools by the Service
+                        // port's name, None for an unnamed one, and released every member of a
+                        // slice port named "" as unused (a rollback cut the Service for ~10 s).
+                        if let Some(n) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                            v["name"] = json!(n);
+                        }
+                        v
                     })
                 })
                 .collect();
@@ -501,7 +509,10 @@ pub struct WantListener {
 pub struct WantMember {
     pub address: String,
     pub port: u16,
-    /// `<namespace>/<pod>:<port>` for pod endpoints, `<address>:<port>` otherwise.
+    /// `<namespace>/<pod>:<port>` for pod endpoints, `<namespace>/<service>:<port>` (the load
+    /// balancer's name) otherwise: upstream's names, which its KuryrLoadBalancer handler parses
+    /// (`name.split('/')[1]`; an `<address>:<port>` name made it fail with `IndexError` on a
+    /// rollback).
     pub name: String,
 }
 
@@ -547,7 +558,7 @@ pub fn listeners(lb_name: &str, spec: &KuryrLoadBalancerSpec) -> Vec<WantListene
                     let addr = normalize_ip(addr);
                     let name = match (ep["targetRef"]["namespace"].as_str(), ep["targetRef"]["name"].as_str()) {
                         (Some(ns), Some(n)) => format!("{ns}/{n}:{target}"),
-                        _ => format!("{addr}:{target}"),
+                        _ => format!("{lb_name}:{target}"),
                     };
                     entry.members.insert(WantMember { address: addr, port: target, name });
                 }
@@ -739,6 +750,34 @@ mod tests {
         let udp: Vec<(&str, u16)> = ls[2].members.iter().map(|m| (m.address.as_str(), m.port)).collect();
         assert_eq!(udp, [("10.244.0.5", 5353), ("10.244.0.6", 5353)]);
         assert!(ls[0].members.is_empty(), "no slice has a dns-tcp port");
+    }
+
+    /// An unnamed Service port is `"name": null` in the spec's ports and has no name in its
+    /// slices' ports, as upstream writes them (upstream matches the two by name).
+    #[test]
+    fn unnamed_ports_are_written_as_upstream_writes_them() {
+        let s = svc(json!({"spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}]}}));
+        let a = slice("web-a", "", 8080, &[("10.244.0.5", Some(true), "w1")]);
+        let (spec, _) = balanced(plan(&s, &[&a], &defaults()));
+        let json = serde_json::to_value(&spec).expect("json");
+        assert_eq!(json["ports"][0]["name"], Value::Null);
+        assert!(json["ports"][0].as_object().is_some_and(|p| p.contains_key("name")), "{json}");
+        assert_eq!(json["endpointSlices"][0]["ports"], json!([{"port": 8080, "protocol": "TCP"}]));
+        assert_eq!(listeners("ns/web", &spec)[0].members.len(), 1, "kuryr-rs still matches them");
+    }
+
+    /// An endpoint without a Pod (the API server behind default/kubernetes) is named after the
+    /// Service, as upstream names it and its KuryrLoadBalancer handler parses it
+    /// (`<namespace>/<name>:<port>`, split on '/').
+    #[test]
+    fn members_without_a_pod_have_upstreams_name() {
+        let s = svc(json!({"spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]}}));
+        let mut a = slice("web-a", "http", 6443, &[("10.244.2.174", Some(true), "x")]);
+        a.endpoints[0].target_ref = None;
+        let (spec, _) = balanced(plan(&s, &[&a], &defaults()));
+        let ls = listeners("ns/web", &spec);
+        let names: Vec<&str> = ls[0].members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["ns/web:6443"]);
     }
 
     #[test]

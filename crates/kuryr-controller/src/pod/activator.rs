@@ -21,6 +21,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kuryr_core::crd::KuryrPort;
+use kuryr_core::vif::StoredForm;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,8 +45,8 @@ pub struct Pending {
     /// Interface name in `status.vifs`.
     pub ifname: String,
     pub pod_uid: String,
-    /// The VIF is stored in upstream's os-vif form.
-    pub os_vif: bool,
+    /// The form the VIF is stored in (os-vif primitive, or the legacy typed form).
+    pub form: StoredForm,
     /// A standalone container's KuryrPort: Events go to the KuryrPort (there is no pod).
     pub standalone: bool,
 }
@@ -114,14 +115,17 @@ fn due(entries: &HashMap<String, Entry>, now: Instant, deadline: Duration, slow:
 }
 
 /// JSON-pointer escaping of one path segment.
-fn escape(seg: &str) -> String {
+pub(crate) fn escape(seg: &str) -> String {
     seg.replace('~', "~0").replace('/', "~1")
 }
 
 /// The JSON patch that marks the VIF of `p` active, only if it still holds `p.port_id`.
 pub fn active_patch(p: &Pending) -> serde_json::Value {
     let base = format!("/status/vifs/{}/vif", escape(&p.ifname));
-    let (id, active) = if p.os_vif { ("/versioned_object.data/id", "/versioned_object.data/active") } else { ("/portId", "/active") };
+    let (id, active) = match p.form {
+        StoredForm::OsVif => ("/versioned_object.data/id", "/versioned_object.data/active"),
+        StoredForm::Legacy => ("/portId", "/active"),
+    };
     json!([
         {"op": "test", "path": format!("{base}{id}"), "value": p.port_id},
         {"op": "add", "path": format!("{base}{active}"), "value": true},
@@ -296,22 +300,22 @@ pub async fn run(ctx: Arc<PodContext>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
 mod tests {
     use super::*;
 
-    fn pending(os_vif: bool) -> Pending {
+    fn pending(form: StoredForm) -> Pending {
         Pending {
             port_id: "p1".into(),
             namespace: "ns".into(),
             name: "web-0".into(),
             ifname: "eth0".into(),
             pod_uid: "u".into(),
-            os_vif,
+            form,
             standalone: false,
         }
     }
 
     #[test]
     fn events_are_about_the_pod_or_the_standalone_kuryrport() {
-        assert_eq!(pending(false).regarding().kind.as_deref(), Some("Pod"));
-        let s = Pending { standalone: true, ..pending(false) };
+        assert_eq!(pending(StoredForm::Legacy).regarding().kind.as_deref(), Some("Pod"));
+        let s = Pending { standalone: true, ..pending(StoredForm::Legacy) };
         let r = s.regarding();
         assert_eq!((r.kind.as_deref(), r.name.as_deref(), r.uid), (Some("KuryrPort"), Some("web-0"), None));
     }
@@ -319,12 +323,12 @@ mod tests {
     #[test]
     fn patch_tests_the_port_id() {
         assert_eq!(
-            active_patch(&pending(false)),
+            active_patch(&pending(StoredForm::Legacy)),
             json!([{"op": "test", "path": "/status/vifs/eth0/vif/portId", "value": "p1"},
                    {"op": "add", "path": "/status/vifs/eth0/vif/active", "value": true}])
         );
-        assert_eq!(active_patch(&pending(true))[1]["path"], "/status/vifs/eth0/vif/versioned_object.data/active");
-        let p: json_patch::Patch = serde_json::from_value(active_patch(&pending(false))).expect("valid JSON patch");
+        assert_eq!(active_patch(&pending(StoredForm::OsVif))[1]["path"], "/status/vifs/eth0/vif/versioned_object.data/active");
+        let p: json_patch::Patch = serde_json::from_value(active_patch(&pending(StoredForm::Legacy))).expect("valid JSON patch");
         assert_eq!(p.0.len(), 2);
         // The patch applied to a KuryrPort status: flips active only for the same port.
         let mut doc = json!({"status": {"vifs": {"eth0": {"default": true, "vif": {"portId": "p1", "active": false}}}}});
@@ -332,6 +336,22 @@ mod tests {
         assert_eq!(doc["status"]["vifs"]["eth0"]["vif"]["active"], true);
         let mut other = json!({"status": {"vifs": {"eth0": {"default": true, "vif": {"portId": "p2", "active": false}}}}});
         assert!(json_patch::patch(&mut other, &p.0).is_err(), "another port: test fails");
+        // What kuryr-rs writes now: the os-vif form's patch flips it.
+        let vif = kuryr_core::vif::Vif {
+            port_id: "p1".into(),
+            network_id: "n1".into(),
+            mac: "fa:16:3e:00:00:01".into(),
+            mtu: 1500,
+            ips: vec![],
+            binding: kuryr_core::vif::Binding::NestedMacvlan,
+            host_ifname: "tapp1".into(),
+            active: false,
+            port_filter: false,
+        };
+        let mut doc = json!({"status": {"vifs": {"eth0": {"default": true, "vif": vif.to_status_value()}}}});
+        let p: json_patch::Patch = serde_json::from_value(active_patch(&pending(StoredForm::OsVif))).expect("valid JSON patch");
+        json_patch::patch(&mut doc, &p.0).expect("applies");
+        assert!(kuryr_core::vif::Vif::from_status_value(&doc["status"]["vifs"]["eth0"]["vif"]).expect("reads").active);
         assert_eq!(escape("a/b~c"), "a~1b~0c");
     }
 
@@ -342,7 +362,7 @@ mod tests {
         let slow = Duration::from_secs(5);
         let mut m = HashMap::new();
         let entry = |id: &str, age: u64, polled_ago: Option<u64>| Entry {
-            p: Pending { port_id: id.into(), ..pending(false) },
+            p: Pending { port_id: id.into(), ..pending(StoredForm::Legacy) },
             since: now - Duration::from_secs(age),
             last_poll: polled_ago.map(|a| now - Duration::from_secs(a)),
             warned: false,

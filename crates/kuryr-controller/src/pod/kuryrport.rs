@@ -4,6 +4,8 @@
 //! a previous attempt left one, else makes it; build the typed VIF (with the driver's binding);
 //! merge-patch `status.vifs = {eth0: {default: true, vif}}` on the status subresource; hand the
 //! port to the activator. With an inactive VIF already written: (re)hand it to the activator.
+//! A VIF still in the legacy kuryr-rs/v1 form (written by an earlier release) is rewritten in the
+//! os-vif form first, so a cluster that ran those releases can still roll back to upstream.
 //!
 //! Cleanup (the KuryrPort is deleted; its finalizer): the driver releases every port recorded in
 //! the status and every port of the pod it finds unrecorded (a crash before the status write),
@@ -19,7 +21,7 @@
 //! `spec.podUid`, host = `spec.podNodeName`), and never deleted as an orphan: only its creator
 //! deletes it, which releases the port through the same finalizer.
 
-use crate::pod::activator::Pending;
+use crate::pod::activator::{escape, Pending};
 use crate::pod::context::PodContext;
 use crate::pod::ports::{self, Acquired, PodPortRequest};
 use crate::pod::standalone::{self, is_standalone_kp};
@@ -34,7 +36,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use kuryr_core::crd::KuryrPort;
 use kuryr_core::names::KURYRPORT_FINALIZER;
-use kuryr_core::vif::{Binding, Vif};
+use kuryr_core::vif::{Binding, StoredForm, Vif};
 use kuryr_openstack::neutron::Port;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -151,6 +153,10 @@ async fn apply(kp: Arc<KuryrPort>, ctx: &PodContext) -> Result<Action, Error> {
 
     // Already has its VIF: only activation may be missing.
     if let Some((ifname, entry)) = kp.status.as_ref().and_then(|s| s.vifs.iter().find(|(_, e)| e.default)) {
+        if upgrade_legacy_vifs(ctx, &kp, &ns, &name).await? {
+            // The rewrite wakes this KuryrPort again, with the VIF in its new form.
+            return Ok(Action::await_change());
+        }
         track_written(ctx, &ns, &name, &uid, ifname, &entry.vif, standalone);
         return Ok(Action::await_change());
     }
@@ -209,7 +215,7 @@ fn track_written(ctx: &PodContext, ns: &str, name: &str, uid: &str, ifname: &str
             name: name.to_string(),
             ifname: ifname.to_string(),
             pod_uid: uid.to_string(),
-            os_vif: vif.get("versioned_object.data").is_some(),
+            form: StoredForm::of(vif),
             standalone,
         });
     }
@@ -254,6 +260,41 @@ async fn port_vif(
             Err(err)
         }
     }
+}
+
+/// The JSON patch rewriting every readable legacy (kuryr-rs/v1) VIF of the status in the os-vif
+/// form, each only if it still holds the same port; `None` when there is none.
+pub fn upgrade_patch(kp: &KuryrPort) -> Option<serde_json::Value> {
+    let ops: Vec<serde_json::Value> = kp
+        .status
+        .iter()
+        .flat_map(|s| s.vifs.iter())
+        .filter(|(_, e)| StoredForm::of(&e.vif) == StoredForm::Legacy)
+        .filter_map(|(ifname, e)| Some((ifname, e.vif().ok()?)))
+        .flat_map(|(ifname, vif)| {
+            let base = format!("/status/vifs/{}/vif", escape(ifname));
+            [
+                json!({"op": "test", "path": format!("{base}/portId"), "value": vif.port_id}),
+                json!({"op": "replace", "path": base, "value": vif.to_status_value()}),
+            ]
+        })
+        .collect();
+    (!ops.is_empty()).then_some(serde_json::Value::Array(ops))
+}
+
+/// Applies [`upgrade_patch`]; true when there was something to rewrite.
+async fn upgrade_legacy_vifs(ctx: &PodContext, kp: &KuryrPort, ns: &str, name: &str) -> Result<bool, Error> {
+    let Some(patch) = upgrade_patch(kp) else { return Ok(false) };
+    ctx.leader.ensure()?;
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|e| Error::Invalid(format!("VIF rewrite patch: {e}")))?;
+    let api: Api<KuryrPort> = Api::namespaced(ctx.client.clone(), ns);
+    match api.patch_status(name, &PatchParams::default(), &Patch::Json::<()>(patch)).await {
+        Ok(_) => tracing::info!(kuryrport = %format!("{ns}/{name}"), "legacy kuryr-rs/v1 VIFs rewritten in the os-vif form"),
+        // Gone, or its VIFs changed meanwhile (the test op failed): that change wakes it again.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 => {}
+        Err(e) => return Err(Error::kube("patch status of", format!("kuryrport {ns}/{name}"), e)),
+    }
+    Ok(true)
 }
 
 /// Writes the VIF as the default interface into the KuryrPort's status; the node's pool
@@ -309,7 +350,8 @@ fn activate(ctx: &PodContext, req: PodPortRequest, vif: &Vif, pref: ObjectRefere
             name: req.name,
             ifname: DEFAULT_IFNAME.into(),
             pod_uid: req.pod_uid,
-            os_vif: false,
+            // What write_vif wrote (Vif::to_status_value).
+            form: StoredForm::OsVif,
             standalone: req.standalone,
         });
     }
@@ -376,5 +418,38 @@ mod tests {
         }))
         .expect("kp");
         assert_eq!(recorded_ports(&kp), BTreeSet::from(["p1".to_string(), "p2".to_string()]));
+    }
+
+    #[test]
+    fn legacy_vifs_are_rewritten_in_the_os_vif_form() {
+        let [ovs, .., macvlan] = kuryr_core::vif::examples();
+        let legacy = |v: &Vif| {
+            let mut j = serde_json::to_value(v).expect("typed form");
+            j["format"] = json!(kuryr_core::vif::LEGACY_FORMAT);
+            j
+        };
+        let mut doc = json!({
+            "apiVersion": "openstack.org/v1", "kind": "KuryrPort",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"podUid": "u", "podNodeName": "vm"},
+            "status": {"vifs": {
+                "eth0": {"default": true, "vif": legacy(&ovs)},
+                "eth/1": {"default": false, "vif": legacy(&macvlan)},
+                "eth2": {"default": false, "vif": macvlan.to_status_value()},
+                "eth3": {"default": false, "vif": {"portId": "broken"}}
+            }}
+        });
+        let kp: KuryrPort = serde_json::from_value(doc.clone()).expect("kp");
+        let patch: json_patch::Patch = serde_json::from_value(upgrade_patch(&kp).expect("a patch")).expect("JSON patch");
+        assert_eq!(patch.0.len(), 4, "eth0 and eth/1 only: {patch:?}");
+        json_patch::patch(&mut doc, &patch.0).expect("applies");
+        let kp: KuryrPort = serde_json::from_value(doc).expect("kp");
+        let vifs = &kp.status.as_ref().expect("status").vifs;
+        for (ifname, want) in [("eth0", &ovs), ("eth/1", &macvlan), ("eth2", &macvlan)] {
+            assert_eq!(StoredForm::of(&vifs[ifname].vif), StoredForm::OsVif, "{ifname}");
+            assert_eq!(vifs[ifname].vif().as_ref(), Ok(want), "{ifname}");
+        }
+        assert_eq!(vifs["eth3"].vif, json!({"portId": "broken"}), "an unreadable VIF is left alone");
+        assert!(upgrade_patch(&kp).is_none(), "nothing left to rewrite");
     }
 }

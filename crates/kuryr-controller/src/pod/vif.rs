@@ -1,7 +1,7 @@
 //! Neutron port (+ its network and subnets) → the typed [`Vif`] the daemon wires. Pure: no I/O,
 //! so every binding case is unit-tested from JSON.
 
-use kuryr_core::vif::{host_ifname, Binding, Vif, VifIp, VifRoute, FORMAT};
+use kuryr_core::vif::{host_ifname, Binding, Vif, VifIp, VifRoute};
 use kuryr_openstack::neutron::{Network, Port, Subnet};
 use serde_json::Value;
 use std::net::IpAddr;
@@ -120,7 +120,6 @@ pub fn build_vif_with(
     }
     let mtu = if defaults.network_device_mtu != 0 { defaults.network_device_mtu } else { network.mtu.unwrap_or(1500) };
     let vif = Vif {
-        format: FORMAT.to_string(),
         port_id: port.id.clone(),
         network_id: port.network_id.clone(),
         mac: port.mac_address.to_ascii_lowercase(),

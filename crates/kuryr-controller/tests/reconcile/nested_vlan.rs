@@ -124,7 +124,8 @@ async fn pod_port_becomes_a_vlan_subport_of_its_nodes_trunk() {
     assert_eq!(api.lines(), [format!("GET {NODE_PATH}"), format!("PATCH {KP_PATH}/status?")]);
     let entry = &api.calls()[1].body["status"]["vifs"]["eth0"];
     assert_eq!(entry["default"], true);
-    let vif: Vif = serde_json::from_value(entry["vif"].clone()).expect("typed VIF");
+    assert_eq!(entry["vif"]["versioned_object.name"], "VIFVlanNested", "upstream's os-vif class");
+    let vif = Vif::from_status_value(&entry["vif"]).expect("VIF");
     assert_eq!((vif.port_id.as_str(), &vif.binding), ("port-new-1", &Binding::NestedVlan { vlan_id: 4 }));
     api.wait_event("KuryrPortUpdatedWithVIFs").await;
 }

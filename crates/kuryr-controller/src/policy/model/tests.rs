@@ -205,7 +205,6 @@ fn kuryrport(name: &str, pod_uid: &str, ips: &[&str]) -> KuryrPort {
     use kuryr_core::crd::{KuryrPortStatus, VifEntry};
     use kuryr_core::vif::{Binding, Vif, VifIp};
     let vif = Vif {
-        format: String::new(),
         port_id: "p-1".into(),
         network_id: "net-1".into(),
         mac: "fa:16:3e:00:00:01".into(),
