@@ -74,7 +74,7 @@ impl PodContext {
             None => (None, None),
         };
         let driver = PortDriver::from_settings(&rt.settings);
-        let rt_bulk_max = rt.settings.port_bulk_max;
+        let creates = Coalescer::new(rt.settings.port_bulk_max);
         let ctx = PodContext {
             rt,
             driver,
@@ -83,7 +83,7 @@ impl PodContext {
             fresh: Mutex::default(),
             nested: Nested::default(),
             timeline: Timeline::default(),
-            creates: Coalescer::new(rt_bulk_max),
+            creates,
         };
         (ctx, PodTasks { activator: activator_rx, pool_jobs })
     }

@@ -12,8 +12,8 @@
 //!
 //! Claim (a pod needs a port): pop one of the exact security-group set, else of another set of
 //! the same pool (then one `PUT` sets its security groups). A miss (empty pool): the pod's own
-//! port is created first; the refill starts once that port is ACTIVE ([`missed`], [`settled`]). No other OpenStack call is on the
-//! pod's path: the pod's KuryrPort status, written right after, is the record of the claim; the
+//! port is created first; the refill starts once that port is ACTIVE ([`missed`], [`settled`]).
+//! No other OpenStack call is on the pod's path: the pod's KuryrPort status, written right after, is the record of the claim; the
 //! pod's stamp on the port (device_id = pod UID, name, description, tags) is written in the
 //! background. A crash before the status write leaves a port that still looks free and is
 //! recovered into the pool; recovery skips ports a KuryrPort records. The port stays published
@@ -125,8 +125,9 @@ pub struct State {
     claiming: HashMap<String, Port>,
     /// Pools with a bulk create in flight.
     populating: HashSet<PoolKey>,
-    /// Ports of pods that missed their pool, not ACTIVE yet: the pool's refill waits for them.
-    activating: HashMap<String, PoolKey>,
+    /// Ports of pods that missed their pool, not ACTIVE yet, and since when: the pool's refill
+    /// waits for them (see [`State::settle`]).
+    activating: HashMap<String, (PoolKey, Instant)>,
     /// Whether the state was rebuilt from Neutron during the current leadership.
     recovered: bool,
     /// When each free port joined the pool (its status is followed for a while, see
@@ -173,6 +174,15 @@ impl State {
             .collect();
         ids.sort();
         ids
+    }
+
+    /// `port_id` (a missing pod's port) is ACTIVE or gone: its pool's key when no other missing
+    /// pod's port of that pool still activates. Entries older than `max_age` no longer count
+    /// (and are dropped): a port that never settles must not hold its pool's refill for ever.
+    fn settle(&mut self, port_id: &str, max_age: Duration) -> Option<PoolKey> {
+        let (key, _) = self.activating.remove(port_id)?;
+        self.activating.retain(|_, (_, since)| since.elapsed() < max_age);
+        (!self.activating.values().any(|(k, _)| *k == key)).then_some(key)
     }
 
     /// Records a free port's Neutron status.
@@ -537,20 +547,17 @@ pub fn missed(ctx: &PodContext, pools: &Pools, node: &str, network_id: &str, por
     let key = PoolKey { node: node.to_string(), network_id: network_id.to_string() };
     match port {
         Some(p) if p.status != "ACTIVE" => {
-            pools.with(|s| s.activating.insert(p.id.clone(), key));
+            pools.with(|s| s.activating.insert(p.id.clone(), (key, Instant::now())));
         }
         _ => pools.refill(&key, &ctx.settings.pod_security_groups),
     }
 }
 
 /// The activator is done with `port_id` (ACTIVE, or gone): if a pod that missed its pool waited
-/// for it, and no other such pod of that pool still waits, the pool is refilled now.
+/// for it, and no other such pod of that pool still waits (for less than the activation
+/// deadline), the pool is refilled now.
 pub fn settled(ctx: &PodContext, pools: &Pools, port_id: &str) {
-    let key = pools.with(|s| {
-        let key = s.activating.remove(port_id)?;
-        (!s.activating.values().any(|k| *k == key)).then_some(key)
-    });
-    if let Some(key) = key {
+    if let Some(key) = pools.with(|s| s.settle(port_id, ctx.settings.activation_deadline)) {
         pools.refill(&key, &ctx.settings.pod_security_groups);
     }
 }
@@ -791,6 +798,28 @@ mod tests {
         assert_eq!((claimed.id.as_str(), claimed.status.as_str()), ("a", "ACTIVE"), "the oldest, with its known status");
         s.take(&key, &["sg".to_string()]).expect("b");
         assert!(s.unconfirmed(Duration::from_secs(60)).is_empty(), "claimed ports are no longer followed");
+    }
+
+    #[test]
+    fn a_pools_refill_waits_for_its_missing_pods_ports_but_not_for_ever() {
+        let mut s = State::default();
+        let key = PoolKey { node: "vm".into(), network_id: "net".into() };
+        let other = PoolKey { node: "vm2".into(), network_id: "net".into() };
+        for (id, k) in [("a", &key), ("b", &key), ("c", &other)] {
+            s.activating.insert(id.into(), (k.clone(), Instant::now()));
+        }
+        let long = Duration::from_secs(60);
+        assert_eq!(s.settle("a", long), None, "b of the same pool still activates");
+        assert_eq!(s.settle("x", long), None, "not a missing pod's port");
+        assert_eq!(s.settle("b", long), Some(key.clone()));
+        // A port that never settles (its pod went before it was ACTIVE) stops counting after
+        // the deadline.
+        s.activating.insert("stuck".into(), (key.clone(), Instant::now()));
+        s.activating.insert("d".into(), (key.clone(), Instant::now()));
+        assert_eq!(s.settle("d", long), None, "stuck is still young");
+        s.activating.insert("e".into(), (key.clone(), Instant::now()));
+        assert_eq!(s.settle("e", Duration::ZERO), Some(key), "stuck is past the deadline");
+        assert!(!s.activating.contains_key("stuck"), "and dropped");
     }
 
     #[test]

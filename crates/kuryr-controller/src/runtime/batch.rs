@@ -149,8 +149,10 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
+    type Sizes = Arc<Mutex<Vec<usize>>>;
+
     /// A batch runner that records batch sizes and answers `item * 10`, after `delay`.
-    fn runner(sizes: Arc<Mutex<Vec<usize>>>, delay: Duration) -> impl Fn(Vec<u32>) -> futures_util::future::BoxFuture<'static, Vec<u32>> {
+    fn runner(sizes: Sizes, delay: Duration) -> impl Fn(Vec<u32>) -> futures_util::future::BoxFuture<'static, Vec<u32>> {
         move |items: Vec<u32>| {
             let sizes = sizes.clone();
             Box::pin(async move {
@@ -161,74 +163,88 @@ mod tests {
         }
     }
 
+    /// A coalescer of at most `max` per batch and the sizes of the batches it ran.
+    struct Fixture {
+        c: Arc<Coalescer<&'static str, u32, u32>>,
+        sizes: Sizes,
+    }
+
+    impl Fixture {
+        fn new(max: usize) -> Fixture {
+            Fixture { c: Arc::new(Coalescer::new(max)), sizes: Sizes::default() }
+        }
+
+        fn sizes(&self) -> Vec<usize> {
+            self.sizes.lock().expect("sizes").clone()
+        }
+
+        /// A caller submitting `item` under `key`, whose batch takes `delay`.
+        fn spawn(&self, key: &'static str, item: u32, delay: Duration) -> tokio::task::JoinHandle<Option<u32>> {
+            let (c, run) = (self.c.clone(), runner(self.sizes.clone(), delay));
+            tokio::spawn(async move { c.submit(key, item, run).await })
+        }
+
+        /// Like [`Fixture::spawn`], but the caller gives up after `patience`: `true` if it did.
+        fn spawn_impatient(&self, key: &'static str, item: u32, delay: Duration, patience: Duration) -> tokio::task::JoinHandle<bool> {
+            let (c, run) = (self.c.clone(), runner(self.sizes.clone(), delay));
+            tokio::spawn(async move { tokio::time::timeout(patience, c.submit(key, item, run)).await.is_err() })
+        }
+    }
+
+    const SEC: Duration = Duration::from_secs(1);
+
     #[tokio::test(start_paused = true)]
     async fn a_lone_request_goes_at_once_and_requests_arriving_meanwhile_share_the_next_batch() {
-        let c: Arc<Coalescer<&str, u32, u32>> = Arc::new(Coalescer::new(20));
-        let sizes = Arc::new(Mutex::new(Vec::new()));
-        let run = runner(sizes.clone(), Duration::from_secs(1));
+        let f = Fixture::new(20);
         let started = tokio::time::Instant::now();
-        assert_eq!(c.submit("k", 1, &run).await, Some(10));
-        assert_eq!(started.elapsed(), Duration::from_secs(1), "no wait before a lone request");
+        assert_eq!(f.spawn("k", 1, SEC).await.expect("task"), Some(10));
+        assert_eq!(started.elapsed(), SEC, "no wait before a lone request");
         // One in flight, then 30 more arrive: they go as batches of at most 20.
         let mut tasks = Vec::new();
         for i in 0..31u32 {
-            let (c, run) = (c.clone(), runner(sizes.clone(), Duration::from_secs(1)));
-            tasks.push(tokio::spawn(async move { c.submit("k", i, run).await }));
+            tasks.push(f.spawn("k", i, SEC));
             tokio::task::yield_now().await;
         }
         for (i, t) in tasks.into_iter().enumerate() {
             assert_eq!(t.await.expect("task"), Some(i as u32 * 10), "each caller gets its own answer");
         }
-        assert_eq!(*sizes.lock().expect("sizes"), [1, 1, 20, 10]);
-        assert_eq!(c.submitted(), 32);
-        assert_eq!(c.busy(), 0);
-        assert!(c.slots().is_empty(), "idle keys leave no state");
+        assert_eq!(f.sizes(), [1, 1, 20, 10]);
+        assert_eq!(f.c.submitted(), 32);
+        assert_eq!(f.c.busy(), 0);
+        assert!(f.c.slots().is_empty(), "idle keys leave no state");
     }
 
     #[tokio::test(start_paused = true)]
     async fn batches_of_one_go_side_by_side_and_are_counted() {
-        let c: Arc<Coalescer<&str, u32, u32>> = Arc::new(Coalescer::new(1));
-        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let f = Fixture::new(1);
         let started = tokio::time::Instant::now();
-        let tasks: Vec<_> = (0..5u32)
-            .map(|i| {
-                let (c, run) = (c.clone(), runner(sizes.clone(), Duration::from_secs(1)));
-                tokio::spawn(async move { c.submit("k", i, run).await })
-            })
-            .collect();
+        let tasks: Vec<_> = (0..5u32).map(|i| f.spawn("k", i, SEC)).collect();
         tokio::task::yield_now().await;
-        assert_eq!(c.busy(), 5, "in flight together");
+        assert_eq!(f.c.busy(), 5, "in flight together");
         for (i, t) in tasks.into_iter().enumerate() {
             assert_eq!(t.await.expect("task"), Some(i as u32 * 10));
         }
-        assert_eq!(started.elapsed(), Duration::from_secs(1), "none waited for another");
-        assert_eq!((c.busy(), c.submitted()), (0, 5));
+        assert_eq!(started.elapsed(), SEC, "none waited for another");
+        assert_eq!((f.c.busy(), f.c.submitted()), (0, 5));
     }
 
     #[tokio::test(start_paused = true)]
     async fn keys_do_not_wait_for_each_other_and_idle_waits_for_all() {
-        let c: Arc<Coalescer<&str, u32, u32>> = Arc::new(Coalescer::new(20));
-        let sizes = Arc::new(Mutex::new(Vec::new()));
-        let a = tokio::spawn({
-            let (c, run) = (c.clone(), runner(sizes.clone(), Duration::from_secs(3)));
-            async move { c.submit("a", 1, run).await }
-        });
-        let b = tokio::spawn({
-            let (c, run) = (c.clone(), runner(sizes.clone(), Duration::from_secs(1)));
-            async move { c.submit("b", 2, run).await }
-        });
+        let f = Fixture::new(20);
+        let a = f.spawn("a", 1, 3 * SEC);
+        let b = f.spawn("b", 2, SEC);
         tokio::task::yield_now().await;
         let started = tokio::time::Instant::now();
         let idle_done = Arc::new(AtomicUsize::new(0));
         let idle = tokio::spawn({
-            let (c, done) = (c.clone(), idle_done.clone());
+            let (c, done) = (f.c.clone(), idle_done.clone());
             async move {
                 c.idle().await;
                 done.store(1, Ordering::SeqCst);
             }
         });
         assert_eq!(b.await.expect("b"), Some(20));
-        assert_eq!(started.elapsed(), Duration::from_secs(1), "b did not wait for a's batch");
+        assert_eq!(started.elapsed(), SEC, "b did not wait for a's batch");
         assert_eq!(idle_done.load(Ordering::SeqCst), 0, "a is still in flight");
         assert_eq!(a.await.expect("a"), Some(10));
         idle.await.expect("idle");
@@ -237,47 +253,30 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_holder_leaves_its_batch_unanswered_and_the_next_caller_goes_on() {
-        let c: Arc<Coalescer<&str, u32, u32>> = Arc::new(Coalescer::new(20));
-        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let f = Fixture::new(20);
         // The holder of the first batch is cancelled after 1 s of a 5 s request.
-        let holder = tokio::spawn({
-            let (c, run) = (c.clone(), runner(sizes.clone(), Duration::from_secs(5)));
-            async move { tokio::time::timeout(Duration::from_secs(1), c.submit("k", 1, run)).await }
-        });
+        let holder = f.spawn_impatient("k", 1, 5 * SEC, SEC);
         tokio::task::yield_now().await;
         // Queued behind it: goes in the next batch, run by itself once the gate is free.
-        let next = tokio::spawn({
-            let (c, run) = (c.clone(), runner(sizes.clone(), Duration::from_secs(1)));
-            async move { c.submit("k", 2, run).await }
-        });
-        assert!(holder.await.expect("holder").is_err(), "timed out");
+        let next = f.spawn("k", 2, SEC);
+        assert!(holder.await.expect("holder"), "timed out");
         assert_eq!(next.await.expect("next"), Some(20));
-        assert_eq!(*sizes.lock().expect("sizes"), [1, 1]);
-        assert_eq!(c.busy(), 0, "the cancelled caller is not counted any more");
+        assert_eq!(f.sizes(), [1, 1]);
+        assert_eq!(f.c.busy(), 0, "the cancelled caller is not counted any more");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_caller_that_gives_up_before_its_turn_sends_nothing() {
-        let c: Arc<Coalescer<&str, u32, u32>> = Arc::new(Coalescer::new(20));
-        let sizes = Arc::new(Mutex::new(Vec::new()));
-        let first = tokio::spawn({
-            let (c, run) = (c.clone(), runner(sizes.clone(), Duration::from_secs(5)));
-            async move { c.submit("k", 1, run).await }
-        });
+        let f = Fixture::new(20);
+        let first = f.spawn("k", 1, 5 * SEC);
         tokio::task::yield_now().await;
         // Queued behind the first, gives up after 1 s: its item must not go out.
-        let quitter = tokio::spawn({
-            let (c, run) = (c.clone(), runner(sizes.clone(), Duration::from_secs(1)));
-            async move { tokio::time::timeout(Duration::from_secs(1), c.submit("k", 2, run)).await }
-        });
+        let quitter = f.spawn_impatient("k", 2, SEC, SEC);
         tokio::task::yield_now().await;
-        let third = tokio::spawn({
-            let (c, run) = (c.clone(), runner(sizes.clone(), Duration::from_secs(1)));
-            async move { c.submit("k", 3, run).await }
-        });
-        assert!(quitter.await.expect("quitter").is_err());
+        let third = f.spawn("k", 3, SEC);
+        assert!(quitter.await.expect("quitter"), "gave up");
         assert_eq!(first.await.expect("first"), Some(10));
         assert_eq!(third.await.expect("third"), Some(30));
-        assert_eq!(*sizes.lock().expect("sizes"), [1, 1], "the quitter's request was dropped, the third went alone");
+        assert_eq!(f.sizes(), [1, 1], "the quitter's request was dropped, the third went alone");
     }
 }
