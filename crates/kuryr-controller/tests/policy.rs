@@ -276,7 +276,7 @@ fn kuryrport(name: &str, port_id: &str, ip: &str) -> KuryrPort {
         }],
         binding: Binding::Ovs { bridge: "br-int".into() },
         host_ifname: "tap".into(),
-        active: true,
+        active: false,
         port_filter: true,
     };
     let mut kp: KuryrPort = serde_json::from_value(json!({
@@ -505,7 +505,11 @@ async fn a_new_pod_is_a_peer_from_its_vif_write_before_its_status_has_an_address
 
     // The VIF turns active, then kubelet writes the same address into the status: nothing.
     let mut active = kp.clone();
-    active.status.as_mut().unwrap().vifs.get_mut("eth0").unwrap().vif["active"] = json!(true);
+    let entry = active.status.as_mut().unwrap().vifs.get_mut("eth0").unwrap();
+    let mut vif = entry.vif().expect("the VIF kuryrport() wrote");
+    vif.active = true;
+    *entry = VifEntry::new(entry.default, &vif);
+    assert_ne!(active.status, kp.status, "the VIF really changed");
     h.apply_kp(&active);
     h.apply_pod(&pod("cli-1", json!({"role": "client"}), "10.0.0.7"));
     assert!(h.triggered().is_empty());

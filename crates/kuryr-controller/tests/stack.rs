@@ -343,6 +343,46 @@ async fn pod_gets_kuryrport_and_bound_neutron_port_then_releases_it() {
     })
     .await;
 }
+/// Plugs `vif` as kuryr-daemon would: a veth into a fresh netns, its host end on br-int with the
+/// port's iface-id, so OVN binds the port and Neutron turns it ACTIVE. The tap and netns are left
+/// to `scratch`'s cleanup.
+async fn plug_like_the_daemon(scratch: &Scratch, vif: &Vif, pod_uid: &str) -> kuryr_ovsdb::Ovs {
+    let ns_name = unique("kc-plug");
+    push(&scratch.netns, &ns_name);
+    push(&scratch.taps, &vif.host_ifname);
+    let (tap, mac, mtu, nsn) = (vif.host_ifname.clone(), vif.mac.clone(), vif.mtu, ns_name.clone());
+    tokio::task::spawn_blocking(move || {
+        let netns = kuryr_netplumb::Netns::create_named(&nsn).expect("create netns");
+        let host = kuryr_netplumb::Netns::current().expect("host netns");
+        let peer_mac: kuryr_netplumb::MacAddr = mac.parse().expect("mac");
+        kuryr_netplumb::plug_veth(
+            &host,
+            &netns,
+            &kuryr_netplumb::VethPlug {
+                host_ifname: tap,
+                peer_ifname: "eth0".into(),
+                mtu: Some(mtu),
+                host_mac: None,
+                peer_mac: Some(peer_mac),
+            },
+        )
+        .expect("plug veth");
+    })
+    .await
+    .expect("plug task");
+    let ovs = kuryr_ovsdb::Ovs::connect_default().await.expect("OVSDB");
+    ovs.add_port(
+        &kuryr_ovsdb::PortSpec::new("br-int", &vif.host_ifname)
+            .iface_id(&vif.port_id)
+            .attached_mac(&vif.mac)
+            .iface_status("active")
+            .vm_uuid(pod_uid)
+            .wait_vswitchd(Duration::from_secs(10)),
+    )
+    .await
+    .expect("add the tap to br-int");
+    ovs
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
@@ -359,42 +399,8 @@ async fn plugged_port_goes_active_and_the_activator_goes_idle() {
         let (_, vif) = kuryrport_with_vif(&stack, &ns, "web", &uid, |_| true).await;
         assert!(!vif.active);
 
-        // Plug it as kuryr-daemon would: veth into a fresh netns, host end on br-int with iface-id.
-        let ns_name = unique("kc-plug");
-        push(&scratch.netns, &ns_name);
-        push(&scratch.taps, &vif.host_ifname);
-        let (tap, mac, mtu, nsn) = (vif.host_ifname.clone(), vif.mac.clone(), vif.mtu, ns_name.clone());
-        tokio::task::spawn_blocking(move || {
-            let netns = kuryr_netplumb::Netns::create_named(&nsn).expect("create netns");
-            let host = kuryr_netplumb::Netns::current().expect("host netns");
-            let peer_mac: kuryr_netplumb::MacAddr = mac.parse().expect("mac");
-            kuryr_netplumb::plug_veth(
-                &host,
-                &netns,
-                &kuryr_netplumb::VethPlug {
-                    host_ifname: tap,
-                    peer_ifname: "eth0".into(),
-                    mtu: Some(mtu),
-                    host_mac: None,
-                    peer_mac: Some(peer_mac),
-                },
-            )
-            .expect("plug veth");
-        })
-        .await
-        .expect("plug task");
         let t_plug = Instant::now();
-        let ovs = kuryr_ovsdb::Ovs::connect_default().await.expect("OVSDB");
-        ovs.add_port(
-            &kuryr_ovsdb::PortSpec::new("br-int", &vif.host_ifname)
-                .iface_id(&vif.port_id)
-                .attached_mac(&vif.mac)
-                .iface_status("active")
-                .vm_uuid(&uid)
-                .wait_vswitchd(Duration::from_secs(10)),
-        )
-        .await
-        .expect("add the tap to br-int");
+        let ovs = plug_like_the_daemon(&scratch, &vif, &uid).await;
 
         let (_, active) = kuryrport_with_vif(&stack, &ns, "web", &uid, |v| v.active).await;
         eprintln!("VIF active {:?} after plugging", t_plug.elapsed());
@@ -1538,9 +1544,10 @@ async fn clear_pools(stack: &Stack, node: &str) {
     let _ = api.delete(&kuryr_core::names::pool_kuryrport_name(node), &DeleteParams::default()).await;
 }
 
-/// `vif_pool_driver = neutron`: the first pod misses and the pool is filled by one bulk create,
-/// published in the node's pool KuryrPort; the next pod claims a pool port (same id, stamped
-/// with its UID, gone from the pool KuryrPort) and the pool is refilled; deleting that pod puts
+/// `vif_pool_driver = neutron`: the first pod misses, gets its own port, and once that port is
+/// ACTIVE the pool is filled (chunks of 1, then up to `ports_pool_batch`), published in the
+/// node's pool KuryrPort; the next pod claims a pool port (same id, stamped with its UID, gone
+/// from the pool KuryrPort) and the pool is refilled; deleting that pod puts
 /// its port back into the pool (not deleted); a restarted controller recovers the pool from
 /// Neutron alone and hands a recovered port to the next pod without creating one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1560,9 +1567,14 @@ async fn warm_pool_fills_in_bulk_claims_recycles_and_recovers() {
     let first = start_in(&stack, &scratch, pool_opts()).await;
     let ctl = Mutex::new(Some(first));
     let body = async {
-        // A miss: the pod gets a fresh port, the pool is filled by one bulk create.
+        // A miss: the pod gets a fresh port. The refill waits until that port is ACTIVE (no
+        // refill competes with the port Neutron is binding for the pod), so nothing is in the
+        // pool before the port is plugged; then the pool is filled.
         let a = create_pod(&stack, &scratch, &ns, "pool-a").await;
-        let (_, vif_a) = kuryrport_with_vif(&stack, &ns, "pool-a", &a.uid().expect("uid"), |_| true).await;
+        let a_uid = a.uid().expect("uid");
+        let (_, vif_a) = kuryrport_with_vif(&stack, &ns, "pool-a", &a_uid, |_| true).await;
+        assert!(!vif_a.active && pool_ports(&stack).await.is_empty(), "the refill started before the missing pod's port was ACTIVE");
+        let _ovs = plug_like_the_daemon(&scratch, &vif_a, &a_uid).await;
         let filled = wait_for("2 pool ports published", WAIT, || async {
             let ids: std::collections::BTreeSet<String> = pool_ports(&stack).await.into_iter().map(|p| p.id).collect();
             (ids.len() == 2 && published(&stack, &node).await == ids).then_some(ids)

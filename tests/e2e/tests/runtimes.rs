@@ -514,7 +514,10 @@ fn podman_containers_get_neutron_ports_and_talk() {
             "{name}: container IP is the port's"
         );
         let kp = f.kuryrport(name).expect("KuryrPort");
-        assert_eq!(kp["status"]["vifs"]["eth0"]["vif"]["active"], true, "{kp}");
+        let entry: kuryr_core::crd::VifEntry =
+            serde_json::from_value(kp["status"]["vifs"]["eth0"].clone())
+                .expect("the KuryrPort's eth0 entry");
+        assert!(entry.vif().expect("its VIF parses").active, "{kp}");
         assert!(
             ovs_ports().contains(&host_ifname(port)),
             "OVS port of {name} missing"
