@@ -26,6 +26,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/deploy/images
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/kuryr-rs/cargo-target}
+# No incremental state: every clone path gets its own (a CI clone left 22 GB of it), and
+# these scripts build each crate once per run anyway.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 TARGET=x86_64-unknown-linux-gnu
 BUILD=1 CHECK=0
 OUT=${KURYR_CACHE:-/var/cache/kuryr-rs}/images
