@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The cargo-deny `hack/test` installs (`hack/cargo-deny`), else one on $PATH.
+/// Where `hack/cargo-deny` installs the pinned cargo-deny.
 const PINNED: &str = "/var/cache/kuryr-rs/cargo-deny-0.20.2/bin/cargo-deny";
 const LOCAL_DB: &str = "/var/cache/kuryr-rs/advisory-db.git";
 const RUSTSEC_DB: &str = "https://github.com/RustSec/advisory-db";
@@ -20,17 +20,13 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The cargo-deny `hack/test` installs (`hack/cargo-deny`), or `$KURYR_CARGO_DENY` (the same
+/// version: the advisory test relies on where it keeps its database).
 fn cargo_deny() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("KURYR_CARGO_DENY") {
         return Some(PathBuf::from(p));
     }
-    if Path::new(PINNED).is_file() {
-        return Some(PINNED.into());
-    }
-    let on_path = Command::new("cargo-deny").arg("--version").output();
-    on_path
-        .is_ok_and(|o| o.status.success())
-        .then(|| "cargo-deny".into())
+    Path::new(PINNED).is_file().then(|| PINNED.into())
 }
 
 fn text(o: &Output) -> String {
@@ -48,10 +44,9 @@ fn check(deny: &Path, config: &Path, checks: &[&str], extra: &[&str]) -> Output 
         .arg(workspace().join("Cargo.toml"))
         .args(["--color", "never"])
         .args(extra)
-        .arg("check")
         .arg("--config")
         .arg(config)
-        .args(["--show-stats"])
+        .args(["check", "--show-stats"])
         .args(checks);
     // cargo-deny runs `cargo metadata`, which needs the toolchain's cargo.
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
@@ -69,7 +64,9 @@ fn check(deny: &Path, config: &Path, checks: &[&str], extra: &[&str]) -> Output 
 #[test]
 fn dependency_licences_sources_and_bans_are_allowed() {
     let Some(deny) = cargo_deny() else {
-        kuryr_test_support::skip!("cargo-deny is not installed (hack/test installs it: hack/cargo-deny)");
+        kuryr_test_support::skip!(
+            "cargo-deny is not installed (hack/test installs it: hack/cargo-deny)"
+        );
     };
     let o = check(
         &deny,
@@ -90,66 +87,109 @@ fn dependency_licences_sources_and_bans_are_allowed() {
     );
 }
 
+/// Where cargo-deny 0.20.2 keeps RustSec's default database under `db-path` (a git checkout;
+/// the directory name is a hash of the default URL).
+const DB_DIR: &str = "advisory-db-3157b0e258782691";
+
+/// An advisory the test adds to its own clone of the database, for a crate every build of ours
+/// has, to prove the check reads the database it is given.
+const SYNTHETIC: &str = r#"```toml
+[advisory]
+id = "RUSTSEC-2099-0001"
+package = "serde"
+date = "2099-01-01"
+url = "https://example.invalid/kuryr-rs-synthetic"
+categories = ["memory-corruption"]
+
+[versions]
+patched = [">= 99.0.0"]
+```
+
+# Synthetic advisory (kuryr-rs dependency test)
+
+Made by tests/e2e/tests/dependencies.rs in its scratch clone only.
+"#;
+
 #[test]
 fn no_known_advisories_in_the_dependency_tree() {
     let Some(deny) = cargo_deny() else {
-        kuryr_test_support::skip!("cargo-deny is not installed (hack/test installs it: hack/cargo-deny)");
+        kuryr_test_support::skip!(
+            "cargo-deny is not installed (hack/test installs it: hack/cargo-deny)"
+        );
     };
-    let db = std::env::var("KURYR_ADVISORY_DB").ok().unwrap_or_else(|| {
+    let source = std::env::var("KURYR_ADVISORY_DB").ok().unwrap_or_else(|| {
         if Path::new(LOCAL_DB).exists() {
-            format!("file://{LOCAL_DB}")
+            LOCAL_DB.into()
         } else {
             RUSTSEC_DB.into()
         }
     });
-    let db = if db.contains("://") {
-        db
-    } else {
-        format!("file://{db}")
-    };
-    // deny.toml with this database, cloned into a scratch db-path.
+    // A fresh clone in a scratch db-path, where cargo-deny looks for RustSec's database; the
+    // check then runs offline against exactly that.
     let scratch = std::env::temp_dir().join(kuryr_test_support::unique("kuryr-deny-"));
-    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    let db = scratch.join("db").join(DB_DIR);
+    std::fs::create_dir_all(db.parent().expect("parent")).expect("scratch dir");
+    let clone = Command::new("git")
+        .args(["clone", "--quiet", "--depth", "1"])
+        .arg(if source.contains("://") {
+            source.clone()
+        } else {
+            format!("file://{source}")
+        })
+        .arg(&db)
+        .output()
+        .expect("run git clone");
+    if !clone.status.success() {
+        let why = text(&clone);
+        let _ = std::fs::remove_dir_all(&scratch);
+        kuryr_test_support::skip!(
+            "no advisory database reachable ({source}; set KURYR_ADVISORY_DB to a clone of {RUSTSEC_DB}): {}",
+            why.lines().find(|l| l.starts_with("fatal:")).or(why.lines().last()).unwrap_or("").trim()
+        );
+    }
+    let date = Command::new("git")
+        .arg("-C")
+        .arg(&db)
+        .args(["log", "-1", "--format=%cI"])
+        .output()
+        .expect("git log");
+    let date = String::from_utf8_lossy(&date.stdout).trim().to_string();
     let base = std::fs::read_to_string(workspace().join("deny.toml")).expect("deny.toml");
     assert!(
         base.contains("\n[advisories]\n") && !base.contains("db-urls") && !base.contains("db-path"),
         "deny.toml's [advisories] must leave db-urls and db-path to this test"
     );
     let config = scratch.join("deny.toml");
+    let db_path = scratch.join("db").display().to_string();
     std::fs::write(
         &config,
         base.replace(
             "\n[advisories]\n",
-            &format!(
-                "\n[advisories]\ndb-urls = [{db:?}]\ndb-path = {:?}\n",
-                scratch.join("db").display().to_string()
-            ),
+            &format!("\n[advisories]\ndb-path = {db_path:?}\n"),
         ),
     )
     .expect("write config");
-    let fetch = Command::new(&deny)
-        .arg("--manifest-path")
-        .arg(workspace().join("Cargo.toml"))
-        .args(["--color", "never", "fetch", "--config"])
-        .arg(&config)
-        .arg("db")
-        .output()
-        .expect("run cargo deny fetch");
-    if !fetch.status.success() {
-        let why = text(&fetch);
-        let _ = std::fs::remove_dir_all(&scratch);
-        kuryr_test_support::skip!(
-            "no advisory database reachable ({db}; set KURYR_ADVISORY_DB to a clone of {RUSTSEC_DB}): {}",
-            why.lines().last().unwrap_or("").trim()
-        );
-    }
+
+    // The check reads this database: a synthetic advisory against serde fails it, naming it.
+    let synthetic = db.join("crates/serde/RUSTSEC-2099-0001.md");
+    std::fs::create_dir_all(synthetic.parent().expect("parent")).expect("advisory dir");
+    std::fs::write(&synthetic, SYNTHETIC).expect("write synthetic advisory");
+    let o = check(&deny, &config, &["advisories"], &["--offline"]);
+    let out = text(&o);
+    assert!(
+        !o.status.success() && out.contains("RUSTSEC-2099-0001"),
+        "cargo deny did not report the synthetic advisory: it is not reading {}\n{out}",
+        db.display()
+    );
+    std::fs::remove_file(&synthetic).expect("remove synthetic advisory");
+
     let o = check(&deny, &config, &["advisories"], &["--offline"]);
     let out = text(&o);
     let _ = std::fs::remove_dir_all(&scratch);
-    eprintln!("advisory database: {db}\n{out}");
+    eprintln!("advisory database: {source} (last change {date})\n{out}");
     assert!(
         o.status.success(),
-        "known advisories in the dependency tree (database {db}):\n{out}"
+        "known advisories in the dependency tree (database {source}, last change {date}):\n{out}"
     );
     assert!(out.contains("advisories ok"), "{out}");
 }
