@@ -8,6 +8,8 @@
 //! github.com. It is cloned into a scratch directory each run, so nothing stale is read
 //! silently; when none can be reached the advisory test is reported as skipped, never passed.
 
+use kuryr_e2e::deploy::{path_with_cargo, repo as workspace};
+use kuryr_e2e::run;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -15,10 +17,6 @@ use std::process::{Command, Output};
 const PINNED: &str = "/var/cache/kuryr-rs/cargo-deny-0.20.2/bin/cargo-deny";
 const LOCAL_DB: &str = "/var/cache/kuryr-rs/advisory-db.git";
 const RUSTSEC_DB: &str = "https://github.com/RustSec/advisory-db";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// The cargo-deny `hack/test` installs (`hack/cargo-deny`), or `$KURYR_CARGO_DENY` (the same
 /// version: the advisory test relies on where it keeps its database).
@@ -49,16 +47,7 @@ fn check(deny: &Path, config: &Path, checks: &[&str], extra: &[&str]) -> Output 
         .args(["check", "--show-stats"])
         .args(checks);
     // cargo-deny runs `cargo metadata`, which needs the toolchain's cargo.
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    c.env(
-        "PATH",
-        format!(
-            "{home}/.cargo/bin:{}",
-            std::env::var("PATH").unwrap_or_default()
-        ),
-    );
-    c.output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", deny.display()))
+    run(c.env("PATH", path_with_cargo()))
 }
 
 #[test]
@@ -129,16 +118,14 @@ fn no_known_advisories_in_the_dependency_tree() {
     let scratch = std::env::temp_dir().join(kuryr_test_support::unique("kuryr-deny-"));
     let db = scratch.join("db").join(DB_DIR);
     std::fs::create_dir_all(db.parent().expect("parent")).expect("scratch dir");
-    let clone = Command::new("git")
+    let clone = run(Command::new("git")
         .args(["clone", "--quiet", "--depth", "1"])
         .arg(if source.contains("://") {
             source.clone()
         } else {
             format!("file://{source}")
         })
-        .arg(&db)
-        .output()
-        .expect("run git clone");
+        .arg(&db));
     if !clone.status.success() {
         let why = text(&clone);
         let _ = std::fs::remove_dir_all(&scratch);
@@ -147,12 +134,10 @@ fn no_known_advisories_in_the_dependency_tree() {
             why.lines().find(|l| l.starts_with("fatal:")).or(why.lines().last()).unwrap_or("").trim()
         );
     }
-    let date = Command::new("git")
+    let date = run(Command::new("git")
         .arg("-C")
         .arg(&db)
-        .args(["log", "-1", "--format=%cI"])
-        .output()
-        .expect("git log");
+        .args(["log", "-1", "--format=%cI"]));
     let date = String::from_utf8_lossy(&date.stdout).trim().to_string();
     let base = std::fs::read_to_string(workspace().join("deny.toml")).expect("deny.toml");
     assert!(

@@ -13,9 +13,9 @@
 //! Claim (a pod needs a port): pop one of the exact security-group set, else of another set of
 //! the same pool (then one `PUT` sets its security groups). A miss (empty pool): the pod's own
 //! port is created first; the refill starts once that port is ACTIVE ([`missed`], [`settled`]).
-//! No other OpenStack call is on the pod's path: the pod's KuryrPort status, written right after, is the record of the claim; the
-//! pod's stamp on the port (device_id = pod UID, name, description, tags) is written in the
-//! background. A crash before the status write leaves a port that still looks free and is
+//! No other OpenStack call is on the pod's path: the pod's KuryrPort status, written right after,
+//! is the record of the claim; the pod's stamp on the port (device_id = pod UID, name,
+//! description, tags) is written in the background. A crash before the status write leaves a port that still looks free and is
 //! recovered into the pool; recovery skips ports a KuryrPort records. The port stays published
 //! ("claiming") until the pod's KuryrPort has the VIF, so the daemon never sees it in neither
 //! place.
