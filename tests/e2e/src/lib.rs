@@ -22,6 +22,15 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// A command's stdout followed by its stderr, for failure messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// Run a command that must succeed; returns stdout. On failure, panics with stdout+stderr.
 pub fn must(cmd: &mut Command) -> String {
     let out = run(cmd);

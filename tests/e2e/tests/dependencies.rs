@@ -9,7 +9,7 @@
 //! silently; when none can be reached the advisory test is reported as skipped, never passed.
 
 use kuryr_e2e::deploy::{path_with_cargo, repo as workspace};
-use kuryr_e2e::run;
+use kuryr_e2e::{run, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -25,14 +25,6 @@ fn cargo_deny() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     Path::new(PINNED).is_file().then(|| PINNED.into())
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// `cargo deny check <checks>` on the workspace with `config`.

@@ -28,7 +28,7 @@ use kuryr_core::names::{DEVICE_OWNER, NODE_NAME_LABEL, STANDALONE_LABEL};
 use kuryr_core::vif::host_ifname;
 use kuryr_e2e::kuryr::{self, ConfigFile, Kuryr, Namespace};
 use kuryr_e2e::vm::Cloud;
-use kuryr_e2e::{kubectl, must, run, stack_env, unique, wait_for, Proc};
+use kuryr_e2e::{kubectl, must, run, stack_env, text, unique, wait_for, Proc};
 
 const IMAGE: &str = "localhost/kuryr/busybox:1.35";
 /// The stack's containerd (hack/stack/k8s.sh).
@@ -52,14 +52,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn stdout(o: &Output) -> String {
