@@ -723,6 +723,7 @@ async fn notes_become_one_warning_each() {
     knp::apply(&h.policy, &knp, &policy).await.expect("pass again");
     let ev = api.wait_event("PolicyNotEnforceable").await;
     assert!(ev["note"].as_str().unwrap_or_default().contains("ICMP"), "{ev}");
+    // Negative check: no second Event within 100 ms of the first.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(api.events().iter().filter(|e| e["reason"] == "PolicyNotEnforceable").count(), 1);
 }

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{push, state_file, take, unique, wait_for, Stack};
+use common::{controller_command, push, state_file, take, unique, wait_for, ControllerProcess, Stack, StatusWriteBlock};
 use futures_util::FutureExt;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -426,6 +426,7 @@ async fn plugged_port_goes_active_and_the_activator_goes_idle() {
         assert!(text.contains("kuryr_pod_creation_latency_count 1"), "{text}");
         let before = polls(&text);
         assert!(before >= 1);
+        // Negative check: for 1 s (4 poll intervals) the idle activator must not poll.
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(polls(&http_get(metrics, "/metrics").await.1), before, "the activator polls Neutron while idle");
 
@@ -578,6 +579,17 @@ async fn completed_pod_releases_its_port_but_stays() {
     .await;
 }
 
+/// Margin on the lease hand-over bounds: the follower's GET + PUT of the Lease on a loaded
+/// 2-vCPU stack, and the test's 100 ms polling.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
+/// From holding the Lease to the new leader's first write (reconcile of what its caches hold:
+/// a Neutron port created, the KuryrPort status written).
+const FIRST_WRITE_MARGIN: Duration = Duration::from_secs(10);
+
+/// Two in-process replicas on one Lease: only the holder writes; when it shuts down it releases
+/// the Lease, so the follower takes over at its next attempt: within `retry_period` +
+/// [`LEASE_MARGIN`] of the leader's stop (without the release it would wait out the whole
+/// `lease_duration`), and writes the next pod's VIF.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 async fn only_the_lease_holder_writes_and_a_follower_takes_over() {
@@ -585,13 +597,17 @@ async fn only_the_lease_holder_writes_and_a_follower_takes_over() {
     let stack = Stack::new().await;
     let scratch = Scratch::default();
     let ns = create_namespace(&stack, &scratch, "kc-lease").await;
-    let lease = |id: &str| {
-        let mut o = stack.options(&ns);
+    let lease_config = |id: &str| {
         let mut l = LeaseConfig::new(&ns, "kuryr-controller-test", id);
         l.retry_period = Duration::from_millis(500);
-        o.leader_election = Some(l);
+        l
+    };
+    let lease = |id: &str| {
+        let mut o = stack.options(&ns);
+        o.leader_election = Some(lease_config(id));
         o
     };
+    let cfg = lease_config("-");
     let a = start(lease("replica-a")).await.expect("start a");
     let ga = a.context.leader.clone();
     wait_for("replica a leads", WAIT, || async { ga.is_leader().then_some(()) }).await;
@@ -602,7 +618,8 @@ async fn only_the_lease_holder_writes_and_a_follower_takes_over() {
     let b_metrics = b.metrics_addr.expect("metrics");
     run(&stack, &scratch, vec![b], async {
         let r = AssertUnwindSafe(async {
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            // Negative check: four retry periods of b's, and it must not have taken the lease.
+            tokio::time::sleep(4 * cfg.retry_period).await;
             assert!(!gb.is_leader(), "two leaders");
             let p1 = create_pod(&stack, &scratch, &ns, "one").await;
             let (_, vif1) = kuryrport_with_vif(&stack, &ns, "one", &p1.uid().expect("uid"), |_| true).await;
@@ -617,14 +634,25 @@ async fn only_the_lease_holder_writes_and_a_follower_takes_over() {
         .catch_unwind()
         .await;
         // The leader steps down (releasing the lease); the follower must take over.
+        let t = Instant::now();
         a.shutdown().await;
         let vif1 = match r {
             Ok(v) => v,
             Err(p) => std::panic::resume_unwind(p),
         };
-        wait_for("replica b leads", Duration::from_secs(20), || async { gb.is_leader().then_some(()) }).await;
+        let bound = cfg.retry_period + LEASE_MARGIN;
+        wait_for("replica b leads", cfg.lease_duration + WAIT, || async { gb.is_leader().then_some(()) }).await;
+        let handover = t.elapsed();
+        eprintln!(
+            "hand-over: leader stopped → follower leads after {handover:?} (bound {bound:?}: retry {:?} + margin {LEASE_MARGIN:?}; lease {:?})",
+            cfg.retry_period, cfg.lease_duration
+        );
+        assert!(handover <= bound, "hand-over took {handover:?}, more than retry + margin = {bound:?}: was the lease released?");
         let p2 = create_pod(&stack, &scratch, &ns, "two").await;
         let (_, vif2) = kuryrport_with_vif(&stack, &ns, "two", &p2.uid().expect("uid"), |_| true).await;
+        let acted = t.elapsed();
+        eprintln!("first write of the new leader: VIF of a pod created after the hand-over {acted:?} after the leader stopped");
+        assert!(acted <= bound + FIRST_WRITE_MARGIN, "the new leader wrote {acted:?} after the stop, more than {:?}", bound + FIRST_WRITE_MARGIN);
         assert!(http_get(b_metrics, "/metrics").await.1.contains("kuryr_controller_leader 1"));
         delete_pod_and_wait(&stack, &ns, "one", &vif1.port_id).await;
         delete_pod_and_wait(&stack, &ns, "two", &vif2.port_id).await;
@@ -655,7 +683,8 @@ async fn neutron_failure_becomes_a_pod_event_and_backs_off() {
         eprintln!("event: {note}");
         assert!(note.starts_with("neutron POST /v2.0/ports failed: HTTP 404"), "event names the call and status: {note}");
         assert!(ports_of_pod(&stack, &pod.uid().expect("uid")).await.is_empty());
-        // A permanent error backs off (10 s first), it does not hot-loop.
+        // A permanent error backs off (10 s first), it does not hot-loop. Negative check: 4 s
+        // in which at most the first attempt and one retry may happen.
         tokio::time::sleep(Duration::from_secs(4)).await;
         let text = http_get(metrics, "/metrics").await.1;
         let posts: u64 = text
@@ -698,6 +727,7 @@ async fn port_not_active_in_time_gets_a_warning_and_slower_polls() {
         };
         // Past the deadline the port is polled every 3 s instead of every 250 ms.
         let before = polls().await;
+        // A rate measured over a fixed 3 s window (no event to wait for).
         tokio::time::sleep(Duration::from_secs(3)).await;
         let delta = polls().await - before;
         assert!(delta <= 2, "{delta} polls in 3 s for a port past its deadline");
@@ -754,6 +784,7 @@ async fn standalone_kuryrport_gets_a_port_without_a_pod_and_releases_it_when_del
         kps.patch("web-1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"touched": "1"}}})))
             .await
             .expect("touch");
+        // Negative check: 2 s after the touch, it must still not be released.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let again = kps.get("web-1").await.expect("still there");
         assert!(again.metadata.deletion_timestamp.is_none(), "a standalone KuryrPort must never be released as an orphan");
@@ -1319,28 +1350,22 @@ async fn gc_sweeps_an_orphan_of_every_kind_and_nothing_else() {
     }
 }
 
-/// The controller binary as a separate process (so it can be killed with SIGKILL).
-fn spawn_controller_process(ns: &str) -> std::process::Child {
-    controller_command(ns).spawn().expect("spawn kuryr-controller")
+/// The controller binary as a separate process (so it can be killed with SIGKILL), with the
+/// stack's kuryr.conf, watching only `ns`.
+fn controller_process(ns: &str, extra: &[&str], env: &[(&str, &str)]) -> ControllerProcess {
+    let mut c = controller_command(&state_file("kuryr.conf"), "kuryr-rs-test", ns);
+    c.args(extra).envs(env.iter().copied());
+    ControllerProcess::spawn(&mut c)
 }
 
-fn controller_command(ns: &str) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"));
-    c.arg("--config-file")
-        .arg(state_file("kuryr.conf"))
-        .arg("--kubeconfig")
-        .arg(state_file("kubeconfig"))
-        .args(["--cluster-name", "kuryr-rs-test", "--watch-namespace", ns, "--gc-interval-seconds", "0"])
-        .args(["--health-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    c
-}
-
-/// kill -9 of the controller between `POST /ports` and the KuryrPort status write: after a
-/// restart every pod has exactly one port (the crash-window port is adopted, not duplicated),
-/// every KuryrPort gets its VIF, and deleting the pods leaves no port behind.
+/// kill -9 of the controller between `POST /ports` and the KuryrPort status write. The window
+/// is made certain: a ValidatingAdmissionPolicy denies the KuryrPort status writes of the
+/// test's namespace, so the controller creates each pod's port and then fails (and retries) the
+/// write that would record it; the kill comes once every pod's port exists, and the test checks
+/// at that moment that no KuryrPort names its port. After the block is lifted and a second
+/// controller started, every pod has exactly one port (the crash-window port, adopted: the
+/// second controller's `kuryr_controller_adopted_total{kind="port"}` counts each), every
+/// KuryrPort names it, and deleting the pods leaves no port behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 async fn kill_9_between_port_create_and_status_write_leaves_no_duplicate_or_orphan() {
@@ -1348,8 +1373,12 @@ async fn kill_9_between_port_create_and_status_write_leaves_no_duplicate_or_orph
     let stack = Stack::new().await;
     let scratch = Scratch::default();
     let ns = create_namespace(&stack, &scratch, "kc-kill").await;
-    let mut first = spawn_controller_process(&ns);
     run(&stack, &scratch, vec![], async {
+        kuryr_controller::runtime::crds::install(&stack.client).await.expect("install CRDs");
+        let probe = json!({"apiVersion": "openstack.org/v1", "kind": "KuryrPort", "metadata": {"name": "probe"},
+            "spec": {"podUid": "00000000-0000-0000-0000-000000000000", "podNodeName": "probe"}});
+        let block = StatusWriteBlock::install(&stack.client, &ns, "kuryrports", probe, json!({"status": {"vifs": {}}})).await;
+        let mut first = controller_process(&ns, &[], &[]);
         let names: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
         let mut uids = HashMap::new();
         for n in &names {
@@ -1357,59 +1386,73 @@ async fn kill_9_between_port_create_and_status_write_leaves_no_duplicate_or_orph
             uids.insert(n.clone(), pod.uid().expect("uid"));
         }
         let kps: Api<KuryrPort> = Api::namespaced(stack.client.clone(), &ns);
-        // Watch Neutron for a port whose KuryrPort has no VIF yet, then SIGKILL.
-        let q = Query::new().eq("device_owner", DEVICE_OWNER);
-        let hit = wait_for("a port created before its KuryrPort status write", WAIT, || async {
-            let ports = stack.neutron.list_ports(&q).await.expect("list ports");
-            let ours: Vec<&Port> = ports.iter().filter(|p| uids.values().any(|u| *u == p.device_id)).collect();
-            if ours.is_empty() {
-                return None;
-            }
-            for p in ours {
-                let name = p.name.split_once('/').map(|(_, n)| n.to_string()).unwrap_or_default();
-                let has_vif = kps.get_opt(&name).await.ok().flatten().and_then(|k| k.status).is_some_and(|s| !s.vifs.is_empty());
-                if !has_vif {
-                    return Some(name);
+        wait_for("a Neutron port for every pod, none recorded (status writes denied)", WAIT, || async {
+            for uid in uids.values() {
+                if ports_of_pod(&stack, uid).await.is_empty() {
+                    return None;
                 }
             }
-            // Every port seen already has its status: too late for this pod, keep watching.
-            None
+            Some(())
         })
         .await;
-        let _ = first.kill();
-        let _ = first.wait();
-        eprintln!("SIGKILLed the controller while {hit}'s port existed without a VIF in its KuryrPort");
-
-        let mut second = spawn_controller_process(&ns);
-        let body = async {
-            for n in &names {
-                let uid = &uids[n];
-                let (_, vif) = kuryrport_with_vif(&stack, &ns, n, uid, |_| true).await;
-                let ports = ports_of_pod(&stack, uid).await;
-                assert_eq!(ports.len(), 1, "pod {n} has {} ports after the crash: {ports:?}", ports.len());
-                assert_eq!(ports[0].id, vif.port_id, "pod {n}: the KuryrPort names another port");
-            }
-            for n in &names {
-                let port = ports_of_pod(&stack, &uids[n]).await.remove(0).id;
-                delete_pod_and_wait(&stack, &ns, n, &port).await;
-            }
-            for uid in uids.values() {
-                assert!(ports_of_pod(&stack, uid).await.is_empty(), "port of pod {uid} leaked");
-            }
-        };
-        let r = AssertUnwindSafe(body).catch_unwind().await;
-        let _ = second.kill();
-        let _ = second.wait();
-        if let Err(p) = r {
-            std::panic::resume_unwind(p);
+        first.kill();
+        // The window, at the kill: each pod's port exists (one, however often the write was
+        // retried) and its KuryrPort does not name it.
+        let mut window = HashMap::new();
+        for n in &names {
+            let ports = ports_of_pod(&stack, &uids[n]).await;
+            assert_eq!(ports.len(), 1, "pod {n} has {} ports before the kill: {ports:?}", ports.len());
+            let kp = kps.get(n).await.expect("the pod's KuryrPort");
+            assert!(
+                kp.status.as_ref().is_none_or(|s| s.vifs.is_empty()),
+                "{n}: the KuryrPort status was written before the kill: {:?}",
+                kp.status
+            );
+            window.insert(n.clone(), ports[0].id.clone());
         }
+        eprintln!("SIGKILLed the controller while {} ports existed that no KuryrPort status named", window.len());
+        block.remove().await;
+
+        let mut second = controller_process(&ns, &[], &[]);
+        let t = Instant::now();
+        for n in &names {
+            let uid = &uids[n];
+            let (_, vif) = kuryrport_with_vif(&stack, &ns, n, uid, |_| true).await;
+            let ports = ports_of_pod(&stack, uid).await;
+            assert_eq!(ports.len(), 1, "pod {n} has {} ports after the crash: {ports:?}", ports.len());
+            assert_eq!(vif.port_id, window[n], "pod {n}: the KuryrPort names another port than the crash-window one");
+        }
+        let adopted = second.sample(r#"kuryr_controller_adopted_total{kind="port"}"#).await;
+        eprintln!(
+            "restarted controller: all VIFs written {:?} after the restart; kuryr_controller_adopted_total{{kind=\"port\"}} = {adopted:?}",
+            t.elapsed()
+        );
+        // At least one per pod (a retry whose write met the block before its removal was seen
+        // adopts again).
+        assert!(
+            adopted.is_some_and(|a| a >= names.len() as f64),
+            "the restarted controller adopted {adopted:?} ports, not the {} of the window",
+            names.len()
+        );
+        for n in &names {
+            delete_pod_and_wait(&stack, &ns, n, &window[n]).await;
+        }
+        for uid in uids.values() {
+            assert!(ports_of_pod(&stack, uid).await.is_empty(), "port of pod {uid} leaked");
+        }
+        second.kill();
     })
     .await;
-    let _ = first.kill();
 }
 
-/// Two controller processes with Lease election: SIGKILL of the leader hands over (after the
-/// lease expires) and pods created afterwards still get their ports, from the other replica.
+/// Two controller processes with Lease election: SIGKILL of the leader hands over once the
+/// lease expires, and pods created afterwards still get their ports, from the other replica.
+/// The hand-over (kill → the survivor holds the Lease) must fall within the window the lease
+/// settings allow: no earlier than `lease_duration − retry_period` (the killed leader renewed at
+/// most one retry period before the kill; earlier would mean two writers) and no later than
+/// `lease_duration + retry_period` (the follower looks once per retry period), each with a
+/// margin of [`LEASE_MARGIN`]; the survivor's first write (the VIF of a pod created right after
+/// the kill) follows within [`FIRST_WRITE_MARGIN`] of that upper bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack (hack/stack/stack up)"]
 async fn two_replicas_leader_killed_pods_keep_getting_ports() {
@@ -1418,40 +1461,61 @@ async fn two_replicas_leader_killed_pods_keep_getting_ports() {
     let stack = Stack::new().await;
     let scratch = Scratch::default();
     let ns = create_namespace(&stack, &scratch, "kc-ha").await;
+    // The binary's lease settings (`--leader-elect` takes LeaseConfig::new's).
+    let cfg = LeaseConfig::new(&ns, "kuryr-controller", "-");
     let spawn = |who: &str| {
-        controller_command(&ns)
-            .args(["--leader-elect", "--leader-elect-namespace", &ns, "--leader-elect-name", "kuryr-controller"])
-            .env("POD_NAME", who)
-            .spawn()
-            .expect("spawn replica")
+        let args = ["--leader-elect", "--leader-elect-namespace", ns.as_str(), "--leader-elect-name", "kuryr-controller"];
+        controller_process(&ns, &args, &[("POD_NAME", who)])
     };
     let mut replicas = vec![("ctl-a", spawn("ctl-a")), ("ctl-b", spawn("ctl-b"))];
     let leases: Api<Lease> = Api::namespaced(stack.client.clone(), &ns);
-    let holder = || async { leases.get_opt("kuryr-controller").await.ok().flatten().and_then(|l| l.spec?.holder_identity) };
+    let lease = || async { leases.get_opt("kuryr-controller").await.expect("get the Lease").and_then(|l| l.spec) };
     let body = async {
         let first = create_pod(&stack, &scratch, &ns, "before").await;
         kuryrport_with_vif(&stack, &ns, "before", &first.uid().expect("uid"), |_| true).await;
-        let leader = wait_for("a lease holder", WAIT, || async { holder().await }).await;
+        let leader = wait_for("a lease holder", WAIT, || async { lease().await?.holder_identity }).await;
+        let spec = lease().await.expect("the Lease");
+        let secs = i32::try_from(cfg.lease_duration.as_secs()).expect("lease seconds");
+        assert_eq!(spec.lease_duration_seconds, Some(secs), "the Lease carries the binary's duration");
         let idx = replicas.iter().position(|(who, _)| leader.starts_with(&format!("{who}_"))).expect("holder is one of ours");
         let (who, mut child) = replicas.remove(idx);
+        let survivor = format!("{}_", replicas[0].0);
+        child.kill();
         let t = Instant::now();
-        let _ = child.kill();
-        let _ = child.wait();
         eprintln!("SIGKILLed the leader {who}");
         let pod = create_pod(&stack, &scratch, &ns, "after").await;
-        let (_, vif) = kuryrport_with_vif(&stack, &ns, "after", &pod.uid().expect("uid"), |_| true).await;
-        let new_leader = holder().await.unwrap_or_default();
-        assert!(new_leader.starts_with(&format!("{}_", replicas[0].0)), "lease now held by {new_leader:?}");
-        eprintln!("pod created after the leader's death got port {} {:?} after the kill", vif.port_id, t.elapsed());
-        assert_eq!(ports_of_pod(&stack, &pod.uid().expect("uid")).await.len(), 1);
+        let uid = pod.uid().expect("uid");
+        let bound = cfg.lease_duration + cfg.retry_period + LEASE_MARGIN;
+        let earliest = cfg.lease_duration.saturating_sub(cfg.retry_period + LEASE_MARGIN);
+        let new_leader =
+            wait_for("the survivor to hold the Lease", bound + WAIT, || async { lease().await?.holder_identity.filter(|h| *h != leader) })
+                .await;
+        let handover = t.elapsed();
+        eprintln!(
+            "hand-over: leader killed → {new_leader} holds the Lease after {handover:?} (allowed {earliest:?}..={bound:?}: lease {:?}, retry {:?}, margin {LEASE_MARGIN:?})",
+            cfg.lease_duration, cfg.retry_period
+        );
+        assert!(new_leader.starts_with(&survivor), "lease now held by {new_leader:?}");
+        assert!(handover <= bound, "hand-over took {handover:?}, more than lease + retry + margin = {bound:?}");
+        assert!(
+            handover >= earliest,
+            "hand-over after {handover:?}: before the killed leader's lease ({:?}) could have expired",
+            cfg.lease_duration
+        );
+        let (_, vif) = kuryrport_with_vif(&stack, &ns, "after", &uid, |_| true).await;
+        let acted = t.elapsed();
+        eprintln!("first write of the survivor: pod created after the kill got port {} {acted:?} after the kill", vif.port_id);
+        assert!(
+            acted <= bound + FIRST_WRITE_MARGIN,
+            "the survivor wrote the VIF {acted:?} after the kill, more than {:?}",
+            bound + FIRST_WRITE_MARGIN
+        );
+        assert_eq!(ports_of_pod(&stack, &uid).await.len(), 1);
     };
     let r = AssertUnwindSafe(body).catch_unwind().await;
     // The survivor handles the finalizers during cleanup.
     cleanup(&stack, &scratch, vec![]).await;
-    for (_, mut c) in replicas {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    drop(replicas);
     if let Err(p) = r {
         std::panic::resume_unwind(p);
     }

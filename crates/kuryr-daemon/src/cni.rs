@@ -110,6 +110,7 @@ impl Cni {
     pub async fn execute(&self, cmd: Command) -> Result<Option<CniResult>, DaemonError> {
         let verb = cmd.verb();
         let start = Instant::now();
+        let _in_flight = self.metrics.started(verb);
         let span = match &cmd {
             Command::Add(r) | Command::Del(r) | Command::Check(r) => tracing::info_span!(
                 "cni",

@@ -3,6 +3,7 @@
 //! | metric | labels | what |
 //! |---|---|---|
 //! | `kuryr_cni_requests_total` | `command`, `result` (`ok` or the CNI code) | requests served |
+//! | `kuryr_cni_requests_in_flight` | `command` | requests being served now (an ADD waiting for its VIF counts) |
 //! | `kuryr_cni_request_duration_seconds` | `command`, `error` (`true`/`false`) | whole request (upstream's name) |
 //! | `kuryr_cni_stage_duration_seconds` | `stage` (`wait_vif`, `plug` or `move`, `l3`, `wait_active`) | ADD stages (`move`: the ADD only moved pre-plugged interfaces, `plug`: it plugged at least one) |
 //! | `kuryr_cni_stage_duration_seconds` | `stage` (`ovs_attach`, `announce`) | after-ADD work, off the request path |
@@ -29,6 +30,11 @@ use prometheus_client::registry::Registry;
 struct CommandResult {
     command: String,
     result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandLabel {
+    command: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,11 +78,22 @@ fn histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
 
+/// A request in flight ([`Metrics::started`]); dropping it (served, failed or cancelled)
+/// counts it out.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The daemon's metrics. Cheap to clone.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
     requests: Family<CommandResult, Counter>,
+    in_flight: Family<CommandLabel, Gauge>,
     durations: Family<CommandError, Histogram, fn() -> Histogram>,
     stages: Family<Stage, Histogram, fn() -> Histogram>,
     attachments: Gauge,
@@ -121,6 +138,12 @@ impl Metrics {
             "kuryr_cni_requests",
             "CNI requests served, by command and result (ok or the CNI error code)",
             requests.clone(),
+        );
+        let in_flight = Family::<CommandLabel, Gauge>::default();
+        registry.register(
+            "kuryr_cni_requests_in_flight",
+            "CNI requests being served now, by command (an ADD waiting for its VIF counts)",
+            in_flight.clone(),
         );
         registry.register(
             "kuryr_cni_request_duration_seconds",
@@ -172,6 +195,7 @@ impl Metrics {
             stale_repairs,
             stale_ports,
             requests,
+            in_flight,
             durations,
             stages,
             attachments,
@@ -180,6 +204,15 @@ impl Metrics {
             pool_held,
             pool_ops,
         }
+    }
+
+    /// One request started: counted in flight until the returned guard is dropped.
+    pub fn started(&self, command: &str) -> InFlight {
+        let gauge = self.in_flight.get_or_create(&CommandLabel {
+            command: command.to_owned(),
+        });
+        gauge.inc();
+        InFlight(gauge.clone())
     }
 
     /// One finished request; `code` is `None` on success.
@@ -314,5 +347,26 @@ mod tests {
         );
         assert!(text.contains(r#"kuryr_cni_request_duration_seconds_bucket{le="0.05",command="ADD",error="false"} 1"#), "{text}");
         assert!(text.contains("kuryr_cni_attachments 3"), "{text}");
+    }
+
+    #[test]
+    fn counts_requests_in_flight_until_the_guard_goes() {
+        let m = Metrics::new();
+        let add = m.started("ADD");
+        let add2 = m.started("ADD");
+        drop(m.started("DEL"));
+        let text = m.encode();
+        assert!(
+            text.contains(r#"kuryr_cni_requests_in_flight{command="ADD"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kuryr_cni_requests_in_flight{command="DEL"} 0"#),
+            "{text}"
+        );
+        drop((add, add2));
+        assert!(m
+            .encode()
+            .contains(r#"kuryr_cni_requests_in_flight{command="ADD"} 0"#));
     }
 }

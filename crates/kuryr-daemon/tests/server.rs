@@ -220,7 +220,13 @@ async fn socket_api_without_a_cluster() {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The DEL comes once the ADD is being served (waiting for its KuryrPort).
+    common::eventually(Duration::from_secs(5), "the ADD in flight", || async {
+        let (_, text) = http_tcp(d.metrics_addr(), "/metrics").await;
+        text.contains(r#"kuryr_cni_requests_in_flight{command="ADD"} 1"#)
+            .then_some(())
+    })
+    .await;
     let t = Instant::now();
     let (status, body) = cni(
         &sock,

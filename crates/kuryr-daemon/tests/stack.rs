@@ -950,8 +950,15 @@ async fn pod_replaced_or_deleted_while_waiting_fails_fast_with_code_3() {
         // The pod is deleted while ADD waits for its KuryrPort.
         let t = Instant::now();
         let s2 = s.clone();
+        let metrics = d.metrics_addr();
         let deleter = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Deleted once the ADD is being served (waiting for the KuryrPort).
+            eventually(Duration::from_secs(10), "the ADD in flight", || async {
+                let (_, text) = http_tcp(metrics, "/metrics").await;
+                text.contains(r#"kuryr_cni_requests_in_flight{command="ADD"} 1"#)
+                    .then_some(())
+            })
+            .await;
             s2.delete_pod(p).await;
         });
         let (st, body) = cni(&sock, &add("kdcidg2", &n_path, &ns, p, &uid)).await;
@@ -2247,7 +2254,8 @@ async fn pods_regain_traffic_after_an_ovs_vswitchd_crash_on_the_stack() {
             || async { ovs.find_interface(&tap_b).await.ok().flatten().map(|_| ()) },
         )
         .await;
-        tokio::time::sleep(Duration::from_secs(2)).await; // the outage goes on a little
+        // Negative check: the outage goes on for 2 s, and ADD must not return meanwhile.
+        tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(
             !adding.is_finished() || t.elapsed() < Duration::from_secs(1),
             "ADD b returned during the outage"

@@ -83,7 +83,9 @@ fn wait_up(ns: &TestNs, ifname: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// `ip netns exec NS ping -c1 -W1 ADDR`, true on reply.
+/// `ip netns exec NS ping -c1 -W1 ADDR`: true on reply, false when no reply came (ping's status
+/// 1); any other failure (the netns cannot be entered, ping cannot run: status 2 or 255) panics,
+/// so a negative check cannot pass on a probe that never ran.
 fn ping(from: &TestNs, to: IpAddr) -> bool {
     let out = Command::new("ip")
         .args([
@@ -104,6 +106,13 @@ fn ping(from: &TestNs, to: IpAddr) -> bool {
             "ping {to} from {} failed:\n{}{}",
             from.name,
             String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "ping {to} from {} did not run: {}",
+            from.name,
             String::from_utf8_lossy(&out.stderr)
         );
     }

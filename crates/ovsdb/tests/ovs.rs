@@ -544,6 +544,7 @@ async fn monitor_wait_sees_external_ids_and_ofport_request_changes() {
 
     let vs = s.vsctl.clone();
     let changer = tokio::task::spawn_blocking(move || {
+        // Deliberate: the change comes after the wait started (what the test is about).
         std::thread::sleep(Duration::from_millis(300));
         vs.run(&["set", "Interface", "tap-m", "external_ids:marker=ready"]);
         std::thread::sleep(Duration::from_millis(100));
@@ -633,6 +634,7 @@ async fn wait_ofport_times_out_without_vswitchd_and_reports_errors() {
     let set = |row: Row| Operation::update("Interface", vec![Condition::eq("name", "tap-o")], row);
     let waiter = o.wait_ofport("tap-o", Duration::from_secs(10));
     let writer = async {
+        // Deliberate: vswitchd writes after the wait started (what the test is about).
         tokio::time::sleep(Duration::from_millis(200)).await;
         c.transact(OVS_DB, &[set(Row::new().with("ofport", Some(7)))])
             .await
@@ -688,6 +690,7 @@ async fn wait_for_cfg_times_out_and_succeeds_with_fake_vswitchd() {
             let upd = mon.next().await.expect("update");
             for (uuid, u) in upd.get("Open_vSwitch").into_iter().flatten() {
                 if let Some(n) = u.new.as_ref().and_then(|r| r.get_i64("next_cfg")) {
+                    // The fake vswitchd's latency, simulated.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     fake.transact(
                         OVS_DB,
@@ -728,8 +731,18 @@ async fn answers_server_inactivity_probes() {
         .await
         .expect("connect");
     c.echo().await.expect("alive");
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    assert!(c.echoes_answered() >= 1, "server sent echo probes");
+    // The server probes after 5 s idle and drops the client 5 s after an unanswered probe: a
+    // second probe answered means it kept the connection after the first answer. Wait for it.
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while c.echoes_answered() < 2 {
+        assert!(
+            tokio::time::Instant::now() < end && !c.is_closed(),
+            "{} echo probes answered in 20 s, closed: {}",
+            c.echoes_answered(),
+            c.is_closed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(!c.is_closed());
     assert!(c
         .list_dbs()
@@ -782,6 +795,7 @@ fn fake_vswitchd(
                     .expect("select");
                 let present = !res[0].rows().is_empty();
                 log.lock().expect("log").push((n, present));
+                // The fake vswitchd's latency, simulated.
                 tokio::time::sleep(delay).await;
                 fake.transact(
                     OVS_DB,

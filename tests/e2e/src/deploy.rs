@@ -349,10 +349,11 @@ pub fn path_with_cargo() -> String {
 
 /// Pods of a namespace matching a label selector, as JSON items.
 pub fn pods(ns: &str, selector: &str) -> Vec<Value> {
-    kjson(kubectl().args(["get", "pods", "-n", ns, "-l", selector, "-o", "json"]))["items"]
+    let list = kjson(kubectl().args(["get", "pods", "-n", ns, "-l", selector, "-o", "json"]));
+    list["items"]
         .as_array()
         .cloned()
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("kubectl get pods printed no item list: {list}"))
 }
 
 pub fn pod_ready(p: &Value) -> bool {

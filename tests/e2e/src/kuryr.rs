@@ -157,6 +157,120 @@ impl Drop for Namespace {
     }
 }
 
+/// A ValidatingAdmissionPolicy (and binding) denying every status write of one openstack.org
+/// resource in one namespace: it holds the controller between its OpenStack create and the
+/// status write that would record it, so a kill -9 there certainly falls in that window.
+/// Removed by [`StatusWriteBlock::lift`] or on drop.
+pub struct StatusWriteBlock {
+    name: String,
+    lifted: bool,
+}
+
+impl StatusWriteBlock {
+    /// Denies `UPDATE` of `<plural>/status` in `ns`; returns once the API server enforces it:
+    /// the status write `status` (a merge patch) of a probe object (`kind`, spec `probe_spec`,
+    /// created in `ns` and deleted again) is refused.
+    pub fn install(
+        ns: &Namespace,
+        plural: &str,
+        kind: &str,
+        probe_spec: serde_json::Value,
+        status: serde_json::Value,
+    ) -> StatusWriteBlock {
+        let n = &ns.0;
+        let name = format!("{n}-block-{plural}-status");
+        let blocked = format!("e2e: {plural} status writes are blocked");
+        ns.apply_json(
+            "policy",
+            &serde_json::json!({
+                "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": name},
+                "spec": {
+                    "failurePolicy": "Fail",
+                    "matchConstraints": {"resourceRules": [{"apiGroups": ["openstack.org"], "apiVersions": ["v1"],
+                        "operations": ["UPDATE"], "resources": [format!("{plural}/status")]}]},
+                    "validations": [{"expression": "false", "message": blocked}]
+                }
+            }),
+        );
+        let block = StatusWriteBlock {
+            name: name.clone(),
+            lifted: false,
+        };
+        ns.apply_json(
+            "binding",
+            &serde_json::json!({
+                "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": {"name": name},
+                "spec": {"policyName": name, "validationActions": ["Deny"],
+                         "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": n}}}}
+            }),
+        );
+        ns.apply_json(
+            "probe",
+            &serde_json::json!({"apiVersion": "openstack.org/v1", "kind": kind,
+                "metadata": {"name": "probe", "namespace": n}, "spec": probe_spec}),
+        );
+        let patch = status.to_string();
+        wait_for(
+            &format!("the {plural} status-blocking policy in force"),
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                let out = run(kubectl().args([
+                    "patch",
+                    plural,
+                    "probe",
+                    "-n",
+                    n,
+                    "--subresource=status",
+                    "--type=merge",
+                    "-p",
+                    &patch,
+                ]));
+                let err = String::from_utf8_lossy(&out.stderr);
+                if out.status.success() {
+                    return None;
+                }
+                assert!(
+                    err.contains(&blocked),
+                    "probe status write of {plural} {n}/probe failed otherwise: {err}"
+                );
+                Some(())
+            },
+        );
+        must(kubectl().args(["delete", plural, "probe", "-n", n, "--wait=true"]));
+        block
+    }
+
+    /// Removes binding and policy.
+    pub fn lift(&mut self) {
+        if self.lifted {
+            return;
+        }
+        must(kubectl().args([
+            "delete",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            &self.name,
+            "--ignore-not-found",
+        ]));
+        self.lifted = true;
+    }
+}
+
+impl Drop for StatusWriteBlock {
+    fn drop(&mut self) {
+        if !self.lifted {
+            let _ = run(kubectl().args([
+                "delete",
+                "validatingadmissionpolicybinding,validatingadmissionpolicy",
+                &self.name,
+                "--ignore-not-found",
+            ]));
+        }
+    }
+}
+
 /// A busybox pod serving its hostname over HTTP on 8080 (label `app: APP`), as the e2e tests
 /// create them through kubelet.
 pub fn web_pod(ns: &str, name: &str, app: &str) -> serde_json::Value {

@@ -45,6 +45,68 @@ pub fn must(cmd: &mut Command) -> String {
     stdout
 }
 
+/// Whether a failed command's stderr says the object it asked for does not exist: kubectl's
+/// `Error from server (NotFound)`, the openstack CLI's "No ... found for ...", "Unable to locate
+/// ... in ...", "... could not be found", HTTP 404.
+pub fn says_not_found(stderr: &str) -> bool {
+    let e = stderr.to_lowercase();
+    e.contains("(notfound)")
+        || e.contains("not found")
+        || e.contains("could not be found")
+        || e.contains("unable to locate")
+        || e.contains("http 404")
+        || (e.contains("no ") && e.contains(" found for "))
+}
+
+/// Runs a command that shows one object: its stdout, or `None` when it failed because the
+/// object does not exist ([`says_not_found`]). Any other failure panics with the command's
+/// stderr: an API or CLI that does not answer must not read as "gone".
+pub fn unless_not_found(cmd: &mut Command) -> Option<String> {
+    let out = run(cmd);
+    if out.status.success() {
+        return Some(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    if says_not_found(&err) {
+        return None;
+    }
+    panic!(
+        "{cmd:?} failed ({}), and not with \"not found\":\nstderr: {err}",
+        out.status
+    );
+}
+
+/// Runs `script` with `sh -c` in pod `ns/pod` (`kubectl exec`): its exit status and what it
+/// printed. A probe whose failure means "unreachable" must not also read a failed `kubectl
+/// exec` (pod gone, container not running, API down) as "unreachable": the script's own status
+/// is printed after it, and its absence panics with kubectl's stderr.
+pub fn exec_probe(ns: &str, pod: &str, script: &str) -> (i32, String) {
+    const MARK: &str = "kuryr-e2e-probe-rc=";
+    let out = run(kubectl().args([
+        "exec",
+        "-n",
+        ns,
+        pod,
+        "--",
+        "sh",
+        "-c",
+        &format!("{script}; echo {MARK}$?"),
+    ]));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let Some((printed, rc)) = stdout.rsplit_once(MARK) else {
+        panic!(
+            "kubectl exec in {ns}/{pod} did not run the probe ({}):\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let rc = rc
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("probe status {rc:?}: {e}"));
+    (rc, printed.to_string())
+}
+
 /// `kubectl` of the stack, with the admin kubeconfig.
 pub fn kubectl() -> Command {
     let env = stack_env();

@@ -31,7 +31,7 @@ fn http_get(addr: SocketAddr) -> Result<String, String> {
 }
 
 fn hostport_rules() -> String {
-    String::from_utf8_lossy(&run(Command::new("iptables").args(["-t", "nat", "-S"])).stdout)
+    must(Command::new("iptables").args(["-t", "nat", "-S"]))
         .lines()
         .filter(|l| l.contains(&format!("--dport {HOST_PORT}")))
         .collect::<Vec<_>>()

@@ -460,7 +460,7 @@ fn rbac_is_least_privilege() {
             if let Some(ns) = o["metadata"]["namespace"].as_str() {
                 c.args(["-n", ns]);
             }
-            run(&mut c).status.success()
+            kuryr_e2e::unless_not_found(&mut c).is_some()
         })
         .collect();
     let path = tmp("rbac.json");
@@ -1047,6 +1047,7 @@ fn deployed_in_cluster_end_to_end() {
                 if last {
                     break;
                 }
+                // Pacing of the sampler (it records, it waits for nothing).
                 std::thread::sleep(Duration::from_millis(250));
             }
             (ready_at, conf_at, violations)
@@ -1217,7 +1218,13 @@ fn deployed_in_cluster_end_to_end() {
         "--wait=false",
     ]));
     must(kubectl().args(["scale", "-n", &ns.0, "deployment/web", "--replicas=5"]));
-    std::thread::sleep(Duration::from_secs(1));
+    // The controller goes while the new pods are being created: once they exist.
+    wait_for(
+        "the 5 pods of the scaled Deployment created",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (pods(&ns.0, "app=web").len() >= 5).then_some(()),
+    );
     must(kubectl().args([
         "delete",
         "pod",
@@ -1277,6 +1284,7 @@ fn deployed_in_cluster_end_to_end() {
             ]))
         })
     };
+    // Pacing of the traffic probe: some pings answered before the restart begins.
     std::thread::sleep(Duration::from_secs(2));
     must(kubectl().args([
         "rollout",

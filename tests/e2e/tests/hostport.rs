@@ -251,7 +251,7 @@ fn silent(addr: SocketAddr) {
 }
 
 fn hostport_rules(ports: &[u16]) -> String {
-    String::from_utf8_lossy(&run(Command::new("iptables").args(["-t", "nat", "-S"])).stdout)
+    must(Command::new("iptables").args(["-t", "nat", "-S"]))
         .lines()
         .filter(|l| ports.iter().any(|p| l.contains(&format!("--dport {p}"))))
         .collect::<Vec<_>>()
@@ -699,6 +699,7 @@ fn egress_bandwidth_annotation_on_this_datapath() {
             .expect("timeout");
         for _ in 0..50 {
             s.send_to(b"who", addr).expect("send");
+            // Pacing of the probe datagrams.
             std::thread::sleep(Duration::from_millis(10));
         }
         let mut n = 0;

@@ -681,7 +681,13 @@ fn delete_all(w: &Workload, ports: &[String], lb_id: &str) {
 fn not_upstream_readable() -> Vec<String> {
     let mut out = Vec::new();
     let kps = all_kuryrports();
-    for kp in kps["items"].as_array().into_iter().flatten() {
+    let items = |list: &Value| -> Vec<Value> {
+        list["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("kubectl get -o json printed no item list: {list}"))
+    };
+    for kp in items(&kps) {
         let legacy = kp["status"]["vifs"]
             .as_object()
             .into_iter()
@@ -701,7 +707,7 @@ fn not_upstream_readable() -> Vec<String> {
         "-o",
         "json",
     ]));
-    for klb in klbs["items"].as_array().into_iter().flatten() {
+    for klb in items(&klbs) {
         for m in klb["status"]["members"].as_array().into_iter().flatten() {
             let name = m["name"].as_str().unwrap_or_default();
             if name.split('/').nth(1).is_none() {

@@ -62,14 +62,9 @@ fn wait_ready(ns: &str, what: &str) {
     }
 }
 
+/// Whether `ns/pod` gets an answer to ping; a failed `kubectl exec` panics (it is no "refused").
 fn ping(ns: &str, pod: &str, to: IpAddr) -> bool {
-    run(kubectl()
-        .args([
-            "exec", "-n", ns, pod, "--", "ping", "-c", "3", "-i", "0.2", "-W", "2",
-        ])
-        .arg(to.to_string()))
-    .status
-    .success()
+    kuryr_e2e::exec_probe(ns, pod, &format!("ping -c 3 -i 0.2 -W 2 {to}")).0 == 0
 }
 
 /// The test's pod security group, deleted on drop.
@@ -372,7 +367,11 @@ fn held_by(project: &str) -> Vec<String> {
             vec!["address", "group", "list", "--project", project],
         ),
     ] {
-        for o in admin_json(&args).as_array().cloned().unwrap_or_default() {
+        let list = admin_json(&args);
+        let list = list
+            .as_array()
+            .unwrap_or_else(|| panic!("openstack {args:?} printed no JSON list: {list}"));
+        for o in list {
             let name = o["Name"].as_str().unwrap_or_default().to_string();
             if kind == "security group" && name == "default" {
                 continue;

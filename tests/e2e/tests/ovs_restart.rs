@@ -38,8 +38,7 @@ fn http_answers(ns: &str, pod: &str, ip: &str, n: usize, pause: f32) -> Vec<Stri
     let script = format!(
         "for i in $(seq {n}); do r=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 {ip} 80 | tail -n 1); echo \"${{r:-FAIL}}\"; sleep {pause}; done"
     );
-    let out = exec(ns, pod, &["sh", "-c", &script]);
-    String::from_utf8_lossy(&out.stdout)
+    must(kubectl().args(["exec", "-n", ns, pod, "--", "sh", "-c", &script]))
         .lines()
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
@@ -136,6 +135,7 @@ fn pods_survive_an_ovs_vswitchd_kill_9() {
         let (ns, vip) = (ns.0.clone(), vip.clone());
         std::thread::spawn(move || http_answers(&ns, "d", &vip, 120, 0.2))
     };
+    // Pacing of the traffic probes: 3 s of traffic before the kill.
     std::thread::sleep(Duration::from_secs(3));
     let crashes_before = std::fs::read_to_string(state_dir().join("crashes"))
         .unwrap_or_default()

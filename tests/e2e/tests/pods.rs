@@ -178,10 +178,7 @@ fn pods_get_neutron_ports_and_talk_to_each_other_and_to_vms() {
                 .then_some(())
         },
     );
-    let ovs_ports = String::from_utf8_lossy(
-        &run(Command::new("ovs-vsctl").args(["list-ports", "br-int"])).stdout,
-    )
-    .into_owned();
+    let ovs_ports = must(Command::new("ovs-vsctl").args(["list-ports", "br-int"]));
     for id in &port_ids {
         let tap = kuryr_core::vif::host_ifname(id);
         assert!(

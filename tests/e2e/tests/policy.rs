@@ -143,13 +143,13 @@ fn wait_ready(ns: &str) {
 /// Whether `ns/from` gets an HTTP answer from `ip:port` (one connection, 1 s timeout).
 fn reach(ns: &str, from: &str, ip: &str, port: u16) -> bool {
     let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 1 {ip} {port}");
-    exec_out(ns, from, &["sh", "-c", &script]).contains("200 OK")
+    exec_out(ns, from, &script).contains("200 OK")
 }
 
-/// What `cmd` run in `ns/pod` printed (its failure is in what it printed, or did not).
-fn exec_out(ns: &str, pod: &str, cmd: &[&str]) -> String {
-    let out = run(kubectl().args(["exec", "-n", ns, pod, "--"]).args(cmd));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// What `script` run in `ns/pod` printed (its failure is in what it printed, or did not); a
+/// failed `kubectl exec` panics ([`kuryr_e2e::exec_probe`]), it is no "denied".
+fn exec_out(ns: &str, pod: &str, script: &str) -> String {
+    kuryr_e2e::exec_probe(ns, pod, script).1
 }
 
 /// Polls until `ns/from` → `ip:port` is `want` (reachable or not); returns how long it took.
@@ -666,18 +666,26 @@ impl Drop for UdpEcho {
 fn reach_udp(ns: &str, from: &str, ip: &str, port: u16) -> bool {
     let pid = kuryr_e2e::pod_pid(ns, from);
     let code = format!(
-        "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1)\ns.sendto(b'ping',('{ip}',{port}))\ntry:\n sys.exit(0 if s.recv(512)==b'pong ping' else 1)\nexcept OSError:\n sys.exit(1)\n"
+        "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1)\ns.sendto(b'ping',('{ip}',{port}))\ntry:\n sys.exit(0 if s.recv(512)==b'pong ping' else 3)\nexcept OSError:\n sys.exit(3)\n"
     );
-    run(std::process::Command::new("nsenter").args([
+    // 0: answered; 3: no (right) answer; anything else: the probe itself failed.
+    let out = run(std::process::Command::new("nsenter").args([
         "-t",
         &pid.to_string(),
         "-n",
         "python3",
         "-c",
         &code,
-    ]))
-    .status
-    .success()
+    ]));
+    match out.status.code() {
+        Some(0) => true,
+        Some(3) => false,
+        _ => panic!(
+            "UDP probe {ns}/{from} -> {ip}:{port} did not run ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
 }
 
 /// Whether this host (the node) gets an HTTP answer from `ip:port`.
@@ -1029,23 +1037,14 @@ fn resolves(ns: &str, pod: &str) -> bool {
     exec_out(
         ns,
         pod,
-        &[
-            "nslookup",
-            "-timeout=1",
-            "kubernetes.default.svc.cluster.local",
-        ],
+        "nslookup -timeout=1 kubernetes.default.svc.cluster.local",
     )
     .contains("10.96.0.1")
 }
 
 /// Whether `ns/pod` opens a TCP connection to the `kubernetes` Service (10.96.0.1:443).
 fn reaches_api(ns: &str, pod: &str) -> bool {
-    exec_out(
-        ns,
-        pod,
-        &["sh", "-c", "nc -w 1 10.96.0.1 443 </dev/null; echo rc=$?"],
-    )
-    .contains("rc=0")
+    kuryr_e2e::exec_probe(ns, pod, "nc -w 1 10.96.0.1 443 </dev/null").0 == 0
 }
 
 /// Default deny egress for the clients of namespace `a`, except DNS (to the CoreDNS pods, by

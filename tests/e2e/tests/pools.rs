@@ -31,8 +31,10 @@ fn pool_ports(cloud: &Cloud) -> Vec<Port> {
         .collect()
 }
 
+/// The ports the node's pool KuryrPort lists (none when it does not exist; any other kubectl
+/// failure panics).
 fn published(node: &str) -> BTreeSet<String> {
-    let out = run(kubectl().args([
+    let Some(out) = kuryr_e2e::unless_not_found(kubectl().args([
         "get",
         "kuryrport",
         "-n",
@@ -40,11 +42,10 @@ fn published(node: &str) -> BTreeSet<String> {
         &pool_kuryrport_name(node),
         "-o",
         "json",
-    ]));
-    if !out.status.success() {
+    ])) else {
         return BTreeSet::new();
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    };
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     v["status"]["vifs"]
         .as_object()
         .map(|m| m.keys().cloned().collect())
@@ -87,6 +88,30 @@ fn pod_field(ns: &str, name: &str, path: &str) -> String {
     ]))
 }
 
+/// Pool ports pre-plugged into the holding netns (`kp…` interfaces); 0 when the netns does not
+/// exist; any other failure of `ip` panics with its stderr.
+fn held_in_pool_netns() -> usize {
+    let out = run(std::process::Command::new("ip").args([
+        "-n",
+        kuryr_core::names::POOL_NETNS,
+        "-o",
+        "link",
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && err.contains("No such file or directory") {
+        return 0;
+    }
+    assert!(
+        out.status.success(),
+        "ip -n {} -o link: {err}",
+        kuryr_core::names::POOL_NETNS
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(": kp"))
+        .count()
+}
+
 /// Removes the test cluster's pool: the pool KuryrPort first (the daemon, if running, unplugs
 /// what it pre-plugged), then the Neutron ports.
 fn clear_pool(cloud: &Cloud, node: &str, daemon_running: bool) {
@@ -99,20 +124,8 @@ fn clear_pool(cloud: &Cloud, node: &str, daemon_running: bool) {
         "--ignore-not-found",
     ]));
     if daemon_running {
-        let held = || {
-            let out = run(std::process::Command::new("ip").args([
-                "-n",
-                kuryr_core::names::POOL_NETNS,
-                "-o",
-                "link",
-            ]));
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter(|l| l.contains(": kp"))
-                .count()
-        };
         let t = Instant::now();
-        while held() > 0 && t.elapsed() < Duration::from_secs(30) {
+        while held_in_pool_netns() > 0 && t.elapsed() < Duration::from_secs(30) {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -307,6 +320,7 @@ fn ready_and_talking(
                     eprintln!(
                         "HOLDING {secs}s for inspection: {what}: {n} -> {to} failed; pods {out:?}"
                     );
+                    // Deliberate: holds a failed run for a human (opt-in), waits for nothing.
                     std::thread::sleep(Duration::from_secs(secs.parse().unwrap_or(300)));
                 }
                 panic!(
@@ -391,7 +405,15 @@ fn recycled_pool_ports_carry_traffic_and_pools_off_drains_them() {
                 let _ = daemon.child.kill();
                 let _ = daemon.child.wait();
                 eprintln!("round 2: kuryr-daemon killed with -9 while its pods are deleted");
-                std::thread::sleep(Duration::from_secs(2));
+                // Restarted only once kubelet tore the pods down (their DELs queued by
+                // kuryr-cni while the daemon was away).
+                let t = Instant::now();
+                must(
+                    kubectl()
+                        .args(["wait", "--for=delete", "--timeout=60s", "-n", &ns.0])
+                        .args(names.iter().map(|n| format!("pod/{n}"))),
+                );
+                eprintln!("round 2: pods gone {:?} after the kill", t.elapsed());
                 daemon = kuryr::spawn_daemon(&conf.0, &[]);
                 kuryr::wait_daemon_ready(&mut daemon);
             } else {
@@ -454,15 +476,7 @@ fn recycled_pool_ports_carry_traffic_and_pools_off_drains_them() {
             "pools off: nothing held in the holding netns",
             Duration::from_secs(60),
             Duration::from_millis(250),
-            || {
-                let out = run(std::process::Command::new("ip").args([
-                    "-n",
-                    kuryr_core::names::POOL_NETNS,
-                    "-o",
-                    "link",
-                ]));
-                (!String::from_utf8_lossy(&out.stdout).contains(": kp")).then_some(())
-            },
+            || (held_in_pool_netns() == 0).then_some(()),
         );
         eprintln!("pools off: drained {:?} after the restart", t.elapsed());
         for id in &claimed {

@@ -84,7 +84,7 @@ fn fresh_uuid() -> String {
 }
 
 fn ovs_ports() -> Vec<String> {
-    String::from_utf8_lossy(&run(Command::new("ovs-vsctl").args(["list-ports", "br-int"])).stdout)
+    must(Command::new("ovs-vsctl").args(["list-ports", "br-int"]))
         .lines()
         .map(str::to_owned)
         .collect()
@@ -97,11 +97,10 @@ fn eth0_ip(out: &str) -> Option<IpAddr> {
     words.next()?.split('/').next()?.parse().ok()
 }
 
+/// KuryrPort `ns/name` (`None`: it does not exist; any other kubectl failure panics).
 fn get_kuryrport(ns: &str, name: &str) -> Option<serde_json::Value> {
-    let o = run(kubectl().args(["get", "kuryrport", "-n", ns, name, "-o", "json"]));
-    o.status
-        .success()
-        .then(|| serde_json::from_slice(&o.stdout).expect("kuryrport json"))
+    kuryr_e2e::unless_not_found(kubectl().args(["get", "kuryrport", "-n", ns, name, "-o", "json"]))
+        .map(|o| serde_json::from_str(&o).expect("kuryrport json"))
 }
 
 /// Everything one test makes; [`Drop`] removes it in a safe order: containers first (their DEL

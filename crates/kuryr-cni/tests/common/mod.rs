@@ -311,12 +311,14 @@ fn answer(mut stream: &UnixStream, reply: &Reply) {
         Reply::Raw(bytes) => stream.write_all(bytes),
         Reply::Hangup => Ok(()),
         Reply::Delay(d, inner) => {
+            // The fake daemon's answer delay, simulated.
             thread::sleep(*d);
             answer(stream, inner);
             Ok(())
         }
         Reply::StallInBody(d) => {
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\n{\"re\r\n");
+            // The fake daemon stalls mid-body, simulated.
             thread::sleep(*d);
             Ok(())
         }

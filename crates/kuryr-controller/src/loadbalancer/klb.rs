@@ -342,7 +342,13 @@ fn listener_create(
 
 async fn converge(klb: &KuryrLoadBalancer, ns: &str, name: &str, lb: &Lb) -> Result<Action, Error> {
     let Some(t) = Target::resolve(klb, ns, name, lb).await? else { return Ok(Action::await_change()) };
-    let current = t.replace_unfit(find(klb, lb).await?).await?;
+    let found = find(klb, lb).await?;
+    if let Some(l) = found.as_ref().filter(|l| status_id(klb).as_deref() != Some(l.id.as_str())) {
+        // Found by the owner tag, not recorded: made before a crash (or a failed status write).
+        tracing::info!(lb = %l.id, "adopting the Service's load balancer (not recorded in the status)");
+        lb.ctx.metrics.adopted("loadbalancer");
+    }
+    let current = t.replace_unfit(found).await?;
     let (l, mut changed) = t.active(current).await?;
     let seen = t.observe(&l).await?;
     for w in &t.want {

@@ -83,6 +83,7 @@ pub async fn ensure_network(ctx: &Context, s: &NamespaceSettings, o: &Owner) -> 
     let mut net = match found.into_iter().min_by(|a, b| a.id.cmp(&b.id)) {
         Some(n) => {
             tracing::info!(network = %n.id, "adopting the namespace's network (made before a crash)");
+            ctx.metrics.adopted("network");
             n
         }
         None => {

@@ -225,7 +225,12 @@ fn track_written(ctx: &PodContext, ns: &str, name: &str, uid: &str, ifname: &str
 /// Event on `pref`.
 async fn acquire(ctx: &PodContext, req: &PodPortRequest, pref: &ObjectReference) -> Result<Acquired, Error> {
     match ctx.driver.acquire(ctx, req).await {
-        Ok(a) => Ok(a),
+        Ok(a) => {
+            if a.adopted {
+                ctx.metrics.adopted("port");
+            }
+            Ok(a)
+        }
         Err(e) => {
             if !matches!(e, Error::NotLeader) {
                 ctx.events.warning(pref.clone(), reason::PORT_CREATE_FAILED, "CreatePort", e.to_string());

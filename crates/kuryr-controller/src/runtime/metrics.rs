@@ -15,6 +15,7 @@
 //! | `kuryr_controller_leader` | gauge | 1 while this replica may write |
 //! | `kuryr_controller_pool_ports` | gauge | `node`: free warm-pool ports |
 //! | `kuryr_controller_pool_events_total` | counter | `outcome`: `created` (bulk), `claimed`, `recycled`, `deleted`, `miss` (a pod found the pool empty) |
+//! | `kuryr_controller_adopted_total` | counter | `kind`: `port`, `network`, `loadbalancer`: an OpenStack object found for a resource whose status did not record it (made before a crash, or by an attempt whose status write failed) and taken instead of creating another |
 
 use kuryr_openstack::{Metrics as OsMetrics, RequestRecord};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -108,6 +109,7 @@ pub struct Metrics {
     pool_ports: Family<NodeLabels, Gauge>,
     pool_events: Family<OutcomeLabels, Counter>,
     adoption_lookups: Family<OutcomeLabels, Counter>,
+    adopted: Family<KindLabels, Counter>,
     lb_converge: Histogram,
 }
 
@@ -208,6 +210,12 @@ impl Metrics {
             "Pod port acquisitions by whether Neutron was asked for a port an earlier attempt left (done) or the KuryrPort was known fresh (skipped)",
             adoption_lookups.clone(),
         );
+        let adopted = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "kuryr_controller_adopted",
+            "OpenStack objects adopted (found by their stamp, not recorded in the status) instead of created, by kind: port, network, loadbalancer",
+            adopted.clone(),
+        );
         let pool_events = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "kuryr_controller_pool_events",
@@ -237,6 +245,7 @@ impl Metrics {
             pool_ports,
             pool_events,
             adoption_lookups,
+            adopted,
             lb_converge,
         }
     }
@@ -285,6 +294,11 @@ impl Metrics {
 
     pub fn adoption_lookup(&self, done: bool) {
         self.adoption_lookups.get_or_create(&OutcomeLabels { outcome: if done { "done" } else { "skipped" } }).inc();
+    }
+
+    /// An unrecorded OpenStack object of `kind` (`port`, `network`, `loadbalancer`) was adopted.
+    pub fn adopted(&self, kind: &'static str) {
+        self.adopted.get_or_create(&KindLabels { kind }).inc();
     }
 
     pub fn pool_event(&self, outcome: &'static str, n: u64) {
@@ -339,6 +353,7 @@ mod tests {
         m.activation_poll();
         m.port_not_ready();
         m.set_leader(true);
+        m.adopted("port");
         m.record(&RequestRecord {
             service: Service::Network,
             method: &Method::POST,
@@ -358,6 +373,7 @@ mod tests {
             "kuryr_controller_activation_polls_total 1",
             "kuryr_port_readiness_total 1",
             "kuryr_controller_leader 1",
+            "kuryr_controller_adopted_total{kind=\"port\"} 1",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
