@@ -1,6 +1,7 @@
 //! Helpers the stack tests share (controller, daemon, e2e): where the local stack keeps its
 //! files (`hack/stack/stack up`), the ids in its `stack.env`, names unique to a test process,
-//! and [`skip!`] for a test that cannot run on this machine (counted as skipped by hack/test).
+//! [`skip!`] for a test that cannot run on this machine (counted as skipped by hack/test), and
+//! test certificates ([`certs`], openssl CLI).
 //! Test code only: a dev-dependency, or a dependency of test-only crates and of the benchmark
 //! (`kuryr-bench`), never of a shipped binary.
 #![forbid(unsafe_code)]
@@ -84,4 +85,5 @@ mod tests {
 
 #[cfg(feature = "arb")]
 pub mod arb;
+pub mod certs;
 pub mod skip;
