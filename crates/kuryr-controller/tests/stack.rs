@@ -1580,6 +1580,76 @@ async fn credentials_from_clouds_yaml() {
     .await;
 }
 
+/// TLS to the API server is verified against the CA the kubeconfig names: the stack's real
+/// kube-apiserver through the controller's own client code (`kube_config` + `kube_client`, what
+/// the binary runs) with a kubeconfig naming another CA is refused at once, naming the server
+/// and the certificate problem; the binary exits non-zero with that message instead of running
+/// with watches that cannot work; with the stack's CA the same code reaches the API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn api_server_certificate_is_verified_against_the_kubeconfig_ca() {
+    use kuryr_controller::runtime::settings::{kube_client, kube_config};
+    if !kuryr_test_support::certs::openssl_available() {
+        kuryr_test_support::skip!("no openssl CLI to make the test CA");
+    }
+    // The binary must not overlap another test's controller (they check for none).
+    let _serial = SERIAL.lock().await;
+    let stack = Stack::connect().await;
+    let dir = std::env::temp_dir().join(unique("kc-tls"));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let other_ca = kuryr_test_support::certs::make_ca(&dir, "other");
+    let wrong = dir.join("kubeconfig");
+    kuryr_test_support::certs::stack_kubeconfig_with_ca(&other_ca, &wrong);
+    let k = &stack.config.kubernetes;
+
+    let cfg = kube_config(Some(&wrong), k).await.expect("a kubeconfig with another CA is a valid kubeconfig");
+    let server = cfg.cluster_url.to_string();
+    let started = Instant::now();
+    let err = match kube_client(cfg).await {
+        Ok(_) => panic!("connected to {server} with a CA that did not sign its certificate"),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("refused after {:?}: {err}", started.elapsed());
+    for want in [server.as_str(), "TLS certificate verification failed", "UnknownIssuer"] {
+        assert!(err.contains(want), "{want:?} not in: {err}");
+    }
+    let client = kube_client(kube_config(Some(&state_file("kubeconfig")), k).await.expect("kubeconfig")).await.expect("the stack's CA");
+    Api::<Namespace>::all(client).list_metadata(&ListParams::default().limit(1)).await.expect("list namespaces with the stack's CA");
+
+    // The binary, confined to a namespace that does not exist should it start after all.
+    let stderr_path = dir.join("stderr");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kuryr-controller"))
+        .arg("--config-file")
+        .arg(state_file("kuryr.conf"))
+        .arg("--kubeconfig")
+        .arg(&wrong)
+        .args(["--cluster-name", "kuryr-rs-test", "--watch-namespace", &unique("kc-tls-none"), "--gc-interval-seconds", "0"])
+        .args(["--health-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .expect("spawn kuryr-controller");
+    let end = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break Some(s);
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).expect("stderr");
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status.unwrap_or_else(|| panic!("kuryr-controller with a wrong CA still ran after 60 s: {stderr}"));
+    assert!(!status.success(), "exit status {status}: {stderr}");
+    for want in [server.as_str(), "TLS certificate verification failed"] {
+        assert!(stderr.contains(want), "{want:?} not in: {stderr}");
+    }
+}
+
 // ------------------------------------------------------------------------------ warm pools
 
 const TEST_CLUSTER: &str = "kuryr-rs-test";

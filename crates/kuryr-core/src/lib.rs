@@ -6,6 +6,7 @@
 //! * [`crd`]: the four `openstack.org/v1` custom resources, wire-compatible with upstream.
 //! * [`names`]: finalizers, labels and annotations (same strings as upstream).
 //! * [`config`]: `kuryr.conf` (oslo.config INI) into typed, validated settings.
+//! * [`tls`]: TLS failures (a certificate no trusted CA vouches for) found in error chains.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -13,4 +14,5 @@ pub mod crd;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod names;
+pub mod tls;
 pub mod vif;

@@ -157,7 +157,35 @@ pub async fn kube_client(
     } else {
         kube::Config::infer().await.map_err(|e| kerr(&e))?
     };
-    Client::try_from(config).map_err(|e| kerr(&e))
+    let server = config.cluster_url.to_string();
+    let client = Client::try_from(config).map_err(|e| kerr(&e))?;
+    probe_api_server(&client, &server).await?;
+    Ok(client)
+}
+
+/// One request (`GET /version`) before the daemon starts: a TLS failure (the API server's
+/// certificate not signed by the CA the daemon was given, or not for its address) is a
+/// configuration error no retry fixes, so the start fails naming it and the server, instead of
+/// the watches retrying it forever (and the node never getting its conflist). Any other failure
+/// (the API server not up yet) is logged and left to the watches, which retry.
+async fn probe_api_server(client: &Client, server: &str) -> Result<(), StartError> {
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+    match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => match kuryr_core::tls::failure(&e) {
+            Some(tls) => Err(StartError::Kube(
+                tls.api_server_error("kuryr-daemon", server),
+            )),
+            None => {
+                tracing::warn!(%server, error = %e, "the API server did not answer GET /version; the watches retry");
+                Ok(())
+            }
+        },
+        Err(_) => {
+            tracing::warn!(%server, timeout = ?PROBE_TIMEOUT, "the API server did not answer GET /version in time; the watches retry");
+            Ok(())
+        }
+    }
 }
 
 /// This node's name: `--node-name`, else `$KUBERNETES_NODE_NAME`, else the hostname

@@ -983,6 +983,43 @@ impl Drop for Child {
     }
 }
 
+/// The daemon binary with the stack's kuryr.conf and `kubeconfig`, a made-up node, and its
+/// socket, state, conflist and CNI binaries under `d` (nothing of the host's).
+fn daemon_command(d: &Path, kubeconfig: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kuryr-daemon"));
+    c.arg("--config-file")
+        .arg(state_file("kuryr.conf"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--node-name", &unique("kd-node-")])
+        .args(["--health-port", "0", "--metrics-port", "0"])
+        .args(["--listen-address", "127.0.0.1"])
+        .arg("--socket")
+        .arg(d.join("run/kd.sock"))
+        .arg("--state-dir")
+        .arg(d.join("state"))
+        .arg("--cni-conf-dir")
+        .arg(d.join("net.d"))
+        .arg("--cni-bin-dir")
+        .arg(d.join("bin"));
+    c
+}
+
+/// Waits until `child` exits; panics (and the drop kills it) if it still runs after `within`.
+async fn exited(child: &mut Child, within: Duration, when: &str) -> std::process::ExitStatus {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(s) = child.0.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(
+            Instant::now() < end,
+            "kuryr-daemon did not exit {when} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The real binary: installs kuryr-cni, writes the conflist once ready, serves STATUS, and
 /// on SIGTERM removes the conflist and the socket and exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -996,30 +1033,8 @@ async fn binary_writes_the_conflist_when_ready_and_removes_it_on_sigterm() {
     // Not the default kuryr-pool: another daemon on this host may hold ports there.
     let pool_ns = unique("kd-bin-pool-");
     let child = Child(
-        Command::new(env!("CARGO_BIN_EXE_kuryr-daemon"))
-            .arg("--config-file")
-            .arg(state_file("kuryr.conf"))
-            .arg("--kubeconfig")
-            .arg(state_file("kubeconfig"))
-            .args([
-                "--node-name",
-                &unique("kd-node-"),
-                "--chain",
-                "portmap",
-                "--health-port",
-                "0",
-                "--metrics-port",
-                "0",
-            ])
-            .args(["--listen-address", "127.0.0.1"])
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--state-dir")
-            .arg(d.join("state"))
-            .arg("--cni-conf-dir")
-            .arg(d.join("net.d"))
-            .arg("--cni-bin-dir")
-            .arg(d.join("bin"))
+        daemon_command(d, &state_file("kubeconfig"))
+            .args(["--chain", "portmap"])
             .arg("--install-cni-from")
             .arg(&shim)
             .args(["--pool-netns", &pool_ns])
@@ -1058,23 +1073,77 @@ async fn binary_writes_the_conflist_when_ready_and_removes_it_on_sigterm() {
         .status()
         .expect("kill")
         .success());
-    let end = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < end,
-            "kuryr-daemon did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = exited(&mut child, Duration::from_secs(30), "after SIGTERM").await;
     assert!(status.success(), "exit status {status}");
     assert!(!conf_path.exists(), "conflist left after SIGTERM");
     assert!(!sock.exists(), "socket left after SIGTERM");
     assert!(
         Netns::delete_named(&pool_ns).expect("delete the holding netns"),
         "the daemon did not create its holding netns"
+    );
+}
+
+/// TLS to the API server is verified against the CA the kubeconfig names: the stack's real
+/// kube-apiserver through the daemon's own client code (`kube_client`, what the binary calls)
+/// with a kubeconfig naming another CA is refused at once, naming the server and the
+/// certificate problem; the binary exits non-zero with that message (before touching the node)
+/// instead of waiting forever for watches that cannot work; with the stack's CA it connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+async fn api_server_certificate_is_verified_against_the_kubeconfig_ca() {
+    if !kuryr_test_support::certs::openssl_available() {
+        kuryr_test_support::skip!("no openssl CLI to make the test CA");
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    let other_ca = kuryr_test_support::certs::make_ca(d, "other");
+    let wrong = d.join("kubeconfig");
+    kuryr_test_support::certs::stack_kubeconfig_with_ca(&other_ca, &wrong);
+    let kc = kube::config::Kubeconfig::read_from(&wrong).expect("kubeconfig");
+    let server = kc.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .expect("server");
+    let config = Config::load(&state_file("kuryr.conf"), Role::Daemon).expect("kuryr.conf");
+
+    let started = Instant::now();
+    let err = match kube_client(Some(&wrong), &config.kubernetes).await {
+        Ok(_) => panic!("connected to {server} with a CA that did not sign its certificate"),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("refused after {:?}: {err}", started.elapsed());
+    for want in [
+        server.as_str(),
+        "TLS certificate verification failed",
+        "UnknownIssuer",
+    ] {
+        assert!(err.contains(want), "{want:?} not in: {err}");
+    }
+    let client = kube_client(Some(&state_file("kubeconfig")), &config.kubernetes)
+        .await
+        .expect("the stack's CA");
+    Api::<Namespace>::all(client)
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .expect("list namespaces with the stack's CA");
+
+    let mut child = Child(
+        daemon_command(d, &wrong)
+            .args(["--pool-netns", ""])
+            .stderr(std::fs::File::create(d.join("stderr")).expect("stderr file"))
+            .spawn()
+            .expect("spawn kuryr-daemon"),
+    );
+    let status = exited(&mut child, Duration::from_secs(60), "with a wrong CA").await;
+    let stderr = std::fs::read_to_string(d.join("stderr")).expect("stderr");
+    assert!(!status.success(), "exit status {status}: {stderr}");
+    for want in [server.as_str(), "TLS certificate verification failed"] {
+        assert!(stderr.contains(want), "{want:?} not in: {stderr}");
+    }
+    assert!(
+        !d.join("net.d").exists() && !d.join("run/kd.sock").exists(),
+        "the daemon started before failing"
     );
 }
 

@@ -184,25 +184,47 @@ pub(crate) fn snippet(s: &str, max: usize) -> String {
     }
 }
 
-/// Explains a reqwest failure in a few words, innermost cause last.
+/// Explains a reqwest failure in a few words, innermost cause last. A TLS failure is named as
+/// such: a server certificate no trusted CA vouches for (`cafile` / `cacert` not set to the CA
+/// that signed it, or a wrong certificate on the server) says "TLS certificate verification
+/// failed", not merely that the connection failed.
 pub(crate) fn transport_reason(e: &reqwest::Error, timeout: Duration) -> String {
     let mut causes = Vec::new();
+    // Some(true): the peer's certificate was refused; Some(false): another TLS failure.
+    let mut tls: Option<bool> = None;
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(c) = cur {
         let s = c.to_string();
         if !causes.contains(&s) {
             causes.push(s);
         }
+        // rustls' error travels inside io::Errors (one in another), whose `source` skips what
+        // they wrap: look inside.
+        let mut inner = Some(c);
+        while let Some(i) = inner {
+            if let Some(r) = i.downcast_ref::<rustls::Error>() {
+                let cert = matches!(r, rustls::Error::InvalidCertificate(_));
+                tls = Some(tls.unwrap_or(false) || cert);
+            }
+            inner = i
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|e| e as &(dyn std::error::Error + 'static));
+        }
         cur = c.source();
     }
-    let head = if e.is_timeout() {
-        format!("timed out after {timeout:?}")
-    } else if e.is_connect() {
-        "connection failed".to_owned()
-    } else if e.is_body() || e.is_decode() {
-        "connection broke while reading the response".to_owned()
-    } else {
-        "request failed".to_owned()
+    let head = match tls {
+        Some(true) => "TLS certificate verification failed (no trusted CA vouches for the \
+                       server's certificate: set [neutron] cafile / the cloud's cacert to the CA \
+                       that signed it, or fix the server's certificate)"
+            .to_owned(),
+        Some(false) => "TLS handshake failed".to_owned(),
+        None if e.is_timeout() => format!("timed out after {timeout:?}"),
+        None if e.is_connect() => "connection failed".to_owned(),
+        None if e.is_body() || e.is_decode() => {
+            "connection broke while reading the response".to_owned()
+        }
+        None => "request failed".to_owned(),
     };
     if causes.is_empty() {
         head

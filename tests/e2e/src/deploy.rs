@@ -316,12 +316,22 @@ pub fn node_ready(node: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// `kubectl auth can-i VERB RESOURCE [flags] --as SUBJECT`: true for "yes".
-pub fn can_i(subject: &str, args: &[&str]) -> bool {
+/// `kubectl auth can-i VERB RESOURCE [flags] --as SUBJECT`: `Ok(true)` for "yes", `Ok(false)`
+/// for "no"; anything else (kubectl failed, or the API server does not know the resource, which
+/// kubectl answers "no" to with a warning) is an `Err` with kubectl's output, so a misspelt
+/// resource cannot pass for a refusal.
+pub fn can_i(subject: &str, args: &[&str]) -> Result<bool, String> {
     let out = run(kubectl()
         .args(["auth", "can-i", "--as", subject])
         .args(args));
-    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match stdout.trim() {
+        _ if stderr.contains("resource type") => Err(stderr.trim().to_string()),
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => Err(format!("{other} {}", stderr.trim())),
+    }
 }
 
 /// Builds the images (static binaries included) and imports them into containerd; returns

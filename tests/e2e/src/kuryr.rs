@@ -1,7 +1,7 @@
 //! kuryr-daemon and kuryr-controller as host processes for a test, the way `hack/kuryr-services`
 //! runs them (bare-metal style), plus a namespace guard.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -31,10 +31,41 @@ pub fn start_with_config(conf: &Path, daemon_args: &[&str]) -> Kuryr {
     Kuryr { daemon, controller }
 }
 
+/// The kubeconfig `component` (`kuryr-daemon`, `kuryr-controller`) runs with: the stack's admin
+/// one; with `KURYR_E2E_AS_SERVICE_ACCOUNTS=1`, the same impersonating the component's
+/// ServiceAccount of the deploy manifests (`kube-system/<component>`), so a test run proves the
+/// chart's RBAC is enough for what the test exercises (the manifests' RBAC objects must be
+/// applied, and the CRDs installed: the controller then runs without `--install-crds`).
+pub fn kubeconfig_for(component: &str) -> (PathBuf, bool) {
+    let admin = state_dir().join("kubeconfig");
+    if std::env::var("KURYR_E2E_AS_SERVICE_ACCOUNTS").as_deref() != Ok("1") {
+        return (admin, false);
+    }
+    let mut kc: serde_json::Value = serde_json::from_str(&must(kubectl().args([
+        "config",
+        "view",
+        "--raw",
+        "--flatten",
+        "-o",
+        "json",
+    ])))
+    .expect("kubeconfig as JSON");
+    let user = format!("system:serviceaccount:kube-system:{component}");
+    for u in kc["users"].as_array_mut().expect("users") {
+        u["user"]["as"] = user.clone().into();
+    }
+    let path = std::env::temp_dir().join(format!(
+        "kuryr-e2e-{component}-{}.kubeconfig",
+        std::process::id()
+    ));
+    std::fs::write(&path, kc.to_string()).expect("write the impersonating kubeconfig");
+    (path, true)
+}
+
 /// kuryr-daemon alone, as [`start_with_config`] runs it (not waited for: see
 /// [`wait_daemon_ready`]).
 pub fn spawn_daemon(conf: &Path, daemon_args: &[&str]) -> Proc {
-    let kcfg = state_dir().join("kubeconfig");
+    let (kcfg, _) = kubeconfig_for("kuryr-daemon");
     let host = stack_env()["STACK_HOST"].clone();
     Proc::spawn(
         "kuryr-daemon",
@@ -58,7 +89,7 @@ pub fn spawn_controller(conf: &Path) -> Proc {
 
 /// [`spawn_controller`] with extra flags (e.g. `--lb-audit-seconds 5`).
 pub fn spawn_controller_with(conf: &Path, args: &[&str]) -> Proc {
-    let kcfg = state_dir().join("kubeconfig");
+    let (kcfg, as_service_account) = kubeconfig_for("kuryr-controller");
     Proc::spawn(
         "kuryr-controller",
         Command::new(workspace_bin("kuryr-controller"))
@@ -66,7 +97,7 @@ pub fn spawn_controller_with(conf: &Path, args: &[&str]) -> Proc {
             .arg(conf)
             .arg("--kubeconfig")
             .arg(&kcfg)
-            .arg("--install-crds")
+            .args((!as_service_account).then_some("--install-crds"))
             .args(args)
             .env("RUST_LOG", "info"),
     )

@@ -111,7 +111,7 @@ async fn gc_list(mut opts: Options) -> anyhow::Result<()> {
     opts.leader_election = None;
     opts.read_only = true;
     let namespace = opts.namespace.clone();
-    let client = kube::Client::try_from(opts.kube.clone()).context("connect to the API server")?;
+    let client = kuryr_controller::runtime::settings::kube_client(opts.kube.clone()).await?;
     kuryr_controller::runtime::crds::ensure_served(&client, namespace.as_deref()).await?;
     let running = kuryr_controller::start(opts).await?;
     running.wait_synced(Duration::from_secs(120)).await?;

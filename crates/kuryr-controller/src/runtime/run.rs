@@ -257,7 +257,7 @@ pub(crate) fn shutdown_signal(mut rx: watch::Receiver<bool>) -> impl Future<Outp
 /// Connects, optionally installs the CRDs, and starts everything, phase by phase: the shared
 /// context, the probes and background tasks, the lease, then the domains' controllers.
 pub async fn start(opts: Options) -> Result<Running, Error> {
-    let client = Client::try_from(opts.kube.clone()).map_err(|e| Error::kube("connect to", "the API server", e))?;
+    let client = crate::runtime::settings::kube_client(opts.kube.clone()).await?;
     if opts.install_crds {
         crds::install(&client).await?;
     }

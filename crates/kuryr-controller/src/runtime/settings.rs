@@ -317,6 +317,31 @@ pub async fn kube_config(kubeconfig: Option<&Path>, k: &KubernetesConfig) -> Res
     kube::Config::infer().await.map_err(|e| Error::Config(format!("no --kubeconfig, not in a cluster, no [kubernetes] api_root, and: {e}")))
 }
 
+/// How long the start-up probe of the API server may take before the start goes on without it.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Kubernetes client, after one request (`GET /version`) that proves TLS to the API server
+/// works. A TLS failure there (its certificate not signed by the CA of the kubeconfig /
+/// `[kubernetes] ssl_ca_crt_file` / the service account, or not for its address) is a
+/// configuration error no retry fixes: the start fails with it, naming the server, instead of
+/// watches retrying it forever. Any other failure (the API server not up yet) is logged and left
+/// to the watches, which retry.
+pub async fn kube_client(config: kube::Config) -> Result<kube::Client, Error> {
+    let server = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).map_err(|e| Error::kube("connect to", format!("the API server {server}"), e))?;
+    match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => match kuryr_core::tls::failure(&e) {
+            Some(tls) => return Err(Error::Config(tls.api_server_error("kuryr-controller", &server))),
+            None => tracing::warn!(%server, error = %e, "the API server did not answer GET /version; the watches retry"),
+        },
+        Err(_) => {
+            tracing::warn!(%server, timeout = ?PROBE_TIMEOUT, "the API server did not answer GET /version in time; the watches retry")
+        }
+    }
+    Ok(client)
+}
+
 /// An in-memory kubeconfig for `[kubernetes] api_root` + token / CA / client certificate files.
 pub fn kubeconfig_from_conf(api_root: &str, k: &KubernetesConfig) -> kube::config::Kubeconfig {
     use kube::config::{AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
