@@ -662,7 +662,7 @@ async fn churn(
     stats: Arc<Mutex<ChurnStats>>,
     orphan: Option<(Instant, &Neutron, &HashMap<String, String>, &str)>,
 ) -> Option<String> {
-    let mut rng = Rng::new(o.seed ^ 0xc4a0_5c4a_05);
+    let mut rng = Rng::new(o.seed ^ 0x00c4_a05c_4a05);
     let max_deploy = (o.max_pods / 3).clamp(1, 8);
     let max_standalone = o.max_pods.saturating_sub(max_deploy + 1).max(1);
     let mut alive: Vec<(String, String, Instant)> = Vec::new();

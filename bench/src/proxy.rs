@@ -103,7 +103,7 @@ impl Proxy {
                 .build()
                 .context("fault proxy: HTTP client")?,
             windows: Mutex::new(Vec::new()),
-            rng: Mutex::new(Rng::new(seed ^ 0x5eed_0f_fa17)),
+            rng: Mutex::new(Rng::new(seed ^ 0x005e_ed0f_fa17)),
             counters: Counters::default(),
             rewrites,
         });
