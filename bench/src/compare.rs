@@ -96,7 +96,7 @@ impl Side {
     }
 }
 
-fn sh(cmd: &mut Command) -> Result<String> {
+pub(crate) fn sh(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
     if !out.status.success() {
         bail!(
@@ -108,7 +108,7 @@ fn sh(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn kubectl(env: &HashMap<String, String>) -> Command {
+pub(crate) fn kubectl(env: &HashMap<String, String>) -> Command {
     let mut c = Command::new(Path::new(&env["K8S_BIN"]).join("kubectl"));
     c.env("KUBECONFIG", &env["KUBECONFIG"]);
     c
@@ -125,19 +125,33 @@ fn side_up(repo: &Path, o: &Opts, side: Side, pools: bool, conf: &Path) -> Resul
             }
             sh(&mut c)?;
         }
-        Side::KuryrRs => {
-            sh(Command::new(repo.join("hack/kuryr-services"))
-                .arg("up")
-                .arg(&o.release_dir)
-                .arg(o.release_dir.join("kuryr-cni"))
-                .env("KURYR_CONF", conf)
-                .env("KURYR_CHAIN", ""))?;
-        }
+        Side::KuryrRs => kuryr_services_up(repo, &o.release_dir, conf, &[])?,
     }
     Ok(())
 }
 
-fn side_down(repo: &Path, side: Side) -> Result<()> {
+/// `hack/kuryr-services up`: kuryr-rs's release binaries from `release_dir` as the node's CNI
+/// (host services under the stack's supervisor), with `conf`, no chained plugins, and `env`
+/// (e.g. `KURYR_CONTROLLERS`).
+pub(crate) fn kuryr_services_up(
+    repo: &Path,
+    release_dir: &Path,
+    conf: &Path,
+    env: &[(&str, &str)],
+) -> Result<()> {
+    let mut c = Command::new(repo.join("hack/kuryr-services"));
+    c.arg("up")
+        .arg(release_dir)
+        .arg(release_dir.join("kuryr-cni"))
+        .env("KURYR_CONF", conf)
+        .env("KURYR_CHAIN", "");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    sh(&mut c).map(|_| ())
+}
+
+pub(crate) fn side_down(repo: &Path, side: Side) -> Result<()> {
     match side {
         Side::Upstream => {
             sh(Command::new(repo.join("hack/upstream/upstream")).arg("down")).map(|_| ())
@@ -190,7 +204,7 @@ fn neutron_calls(state: &Path, agent: &str) -> usize {
 }
 
 /// (role → (ticks, rss kB)) of the side's processes.
-fn side_usage(side: Side) -> BTreeMap<&'static str, (u64, u64)> {
+pub(crate) fn side_usage(side: Side) -> BTreeMap<&'static str, (u64, u64)> {
     let mut out: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -227,14 +241,14 @@ fn side_usage(side: Side) -> BTreeMap<&'static str, (u64, u64)> {
 }
 
 /// Samples the side's RSS every 250 ms while alive; returns the peak per role (kB).
-struct RssPeak {
+pub(crate) struct RssPeak {
     stop: Arc<AtomicBool>,
     peak: Arc<Mutex<BTreeMap<&'static str, u64>>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RssPeak {
-    fn start(side: Side) -> RssPeak {
+    pub(crate) fn start(side: Side) -> RssPeak {
         let stop = Arc::new(AtomicBool::new(false));
         let peak = Arc::new(Mutex::new(BTreeMap::new()));
         let (s, p) = (stop.clone(), peak.clone());
@@ -254,7 +268,7 @@ impl RssPeak {
             handle: Some(handle),
         }
     }
-    fn finish(mut self) -> BTreeMap<&'static str, u64> {
+    pub(crate) fn finish(mut self) -> BTreeMap<&'static str, u64> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
@@ -263,7 +277,7 @@ impl RssPeak {
     }
 }
 
-fn busybox(ns: &str, name: &str) -> Value {
+pub(crate) fn busybox(ns: &str, name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "c",
              "image": "localhost/kuryr/busybox:1.35", "imagePullPolicy": "Never", "command": ["sleep", "36000"]}]}})

@@ -7,12 +7,15 @@
 //!   (written to `daemon-add.json` and `daemon-rss.json`);
 //! * `rss`        — the same run recording only `daemon-rss.json`, or `--pid` to read the
 //!   memory of any running process;
+//! * `chaos`      — the chaos soak: churn under a seeded fault schedule and an OpenStack fault
+//!   proxy, then invariants that name what leaked (exits non-zero when one fails);
 //! * `summary`    — regenerate `SUMMARY.md` from the JSON files;
 //! * `cleanup`    — remove every object a (crashed) run left on the stack.
 //!
 //! See bench/README.md.
 
 mod burst;
+mod chaos;
 mod cniexec;
 mod compare;
 mod cpu;
@@ -23,7 +26,9 @@ mod http;
 mod neutronbulk;
 mod policy;
 mod prom;
+mod proxy;
 mod results;
+mod rng;
 mod services;
 mod stack;
 mod stats;
@@ -259,6 +264,44 @@ enum Cmd {
         #[command(flatten)]
         out: Out,
     },
+    /// Chaos soak: pods churned through kubelet under a seeded fault schedule (kills, restarts,
+    /// OpenStack faults through a proxy), then invariants naming what leaked; exits non-zero if
+    /// one fails (needs root, the stack, and the node's CNI to itself).
+    Chaos {
+        /// Where the release kuryr-controller, kuryr-daemon and kuryr-cni are [default: $CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release].
+        #[arg(long)]
+        release_dir: Option<PathBuf>,
+        /// How long the churn and the faults last (`30m`, `3m`, `90s`).
+        #[arg(long, default_value = "30m")]
+        duration: String,
+        /// Seed of the fault schedule and the churn [default: from the clock]; printed at the start.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Mean time between faults (each gap 0.5–1.5 × this).
+        #[arg(long, default_value = "30s")]
+        mean_gap: String,
+        /// Pods alive at once at most (standalone, the Deployment's, the probe).
+        #[arg(long, default_value_t = 30)]
+        max_pods: usize,
+        /// Namespaces the standalone pods spread over.
+        #[arg(long, default_value_t = 3)]
+        namespaces: usize,
+        /// How long the system may take to converge (after the faults, and after the teardown).
+        #[arg(long, default_value = "5m")]
+        converge_timeout: String,
+        /// Warm pools (`on`, `off`).
+        #[arg(long, default_value = "on")]
+        pools: String,
+        /// Fault kinds to draw from, comma-separated [default: all].
+        #[arg(long, value_delimiter = ',')]
+        faults: Vec<String>,
+        /// Halfway through, create a Neutron port with the cluster's tag that nothing owns (to
+        /// see the invariants catch a leak).
+        #[arg(long)]
+        inject_orphan: bool,
+        #[command(flatten)]
+        out: Out,
+    },
     /// Remove everything a benchmark run may have left on the stack.
     Cleanup,
     /// Append one run measured elsewhere (e.g. by the migration e2e test) to a results file.
@@ -474,6 +517,69 @@ fn main() -> Result<()> {
             };
             let run = compare::run(&o, &repo())?;
             record(run, &out, "compare-upstream", COMPARE_DESC)
+        }
+        Cmd::Chaos {
+            release_dir,
+            duration,
+            seed,
+            mean_gap,
+            max_pods,
+            namespaces,
+            converge_timeout,
+            pools,
+            faults,
+            inject_orphan,
+            out,
+        } => {
+            require_root()?;
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() % 1_000_000)
+                    .unwrap_or(1)
+            });
+            let o = chaos::Opts {
+                release_dir: release_dir
+                    .unwrap_or_else(|| target_dir().join("x86_64-unknown-linux-gnu/release")),
+                duration: chaos::parse_duration(&duration)?,
+                seed,
+                mean_gap: chaos::parse_duration(&mean_gap)?,
+                max_pods,
+                namespaces,
+                converge_timeout: chaos::parse_duration(&converge_timeout)?,
+                pools: match pools.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => bail!("--pools {other:?}: on or off"),
+                },
+                faults: if faults.is_empty() {
+                    chaos::FaultKind::ALL.to_vec()
+                } else {
+                    faults
+                        .iter()
+                        .map(|f| chaos::FaultKind::parse(f))
+                        .collect::<Result<_>>()?
+                },
+                inject_orphan,
+            };
+            let run = rt.block_on(chaos::run(&o, &repo()))?;
+            let failed: Vec<String> = run.checks["invariants_failed"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            record(run, &out, "chaos", chaos::DESC)?;
+            if !failed.is_empty() {
+                bail!(
+                    "chaos (seed {seed}): {} invariant(s) failed:\n{}",
+                    failed.len(),
+                    failed.join("\n")
+                );
+            }
+            Ok(())
         }
         Cmd::Record {
             benchmark,

@@ -63,7 +63,7 @@ pub async fn kube_client() -> Result<Client> {
 }
 
 /// A Keystone session as the stack's `kuryr` cloud (clouds.yaml).
-async fn session() -> Result<Session> {
+pub async fn session() -> Result<Session> {
     let cloud = CloudConfig::from_clouds_yaml(state_file("clouds.yaml"), "kuryr")
         .context("clouds.yaml")?
         .with_timeout(Duration::from_secs(300));
@@ -384,6 +384,49 @@ impl Swept {
     }
 }
 
+/// Unplugs `ports` from `bridge` (OVS port and host veth `tap…`), then deletes them in Neutron;
+/// counts into `s`.
+pub async fn remove_ports(n: &Neutron, bridge: &str, ports: &[Port], s: &mut Swept) {
+    // OVS first, so that nothing stays plugged for a port that is gone.
+    let taps: Vec<String> = ports.iter().map(|p| host_ifname(&p.id)).collect();
+    match Ovs::connect_default().await {
+        Ok(ovs) => {
+            for t in &taps {
+                match ovs.del_port(bridge, t).await {
+                    Ok(true) => s.ovs_ports += 1,
+                    Ok(false) => {}
+                    Err(e) => s.errors.push(format!("OVS del-port {t}: {e}")),
+                }
+            }
+        }
+        Err(e) => s.errors.push(format!("OVSDB: {e}")),
+    }
+    for t in &taps {
+        if Path::new("/sys/class/net").join(t).exists() {
+            let _ = Command::new("ip").args(["link", "del", t]).output();
+        }
+    }
+    let deleted: Vec<std::result::Result<bool, String>> = stream::iter(ports)
+        .map(|port| {
+            let n = n.clone();
+            async move {
+                n.delete_port(&port.id)
+                    .await
+                    .map_err(|e| format!("delete port {}: {e}", port.id))
+            }
+        })
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    for d in deleted {
+        match d {
+            Ok(true) => s.neutron_ports += 1,
+            Ok(false) => {}
+            Err(e) => s.errors.push(e),
+        }
+    }
+}
+
 /// Removes everything any kuryr-bench run created: OVS ports and host veths of the Neutron
 /// ports named `kbench-*` (device_owner `compute:kuryr`) or tagged `kuryr-bench`, those ports, namespaces labelled `kuryr-bench=true` (their
 /// KuryrPorts and Pods first), `/run/netns/kbench-*`. Best effort: errors are collected.
@@ -405,44 +448,7 @@ pub async fn sweep(bridge: &str) -> Swept {
                     .into_iter()
                     .filter(|p| p.name.starts_with(NETNS_PREFIX) || p.tags.iter().any(|t| t == TAG))
                     .collect();
-                // OVS first, so that nothing stays plugged for a port that is gone.
-                let taps: Vec<String> = p.iter().map(|p| host_ifname(&p.id)).collect();
-                match Ovs::connect_default().await {
-                    Ok(ovs) => {
-                        for t in &taps {
-                            match ovs.del_port(bridge, t).await {
-                                Ok(true) => s.ovs_ports += 1,
-                                Ok(false) => {}
-                                Err(e) => s.errors.push(format!("OVS del-port {t}: {e}")),
-                            }
-                        }
-                    }
-                    Err(e) => s.errors.push(format!("OVSDB: {e}")),
-                }
-                for t in &taps {
-                    if Path::new("/sys/class/net").join(t).exists() {
-                        let _ = Command::new("ip").args(["link", "del", t]).output();
-                    }
-                }
-                let deleted: Vec<std::result::Result<bool, String>> = stream::iter(&p)
-                    .map(|port| {
-                        let n = n.clone();
-                        async move {
-                            n.delete_port(&port.id)
-                                .await
-                                .map_err(|e| format!("delete port {}: {e}", port.id))
-                        }
-                    })
-                    .buffer_unordered(PARALLEL)
-                    .collect()
-                    .await;
-                for d in deleted {
-                    match d {
-                        Ok(true) => s.neutron_ports += 1,
-                        Ok(false) => {}
-                        Err(e) => s.errors.push(e),
-                    }
-                }
+                remove_ports(&n, bridge, &p, &mut s).await;
                 p
             }
             Err(e) => {

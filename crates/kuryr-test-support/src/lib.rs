@@ -57,6 +57,23 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Tells the stack's supervisor bookkeeping that `service` (its supervisor name, e.g.
+/// `ovs-vswitchd`) is about to be killed on purpose: one line `EPOCH SERVICE WHY` in
+/// `$STATE/expected-kills`. hack/test's crash summary then marks the crash the supervisor records
+/// within 30 s as deliberate instead of reporting it as a crash nothing caused.
+pub fn announce_kill(service: &str, why: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_file("expected-kills"))?;
+    writeln!(f, "{now} {service} {why}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,17 +258,7 @@ pub fn wait_for<T>(
 /// (`$STATE/expected-kills`): hack/test's summary then marks that crash as deliberate instead
 /// of reporting it as a crash no test caused.
 pub fn announce_kill(service: &str, why: &str) {
-    use std::io::Write;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state_dir().join("expected-kills"))
-        .expect("open expected-kills");
-    writeln!(f, "{now} {service} {why}").expect("write expected-kills");
+    kuryr_test_support::announce_kill(service, why).expect("write $STATE/expected-kills");
 }
 
 /// ovs-vswitchd's pid from the stack's pid file, if that process is alive.
