@@ -1,8 +1,8 @@
 //! Helpers the stack tests share (controller, daemon, e2e): where the local stack keeps its
 //! files (`hack/stack/stack up`), the ids in its `stack.env`, names unique to a test process,
 //! [`skip!`] for a test that cannot run on this machine (counted as skipped by hack/test), and
-//! [`metrics`]: a kuryr process's Prometheus samples.
-//! test certificates ([`certs`], openssl CLI).
+//! [`metrics`]: a kuryr process's Prometheus samples, and test certificates ([`certs`], openssl
+//! CLI).
 //! Test code only: a dev-dependency, or a dependency of test-only crates and of the benchmark
 //! (`kuryr-bench`), never of a shipped binary.
 #![forbid(unsafe_code)]
@@ -103,6 +103,6 @@ mod tests {
 
 #[cfg(feature = "arb")]
 pub mod arb;
-pub mod metrics;
 pub mod certs;
+pub mod metrics;
 pub mod skip;
