@@ -390,7 +390,7 @@ async fn cleanup(kp: Arc<KuryrPort>, ctx: &PodContext) -> Result<Action, Error> 
     let regarding = if is_standalone_kp(&kp) { kp_ref(&kp) } else { pod_ref(&ns, &name, &kp.spec.pod_uid) };
     for id in &ids {
         ctx.activator.untrack(id);
-        match ctx.driver.release(ctx, id, &kp.spec.pod_node_name).await {
+        match ctx.driver.release(ctx, id, &kp.spec.pod_node_name, &kp.spec.pod_uid).await {
             Ok(existed) => tracing::info!(kuryrport = %format!("{ns}/{name}"), port = %id, existed, "released Neutron port"),
             Err(e) => {
                 if !matches!(e, Error::NotLeader) {

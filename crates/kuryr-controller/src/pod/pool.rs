@@ -569,21 +569,55 @@ pub fn recorded(pools: &Pools, port_id: &str) {
     }
 }
 
-/// Returns a released port to its node's pool (`Ok(true)`), or `Ok(false)` when the pool is full
-/// or the port does not fit a pool (the caller deletes it).
-pub async fn recycle(ctx: &PodContext, pools: &Pools, port_id: &str) -> Result<bool, Error> {
+/// What [`recycle`] did with a released port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recycled {
+    /// Back in its node's pool.
+    Pooled,
+    /// The pool is full or the port does not fit a pool: the caller deletes it.
+    Unfit,
+    /// Already gone from Neutron.
+    Gone,
+    /// Another pod's now: stamped with another pod's UID, or recorded by another pod's
+    /// KuryrPort. A KuryrPort whose finalizer outlived an earlier release (the API server was
+    /// away) releases again, after the pool gave the port to a new pod: it must not take the port
+    /// back from that pod (chaos soak, seed 667542).
+    Foreign,
+}
+
+/// Whether `port`, released by the pod `pod_uid`, is stamped for another pod (a claimed pool
+/// port carries its pod's UID in `device_id`; a free one and an unstamped claim have none).
+pub fn stamped_for_another(port: &Port, pod_uid: &str) -> bool {
+    !port.device_id.is_empty() && !pod_uid.is_empty() && port.device_id != pod_uid
+}
+
+/// Returns a released port to its node's pool, unless it is unfit (the caller deletes it), gone,
+/// or another pod's now (the claim's stamp is written in the background, so the KuryrPorts are
+/// asked as well as Neutron's `device_id`).
+pub async fn recycle(ctx: &PodContext, pools: &Pools, port_id: &str, pod_uid: &str) -> Result<Recycled, Error> {
     ensure_recovered(ctx, pools).await?;
-    pools.with(|s| s.claimed(port_id));
+    if recorded_elsewhere(ctx, port_id, pod_uid) {
+        tracing::warn!(port = %port_id, pod_uid = %pod_uid, "released port is recorded by another pod's KuryrPort: left to it");
+        return Ok(Recycled::Foreign);
+    }
     let port = match ctx.neutron.get_port(port_id).await {
         Ok(p) => p,
-        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) if e.is_not_found() => {
+            pools.with(|s| s.claimed(port_id));
+            return Ok(Recycled::Gone);
+        }
         Err(e) => return Err(e.into()),
     };
+    if stamped_for_another(&port, pod_uid) {
+        tracing::warn!(port = %port_id, pod_uid = %pod_uid, owner = %port.device_id, "released port is stamped for another pod: left to it");
+        return Ok(Recycled::Foreign);
+    }
+    pools.with(|s| s.claimed(port_id));
     let subnet_ok = port.fixed_ips.iter().any(|f| f.subnet_id == ctx.settings.pod_subnet);
     let node = port.binding_host_id.clone();
     let full = pools.cfg.max != 0 && pools.with(|s| s.node_count(&node)) >= pools.cfg.max;
     if node.is_empty() || !subnet_ok || full || port.device_owner != DEVICE_OWNER {
-        return Ok(false);
+        return Ok(Recycled::Unfit);
     }
     ctx.leader.ensure()?;
     let mut upd = recycle_update(&ctx.settings, &node);
@@ -598,7 +632,17 @@ pub async fn recycle(ctx: &PodContext, pools: &Pools, port_id: &str) -> Result<b
     ctx.metrics.set_pool_size(&node, pools.with(|s| s.node_count(&node)));
     pools.publish(&node);
     tracing::info!(port = %port_id, node = %node, "released port returned to the warm pool");
-    Ok(true)
+    Ok(Recycled::Pooled)
+}
+
+/// Whether a pod's KuryrPort other than `pod_uid`'s records `port_id` (the pool KuryrPort does not
+/// count: it lists free ports).
+fn recorded_elsewhere(ctx: &PodContext, port_id: &str, pod_uid: &str) -> bool {
+    ctx.kuryrports
+        .state()
+        .iter()
+        .filter(|k| !kuryr_core::names::is_pool(k.metadata.labels.as_ref()) && k.spec.pod_uid != pod_uid)
+        .any(|k| crate::pod::kuryrport::recorded_ports(k).contains(port_id))
 }
 
 /// Serves the pool jobs (bulk creates, publishing) and drops the state when leadership is lost.
@@ -782,6 +826,17 @@ mod tests {
         serde_json::from_value(json!({"id": id, "network_id": "net", "binding:host_id": node, "device_owner": DEVICE_OWNER,
             "device_id": "", "security_groups": sgs, "description": "kuryr-rs pool port: cluster c1, node vm"}))
         .expect("port")
+    }
+
+    #[test]
+    fn a_released_port_stamped_for_another_pod_is_left_to_it() {
+        let mut p = port("a", "vm", &["default"]);
+        assert!(!stamped_for_another(&p, "uid-old"), "a free (unstamped) port is the releaser's to recycle");
+        p.device_id = "uid-old".into();
+        assert!(!stamped_for_another(&p, "uid-old"), "its own stamp");
+        p.device_id = "uid-new".into();
+        assert!(stamped_for_another(&p, "uid-old"), "claimed by another pod since the first release");
+        assert!(!stamped_for_another(&p, ""), "a KuryrPort without a UID cannot tell: the old rule applies");
     }
 
     #[test]

@@ -57,12 +57,13 @@ impl PortDriver {
         Ok(ids.into_iter().collect())
     }
 
-    /// Releases a pod's port whose KuryrPort is going (`node`: the pod's); `Ok(false)` if it was
-    /// already gone. neutron-vif: back into the node's warm pool if there is room, else deleted;
-    /// nested-vlan: detached from its trunk, then deleted.
-    pub async fn release(self, ctx: &PodContext, port_id: &str, node: &str) -> Result<bool, Error> {
+    /// Releases a pod's port whose KuryrPort is going (`node`: the pod's, `pod_uid`: its UID);
+    /// `Ok(false)` if it was already gone. neutron-vif: back into the node's warm pool if there is
+    /// room, else deleted — unless the pool gave it to another pod meanwhile (see
+    /// [`crate::pod::pool::recycle`]); nested-vlan: detached from its trunk, then deleted.
+    pub async fn release(self, ctx: &PodContext, port_id: &str, node: &str, pod_uid: &str) -> Result<bool, Error> {
         match self {
-            PortDriver::Neutron => neutron::release_or_recycle(ctx, port_id).await,
+            PortDriver::Neutron => neutron::release_or_recycle(ctx, port_id, pod_uid).await,
             PortDriver::NestedVlan => nested::release(ctx, port_id, Some(node)).await,
         }
     }

@@ -8,6 +8,7 @@
 //! port is claimed from its node's pool before one is created, and goes back into it on release.
 
 use crate::pod::context::PodContext;
+use crate::pod::pool::Recycled;
 use crate::pod::ports::{self, tags_to_set, Acquired, PodPortRequest};
 use crate::runtime::error::Error;
 use crate::runtime::projects::ProjectKind;
@@ -188,11 +189,14 @@ pub async fn adoption_candidates(ctx: &PodContext, pod_uid: &str) -> Result<Vec<
 }
 
 /// A released pod's port: back into its node's warm pool if there is room, else deleted.
-/// `Ok(false)` if it was already gone.
-pub async fn release_or_recycle(ctx: &PodContext, port_id: &str) -> Result<bool, Error> {
+/// `Ok(false)` if it was already gone, or is another pod's now (the pool gave it away after an
+/// earlier release of this one whose KuryrPort outlived it; nothing is done to it).
+pub async fn release_or_recycle(ctx: &PodContext, port_id: &str, pod_uid: &str) -> Result<bool, Error> {
     if let Some(pools) = &ctx.pools {
-        if crate::pod::pool::recycle(ctx, pools, port_id).await? {
-            return Ok(true);
+        match crate::pod::pool::recycle(ctx, pools, port_id, pod_uid).await? {
+            Recycled::Pooled => return Ok(true),
+            Recycled::Gone | Recycled::Foreign => return Ok(false),
+            Recycled::Unfit => {}
         }
     }
     ports::release(ctx, port_id).await
