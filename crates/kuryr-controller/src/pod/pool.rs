@@ -116,6 +116,14 @@ pub fn recycle_update(s: &Settings, node: &str) -> PortUpdate {
     }
 }
 
+/// The oldest ACTIVE port of a group, else its oldest.
+fn pop_preferring_active(q: &mut VecDeque<Port>) -> Option<Port> {
+    match q.iter().position(|p| p.status == "ACTIVE") {
+        Some(i) => q.remove(i),
+        None => q.pop_front(),
+    }
+}
+
 /// In-memory pool state (the leader's).
 #[derive(Debug, Default)]
 pub struct State {
@@ -194,15 +202,17 @@ impl State {
         }
     }
 
-    /// Takes a port for `sgs`: the exact set first, else the oldest of the largest other group.
+    /// Takes a port for `sgs`: the exact set first, else the largest other group; within a group
+    /// the oldest port known ACTIVE (pre-plugged by the daemon: the pod's VIF is active at once),
+    /// else the oldest (the pod then waits for Neutron to record it ACTIVE, behind any refill).
     pub fn take(&mut self, key: &PoolKey, sgs: &[String]) -> Option<Port> {
         let groups = self.free.get_mut(key)?;
         let want = sg_set(sgs);
-        let port = match groups.get_mut(&want).and_then(VecDeque::pop_front) {
+        let port = match groups.get_mut(&want).and_then(pop_preferring_active) {
             Some(p) => p,
             None => {
                 let other = groups.iter().filter(|(_, q)| !q.is_empty()).max_by_key(|(_, q)| q.len()).map(|(k, _)| k.clone())?;
-                groups.get_mut(&other)?.pop_front()?
+                pop_preferring_active(groups.get_mut(&other)?)?
             }
         };
         groups.retain(|_, q| !q.is_empty());
@@ -899,6 +909,23 @@ mod tests {
         assert_eq!(s.published("other").keys().cloned().collect::<Vec<_>>(), ["x"]);
         assert_eq!(s.take(&key, &sg1).map(|p| p.id).as_deref(), Some("c"));
         assert!(s.take(&key, &sg1).is_none());
+    }
+
+    #[test]
+    fn take_prefers_a_port_known_active() {
+        let mut s = State::default();
+        let key = PoolKey { node: "vm".into(), network_id: "net".into() };
+        for id in ["old", "mid", "new"] {
+            s.add(port(id, "vm", &["sg1"]));
+        }
+        s.set_status("new", "ACTIVE");
+        let sg1 = vec!["sg1".to_string()];
+        assert_eq!(s.take(&key, &sg1).map(|p| p.id).as_deref(), Some("new"), "the ACTIVE one before older DOWN ones");
+        assert_eq!(s.take(&key, &sg1).map(|p| p.id).as_deref(), Some("old"), "none ACTIVE: the oldest");
+        s.add(port("o1", "vm", &["sg2"]));
+        s.add(port("o2", "vm", &["sg2"]));
+        s.set_status("o2", "ACTIVE");
+        assert_eq!(s.take(&key, &["sg9".to_string()]).map(|p| p.id).as_deref(), Some("o2"), "also in another group");
     }
 
     #[test]
