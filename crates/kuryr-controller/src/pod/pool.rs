@@ -352,13 +352,7 @@ async fn adopt_strays(ctx: &PodContext, pools: &Pools) -> Result<usize, Error> {
     let found = ctx.neutron.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER)).await?;
     // A claimed port whose stamp has not been written yet still looks free in Neutron: the
     // KuryrPort that records it says otherwise.
-    let recorded: HashSet<String> = ctx
-        .kuryrports
-        .state()
-        .iter()
-        .filter(|k| !kuryr_core::names::is_pool(k.metadata.labels.as_ref()))
-        .flat_map(|k| crate::pod::kuryrport::recorded_ports(k))
-        .collect();
+    let recorded = recorded_by_pods(&ctx.kuryrports.state(), None);
     let mine: Vec<Port> = found.into_iter().filter(|p| is_pool_port(p, &ctx.settings.cluster_name) && !recorded.contains(&p.id)).collect();
     let nodes: BTreeSet<String> = mine.iter().map(|p| p.binding_host_id.clone()).collect();
     let n = pools.with(|s| {
@@ -449,11 +443,7 @@ pub async fn drain(ctx: &PodContext) -> Result<(usize, usize), Error> {
             Err(e) => return Err(Error::kube("delete", format!("kuryrport {ns}/{name}"), e)),
         }
     }
-    let recorded: HashSet<String> = kps
-        .iter()
-        .filter(|k| !kuryr_core::names::is_pool(k.metadata.labels.as_ref()))
-        .flat_map(|k| crate::pod::kuryrport::recorded_ports(k))
-        .collect();
+    let recorded = recorded_by_pods(&kps, None);
     let found = ctx.neutron.list_ports(&Query::new().eq("device_owner", DEVICE_OWNER).eq("device_id", "")).await?;
     let mut deleted = 0;
     for p in found.iter().filter(|p| is_pool_port(p, &ctx.settings.cluster_name) && !recorded.contains(&p.id)) {
@@ -645,14 +635,19 @@ pub async fn recycle(ctx: &PodContext, pools: &Pools, port_id: &str, pod_uid: &s
     Ok(Recycled::Pooled)
 }
 
-/// Whether a pod's KuryrPort other than `pod_uid`'s records `port_id` (the pool KuryrPort does not
-/// count: it lists free ports).
+/// Whether a pod's KuryrPort other than `pod_uid`'s records `port_id`.
 fn recorded_elsewhere(ctx: &PodContext, port_id: &str, pod_uid: &str) -> bool {
-    ctx.kuryrports
-        .state()
-        .iter()
-        .filter(|k| !kuryr_core::names::is_pool(k.metadata.labels.as_ref()) && k.spec.pod_uid != pod_uid)
-        .any(|k| crate::pod::kuryrport::recorded_ports(k).contains(port_id))
+    recorded_by_pods(&ctx.kuryrports.state(), Some(pod_uid)).contains(port_id)
+}
+
+/// The ports the pods' KuryrPorts record, but those of the pod `except_uid` (the pool KuryrPorts
+/// do not count: they list free ports).
+fn recorded_by_pods(kps: &[Arc<KuryrPort>], except_uid: Option<&str>) -> HashSet<String> {
+    kps.iter()
+        .filter(|k| !kuryr_core::names::is_pool(k.metadata.labels.as_ref()))
+        .filter(|k| except_uid.is_none_or(|uid| k.spec.pod_uid != uid))
+        .flat_map(|k| crate::pod::kuryrport::recorded_ports(k))
+        .collect()
 }
 
 /// Serves the pool jobs (bulk creates, publishing) and drops the state when leadership is lost.
