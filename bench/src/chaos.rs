@@ -496,12 +496,7 @@ async fn run_faults(
             .service()
             .map(|s| s.to_owned())
             .unwrap_or_else(|| kind.name().to_owned());
-        let lock = locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_default()
-            .clone();
+        let lock = locked(&locks).entry(key).or_default().clone();
         let env = env.clone();
         tasks.push(tokio::spawn(async move {
             let _held = lock.lock().await;
@@ -620,11 +615,7 @@ fn watch_pods(
             let Ok(p) = ev else { continue };
             events.notify_waiters();
             if let Some(uid) = &p.metadata.uid {
-                stats
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .seen
-                    .insert(uid.clone());
+                locked(&stats).seen.insert(uid.clone());
             }
             let ready = p
                 .status
@@ -637,20 +628,20 @@ fn watch_pods(
                     p.metadata.namespace.unwrap_or_default(),
                     p.metadata.name.unwrap_or_default()
                 );
-                let t = created
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&key);
+                let t = locked(&created).remove(&key);
                 if let Some(t) = t {
-                    stats
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
+                    locked(&stats)
                         .ready_ms
                         .push(t.elapsed().as_secs_f64() * 1e3);
                 }
             }
         }
     });
+}
+
+/// The mutex's value, also after a panic elsewhere poisoned it (the stats stay readable).
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Creates and deletes pods, scales the Deployment and toggles the Service until `end`.
@@ -672,7 +663,7 @@ async fn churn(
     let mut svc_up = false;
     let mut orphan_port = None;
     let mut orphan = orphan;
-    let err = |e: String| stats.lock().unwrap_or_else(|x| x.into_inner()).error(e);
+    let err = |e: String| locked(&stats).error(e);
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_secs_f64(rng.range_f64(0.8, 2.5))).await;
         let now = Instant::now();
@@ -702,20 +693,14 @@ async fn churn(
                     continue;
                 }
             };
-            created
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(format!("{ns}/{name}"), Instant::now());
+            locked(&created).insert(format!("{ns}/{name}"), Instant::now());
             match api.create(&PostParams::default(), &pod).await {
                 Ok(_) => {
-                    stats.lock().unwrap_or_else(|e| e.into_inner()).pods_created += 1;
+                    locked(&stats).pods_created += 1;
                     alive.push((ns, name, Instant::now()));
                 }
                 Err(e) => {
-                    created
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&format!("{ns}/{name}"));
+                    locked(&created).remove(&format!("{ns}/{name}"));
                     err(format!("create pod {ns}/{name}: {e}"));
                 }
             }
@@ -733,7 +718,7 @@ async fn churn(
             let api: Api<Pod> = Api::namespaced(cl.client.clone(), &ns);
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {
-                    stats.lock().unwrap_or_else(|e| e.into_inner()).pods_deleted += 1;
+                    locked(&stats).pods_deleted += 1;
                     alive.remove(i);
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => {
@@ -755,7 +740,7 @@ async fn churn(
                 .await
             {
                 Ok(_) => {
-                    let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut s = locked(&stats);
                     s.deployment_scales += 1;
                     s.deployment_pods_max = s.deployment_pods_max.max(n);
                 }
@@ -769,10 +754,7 @@ async fn churn(
                 match api.delete("web", &DeleteParams::default()).await {
                     Ok(_) => {
                         svc_up = false;
-                        stats
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .services_deleted += 1;
+                        locked(&stats).services_deleted += 1;
                     }
                     Err(kube::Error::Api(e)) if e.code == 404 => svc_up = false,
                     Err(e) => err(format!("delete service web: {e}")),
@@ -788,10 +770,7 @@ async fn churn(
                 match api.create(&PostParams::default(), &svc).await {
                     Ok(_) => {
                         svc_up = true;
-                        stats
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .services_created += 1;
+                        locked(&stats).services_created += 1;
                     }
                     Err(kube::Error::Api(e)) if e.code == 409 => svc_up = true,
                     Err(e) => err(format!("create service web: {e}")),
@@ -1782,7 +1761,7 @@ async fn soak(
     }
 
     // Results.
-    let stats = std::mem::take(&mut *stats.lock().unwrap_or_else(|e| e.into_inner()));
+    let stats = std::mem::take(&mut *locked(&stats));
     let injected: Vec<&FaultRecord> = records.iter().filter(|r| r.injected).collect();
     let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
     for r in &injected {
