@@ -302,6 +302,27 @@ pub fn wait_vswitchd_restarted(old: u32) -> u32 {
     )
 }
 
+/// If ovs-vswitchd is no longer the process `before` (its pid when a check began, from
+/// [`vswitchd_pid`]), the supervisor's record of why (the last `ovs-vswitchd` line of
+/// `$STATE/crashes`, e.g. `killed by SIGABRT`: OVS 3.1's userspace conntrack aborts under NAT
+/// traffic, README "Open vSwitch"), after waiting for the new process to answer. `None` while the
+/// same process runs: a failed check then is the product's failure, not the node's.
+pub fn vswitchd_replaced_since(before: Option<u32>) -> Option<String> {
+    let before = before?;
+    if vswitchd_pid() == Some(before) {
+        return None;
+    }
+    wait_vswitchd_restarted(before);
+    let crashes = std::fs::read_to_string(state_dir().join("crashes")).unwrap_or_default();
+    Some(
+        crashes
+            .lines()
+            .rfind(|l| l.contains(" ovs-vswitchd "))
+            .unwrap_or("ovs-vswitchd replaced, no crash recorded")
+            .to_string(),
+    )
+}
+
 /// The host PID of a process of pod `ns/pod` (found by the pod UID in its cgroup path), to run
 /// host tools in the pod's network namespace.
 pub fn pod_pid(ns: &str, pod: &str) -> u32 {
