@@ -53,11 +53,22 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/kuryr-rs/cargo-target"))
 }
 
+/// The checkout the bench runs for (its results directory, its commit, its manifests): the
+/// working directory's when it is a kuryr-rs checkout (hack/bench runs from its root), else the
+/// one this binary was compiled in. A binary built in one clone and run from another writes to
+/// and records the commit of the one it runs from.
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    let is_checkout =
+        |d: &Path| d.join("bench/Cargo.toml").is_file() && d.join("hack/bench").is_file();
+    std::env::current_dir()
+        .ok()
+        .filter(|d| is_checkout(d))
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
+        })
 }
 
 #[derive(Parser)]
