@@ -2,8 +2,10 @@
 # Populate Keystone (once, right after bootstrap) through the v3 REST API:
 #   project "service": users neutron (role service) and octavia (roles admin, service)
 #   catalog: network -> :9696, load-balancer -> :9876 (public/internal/admin, RegionOne)
-#   project "k8s": user kuryr with roles member + service. Neutron's default policy lets
-#     only admin or the service role set binding:host_id and read binding:vif_*.
+#   project "k8s": user kuryr with roles member + kuryr (a role made here). Neutron's default
+#     policy lets only admin or the service role (whose rule reaches every project) set
+#     binding:host_id and read binding:vif_*; the stack's Neutron policy override
+#     (etc/neutron/policy.yaml) grants them to the kuryr role in its own project only.
 #   application credential "kuryr" owned by kuryr (only the owner can create one)
 # Writes $STACK_STATE/clouds.yaml (clouds admin, kuryr [app credential], kuryr-password)
 # and $STACK_STATE/kuryr-appcred.env.
@@ -34,7 +36,8 @@ K8S_P=$(project k8s "Kubernetes (kuryr-rs) resources")
 NEUTRON_U=$(user neutron "$STACK_SERVICE_PASSWORD" "$SERVICE_P"); grant "$SERVICE_P" "$NEUTRON_U" service
 OCTAVIA_U=$(user octavia "$STACK_SERVICE_PASSWORD" "$SERVICE_P")
 grant "$SERVICE_P" "$OCTAVIA_U" service; grant "$SERVICE_P" "$OCTAVIA_U" admin
-KURYR_U=$(user kuryr "$STACK_KURYR_PASSWORD" "$K8S_P"); grant "$K8S_P" "$KURYR_U" member; grant "$K8S_P" "$KURYR_U" service
+ks POST /roles '{"role":{"name":"kuryr","description":"kuryr-rs: binding attributes of its own project ports (Neutron policy override)"}}' >/dev/null
+KURYR_U=$(user kuryr "$STACK_KURYR_PASSWORD" "$K8S_P"); grant "$K8S_P" "$KURYR_U" member; grant "$K8S_P" "$KURYR_U" kuryr
 endpoint network neutron http://127.0.0.1:9696
 endpoint load-balancer octavia http://127.0.0.1:9876
 

@@ -17,6 +17,7 @@ render_configs() {
   render "$HERE/etc/neutron/neutron.conf" "$STATE/etc/neutron.conf"
   render "$HERE/etc/neutron/ml2_conf.ini" "$STATE/etc/ml2_conf.ini"
   render "$HERE/etc/neutron/api-paste.ini" "$STATE/etc/api-paste.ini"
+  cp "$HERE/etc/neutron/policy.yaml" "$STATE/etc/neutron-policy.yaml"
   cp "$HERE/etc/neutron/neutron_wsgi.py" "$STATE/etc/neutron_wsgi.py"
   render "$HERE/etc/octavia/octavia.conf" "$STATE/etc/octavia.conf"
 }

@@ -1,0 +1,297 @@
+//! Least privilege of kuryr-rs's OpenStack credential (issue 15), on the local stack.
+//!
+//! The stack gives the kuryr user `member` and `kuryr` in its project (`k8s`), no `service`
+//! role: Neutron's policy override (hack/stack/etc/neutron/policy.yaml) grants the binding
+//! attributes to the `kuryr` role for its own project's ports only. What kuryr-rs needs works
+//! with the application credential kuryr-rs runs with (a port bound to the node, its
+//! binding:vif_type read back, Octavia's provider list); what it must not do is refused: another
+//! project's ports and networks (invisible, cannot be changed or deleted), admin-only Neutron
+//! APIs (agents, provider networks, quotas), Keystone's admin APIs. Each refusal has an admin-side
+//! control, so a broken CLI or a missing object cannot read as a refusal.
+
+use kuryr_e2e::{must, openstack, run, says_not_found, stack_env, text, unique};
+
+/// Runs an `openstack` command that must be refused; returns its output text for the message.
+fn refused(cloud: &str, args: &[&str], what: &str) -> String {
+    let out = run(openstack(cloud).args(args));
+    let t = text(&out);
+    assert!(
+        !out.status.success(),
+        "{what}: kuryr's credential was allowed `openstack {}`:\n{t}",
+        args.join(" ")
+    );
+    t
+}
+
+/// Whether a refusal reads as a policy refusal (HTTP 403) rather than any other failure.
+fn forbidden(t: &str) -> bool {
+    let l = t.to_lowercase();
+    l.contains("403")
+        || l.contains("forbidden")
+        || l.contains("not authorized")
+        || l.contains("disallowed by policy")
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// The admin's objects in another project (`admin`): a network and a port on it; deleted on drop.
+struct Foreign {
+    network: String,
+    port: String,
+}
+
+impl Foreign {
+    fn create() -> Foreign {
+        let name = unique("lp-foreign-");
+        let net = json(&must(
+            openstack("admin").args(["network", "create", &name, "-f", "json"]),
+        ));
+        let network = net["id"].as_str().expect("network id").to_owned();
+        let port = json(&must(openstack("admin").args([
+            "port",
+            "create",
+            "--network",
+            &network,
+            &name,
+            "-f",
+            "json",
+        ])));
+        Foreign {
+            network,
+            port: port["id"].as_str().expect("port id").to_owned(),
+        }
+    }
+}
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        let _ = run(openstack("admin").args(["port", "delete", &self.port]));
+        let _ = run(openstack("admin").args(["network", "delete", &self.network]));
+    }
+}
+
+#[test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+fn kuryr_credential_binds_its_own_ports_and_nothing_of_other_projects() {
+    let env = stack_env();
+    let host = &env["STACK_HOST"];
+    // What kuryr-rs needs: a port of its project bound to the node, binding read back.
+    let name = unique("lp-own-");
+    let port = json(&must(openstack("kuryr").args([
+        "port",
+        "create",
+        "--network",
+        &env["POD_NET_ID"],
+        "--host",
+        host,
+        "--device-owner",
+        "compute:kuryr",
+        &name,
+        "-f",
+        "json",
+    ])));
+    let id = port["id"].as_str().expect("port id").to_owned();
+    let shown = json(&must(
+        openstack("kuryr").args(["port", "show", &id, "-f", "json"]),
+    ));
+    must(openstack("kuryr").args(["port", "delete", &id]));
+    assert_eq!(
+        shown["binding_host_id"].as_str(),
+        Some(host.as_str()),
+        "binding:host_id of its own port: {shown}"
+    );
+    let vif_type = shown["binding_vif_type"].as_str().unwrap_or_default();
+    assert!(
+        !vif_type.is_empty() && vif_type != "unbound" && vif_type != "binding_failed",
+        "kuryr's credential must read its own port's binding:vif_type (bound by OVN to {host}): {shown}"
+    );
+
+    // Another project's network and port: the admin sees them, kuryr neither sees nor touches them.
+    let f = Foreign::create();
+    must(openstack("admin").args(["port", "show", &f.port, "-f", "json"]));
+    for (args, what) in [
+        (
+            vec!["port", "show", f.port.as_str()],
+            "show another project's port",
+        ),
+        (
+            vec!["port", "set", "--name", "taken", f.port.as_str()],
+            "rename another project's port",
+        ),
+        (
+            vec!["port", "delete", f.port.as_str()],
+            "delete another project's port",
+        ),
+        (
+            vec!["network", "show", f.network.as_str()],
+            "show another project's network",
+        ),
+        (
+            vec!["network", "delete", f.network.as_str()],
+            "delete another project's network",
+        ),
+    ] {
+        let t = refused("kuryr", &args, what);
+        assert!(
+            says_not_found(&t) || forbidden(&t),
+            "{what}: refused, but not as not-found/forbidden:\n{t}"
+        );
+    }
+    let listed =
+        must(openstack("kuryr").args(["port", "list", "--network", &f.network, "-f", "json"]));
+    assert_eq!(
+        json(&listed),
+        serde_json::json!([]),
+        "kuryr lists another project's ports: {listed}"
+    );
+    // A port on another project's network, bound to the node: refused (not its network).
+    let t = refused(
+        "kuryr",
+        &[
+            "port",
+            "create",
+            "--network",
+            &f.network,
+            "--host",
+            host,
+            &unique("lp-steal-"),
+        ],
+        "create a port on another project's network",
+    );
+    assert!(says_not_found(&t) || forbidden(&t), "{t}");
+    // The admin's port is untouched.
+    let after = json(&must(
+        openstack("admin").args(["port", "show", &f.port, "-f", "json"]),
+    ));
+    assert_ne!(
+        after["name"].as_str(),
+        Some("taken"),
+        "another project's port was renamed: {after}"
+    );
+}
+
+#[test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+fn kuryr_credential_is_refused_admin_operations() {
+    let env = stack_env();
+    // Controls: the admin credential may do each of these.
+    must(openstack("admin").args(["network", "agent", "list", "-f", "json"]));
+    must(openstack("admin").args(["user", "list", "-f", "json"]));
+    for (args, what) in [
+        (vec!["network", "agent", "list"], "list Neutron agents"),
+        (vec!["user", "list"], "list Keystone users"),
+        (vec!["project", "list"], "list Keystone projects"),
+        (
+            vec![
+                "quota",
+                "set",
+                "--ports",
+                "100000",
+                env["K8S_PROJECT_ID"].as_str(),
+            ],
+            "raise its own project's port quota",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "--provider-network-type",
+                "flat",
+                "--provider-physical-network",
+                "public",
+                "lp-provider",
+            ],
+            "create a provider network",
+        ),
+        (
+            vec!["network", "create", "--external", "lp-external"],
+            "create an external network",
+        ),
+    ] {
+        let t = refused("kuryr", &args, what);
+        assert!(
+            forbidden(&t),
+            "{what}: refused, but not by policy (403):\n{t}"
+        );
+    }
+    // Nothing of the refused creates exists.
+    let nets = must(openstack("admin").args([
+        "network",
+        "list",
+        "--name",
+        "lp-provider",
+        "-f",
+        "value",
+        "-c",
+        "ID",
+    ])) + &must(openstack("admin").args([
+        "network",
+        "list",
+        "--name",
+        "lp-external",
+        "-f",
+        "value",
+        "-c",
+        "ID",
+    ]));
+    assert!(nets.trim().is_empty(), "a refused network exists: {nets}");
+}
+
+#[test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+fn kuryr_user_has_no_service_or_admin_role() {
+    let env = stack_env();
+    let out = must(openstack("admin").args([
+        "role",
+        "assignment",
+        "list",
+        "--user",
+        "kuryr",
+        "--names",
+        "-f",
+        "json",
+    ]));
+    let roles: Vec<String> = json(&out)
+        .as_array()
+        .expect("assignments")
+        .iter()
+        .filter_map(|a| a["Role"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        roles.iter().any(|r| r == "kuryr"),
+        "the kuryr role is not granted: {roles:?}"
+    );
+    for bad in ["service", "admin"] {
+        assert!(
+            !roles.iter().any(|r| r == bad),
+            "kuryr holds the {bad} role: {roles:?}"
+        );
+    }
+    // The application credential kuryr-rs runs with carries the same roles, in its project.
+    let ac = json(&must(openstack("kuryr-password").args([
+        "application",
+        "credential",
+        "show",
+        "kuryr",
+        "-f",
+        "json",
+    ])));
+    assert_eq!(
+        ac["project_id"].as_str(),
+        env.get("K8S_PROJECT_ID").map(String::as_str),
+        "{ac}"
+    );
+    let ac_roles = ac["roles"].to_string();
+    assert!(
+        ac_roles.contains("kuryr"),
+        "the application credential lacks the kuryr role: {ac}"
+    );
+    for bad in ["service", "admin"] {
+        assert!(
+            !ac_roles.contains(bad),
+            "the application credential holds {bad}: {ac}"
+        );
+    }
+}
