@@ -295,3 +295,51 @@ fn kuryr_user_has_no_service_or_admin_role() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs the local stack (hack/stack/stack up)"]
+fn neutron_policy_override_scopes_binding_to_the_kuryr_role_of_its_project() {
+    // The override neutron-server runs with, evaluated by Neutron's own policy engine (its venv),
+    // Neutron's registered defaults first (hack/stack/check_neutron_policy.py).
+    let repo = kuryr_e2e::deploy::repo();
+    let versions =
+        std::fs::read_to_string(repo.join("hack/stack/versions.env")).expect("versions.env");
+    let neutron = versions
+        .lines()
+        .find_map(|l| l.strip_prefix("NEUTRON_VERSION="))
+        .expect("NEUTRON_VERSION in versions.env");
+    let cache = std::env::var("KURYR_CACHE").unwrap_or_else(|_| "/var/cache/kuryr-rs".into());
+    let python = format!("{cache}/venv-neutron-{neutron}/bin/python");
+    let file = kuryr_e2e::state_dir().join("etc/neutron-policy.yaml");
+    let out = must(
+        std::process::Command::new(&python)
+            .arg(repo.join("hack/stack/check_neutron_policy.py"))
+            .arg(&file),
+    );
+    let v = json(&out);
+    let rules = v.as_object().expect("rules");
+    assert_eq!(rules.len(), 6, "{v}");
+    for (rule, cases) in rules {
+        let allowed = |case: &str| {
+            cases[case]
+                .as_bool()
+                .unwrap_or_else(|| panic!("{rule}: no {case}: {v}"))
+        };
+        assert!(
+            allowed("kuryr_own"),
+            "{rule}: the kuryr role is refused its own project's port"
+        );
+        assert!(
+            !allowed("kuryr_other"),
+            "{rule}: the kuryr role reaches another project's port"
+        );
+        assert!(
+            !allowed("member_own"),
+            "{rule}: a member without the kuryr role is allowed"
+        );
+        assert!(
+            allowed("service_any"),
+            "{rule}: Neutron's default for the service role was lost"
+        );
+    }
+}
