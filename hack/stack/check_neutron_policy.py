@@ -1,7 +1,8 @@
 """Evaluates Neutron's port binding rules with the stack's policy override (issue 15).
 
 Run with the stack's Neutron venv python: check_neutron_policy.py POLICY_FILE
-Prints one JSON object: rule -> {case: allowed}, for the cases
+Prints one JSON object: rule -> {case: allowed} for a port kuryr-rs makes (device_owner
+compute:kuryr, on a network of the port's project), for the cases
   kuryr_own    roles member, reader, kuryr; the port in its own project
   kuryr_other  the same credential; the port in another project
   member_own   roles member, reader (no kuryr); its own project
@@ -17,6 +18,8 @@ warnings.filterwarnings("ignore")
 
 from oslo_config import cfg  # noqa: E402
 from oslo_policy import policy  # noqa: E402
+# Neutron's own checks (field:, tenant_id:, project_id:) first: the defaults are parsed on import.
+import neutron.policy  # noqa: E402,F401
 from neutron.conf import policies  # noqa: E402
 
 RULES = [
@@ -26,6 +29,7 @@ RULES = [
     "get_port:binding:vif_type",
     "get_port:binding:vif_details",
     "get_port:binding:profile",
+    "delete_port",
 ]
 CASES = {
     "kuryr_own": (["member", "reader", "kuryr"], "k8s", "k8s"),
@@ -48,5 +52,8 @@ for rule in RULES:
     out[rule] = {}
     for case, (roles, project, target) in CASES.items():
         creds = {"roles": roles, "project_id": project, "user_id": "u"}
-        out[rule][case] = bool(enforcer.enforce(rule, {"project_id": target, "tenant_id": target}, creds))
+        # A kuryr-made port: device_owner compute:kuryr, on a network of the port's project.
+        port = {"project_id": target, "tenant_id": target, "device_owner": "compute:kuryr", "network:tenant_id": target,
+                "network:project_id": target}
+        out[rule][case] = bool(enforcer.enforce(rule, port, creds))
 print(json.dumps(out))
