@@ -6,7 +6,7 @@
 //! with the application credential kuryr-rs runs with (a port bound to the node, its
 //! binding:vif_type read back, Octavia's provider list); what it must not do is refused: another
 //! project's ports and networks (invisible, cannot be changed or deleted), admin-only Neutron
-//! APIs (agents, provider networks, quotas), Keystone's admin APIs. Each refusal has an admin-side
+//! APIs (agents, provider networks, quotas), Keystone's admin APIs (users, projects). Each refusal has an admin-side
 //! control, so a broken CLI or a missing object cannot read as a refusal.
 
 use kuryr_e2e::{must, openstack, run, says_not_found, stack_env, text, unique};
@@ -207,7 +207,10 @@ fn kuryr_credential_is_refused_admin_operations() {
     );
     for (args, what) in [
         (vec!["user", "list"], "list Keystone users"),
-        (vec!["project", "list"], "list Keystone projects"),
+        (
+            vec!["project", "create", "lp-project"],
+            "create a Keystone project",
+        ),
         (
             vec![
                 "quota",
