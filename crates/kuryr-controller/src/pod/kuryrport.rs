@@ -386,6 +386,11 @@ async fn cleanup(kp: Arc<KuryrPort>, ctx: &PodContext) -> Result<Action, Error> 
             standalone: is_standalone_kp(&kp),
         };
         ids.extend(ctx.driver.adoption_candidates(ctx, &req).await?);
+        // A pool port claimed for the pod whose status write failed, not stamped yet: released
+        // with the others (back to the pool), not left claiming for ever.
+        if let Some(id) = ctx.pools.as_ref().and_then(|p| crate::pod::pool::open_claim(p, &kp.spec.pod_uid)) {
+            ids.insert(id);
+        }
     }
     let regarding = if is_standalone_kp(&kp) { kp_ref(&kp) } else { pod_ref(&ns, &name, &kp.spec.pod_uid) };
     for id in &ids {

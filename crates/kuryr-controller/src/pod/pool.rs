@@ -131,6 +131,10 @@ pub struct State {
     free: BTreeMap<PoolKey, BTreeMap<SgSet, VecDeque<Port>>>,
     /// Taken for a pod whose KuryrPort does not list it yet (still published).
     claiming: HashMap<String, Port>,
+    /// Open claims: pod UID → the claiming port taken for it. A retry after a failed status
+    /// write takes the same port again instead of a second one (the first would stay claiming,
+    /// published and never reused), and a pod gone before its write releases it.
+    claims: HashMap<String, String>,
     /// Pools with a bulk create in flight.
     populating: HashSet<PoolKey>,
     /// Ports of pods that missed their pool, not ACTIVE yet, and since when: the pool's refill
@@ -220,8 +224,27 @@ impl State {
         Some(port)
     }
 
+    /// Takes a port for pod `pod_uid`: the port its open claim holds (a retry), else as
+    /// [`State::take`], recorded as the pod's open claim.
+    pub fn take_for(&mut self, key: &PoolKey, sgs: &[String], pod_uid: &str) -> Option<Port> {
+        if let Some(port) = self.claims.get(pod_uid).and_then(|id| self.claiming.get(id)) {
+            return Some(port.clone());
+        }
+        let port = self.take(key, sgs)?;
+        if !pod_uid.is_empty() {
+            self.claims.insert(pod_uid.to_string(), port.id.clone());
+        }
+        Some(port)
+    }
+
+    /// The port of pod `pod_uid`'s open claim, if it still claims one.
+    pub fn open_claim(&self, pod_uid: &str) -> Option<String> {
+        self.claims.get(pod_uid).filter(|id| self.claiming.contains_key(id.as_str())).cloned()
+    }
+
     /// A claim failed: the port goes back to the front of its group.
     pub fn give_back(&mut self, port_id: &str) {
+        self.claims.retain(|_, id| id != port_id);
         if let Some(port) = self.claiming.remove(port_id) {
             let key = PoolKey { node: port.binding_host_id.clone(), network_id: port.network_id.clone() };
             self.free.entry(key).or_default().entry(sg_set(&port.security_groups)).or_default().push_front(port);
@@ -230,6 +253,7 @@ impl State {
 
     /// The pod's KuryrPort lists the port now (or the claim is abandoned): stop publishing it.
     pub fn claimed(&mut self, port_id: &str) -> Option<Port> {
+        self.claims.retain(|_, id| id != port_id);
         self.claiming.remove(port_id)
     }
 
@@ -499,7 +523,7 @@ pub async fn claim(ctx: &PodContext, pools: &Pools, req: &PodPortRequest, networ
     let defaults = ctx.settings.pod_security_groups.clone();
     let sgs = crate::pod::driver::neutron::new_port_groups(ctx, req).await?;
     loop {
-        let Some(port) = pools.with(|s| s.take(&key, &sgs)) else {
+        let Some(port) = pools.with(|s| s.take_for(&key, &sgs, &req.pod_uid)) else {
             ctx.metrics.pool_event("miss", 1);
             return Ok(None);
         };
@@ -567,6 +591,11 @@ pub fn recorded(pools: &Pools, port_id: &str) {
     if let Some(p) = pools.with(|s| s.claimed(port_id)) {
         pools.publish(&p.binding_host_id);
     }
+}
+
+/// The pool port pod `pod_uid`'s open claim holds (claimed, its KuryrPort does not list it yet).
+pub fn open_claim(pools: &Pools, pod_uid: &str) -> Option<String> {
+    pools.with(|s| s.open_claim(pod_uid))
 }
 
 /// What [`recycle`] did with a released port.
@@ -904,6 +933,32 @@ mod tests {
         assert_eq!(s.published("other").keys().cloned().collect::<Vec<_>>(), ["x"]);
         assert_eq!(s.take(&key, &sg1).map(|p| p.id).as_deref(), Some("c"));
         assert!(s.take(&key, &sg1).is_none());
+    }
+
+    #[test]
+    fn a_pods_retried_claim_takes_the_port_its_open_claim_holds() {
+        let mut s = State::default();
+        let key = PoolKey { node: "vm".into(), network_id: "net".into() };
+        for id in ["a", "b", "c"] {
+            s.add(port(id, "vm", &["sg"]));
+        }
+        let sg = vec!["sg".to_string()];
+        let first = s.take_for(&key, &sg, "u1").expect("a port").id;
+        // Its KuryrPort status write failed; the reconcile retries.
+        assert_eq!(s.take_for(&key, &sg, "u1").map(|p| p.id), Some(first.clone()), "the same port, not a second one");
+        assert_eq!(s.free_count(&key), 2, "nothing else taken");
+        assert_eq!(s.open_claim("u1"), Some(first.clone()));
+        let other = s.take_for(&key, &sg, "u2").expect("another pod's port").id;
+        assert_ne!(other, first);
+        // Recorded by u1's KuryrPort: the claim is closed.
+        s.claimed(&first);
+        assert_eq!(s.open_claim("u1"), None);
+        // Given back (a failed Neutron update): closed too, the port free again.
+        s.give_back(&other);
+        assert_eq!(s.open_claim("u2"), None);
+        assert_eq!(s.free_count(&key), 2);
+        assert!(s.take_for(&key, &sg, "").is_some(), "a request without a UID takes a port");
+        assert!(s.claims.is_empty(), "and opens no claim");
     }
 
     #[test]
