@@ -757,3 +757,141 @@ async fn revoked_token_is_replaced_on_401() {
         "the session still holds the revoked token"
     );
 }
+
+/// Refresh near expiry, on real Keystone (the unit tests prove it against the in-process fake):
+/// Keystone caps a token's expiry at its application credential's (CVE-2022-2447), so an
+/// application credential made to expire in 40 s yields tokens that live at most 40 s. The
+/// session uses its token until half its lifetime is left, then issues a new one before the old
+/// one expires (Keystone still validates the old one then: the refresh is ahead of expiry, not
+/// a reaction to a 401). Once the credential itself has expired, a call fails with an
+/// authentication error that blames the credential (Kuryr's configuration), not OpenStack.
+#[tokio::test]
+#[ignore = "needs the local stack (hack/stack/up)"]
+async fn token_is_refreshed_before_it_expires() {
+    const LIFE: u64 = 40;
+    let user = session("kuryr-password").await;
+    let user_token = user.token().await.unwrap();
+    let user_id = user_token.user_id.clone().expect("user id in the token");
+    let expires = std::process::Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("+{LIFE} seconds"),
+            "+%Y-%m-%dT%H:%M:%SZ",
+        ])
+        .output()
+        .expect("date");
+    let expires = String::from_utf8_lossy(&expires.stdout).trim().to_string();
+    let http = reqwest::Client::new();
+    let made: serde_json::Value = http
+        .post(format!(
+            "{}/users/{user_id}/application_credentials",
+            user.auth_url()
+        ))
+        .header("X-Auth-Token", user_token.secret())
+        .json(&serde_json::json!({"application_credential": {
+            "name": unique("short"), "expires_at": expires,
+            "description": "kuryr-rs live test: token refresh near expiry"}}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .expect("create a short-lived application credential")
+        .json()
+        .await
+        .unwrap();
+    let cred = &made["application_credential"];
+    let (id, secret) = (
+        cred["id"].as_str().expect("id").to_string(),
+        cred["secret"].as_str().expect("secret").to_string(),
+    );
+    let (auth_url, user_secret) = (user.auth_url().to_string(), user_token.secret().to_string());
+    let (http2, id2) = (http.clone(), id.clone());
+    // Spawned: a failed assertion comes back as the task's error, after the clean-up below.
+    let result = tokio::spawn(async move {
+        let (http, id) = (http2, id2);
+        let s = Session::from_cloud(&CloudConfig::application_credential(
+            &auth_url, &id, &secret,
+        ))
+        .await
+        .expect("authenticate with the short-lived credential");
+        let neutron = Neutron::new(s.clone());
+        let absent = Query::new().eq("name", unique("absent"));
+        let first = s.token().await.unwrap();
+        assert!(
+            first.remaining() <= Duration::from_secs(LIFE + 1),
+            "Keystone did not cap the token at the credential's expiry: {first:?}, {:?} left",
+            first.remaining()
+        );
+        assert!(
+            !first.needs_refresh(),
+            "a fresh token already needs a refresh"
+        );
+        neutron
+            .list_networks(&absent)
+            .await
+            .expect("a call with the first token");
+        assert_eq!(
+            s.token().await.unwrap().secret(),
+            first.secret(),
+            "the token is reused while young"
+        );
+        // Half its lifetime later the session must move on (waits on the token's own clock).
+        let deadline = Instant::now() + Duration::from_secs(LIFE);
+        while !first.needs_refresh() {
+            assert!(
+                Instant::now() < deadline,
+                "the token never came close to expiry"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(!first.is_expired(), "{:?}", first.remaining());
+        neutron
+            .list_networks(&absent)
+            .await
+            .expect("a call close to the first token's expiry");
+        let second = s.token().await.unwrap();
+        assert_ne!(
+            second.secret(),
+            first.secret(),
+            "the session still uses a token about to expire"
+        );
+        // The old token was still good at Keystone: the refresh came before expiry.
+        let check = http
+            .get(format!("{auth_url}/auth/tokens"))
+            .header("X-Auth-Token", &user_secret)
+            .header("X-Subject-Token", first.secret())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            check.status().as_u16(),
+            200,
+            "the first token had expired before the refresh"
+        );
+        // Past the credential's expiry: no token can be had; the error says whose fault it is.
+        while !second.is_expired() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await; // Deliberate: past Keystone's second-resolution expiry.
+        let e = neutron
+            .list_networks(&absent)
+            .await
+            .expect_err("a call after the credential expired");
+        assert!(matches!(e, Error::Auth { .. }), "{e:?}");
+        assert_eq!(e.fault(), Fault::Kuryr, "{e}");
+        eprintln!("after the credential's expiry: {e}");
+    })
+    .await;
+    let _ = http
+        .delete(format!(
+            "{}/users/{user_id}/application_credentials/{id}",
+            user.auth_url()
+        ))
+        .header("X-Auth-Token", user.token().await.unwrap().secret())
+        .send()
+        .await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
