@@ -329,6 +329,9 @@ enum Cmd {
         /// `name=value` facts of the run that are not timings (repeatable; JSON values allowed).
         #[arg(long = "check")]
         checks: Vec<String>,
+        /// `name=value` settings the run was made with (repeatable; JSON values allowed).
+        #[arg(long = "param")]
+        params: Vec<String>,
         /// Free-text notes (repeatable).
         #[arg(long = "note")]
         notes: Vec<String>,
@@ -597,6 +600,7 @@ fn main() -> Result<()> {
             description,
             metrics,
             checks,
+            params,
             notes,
             out,
         } => {
@@ -623,11 +627,16 @@ fn main() -> Result<()> {
                 let what = parts.next().unwrap_or("");
                 run.metric(name, stats::Metric::from_samples(&[value], unit, what));
             }
-            for c in &checks {
-                let (k, v) = c
-                    .split_once('=')
-                    .with_context(|| format!("--check {c}: no '='"))?;
-                run.checks[k] = serde_json::from_str(v).unwrap_or_else(|_| serde_json::json!(v));
+            for (flag, pairs, into) in [
+                ("--check", &checks, &mut run.checks),
+                ("--param", &params, &mut run.params),
+            ] {
+                for c in pairs {
+                    let (k, v) = c
+                        .split_once('=')
+                        .with_context(|| format!("{flag} {c}: no '='"))?;
+                    into[k] = serde_json::from_str(v).unwrap_or_else(|_| serde_json::json!(v));
+                }
             }
             for n in notes {
                 run.note(n);

@@ -109,7 +109,13 @@ pub fn without_section(ini: &str, section: &str) -> String {
 /// hostNetwork pods), one controller replica (one node; hostNetwork replicas cannot share it),
 /// and `imagePullPolicy: Never` (the images are imported, there is no registry).
 pub fn overlay_for_stack(objects: &mut [Value]) {
-    let conf = stack_conf_for_pods();
+    overlay_for_stack_with(objects, "");
+}
+
+/// [`overlay_for_stack`] with `extra_conf` (INI text) appended to both kuryr.conf files (a
+/// repeated option wins), as a user changes an option in the ConfigMap and the Secret.
+pub fn overlay_for_stack_with(objects: &mut [Value], extra_conf: &str) {
+    let conf = format!("{}{extra_conf}", stack_conf_for_pods());
     let daemon_conf = without_section(&conf, "neutron");
     let api_env = json!([
         {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
@@ -416,4 +422,270 @@ pub fn make_run_netns_unshared() -> String {
         "a private mount ({} netns kept)",
         std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
     )
+}
+
+/// [`build_and_import_images`] once per test binary (its tests share the images): its lines.
+pub fn images_built_once() -> &'static [String] {
+    static IMAGES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    IMAGES.get_or_init(|| {
+        let t = std::time::Instant::now();
+        let lines = build_and_import_images();
+        eprintln!(
+            "images built and imported in {:.1?}:\n{}",
+            t.elapsed(),
+            lines.join("\n")
+        );
+        lines
+    })
+}
+
+/// kuryr-rs in-cluster from the rendered manifests (`deploy/manifests/kuryr-rs.yaml`), as a
+/// `kubectl apply` user adapts them to this stack ([`overlay_for_stack_with`]): the CRDs and the
+/// other objects as two List files. Used by `deploy_stack` (hack/demo) and the migration tests.
+pub struct InCluster {
+    pub crds: PathBuf,
+    pub objects: PathBuf,
+    /// `--field-manager` of every apply.
+    manager: String,
+    /// Objects added to the manifests' (e.g. the warm pools' namespace).
+    extra_objects: Vec<Value>,
+}
+
+impl InCluster {
+    /// Writes the files (named after `tag`); `extra_conf`: see [`overlay_for_stack_with`].
+    pub fn render(tag: &str, manager: &str, extra_conf: &str, extra_objects: &[Value]) -> Self {
+        let dir = std::env::temp_dir();
+        let ic = InCluster {
+            crds: dir.join(format!("kuryr-rs-{tag}-crds.json")),
+            objects: dir.join(format!("kuryr-rs-{tag}.json")),
+            manager: manager.to_string(),
+            extra_objects: extra_objects.to_vec(),
+        };
+        ic.write(extra_conf);
+        ic
+    }
+
+    fn write(&self, extra_conf: &str) {
+        let mut objs = manifest_objects(&deploy_dir().join("manifests/kuryr-rs.yaml"));
+        overlay_for_stack_with(&mut objs, extra_conf);
+        let (crds, mut objs): (Vec<_>, Vec<_>) = objs
+            .into_iter()
+            .partition(|o| kind(o) == "CustomResourceDefinition");
+        objs.extend(self.extra_objects.iter().cloned());
+        write_list(&crds, &self.crds);
+        write_list(&objs, &self.objects);
+    }
+
+    fn apply_file(&self, f: &Path) -> String {
+        must(
+            kubectl()
+                .args(["apply", "--server-side", "--force-conflicts"])
+                .arg(format!("--field-manager={}", self.manager))
+                .arg("-f")
+                .arg(f),
+        )
+    }
+
+    /// `kubectl apply` of kuryr-rs's CRDs (the objects and their status stay), until Established.
+    pub fn apply_crds(&self) {
+        self.apply_file(&self.crds);
+        must(kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd",
+            "--all",
+        ]));
+    }
+
+    /// `kubectl apply` of everything else; kubectl's output.
+    pub fn apply(&self) -> String {
+        self.apply_file(&self.objects)
+    }
+
+    /// The same manifests with another `extra_conf`, applied (the ConfigMap and the Secret
+    /// change; the pods only see it when restarted).
+    pub fn reconfigure(&self, extra_conf: &str) {
+        self.write(extra_conf);
+        self.apply();
+    }
+
+    /// Waits until the DaemonSet, then the controller Deployment, are rolled out; on failure
+    /// prints what to look at ([`explain`]) and says which one.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<(), String> {
+        for (w, component) in [
+            ("daemonset/kuryr-daemon", "daemon"),
+            ("deployment/kuryr-controller", "controller"),
+        ] {
+            if let Err(why) = wait_rolled_out(w, component, timeout) {
+                explain(component);
+                return Err(format!("{w} did not become ready: {why}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `kubectl delete` of `what` (e.g. `daemonset/kuryr-daemon`) in kube-system, waiting until
+    /// their pods are gone too (foreground: the daemon's preStop has removed the conflist and
+    /// kuryr-cni by then).
+    pub fn delete(what: &[&str]) -> std::process::Output {
+        run(kubectl()
+            .args(["delete", "-n", NAMESPACE, "--ignore-not-found"])
+            .args(["--cascade=foreground", "--wait=true", "--timeout=180s"])
+            .args(what))
+    }
+
+    /// Removes everything but the CRDs (and the objects in them), waiting for kuryr-rs's pods
+    /// to be gone.
+    pub fn uninstall(&self) -> std::process::Output {
+        run(kubectl()
+            .args(["delete", "--ignore-not-found", "--cascade=foreground"])
+            .args(["--wait=true", "--timeout=180s", "-f"])
+            .arg(&self.objects))
+    }
+}
+
+/// An [`InCluster`] deployment uninstalled on drop, also when the test fails, so later tests
+/// find the node without kuryr-rs; the files go too.
+pub struct Deployed(pub InCluster);
+
+impl Drop for Deployed {
+    fn drop(&mut self) {
+        let out = self.0.uninstall();
+        if !out.status.success() {
+            eprintln!(
+                "uninstalling kuryr-rs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let _ = std::fs::remove_file(&self.0.objects);
+        let _ = std::fs::remove_file(&self.0.crds);
+    }
+}
+
+/// Container states a pod does not leave without a change on the host or in the manifests:
+/// waiting for them to pass is only a longer way to fail.
+const STUCK: &[&str] = &[
+    "CreateContainerError",
+    "CreateContainerConfigError",
+    "ErrImageNeverPull",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "RunContainerError",
+];
+
+/// Waits for `kubectl rollout status` of `workload` (in kube-system), failing early (with the
+/// reason) as soon as one of its pods is stuck in a state from [`STUCK`] for 20 s.
+pub fn wait_rolled_out(workload: &str, component: &str, timeout: Duration) -> Result<(), String> {
+    let t = std::time::Instant::now();
+    let mut stuck_since: Option<std::time::Instant> = None;
+    loop {
+        let r = run(kubectl().args([
+            "rollout",
+            "status",
+            "-n",
+            NAMESPACE,
+            workload,
+            "--timeout=5s",
+        ]));
+        if r.status.success() {
+            return Ok(());
+        }
+        let stuck: Vec<String> = pods(
+            NAMESPACE,
+            &format!("app.kubernetes.io/component={component}"),
+        )
+        .iter()
+        .flat_map(stuck_containers)
+        .collect();
+        match (stuck.is_empty(), stuck_since) {
+            (true, _) => stuck_since = None,
+            (false, None) => stuck_since = Some(std::time::Instant::now()),
+            (false, Some(s)) if s.elapsed() > Duration::from_secs(20) => {
+                return Err(format!("stuck: {}", stuck.join("; ")))
+            }
+            _ => {}
+        }
+        if t.elapsed() > timeout {
+            return Err(format!(
+                "not rolled out after {timeout:?}: {}",
+                String::from_utf8_lossy(&r.stderr).trim()
+            ));
+        }
+    }
+}
+
+/// `pod/container: Reason: message` of each (init) container of `pod` in a [`STUCK`] state.
+fn stuck_containers(pod: &Value) -> Vec<String> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or("?");
+    ["initContainerStatuses", "containerStatuses"]
+        .iter()
+        .flat_map(|k| pod["status"][k].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| {
+            let w = &c["state"]["waiting"];
+            let reason = w["reason"].as_str()?;
+            STUCK.contains(&reason).then(|| {
+                format!(
+                    "{name}/{}: {reason}: {}",
+                    c["name"].as_str().unwrap_or("?"),
+                    w["message"].as_str().unwrap_or("")
+                )
+            })
+        })
+        .collect()
+}
+
+/// What to look at when a kuryr-rs pod does not start: its pods, their events, the last log
+/// lines of each container, and the commands to dig further (on stderr).
+pub fn explain(component: &str) {
+    let sel = format!("app.kubernetes.io/component={component}");
+    let out = |args: &[&str]| {
+        let r = run(kubectl().args(args));
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr)
+        )
+    };
+    eprintln!(
+        "\n--- pods\n{}",
+        out(&["get", "pods", "-n", NAMESPACE, "-l", &sel, "-o", "wide"])
+    );
+    for p in pods(NAMESPACE, &sel) {
+        let name = p["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        eprintln!(
+            "--- events of pod {name}\n{}",
+            out(&[
+                "get",
+                "events",
+                "-n",
+                NAMESPACE,
+                "--field-selector",
+                &format!("involvedObject.name={name}"),
+                "-o",
+                "custom-columns=TIME:.lastTimestamp,TYPE:.type,REASON:.reason,MESSAGE:.message",
+            ])
+        );
+        eprintln!(
+            "--- last log lines of {name}\n{}",
+            out(&[
+                "logs",
+                "-n",
+                NAMESPACE,
+                &name,
+                "--all-containers",
+                "--tail=20"
+            ])
+        );
+    }
+    eprintln!(
+        "look further with: kubectl describe pod -n kube-system -l {sel}; \
+         kubectl logs -n kube-system -l {sel} --all-containers; the kubelet's log is \
+         /var/lib/kuryr-stack/log/kubelet.log"
+    );
 }

@@ -3,14 +3,20 @@
 //! Forward (`upstream_to_kuryr_rs_in_place_under_load`): upstream kuryr-kubernetes 10.0.0
 //! (`hack/upstream/upstream`) wires pods and a Service on the stack; a ping and an HTTP probe
 //! through the Service run throughout; upstream is stopped and its CNI files removed; kuryr-rs is
-//! started the way the README's migration guide says. Then every old pod keeps its Neutron port,
+//! deployed the way the README's migration guide says: its CRDs applied, then in-cluster from the
+//! rendered manifests with the same kuryr.conf (the images `deploy/images/build.sh` makes, imported
+//! into containerd). Then every old pod keeps its Neutron port,
 //! address and KuryrPort (upstream's os-vif status, adopted), the Octavia load balancer is
 //! adopted (same id), the probes lose at most what was sent while no daemon ran, an old pod's DEL
 //! works through kuryr-rs (its OVS port goes), new pods and scaling work, and deleting everything
-//! leaves nothing in Neutron or Octavia.
+//! leaves nothing in Neutron or Octavia; uninstalling kuryr-rs leaves no conflist, kuryr-cni or
+//! kuryr process on the node.
 //!
 //! Back (`kuryr_rs_to_upstream_rollback_under_load`): the same with the roles swapped, the way the
-//! README's rollback says: kuryr-rs wires the pods and the Service, kuryr-rs stops, upstream's
+//! README's rollback says: kuryr-rs (in-cluster, warm pools on) wires the pods and the Service from
+//! its pool; the user's step 1 turns pools off (`vif_pool_driver = noop`, the controller restarted)
+//! and kuryr-rs drains them (the node's pool KuryrPort, every free pool port in Neutron and its OVS
+//! port go; the pods keep theirs); kuryr-rs's DaemonSet and Deployment are deleted, upstream's
 //! CRDs are put back (`kubectl replace`) and upstream starts; upstream reads kuryr-rs's KuryrPorts
 //! (with its own code: `hack/upstream/read-vifs`; its controller logs no handler failure) and
 //! KuryrLoadBalancer (same load balancer), DELs an old kuryr-rs pod, wires new ones.
@@ -23,10 +29,14 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kuryr_core::vif::{StoredForm, Vif, SUBNET_ID_KEY};
-use kuryr_e2e::deploy::{kjson, pod_ready, pods, repo, wait_for_no_host_kuryr};
+use kuryr_core::names::{pool_kuryrport_name, DEVICE_OWNER, POOL_NAMESPACE};
+use kuryr_core::vif::{host_ifname, StoredForm, Vif, SUBNET_ID_KEY};
+use kuryr_e2e::deploy::{
+    images_built_once, kjson, kuryr_processes, pod_ready, pods, repo, wait_for_no_host_kuryr,
+    wait_rolled_out, Deployed, InCluster, CNI_BIN,
+};
 use kuryr_e2e::kuryr::{self, web_deployment, Namespace};
-use kuryr_e2e::{kubectl, must, node_lock, openstack, run, wait_for, workspace_bin};
+use kuryr_e2e::{kubectl, must, node_lock, openstack, run, stack_env, wait_for, workspace_bin};
 use serde_json::{json, Value};
 
 /// `hack/upstream/upstream CMD`; `down` on drop (also when the test fails).
@@ -289,6 +299,13 @@ struct OldPod {
     port: String,
 }
 
+/// A busybox pod that sleeps.
+fn sleeper(ns: &str, name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+           "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "c",
+             "image": "localhost/kuryr/busybox:1.35", "imagePullPolicy": "Never", "command": ["sleep", "3600"]}]}})
+}
+
 /// What both tests run: in namespace `a` a Deployment `web` (2 pods) and its Service (Octavia),
 /// in `b` the pods `client` (the probes run in it) and `idle`.
 struct Workload {
@@ -309,12 +326,7 @@ impl Workload {
                     "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
         );
         for name in ["client", "idle"] {
-            w.b.apply_json(
-                name,
-                &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": w.b.0},
-                        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "c",
-                          "image": "localhost/kuryr/busybox:1.35", "imagePullPolicy": "Never", "command": ["sleep", "3600"]}]}}),
-            );
+            w.b.apply_json(name, &sleeper(&w.b.0, name));
         }
         for ns in [&w.a.0, &w.b.0] {
             must(kubectl().args([
@@ -620,7 +632,7 @@ fn scale_and_reach(w: &Workload, old: &[OldPod], vip: &str) -> String {
 /// Deletes an old pod: the DEL (by the other implementation than the one that wired it) removes
 /// its OVS port, the finalizer its Neutron port.
 fn delete_old_pod(victim: &OldPod) {
-    let tap = format!("tap{}", &victim.port[..11]);
+    let tap = host_ifname(&victim.port);
     must(kubectl().args([
         "delete",
         "pod",
@@ -634,19 +646,7 @@ fn delete_old_pod(victim: &OldPod) {
         "the old pod's OVS port to go",
         Duration::from_secs(60),
         Duration::from_millis(500),
-        || {
-            let out = run(Command::new("ovs-vsctl").args([
-                "--if-exists",
-                "get",
-                "Interface",
-                &tap,
-                "name",
-            ]));
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .is_empty()
-                .then_some(())
-        },
+        || (!ovs_has(&tap)).then_some(()),
     );
     wait_for(
         "the old pod's Neutron port to go",
@@ -747,10 +747,12 @@ kuryr-rs under load, both ways (e2e tests upstream_to_kuryr_rs_in_place_under_lo
 and kuryr_rs_to_upstream_rollback_under_load: rollback_*): 4 pods and a Service wired by one, a ping \
 every 200 ms between pods and an HTTP request every 500 ms through the Service's Octavia VIP while it \
 stops and the other starts; lost = pings never answered; window = the one stopped → the other's \
-daemon (and, back, controller) ready";
+daemon (and, back, controller) ready. Params: kuryr_rs = how kuryr-rs ran (host processes before \
+the param existed, in-cluster = the rendered manifests' DaemonSet and Deployment); pools = warm pools \
+of kuryr-rs before the rollback";
 
-/// `kuryr-bench record` into bench/results/migration.json.
-fn record(prefix: &str, loss: &ProbeLoss, checks: &[&str]) {
+/// `kuryr-bench record` into bench/results/migration.json; `extra`: more `--metric` values.
+fn record(prefix: &str, loss: &ProbeLoss, extra: &[String], params: &[&str], checks: &[&str]) {
     let metrics = [
         format!(
             "{prefix}_probe_lost_packets={}:count:pings lost through the swap",
@@ -780,19 +782,231 @@ fn record(prefix: &str, loss: &ProbeLoss, checks: &[&str]) {
         "--description",
         RESULTS_DESCRIPTION,
     ]);
-    for m in &metrics {
+    for m in metrics.iter().chain(extra) {
         cmd.args(["--metric", m]);
     }
-    for c in checks {
-        cmd.args(["--check", c]);
+    for (flag, values) in [("--param", params), ("--check", checks)] {
+        for v in values {
+            cmd.args([flag, v]);
+        }
     }
     eprintln!("{}", must(&mut cmd));
+}
+
+/// `--field-manager` of the tests' `kubectl apply` of kuryr-rs.
+const MANAGER: &str = "kuryr-e2e-migration";
+
+/// kuryr-rs in-cluster ([`InCluster`]): its CRDs applied, then the rest; uninstalled on drop.
+/// Returns once the daemon is ready (rolled out, its conflist written, the node Ready): the end
+/// of the window without a daemon. The controller is not waited for.
+fn deploy_kuryr_rs(tag: &str, extra_conf: &str, extra_objects: &[Value]) -> Deployed {
+    let ic = InCluster::render(tag, MANAGER, extra_conf, extra_objects);
+    ic.apply_crds();
+    let k = Deployed(ic);
+    k.0.apply();
+    if let Err(why) = wait_rolled_out("daemonset/kuryr-daemon", "daemon", Duration::from_secs(180))
+    {
+        kuryr_e2e::deploy::explain("daemon");
+        panic!("kuryr-rs's daemon did not become ready: {why}");
+    }
+    wait_for(
+        "the kuryr conflist",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || std::path::Path::new(kuryr::CONFLIST).exists().then_some(()),
+    );
+    must(kubectl().args([
+        "wait",
+        "--for=condition=Ready",
+        "--timeout=60s",
+        "node",
+        &stack_env()["STACK_HOST"],
+    ]));
+    k
+}
+
+/// Waits until kuryr-rs's controller Deployment is rolled out.
+fn wait_controller() {
+    if let Err(why) = wait_rolled_out(
+        "deployment/kuryr-controller",
+        "controller",
+        Duration::from_secs(180),
+    ) {
+        kuryr_e2e::deploy::explain("controller");
+        panic!("kuryr-rs's controller did not become ready: {why}");
+    }
+}
+
+/// Uninstalls kuryr-rs ([`Deployed`]'s drop): then no kuryr-rs pod, no kuryr process, no
+/// conflist and no kuryr-cni are left on the node, as the next tests expect.
+fn uninstall(k: Deployed) {
+    drop(k);
+    let left = pods(
+        kuryr_e2e::deploy::NAMESPACE,
+        "app.kubernetes.io/name=kuryr-rs",
+    );
+    assert!(left.is_empty(), "kuryr-rs pods left: {left:?}");
+    assert_eq!(kuryr_processes(), vec![], "kuryr processes left");
+    for f in [kuryr::CONFLIST, CNI_BIN] {
+        assert!(
+            !std::path::Path::new(f).exists(),
+            "{f} left after uninstalling"
+        );
+    }
+}
+
+/// Warm pools on, small (a refill is one bulk of 4), as in the rollback test.
+const POOLS_ON: &str =
+    "[kubernetes]\nvif_pool_driver = neutron\n[vif_pool]\nports_pool_min = 4\nports_pool_batch = 4\n";
+/// The README's rollback step 1.
+const POOLS_OFF: &str = "[kubernetes]\nvif_pool_driver = noop\n";
+
+/// The namespace of the pool KuryrPorts, which the chart adds with pools on (the controller may
+/// not create namespaces).
+fn pool_namespace() -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": POOL_NAMESPACE, "labels": {"app.kubernetes.io/part-of": "kuryr-rs"}}})
+}
+
+/// The pool KuryrPort of `node`, if it exists.
+fn pool_kuryrport(node: &str) -> Option<Value> {
+    let out = run(kubectl().args([
+        "get",
+        "kuryrports.openstack.org",
+        "-n",
+        POOL_NAMESPACE,
+        &pool_kuryrport_name(node),
+        "-o",
+        "json",
+    ]));
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("KuryrPort JSON"))
+}
+
+/// The port ids `node`'s pool KuryrPort publishes (free pool ports the daemon pre-plugs).
+fn published(node: &str) -> std::collections::BTreeSet<String> {
+    pool_kuryrport(node)
+        .and_then(|kp| {
+            kp["status"]["vifs"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+        })
+        .unwrap_or_default()
+}
+
+/// Neutron ports still stamped as `node`'s free pool ports (name `kuryr-pool/<node>`, kuryr's
+/// device owner, no device) that no pod's KuryrPort records.
+fn free_pool_ports(node: &str) -> Vec<String> {
+    let ports: Value = serde_json::from_str(&must(openstack("kuryr").args([
+        "port",
+        "list",
+        "--device-owner",
+        DEVICE_OWNER,
+        "--name",
+        &format!("kuryr-pool/{node}"),
+        "-f",
+        "json",
+        "-c",
+        "ID",
+        "-c",
+        "Device ID",
+    ])))
+    .expect("port list JSON");
+    let recorded = all_kuryrports().to_string();
+    ports
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["Device ID"].as_str().unwrap_or_default().is_empty())
+        .filter_map(|p| p["ID"].as_str())
+        .filter(|id| !recorded.contains(id))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The rollback's step 1 with warm pools on: `vif_pool_driver = noop` in the ConfigMap and the
+/// Secret, the controller restarted; it drains the pools: the node's pool KuryrPort goes, every
+/// free pool port (`free`, those published just before) goes from Neutron and from OVS (the
+/// daemon unplugs what it pre-plugged), and no free pool port is left. Returns how long the drain
+/// took from the restart.
+fn pools_off_and_drained(
+    k: &Deployed,
+    node: &str,
+    free: &std::collections::BTreeSet<String>,
+) -> Duration {
+    k.0.reconfigure(POOLS_OFF);
+    let t = Instant::now();
+    must(kubectl().args([
+        "rollout",
+        "restart",
+        "-n",
+        kuryr_e2e::deploy::NAMESPACE,
+        "deployment/kuryr-controller",
+    ]));
+    wait_controller();
+    wait_for(
+        "the node's pool KuryrPort to go",
+        Duration::from_secs(120),
+        Duration::from_millis(250),
+        || pool_kuryrport(node).is_none().then_some(()),
+    );
+    // One OVSDB and one Neutron listing per round, whatever the pool's size (the pool may have
+    // adopted many free ports an earlier run left).
+    wait_for(
+        "the drained pool ports' OVS ports to go",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            let ifaces = must(Command::new("ovs-vsctl").args([
+                "--format=csv",
+                "--columns=name",
+                "list",
+                "Interface",
+            ]));
+            (!free.iter().any(|id| ifaces.contains(&host_ifname(id)))).then_some(())
+        },
+    );
+    wait_for(
+        "the free pool ports to go from Neutron",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || {
+            let ids = must(openstack("kuryr").args([
+                "port",
+                "list",
+                "--device-owner",
+                DEVICE_OWNER,
+                "-f",
+                "value",
+                "-c",
+                "ID",
+            ]));
+            (!free.iter().any(|id| ids.contains(id.as_str()))).then_some(())
+        },
+    );
+    let took = t.elapsed();
+    let left = free_pool_ports(node);
+    assert!(
+        left.is_empty(),
+        "free pool ports left after the drain: {left:?}"
+    );
+    took
+}
+
+/// Whether OVS has an Interface named `name`.
+fn ovs_has(name: &str) -> bool {
+    let out =
+        run(Command::new("ovs-vsctl").args(["--if-exists", "get", "Interface", name, "name"]));
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
 #[test]
 #[ignore = "needs the local stack (hack/test)"]
 fn upstream_to_kuryr_rs_in_place_under_load() {
+    let t0 = Instant::now();
     let _node = node_lock();
+    images_built_once();
     wait_for_no_host_kuryr(Duration::from_secs(60));
     // A migration starts from a cluster upstream runs. Earlier tests (and hack/demo) left pods
     // and Services kuryr-rs wired (CoreDNS, default/kubernetes), maybe by an earlier release in
@@ -806,11 +1020,13 @@ fn upstream_to_kuryr_rs_in_place_under_load() {
     let _upstream = Upstream::up();
     let (sc, mut probes) = Scene::set_up("mig", Wirer::Upstream);
 
-    // The swap: upstream's daemon and controller stop, its CNI files go; kuryr-rs starts.
+    // The swap, as the README says: upstream's daemon and controller stop, its CNI files go;
+    // kuryr-rs's CRDs are applied and kuryr-rs is deployed in-cluster with the same kuryr.conf.
     let stopped = Instant::now();
     Upstream::cmd(&["stop"]);
-    let k = kuryr::start(&[]);
+    let k = deploy_kuryr_rs("migration", "", &[]);
     let window = stopped.elapsed();
+    wait_controller();
     probes.wait_more("kuryr-rs");
 
     assert_pods_kept(&sc.old);
@@ -820,10 +1036,21 @@ fn upstream_to_kuryr_rs_in_place_under_load() {
     sc.delete_old_pod();
     let loss = probes.finish(stopped, window);
 
-    // Everything deleted through kuryr-rs: nothing left in Neutron/Octavia.
+    // Everything deleted through kuryr-rs: nothing left in Neutron/Octavia; then kuryr-rs
+    // uninstalled, nothing of it left on the node.
     sc.delete_all(&new_name);
-    drop(k);
-    record("migration", &loss, &["pods_adopted=4", "lb_adopted=true"]);
+    uninstall(k);
+    record(
+        "migration",
+        &loss,
+        &[],
+        &["kuryr_rs=in-cluster"],
+        &["pods_adopted=4", "lb_adopted=true"],
+    );
+    eprintln!(
+        "upstream_to_kuryr_rs_in_place_under_load took {:.1?}",
+        t0.elapsed()
+    );
 }
 
 /// What kuryr-rs writes for every binding kind is what upstream reads: its own deserializer
@@ -888,20 +1115,80 @@ fn upstream_reads_kuryr_rs_vifs() {
 #[test]
 #[ignore = "needs the local stack (hack/test)"]
 fn kuryr_rs_to_upstream_rollback_under_load() {
+    let t0 = Instant::now();
     let _node = node_lock();
+    images_built_once();
     wait_for_no_host_kuryr(Duration::from_secs(60));
     Upstream::cmd(&["install"]);
     let env = Upstream::env();
-    let k = kuryr::start(&[]);
+    let node = stack_env()["STACK_HOST"].clone();
+    // kuryr-rs in-cluster with warm pools on.
+    let k = deploy_kuryr_rs("rollback", POOLS_ON, &[pool_namespace()]);
+    wait_controller();
     wait_cluster_upstream_readable();
+    // A first pod finds the pool empty and gets it filled; the workload's pods take pool ports.
+    let warm = Namespace::create("rb-w");
+    warm.apply_json("warm", &sleeper(&warm.0, "warm"));
+    must(kubectl().args([
+        "wait",
+        "-n",
+        &warm.0,
+        "--for=condition=Ready",
+        "pod/warm",
+        "--timeout=120s",
+    ]));
+    let pool = wait_for(
+        "4 free pool ports published",
+        Duration::from_secs(120),
+        Duration::from_millis(250),
+        || Some(published(&node)).filter(|p| p.len() >= 4),
+    );
     let (sc, mut probes) = Scene::set_up("rb", Wirer::KuryrRs);
+    let from_pool: Vec<&OldPod> = sc.old.iter().filter(|o| pool.contains(&o.port)).collect();
+    assert_eq!(
+        from_pool.len(),
+        sc.old.len(),
+        "every pod took a pool port (pool {pool:?}): {:?}",
+        sc.old
+    );
 
-    // The rollback, as the README says: kuryr-rs stops (its daemon removes its conflist), its CNI
-    // binary goes, upstream's own CRDs are put back, upstream starts.
+    // Rollback step 1, pools off. The warm-up pod goes first: its port goes back to the pool.
+    // The pool is then settled: the refill the workload's claims started (one bulk of 4: min and
+    // batch are 4) and the recycled port are published, no refill is in flight.
+    must(kubectl().args([
+        "delete",
+        "namespace",
+        &warm.0,
+        "--wait=true",
+        "--timeout=120s",
+    ]));
+    let free = wait_for(
+        "the pool refilled (4) and the warm-up pod's port back in it",
+        Duration::from_secs(120),
+        Duration::from_millis(250),
+        || {
+            Some(published(&node))
+                .filter(|p| p.len() >= 5 && !sc.old.iter().any(|o| p.contains(&o.port)))
+        },
+    );
+    let drain = pools_off_and_drained(&k, &node, &free);
+    eprintln!(
+        "pools off: {} free pool ports drained {drain:.1?} after the controller's restart",
+        free.len()
+    );
+
+    // Step 2 onwards: kuryr-rs's DaemonSet and controller Deployment are deleted (the daemon's
+    // preStop removes its conflist and kuryr-cni), upstream's own CRDs are put back, upstream
+    // starts.
     let log_from = Upstream::log_sizes();
     let stopped = Instant::now();
-    drop(k);
-    for f in [kuryr::CONFLIST, "/opt/cni/bin/kuryr-cni"] {
+    let out = InCluster::delete(&["daemonset/kuryr-daemon", "deployment/kuryr-controller"]);
+    assert!(
+        out.status.success(),
+        "deleting kuryr-rs's DaemonSet and Deployment: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [kuryr::CONFLIST, CNI_BIN] {
         let _ = std::fs::remove_file(f);
     }
     must(kubectl().args(["replace", "-f", &env["UPSTREAM_CRDS"]]));
@@ -934,13 +1221,26 @@ fn kuryr_rs_to_upstream_rollback_under_load() {
     // Everything deleted through upstream: nothing kuryr-made left in Neutron/Octavia.
     sc.delete_all(&new_name);
     drop(upstream);
+    uninstall(k);
     record(
         "rollback",
         &loss,
+        &[format!(
+            "rollback_pool_drain={:.3}:s:controller restarted with vif_pool_driver = noop → its pool \
+             KuryrPort and free pool ports gone",
+            drain.as_secs_f64()
+        )],
+        &["kuryr_rs=in-cluster", "pools=on (min 4, batch 4), drained before the rollback"],
         &[
             "pods_kept=4",
             "lb_adopted=true",
             "upstream_read_kuryrports=true",
+            "pool_ports_taken=4",
+            "pool_drained=true",
         ],
+    );
+    eprintln!(
+        "kuryr_rs_to_upstream_rollback_under_load took {:.1?}",
+        t0.elapsed()
     );
 }
