@@ -715,6 +715,23 @@ async fn load_balancer_lifecycle() {
 /// this proves it with keystonemiddleware's answer): the session's token is revoked by the admin
 /// before Neutron ever validated it (so no middleware cache hides the revocation); the next
 /// Neutron call is answered 401, the session issues a new token once and the call succeeds.
+/// Keystone's token API on token `subject`, authorized by token `auth`: `DELETE` revokes,
+/// `GET` validates (200 valid, 404 not).
+async fn on_token(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    auth_url: &str,
+    auth: &str,
+    subject: &str,
+) -> reqwest::Response {
+    http.request(method, format!("{auth_url}/auth/tokens"))
+        .header("X-Auth-Token", auth)
+        .header("X-Subject-Token", subject)
+        .send()
+        .await
+        .expect("Keystone's token API answers")
+}
+
 #[tokio::test]
 #[ignore = "needs the local stack (hack/stack/up)"]
 async fn revoked_token_is_replaced_on_401() {
@@ -723,15 +740,17 @@ async fn revoked_token_is_replaced_on_401() {
     let admin = session("admin").await;
     let admin_token = admin.token().await.unwrap();
     let http = reqwest::Client::new();
-    let url = format!("{}/auth/tokens", s.auth_url());
-    // Keystone's token API on the old token, as the admin: DELETE revokes, GET validates.
+    // Keystone's token API on the old token, as the admin.
     let on_old = |method: reqwest::Method| {
-        http.request(method, &url)
-            .header("X-Auth-Token", admin_token.secret())
-            .header("X-Subject-Token", old.secret())
-            .send()
+        on_token(
+            &http,
+            method,
+            s.auth_url(),
+            admin_token.secret(),
+            old.secret(),
+        )
     };
-    let revoke = on_old(reqwest::Method::DELETE).await.unwrap();
+    let revoke = on_old(reqwest::Method::DELETE).await;
     assert_eq!(
         revoke.status().as_u16(),
         204,
@@ -739,7 +758,7 @@ async fn revoked_token_is_replaced_on_401() {
         revoke.text().await
     );
     // Keystone itself no longer accepts the old token (the control: the revocation took).
-    let check = on_old(reqwest::Method::GET).await.unwrap();
+    let check = on_old(reqwest::Method::GET).await;
     assert_eq!(
         check.status().as_u16(),
         404,
@@ -857,13 +876,14 @@ async fn token_is_refreshed_before_it_expires() {
             "the session still uses a token about to expire"
         );
         // The old token was still good at Keystone: the refresh came before expiry.
-        let check = http
-            .get(format!("{auth_url}/auth/tokens"))
-            .header("X-Auth-Token", &user_secret)
-            .header("X-Subject-Token", first.secret())
-            .send()
-            .await
-            .unwrap();
+        let check = on_token(
+            &http,
+            reqwest::Method::GET,
+            &auth_url,
+            &user_secret,
+            first.secret(),
+        )
+        .await;
         assert_eq!(
             check.status().as_u16(),
             200,

@@ -489,13 +489,7 @@ impl InCluster {
     /// `kubectl apply` of kuryr-rs's CRDs (the objects and their status stay), until Established.
     pub fn apply_crds(&self) {
         self.apply_file(&self.crds);
-        must(kubectl().args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd",
-            "--all",
-        ]));
+        wait_crds_established("--all");
     }
 
     /// `kubectl apply` of everything else; kubectl's output.
@@ -688,4 +682,15 @@ pub fn explain(component: &str) {
          kubectl logs -n kube-system -l {sel} --all-containers; the kubelet's log is \
          /var/lib/kuryr-stack/log/kubelet.log"
     );
+}
+
+/// Waits (30 s at most) until the CRDs `which` names (`--all`, or one CRD's name) are Established.
+pub fn wait_crds_established(which: &str) {
+    must(kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd",
+        which,
+    ]));
 }

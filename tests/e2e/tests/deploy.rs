@@ -389,12 +389,7 @@ fn manifests_pass_server_side_dry_run_and_crds_validate() {
                 .arg(crds()),
         );
     }
-    must(kubectl().args([
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/kuryrports.openstack.org",
-    ]));
+    wait_crds_established("kuryrports.openstack.org");
 
     let bad = json!({
         "apiVersion": "openstack.org/v1", "kind": "KuryrPort",
@@ -1077,13 +1072,7 @@ fn deployed_in_cluster_end_to_end() {
             ])
             .arg(&crd_file),
     );
-    must(kubectl().args([
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd",
-        "--all",
-    ]));
+    wait_crds_established("--all");
     let installed = Installed {
         manifest: manifest.clone(),
         armed: true,
